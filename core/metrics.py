@@ -1,0 +1,104 @@
+"""Prometheus metrics of the core.
+
+Per-process metrics (requests, jobs, embeds, cache) are exported by each process. The queue
+gauges are read from the database at scrape time by the API only (``QueueCollector``), so there
+is one source of truth: use ``max(core_ingest_queue_depth)`` across API replicas, and
+``sum(core_ingest_jobs_in_flight)`` across workers (each worker exports its own in-flight jobs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+HTTP_DURATION = Histogram(
+    "core_http_request_duration_seconds", "HTTP request duration by route template, method and status",
+    ["route", "method", "status"], buckets=LATENCY_BUCKETS,
+)
+INGEST_JOBS = Counter("core_ingest_jobs_total", "Ingest jobs finished by a worker, by outcome", ["status"])
+INGEST_CHUNKS = Counter("core_ingest_chunks_total", "Chunks written by workers")
+INGEST_ACCEPTED = Counter("core_ingest_accepted_total", "Documents accepted by the API, by source", ["source"])
+JOBS_IN_FLIGHT = Gauge("core_ingest_jobs_in_flight", "Jobs this worker is processing right now")
+BATCH_SECONDS = Histogram("core_ingest_batch_seconds", "Worker batch duration (claim to commit)",
+                          buckets=LATENCY_BUCKETS)
+EMBED_SECONDS = Histogram("core_embed_seconds", "Time to embed one batch of texts", ["embedder"],
+                          buckets=LATENCY_BUCKETS)
+SEARCH_CACHE = Counter("core_search_cache_requests_total", "Search cache lookups by result", ["result"])
+SEARCH_SECONDS = Histogram("core_search_seconds", "Search time inside the service by mode and cache result",
+                           ["mode", "cached"], buckets=LATENCY_BUCKETS)
+RATE_LIMITED = Counter("core_rate_limited_total", "Requests refused with 429")
+WORKERS = Gauge("core_workers", "Ingest worker processes of the local pool", ["state"])
+
+QUEUE_SQL = """
+WITH locked AS (
+    SELECT ((l.classid::bigint << 32) | l.objid::bigint) AS job_id
+    FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)
+SELECT count(*) FILTER (WHERE j.id NOT IN (SELECT job_id FROM locked)),
+       count(*) FILTER (WHERE j.id IN (SELECT job_id FROM locked)),
+       coalesce(extract(epoch FROM now() - min(j.created_at)), 0),
+       (SELECT count(*) FROM ingest_jobs WHERE status = 'dead')
+FROM ingest_jobs j WHERE j.status IN ('queued', 'failed')
+"""
+
+
+def queue_stats(conn: Any) -> tuple[int, int, float, int]:
+    """(waiting, in flight, oldest pending age in seconds, dead) straight from the database."""
+    row = conn.execute(QUEUE_SQL).fetchone()
+    return int(row[0]), int(row[1]), float(row[2]), int(row[3])
+
+
+class QueueCollector(Collector):
+    """Reads the queue's depth from PostgreSQL when Prometheus scrapes (at most every ``min_interval``)."""
+
+    def __init__(self, pool: ConnectionPool, min_interval: float = 1.0) -> None:
+        self.pool = pool
+        self.min_interval = min_interval
+        self._cached: tuple[float, tuple[int, int, float, int]] | None = None
+
+    def _stats(self) -> tuple[int, int, float, int] | None:
+        now = time.monotonic()
+        if self._cached and now - self._cached[0] < self.min_interval:
+            return self._cached[1]
+        try:
+            with self.pool.connection(timeout=2) as conn:
+                stats = queue_stats(conn)
+        except Exception:
+            return None
+        self._cached = (now, stats)
+        return stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self._stats()
+        pool_stats = self.pool.get_stats()
+        size = pool_stats.get("pool_size", 0)
+        idle = pool_stats.get("pool_available", 0)
+        conns = GaugeMetricFamily("core_db_pool_connections", "Connections of the API's pool by state",
+                                  labels=["state"])
+        conns.add_metric(["idle"], idle)
+        conns.add_metric(["busy"], max(size - idle, 0))
+        conns.add_metric(["waiting"], pool_stats.get("requests_waiting", 0))
+        conns.add_metric(["max"], self.pool.max_size)
+        yield conns
+        if stats is None:
+            return
+        waiting, in_flight, oldest, dead = stats
+        yield GaugeMetricFamily("core_ingest_queue_depth", "Jobs waiting for a worker (not in flight)",
+                                value=waiting)
+        yield GaugeMetricFamily("core_ingest_queue_in_flight", "Jobs held by a worker right now (from the database)",
+                                value=in_flight)
+        yield GaugeMetricFamily("core_ingest_oldest_pending_seconds", "Age of the oldest unfinished job",
+                                value=oldest)
+        yield GaugeMetricFamily("core_ingest_jobs_dead", "Jobs that exhausted their attempts", value=dead)

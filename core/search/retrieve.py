@@ -1,0 +1,195 @@
+"""Company-scoped retrieval: vector (HNSW), keyword (full text) and hybrid (reciprocal rank fusion).
+
+Keyword search matches any of the query's words (stemmed, English) and ranks by ``ts_rank_cd``,
+so more matching words and closer ones rank higher.
+
+Vector search runs with ``hnsw.iterative_scan = relaxed_order`` (set on every pooled
+connection) inside a materialized CTE that is re-sorted, so a company filter still returns k
+results in exact distance order (pgvector >= 0.8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core import metrics
+from core.cache import search_key
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from core.cache import Cache
+    from core.embed import Embedder
+    from core.tenants import Principal
+
+RRF_K = 60
+MAX_QUERY_CHARS = 4000
+
+
+class Mode(StrEnum):
+    hybrid = "hybrid"
+    vector = "vector"
+    keyword = "keyword"
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any] | None = None
+    external_ids: list[str] | None = Field(None, max_length=1000)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return None
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(10, ge=1)
+    mode: Mode = Mode.hybrid
+    filters: Filters | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        v = " ".join(v.split())
+        if not v:
+            raise ValueError("query must not be blank")
+        if "\x00" in v:
+            raise ValueError("query must not contain NUL characters")
+        return v
+
+    def digest(self) -> str:
+        """A stable digest of the normalized request: the cache key's last part."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True,
+                               separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: int
+    document_id: int
+    external_id: str
+    text: str
+    score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"document_id": self.document_id, "external_id": self.external_id, "chunk_id": self.chunk_id,
+                "text": self.text, "score": round(self.score, 6)}
+
+
+def rrf_fuse(rankings: list[list[Hit]], k: int, c: int = RRF_K) -> list[Hit]:
+    """Reciprocal rank fusion: score = sum over rankings of 1 / (c + rank), rank from 1 (pure)."""
+    scores: dict[int, float] = {}
+    first: dict[int, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (c + rank)
+            first.setdefault(hit.chunk_id, hit)
+    order = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
+    return [Hit(cid, first[cid].document_id, first[cid].external_id, first[cid].text, scores[cid]) for cid in order]
+
+
+def _filters(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any]]:
+    clauses: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if filters is not None:
+        if filters.metadata:
+            clauses.append(sql.SQL("metadata @> %(f_metadata)s"))
+            params["f_metadata"] = Jsonb(filters.metadata)
+        if filters.external_ids is not None:
+            clauses.append(sql.SQL("external_id = ANY(%(f_external_ids)s)"))
+            params["f_external_ids"] = filters.external_ids
+        if filters.created_after is not None:
+            clauses.append(sql.SQL("created_at >= %(f_after)s"))
+            params["f_after"] = filters.created_after
+        if filters.created_before is not None:
+            clauses.append(sql.SQL("created_at < %(f_before)s"))
+            params["f_before"] = filters.created_before
+    if not clauses:
+        return sql.SQL(""), params
+    return sql.SQL(" AND ") + sql.SQL(" AND ").join(clauses), params
+
+
+VECTOR_SQL = """
+WITH hits AS MATERIALIZED (
+    SELECT id, document_id, external_id, body, embedding <=> %(q)s AS distance
+    FROM chunks WHERE company_id = %(company)s {filters}
+    ORDER BY embedding <=> %(q)s LIMIT %(n)s
+)
+SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY distance, id
+"""
+
+KEYWORD_SQL = """
+SELECT id, document_id, external_id, body, ts_rank_cd(tsv, tq) AS score
+FROM chunks, CAST(replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | ') AS tsquery) AS tq
+WHERE company_id = %(company)s AND tsv @@ tq {filters}
+ORDER BY score DESC, id LIMIT %(n)s
+"""
+
+HYBRID_SQL = f"""
+WITH v AS MATERIALIZED ({VECTOR_SQL}), kw AS MATERIALIZED ({KEYWORD_SQL})
+SELECT 'v', * FROM v UNION ALL SELECT 'k', * FROM kw
+"""
+
+
+def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
+    return [Hit(int(r[0]), int(r[1]), r[2], r[3], float(r[4])) for r in rows]
+
+
+def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest) -> list[Hit]:
+    where, params = _filters(req.filters)
+    params.update(company=company_id, text=req.query)
+    if req.mode is Mode.keyword:
+        params["n"] = req.k
+        return _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
+    assert embedder is not None
+    started = time.perf_counter()
+    params["q"] = embedder.embed([req.query])[0]
+    metrics.EMBED_SECONDS.labels(embedder.name).observe(time.perf_counter() - started)
+    if req.mode is Mode.vector:
+        params["n"] = req.k
+        return _hits(conn.execute(sql.SQL(VECTOR_SQL).format(filters=where), params).fetchall())
+    params["n"] = max(req.k * 3, 30)
+    rows = conn.execute(sql.SQL(HYBRID_SQL).format(filters=where), params).fetchall()
+    vector = sorted(_hits([r[1:] for r in rows if r[0] == "v"]), key=lambda h: (-h.score, h.chunk_id))
+    keyword = sorted(_hits([r[1:] for r in rows if r[0] == "k"]), key=lambda h: (-h.score, h.chunk_id))
+    return rrf_fuse([vector, keyword], req.k)
+
+
+def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
+           ttl: int) -> dict[str, Any]:
+    """Answer a search from the cache when the company's data has not changed, else from the database."""
+    started = time.perf_counter()
+    key = search_key(principal.company_id, principal.data_version, req.digest())
+    cached, _ = cache.get_json(key)
+    if cached is not None:
+        took = (time.perf_counter() - started) * 1000
+        metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
+        return {"results": cached, "cached": True, "took_ms": round(took, 3)}
+    with pool.connection() as conn:
+        hits = retrieve(conn, embedder, principal.company_id, req)
+        conn.rollback()
+    results = [h.as_dict() for h in hits]
+    cache.set_json(key, results, ttl)
+    took = (time.perf_counter() - started) * 1000
+    metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)
+    return {"results": results, "cached": False, "took_ms": round(took, 3)}

@@ -1,0 +1,167 @@
+"""Companies (tenants), their API keys and webhook secrets.
+
+API keys are shown once and stored as SHA-256 digests: they are 256-bit random strings, so a
+fast digest is as safe as a slow password hash and keeps authentication to one index probe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from core.db import record_event
+from core.errors import ConfigError, NotFound
+
+KEY_PREFIX = "ok_"
+
+
+def generate_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass(frozen=True)
+class NewTenant:
+    company_id: int
+    name: str
+    api_key: str
+    webhook_secret: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: one company, and that company's current data version."""
+
+    company_id: int
+    data_version: int
+
+
+def _insert_key(conn: psycopg.Connection[Any], company_id: int) -> str:
+    key = generate_api_key()
+    conn.execute(
+        "INSERT INTO api_keys (company_id, key_prefix, key_hash) VALUES (%s, %s, %s)",
+        (company_id, key[:10], hash_key(key)),
+    )
+    return key
+
+
+def create_company(conn: psycopg.Connection[Any], name: str, *, actor: str = "cli") -> NewTenant:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ConfigError("a company name is 1 to 200 characters")
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    with conn.transaction():
+        try:
+            row = conn.execute(
+                "INSERT INTO companies (name, webhook_secret) VALUES (%s, %s) RETURNING id", (name, secret)
+            ).fetchone()
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConfigError(f"a company named {name!r} already exists") from exc
+        assert row is not None
+        company_id = int(row[0])
+        key = _insert_key(conn, company_id)
+        record_event(conn, actor=actor, action="tenant.create", target=f"company/{company_id}",
+                     to_state=name, reason="opsctl tenant create")
+    return NewTenant(company_id, name, key, secret)
+
+
+def find_company(conn: psycopg.Connection[Any], ref: str) -> int:
+    """A company by id or by name."""
+    row = conn.execute(
+        "SELECT id FROM companies WHERE id::text = %s OR name = %s ORDER BY id LIMIT 1", (ref, ref)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no company {ref!r}")
+    return int(row[0])
+
+
+def rotate_key(conn: psycopg.Connection[Any], ref: str, *, keep_old: bool = False, actor: str = "cli") -> NewTenant:
+    """Issue a new API key; revoke the company's other keys unless ``keep_old``."""
+    with conn.transaction():
+        company_id = find_company(conn, ref)
+        row = conn.execute(
+            "SELECT name, webhook_secret FROM companies WHERE id = %s FOR UPDATE", (company_id,)
+        ).fetchone()
+        assert row is not None
+        revoked = 0
+        if not keep_old:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE company_id = %s AND revoked_at IS NULL",
+                (company_id,),
+            )
+            revoked = cur.rowcount
+        key = _insert_key(conn, company_id)
+        record_event(conn, actor=actor, action="tenant.rotate-key", target=f"company/{company_id}",
+                     reason="opsctl tenant rotate-key", details={"revoked_keys": revoked})
+    return NewTenant(company_id, row[0], key, row[1])
+
+
+def list_companies(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        """
+        SELECT c.id, c.name, c.created_at, c.data_version,
+               (SELECT count(*) FROM api_keys k WHERE k.company_id = c.id AND k.revoked_at IS NULL),
+               (SELECT count(*) FROM documents d WHERE d.company_id = c.id)
+        FROM companies c ORDER BY c.id
+        """
+    ).fetchall()
+    return [
+        {"id": r[0], "name": r[1], "created_at": _iso(r[2]), "data_version": r[3], "active_keys": r[4],
+         "documents": r[5]}
+        for r in rows
+    ]
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+AUTH_SQL = """
+SELECT c.id, c.data_version FROM api_keys k JOIN companies c ON c.id = k.company_id
+WHERE k.key_hash = %s AND k.revoked_at IS NULL
+"""
+
+
+def authenticate(conn: psycopg.Connection[Any], key: str) -> Principal | None:
+    row = conn.execute(AUTH_SQL, (hash_key(key),), prepare=True).fetchone()
+    return Principal(int(row[0]), int(row[1])) if row else None
+
+
+def company_secret(conn: psycopg.Connection[Any], company_id: int) -> tuple[str, int] | None:
+    row = conn.execute("SELECT webhook_secret, data_version FROM companies WHERE id = %s", (company_id,)).fetchone()
+    return (str(row[0]), int(row[1])) if row else None
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``X-Opsctl-Signature`` header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_signature(secret: str, header: str | None, body: bytes, now: float, tolerance: int) -> str | None:
+    """Check a webhook signature; returns None when valid, else why not (pure)."""
+    if not header:
+        return "missing X-Opsctl-Signature header"
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        parts.setdefault(key, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError):
+        return "malformed X-Opsctl-Signature header: expected t=<unix seconds>,v1=<hex>"
+    if abs(now - timestamp) > tolerance:
+        return f"stale signature: timestamp is {int(now - timestamp)} s from now (limit {tolerance} s)"
+    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in parts.get("v1", [])):
+        return "signature does not match"
+    return None

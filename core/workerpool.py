@@ -1,0 +1,173 @@
+"""The local worker pool: the embedded scale target behind ``/admin/workers``.
+
+A small reconciler (like a ReplicaSet): it keeps ``replicas`` worker processes running,
+restarts any that die, and scales down by SIGTERM so a worker finishes its batch first. Each
+worker serves its own ``/metrics``; the pool keeps a Prometheus file_sd target list current.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import metrics
+
+log = logging.getLogger("core.workerpool")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    metrics_port: int
+    started_at: float
+    stopping: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@dataclass
+class WorkerPool:
+    env: dict[str, str]
+    replicas: int = 2
+    log_dir: Path | None = None
+    targets_file: Path | None = None
+    stop_grace_seconds: float = 60.0
+    interval: float = 0.5
+    workers: list[WorkerProcess] = field(default_factory=list)
+    restarts: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- control -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.reconcile()
+        self._thread = threading.Thread(target=self._loop, name="worker-pool", daemon=True)
+        self._thread.start()
+
+    def resize(self, replicas: int) -> dict[str, Any]:
+        with self._lock:
+            before = self.replicas
+            self.replicas = replicas
+            log.info("worker pool: %d -> %d replicas", before, replicas)
+            self.reconcile()
+            return self.status()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            active = [w for w in self.workers if w.alive() and not w.stopping]
+            return {
+                "replicas": self.replicas,
+                "running": len(active),
+                "stopping": sum(1 for w in self.workers if w.alive() and w.stopping),
+                "restarts": self.restarts,
+                "workers": [{"pid": w.pid, "metrics_port": w.metrics_port,
+                             "uptime_seconds": round(time.time() - w.started_at, 1)} for w in active],
+            }
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every worker gracefully (SIGTERM, wait), killing those that outlive ``timeout``."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            self.replicas = 0
+            for w in self.workers:
+                if w.alive():
+                    w.stopping = True
+                    w.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + (self.stop_grace_seconds if timeout is None else timeout)
+            for w in self.workers:
+                remaining = max(0.0, deadline - time.monotonic())
+                try:
+                    w.proc.wait(remaining)
+                except subprocess.TimeoutExpired:
+                    log.warning("worker %d did not stop in time; killing it", w.pid)
+                    w.proc.kill()
+                    w.proc.wait()
+            self.workers.clear()
+            self._publish()
+
+    def kill_all(self) -> None:
+        self._stop.set()
+        with self._lock:
+            for w in self.workers:
+                if w.alive():
+                    w.proc.kill()
+            self.workers.clear()
+
+    # -- reconcile -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.reconcile()
+            except Exception:  # the pool must outlive one bad cycle
+                log.exception("worker pool reconcile failed")
+
+    def reconcile(self) -> None:
+        with self._lock:
+            if self._stop.is_set() and self.replicas:
+                return
+            for w in list(self.workers):
+                if not w.alive():
+                    self.workers.remove(w)
+                    if not w.stopping:
+                        self.restarts += 1
+                        log.warning("worker %d exited with %s; replacing it", w.pid, w.proc.returncode)
+            active = [w for w in self.workers if not w.stopping]
+            for _ in range(self.replicas - len(active)):
+                self.workers.append(self._spawn())
+            for w in active[self.replicas:] if len(active) > self.replicas else []:
+                w.stopping = True
+                w.proc.send_signal(signal.SIGTERM)
+            self._publish()
+
+    def _spawn(self) -> WorkerProcess:
+        port = free_port()
+        out: Any = subprocess.DEVNULL
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / "workers.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.ingest.worker", "--metrics-port", str(port)],
+            env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            start_new_session=True,
+        )
+        if out is not subprocess.DEVNULL:
+            out.close()
+        log.info("started worker %d (metrics on :%d)", proc.pid, port)
+        return WorkerProcess(proc, port, time.time())
+
+    def _publish(self) -> None:
+        running = [w for w in self.workers if w.alive() and not w.stopping]
+        metrics.WORKERS.labels("desired").set(self.replicas)
+        metrics.WORKERS.labels("running").set(len(running))
+        if self.targets_file is not None:
+            targets = [{"targets": [f"127.0.0.1:{w.metrics_port}" for w in self.workers if w.alive()],
+                        "labels": {"job": "core-worker"}}]
+            tmp = self.targets_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(targets))
+            os.replace(tmp, self.targets_file)

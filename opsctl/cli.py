@@ -1,0 +1,95 @@
+"""The ``opsctl`` command line: one thin Typer module per command group in ``opsctl.commands``.
+
+Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error. Errors are one
+line on stderr; ``--debug`` adds the traceback. Heavy libraries are imported inside commands so
+``opsctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from opsctl.commands import ingest as ingest_cmd
+from opsctl.commands import search as search_cmd
+from opsctl.commands import tenant as tenant_cmd
+from opsctl.commands import up as up_cmd
+
+app = typer.Typer(
+    name="opsctl",
+    help="Operate the opsctl core: run it, load and search data, scale, back up, maintain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks and debug logs", envvar="OPSCTL_DEBUG"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="state dir of `opsctl up`", envvar="OPSCTL_DATA_DIR"),
+    config: Path | None = typer.Option(None, "--config", help="settings file (YAML)", envvar="OPSCTL_CONFIG"),
+) -> None:
+    """opsctl: the ingest/search core and its operations toolkit.
+
+    Example: opsctl up   (then, in a second terminal)   opsctl tenant create acme
+    """
+    if data_dir is not None:
+        os.environ["OPSCTL_DATA_DIR"] = str(data_dir)
+    if config is not None:
+        os.environ["OPSCTL_CONFIG"] = str(config)
+    if debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG)
+
+
+app.command("up", help=up_cmd.HELP)(up_cmd.up)
+app.add_typer(tenant_cmd.app, name="tenant")
+app.command("ingest", help=ingest_cmd.HELP)(ingest_cmd.ingest)
+app.command("search", help=search_cmd.HELP)(search_cmd.search)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and map errors to one line and an exit code."""
+    import click
+
+    from core.errors import OpsError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("OPSCTL_DEBUG", "").lower() in ("1", "true", "yes")
+    try:
+        result = app(args=args, prog_name="opsctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except OpsError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write(f"error: {exc.message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)\n")
+        return 1
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Reading files into documents and sending them to the core in batches, with retries."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.errors import ConfigError, OperationFailed, ServiceUnavailable
+
+EXTENSIONS = (".txt", ".md", ".json", ".jsonl")
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def find_files(paths: Iterable[Path]) -> list[Path]:
+    """The files to ingest: each named file, and every supported file under each named directory."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS))
+        elif path.is_file():
+            if path.suffix.lower() not in EXTENSIONS:
+                raise ConfigError(f"{path}: unsupported file type (use {', '.join(EXTENSIONS)})")
+            found.append(path)
+        else:
+            raise ConfigError(f"{path}: no such file or directory")
+    return found
+
+
+def _doc(obj: Any, where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict) or "text" not in obj:
+        raise ConfigError(f"{where}: expected an object with at least \"text\" (and \"external_id\")")
+    return obj
+
+
+def read_documents(path: Path, root: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Documents from one file: a text file is one document; JSON holds one or many; JSONL one per line."""
+    name = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text") from exc
+    if suffix in (".txt", ".md"):
+        if text.strip():
+            yield {"external_id": name, "title": path.stem, "text": text}
+        return
+    if suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}:{number}: not valid JSON: {exc}") from exc
+                yield _with_id(_doc(obj, f"{path}:{number}"), f"{name}#{number}")
+        return
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    items = data.get("documents") if isinstance(data, dict) and "documents" in data else data
+    if isinstance(items, list):
+        for i, obj in enumerate(items):
+            yield _with_id(_doc(obj, f"{path}[{i}]"), f"{name}#{i}")
+    else:
+        yield _with_id(_doc(items, str(path)), name)
+
+
+def _with_id(doc: dict[str, Any], default: str) -> dict[str, Any]:
+    return doc if doc.get("external_id") else {**doc, "external_id": default}
+
+
+def batches(docs: Iterable[dict[str, Any]], max_docs: int, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """Group documents into requests of at most ``max_docs`` and about ``max_bytes`` of JSON (pure)."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for doc in docs:
+        doc_size = len(json.dumps(doc, ensure_ascii=False).encode())
+        if batch and (len(batch) >= max_docs or size + doc_size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(doc)
+        size += doc_size
+    if batch:
+        yield batch
+
+
+def retry_delay(attempt: int, retry_after: str | None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): Retry-After when given, else 0.5·2^n (pure)."""
+    if retry_after and retry_after.isdigit():
+        return float(retry_after)
+    return float(min(30.0, 0.5 * 2 ** (attempt - 1)))
+
+
+def post_batch(client: httpx.Client, batch: list[dict[str, Any]], attempts: int = 6,
+               sleep: Callable[[float], None] = time.sleep) -> list[int]:
+    """POST one batch; retry transport errors, 429 and 5xx; returns the job ids."""
+    last = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            response = client.post("/v1/documents", json={"documents": batch})
+        except httpx.TransportError as exc:
+            last = f"cannot reach the API: {exc}"
+            sleep(retry_delay(attempt, None))
+            continue
+        if response.status_code == 202:
+            return list(response.json()["job_ids"])
+        try:
+            err = response.json()["error"]
+            last = f"{response.status_code} {err['code']}: {err['message']}"
+        except (ValueError, KeyError, TypeError):
+            last = f"{response.status_code} {response.text[:200]}"
+        if response.status_code not in RETRY_STATUSES:
+            raise (ConfigError if response.status_code in (401, 403) else OperationFailed)(
+                f"the API refused a batch: {last}")
+        sleep(retry_delay(attempt, response.headers.get("retry-after")))
+    raise ServiceUnavailable(f"gave up after {attempts} attempts: {last}")
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    documents: int = 0
+    job_ids: list[int] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def wait_for_jobs(client: httpx.Client, job_ids: list[int], timeout: float,
+                  on_progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Poll until every job is done or dead (or ``timeout``); returns the count per status."""
+    pending = list(dict.fromkeys(job_ids))
+    final: dict[int, str] = {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        still = []
+        for job_id in pending:
+            response = client.get(f"/v1/jobs/{job_id}")
+            status = response.json().get("status", "unknown") if response.status_code == 200 else "unknown"
+            if status in ("done", "dead"):
+                final[job_id] = status
+            else:
+                still.append(job_id)
+        if on_progress:
+            on_progress(len(final))
+        pending = still
+        if pending:
+            time.sleep(0.5)
+    counts: dict[str, int] = {}
+    for status in final.values():
+        counts[status] = counts.get(status, 0) + 1
+    if pending:
+        counts["pending"] = len(pending)
+    return counts

@@ -1,0 +1,264 @@
+"""``opsctl up``: the whole system in one process tree.
+
+Order of start: PostgreSQL → migrations → Redis → Prometheus → worker pool → API. Order of
+stop is the reverse, each step graceful: the API stops accepting, workers finish or release
+their batch (a batch is one transaction, so nothing accepted is lost either way), then the
+servers shut down. A second Ctrl-C kills what is left.
+
+Any URL set in the settings (``OPSCTL_DATABASE_URL`` …) is used instead of starting that server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.config import Settings, read_state, write_state
+from core.errors import ServiceUnavailable
+
+log = logging.getLogger("opsctl.up")
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class System:
+    settings: Settings
+    workers: int = 2
+    port: int = 8080
+    prometheus_port: int = 9090
+    with_prometheus: bool = True
+    started: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.settings.data_dir.resolve()
+        self.pg: Any = None
+        self.redis: Any = None
+        self.prometheus: Any = None
+        self.pool: Any = None
+        self.cache: Any = None
+        self.worker_pool: Any = None
+        self.endpoints: dict[str, str] = {}
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self, progress: Any = None) -> None:
+        from core.cache import Cache
+        from core.db import make_pool, migrate
+        from core.embed import make_embedder
+        from core.embedded import EmbeddedPostgres, EmbeddedPrometheus, EmbeddedRedis, prometheus_binary
+        from core.workerpool import WorkerPool
+
+        def step(text: str) -> None:
+            if progress is not None:
+                progress(text)
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        previous = read_state(self.data_dir)
+        if previous.get("pid") and _pid_alive(int(previous["pid"])) and int(previous["pid"]) != os.getpid():
+            raise ServiceUnavailable(f"opsctl up is already running on {self.data_dir} (pid {previous['pid']})")
+        admin_token = self.settings.admin_token or previous.get("admin_token") or secrets.token_urlsafe(24)
+        if not port_free(self.settings.host, self.port):
+            raise ServiceUnavailable(f"port {self.port} is in use: pass --port")
+
+        s = self.settings
+        db_url = s.database_url
+        if not db_url:
+            step("starting PostgreSQL")
+            self.pg = EmbeddedPostgres(self.data_dir / "pg")
+            db_url = self.pg.start()
+            self.started.append("postgres")
+        step("applying migrations")
+        migrate(db_url, s)
+        redis_url = s.redis_url
+        if not redis_url:
+            step("starting Redis")
+            self.redis = EmbeddedRedis(self.data_dir / "redis")
+            redis_url = self.redis.start()
+            self.started.append("redis")
+        api_url = f"http://{s.host}:{self.port}"
+        prom_url = s.prometheus_url
+        targets_file: Path | None = None
+        if not prom_url and self.with_prometheus and prometheus_binary():
+            step("starting Prometheus")
+            port = self.prometheus_port if port_free("127.0.0.1", self.prometheus_port) else _free_port()
+            self.prometheus = EmbeddedPrometheus(self.data_dir / "prometheus", f"{s.host}:{self.port}", port=port)
+            targets_file = self.prometheus.worker_targets_file
+            self.prometheus.data_dir.mkdir(parents=True, exist_ok=True)
+            prom_url = self.prometheus.start()
+            self.started.append("prometheus")
+
+        self.settings = s.model_copy(update={"database_url": db_url, "redis_url": redis_url,
+                                             "prometheus_url": prom_url, "api_url": api_url,
+                                             "admin_token": admin_token})
+        env = {"OPSCTL_DATABASE_URL": db_url, "OPSCTL_REDIS_URL": redis_url,
+               "OPSCTL_DATA_DIR": str(self.data_dir)}
+        step(f"starting {self.workers} workers")
+        self.worker_pool = WorkerPool(env=env, replicas=self.workers, log_dir=self.data_dir / "logs",
+                                      targets_file=targets_file)
+        self.worker_pool.start()
+        self.started.append("workers")
+        step("opening the API")
+        self.embedder = make_embedder(self.settings)
+        self.pool = make_pool(db_url, self.settings)
+        self.cache = Cache(redis_url, self.settings.redis_timeout_seconds)
+        self.endpoints = {"api": api_url, "metrics": f"{api_url}/metrics", "database": db_url,
+                          "redis": redis_url}
+        if prom_url:
+            self.endpoints["prometheus"] = prom_url
+        write_state(self.data_dir, {
+            "data_dir": str(self.data_dir), "database_url": db_url, "redis_url": redis_url,
+            "prometheus_url": prom_url, "api_url": api_url, "admin_token": admin_token, "pid": os.getpid(),
+            "started_at": datetime.now(UTC).isoformat(),
+        })
+
+    def app(self) -> Any:
+        from prometheus_client import REGISTRY
+
+        from core.api import Services, create_app
+        from core.metrics import QueueCollector
+
+        self.collector = QueueCollector(self.pool)
+        REGISTRY.register(self.collector)
+        return create_app(Services(self.settings, self.pool, self.cache, self.embedder, self.worker_pool))
+
+    # -- run -----------------------------------------------------------------------------------
+    def serve(self) -> None:
+        """Serve the API until SIGINT/SIGTERM, then stop everything (a second signal forces)."""
+        import uvicorn
+
+        config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=10)
+        server = _Server(config)
+        try:
+            server.run()
+        finally:
+            self.stop()
+
+
+def _api_server_class() -> Any:
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn, minus re-raising the signal after shutdown: we still have workers to stop."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            if not _main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def _Server(config: Any) -> Any:
+    return _api_server_class()(config)
+
+    # -- stop ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        forced = False
+
+        def force(*_: Any) -> None:
+            nonlocal forced
+            forced = True
+            sys.stderr.write("forcing: killing workers and servers\n")
+            if self.worker_pool is not None:
+                self.worker_pool.kill_all()
+            if self.redis is not None:
+                self.redis.kill()
+            if self.pg is not None:
+                with contextlib.suppress(Exception):
+                    self.pg.stop(mode="immediate")
+
+        previous_int = signal.signal(signal.SIGINT, force) if _main_thread() else None
+        previous_term = signal.signal(signal.SIGTERM, force) if _main_thread() else None
+        try:
+            if self.worker_pool is not None:
+                sys.stderr.write("stopping workers (each finishes or releases its batch)…\n")
+                self.worker_pool.stop()
+            if self.pool is not None:
+                self.pool.close()
+            if self.cache is not None:
+                self.cache.close()
+            if getattr(self, "collector", None) is not None:
+                from prometheus_client import REGISTRY
+
+                REGISTRY.unregister(self.collector)
+                self.collector = None
+            if self.prometheus is not None:
+                self.prometheus.stop()
+            if self.redis is not None and not forced:
+                self.redis.stop()
+            if self.pg is not None and not forced:
+                self.pg.stop()
+            state = read_state(self.data_dir)
+            if state.get("pid") == os.getpid():
+                state.pop("pid", None)
+                state["stopped_at"] = datetime.now(UTC).isoformat()
+                write_state(self.data_dir, state)
+        finally:
+            if previous_int is not None:
+                signal.signal(signal.SIGINT, previous_int)
+            if previous_term is not None:
+                signal.signal(signal.SIGTERM, previous_term)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _free_port() -> int:
+    from core.workerpool import free_port
+
+    return free_port()
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise ServiceUnavailable(f"{url} not ready within {timeout:.0f} s")

@@ -1,0 +1,202 @@
+"""Real PostgreSQL (embedded), real Redis, a real HTTP server: shared fixtures.
+
+One PostgreSQL server per test session; the schema is built once in a template database and
+each test gets ``CREATE DATABASE … TEMPLATE`` (fast, isolated). One redis-server per session,
+flushed per test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from core.cache import Cache
+from core.config import Settings
+from core.db import make_pool, migrate
+from core.embedded import EmbeddedPostgres, EmbeddedRedis, pg_url
+
+TEMPLATE = "opsctl_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads a developer's ./opsctl.yaml, state file or OPSCTL_* environment."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("OPSCTL_")}
+    for k in saved:
+        del os.environ[k]
+    home = tmp_path_factory.mktemp("cwd")
+    os.environ["OPSCTL_DATA_DIR"] = str(home / ".opsctl")
+    yield
+    os.environ.pop("OPSCTL_DATA_DIR", None)
+    os.environ.update(saved)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {"embedder": "hash", "embed_dim": 384, "worker_batch_size": 16,
+                            "retry_base_seconds": 0.0, "db_pool_max": 8}
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    root = tmp_path_factory.mktemp("pg")
+    server = EmbeddedPostgres(root / "pg", database=TEMPLATE)
+    server.start()
+    migrate(server.url, make_settings())
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {TEMPLATE} WITH is_template true")
+    yield server
+    server.stop(mode="immediate")
+
+
+@pytest.fixture
+def db_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    name = f"test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield pg_url(pg_server.socket_dir, pg_server.port, name)
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    import redis
+
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def settings(db_url: str, redis_url: str) -> Settings:
+    return make_settings(database_url=db_url, redis_url=redis_url, admin_token="admin-secret")
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        register_vector(connection)
+        yield connection
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningApi:
+    """The real app on a real socket, in a thread (like httpx's own test server)."""
+
+    def __init__(self, settings: Settings, workers: Any = None) -> None:
+        import uvicorn
+        from prometheus_client import REGISTRY
+
+        from core.api import Services, create_app
+        from core.embed import make_embedder
+        from core.metrics import QueueCollector
+
+        assert settings.database_url
+        self.settings = settings
+        self.pool = make_pool(settings.database_url, settings)
+        self.cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
+        self.embedder = make_embedder(settings)
+        self.collector = QueueCollector(self.pool, min_interval=0)
+        REGISTRY.register(self.collector)
+        self.services = Services(settings, self.pool, self.cache, self.embedder, workers)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(self.services), host="127.0.0.1", port=self.port, log_level="warning",
+                                access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "API did not start"
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        from prometheus_client import REGISTRY
+
+        self.server.should_exit = True
+        self.thread.join(10)
+        REGISTRY.unregister(self.collector)
+        self.pool.close()
+        self.cache.close()
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[RunningApi]:
+    running = RunningApi(settings)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def tenant(conn: psycopg.Connection[Any]) -> Any:
+    from core.tenants import create_company
+
+    return create_company(conn, "acme")
+
+
+@pytest.fixture
+def other_tenant(conn: psycopg.Connection[Any]) -> Any:
+    from core.tenants import create_company
+
+    return create_company(conn, "globex")
+
+
+def client_for(api: RunningApi, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=api.url, headers=headers, timeout=30)
+
+
+def drain(settings: Settings, db_url: str, max_batches: int = 1000) -> int:
+    """Run the real ingest processor until the queue is empty (jobs due now); returns jobs done."""
+    from pgvector.psycopg import register_vector
+
+    from core.embed import make_embedder
+    from core.ingest.worker import IngestProcessor
+
+    processor = IngestProcessor(settings, make_embedder(settings))
+    done = 0
+    with psycopg.connect(db_url) as conn:
+        register_vector(conn)
+        for _ in range(max_batches):
+            result = processor.run_batch(conn)
+            if not result.claimed:
+                break
+            done += result.done
+    return done
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

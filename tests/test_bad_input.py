@@ -1,0 +1,198 @@
+"""Bad input gets the right 4xx, a JSON error, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from core.tenants import sign
+from tests.conftest import RunningApi, client_for
+
+
+def jobs(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM ingest_jobs").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+    return dict(body["error"])
+
+
+GOOD = {"external_id": "a", "text": "hello"}
+
+BAD_DOCUMENT_BODIES = [
+    (b'{"documents": [', 400, "invalid_json"),
+    (b"\xff\xfe{}", 400, "invalid_encoding"),
+    (b'{"documents": [{"external_id": "a", "text": "caf\xe9"}]}', 400, "invalid_encoding"),
+    (b"[]", 422, "validation_error"),
+    (b"{}", 422, "validation_error"),
+    (b'{"documents": []}', 422, "validation_error"),
+    (b'{"documents": "nope"}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "a", "text": ""}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "a", "text": "   \\n "}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "", "text": "x"}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": 5, "text": "x"}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "a", "text": 12}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "a", "text": "x", "metadata": []}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "a", "text": "x", "created_at": "yesterday"}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "a", "text": "x", "colour": "red"}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "a", "text": "nul \\u0000 byte"}]}', 422, "validation_error"),
+    (b'{"documents": [{"external_id": "a", "text": "x", "metadata": {"k": "\\u0000"}}]}', 422,
+     "validation_error"),
+    # one bad document in a batch: the whole request is refused, nothing written
+    (json.dumps({"documents": [GOOD, {"external_id": "b", "text": ""}]}).encode(), 422, "validation_error"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code"), BAD_DOCUMENT_BODIES)
+def test_bad_documents_are_refused_and_nothing_written(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                                       body: bytes, status: int, code: str) -> None:
+    with client_for(api, tenant.api_key) as client:
+        response = client.post("/v1/documents", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, status, code)
+    assert jobs(conn) == 0
+
+
+def test_validation_message_names_the_field(api: RunningApi, tenant: Any) -> None:
+    with client_for(api, tenant.api_key) as client:
+        response = client.post("/v1/documents", json={"documents": [GOOD, {"external_id": "b", "text": ""}]})
+    error = assert_error(response, 422)
+    assert "documents.1.text" in error["message"]
+    assert "empty" in error["message"]
+
+
+def test_twenty_megabyte_body_is_413(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    text = "x" * (20 * 1024 * 1024)
+    body = json.dumps({"documents": [{"external_id": "big", "text": text}]}).encode()
+    with client_for(api, tenant.api_key) as client:
+        response = client.post("/v1/documents", content=body, headers={"Content-Type": "application/json"})
+        assert_error(response, 413, "body_too_large")
+
+        def chunks() -> Any:  # no Content-Length: the limit holds while streaming
+            for i in range(0, len(body), 1 << 20):
+                yield body[i:i + (1 << 20)]
+
+        streamed = client.post("/v1/documents", content=chunks(), headers={"Content-Type": "application/json"})
+        assert_error(streamed, 413, "body_too_large")
+    assert jobs(conn) == 0
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer ok_not-a-real-key", "Basic abc", "ok_raw"])
+def test_unknown_or_missing_key_is_401(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                       header: str | None) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    with httpx.Client(base_url=api.url, headers=headers) as client:
+        for method, path, body in (("POST", "/v1/documents", {"documents": [GOOD]}),
+                                   ("POST", "/v1/search", {"query": "x"}), ("GET", "/v1/jobs/1", None),
+                                   ("DELETE", "/v1/documents/a", None)):
+            assert_error(client.request(method, path, json=body), 401, "unauthorized")
+    assert jobs(conn) == 0
+
+
+def test_revoked_key_is_401(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    from core.tenants import rotate_key
+
+    rotated = rotate_key(conn, "acme")
+    with client_for(api, tenant.api_key) as old, client_for(api, rotated.api_key) as new:
+        assert_error(old.post("/v1/search", json={"query": "x"}), 401)
+        assert new.post("/v1/search", json={"query": "x"}).status_code == 200
+
+
+BAD_SEARCHES = [
+    ({"query": ""}, 422),
+    ({"query": "   "}, 422),
+    ({"k": 5}, 422),
+    ({"query": "x", "k": 0}, 422),
+    ({"query": "x", "k": 100000}, 422),
+    ({"query": "x", "k": "ten"}, 422),
+    ({"query": "x", "mode": "psychic"}, 422),
+    ({"query": "x", "filters": {"colour": "red"}}, 422),
+    ({"query": "x", "filters": {"created_after": "soon"}}, 422),
+    ({"query": "x" * 5000}, 422),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), BAD_SEARCHES)
+def test_bad_searches(api: RunningApi, tenant: Any, body: dict[str, Any], status: int) -> None:
+    with client_for(api, tenant.api_key) as client:
+        assert_error(client.post("/v1/search", json=body), status, "validation_error")
+
+
+def test_unknown_routes_and_methods_are_json(api: RunningApi, tenant: Any) -> None:
+    with client_for(api, tenant.api_key) as client:
+        assert_error(client.get("/v1/nothing-here"), 404, "not_found")
+        assert_error(client.put("/v1/search", json={}), 405, "method_not_allowed")
+        assert_error(client.get("/v1/jobs/not-a-number"), 422, "validation_error")
+        assert_error(client.get("/v1/jobs/99999999"), 404, "not_found")
+
+
+def webhook(api: RunningApi, tenant: Any, body: bytes, signature: str | None, source: str = "crm") -> httpx.Response:
+    headers = {"X-Opsctl-Company": str(tenant.company_id)}
+    if signature is not None:
+        headers["X-Opsctl-Signature"] = signature
+    with client_for(api, None) as client:
+        return client.post(f"/v1/webhooks/{source}", content=body, headers=headers)
+
+
+def test_webhook_bad_signatures(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    body = b'{"id": "e1", "text": "hello"}'
+    now = int(time.time())
+    assert_error(webhook(api, tenant, body, None), 401, "bad_signature")
+    assert_error(webhook(api, tenant, body, "garbage"), 401, "bad_signature")
+    assert_error(webhook(api, tenant, body, sign("whsec_wrong", now, body)), 401, "bad_signature")
+    assert_error(webhook(api, tenant, body + b" ", sign(tenant.webhook_secret, now, body)), 401, "bad_signature")
+    stale = webhook(api, tenant, body, sign(tenant.webhook_secret, now - 301, body))
+    assert "stale" in assert_error(stale, 401, "bad_signature")["message"]
+    future = webhook(api, tenant, body, sign(tenant.webhook_secret, now + 301, body))
+    assert_error(future, 401, "bad_signature")
+    assert jobs(conn) == 0
+    ok = webhook(api, tenant, body, sign(tenant.webhook_secret, now - 200, body))
+    assert ok.status_code == 202
+    assert jobs(conn) == 1
+
+
+def test_webhook_bad_bodies(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    now = int(time.time())
+    for body, status in ((b"\xff\xfe", 400), (b"", 422), (b'{"id": "e", "text": "a\\u0000b"}', 422)):
+        assert_error(webhook(api, tenant, body, sign(tenant.webhook_secret, now, body)), status)
+    assert_error(webhook(api, tenant, b"x", sign(tenant.webhook_secret, now, b"x"), source="BAD SOURCE!"), 404)
+    with client_for(api, None) as client:
+        assert_error(client.post("/v1/webhooks/crm", content=b"x"), 401, "unauthorized")
+    assert jobs(conn) == 0
+
+
+def test_rate_limit_is_429_with_retry_after(settings: Any, tenant: Any) -> None:
+    limited = RunningApi(settings.model_copy(update={"rate_limit_per_second": 1.0, "rate_limit_burst": 3}))
+    try:
+        with client_for(limited, tenant.api_key) as client:
+            statuses = [client.post("/v1/search", json={"query": "x"}) for _ in range(5)]
+    finally:
+        limited.close()
+    assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
+    refused = statuses[3]
+    assert_error(refused, 429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_admin_requires_token(api: RunningApi) -> None:
+    with httpx.Client(base_url=api.url) as client:
+        assert_error(client.get("/admin/workers"), 401, "unauthorized")
+        assert_error(client.get("/admin/workers", headers={"Authorization": "Bearer wrong"}), 401)
+        no_pool = client.get("/admin/workers", headers={"Authorization": "Bearer admin-secret"})
+        assert_error(no_pool, 409, "no_local_pool")
+        bad = client.put("/admin/workers", headers={"Authorization": "Bearer admin-secret"},
+                         json={"replicas": -1})
+        assert bad.status_code in (409, 422)
