@@ -156,6 +156,21 @@ class _StateSource(PydanticBaseSettingsSource):
         return {k: v for k, v in state.items() if k in self.KEYS and v}
 
 
+class OwnSettings(Settings):
+    """Settings without the state file: what ``opsctl up`` itself starts from (it writes the state)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
 def read_state(data_dir: Path) -> dict[str, Any]:
     path = data_dir / STATE_FILE
     try:
@@ -177,11 +192,11 @@ def write_state(data_dir: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(*, with_state: bool = True, **overrides: Any) -> Settings:
     """Build settings from all layers; ``overrides`` (CLI flags) win. ``None`` means "not given"."""
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**given)
+        return Settings(**given) if with_state else OwnSettings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"

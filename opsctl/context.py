@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 NOT_RUNNING = "start the system with `opsctl up` (or set {var})"
 
 
-def settings(**overrides: Any) -> Settings:
-    return load_settings(**overrides)
+def settings(*, with_state: bool = True, **overrides: Any) -> Settings:
+    return load_settings(with_state=with_state, **overrides)
 
 
 def database_url(s: Settings) -> str:

@@ -153,32 +153,6 @@ class System:
             self.stop()
 
 
-def _api_server_class() -> Any:
-    import contextlib
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn, minus re-raising the signal after shutdown: we still have workers to stop."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            if not _main_thread():
-                yield
-                return
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
-def _Server(config: Any) -> Any:
-    return _api_server_class()(config)
-
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
         forced = False
@@ -209,7 +183,7 @@ def _Server(config: Any) -> Any:
                 from prometheus_client import REGISTRY
 
                 REGISTRY.unregister(self.collector)
-                self.collector = None
+                del self.collector
             if self.prometheus is not None:
                 self.prometheus.stop()
             if self.redis is not None and not forced:
@@ -262,3 +236,30 @@ def wait_ready(url: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise ServiceUnavailable(f"{url} not ready within {timeout:.0f} s")
+
+
+def _api_server_class() -> Any:
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn, minus re-raising the signal after shutdown: we still have workers to stop."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            if not _main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def _Server(config: Any) -> Any:
+    return _api_server_class()(config)

@@ -42,6 +42,14 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ.update(saved)
 
 
+def outside_pytest_tmp(prefix: str) -> Path:
+    """A private temp dir outside pytest's own (another pytest session may chmod that one 0700,
+    which locks out PostgreSQL's system user)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 def make_settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = {"embedder": "hash", "embed_dim": 384, "worker_batch_size": 16,
                             "retry_base_seconds": 0.0, "db_pool_max": 8}
@@ -51,7 +59,9 @@ def make_settings(**overrides: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    root = tmp_path_factory.mktemp("pg")
+    import shutil
+
+    root = outside_pytest_tmp("opsctl-test-pg-")
     server = EmbeddedPostgres(root / "pg", database=TEMPLATE)
     server.start()
     migrate(server.url, make_settings())
@@ -59,6 +69,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPost
         conn.execute(f"ALTER DATABASE {TEMPLATE} WITH is_template true")
     yield server
     server.stop(mode="immediate")
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -108,8 +108,15 @@ def test_deterministic() -> None:
     assert chunk_text(text, 120, 30) == chunk_text(text, 120, 30)
 
 
-def test_ten_megabytes_is_fast() -> None:
-    unit = "The service stores every document durably. Workers embed chunks! Does search work? Yes.\n\n"
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "The service stores every document durably. Workers embed chunks! Does search work? Yes.\n\n",
+        "one long paragraph of words without any sentence end ",  # the slowest path: word by word
+    ],
+    ids=["paragraphs", "words-only"],
+)
+def test_ten_megabytes_is_fast(unit: str) -> None:
     text = unit * (10_000_000 // len(unit))
     started = time.perf_counter()
     chunks = chunk_text(text, 800, 100)

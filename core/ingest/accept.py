@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -162,7 +163,7 @@ RETURNING id
 def enqueue(
     conn: psycopg.Connection[Any],
     company_id: int,
-    items: list[tuple[str, str, bytes | None, dict[str, Any] | None]],
+    items: Sequence[tuple[str, str, bytes | None, dict[str, Any] | None]],
     source: str = "api",
 ) -> list[int]:
     """Queue (external_id, op, content_hash, payload) items in one transaction; returns job ids in order."""

@@ -40,11 +40,12 @@ def event_document(source: str, body: bytes) -> DocumentIn:
     except ValueError:
         event = None
     if not isinstance(event, dict):
-        return DocumentIn(external_id=f"{source}:{digest}", text=text, metadata={"source": source})
+        return DocumentIn(external_id=f"{source}:{digest}", text=text, title=None, metadata={"source": source})
     event_id = _first(event, ID_FIELDS)
     content = _first(event, TEXT_FIELDS)
-    if isinstance(content, str) and content is event.get("html"):
-        content = TAGS.sub(" ", content)
+    html = event.get("html")
+    if isinstance(content, str) and isinstance(html, str) and content is html:
+        content = TAGS.sub(" ", html)
     if not isinstance(content, str):
         content = json.dumps(event, ensure_ascii=False, sort_keys=True, indent=1)
     title = _first(event, TITLE_FIELDS)

@@ -34,7 +34,7 @@ def ingest(
 
     files = find_files(paths)
     report = IngestReport(files=len(files))
-    docs = []
+    docs: list[dict[str, object]] = []
     for path in files:
         root = next((p for p in paths if p.is_dir() and path.is_relative_to(p)), None)
         docs.extend(read_documents(path, root))

@@ -6,7 +6,8 @@ import typer
 
 from opsctl.output import OUTPUT_OPTION, Output, emit, info
 
-app = typer.Typer(help="Create and list companies; rotate their API keys.", no_args_is_help=True)
+app = typer.Typer(help="Create and list companies; rotate their API keys.\n\nExample: opsctl tenant create acme",
+                  no_args_is_help=True)
 
 
 @app.command("create")

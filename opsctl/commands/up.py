@@ -25,8 +25,8 @@ def up(
     from opsctl.context import settings
     from opsctl.system import System
 
-    console = Console(stderr=True)
-    system = System(settings(port=port), workers=workers, port=port, prometheus_port=prometheus_port,
+    console = Console(stderr=True, soft_wrap=True)
+    system = System(settings(with_state=False, port=port), workers=workers, port=port, prometheus_port=prometheus_port,
                     with_prometheus=not no_prometheus)
     try:
         with console.status("starting…") as status:
@@ -36,7 +36,7 @@ def up(
         raise
     table = Table(title="opsctl is up", show_edge=False, header_style="bold")
     table.add_column("ENDPOINT")
-    table.add_column("URL")
+    table.add_column("URL", overflow="fold")
     for name, url in system.endpoints.items():
         table.add_row(name, url)
     table.add_row("data dir", str(system.data_dir))
@@ -44,8 +44,9 @@ def up(
     api = system.endpoints["api"]
     console.print(
         "\nIn another terminal:\n"
-        "  KEY=$(opsctl tenant create demo -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"api_key\"])')\n"
-        f"  curl -s -X POST {api}/v1/documents -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n"
+        "  KEY=$(opsctl tenant create demo -o json \\\n"
+        "        | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"api_key\"])')\n"
+        f"  curl -s -X POST {api}/v1/documents -H \"Authorization: Bearer $KEY\" \\\n"
         "       -d '{\"documents\": [{\"external_id\": \"hello\", \"text\": \"Hello from opsctl\"}]}'\n"
         f"  curl -s -X POST {api}/v1/search -H \"Authorization: Bearer $KEY\" -d '{{\"query\": \"hello\"}}'\n"
         "\nCtrl-C stops everything (a second Ctrl-C forces).",

@@ -1,0 +1,194 @@
+"""Load generators. They run in a separate process (see ``LoadProcess``) so the clients never
+compete with the API's event loop for this process's GIL, as remote clients would not.
+
+Every run opens its connections first, releases all threads at once, and times each request
+from the client's side.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import resource
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+HTTP_TIMEOUT = 120.0
+
+
+class Session(Protocol):
+    """One client (a thread's connection): performs item ``i``, returns what to keep of it."""
+
+    def __call__(self, i: int) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunResult:
+    seconds: list[float]
+    extras: list[Any]
+    wall_seconds: float
+    started_at: float  # time.time() when the threads were released
+    cpu_seconds: float  # this process's CPU time during the run
+    errors: list[str] = field(default_factory=list)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_concurrently(n: int, concurrency: int, open_session: Callable[[], Session]) -> RunResult:
+    """Items 0..n-1 spread over ``concurrency`` threads, each with its own session."""
+    sessions = [open_session() for _ in range(concurrency)]
+    counter = itertools.count()
+    seconds: list[float] = [0.0] * n
+    extras: list[Any] = [None] * n
+    errors: list[str] = []
+    gate = threading.Barrier(concurrency + 1)
+
+    def work(session: Session) -> None:
+        gate.wait()
+        while (i := next(counter)) < n:
+            started = time.perf_counter()
+            try:
+                extras[i] = session(i)
+            except Exception as exc:  # recorded, and the run is reported as failed
+                errors.append(f"item {i}: {type(exc).__name__}: {exc}"[:500])
+            seconds[i] = time.perf_counter() - started
+
+    threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in sessions]
+    for t in threads:
+        t.start()
+    cpu_before = _cpu()
+    gate.wait()
+    started_at, started = time.time(), time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    cpu = _cpu() - cpu_before
+    for s in sessions:
+        s.close()
+    return RunResult(seconds, extras, wall, started_at, cpu, errors)
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+class _HttpSession:
+    def __init__(self, base_url: str, call: Callable[[Any, int], Any]) -> None:
+        import httpx
+
+        self.client = httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT)
+        self.client.get("/healthz").raise_for_status()  # open the keep-alive connection now
+        self.call = call
+
+    def __call__(self, i: int) -> Any:
+        return self.call(self.client, i)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def post_documents(api_url: str, batches: Sequence[tuple[str, list[dict[str, Any]]]], clients: int) -> RunResult:
+    """POST /v1/documents for each (api key, documents) batch; extras: the job ids of each."""
+
+    def call(client: Any, i: int) -> list[int]:
+        key, docs = batches[i]
+        response = client.post("/v1/documents", json={"documents": docs},
+                               headers={"Authorization": f"Bearer {key}"})
+        if response.status_code != 202:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+        return list(response.json()["job_ids"])
+
+    return run_concurrently(len(batches), clients, lambda: _HttpSession(api_url, call))
+
+
+def search_api(api_url: str, key: str, queries: Sequence[str], concurrency: int, k: int = 10,
+               keep_hits: bool = False) -> RunResult:
+    """POST /v1/search mode=vector; extras: (took_ms, cached, hits?) with hits = [(chunk_id, score)]."""
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def call(client: Any, i: int) -> tuple[float, bool, list[tuple[int, float]] | None]:
+        response = client.post("/v1/search", json={"query": queries[i], "k": k, "mode": "vector"}, headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+        body = response.json()
+        hits = [(int(h["chunk_id"]), float(h["score"])) for h in body["results"]] if keep_hits else None
+        return float(body["took_ms"]), bool(body["cached"]), hits
+
+    return run_concurrently(len(queries), concurrency, lambda: _HttpSession(api_url, call))
+
+
+# --- raw PostgreSQL ---------------------------------------------------------------------------
+
+RAW_VECTOR_SQL = (
+    "SELECT id, embedding <=> %(q)s AS distance FROM chunks WHERE company_id = %(company)s"
+    " ORDER BY embedding <=> %(q)s LIMIT %(k)s"
+)
+
+
+class _PgSession:
+    """A dedicated connection with the service pool's session settings."""
+
+    def __init__(self, url: str, ef_search: int, call: Callable[[Any, int], Any]) -> None:
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        register_vector(self.conn)
+        self.conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        self.conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
+        self.call = call
+
+    def __call__(self, i: int) -> Any:
+        return self.call(self.conn, i)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def search_raw(url: str, company_id: int, vectors: Any, concurrency: int, ef_search: int, k: int = 10) -> RunResult:
+    """The raw top-k query over precomputed query vectors; extras: [(chunk_id, distance)]."""
+
+    def call(conn: Any, i: int) -> list[tuple[int, float]]:
+        rows = conn.execute(RAW_VECTOR_SQL, {"q": vectors[i], "company": company_id, "k": k}).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    return run_concurrently(len(vectors), concurrency, lambda: _PgSession(url, ef_search, call))
+
+
+# --- the load process -------------------------------------------------------------------------
+
+
+def _ready() -> int:
+    import httpx  # noqa: F401 - imported once, before any timing
+    import psycopg  # noqa: F401
+
+    return os.getpid()
+
+
+class LoadProcess:
+    """One long-lived child process (spawned, so nothing of this process leaks into it)."""
+
+    def __init__(self) -> None:
+        self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self.pid: int = self._executor.submit(_ready).result(timeout=120)
+
+    def submit(self, fn: Callable[..., RunResult], *args: Any, **kwargs: Any) -> Future[RunResult]:
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def run(self, fn: Callable[..., RunResult], *args: Any, **kwargs: Any) -> RunResult:
+        result = self.submit(fn, *args, **kwargs).result()
+        if result.errors:
+            raise RuntimeError(f"{len(result.errors)} requests failed; first: {result.errors[0]}")
+        return result
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
