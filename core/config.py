@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     """Everything the service and the CLI can be configured with (env: ``OPSCTL_<NAME>``)."""
 
     model_config = SettingsConfigDict(env_prefix="OPSCTL_", extra="ignore", validate_default=True)
+    include_state: ClassVar[bool] = True
 
     # where things are
     data_dir: Path = Field(Path(DEFAULT_DATA_DIR), description="state of `opsctl up`: database, Redis, backups")
@@ -107,7 +108,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls), _StateSource(settings_cls))
+        sources = (init_settings, env_settings, _FileSource(settings_cls))
+        return (*sources, _StateSource(settings_cls)) if cls.include_state else sources
 
 
 def _config_file_path() -> Path | None:
@@ -159,16 +161,7 @@ class _StateSource(PydanticBaseSettingsSource):
 class OwnSettings(Settings):
     """Settings without the state file: what ``opsctl up`` itself starts from (it writes the state)."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+    include_state: ClassVar[bool] = False
 
 
 def read_state(data_dir: Path) -> dict[str, Any]:

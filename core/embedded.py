@@ -94,6 +94,16 @@ def _socket_dir_for(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"opsctl-{digest}"
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def pg_url(socket_dir: Path, port: int = 5432, dbname: str = "postgres") -> str:
     return f"postgresql://postgres@/{dbname}?host={quote(str(socket_dir), safe='')}&port={port}"
 
@@ -160,13 +170,7 @@ class EmbeddedPostgres:
             pid = int(pid_file.read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
 
     def start(self) -> str:
         """Initialise if needed, start if not running, create the database; return its URL."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings, read_state, write_state
+from core.embedded import pid_alive
 from core.errors import ServiceUnavailable
 
 log = logging.getLogger("opsctl.up")
@@ -72,7 +73,7 @@ class System:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         previous = read_state(self.data_dir)
-        if previous.get("pid") and _pid_alive(int(previous["pid"])) and int(previous["pid"]) != os.getpid():
+        if previous.get("pid") and pid_alive(int(previous["pid"])) and int(previous["pid"]) != os.getpid():
             raise ServiceUnavailable(f"opsctl up is already running on {self.data_dir} (pid {previous['pid']})")
         admin_token = self.settings.admin_token or previous.get("admin_token") or secrets.token_urlsafe(24)
         if not port_free(self.settings.host, self.port):
@@ -206,16 +207,6 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _free_port() -> int:
