@@ -119,14 +119,17 @@ def measure(stack: Stack, load: LoadProcess, opts: Options, say: Progress) -> Re
     with stack.connect() as conn:
         machine = describe(conn)
     say(f"raw COPY baselines ({corpus.n_chunks} chunks, {len(corpus.docs)} docs)")
-    raw = ingest.raw_ingest(stack, corpus, embedded.vectors)
+    raw = ingest.raw_ingest(stack, corpus, embedded.vectors, load.pid)
     say(f"service ingest: {opts.clients} clients, {opts.workers} workers")
     timeout = max(600.0, corpus.n_chunks / 20)
     service = ingest.service_ingest(stack, corpus, load, opts.clients, timeout)
     say("search latency")
     plans = search.prepare(stack)
     queries = make_queries(corpus, "A", opts.queries, opts.seed + 1)
-    latency = search.latency(stack, load, queries, embedder.embed(queries), CONCURRENCIES)
+    query_vectors = embedder.embed(queries)
+    latency = search.latency(stack, load, queries, query_vectors, CONCURRENCIES)
+    query_embed_ms = _query_embed_ms(embedder, queries)
+    decomposition = search.decompose(stack, load, query_vectors, query_embed_ms, latency[0])
     say("recall")
     recall = []
     for i, company in enumerate(COMPANIES):
@@ -137,11 +140,11 @@ def measure(stack: Stack, load: LoadProcess, opts: Options, say: Progress) -> Re
     components = {
         "chunk_rate": corpus.n_chunks / corpus.chunk_seconds,
         "embed_rate": corpus.n_chunks / embedded.seconds,
-        "query_embed_ms": _query_embed_ms(embedder, queries),
+        "query_embed_ms": query_embed_ms,
     }
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
     return Results(options, machine, _settings_facts(stack), _corpus_facts(corpus), raw, service, components, plans,
-                   latency, recall)
+                   latency, decomposition, recall)
 
 
 def run(opts: Options) -> Results:

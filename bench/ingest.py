@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from bench.corpus import Corpus, Doc
 from bench.load import LoadProcess, post_documents
-from bench.profile import ActivitySampler, CpuMeter, scrape_workers
+from bench.profile import ActivitySampler, meter_for, scrape_workers
 from bench.stack import Stack
 from bench.stats import percentile
 
@@ -62,6 +62,7 @@ class RawIngest:
     unindexed_seconds: float
     index_build_seconds: float
     indexes: list[str]
+    cpu: dict[str, Any] = field(default_factory=dict)  # during the indexed COPY
 
     @property
     def indexed_rate(self) -> float:
@@ -138,7 +139,7 @@ def _build_indexes(conn: psycopg.Connection[Any], m: int, ef_construction: int) 
     return time.perf_counter() - started
 
 
-def raw_ingest(stack: Stack, corpus: Corpus, vectors: npt.NDArray[np.float32]) -> RawIngest:
+def raw_ingest(stack: Stack, corpus: Corpus, vectors: npt.NDArray[np.float32], load_pid: int) -> RawIngest:
     companies = {name: t.company_id for name, t in stack.tenants.items()}
     rows = _raw_rows(corpus, vectors, companies)
     s = stack.settings
@@ -149,11 +150,14 @@ def raw_ingest(stack: Stack, corpus: Corpus, vectors: npt.NDArray[np.float32]) -
         indexes = [r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'raw_idx'")]
         unindexed = _copy(conn, "raw_noidx", rows)
         build = _build_indexes(conn, s.hnsw_m, s.hnsw_ef_construction)
+        meter = meter_for(stack, load_pid)
+        meter.start()
         indexed = _copy(conn, "raw_idx", rows)
+        cpu = meter.stop()
         conn.execute("DROP TABLE raw_idx, raw_noidx")
         conn.commit()
         conn.execute("CHECKPOINT")
-    return RawIngest(len(rows), indexed, unindexed, build, indexes)
+    return RawIngest(len(rows), indexed, unindexed, build, indexes, cpu)
 
 
 Batch = tuple[str, list[dict[str, Any]]]  # (API key, documents)
@@ -198,7 +202,7 @@ def service_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int
     with stack.connect(autocommit=True) as conn:
         conn.execute("CHECKPOINT")
         sampler = ActivitySampler(stack.db_url)
-        meter = CpuMeter(stack.db_url, stack.pg.pid() or 0, [w.pid for w in workers], load.pid)
+        meter = meter_for(stack, load.pid)
         meter.start()
         sampler.start()
         posting = load.submit(post_documents, stack.api_url, batches, clients)

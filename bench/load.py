@@ -137,7 +137,7 @@ RAW_VECTOR_SQL = (
 class _PgSession:
     """A dedicated connection with the service pool's session settings."""
 
-    def __init__(self, url: str, ef_search: int, call: Callable[[Any, int], Any]) -> None:
+    def __init__(self, url: str, ef_search: int, call: Callable[[Any, int], Any], autocommit: bool = True) -> None:
         import psycopg
         from pgvector.psycopg import register_vector
 
@@ -145,6 +145,7 @@ class _PgSession:
         register_vector(self.conn)
         self.conn.execute("SET hnsw.iterative_scan = relaxed_order")
         self.conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
+        self.conn.autocommit = autocommit
         self.call = call
 
     def __call__(self, i: int) -> Any:
@@ -162,6 +163,49 @@ def search_raw(url: str, company_id: int, vectors: Any, concurrency: int, ef_sea
         return [(int(r[0]), float(r[1])) for r in rows]
 
     return run_concurrently(len(vectors), concurrency, lambda: _PgSession(url, ef_search, call))
+
+
+def sql_repeat(url: str, query: str, params: Sequence[Any], concurrency: int, ef_search: int,
+               in_transaction: bool) -> RunResult:
+    """``query`` once per params; ``in_transaction``: BEGIN … ROLLBACK around each, as the API's
+    pooled connections do; extras: row counts."""
+
+    def call(conn: Any, i: int) -> int:
+        n = len(conn.execute(query, params[i], prepare=True).fetchall())
+        if in_transaction:
+            conn.rollback()
+        return n
+
+    return run_concurrently(len(params), concurrency,
+                            lambda: _PgSession(url, ef_search, call, autocommit=not in_transaction))
+
+
+def http_get(api_url: str, path: str, n: int, concurrency: int) -> RunResult:
+    """GET ``path`` n times: the HTTP floor of the stack (uvicorn, FastAPI, httpx, no database)."""
+
+    def call(client: Any, i: int) -> int:
+        return int(client.get(path).raise_for_status().status_code)
+
+    return run_concurrently(n, concurrency, lambda: _HttpSession(api_url, call))
+
+
+class _RedisSession:
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.client.ping()
+
+    def __call__(self, i: int) -> Any:
+        return self.client.get(f"bench:absent:{i}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def redis_get(url: str, n: int, concurrency: int) -> RunResult:
+    """GET of absent keys: what an uncached search pays to learn it is uncached."""
+    return run_concurrently(n, concurrency, lambda: _RedisSession(url))
 
 
 # --- the load process -------------------------------------------------------------------------

@@ -40,4 +40,5 @@ def describe(conn: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "postgresql": pg_version,
         "pgvector": row[0] if row else "absent",
+        "load_average_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }

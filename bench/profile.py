@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from bench.stack import API_APP, WORKER_APP
+from bench.stack import API_APP, BENCH_APP, WORKER_APP, Stack
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -40,6 +40,10 @@ STAGES = (
 )
 PYTHON_IN_TXN = "worker Python inside the transaction (chunk, embed, build rows)"
 IDLE = "worker idle (no job claimed)"
+API_BACKENDS = "PostgreSQL backends of the API"
+BENCH_BACKENDS = "PostgreSQL backends of the benchmark (raw SQL, polling, sampling)"
+BENCH_PROCESS = "bench process (API, raw COPY client, polling)"
+OTHER_PROCESSES = "other processes on the machine (not the benchmark)"
 COPY_CLIENT = "COPY chunks: backend waits for rows from the worker (client-side serialisation)"
 
 SAMPLE_SQL = """
@@ -129,6 +133,12 @@ class CpuSnapshot:
     total: int
 
 
+def meter_for(stack: Stack, load_pid: int) -> CpuMeter:
+    """A meter over the stack's processes, the load generator and this process."""
+    workers = [w.pid for w in stack.workers.workers if w.alive()]
+    return CpuMeter(stack.db_url, stack.pg.pid() or 0, workers, load_pid)
+
+
 class CpuMeter:
     """CPU seconds by component between ``start()`` and ``stop()``."""
 
@@ -154,15 +164,17 @@ class CpuMeter:
         end = self._snapshot()
         delta = {pid: cpu - self._start.per_pid.get(pid, 0.0) for pid, cpu in end.per_pid.items()}
         groups = self._group(delta)
-        ncpu = len(os.sched_getaffinity(0))
+        busy = (end.busy - self._start.busy) / CLK_TCK
+        groups[OTHER_PROCESSES] = max(0.0, busy - sum(groups.values()))
         ticks = end.total - self._start.total
         return {
-            "cpu_seconds": {name: round(value, 2) for name, value in groups.items()},
+            "cpu_seconds": {name: round(value, 3) for name, value in groups.items()},
             "machine_busy_fraction": round((end.busy - self._start.busy) / ticks, 3) if ticks else None,
-            "cpus": ncpu,
+            "other_processes_share": round(groups[OTHER_PROCESSES] * CLK_TCK / ticks, 3) if ticks else None,
+            "cpus": len(os.sched_getaffinity(0)),
         }
 
-    def _group(self, delta: dict[int, float]) -> dict[str, float]:
+    def _group(self, delta: dict[int, float]) -> Counter[str]:
         apps = self._backend_apps()
         groups: Counter[str] = Counter()
         for pid, seconds in delta.items():
@@ -171,14 +183,16 @@ class CpuMeter:
             elif pid == self.load_pid:
                 groups["load-generator process (HTTP clients)"] += seconds
             elif pid == os.getpid():
-                groups["API process (uvicorn, in the bench process)"] += seconds
+                groups[BENCH_PROCESS] += seconds
             elif apps.get(pid) == WORKER_APP:
                 groups["PostgreSQL backends of workers"] += seconds
             elif apps.get(pid) == API_APP:
-                groups["PostgreSQL backends of the API"] += seconds
+                groups[API_BACKENDS] += seconds
+            elif apps.get(pid) == BENCH_APP:
+                groups[BENCH_BACKENDS] += seconds
             else:
                 groups["PostgreSQL other (WAL writer, checkpointer, autovacuum, ...)"] += seconds
-        return dict(groups)
+        return groups
 
     def _backend_apps(self) -> dict[int, str]:
         with psycopg.connect(self.url, autocommit=True) as conn:

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.ingest import RawIngest, ServiceIngest
-from bench.search import LatencyRow, RecallRow
+from bench.profile import API_BACKENDS, BENCH_BACKENDS, BENCH_PROCESS
+from bench.search import Decomposition, LatencyRow, RecallRow
 from bench.stats import ratio
 
 DASH = "—"
@@ -57,16 +58,18 @@ class Results:
     components: dict[str, float]
     plans: dict[str, dict[str, str]]
     latency: list[LatencyRow]
+    decomposition: Decomposition
     recall: list[RecallRow]
 
     def targets(self) -> list[Target]:
         targets = [Target("ingest chunks/s vs naive indexed COPY", ratio(self.service_ingest.rate,
                           self.raw_ingest.indexed_rate), 1.0, True, "x")]
         for row in self.latency:
-            limit = 1.5 * row.raw.p50_ms + 2.0
-            targets.append(Target(f"uncached p50 c={row.concurrency}", row.uncached.p50_ms, limit, False, " ms"))
-            targets.append(Target(f"cached server took_ms p50 c={row.concurrency}", row.cached_took_p50_ms, 1.0,
-                                  False, " ms"))
+            limit = 1.5 * row.raw.latency.p50_ms + 2.0
+            targets.append(Target(f"uncached p50 c={row.concurrency}", row.uncached.latency.p50_ms, limit, False,
+                                  " ms"))
+            targets.append(Target(f"cached server took_ms p50 c={row.concurrency}", row.cached.took_p50_ms or 0.0,
+                                  1.0, False, " ms"))
         targets.extend(Target(f"recall@10 company {r.company}", r.service, 0.95, True, "") for r in self.recall)
         return targets
 
@@ -93,75 +96,126 @@ def _main_table(r: Results) -> Table:
         t.add_column(col, justify="left" if col in ("measure", "raw baseline", "verdict") else "right")
     targets = {x.name: x for x in r.targets()}
 
-    def row(measure: str, service: float, base: float | None, base_label: str, target: str | None = None) -> None:
+    def row(measure: str, service: float, base: float | None, base_label: str, target: str | None = None,
+            pct: bool = False) -> None:
+        if math.isnan(service):  # a section heading
+            t.add_section()
+            t.add_row(measure, "", "", "", "", "")
+            return
+        fmt = (lambda v: f"{v:.0%}") if pct else _num
         tg = targets.get(target) if target else None
-        t.add_row(measure, _num(service), f"{_num(base)}  {base_label}" if base is not None else DASH,
-                  _x(ratio(service, base)) if base is not None else DASH, tg.text if tg else "",
+        t.add_row(measure, fmt(service), f"{fmt(base)}  {base_label}" if base is not None else DASH,
+                  _x(ratio(service, base)) if base is not None and not pct else DASH, tg.text if tg else "",
                   tg.verdict if tg else "")
 
     si, ri = r.service_ingest, r.raw_ingest
-    t.add_section()
-    t.add_row("[bold](a) ingest[/bold]", "", "", "", "", "")
+    row("[bold](a) ingest[/bold]", math.nan, None, "")
     row("chunks/s, service end to end", si.rate, ri.indexed_rate, "COPY into indexed table",
         "ingest chunks/s vs naive indexed COPY")
     row("chunks/s vs unindexed COPY", si.rate, ri.unindexed_rate, "COPY into unindexed table")
     row("chunks/s vs COPY + index build", si.rate, ri.bulk_rate, "COPY unindexed, then CREATE INDEX")
     row("wall seconds", si.seconds, ri.indexed_seconds, "indexed COPY")
+    row("other processes' CPU share", si.cpu.get("other_processes_share", 0.0),
+        ri.cpu.get("other_processes_share", 0.0), "during the indexed COPY (noise, not the benchmark)", pct=True)
     for lat in r.latency:
-        c = lat.concurrency
-        t.add_section()
-        t.add_row(f"[bold](b) vector search, concurrency {c}[/bold]", "", "", "", "", "")
-        row("uncached p50 ms", lat.uncached.p50_ms, lat.raw.p50_ms, "raw SQL", f"uncached p50 c={c}")
-        row("uncached p99 ms", lat.uncached.p99_ms, lat.raw.p99_ms, "raw SQL")
-        row("uncached QPS", lat.uncached.qps, lat.raw.qps, "raw SQL")
-        row("uncached server took_ms p50", lat.uncached_took_p50_ms, lat.raw.p50_ms, "raw SQL (client side)")
-        row("cached p50 ms", lat.cached.p50_ms, lat.raw.p50_ms, "raw SQL")
-        row("cached p99 ms", lat.cached.p99_ms, lat.raw.p99_ms, "raw SQL")
-        row("cached QPS", lat.cached.qps, lat.raw.qps, "raw SQL")
-        row("cached server took_ms p50", lat.cached_took_p50_ms, None, "", f"cached server took_ms p50 c={c}")
-    t.add_section()
-    t.add_row("[bold](c) recall@10 vs exact search[/bold]", "", "", "", "", "")
+        _latency_rows(row, lat)
+    row("[bold](c) recall@10 vs exact search[/bold]", math.nan, None, "")
     for rec in r.recall:
         row(f"company {rec.company} ({rec.rows_share:.0%} of rows), {rec.queries} queries", rec.service,
             rec.raw_hnsw, "raw HNSW query (exact = 1.000)", f"recall@10 company {rec.company}")
     return t
 
 
-def _profile_table(r: Results) -> Table:
-    si = r.service_ingest
-    t = Table(title="where service ingest time goes", show_header=True)
-    t.add_column("component")
-    t.add_column("value", justify="right")
-    t.add_column("note")
-    for stage, share in list(si.stages.items())[:8]:
-        t.add_row(stage, f"{share:.0%}", "of worker-backend samples")
-    t.add_section()
-    cpu = si.cpu.get("cpu_seconds", {})
-    capacity = si.seconds * si.cpu.get("cpus", 1)
-    for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
-        t.add_row(name, f"{seconds:.1f} s", f"{seconds / capacity:.0%} of machine CPU over the run")
-    busy = si.cpu.get("machine_busy_fraction")
+def _latency_rows(row: Any, lat: LatencyRow) -> None:
+    c, raw, unc, cac = lat.concurrency, lat.raw, lat.uncached, lat.cached
+    row(f"[bold](b) vector search, concurrency {c}[/bold]", math.nan, None, "")
+    row("uncached p50 ms", unc.latency.p50_ms, raw.latency.p50_ms, "raw SQL", f"uncached p50 c={c}")
+    row("uncached p99 ms", unc.latency.p99_ms, raw.latency.p99_ms, "raw SQL")
+    row("uncached QPS", unc.latency.qps, raw.latency.qps, "raw SQL")
+    row("uncached server took_ms p50", unc.took_p50_ms or 0.0, raw.latency.p50_ms, "raw SQL (client side)")
+    row("cached p50 ms", cac.latency.p50_ms, raw.latency.p50_ms, "raw SQL")
+    row("cached p99 ms", cac.latency.p99_ms, raw.latency.p99_ms, "raw SQL")
+    row("cached QPS", cac.latency.qps, raw.latency.qps, "raw SQL")
+    row("cached server took_ms p50", cac.took_p50_ms or 0.0, None, "", f"cached server took_ms p50 c={c}")
+    row("API process CPU ms per uncached request", unc.cpu_ms_per_request(BENCH_PROCESS), None, "")
+    row("API process CPU ms per cached request", cac.cpu_ms_per_request(BENCH_PROCESS), None, "")
+    row("DB CPU ms per uncached request", unc.cpu_ms_per_request(API_BACKENDS),
+        raw.cpu_ms_per_request(BENCH_BACKENDS), "raw SQL")
+    row("other processes' CPU share (uncached run)", unc.other_share, raw.other_share, "during the raw run (noise)",
+        pct=True)
+
+
+def _cpu_rows(t: Table, cpu: dict[str, Any], wall: float, label: str) -> None:
+    capacity = wall * cpu.get("cpus", 1)
+    for name, seconds in sorted(cpu.get("cpu_seconds", {}).items(), key=lambda kv: -kv[1]):
+        if seconds >= 0.05:
+            t.add_row(f"  {name}", f"{seconds:.1f} s", f"{seconds / capacity:.0%} of machine CPU during {label}")
+    busy = cpu.get("machine_busy_fraction")
     if busy is not None:
-        t.add_row("machine busy", f"{busy:.0%}", f"of {si.cpu.get('cpus')} CPUs during the run")
-    t.add_section()
+        t.add_row("  machine busy", f"{busy:.0%}", f"of {cpu.get('cpus')} CPUs during {label}")
+
+
+def _ingest_profile(t: Table, r: Results) -> None:
+    si, ri = r.service_ingest, r.raw_ingest
+    t.add_row("[bold]service ingest: worker backends, sampled[/bold]", "", "")
+    for stage, share in list(si.stages.items())[:8]:
+        t.add_row(f"  {stage}", f"{share:.0%}", "of pg_stat_activity samples")
+    t.add_row("[bold]service ingest: CPU by process[/bold]", "", "")
+    _cpu_rows(t, si.cpu, si.seconds, "the service run")
+    t.add_row("[bold]raw indexed COPY: CPU by process[/bold]", "", "")
+    _cpu_rows(t, ri.cpu, ri.indexed_seconds, "the raw indexed COPY")
+    t.add_row("[bold]service ingest: workers and API[/bold]", "", "")
     wm = si.worker_metrics
     workers = int(r.options.get("workers", 1))
     batch = wm.get("core_ingest_batch_seconds_sum", 0.0)
-    t.add_row("worker batch time (sum)", f"{batch:.1f} s",
+    t.add_row("  worker batch time (sum)", f"{batch:.1f} s",
               f"{batch / (si.seconds * workers):.0%} of {workers} workers x wall; "
               f"{int(wm.get('core_ingest_batch_seconds_count', 0))} batches")
     embed = wm.get("core_embed_seconds_sum", 0.0)
-    t.add_row("worker embedding time (sum)", f"{embed:.1f} s", f"{embed / batch:.0%} of batch time" if batch else "")
-    t.add_row("POST /v1/documents p50 / p99", f"{si.post_p50_ms:.0f} / {si.post_p99_ms:.0f} ms",
+    t.add_row("  worker embedding time (sum)", f"{embed:.1f} s", f"{embed / batch:.0%} of batch time" if batch else "")
+    t.add_row("  POST /v1/documents p50 / p99", f"{si.post_p50_ms:.0f} / {si.post_p99_ms:.0f} ms",
               f"{r.options.get('batch_docs')} docs per POST; all POSTs done after {si.posting_seconds:.1f} s")
-    t.add_section()
+    t.add_row("[bold]component baselines[/bold]", "", "")
     comp = r.components
-    t.add_row("chunk_text alone (1 core)", f"{comp['chunk_rate']:,.0f} chunks/s", "component baseline")
-    t.add_row("hash embedder alone (1 core)", f"{comp['embed_rate']:,.0f} chunks/s", "component baseline")
-    t.add_row("hash embedder, one query", f"{comp['query_embed_ms']:.3f} ms", "inside every uncached search")
-    ri = r.raw_ingest
-    t.add_row("index maintenance in raw COPY", f"{ri.indexed_seconds - ri.unindexed_seconds:.1f} s",
-              f"{1 - ri.unindexed_seconds / ri.indexed_seconds:.0%} of indexed COPY time")
+    t.add_row("  chunk_text alone (1 core)", f"{comp['chunk_rate']:,.0f} chunks/s", "")
+    t.add_row("  hash embedder alone (1 core)", f"{comp['embed_rate']:,.0f} chunks/s", "")
+    t.add_row("  index maintenance inside raw indexed COPY", f"{ri.indexed_seconds - ri.unindexed_seconds:.1f} s",
+              f"{1 - ri.unindexed_seconds / ri.indexed_seconds:.0%} of its time (indexed minus unindexed COPY)")
+
+
+def _search_profile(t: Table, d: Decomposition) -> None:
+    t.add_row("[bold]uncached search, concurrency 1: each step alone (p50)[/bold]", "", "")
+    steps = (
+        ("HTTP floor: GET /healthz (uvicorn, FastAPI, httpx)", d.http_floor),
+        ("API-key lookup SQL (BEGIN, SELECT, ROLLBACK)", d.auth_sql),
+        ("Redis GET (cache miss)", d.redis_get),
+        ("query embedding (hash)", d.query_embed),
+        ("service vector SQL (BEGIN, CTE query, ROLLBACK)", d.service_sql_txn),
+    )
+    for name, ms in steps:
+        t.add_row(f"  {name}", f"{ms:.2f} ms", f"{ms / d.observed:.0%} of observed")
+    t.add_row("  sum of the steps", f"{d.accounted:.2f} ms", f"observed {d.observed:.2f} ms client side, "
+              f"{d.observed_took:.2f} ms server took_ms")
+    t.add_row("  service vector SQL without the transaction", f"{d.service_sql_autocommit:.2f} ms",
+              f"raw plain query {d.raw_sql:.2f} ms")
+
+
+def _recall_profile(t: Table, recall: list[RecallRow]) -> None:
+    for rec in recall:
+        t.add_row(f"[bold]raw HNSW recall@10 by hnsw.ef_search, company {rec.company}[/bold]", "", "")
+        for point in rec.sweep:
+            t.add_row(f"  ef_search = {point['ef_search']:.0f}", f"{point['recall']:.3f}",
+                      f"p50 {point['p50_ms']:.2f} ms at concurrency 1")
+
+
+def _profile_table(r: Results) -> Table:
+    t = Table(title="where the time goes", show_header=True)
+    t.add_column("component")
+    t.add_column("value", justify="right")
+    t.add_column("note")
+    _ingest_profile(t, r)
+    _search_profile(t, r.decomposition)
+    _recall_profile(t, r.recall)
     return t
 
 
@@ -211,9 +265,9 @@ def to_json(results: Results) -> dict[str, Any]:
                                   ratio_vs_unindexed=ratio(si.rate, ri.unindexed_rate),
                                   ratio_vs_bulk=ratio(si.rate, ri.bulk_rate))
     for row in data["latency"]:
-        raw = row["raw"]
+        raw = row["raw"]["latency"]
         for kind in ("uncached", "cached"):
-            row[f"{kind}_ratio"] = {m: ratio(row[kind][m], raw[m]) for m in ("p50_ms", "p99_ms", "qps")}
+            row[f"{kind}_ratio"] = {m: ratio(row[kind]["latency"][m], raw[m]) for m in ("p50_ms", "p99_ms", "qps")}
     data["targets"] = [t.as_dict() for t in results.targets()]
     return data
 

@@ -13,6 +13,7 @@ ties with the k-th exact distance.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,25 +21,52 @@ import numpy as np
 import numpy.typing as npt
 from psycopg import sql
 
-from bench.load import RAW_VECTOR_SQL, LoadProcess, RunResult, search_api, search_raw
+from bench.load import (
+    RAW_VECTOR_SQL,
+    LoadProcess,
+    RunResult,
+    http_get,
+    redis_get,
+    search_api,
+    search_raw,
+    sql_repeat,
+)
+from bench.profile import meter_for
 from bench.stack import Stack
 from bench.stats import Latency, percentile, summarize
 from core.search.retrieve import VECTOR_SQL
+from core.tenants import AUTH_SQL, hash_key
 
 K = 10
 TIE_TOLERANCE = 2e-6  # the API rounds scores to 6 decimals
 RECALL_CONCURRENCY = 4
+EF_SWEEP = (40, 100, 200, 400, 800)
+SERVICE_VECTOR_SQL = VECTOR_SQL.replace("{filters}", "")  # the service's query, no filters
+
+
+@dataclass
+class Run:
+    """One load run: client-side latency, server-side took_ms, CPU by process during the run."""
+
+    latency: Latency
+    took_p50_ms: float | None
+    cached_fraction: float | None
+    cpu: dict[str, Any]
+
+    def cpu_ms_per_request(self, group: str) -> float:
+        return float(self.cpu.get("cpu_seconds", {}).get(group, 0.0)) * 1000 / self.latency.n
+
+    @property
+    def other_share(self) -> float:
+        return float(self.cpu.get("other_processes_share") or 0.0)
 
 
 @dataclass
 class LatencyRow:
     concurrency: int
-    raw: Latency
-    uncached: Latency
-    cached: Latency
-    uncached_took_p50_ms: float
-    cached_took_p50_ms: float
-    cached_fraction: float
+    raw: Run
+    uncached: Run
+    cached: Run
 
 
 @dataclass
@@ -49,10 +77,7 @@ class RecallRow:
     service: float
     raw_hnsw: float
     plans: dict[str, str]
-
-
-def _service_sql() -> sql.Composed:
-    return sql.SQL(VECTOR_SQL).format(filters=sql.SQL(""))
+    sweep: list[dict[str, float]]  # raw HNSW recall and p50 (concurrency 1) by hnsw.ef_search
 
 
 def prepare(stack: Stack) -> dict[str, dict[str, str]]:
@@ -66,7 +91,7 @@ def prepare(stack: Stack) -> dict[str, dict[str, str]]:
         for name, tenant in stack.tenants.items():
             params = {"q": probe, "company": tenant.company_id, "k": K, "n": K}
             plans[name] = {"raw": _plan(conn, sql.SQL(RAW_VECTOR_SQL), params),
-                           "service": _plan(conn, _service_sql(), params)}
+                           "service": _plan(conn, sql.SQL(SERVICE_VECTOR_SQL), params)}
             conn.execute("SET enable_indexscan = off")
             plans[name]["exact"] = _plan(conn, sql.SQL(RAW_VECTOR_SQL), params)
             conn.execute("RESET enable_indexscan")
@@ -96,10 +121,18 @@ def _plan(conn: Any, query: sql.Composable, params: dict[str, Any]) -> str:
     return " > ".join(f"{n} (x{c})" if c > 1 else n for n, c in zip(nodes, counts, strict=True))
 
 
-def _took(result: RunResult) -> tuple[float, float]:
-    """(server took_ms p50, fraction answered from the cache)."""
-    took = [e[0] for e in result.extras]
-    return percentile(took, 50), sum(1 for e in result.extras if e[1]) / len(result.extras)
+def _metered(stack: Stack, load: LoadProcess, concurrency: int, fn: Callable[..., RunResult], *args: Any,
+             api: bool = False) -> Run:
+    meter = meter_for(stack, load.pid)
+    meter.start()
+    result = load.run(fn, *args)
+    cpu = meter.stop()
+    latency = summarize(result.seconds, result.wall_seconds, concurrency)
+    if not api:
+        return Run(latency, None, None, cpu)
+    took = percentile([e[0] for e in result.extras], 50)
+    cached = sum(1 for e in result.extras if e[1]) / len(result.extras)
+    return Run(latency, took, cached, cpu)
 
 
 def latency(stack: Stack, load: LoadProcess, queries: list[str], vectors: npt.NDArray[np.float32],
@@ -109,19 +142,53 @@ def latency(stack: Stack, load: LoadProcess, queries: list[str], vectors: npt.ND
     load.run(search_raw, stack.db_url, tenant.company_id, vectors, max(concurrencies), ef)  # warm the caches
     rows = []
     for c in concurrencies:
-        raw = load.run(search_raw, stack.db_url, tenant.company_id, vectors, c, ef)
+        raw = _metered(stack, load, c, search_raw, stack.db_url, tenant.company_id, vectors, c, ef)
         stack.flush_cache()
-        uncached = load.run(search_api, stack.api_url, tenant.api_key, queries, c)
-        cached = load.run(search_api, stack.api_url, tenant.api_key, queries, c)
-        uncached_took, uncached_hits = _took(uncached)
-        cached_took, cached_hits = _took(cached)
-        if uncached_hits > 0:
-            raise RuntimeError(f"{uncached_hits:.0%} of the 'uncached' searches were answered from the cache")
-        rows.append(LatencyRow(
-            c, summarize(raw.seconds, raw.wall_seconds, c), summarize(uncached.seconds, uncached.wall_seconds, c),
-            summarize(cached.seconds, cached.wall_seconds, c), uncached_took, cached_took, cached_hits,
-        ))
+        uncached = _metered(stack, load, c, search_api, stack.api_url, tenant.api_key, queries, c, api=True)
+        cached = _metered(stack, load, c, search_api, stack.api_url, tenant.api_key, queries, c, api=True)
+        if uncached.cached_fraction:
+            raise RuntimeError(f"{uncached.cached_fraction:.0%} of the 'uncached' searches came from the cache")
+        rows.append(LatencyRow(c, raw, uncached, cached))
     return rows
+
+
+@dataclass
+class Decomposition:
+    """p50 (ms) at concurrency 1 of each step an uncached search takes, measured alone."""
+
+    http_floor: float  # GET /healthz through uvicorn + FastAPI + httpx
+    auth_sql: float  # the API-key lookup, BEGIN … ROLLBACK as the API runs it
+    redis_get: float  # the cache miss
+    query_embed: float  # hash embedding of one query, in-process
+    service_sql_txn: float  # the service's vector SQL, BEGIN … ROLLBACK
+    service_sql_autocommit: float  # the same SQL without the transaction
+    raw_sql: float  # the plain raw query (the baseline)
+    observed: float  # uncached POST /v1/search, client side
+    observed_took: float  # its server-side took_ms
+
+    @property
+    def accounted(self) -> float:
+        return self.http_floor + self.auth_sql + self.redis_get + self.query_embed + self.service_sql_txn
+
+
+def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32], query_embed_ms: float,
+              observed: LatencyRow) -> Decomposition:
+    tenant = stack.tenants["A"]
+    ef = stack.settings.hnsw_ef_search
+    n = len(vectors)
+    http = load.run(http_get, stack.api_url, "/healthz", n, 1)
+    auth = load.run(sql_repeat, stack.db_url, AUTH_SQL, [(hash_key(tenant.api_key),)] * n, 1, ef, True)
+    miss = load.run(redis_get, stack.redis.url, n, 1)
+    params = [{"q": v, "company": tenant.company_id, "n": K} for v in vectors]
+    txn = load.run(sql_repeat, stack.db_url, SERVICE_VECTOR_SQL, params, 1, ef, True)
+    auto = load.run(sql_repeat, stack.db_url, SERVICE_VECTOR_SQL, params, 1, ef, False)
+
+    def p50(result: RunResult) -> float:
+        return percentile(result.seconds, 50) * 1000
+
+    return Decomposition(p50(http), p50(auth), p50(miss), query_embed_ms, p50(txn), p50(auto),
+                         observed.raw.latency.p50_ms, observed.uncached.latency.p50_ms,
+                         observed.uncached.took_p50_ms or 0.0)
 
 
 def exact_neighbours(stack: Stack, company_id: int, vectors: npt.NDArray[np.float32]) -> list[list[tuple[int, float]]]:
@@ -146,14 +213,24 @@ def _mean_recall(found: list[list[tuple[int, float]]], exact: list[list[tuple[in
     return float(np.mean([recall_at_k(f, e) for f, e in zip(found, exact, strict=True)]))
 
 
+def _sweep(stack: Stack, load: LoadProcess, company_id: int, vectors: npt.NDArray[np.float32],
+           exact: list[list[tuple[int, float]]]) -> list[dict[str, float]]:
+    points = []
+    for ef in sorted({*EF_SWEEP, stack.settings.hnsw_ef_search}):
+        raw = load.run(search_raw, stack.db_url, company_id, vectors, 1, ef)
+        points.append({"ef_search": ef, "recall": _mean_recall(raw.extras, exact),
+                       "p50_ms": percentile(raw.seconds, 50) * 1000})
+    return points
+
+
 def recall(stack: Stack, load: LoadProcess, company: str, queries: list[str], vectors: npt.NDArray[np.float32],
            rows_share: float, plans: dict[str, dict[str, str]]) -> RecallRow:
     tenant = stack.tenants[company]
     exact = exact_neighbours(stack, tenant.company_id, vectors)
-    raw = load.run(search_raw, stack.db_url, tenant.company_id, vectors, RECALL_CONCURRENCY,
-                   stack.settings.hnsw_ef_search)
+    sweep = _sweep(stack, load, tenant.company_id, vectors, exact)
+    raw_recall = next(p["recall"] for p in sweep if p["ef_search"] == stack.settings.hnsw_ef_search)
     stack.flush_cache()
     service = load.run(search_api, stack.api_url, tenant.api_key, queries, RECALL_CONCURRENCY, K, True)
     service_hits = [[(cid, 1.0 - score) for cid, score in e[2]] for e in service.extras]
-    return RecallRow(company, rows_share, len(queries), _mean_recall(service_hits, exact),
-                     _mean_recall(raw.extras, exact), plans[company])
+    return RecallRow(company, rows_share, len(queries), _mean_recall(service_hits, exact), raw_recall,
+                     plans[company], sweep)
