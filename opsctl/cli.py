@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from opsctl.commands import ingest as ingest_cmd
+from opsctl.commands import policy as policy_cmd
 from opsctl.commands import search as search_cmd
 from opsctl.commands import tenant as tenant_cmd
 from opsctl.commands import up as up_cmd
@@ -53,6 +54,7 @@ app.command("up", help=up_cmd.HELP)(up_cmd.up)
 app.add_typer(tenant_cmd.app, name="tenant")
 app.command("ingest", help=ingest_cmd.HELP)(ingest_cmd.ingest)
 app.command("search", help=search_cmd.HELP)(search_cmd.search)
+app.add_typer(policy_cmd.app, name="policy")
 
 
 def _click_exceptions() -> Any:

@@ -1,0 +1,202 @@
+"""Policies: the YAML files in ``policies/`` that the daemon and the CLI enforce.
+
+Each file holds one kind of policy, named by its file stem (``autoscaling.yaml``) or by a
+top-level ``kind:`` key, and validated by that kind's pydantic model. Errors name the file, the
+line, the path inside the document and the reason, all of them at once::
+
+    policies/autoscaling.yaml:12: services.core-worker.maxReplicas: must be >= minReplicas
+
+Models subclass :class:`PolicyModel` (unknown keys are errors, so a typo never passes silently)
+and register in :data:`KINDS` as ``"module:Class"`` strings, imported only when that kind is
+loaded so ``opsctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from core.errors import ConfigError
+
+# kind → "module:Class" of its model; the file stem (or ``kind:``) selects the kind
+KINDS: dict[str, str] = {}
+
+DEFAULT_DIR = Path("policies")
+M = TypeVar("M", bound=BaseModel)
+
+
+class PolicyModel(BaseModel):
+    """Base of every policy model: unknown keys are errors; HPA-style camelCase names stay as written."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.reason}" if self.path else f"{where}: {self.reason}"
+
+
+class PolicyError(ConfigError):
+    """Invalid policy."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        first = str(problems[0]) if problems else "invalid policy"
+        more = f" (and {len(problems) - 1} more; run `opsctl policy validate`)" if len(problems) > 1 else ""
+        super().__init__(first + more)
+
+
+def model_for(kind: str) -> type[BaseModel]:
+    try:
+        module, _, name = KINDS[kind].partition(":")
+    except KeyError:
+        raise ConfigError(f"unknown policy kind {kind!r} (known: {', '.join(sorted(KINDS))})") from None
+    cls = getattr(importlib.import_module(module), name)
+    assert isinstance(cls, type) and issubclass(cls, BaseModel)
+    return cls
+
+
+def policy_dir(explicit: Path | None = None) -> Path:
+    """``explicit``, else ``OPSCTL_POLICY_DIR``, else ``./policies``."""
+    import os
+
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("OPSCTL_POLICY_DIR")
+    return Path(env) if env else DEFAULT_DIR
+
+
+# --- YAML with line numbers ---------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """The document and the line (1-based) where each path of keys and indexes starts."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError([Problem(str(path), None, "", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([Problem(str(path), None, "", f"unreadable: {exc}")]) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = str(getattr(exc, "problem", None) or exc)
+        raise PolicyError([Problem(str(path), line, "", f"not valid YAML: {reason}")]) from exc
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(n: Any, at: tuple[Any, ...]) -> None:
+        lines[at] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                lines[(*at, key.value)] = key.start_mark.line + 1
+                walk(value, (*at, key.value))
+                lines[(*at, key.value)] = key.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*at, i))
+
+    if node is not None:
+        walk(node, ())
+    return data, lines
+
+
+def _dotted(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def validate_data(data: Any, model: type[M], file: str, lines: dict[tuple[Any, ...], int] | None = None) -> M:
+    """Validate an already-parsed document; every error becomes a :class:`Problem`."""
+    lines = lines or {}
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            # pydantic adds the union member or validator name to the location; keep real keys only
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+            reason = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(Problem(file, _line_of(lines, loc), _dotted(loc), reason))
+        raise PolicyError(problems) from exc
+
+
+def kind_of(path: Path, data: Any) -> str:
+    if isinstance(data, dict) and isinstance(data.get("kind"), str):
+        return str(data["kind"])
+    return path.stem
+
+
+def _strip_kind(data: Any) -> Any:
+    return {k: v for k, v in data.items() if k != "kind"} if isinstance(data, dict) else data
+
+
+def load_file(path: Path, kind: str | None = None) -> BaseModel:
+    """Read and validate one policy file; its kind comes from ``kind``, ``kind:`` or the file stem."""
+    data, lines = _read_yaml(path)
+    return validate_data(_strip_kind(data), model_for(kind or kind_of(path, data)), str(path), lines)
+
+
+def load(model: type[M], kind: str, path: Path | None = None, directory: Path | None = None) -> M:
+    """The ``kind`` policy as ``model``: from ``path``, else ``<policy dir>/<kind>.yaml``.
+
+    Example: ``load(AutoscalingPolicy, "autoscaling", path)``
+    """
+    target = path or policy_dir(directory) / f"{kind}.yaml"
+    data, lines = _read_yaml(target)
+    return validate_data(_strip_kind(data), model, str(target), lines)
+
+
+def validate_paths(paths: list[Path]) -> tuple[list[str], list[Problem]]:
+    """Validate files and every ``*.yaml``/``*.yml`` in directories; returns (files ok, problems)."""
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            if not found:
+                problems.append(Problem(str(path), None, "", "no policy files (*.yaml) here"))
+            files.extend(found)
+        else:
+            files.append(path)
+    ok: list[str] = []
+    for file in files:
+        try:
+            data, _ = _read_yaml(file)
+            kind = kind_of(file, data)
+            if kind not in KINDS:
+                problems.append(Problem(str(file), None, "kind" if isinstance(data, dict) and "kind" in data else "",
+                                        f"unknown policy kind {kind!r}: name the file or set kind: to one of "
+                                        f"{', '.join(sorted(KINDS))}"))
+                continue
+            load_file(file, kind)
+            ok.append(str(file))
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+    return ok, problems
