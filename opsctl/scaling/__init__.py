@@ -1,0 +1,1 @@
+"""Autoscaling: policies, the HPA-exact decision engine, metric sources and scale targets."""
