@@ -654,3 +654,69 @@ def test_description_and_kind_spelling() -> None:
     target = KubernetesTarget("statefulset", "core-db", "prod")
     assert target.kind == "StatefulSet"
     assert target.description == "StatefulSet prod/core-db"
+
+
+# --- the documented RBAC Role -------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "kubernetes.md"
+
+
+def _documented_role() -> dict[str, Any]:
+    text = DOC.read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    docs = [d for b in blocks for d in yaml.safe_load_all(b) if d and d.get("kind") == "Role"]
+    assert len(docs) == 1, "docs/kubernetes.md must show exactly one Role"
+    return docs[0]
+
+
+def _rbac_request(call: Call) -> tuple[str, str, str]:
+    """(API group, resource[/subresource], verb) that the API server authorizes for a recorded call."""
+    parts = call.path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    assert rest[0] == "namespaces"
+    resource, tail = rest[2], rest[3:]
+    if len(tail) == 2:
+        resource += "/" + tail[1]
+    verb = {"PATCH": "patch", "PUT": "update"}.get(call.method) or ("get" if tail else "list")
+    return group, resource, verb
+
+
+def _allowed(role: dict[str, Any], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in rule.get("apiGroups", []) and resource in rule.get("resources", []) and verb in rule["verbs"]
+        for rule in role["rules"]
+    )
+
+
+def test_documented_role_is_valid_and_grants_every_call(kubeconfig: Path, cluster: FakeCluster) -> None:
+    import kubernetes_validate
+
+    role = _documented_role()
+    kubernetes_validate.validate(role, "1.30.0", strict=True)
+    cluster.scaled_objects = {"default": []}
+    for target in (deployment(), KubernetesTarget("StatefulSet", "core-db", "default", context="prod")):
+        target.read()
+        target.check_unmanaged()
+        target.scale(2)
+    requests = {_rbac_request(c) for c in cluster.calls}
+    assert requests == {
+        ("apps", "deployments", "get"),
+        ("apps", "deployments/scale", "get"),
+        ("apps", "deployments/scale", "patch"),
+        ("apps", "statefulsets", "get"),
+        ("apps", "statefulsets/scale", "get"),
+        ("apps", "statefulsets/scale", "patch"),
+        ("", "pods", "list"),
+        ("autoscaling", "horizontalpodautoscalers", "list"),
+        ("keda.sh", "scaledobjects", "list"),
+    }
+    assert [r for r in sorted(requests) if not _allowed(role, *r)] == []
+    # and the Role grants nothing that writes anything but the scale subresource
+    writes = {
+        (g, r)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        if set(rule["verbs"]) & {"create", "update", "patch", "delete", "deletecollection"}
+    }
+    assert writes == {("apps", "deployments/scale"), ("apps", "statefulsets/scale")}
