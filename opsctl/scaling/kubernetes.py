@@ -50,6 +50,7 @@ _KINDS = {
 KEDA_GROUP, KEDA_VERSION, KEDA_PLURAL = "keda.sh", "v1alpha1", "scaledobjects"
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)  # (connect, read) seconds, on every call
 PAGE_SIZE = 500  # items per list request; the rest follows with continue tokens
+CONNECT_RETRIES = 2  # re-tries of a refused connection (never of a request the server may have read)
 CONFLICT_ATTEMPTS = 3  # tries of the scale PATCH when the server answers 409 Conflict
 CONFLICT_BACKOFF = 0.2  # seconds, doubled after each conflict
 
@@ -62,9 +63,13 @@ def load_api_client(context: str | None = None) -> ApiClient:
     or ``~/.kube/config``, using ``context`` or the file's current context.
     """
     from kubernetes import client, config
+    from urllib3.util.retry import Retry
 
+    configuration = client.Configuration()
+    # retry refused connections (an API server or load balancer blip) but never a read: a request
+    # the server may have received is not re-sent, and a slow server fails within one timeout
+    configuration.retries = Retry(total=CONNECT_RETRIES, connect=CONNECT_RETRIES, read=0, redirect=0, status=0)
     if context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException as exc:
@@ -80,9 +85,12 @@ def load_api_client(context: str | None = None) -> ApiClient:
         )
     where = f"kubeconfig {path}" + (f" context {context!r}" if context else "")
     try:
-        return config.new_client_from_config(config_file=path, context=context, persist_config=False)
+        config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration, persist_config=False
+        )
     except Exception as exc:  # the loader raises ConfigException, YAML, OS and type errors alike
         raise ConfigError(f"Kubernetes config: {where}: {_one_line(exc)}") from exc
+    return client.ApiClient(configuration)
 
 
 class KubernetesTarget:
