@@ -172,6 +172,7 @@ class KubernetesTarget:
                     self.namespace,
                     body,
                     _content_type="application/merge-patch+json",
+                    _preload_content=False,  # the answer is not needed: skip building a model from it
                 )
                 return
             except _Conflict as exc:
