@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -725,3 +726,12 @@ def test_documented_role_is_valid_and_grants_every_call(kubeconfig: Path, cluste
         if set(rule["verbs"]) & {"create", "update", "patch", "delete", "deletecollection"}
     }
     assert writes == {("apps", "deployments/scale"), ("apps", "statefulsets/scale")}
+
+
+def test_importing_the_target_does_not_import_the_client() -> None:
+    # policies naming a Kubernetes target must not slow down every opsctl command
+    code = "import sys, opsctl.scaling.kubernetes; print('kubernetes' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=DOC.parent.parent
+    )
+    assert out.stdout.strip() == "False"
