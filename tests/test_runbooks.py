@@ -185,3 +185,9 @@ def test_installed_package_ships_and_finds_the_runbooks(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     found, count = proc.stdout.split()
     assert Path(found) == prefix / "share" / "opsctl" / "runbooks" and int(count) == len(ALERTS)
+
+
+@pytest.mark.parametrize("command", [["runbook"], ["runbook", "list"], ["runbook", "show"]])
+def test_runbook_help_has_an_example(command: list[str]) -> None:
+    proc = opsctl(*command, "--help")
+    assert proc.returncode == 0 and "Example: opsctl runbook" in proc.stdout, proc.stdout
