@@ -16,14 +16,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## system packages the tests need: Prometheus and promtool (Debian/Ubuntu)
+## system packages the tests need (Debian/Ubuntu): Prometheus and promtool; kubectl for kustomize
 system-deps:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	@missing=""; \
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="prometheus"; \
+	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
+	[ -z "$$missing" ] || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
-	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	  else echo "install Prometheus (the 'prometheus' package) and rerun" >&2; exit 1; fi; }
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "install these Debian packages and rerun: $$missing" >&2; exit 1; fi; }
 
 ## start the whole system on this machine (Ctrl-C stops it)
 up: $(STAMP)
