@@ -38,6 +38,38 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _RUN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _crontab_days(field: str) -> str:
+    """Crontab's day-of-week numbers (0 or 7 = Sunday) as names: APScheduler 3 counts 0 as Monday."""
+    out = []
+    for token in field.split(","):
+        span, _, step = token.partition("/")
+        first, _, last = span.partition("-")
+        if not (first.isdigit() and (not last or last.isdigit())):
+            out.append(token)  # *, */2, names: the same in both conventions
+            continue
+        lo, hi = int(first), int(last) if last else int(first)
+        if not (0 <= lo <= 7 and 0 <= hi <= 7 and lo <= hi):
+            raise ValueError(f"day of week {token!r} is out of range 0-7")
+        days = range(lo, hi + 1, int(step)) if step else range(lo, hi + 1)
+        out.extend(_DAYS[d] for d in days)
+    return ",".join(dict.fromkeys(out))
+
+
+def cron_trigger(expression: str, timezone: Any = UTC) -> Any:
+    """An APScheduler CronTrigger for a standard 5-field crontab line (Sunday = 0 or 7)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"a cron expression has 5 fields (minute hour day month weekday), got {len(fields)}")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_crontab_days(weekday),
+                       timezone=timezone)
+
+
 def parse_duration(text: str | float | int) -> timedelta:
     """``"30s"``, ``"5m"``, ``"1h30m"``, ``"2d"``, ``"1w"``, or a number of seconds."""
     if isinstance(text, int | float) and not isinstance(text, bool):
@@ -82,10 +114,8 @@ class JobSchedule(PolicyModel):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from apscheduler.triggers.cron import CronTrigger
-
             try:
-                CronTrigger.from_crontab(value, timezone=UTC)
+                cron_trigger(value)
             except ValueError as exc:
                 raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
         return value
@@ -111,7 +141,7 @@ def _default_jobs() -> dict[str, JobSchedule]:
         "partition-rotation": JobSchedule.model_validate({"cron": "15 0 * * *"}),
         "backup-incremental": JobSchedule.model_validate({"cron": "0 2 * * *"}),
         "backup-full": JobSchedule.model_validate({"cron": "0 3 * * 0"}),
-        "restore-drill": JobSchedule.model_validate({"cron": "0 5 * * 0"}),
+        "restore-drill": JobSchedule.model_validate({"cron": "0 5 * * 0", "misfire_grace_time": "6h"}),
         "index-maintenance": JobSchedule.model_validate({"cron": "0 4 * * *"}),
         "backup-prune": JobSchedule.model_validate({"cron": "30 6 * * *"}),
     }
@@ -134,13 +164,14 @@ class SchedulePolicy(PolicyModel):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
-    @model_validator(mode="after")
-    def _known(self) -> SchedulePolicy:
-        for name, job in self.jobs.items():
+    @field_validator("jobs")
+    @classmethod
+    def _known(cls, jobs: dict[str, JobSchedule]) -> dict[str, JobSchedule]:
+        for name, job in jobs.items():
             if job.run is None and name not in REGISTRY:
                 raise ValueError(f"job {name!r} is not a built-in job ({', '.join(REGISTRY)}): "
                                  "set run: 'module:function'")
-        return self
+        return jobs
 
 
 @dataclass(frozen=True)
@@ -163,7 +194,6 @@ def job_specs(policy: SchedulePolicy) -> dict[str, JobSpec]:
     """The enabled jobs of ``policy`` with their APScheduler triggers."""
     from zoneinfo import ZoneInfo
 
-    from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
     zone = ZoneInfo(policy.timezone)
@@ -177,7 +207,7 @@ def job_specs(policy: SchedulePolicy) -> dict[str, JobSpec]:
             grace = min(interval, CRON_DEFAULT_GRACE)
         else:
             assert job.cron is not None
-            trigger = CronTrigger.from_crontab(job.cron, timezone=zone)
+            trigger = cron_trigger(job.cron, zone)
             grace = CRON_DEFAULT_GRACE
         if job.misfire_grace_time is not None:
             grace = parse_duration(job.misfire_grace_time)
