@@ -102,6 +102,10 @@ def _number(value: float | None, digits: int = 3) -> float | None:
     return round(value, digits)
 
 
+def _rounded(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
 def _age(at: datetime | None, now: datetime) -> float | None:
     return None if at is None else round((now - at).total_seconds(), 1)
 
@@ -126,7 +130,7 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
         if not have_prom:
             return NO_PROMETHEUS if prom is None else "n/a (Prometheus failed)"
         assert isinstance(prom, dict)
-        return _number(prom.get(name, {}).get(job))
+        return _number(prom.get(name, {}).get(job), 6)
 
     names = sorted({row["target"] for row in raw["scale"]} | {"core-api"})
     scale = {row["target"]: row for row in raw["scale"]}
@@ -141,10 +145,10 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
             "decided_at": row["at"].isoformat(timespec="seconds") if row else None,
             "why": row["reason"] if row else None,
             "p95_latency_ms": round(p95 * 1000, 1) if isinstance(p95, float) else p95,
-            "requests_per_second": metric("request_rate", name),
-            "errors_per_second": metric("error_rate", name),
+            "requests_per_second": _rounded(metric("request_rate", name)),
+            "errors_per_second": _rounded(metric("error_rate", name)),
         })
-    cache_hit = metric("cache_hit_rate", "_")
+    cache_hit = _rounded(metric("cache_hit_rate", "_"))
 
     queue = dict(raw["queue"])
     queue["oldest_pending_seconds"] = round(float(queue["oldest_pending_seconds"]), 1)
