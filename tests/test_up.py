@@ -141,8 +141,8 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [[], ["up"], ["daemon"], ["status"], ["events"], ["tenant"],
-                                      ["tenant", "create"], ["tenant", "list"],
-                                     ["tenant", "rotate-key"], ["ingest"], ["search"]])
+                                     ["tenant", "create"], ["tenant", "list"], ["tenant", "rotate-key"], ["ingest"],
+                                     ["search"]])
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     env = {**os.environ, "HOME_DIR": str(project_root())}
     out = opsctl(*command, "--help", env=env).stdout
