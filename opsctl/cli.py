@@ -14,10 +14,13 @@ from typing import Any
 
 import typer
 
+from opsctl.commands import daemon as daemon_cmd
+from opsctl.commands import events as events_cmd
 from opsctl.commands import ingest as ingest_cmd
 from opsctl.commands import policy as policy_cmd
 from opsctl.commands import runbook as runbook_cmd
 from opsctl.commands import search as search_cmd
+from opsctl.commands import status as status_cmd
 from opsctl.commands import tenant as tenant_cmd
 from opsctl.commands import up as up_cmd
 
@@ -57,6 +60,9 @@ app.command("ingest", help=ingest_cmd.HELP)(ingest_cmd.ingest)
 app.command("search", help=search_cmd.HELP)(search_cmd.search)
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(runbook_cmd.app, name="runbook")
+app.command("daemon", help=daemon_cmd.HELP)(daemon_cmd.daemon)
+app.command("status", help=status_cmd.HELP)(status_cmd.status)
+app.command("events", help=events_cmd.HELP)(events_cmd.events)
 
 
 def _click_exceptions() -> Any:

@@ -47,6 +47,7 @@ class System:
     port: int = 8080
     prometheus_port: int = 9090
     with_prometheus: bool = True
+    with_daemon: bool = True
     started: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -57,6 +58,7 @@ class System:
         self.pool: Any = None
         self.cache: Any = None
         self.worker_pool: Any = None
+        self.daemon: Any = None
         self.endpoints: dict[str, str] = {}
 
     # -- start ---------------------------------------------------------------------------------
@@ -97,10 +99,13 @@ class System:
         api_url = f"http://{s.host}:{self.port}"
         prom_url = s.prometheus_url
         targets_file: Path | None = None
+        daemon_port = _free_port() if self.with_daemon else 0
         if not prom_url and self.with_prometheus and prometheus_binary():
             step("starting Prometheus")
             port = self.prometheus_port if port_free("127.0.0.1", self.prometheus_port) else _free_port()
-            self.prometheus = EmbeddedPrometheus(self.data_dir / "prometheus", f"{s.host}:{self.port}", port=port)
+            self.prometheus = EmbeddedPrometheus(
+                self.data_dir / "prometheus", f"{s.host}:{self.port}", port=port,
+                extra_targets=(("opsctl-daemon", f"127.0.0.1:{daemon_port}"),) if daemon_port else ())
             targets_file = self.prometheus.worker_targets_file
             self.prometheus.data_dir.mkdir(parents=True, exist_ok=True)
             prom_url = self.prometheus.start()
@@ -129,6 +134,16 @@ class System:
             "prometheus_url": prom_url, "api_url": api_url, "admin_token": admin_token, "pid": os.getpid(),
             "started_at": datetime.now(UTC).isoformat(),
         })
+        if self.with_daemon:
+            from opsctl.daemon.process import DaemonProcess
+
+            step("starting the daemon")
+            daemon_env = {**env, "OPSCTL_API_URL": api_url, "OPSCTL_ADMIN_TOKEN": admin_token,
+                          **({"OPSCTL_PROMETHEUS_URL": prom_url} if prom_url else {})}
+            self.daemon = DaemonProcess(daemon_env, daemon_port, log_dir=self.data_dir / "logs")
+            self.daemon.start()
+            self.started.append("daemon")
+            self.endpoints["daemon metrics"] = f"http://127.0.0.1:{daemon_port}/metrics"
 
     def app(self) -> Any:
         from prometheus_client import REGISTRY
@@ -162,6 +177,8 @@ class System:
             nonlocal forced
             forced = True
             sys.stderr.write("forcing: killing workers and servers\n")
+            if self.daemon is not None:
+                self.daemon.kill()
             if self.worker_pool is not None:
                 self.worker_pool.kill_all()
             if self.redis is not None:
@@ -173,6 +190,9 @@ class System:
         previous_int = signal.signal(signal.SIGINT, force) if _main_thread() else None
         previous_term = signal.signal(signal.SIGTERM, force) if _main_thread() else None
         try:
+            if self.daemon is not None:
+                sys.stderr.write("stopping the daemon (its running job finishes)…\n")
+                self.daemon.stop()
             if self.worker_pool is not None:
                 sys.stderr.write("stopping workers (each finishes or releases its batch)…\n")
                 self.worker_pool.stop()

@@ -94,6 +94,11 @@ def test_up_second_terminal_prometheus_ctrl_c_and_resume(tmp_path: Path) -> None
                  "Prometheus to scrape 3 workers")
         wait_for(lambda: prom_query(prom, 'core_workers{state="running"} == 3'), 60, "core_workers == 3")
         assert prom_query(prom, 'up{job="core-api"} == 1')
+
+        # the policy daemon runs too: it leads, Prometheus scrapes it, and its runs are in the audit log
+        wait_for(lambda: prom_query(prom, 'opsctl_daemon_leader{job="opsctl-daemon"} == 1'), 60, "the daemon leading")
+        wait_for(lambda: json.loads(opsctl("events", "--action", "daemon.job", "-o", "json", env=env).stdout), 60,
+                 "a daemon job run")
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(90)
@@ -135,8 +140,9 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no such file or directory" in missing.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["tenant"], ["tenant", "create"], ["tenant", "list"],
-                                     ["tenant", "rotate-key"], ["ingest"], ["search"]])
+@pytest.mark.parametrize("command", [[], ["up"], ["daemon"], ["status"], ["events"], ["tenant"],
+                                     ["tenant", "create"], ["tenant", "list"], ["tenant", "rotate-key"], ["ingest"],
+                                     ["search"]])
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     env = {**os.environ, "HOME_DIR": str(project_root())}
     out = opsctl(*command, "--help", env=env).stdout

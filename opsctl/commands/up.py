@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-HELP = """Start PostgreSQL, Redis, Prometheus, the core API and its ingest workers; Ctrl-C stops all.
+HELP = """Start PostgreSQL, Redis, Prometheus, the core API, its ingest workers and the policy daemon;
+Ctrl-C stops all.
 
 Uses OPSCTL_DATABASE_URL / OPSCTL_REDIS_URL / OPSCTL_PROMETHEUS_URL instead of starting its own
 servers when they are set. Running it again resumes on the same data.
@@ -18,6 +19,7 @@ def up(
     workers: int = typer.Option(2, "--workers", min=0, max=64, help="ingest worker processes"),
     prometheus_port: int = typer.Option(9090, "--prometheus-port", help="port of the embedded Prometheus"),
     no_prometheus: bool = typer.Option(False, "--no-prometheus", help="do not start Prometheus"),
+    no_daemon: bool = typer.Option(False, "--no-daemon", help="do not start the policy daemon (opsctl daemon)"),
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -27,7 +29,7 @@ def up(
 
     console = Console(stderr=True, soft_wrap=True)
     system = System(settings(with_state=False, port=port), workers=workers, port=port, prometheus_port=prometheus_port,
-                    with_prometheus=not no_prometheus)
+                    with_prometheus=not no_prometheus, with_daemon=not no_daemon)
     try:
         with console.status("starting…") as status:
             system.start(progress=lambda text: status.update(text + "…"))

@@ -1,0 +1,62 @@
+"""``opsctl daemon``: the policy daemon (leader-elected scheduler of the jobs in schedule.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from opsctl.output import OUTPUT_OPTION, Output
+
+HELP = """Run the jobs of policies/schedule.yaml (autoscale, backups, drills, partitions, index, cache).
+
+Run as many replicas as you like: they elect a leader with a PostgreSQL advisory lock and only
+the leader runs jobs. SIGHUP (or editing a policy file) reloads policies; an invalid file is
+refused and the previous policies stay. SIGTERM/SIGINT stop after the running job finishes.
+Every run is an `ops_events` row (`opsctl events --action daemon.job`).
+
+Example: opsctl daemon --metrics-port 9464        (or, from cron: opsctl daemon --once backup-full)
+"""
+
+
+def daemon(
+    policy_dir: Path | None = typer.Option(None, "--policy-dir", help="policy files (default: ./policies)",
+                                           envvar="OPSCTL_POLICY_DIR"),
+    metrics_port: int = typer.Option(9464, "--metrics-port", min=0, max=65535,
+                                      help="serve /metrics on this port (0: off)", envvar="OPSCTL_DAEMON_METRICS_PORT"),
+    metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", help="address of the /metrics server"),
+    once: str | None = typer.Option(None, "--once", metavar="JOB",
+                                    help="run this one job now and exit (1 if it failed)"),
+    cycle_seconds: float = typer.Option(5.0, "--cycle-seconds", min=0.1, max=300,
+                                        help="how often the leader checks its lock and followers retry"),
+    stop_grace_seconds: float = typer.Option(60.0, "--stop-grace-seconds", min=0,
+                                             help="on SIGTERM, how long a running job may finish"),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    import logging
+    import os
+    import sys
+
+    from opsctl.context import settings
+    from opsctl.daemon.service import Daemon, DaemonConfig, run_once
+    from opsctl.output import emit
+    from opsctl.policy import policy_dir as resolve_policy_dir
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    directory = resolve_policy_dir(policy_dir)
+    if once is not None:
+        result = run_once(settings(), directory, once)
+        emit(result.details(), output, columns=[("job", "JOB"), ("outcome", "OUTCOME"),
+                                                ("duration_seconds", "SECONDS"),
+                                                ("sentence" if result.outcome == "ok" else "error", "RESULT")])
+        raise typer.Exit(0 if result.outcome == "ok" else 1)
+    config = DaemonConfig(directory, cycle_seconds=cycle_seconds, stop_grace_seconds=stop_grace_seconds,
+                          metrics_port=metrics_port, metrics_host=metrics_host)
+    abandoned = Daemon(settings(), config).run()
+    if abandoned:  # their threads cannot be stopped: leave without waiting for them
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(1)

@@ -1,0 +1,53 @@
+"""``opsctl status``: one screen of the system's health."""
+
+from __future__ import annotations
+
+import typer
+
+from opsctl.output import OUTPUT_OPTION, Output
+
+HELP = """One screen: replicas vs desired, latency and errors, queue, cache, backups, drills,
+partitions, index recall, the daemon's leader and its jobs, and what needs attention.
+
+Example: opsctl status --watch        (or: opsctl status -o json)
+"""
+
+
+def status(
+    watch: bool = typer.Option(False, "--watch", "-w", help="refresh live until Ctrl-C"),
+    interval: float = typer.Option(2.0, "--interval", min=0.5, help="seconds between refreshes with --watch"),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    from datetime import UTC, datetime
+
+    from opsctl.context import connect_db, settings
+    from opsctl.daemon.status import fetch, render, summarize
+    from opsctl.output import emit
+
+    s = settings()
+
+    def snapshot() -> dict[str, object]:
+        with connect_db(s) as conn:
+            raw = fetch(conn, s.prometheus_url)
+        return summarize(raw, datetime.now(UTC))
+
+    if output is not Output.table:
+        emit(snapshot(), output)
+        return
+    from rich.console import Console
+
+    console = Console()
+    if not watch:
+        console.print(render(snapshot()))
+        return
+    import time
+
+    from rich.live import Live
+
+    try:
+        with Live(render(snapshot()), console=console, screen=False, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render(snapshot()), refresh=True)
+    except KeyboardInterrupt:
+        return

@@ -1,0 +1,294 @@
+"""``opsctl status``: one screen of what an on-call engineer checks first.
+
+``fetch`` reads the database (audit log, queue, partitions, the leader lock) and Prometheus when
+configured; ``summarize`` (pure: rows and the clock in, a plain dict out) turns that into the
+screen's data, including an ``attention`` list of what looks wrong; ``render`` draws it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from core.partitioning import PARTITIONED_TABLES, month_start
+
+NO_PROMETHEUS = "n/a (no Prometheus)"
+_API = 'route=~"/v1/.*"'
+PROMQL = {
+    "p95_latency_seconds": f"histogram_quantile(0.95, sum by (job, le) "
+                           f"(rate(core_http_request_duration_seconds_bucket{{{_API}}}[5m])))",
+    "request_rate": f"sum by (job) (rate(core_http_request_duration_seconds_count{{{_API}}}[5m]))",
+    "error_rate": f'sum by (job) (rate(core_http_request_duration_seconds_count{{{_API},status=~"5.."}}[5m]))',
+    "cache_hit_rate": 'sum(rate(core_search_cache_requests_total{result="hit"}[5m]))'
+                      " / sum(rate(core_search_cache_requests_total[5m]))",
+}
+
+LATEST_SQL = """
+SELECT DISTINCT ON (target) target, at, from_state, to_state, reason, details
+FROM ops_events WHERE action = %s ORDER BY target, at DESC, id DESC
+"""
+LAST_SQL = "SELECT at, details FROM ops_events WHERE action = %s ORDER BY at DESC, id DESC LIMIT 1"
+FAILURES_SQL = """
+SELECT target, count(*) FROM ops_events
+WHERE action = 'daemon.job' AND to_state = 'failed' AND at > now() - interval '24 hours' GROUP BY target
+"""
+PARTITIONS_SQL = """
+SELECT parent.relname, child.relname, pg_get_expr(child.relpartbound, child.oid)
+FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent JOIN pg_class child ON child.oid = i.inhrelid
+WHERE parent.relname = ANY(%s) ORDER BY 1, 2
+"""
+_FROM = re.compile(r"FROM \('([^']+)'\)")
+
+
+def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
+    """Everything ``summarize`` needs, as plain rows."""
+    from psycopg import sql
+
+    from core.metrics import queue_stats
+    from opsctl.daemon.leader import lock_holder
+
+    def latest(action: str) -> list[dict[str, Any]]:
+        return [{"target": r[0], "at": r[1], "from": r[2], "to": r[3], "reason": r[4], "details": r[5]}
+                for r in conn.execute(LATEST_SQL, (action,)).fetchall()]
+
+    def last(action: str) -> dict[str, Any] | None:
+        row = conn.execute(LAST_SQL, (action,)).fetchone()
+        return {"at": row[0], "details": row[1]} if row else None
+
+    partitions = [{"table": r[0], "name": r[1], "bound": r[2]}
+                  for r in conn.execute(PARTITIONS_SQL, (list(PARTITIONED_TABLES),)).fetchall()]
+    default_rows = {}
+    for part in partitions:
+        if part["bound"] == "DEFAULT":
+            # counted up to a cap: a default partition should be empty, and a huge one must not stall the screen
+            row = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1000001) s").format(
+                sql.Identifier(part["name"]))).fetchone()
+            default_rows[part["table"]] = int(row[0]) if row else 0
+    waiting, in_flight, oldest, dead = queue_stats(conn)
+    return {
+        "scale": latest("scale.decide"),
+        "jobs": latest("daemon.job"),
+        "job_failures_24h": dict(conn.execute(FAILURES_SQL).fetchall()),
+        "backup": last("backup.create"),
+        "drill": last("restore.drill"),
+        "recall": last("index.recall"),
+        "partitions": partitions,
+        "default_rows": default_rows,
+        "queue": {"depth": waiting, "in_flight": in_flight, "oldest_pending_seconds": oldest, "dead": dead},
+        "leader": lock_holder(conn),
+        "prometheus": fetch_prometheus(prometheus_url) if prometheus_url else None,
+    }
+
+
+def fetch_prometheus(url: str) -> dict[str, Any]:
+    """Each PROMQL value by job label (or ``_`` when unlabelled); ``{"error": …}`` if Prometheus fails."""
+    import httpx
+
+    out: dict[str, Any] = {}
+    try:
+        with httpx.Client(base_url=url, timeout=3) as client:
+            for name, query in PROMQL.items():
+                body = client.get("/api/v1/query", params={"query": query}).raise_for_status().json()
+                out[name] = {r["metric"].get("job", "_"): float(r["value"][1]) for r in body["data"]["result"]}
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        return {"error": f"Prometheus at {url} failed: {exc}"}
+    return out
+
+
+def _number(value: float | None, digits: int = 3) -> float | None:
+    if value is None or value != value or value in (float("inf"), float("-inf")):  # NaN: no traffic
+        return None
+    return round(value, digits)
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def _age(at: datetime | None, now: datetime) -> float | None:
+    return None if at is None else round((now - at).total_seconds(), 1)
+
+
+def _int(text: Any) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The status screen as a plain dict (pure)."""
+    attention: list[str] = []
+    prom = raw.get("prometheus")
+    prom_error = prom.get("error") if isinstance(prom, dict) else None
+    if prom_error:
+        attention.append(prom_error)
+    have_prom = isinstance(prom, dict) and not prom_error
+
+    def metric(name: str, job: str) -> Any:
+        if not have_prom:
+            return NO_PROMETHEUS if prom is None else "n/a (Prometheus failed)"
+        assert isinstance(prom, dict)
+        return _number(prom.get(name, {}).get(job), 6)
+
+    names = sorted({row["target"] for row in raw["scale"]} | {"core-api"})
+    scale = {row["target"]: row for row in raw["scale"]}
+    services = []
+    for name in names:
+        row = scale.get(name)
+        p95 = metric("p95_latency_seconds", name)
+        services.append({
+            "service": name,
+            "current": _int(row["from"]) if row else None,
+            "desired": _int(row["to"]) if row else None,
+            "decided_at": row["at"].isoformat(timespec="seconds") if row else None,
+            "why": row["reason"] if row else None,
+            "p95_latency_ms": round(p95 * 1000, 1) if isinstance(p95, float) else p95,
+            "requests_per_second": _rounded(metric("request_rate", name)),
+            "errors_per_second": _rounded(metric("error_rate", name)),
+        })
+    cache_hit = _rounded(metric("cache_hit_rate", "_"))
+
+    queue = dict(raw["queue"])
+    queue["oldest_pending_seconds"] = round(float(queue["oldest_pending_seconds"]), 1)
+    if queue.get("dead"):
+        attention.append(f"{queue['dead']} ingest jobs are dead (exhausted their attempts)")
+
+    backup = None
+    if raw.get("backup"):
+        details = raw["backup"]["details"] or {}
+        at = raw["backup"]["at"]
+        backup = {"at": at.isoformat(timespec="seconds"), "age_seconds": _age(at, now),
+                  "id": details.get("id"), "type": details.get("type"), "size_bytes": details.get("size")}
+    else:
+        attention.append("no backup has been taken")
+
+    drill = None
+    if raw.get("drill"):
+        details = raw["drill"]["details"] or {}
+        drill = {"at": raw["drill"]["at"].isoformat(timespec="seconds"), "age_seconds": _age(raw["drill"]["at"], now),
+                 "passed": details.get("passed"), "rto_seconds": details.get("rto_seconds"),
+                 "rpo_seconds": details.get("rpo_seconds")}
+        if details.get("passed") is False:
+            attention.append("the last restore drill failed")
+    else:
+        attention.append("no restore drill has run")
+
+    this_month = month_start(now)
+    partitions: dict[str, dict[str, Any]] = {}
+    for table in sorted({p["table"] for p in raw["partitions"]} | set(raw["default_rows"])):
+        starts = []
+        for part in raw["partitions"]:
+            match = _FROM.search(part["bound"] or "") if part["table"] == table else None
+            if match:
+                starts.append(datetime.fromisoformat(match.group(1)))
+        ahead = sum(1 for start in starts if start > this_month)
+        rows = raw["default_rows"].get(table, 0)
+        partitions[table] = {"partitions": len(starts), "premade_ahead": ahead, "default_rows": rows}
+        if ahead == 0:
+            attention.append(f"{table}: no partition premade after this month")
+        if rows:
+            attention.append(f"{table}: {rows} rows in the default partition")
+
+    recall = None
+    if raw.get("recall"):
+        details = raw["recall"]["details"] or {}
+        at = raw["recall"]["at"]
+        recall = {"at": at.isoformat(timespec="seconds"), "age_seconds": _age(at, now),
+                  "recall": details.get("recall", details)}
+
+    leader = raw.get("leader")
+    if leader is None:
+        attention.append("no daemon holds the leader lock: no scheduled job runs")
+    jobs = []
+    failures = raw.get("job_failures_24h", {})
+    for row in sorted(raw["jobs"], key=lambda r: r["target"] or ""):
+        jobs.append({"job": row["target"], "last_run": row["at"].isoformat(timespec="seconds"),
+                     "age_seconds": _age(row["at"], now), "outcome": row["to"], "result": row["reason"],
+                     "failures_24h": int(failures.get(row["target"], 0))})
+        if row["to"] == "failed":
+            attention.append(f"job {row['target']} failed its last run: {row['reason']}")
+
+    return {
+        "generated_at": now.isoformat(timespec="seconds"),
+        "services": services,
+        "cache_hit_rate": cache_hit,
+        "queue": queue,
+        "backup": backup,
+        "drill": drill,
+        "partitions": partitions,
+        "index_recall": recall,
+        "daemon": {"leader": leader["application_name"] if leader else None,
+                   "leader_since": leader["backend_start"].isoformat(timespec="seconds") if leader else None,
+                   "jobs": jobs},
+        "attention": attention,
+    }
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _show(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def render(data: dict[str, Any]) -> Any:
+    """The summary as rich renderables (one screen)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = [Text(f"opsctl status at {data['generated_at']}", style="bold")]
+    services = Table(title="services", title_justify="left", show_edge=False, header_style="bold")
+    for col in ("SERVICE", "REPLICAS (now → desired)", "P95 MS", "REQ/S", "ERR/S", "LAST DECISION"):
+        services.add_column(col)
+    for s in data["services"]:
+        replicas = f"{_show(s['current'])} → {_show(s['desired'])}" if s["current"] is not None else "-"
+        services.add_row(s["service"], replicas, _show(s["p95_latency_ms"]), _show(s["requests_per_second"]),
+                         _show(s["errors_per_second"]), _show(s["why"]))
+    parts.append(services)
+
+    q = data["queue"]
+    hit = data["cache_hit_rate"]
+    health = Table(title="data", title_justify="left", show_edge=False, show_header=False)
+    health.add_column(style="bold")
+    health.add_column()
+    health.add_row("queue", f"{q['depth']} waiting, {q['in_flight']} in flight, oldest {q['oldest_pending_seconds']} s,"
+                            f" {q['dead']} dead")
+    health.add_row("cache hit rate", f"{hit:.1%}" if isinstance(hit, float) else _show(hit))
+    b = data["backup"]
+    last_backup = f"{b['type'] or ''} {b['id'] or ''} {_ago(b['age_seconds'])}".strip() if b else "never"
+    health.add_row("last backup", last_backup)
+    d = data["drill"]
+    health.add_row("last drill", (f"{'passed' if d['passed'] else 'FAILED'}, RTO {_show(d['rto_seconds'])} s, "
+                                  f"{_ago(d['age_seconds'])}") if d else "never")
+    for table, p in data["partitions"].items():
+        health.add_row(f"partitions {table}", f"{p['premade_ahead']} months premade ahead, "
+                                              f"{p['default_rows']} rows in default")
+    r = data["index_recall"]
+    health.add_row("index recall", f"{r['recall']} ({_ago(r['age_seconds'])})" if r else "not measured")
+    parts.append(health)
+
+    daemon = data["daemon"]
+    jobs = Table(title=f"daemon: leader {daemon['leader'] or 'NONE'}", title_justify="left", show_edge=False,
+                 header_style="bold")
+    for col in ("JOB", "LAST RUN", "OUTCOME", "FAILED 24H", "RESULT"):
+        jobs.add_column(col)
+    for j in daemon["jobs"]:
+        style = "red" if j["outcome"] == "failed" else None
+        jobs.add_row(j["job"], _ago(j["age_seconds"]), Text(str(j["outcome"]), style=style or ""),
+                     str(j["failures_24h"]), _show(j["result"]))
+    parts.append(jobs)
+    if data["attention"]:
+        parts.append(Text("attention:\n" + "\n".join(f"  • {a}" for a in data["attention"]), style="yellow"))
+    else:
+        parts.append(Text("nothing needs attention", style="green"))
+    return Group(*parts)

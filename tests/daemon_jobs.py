@@ -1,0 +1,26 @@
+"""Jobs for the daemon tests (scheduled with ``run: tests.daemon_jobs:…``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from core.config import Settings
+from core.errors import OperationFailed
+
+
+def job_tick(settings: Settings, policy_dir: Path) -> str:
+    """Writes one row, so a test can count the runs independently of the daemon's own records."""
+    assert settings.database_url
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO ops_events (actor, action) VALUES ('test', 'test.tick')")
+    return "ticked"
+
+
+def job_raise(settings: Settings, policy_dir: Path) -> str:
+    raise RuntimeError("boom: an unexpected bug")
+
+
+def job_fail(settings: Settings, policy_dir: Path) -> str:
+    raise OperationFailed("the drill failed: 3 documents missing")

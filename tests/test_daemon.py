@@ -1,0 +1,249 @@
+"""The daemon as it runs in production: real subprocesses, one real database, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from core.errors import ConfigError
+from opsctl.daemon import metrics
+from opsctl.daemon.leader import LeaderLock, lock_holder
+from opsctl.daemon.service import Daemon, DaemonConfig
+from tests.conftest import free_port, make_settings, project_root
+
+TICK = 'kind: schedule\njobs:\n  tick:\n    every: 1s\n    run: "tests.daemon_jobs:job_tick"\n'
+FAILING = TICK + ('  raise:\n    every: 1s\n    run: "tests.daemon_jobs:job_raise"\n'
+                  '  missing:\n    every: 1s\n    run: "opsctl_no_such_module.jobs:job_x"\n')
+
+
+def env_for(db_url: str, tmp_path: Path, actor: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
+    env.update(OPSCTL_DATABASE_URL=db_url, OPSCTL_DATA_DIR=str(tmp_path / "state"), OPSCTL_ACTOR=actor,
+               PYTHONPATH=str(project_root()))
+    return env
+
+
+def start_daemon(db_url: str, tmp_path: Path, policy_dir: Path, actor: str, metrics_port: int = 0,
+                 cycle: float = 0.5) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / f"{actor}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opsctl.cli", "daemon", "--policy-dir", str(policy_dir), "--metrics-port",
+             str(metrics_port), "--metrics-host", "127.0.0.1", "--cycle-seconds", str(cycle),
+             "--stop-grace-seconds", "10"],
+            env=env_for(db_url, tmp_path, actor), cwd=tmp_path, stdout=out, stderr=out)
+    return proc, log
+
+
+def wait_for(predicate: Any, timeout: float, what: str, log: Path | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
+        time.sleep(0.1)
+
+
+def events(conn: psycopg.Connection[Any], action: str) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT id, actor, target, to_state, reason, details FROM ops_events WHERE action = %s"
+                        " ORDER BY id", (action,)).fetchall()
+    return [{"id": r[0], "actor": r[1], "target": r[2], "to": r[3], "reason": r[4], "details": r[5]} for r in rows]
+
+
+def runs(conn: psycopg.Connection[Any], job: str, outcome: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in events(conn, "daemon.job") if e["target"] == job and (outcome is None or e["to"] == outcome)]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_two_daemons_run_each_scheduled_time_once_and_the_survivor_takes_over(
+        db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "schedule.yaml").write_text(TICK)
+    procs = {actor: start_daemon(db_url, tmp_path, policies, actor) for actor in ("daemon-a@test", "daemon-b@test")}
+    try:
+        holder = wait_for(lambda: lock_holder(conn), 30, "a leader")
+        leader_pid = int(re.search(r"pid (\d+)$", holder["application_name"]).group(1))  # type: ignore[union-attr]
+        leader = next(a for a, (p, _) in procs.items() if p.pid == leader_pid)
+        survivor = next(a for a in procs if a != leader)
+        wait_for(lambda: len(runs(conn, "tick", "ok")) >= 5, 60, "5 ticks", procs[leader][1])
+
+        # the survivor has been following all along; kill -9 the leader mid-schedule
+        procs[leader][0].kill()
+        procs[leader][0].wait()
+        cycles_then = max((int(n) for n in re.findall(r"cycle (\d+):", procs[survivor][1].read_text())), default=0)
+        took_over = wait_for(lambda: [e for e in events(conn, "daemon.leader")
+                                      if e["actor"] == survivor and e["to"] == "leader"], 30, "the takeover",
+                             procs[survivor][1])[0]
+        assert took_over["details"]["cycle"] - cycles_then <= 2, "the follower took over within two of its cycles"
+        before = len(runs(conn, "tick", "ok"))
+        wait_for(lambda: len(runs(conn, "tick", "ok")) >= before + 3, 60, "ticks by the new leader",
+                 procs[survivor][1])
+        assert stop(procs[survivor][0]) == 0
+    finally:
+        for proc, _ in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    ticks = runs(conn, "tick")
+    per_time = Counter(e["details"]["scheduled_at"] for e in ticks)
+    assert per_time and max(per_time.values()) == 1, "every scheduled time ran once, across both replicas"
+    assert all(e["to"] == "ok" and e["reason"] == "ticked" for e in ticks)
+    rows = conn.execute("SELECT count(*) FROM ops_events WHERE action = 'test.tick'").fetchone()
+    assert rows is not None and len(ticks) <= rows[0] <= len(ticks) + 1  # + the run the kill cut short
+    # before the takeover only the leader ran jobs; after it only the survivor
+    assert {e["actor"] for e in ticks if e["id"] < took_over["id"]} == {leader}
+    assert {e["actor"] for e in ticks if e["id"] > took_over["id"]} == {survivor}
+    stopped = [e for e in events(conn, "daemon.leader") if e["to"] == "stopped"]
+    assert [e["actor"] for e in stopped] == [survivor]
+
+
+def test_failures_are_recorded_and_survived_and_invalid_reloads_keep_the_old_policy(
+        db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    schedule = policies / "schedule.yaml"
+    schedule.write_text(FAILING)
+    port = free_port()
+    proc, log = start_daemon(db_url, tmp_path, policies, "daemon@test", metrics_port=port)
+    try:
+        wait_for(lambda: len(runs(conn, "raise", "failed")) >= 2 and runs(conn, "missing", "failed"), 60,
+                 "failed runs", log)
+        failure = runs(conn, "raise", "failed")[0]
+        assert failure["reason"] == "RuntimeError: boom: an unexpected bug"
+        assert failure["details"]["outcome"] == "failed" and failure["details"]["error"] == failure["reason"]
+        assert {"start", "end", "job", "scheduled_at"} <= set(failure["details"])
+        assert runs(conn, "missing", "failed")[0]["reason"].startswith("cannot import opsctl_no_such_module")
+        assert proc.poll() is None, "the daemon survived its jobs' failures"
+        assert "Traceback" in log.read_text(), "an unexpected exception is logged with its traceback"
+
+        # an edit that breaks the schedule is refused; so is a SIGHUP while it stays broken
+        schedule.write_text(TICK + "  broken:\n    every: often\n")
+        refused = wait_for(lambda: [e for e in events(conn, "daemon.reload") if e["to"] == "refused"], 30,
+                           "the refused reload", log)
+        assert refused[0]["details"]["trigger"] == "policy files changed"
+        assert "schedule.yaml:7: jobs.broken.every: invalid duration 'often'" in refused[0]["reason"]
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len([e for e in events(conn, "daemon.reload") if e["to"] == "refused"]) == 2, 30,
+                 "the refused SIGHUP reload", log)
+        assert [e["details"]["trigger"] for e in events(conn, "daemon.reload")] == ["policy files changed", "SIGHUP"]
+        failed_before = len(runs(conn, "raise", "failed"))
+        wait_for(lambda: len(runs(conn, "raise", "failed")) >= failed_before + 2, 30, "the old policy still running",
+                 log)
+        scraped = scrape(port)
+        assert scraped["opsctl_policy_reload_errors_total"] == 2
+        assert scraped["opsctl_daemon_leader"] == 1
+        assert scraped['opsctl_job_runs_total{job="raise",outcome="failed"}'] >= 4
+        assert scraped['opsctl_job_runs_total{job="tick",outcome="ok"}'] >= 1
+        assert scraped['opsctl_job_last_success_timestamp_seconds{job="tick"}'] > 0
+        assert scraped['opsctl_job_duration_seconds_count{job="tick"}'] >= 1
+
+        # a valid edit (no signal: the mtime changes) applies: the failing jobs are gone
+        schedule.write_text(TICK)
+        loaded = wait_for(lambda: [e for e in events(conn, "daemon.reload") if e["to"] == "loaded"], 30,
+                          "the reload", log)[0]
+        assert loaded["details"]["jobs_changed"] == ["missing", "raise"]
+        ticks = len(runs(conn, "tick", "ok"))
+        wait_for(lambda: len(runs(conn, "tick", "ok")) >= ticks + 3, 30, "ticks after the reload", log)
+        late = [e for e in events(conn, "daemon.job") if e["target"] == "raise" and e["id"] > loaded["id"]]
+        assert len(late) <= 1  # at most the run already under way when the reload landed
+    finally:
+        code = stop(proc)
+    assert code == 0, log.read_text()[-2000:]
+
+
+def test_once_runs_one_job_and_exits_with_its_outcome(db_url: str, conn: psycopg.Connection[Any],
+                                                      tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "schedule.yaml").write_text(FAILING)
+    env = env_for(db_url, tmp_path, "cron@test")
+
+    def once(job: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "opsctl.cli", "daemon", "--once", job, "--policy-dir",
+                               str(policies), "-o", "json"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+
+    ok = once("tick")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["sentence"] == "ticked"
+    failed = once("raise")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["error"] == "RuntimeError: boom: an unexpected bug"
+    unknown = once("nope")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown job 'nope'")
+    assert [(e["target"], e["to"], e["actor"]) for e in events(conn, "daemon.job")] == [
+        ("tick", "ok", "cron@test"), ("raise", "failed", "cron@test")]
+
+
+def test_a_leader_whose_connection_dies_stops_acting_within_one_cycle(
+        db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    settings = make_settings(database_url=db_url)
+    (tmp_path / "schedule.yaml").write_text(TICK)
+    first = Daemon(settings, DaemonConfig(tmp_path))
+    first.start()
+    second = LeaderLock(db_url, "opsctl-daemon second")
+    try:
+        assert first.cycle(first.clock()).startswith("became leader: 1 jobs scheduled")
+        assert metrics.LEADER._value.get() == 1
+        assert first.cycle(first.clock()).startswith("leader: 1 jobs scheduled, next tick in")
+        assert not second.try_acquire()
+        holder = lock_holder(conn)
+        assert holder is not None and holder["application_name"] == first.name
+
+        conn.execute("SELECT pg_terminate_backend(%s)", (holder["pid"],))
+        assert first.cycle(first.clock()).startswith("lost leadership: the lock's connection failed")
+        assert metrics.LEADER._value.get() == 0
+        assert not first.lock.claim("tick", first.clock(), first.name), "no job starts without the lock"
+        assert second.try_acquire()
+        assert first.cycle(first.clock()) == "follower: opsctl-daemon second leads"
+    finally:
+        second.release()
+        first.stop_requested = True
+        first.shutdown()
+    changes = [(e["from"], e["to"]) for e in
+               [{"from": r[0], "to": r[1]} for r in conn.execute(
+                   "SELECT from_state, to_state FROM ops_events WHERE action = 'daemon.leader' ORDER BY id")]]
+    assert changes == [("follower", "leader"), ("leader", "follower")]
+
+
+def test_an_invalid_schedule_at_start_is_a_config_error(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "schedule.yaml").write_text("kind: schedule\njobs:\n  tick:\n    every: 1s\n    cron: '* * * * *'\n")
+    with pytest.raises(ConfigError, match=r"schedule.yaml:3: jobs.tick: set exactly one of every"):
+        Daemon(make_settings(database_url=db_url), DaemonConfig(tmp_path)).start()

@@ -1,0 +1,157 @@
+"""``opsctl status`` (a pure summary of fetched rows, by table; then for real) and ``opsctl events``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from opsctl.audit import record
+from opsctl.daemon.events import list_events
+from opsctl.daemon.leader import LeaderLock
+from opsctl.daemon.status import NO_PROMETHEUS, fetch, summarize
+from tests.conftest import project_root
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def raw(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "scale": [], "jobs": [], "job_failures_24h": {}, "backup": None, "drill": None, "recall": None,
+        "partitions": [
+            {"table": "documents", "name": "documents_default", "bound": "DEFAULT"},
+            {"table": "documents", "name": "documents_p2026_11",
+             "bound": "FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00')"},
+            {"table": "documents", "name": "documents_p2026_12",
+             "bound": "FOR VALUES FROM ('2026-12-01 00:00:00+00') TO ('2027-01-01 00:00:00+00')"},
+        ],
+        "default_rows": {"documents": 0},
+        "queue": {"depth": 3, "in_flight": 1, "oldest_pending_seconds": 12.345, "dead": 0},
+        "leader": {"pid": 1, "application_name": "opsctl-daemon daemon@a pid 7", "client_addr": None,
+                   "backend_start": NOW - HOUR},
+        "prometheus": None,
+    }
+    base.update(overrides)
+    return base
+
+
+def backup(age: timedelta) -> dict[str, Any]:
+    return {"at": NOW - age, "details": {"id": "20261122T1100F", "type": "full", "size": 1024}}
+
+
+@pytest.mark.parametrize(("overrides", "check", "attention"), [
+    # a healthy system: nothing to do; no Prometheus is said, not guessed
+    ({"backup": backup(HOUR), "drill": {"at": NOW - 2 * HOUR, "details": {"passed": True, "rto_seconds": 42.5}}},
+     lambda s: s["services"][0]["p95_latency_ms"] == NO_PROMETHEUS and s["cache_hit_rate"] == NO_PROMETHEUS
+     and s["backup"]["age_seconds"] == 3600 and s["drill"]["rto_seconds"] == 42.5
+     and s["partitions"]["documents"] == {"partitions": 2, "premade_ahead": 1, "default_rows": 0}
+     and s["queue"]["oldest_pending_seconds"] == 12.3 and s["daemon"]["leader"].endswith("pid 7"),
+     []),
+    # no leader, a failed drill, rows in the default partition, nothing premade, a failing job
+    ({"leader": None, "backup": backup(HOUR), "default_rows": {"documents": 5},
+      "partitions": [{"table": "documents", "name": "documents_p2026_11",
+                      "bound": "FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00')"}],
+      "drill": {"at": NOW - HOUR, "details": {"passed": False, "rto_seconds": 900}},
+      "jobs": [{"target": "backup-full", "at": NOW - HOUR, "from": None, "to": "failed", "reason": "disk full",
+                "details": {}}], "job_failures_24h": {"backup-full": 3}},
+     lambda s: s["daemon"]["jobs"][0]["failures_24h"] == 3 and s["daemon"]["leader"] is None,
+     ["the last restore drill failed", "documents: no partition premade after this month",
+      "documents: 5 rows in the default partition", "no daemon holds the leader lock: no scheduled job runs",
+      "job backup-full failed its last run: disk full"]),
+    # never backed up, never drilled
+    ({}, lambda s: s["backup"] is None and s["drill"] is None,
+     ["no backup has been taken", "no restore drill has run"]),
+    # replicas from the latest scale decision; Prometheus figures by job; NaN (no traffic) is None
+    ({"backup": backup(HOUR), "drill": {"at": NOW, "details": {"passed": True}},
+      "scale": [{"target": "core-worker", "at": NOW, "from": "2", "to": "4", "reason": "backlog 450 > 100/replica",
+                 "details": {}}],
+      "prometheus": {"p95_latency_seconds": {"core-api": 0.0123}, "request_rate": {"core-api": 5.0},
+                     "error_rate": {"core-api": float("nan")}, "cache_hit_rate": {"_": 0.75}}},
+     lambda s: s["services"] == [
+         {"service": "core-api", "current": None, "desired": None, "decided_at": None, "why": None,
+          "p95_latency_ms": 12.3, "requests_per_second": 5.0, "errors_per_second": None},
+         {"service": "core-worker", "current": 2, "desired": 4, "decided_at": NOW.isoformat(timespec="seconds"),
+          "why": "backlog 450 > 100/replica", "p95_latency_ms": None, "requests_per_second": None,
+          "errors_per_second": None}] and s["cache_hit_rate"] == 0.75,
+     []),
+    # Prometheus configured but failing: said once, figures marked
+    ({"backup": backup(HOUR), "drill": {"at": NOW, "details": {"passed": True}},
+      "prometheus": {"error": "Prometheus at http://p failed: refused"}},
+     lambda s: s["cache_hit_rate"] == "n/a (Prometheus failed)",
+     ["Prometheus at http://p failed: refused"]),
+])
+def test_summarize(overrides: dict[str, Any], check: Any, attention: list[str]) -> None:
+    summary = summarize(raw(**overrides), NOW)
+    assert check(summary), summary
+    assert summary["attention"] == attention
+    json.dumps(summary)  # -o json prints exactly this
+
+
+def cli(*args: str, db_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
+    env.update(OPSCTL_DATABASE_URL=db_url, OPSCTL_DATA_DIR=str(tmp_path / "state"), PYTHONPATH=str(project_root()))
+    return subprocess.run([sys.executable, "-m", "opsctl.cli", *args], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_status_reads_the_real_database(db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    record(conn, "scale.decide", target="core-worker", from_state=1, to_state=3, reason="backlog")
+    record(conn, "backup.create", target="db", details={"id": "b1", "type": "full", "size": 10})
+    record(conn, "restore.drill", details={"passed": True, "rto_seconds": 12.0, "rpo_seconds": 1.0})
+    record(conn, "index.recall", details={"recall": {"chunks_embedding_idx": 0.97}})
+    record(conn, "daemon.job", target="autoscale", to_state="ok", reason="held core-worker at 3")
+    record(conn, "daemon.job", target="autoscale", to_state="failed", reason="Prometheus down")
+    lock = LeaderLock(db_url, "opsctl-daemon daemon@test pid 1")
+    assert lock.try_acquire()
+    try:
+        summary = summarize(fetch(conn, None), datetime.now(UTC))
+        out = cli("status", "-o", "json", db_url=db_url, tmp_path=tmp_path)
+        table = cli("status", db_url=db_url, tmp_path=tmp_path)
+    finally:
+        lock.release()
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+    assert printed["daemon"] == {**summary["daemon"], "jobs": printed["daemon"]["jobs"]}
+    assert printed["daemon"]["leader"] == "opsctl-daemon daemon@test pid 1"
+    assert [(j["job"], j["outcome"], j["failures_24h"]) for j in printed["daemon"]["jobs"]] == [
+        ("autoscale", "failed", 1)]
+    assert [(s["service"], s["current"], s["desired"]) for s in printed["services"]] == [
+        ("core-api", None, None), ("core-worker", 1, 3)]
+    assert printed["backup"]["id"] == "b1" and printed["drill"]["passed"] is True
+    assert printed["index_recall"]["recall"] == {"chunks_embedding_idx": 0.97}
+    chunks = printed["partitions"]["chunks"]
+    assert chunks["premade_ahead"] >= 4 and chunks["default_rows"] == 0
+    assert printed["attention"] == ["job autoscale failed its last run: Prometheus down"]
+    assert table.returncode == 0, table.stderr
+    assert "daemon: leader opsctl-daemon daemon@test pid 1" in table.stdout and "n/a (no Prometheus)" in table.stdout
+
+
+def test_events_filters(db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    record(conn, "backup.create", target="db", reason="scheduled full")
+    record(conn, "backup.prune", target="db", from_state=5, to_state=3, reason="retention 3")
+    record(conn, "scale.set", target="core-worker", from_state=1, to_state=2, reason="by hand")
+    conn.execute("UPDATE ops_events SET at = now() - interval '3 hours' WHERE action = 'backup.create'")
+    now = datetime.now(UTC)
+    assert [e["action"] for e in list_events(conn, now=now)] == ["backup.create", "backup.prune", "scale.set"]
+    assert [e["action"] for e in list_events(conn, now=now, action="backup.*")] == ["backup.create", "backup.prune"]
+    assert [e["action"] for e in list_events(conn, now=now, since=timedelta(hours=1))] == ["backup.prune", "scale.set"]
+    assert [e["action"] for e in list_events(conn, now=now, limit=1)] == ["scale.set"]
+    assert [e["action"] for e in list_events(conn, now=now, target="core-worker")] == ["scale.set"]
+    assert list_events(conn, now=now, action="backup_create") == []  # _ is a character, not a wildcard
+
+    out = cli("events", "--since", "1h", "--action", "backup.*", "-o", "json", db_url=db_url, tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [(e["action"], e["from"], e["to"], e["reason"]) for e in json.loads(out.stdout)] == [
+        ("backup.prune", "5", "3", "retention 3")]
+    table = cli("events", db_url=db_url, tmp_path=tmp_path)
+    assert "5 → 3" in table.stdout and "by hand" in table.stdout
+    bad = cli("events", "--since", "soon", db_url=db_url, tmp_path=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --since: invalid duration 'soon'")
