@@ -334,7 +334,9 @@ class EmbeddedPrometheus:
             {"job_name": "core-worker",
              "file_sd_configs": [{"files": [str(self.worker_targets_file)], "refresh_interval": "5s"}]},
         ]
-        jobs.extend({"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in self.extra_targets)
+        # honor_labels: the daemon's own `job` label (which scheduled job) must not become `exported_job`
+        jobs.extend({"job_name": job, "honor_labels": True, "static_configs": [{"targets": [target]}]}
+                    for job, target in self.extra_targets)
         return yaml.safe_dump({
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "scrape_configs": jobs,

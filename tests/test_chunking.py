@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -116,13 +114,12 @@ def test_deterministic() -> None:
     ],
     ids=["paragraphs", "words-only"],
 )
-def test_ten_megabytes_is_fast(unit: str) -> None:
+def test_ten_megabytes_chunk_into_bounded_pieces(unit: str) -> None:
+    # the time it takes belongs in `make bench`, not in an assertion (shared, noisy machines)
     text = unit * (10_000_000 // len(unit))
-    started = time.perf_counter()
     chunks = chunk_text(text, 800, 100)
-    elapsed = time.perf_counter() - started
     assert len(chunks) > 10_000
-    assert elapsed < 3.0, f"chunking 10 MB took {elapsed:.2f}s"
+    assert max(len(c) for c in chunks) <= 800
 
 
 # --- properties -------------------------------------------------------------------------------
