@@ -39,7 +39,7 @@ class MetricResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "value": self.value, "target": self.target,
-                "ratio": None if self.ratio is None else round(self.ratio, 4), "proposal": self.proposal,
+                "ratio": None if self.ratio is None or math.isinf(self.ratio) else round(self.ratio, 4), "proposal": self.proposal,
                 "error": self.error}
 
 

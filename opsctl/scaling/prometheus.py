@@ -39,7 +39,7 @@ class PrometheusSource:
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
         try:
-            result = self._client.custom_query(query, params={"timeout": f"{self.timeout}s"}, timeout=self.timeout)
+            result = self._client.custom_query(query, params={"timeout": f"{self.timeout:g}"}, timeout=self.timeout)
         except requests.Timeout:
             raise QueryError(f"prometheus: no answer within {self.timeout:g}s") from None
         except requests.RequestException as exc:
