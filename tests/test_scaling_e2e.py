@@ -92,7 +92,7 @@ def test_scale_up_drain_stabilize_scale_down_and_fallback(system: dict[str, Any]
     # from zero, through the scale-up policy, capped by maxReplicas
     started = time.monotonic()
     up = scale(env, "core-worker", "--apply")
-    assert (up["current_replicas"], up["desired_replicas"], up["applied"]) == (0, 3, True), (up["reason"], up["metrics"])
+    assert (up["current_replicas"], up["desired_replicas"], up["applied"]) == (0, 3, True), up["reason"]
     assert up["limited_by"] == ["max"] and up["reason"].startswith("scale up 0 → 3: active, scaling from zero")
     admin = {"Authorization": "Bearer admin-secret"}
     assert httpx.get(f"{api.url}/admin/workers", headers=admin, timeout=10).json()["replicas"] == 3

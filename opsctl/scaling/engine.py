@@ -38,8 +38,9 @@ class MetricResult:
     held: str | None = None  # why the proposal is the current count although the ratio is not 1
 
     def as_dict(self) -> dict[str, Any]:
+        finite = self.ratio is not None and not math.isinf(self.ratio)
         return {"name": self.name, "type": self.type, "value": self.value, "target": self.target,
-                "ratio": None if self.ratio is None or math.isinf(self.ratio) else round(self.ratio, 4), "proposal": self.proposal,
+                "ratio": round(self.ratio, 4) if finite and self.ratio is not None else None, "proposal": self.proposal,
                 "error": self.error}
 
 
