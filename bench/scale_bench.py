@@ -106,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, service in items:
             noop(name, service, snap, now)
 
-    rows.append(("decide() × 100 services", per_call(hundred, runs * 10), "loop of 100 no-op calls",
+    rows.append(("decide() x 100 services", per_call(hundred, runs * 10), "loop of 100 no-op calls",
                  per_call(hundred_noop, runs * 10), 0.010))
 
     table = Table(title="autoscaling (median; shared 2-core machine, noisy)", header_style="bold")
     for col in ("figure", "seconds", "baseline", "baseline s", "ratio", "target s", "verdict"):
         table.add_column(col)
     for name, value, base_name, base_value, target in rows:
-        table.add_row(name, f"{value:.4f}", base_name, f"{base_value:.6f}", f"{value / base_value:.1f}×",
+        table.add_row(name, f"{value:.4f}", base_name, f"{base_value:.6f}", f"{value / base_value:.1f}x",
                       f"{target:g}", "[green]met[/green]" if value <= target else "[red]missed[/red]")
     Console().print(table)
     return 0
