@@ -19,6 +19,7 @@ from opsctl.commands import events as events_cmd
 from opsctl.commands import ingest as ingest_cmd
 from opsctl.commands import policy as policy_cmd
 from opsctl.commands import runbook as runbook_cmd
+from opsctl.commands import scale as scale_cmd
 from opsctl.commands import search as search_cmd
 from opsctl.commands import status as status_cmd
 from opsctl.commands import tenant as tenant_cmd
@@ -63,6 +64,7 @@ app.add_typer(runbook_cmd.app, name="runbook")
 app.command("daemon", help=daemon_cmd.HELP)(daemon_cmd.daemon)
 app.command("status", help=status_cmd.HELP)(status_cmd.status)
 app.command("events", help=events_cmd.HELP)(events_cmd.events)
+app.add_typer(scale_cmd.app, name="scale")
 
 
 def _click_exceptions() -> Any:

@@ -26,6 +26,7 @@ from core.errors import ConfigError
 # kind → "module:Class" of its model; the file stem (or ``kind:``) selects the kind
 KINDS: dict[str, str] = {
     "schedule": "opsctl.daemon.schedule:SchedulePolicy",
+    "autoscaling": "opsctl.scaling.policy:AutoscalingPolicy",
 }
 
 DEFAULT_DIR = Path("policies")
