@@ -79,10 +79,15 @@ def resolve(root: Any, argv: tuple[str, ...]) -> tuple[list[str], Any, list[str]
     path: list[str] = []
     command = root
     rest = list(argv)
-    while rest and hasattr(command, "commands") and rest[0] in command.commands:
-        path.append(rest[0])
-        command = command.commands[rest[0]]
-        rest = rest[1:]
+    while rest and hasattr(command, "commands"):
+        if rest[0] in command.commands:
+            name, rest = rest[0], rest[1:]
+        elif getattr(command, "default_command", None):  # a group that runs one subcommand by default
+            name = command.default_command
+        else:
+            break
+        path.append(name)
+        command = command.commands[name]
     return path, command, rest
 
 

@@ -23,9 +23,11 @@ SUBCOMMANDS = ("decide", "set", "pause", "resume", "explain")
 class _DecideByDefault(TyperGroup):
     """``opsctl scale core-worker`` → ``opsctl scale decide core-worker``."""
 
+    default_command = "decide"
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args or (args[0] not in SUBCOMMANDS and args[0] not in ("--help", "-h")):
-            args = ["decide", *args]
+            args = [self.default_command, *args]
         return list(super().parse_args(ctx, args))
 
 
