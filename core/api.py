@@ -29,7 +29,7 @@ from core.ingest.accept import DocumentsIn, accept_delete, accept_documents, job
 from core.ingest.webhooks import SOURCE_RE, event_document
 from core.ratelimit import RateLimiter, retry_after_header
 from core.search.retrieve import SearchRequest, search
-from core.tenants import AUTH_SQL, Principal, company_secret, hash_key, verify_signature
+from core.tenants import Principal, company_secret, resolve_principal, verify_signature
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -229,12 +229,12 @@ def create_app(services: Services) -> FastAPI:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>")
+        ttl = services.cache.setting("ttl_auth", settings.auth_cache_ttl_seconds)
         with services.pool.connection() as conn:
-            row = conn.execute(AUTH_SQL, (hash_key(key.strip()),), prepare=True).fetchone()
+            principal = resolve_principal(conn, services.cache, key.strip(), ttl)
             conn.rollback()
-        if row is None:
+        if principal is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key")
-        principal = Principal(int(row[0]), int(row[1]))
         _rate_limit(principal.company_id)
         return principal
 
@@ -344,8 +344,10 @@ def create_app(services: Services) -> FastAPI:
         req: SearchRequest = parse_body(await request.body(), SearchRequest)
         if req.k > settings.search_max_k:
             raise ApiError(422, "validation_error", f"k: at most {settings.search_max_k}")
+        ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
         result = await run_in_threadpool(search, services.pool, services.cache, services.embedder, principal, req,
-                                         settings.search_cache_ttl_seconds)
+                                         ttl)
+        await run_in_threadpool(services.cache.log_query, principal.company_id, req.canonical(), time.time())
         return JSONResponse(result)
 
     @app.get("/metrics")
