@@ -42,6 +42,28 @@ QUERYLOG_DEFAULTS = {"querylog_max": 500, "querylog_hours": 24}
 MAX_LOGGED_REQUEST = 2048
 
 
+# Space-Saving (Metwally et al.): a bounded top-k counter. A request already counted, or room left:
+# +1. Otherwise the least counted request makes way and the newcomer inherits its count + 1, so
+# any request seen more often than total/size is guaranteed to stay; counts err upward by at most
+# the evicted count. One round trip, atomic.
+COUNT_QUERY_LUA = """
+local key, member, size = KEYS[1], ARGV[1], tonumber(ARGV[2])
+if redis.call('ZSCORE', key, member) or redis.call('ZCARD', key) < size then
+    redis.call('ZINCRBY', key, 1, member)
+else
+    local low = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    redis.call('ZREM', key, low[1])
+    redis.call('ZADD', key, tonumber(low[2]) + 1, member)
+end
+local excess = redis.call('ZCARD', key) - size
+if excess > 0 then
+    redis.call('ZREMRANGEBYRANK', key, 0, excess - 1)
+end
+redis.call('EXPIRE', key, ARGV[3])
+return 1
+"""
+
+
 def search_key(company_id: int, data_version: int, digest: str) -> str:
     """Search results of one company at one data version: a newer ingest changes the key."""
     return f"{SEARCH_PREFIX}{company_id}:{data_version}:{digest}"
@@ -68,6 +90,7 @@ class Cache:
         self._open_until = 0.0
         self._policy: dict[str, int] = {}
         self._policy_read_at = float("-inf")
+        self._count_query: Any = None
         self.client: Any = None
         if url:
             import redis
@@ -133,11 +156,9 @@ class Cache:
         hours = self.setting("querylog_hours", QUERYLOG_DEFAULTS["querylog_hours"])
         key = querylog_key(company_id, hour_of(now))
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zincrby(key, 1, request_json)
-            pipe.zremrangebyrank(key, 0, -(size + 1))
-            pipe.expire(key, (hours + 1) * 3600)
-            pipe.execute()
+            if self._count_query is None:
+                self._count_query = self.client.register_script(COUNT_QUERY_LUA)
+            self._count_query(keys=[key], args=[request_json, max(size, 1), (hours + 1) * 3600])
         except Exception as exc:
             self._trip(exc)
             return False

@@ -12,17 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from core.cache import AUTH_PREFIX, DATA_TYPES, POLICY_KEY, SEARCH_PREFIX, parse_policy_hash, querylog_key
 from core.errors import ConfigError, ServiceUnavailable
-from opsctl.cachepolicy.plan import (
-    CONFIG,
-    Change,
-    RedisState,
-    hit_rate,
-    plan_cache,
-    querylog_hours,
-    summary,
-    top_queries,
-    verdict,
-)
+from opsctl.cachepolicy import plan
+from opsctl.cachepolicy.plan import Change, RedisState
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -93,7 +84,7 @@ def status(settings: Settings, policy: CachePolicy) -> dict[str, Any]:
     finally:
         client.close()
     hits, misses = int(stats.get("keyspace_hits", 0)), int(stats.get("keyspace_misses", 0))
-    redis_rate = hit_rate(hits, misses)
+    redis_rate = plan.hit_rate(hits, misses)
     out: dict[str, Any] = {
         "redis": {"keyspace_hits": hits, "keyspace_misses": misses,
                   "hit_rate": None if redis_rate is None else round(redis_rate, 4),
@@ -109,14 +100,14 @@ def status(settings: Settings, policy: CachePolicy) -> dict[str, Any]:
     }
     if settings.prometheus_url:
         counts = prometheus_search_cache(settings.prometheus_url, policy.hitRate.windowSeconds)
-        rate = hit_rate(counts["hit"], counts["miss"] + counts["error"])
+        rate = plan.hit_rate(counts["hit"], counts["miss"] + counts["error"])
         out["search_cache"] = {"source": "prometheus", "hits": round(counts["hit"], 2),
                                "misses": round(counts["miss"], 2), "errors": round(counts["error"], 2),
                                "hit_rate": None if rate is None else round(rate, 4),
-                               "verdict": verdict(rate, policy.hitRate.target)}
+                               "verdict": plan.verdict(rate, policy.hitRate.target)}
     else:
         out["search_cache"] = {"source": "redis-info (all key reads)", "hit_rate": out["redis"]["hit_rate"],
-                               "verdict": verdict(redis_rate, policy.hitRate.target)}
+                               "verdict": plan.verdict(redis_rate, policy.hitRate.target)}
     return out
 
 
@@ -142,7 +133,7 @@ def status_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 # -- apply ---------------------------------------------------------------------------------------
 def execute(client: Any, changes: list[Change]) -> None:
     for change in changes:
-        if change.kind == CONFIG:
+        if change.kind == plan.CONFIG:
             client.config_set(change.name, change.desired)
         else:
             client.hset(POLICY_KEY, change.name, change.desired)
@@ -154,12 +145,12 @@ def apply(settings: Settings, policy: CachePolicy, *, do_apply: bool, reason: st
     client = connect_redis(settings)
     try:
         state = read_state(client)
-        changes = plan_cache(state, policy)
+        changes = plan.plan_cache(state, policy)
         if do_apply and changes:
             execute(client, changes)
     finally:
         client.close()
-    sentence = summary(changes, do_apply)
+    sentence = plan.summary(changes, do_apply)
     if do_apply and changes:
         _audit(settings, "cache.apply", target="redis", from_state=_config_text(state),
                to_state=f"maxmemory={policy.redis.maxmemory_bytes} {policy.redis.maxmemoryPolicy}",
@@ -256,15 +247,15 @@ def warm(settings: Settings, policy: CachePolicy, company: int | None, top: int 
             conn.rollback()
         if company is not None and not companies:
             raise ConfigError(f"no company {company}")
-        hours = querylog_hours(now, policy.queryLog.windowHours)
-        plan = [(int(cid), int(version), top_queries(read_query_log(client, int(cid), hours), n))
+        hours = plan.querylog_hours(now, policy.queryLog.windowHours)
+        todo = [(int(cid), int(version), plan.top_queries(read_query_log(client, int(cid), hours), n))
                 for cid, version in companies]
-        total = sum(len(queries) for _, _, queries in plan)
+        total = sum(len(queries) for _, _, queries in todo)
         ttl = cache.setting("ttl_search", policy.ttlSeconds.searchResults)
         embedder = make_embedder(settings) if total else None
         report: dict[str, dict[str, int]] = {}
         done = 0
-        for cid, version, queries in plan:
+        for cid, version, queries in todo:
             counts = {"warmed": 0, "already_cached": 0, "skipped": 0}
             for request_json, _ in queries:
                 try:
