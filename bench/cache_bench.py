@@ -48,7 +48,11 @@ def corpus(n_docs: int, rng: random.Random) -> list[dict[str, Any]]:
 
 
 def queries(n: int, rng: random.Random) -> list[str]:
-    return [" ".join(rng.sample(WORDS, rng.randint(2, 4))) for _ in range(n)]
+    """``n`` distinct queries of 2 to 4 words."""
+    found: dict[str, None] = {}
+    while len(found) < n:
+        found[" ".join(rng.sample(WORDS, rng.randint(2, 4)))] = None
+    return list(found)
 
 
 def ingest(stack: Stack, key: str, docs: list[dict[str, Any]]) -> None:
