@@ -344,11 +344,14 @@ def create_app(services: Services) -> FastAPI:
         req: SearchRequest = parse_body(await request.body(), SearchRequest)
         if req.k > settings.search_max_k:
             raise ApiError(422, "validation_error", f"k: at most {settings.search_max_k}")
-        ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
-        result = await run_in_threadpool(search, services.pool, services.cache, services.embedder, principal, req,
-                                         ttl)
-        await run_in_threadpool(services.cache.log_query, principal.company_id, req.canonical(), time.time())
-        return JSONResponse(result)
+        def _search() -> dict[str, Any]:
+            # in the thread pool: a slow Redis (policy re-read, query log) must not block the event loop
+            ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
+            found = search(services.pool, services.cache, services.embedder, principal, req, ttl)
+            services.cache.log_query(principal.company_id, req.canonical(), time.time())
+            return found
+
+        return JSONResponse(await run_in_threadpool(_search))
 
     @app.get("/metrics")
     async def get_metrics() -> Response:
