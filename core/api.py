@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import metrics
 from core.cache import Cache
+from core.documents import get_document
 from core.ingest.accept import DocumentsIn, accept_delete, accept_documents, job_status
 from core.ingest.webhooks import SOURCE_RE, event_document
 from core.ratelimit import RateLimiter, retry_after_header
@@ -265,6 +266,21 @@ def create_app(services: Services) -> FastAPI:
         job_ids = await run_in_threadpool(_accept, principal.company_id, docs, "api")
         metrics.INGEST_ACCEPTED.labels("api").inc(len(docs))
         return JSONResponse({"accepted": len(docs), "job_ids": job_ids}, status_code=202)
+
+    @app.get("/v1/documents/{external_id:path}")
+    async def get_document_metadata(external_id: str, request: Request) -> JSONResponse:
+        principal = await run_in_threadpool(_principal, request)
+        if not external_id or len(external_id) > 512 or "\x00" in external_id:
+            raise ApiError(422, "validation_error", "external_id must be 1 to 512 characters")
+
+        def _read() -> tuple[dict[str, Any] | None, bool]:
+            ttl = services.cache.setting("ttl_document", settings.document_cache_ttl_seconds)
+            return get_document(services.pool, services.cache, principal, external_id, ttl)
+
+        found, cached = await run_in_threadpool(_read)
+        if found is None:
+            raise ApiError(404, "not_found", f"no document {external_id!r}")
+        return JSONResponse({**found, "cached": cached})
 
     @app.delete("/v1/documents/{external_id:path}", status_code=202)
     async def delete_document(external_id: str, request: Request) -> JSONResponse:

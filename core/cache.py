@@ -7,6 +7,7 @@ failure, Redis is not asked again, so an outage costs one short timeout, not one
 Keys (every one carries a TTL, except the small published policy hash)::
 
     opsctl:search:<company>:<data version>:<request digest>   search results (JSON)
+    opsctl:doc:<company>:<data version>:<external id digest>  one document's metadata (JSON)
     opsctl:auth:<sha256 of the API key, hex>                   API-key lookup: company and key version
     opsctl:querylog:<company>:<hour>                           sorted set: normalized request → count
     opsctl:cache:policy                                        hash: TTLs and query-log size, live
@@ -32,12 +33,14 @@ log = logging.getLogger(__name__)
 
 SEARCH_PREFIX = "opsctl:search:"
 AUTH_PREFIX = "opsctl:auth:"
+DOCUMENT_PREFIX = "opsctl:doc:"
 QUERYLOG_PREFIX = "opsctl:querylog:"
 POLICY_KEY = "opsctl:cache:policy"
 # data type → key prefix (what `opsctl cache status` counts and `flush` deletes)
-DATA_TYPES = {"search": SEARCH_PREFIX, "auth": AUTH_PREFIX, "querylog": QUERYLOG_PREFIX}
+DATA_TYPES = {"search": SEARCH_PREFIX, "document": DOCUMENT_PREFIX, "auth": AUTH_PREFIX,
+              "querylog": QUERYLOG_PREFIX}
 # fields of the published policy hash, all integers
-POLICY_FIELDS = ("ttl_search", "ttl_auth", "querylog_max", "querylog_hours")
+POLICY_FIELDS = ("ttl_search", "ttl_document", "ttl_auth", "querylog_max", "querylog_hours")
 QUERYLOG_DEFAULTS = {"querylog_max": 500, "querylog_hours": 24}
 MAX_LOGGED_REQUEST = 2048
 

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
 
     # cache
     search_cache_ttl_seconds: int = Field(300, ge=0, description="default; `opsctl cache apply` overrides it live")
+    document_cache_ttl_seconds: int = Field(300, ge=0, description="document metadata; default, overridden live")
     auth_cache_ttl_seconds: int = Field(30, ge=0, description="API-key lookups; default, overridden live")
     redis_timeout_seconds: float = Field(0.25, gt=0)
 

@@ -227,6 +227,8 @@ def test_flush_one_company_leaves_the_others(api: RunningApi, tenant: Any, other
     for key in (tenant.api_key, other_tenant.api_key):
         search(api, key, "alpha")
         search(api, key, "beta")
+        with client_for(api, key) as http:
+            assert http.get("/v1/documents/none-yet").status_code == 404  # nothing cached for a 404
     client = redis_client(api.settings)
     mine = [key_of(conn, tenant.company_id, q) for q in ("alpha", "beta")]
     theirs = [key_of(conn, other_tenant.company_id, q) for q in ("alpha", "beta")]
@@ -234,12 +236,13 @@ def test_flush_one_company_leaves_the_others(api: RunningApi, tenant: Any, other
 
     dry = json.loads(cli("cache", "flush", "--company", str(tenant.company_id), "-o", "json",
                          settings=api.settings, tmp_path=tmp_path).stdout)
-    assert dry == {"scope": f"company/{tenant.company_id}", "applied": False, "keys": {"search": 2, "auth": 1}}
+    assert dry == {"scope": f"company/{tenant.company_id}", "applied": False,
+                   "keys": {"search": 2, "document": 0, "auth": 1}}
     assert client.exists(*mine) == 2 and events(conn, "cache.flush") == []
 
     done = json.loads(cli("cache", "flush", "--company", str(tenant.company_id), "--apply", "-o", "json",
                           settings=api.settings, tmp_path=tmp_path).stdout)
-    assert done["keys"] == {"search": 2, "auth": 1}
+    assert done["keys"] == {"search": 2, "document": 0, "auth": 1}
     assert client.exists(*mine) == 0
     assert client.exists(auth_key(hash_key(tenant.api_key))) == 0
     assert client.exists(*theirs) == 2
@@ -249,7 +252,7 @@ def test_flush_one_company_leaves_the_others(api: RunningApi, tenant: Any, other
     assert row[0] == f"company/{tenant.company_id}" and row[2] == "3 deleted"
 
     everything = ops.flush(api.settings, None, do_apply=True)
-    assert everything["keys"] == {"search": 2, "auth": 1}
+    assert everything["keys"] == {"search": 2, "document": 0, "auth": 1}
     assert client.exists(*theirs) == 0
     client.close()
 
@@ -266,15 +269,16 @@ def test_apply_sets_redis_config_and_publishes(settings: Settings, conn: psycopg
                           tmp_path=tmp_path).stdout)
     assert {p["name"]: (p["current"], p["desired"]) for p in plan} == {
         "maxmemory": (256 * MB, 64 * MB), "maxmemory-policy": ("allkeys-lru", "allkeys-lfu"),
-        "ttl_search": (None, 120), "ttl_auth": (None, 30), "querylog_max": (None, 500), "querylog_hours": (None, 24)}
+        "ttl_search": (None, 120), "ttl_document": (None, 300), "ttl_auth": (None, 30),
+        "querylog_max": (None, 500), "querylog_hours": (None, 24)}
     assert client.config_get("maxmemory")["maxmemory"] == str(256 * MB), "a plan changes nothing"
     assert events(conn, "cache.apply") == []
 
     cli("cache", "apply", "--policy", str(path), "--apply", settings=settings, tmp_path=tmp_path)
     assert client.config_get("maxmemory")["maxmemory"] == str(64 * MB)
     assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lfu"
-    assert client.hgetall(POLICY_KEY) == {b"ttl_search": b"120", b"ttl_auth": b"30", b"querylog_max": b"500",
-                                          b"querylog_hours": b"24"}
+    assert client.hgetall(POLICY_KEY) == {b"ttl_search": b"120", b"ttl_document": b"300", b"ttl_auth": b"30",
+                                          b"querylog_max": b"500", b"querylog_hours": b"24"}
     (row,) = events(conn, "cache.apply")
     assert row[1] == f"maxmemory={256 * MB} allkeys-lru" and row[2] == f"maxmemory={64 * MB} allkeys-lfu"
 
@@ -301,7 +305,7 @@ def test_status_figures_match_what_was_done(settings: Settings, tmp_path: Path) 
     assert data["redis"]["keyspace_hits"] == 3
     assert data["redis"]["keyspace_misses"] == 2
     assert data["redis"]["hit_rate"] == 0.6
-    assert data["keys"] == {"search": 3, "auth": 1, "querylog": 0}
+    assert data["keys"] == {"search": 3, "document": 0, "auth": 1, "querylog": 0}
     assert data["search_cache"]["verdict"] == "met"
     assert data["redis"]["used_memory"] > 0
     assert data["redis"]["maxmemory"] == int(client.config_get("maxmemory")["maxmemory"])
@@ -367,7 +371,7 @@ def test_daemon_job_applies_and_reports(settings: Settings, conn: psycopg.Connec
     client.config_resetstat()
     policy_file(tmp_path, "redis:\n  maxmemory: 32mb\nhitRate:\n  target: 0.8\n")
     first = job_cache_policy(settings, tmp_path / "policies")
-    assert first.startswith(f"5 changes applied (maxmemory {256 * MB} → {32 * MB}, ttl_search unset → 300")
+    assert first.startswith(f"6 changes applied (maxmemory {256 * MB} → {32 * MB}, ttl_search unset → 300")
     assert "vs target 0.80" in first
     assert client.config_get("maxmemory")["maxmemory"] == str(32 * MB)
     second = job_cache_policy(settings, tmp_path / "policies")
@@ -383,3 +387,34 @@ def test_cache_commands_have_help_with_an_example(command: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "opsctl.cli", *command, "--help"], capture_output=True, text=True,
                           cwd=project_root(), timeout=60)
     assert proc.returncode == 0 and "Example:" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_document_metadata_is_cached_until_the_next_ingest(api: RunningApi, tenant: Any, other_tenant: Any,
+                                                           db_url: str, conn: psycopg.Connection[Any]) -> None:
+    ingest(api, tenant.api_key, DOCS)
+    drain(api.settings, db_url)
+    with client_for(api, tenant.api_key) as http:
+        first = http.get("/v1/documents/kb-2")
+        second = http.get("/v1/documents/kb-2")
+        missing = http.get("/v1/documents/kb-404")
+    assert first.status_code == 200 and second.status_code == 200
+    body = first.json()
+    assert body["cached"] is False and second.json()["cached"] is True
+    assert {k: body[k] for k in ("external_id", "title", "metadata", "chunks")} == \
+        {"external_id": "kb-2", "title": "Shipping", "metadata": {"lang": "en", "team": "logistics"}, "chunks": 1}
+    assert {**second.json(), "cached": False} == body
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    with client_for(api, other_tenant.api_key) as http:
+        assert http.get("/v1/documents/kb-2").status_code == 404, "another company's document is invisible"
+
+    ingest(api, tenant.api_key, [{**DOCS[1], "title": "Shipping (new)"}])
+    drain(api.settings, db_url)
+    with client_for(api, tenant.api_key) as http:
+        fresh = http.get("/v1/documents/kb-2").json()
+    assert fresh["cached"] is False and fresh["title"] == "Shipping (new)"
+    client = redis_client(api.settings)
+    keys = list(client.scan_iter(match="opsctl:doc:*"))
+    assert len(keys) == 2 and all(0 < client.ttl(k) <= 300 for k in keys)
+    flushed = ops.flush(api.settings, tenant.company_id, do_apply=True)
+    assert flushed["keys"]["document"] == 2
+    client.close()

@@ -27,7 +27,7 @@ from tests.conftest import project_root
 
 MB = 1024 * 1024
 DEFAULT = CachePolicy()
-IN_EFFECT = {"ttl_search": 300, "ttl_auth": 30, "querylog_max": 500, "querylog_hours": 24}
+IN_EFFECT = {"ttl_search": 300, "ttl_document": 300, "ttl_auth": 30, "querylog_max": 500, "querylog_hours": 24}
 
 
 def policy(**changes: object) -> CachePolicy:
@@ -38,7 +38,8 @@ def policy(**changes: object) -> CachePolicy:
     (RedisState(256 * MB, "allkeys-lru", IN_EFFECT), DEFAULT, []),
     (RedisState(0, "noeviction", {}), DEFAULT,
      [Change(CONFIG, "maxmemory", 0, 256 * MB), Change(CONFIG, "maxmemory-policy", "noeviction", "allkeys-lru"),
-      Change(PUBLISH, "ttl_search", None, 300), Change(PUBLISH, "ttl_auth", None, 30),
+      Change(PUBLISH, "ttl_search", None, 300), Change(PUBLISH, "ttl_document", None, 300),
+      Change(PUBLISH, "ttl_auth", None, 30),
       Change(PUBLISH, "querylog_max", None, 500), Change(PUBLISH, "querylog_hours", None, 24)]),
     (RedisState(256 * MB, "allkeys-lru", IN_EFFECT), policy(ttlSeconds={"searchResults": 60}),
      [Change(PUBLISH, "ttl_search", 300, 60)]),

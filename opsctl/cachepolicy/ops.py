@@ -10,7 +10,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from core.cache import AUTH_PREFIX, DATA_TYPES, POLICY_KEY, SEARCH_PREFIX, parse_policy_hash, querylog_key
+from core.cache import (
+    AUTH_PREFIX,
+    DATA_TYPES,
+    DOCUMENT_PREFIX,
+    POLICY_KEY,
+    SEARCH_PREFIX,
+    parse_policy_hash,
+    querylog_key,
+)
 from core.errors import ConfigError, ServiceUnavailable
 from opsctl.cachepolicy import plan
 from opsctl.cachepolicy.plan import Change, RedisState
@@ -172,10 +180,14 @@ def _audit(settings: Settings, action: str, **fields: Any) -> None:
 
 # -- flush ---------------------------------------------------------------------------------------
 def _flush_targets(client: Any, company: int | None) -> dict[str, list[bytes]]:
-    """Keys a flush removes, per type: search results and API-key lookups (never the query log
-    nor the published policy, so a flush can be followed by a warm)."""
-    search_match = f"{SEARCH_PREFIX}{company}:*" if company is not None else f"{SEARCH_PREFIX}*"
-    targets = {"search": list(client.scan_iter(match=search_match, count=1000)), "auth": []}
+    """Keys a flush removes, per type: search results, document metadata and API-key lookups
+    (never the query log nor the published policy, so a flush can be followed by a warm)."""
+    scope = f"{company}:*" if company is not None else "*"
+    targets: dict[str, list[bytes]] = {
+        "search": list(client.scan_iter(match=SEARCH_PREFIX + scope, count=1000)),
+        "document": list(client.scan_iter(match=DOCUMENT_PREFIX + scope, count=1000)),
+        "auth": [],
+    }
     auth = list(client.scan_iter(match=f"{AUTH_PREFIX}*", count=1000))
     if company is None:
         targets["auth"] = auth

@@ -5,6 +5,7 @@ Example::
     kind: cache
     ttlSeconds:
       searchResults: 300   # a cached answer also dies with the company's next completed ingest
+      documentMetadata: 300
       apiKeys: 30          # revocation is immediate regardless (checked against the database)
     redis:
       maxmemory: 256mb
@@ -45,6 +46,8 @@ def parse_size(text: str | int) -> int:
 
 class Ttls(PolicyModel):
     searchResults: int = Field(default=300, ge=0, le=7 * 86400, description="search results; 0 disables")
+    documentMetadata: int = Field(default=300, ge=0, le=7 * 86400,
+                                  description="GET /v1/documents/{id}; 0 disables")
     apiKeys: int = Field(default=30, ge=0, le=3600, description="API-key lookups; 0 disables")
 
 
@@ -95,5 +98,6 @@ class CachePolicy(PolicyModel):
 
     def published(self) -> dict[str, int]:
         """The values the running service reads live from Redis (``opsctl:cache:policy``)."""
-        return {"ttl_search": self.ttlSeconds.searchResults, "ttl_auth": self.ttlSeconds.apiKeys,
+        return {"ttl_search": self.ttlSeconds.searchResults, "ttl_document": self.ttlSeconds.documentMetadata,
+                "ttl_auth": self.ttlSeconds.apiKeys,
                 "querylog_max": self.queryLog.maxEntries, "querylog_hours": self.queryLog.windowHours}
