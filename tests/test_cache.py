@@ -217,9 +217,14 @@ def test_warm_makes_the_next_identical_search_a_hit(api: RunningApi, tenant: Any
     (row,) = events(conn, "cache.warm")
     assert row[0] == f"company/{tenant.company_id}" and row[2] == "1 warmed of 1"
 
-    again = ops.warm(api.settings, CachePolicy(), None, 5)
+    shipped = str(project_root() / "policies" / "cache.yaml")
+    table = cli("cache", "warm", "--company", str(other_tenant.company_id), "--policy", shipped,
+                settings=api.settings, tmp_path=tmp_path)
+    assert "WARMED" in table.stdout and "1 of 1 requests warmed" in table.stderr
+    again = json.loads(cli("cache", "warm", "--top", "5", "--policy", shipped, "-o", "json", settings=api.settings,
+                           tmp_path=tmp_path).stdout)
     assert again["companies"][str(tenant.company_id)]["already_cached"] >= 1
-    assert again["companies"][str(other_tenant.company_id)]["warmed"] == 1
+    assert again["companies"][str(other_tenant.company_id)]["already_cached"] == 1
 
 
 def test_flush_one_company_leaves_the_others(api: RunningApi, tenant: Any, other_tenant: Any,
@@ -251,6 +256,8 @@ def test_flush_one_company_leaves_the_others(api: RunningApi, tenant: Any, other
     (row,) = events(conn, "cache.flush")
     assert row[0] == f"company/{tenant.company_id}" and row[2] == "3 deleted"
 
+    table = cli("cache", "flush", settings=api.settings, tmp_path=tmp_path)
+    assert "WOULD DELETE" in table.stdout and "dry run for all companies" in table.stderr
     everything = ops.flush(api.settings, None, do_apply=True)
     assert everything["keys"] == {"search": 2, "document": 0, "auth": 1}
     assert client.exists(*theirs) == 0
