@@ -25,11 +25,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import metrics
 from core.cache import Cache
+from core.documents import get_document
 from core.ingest.accept import DocumentsIn, accept_delete, accept_documents, job_status
 from core.ingest.webhooks import SOURCE_RE, event_document
 from core.ratelimit import RateLimiter, retry_after_header
 from core.search.retrieve import SearchRequest, search
-from core.tenants import AUTH_SQL, Principal, company_secret, hash_key, verify_signature
+from core.tenants import Principal, company_secret, resolve_principal, verify_signature
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -229,12 +230,12 @@ def create_app(services: Services) -> FastAPI:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>")
+        ttl = services.cache.setting("ttl_auth", settings.auth_cache_ttl_seconds)
         with services.pool.connection() as conn:
-            row = conn.execute(AUTH_SQL, (hash_key(key.strip()),), prepare=True).fetchone()
+            principal = resolve_principal(conn, services.cache, key.strip(), ttl)
             conn.rollback()
-        if row is None:
+        if principal is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key")
-        principal = Principal(int(row[0]), int(row[1]))
         _rate_limit(principal.company_id)
         return principal
 
@@ -265,6 +266,21 @@ def create_app(services: Services) -> FastAPI:
         job_ids = await run_in_threadpool(_accept, principal.company_id, docs, "api")
         metrics.INGEST_ACCEPTED.labels("api").inc(len(docs))
         return JSONResponse({"accepted": len(docs), "job_ids": job_ids}, status_code=202)
+
+    @app.get("/v1/documents/{external_id:path}")
+    async def get_document_metadata(external_id: str, request: Request) -> JSONResponse:
+        principal = await run_in_threadpool(_principal, request)
+        if not external_id or len(external_id) > 512 or "\x00" in external_id:
+            raise ApiError(422, "validation_error", "external_id must be 1 to 512 characters")
+
+        def _read() -> tuple[dict[str, Any] | None, bool]:
+            ttl = services.cache.setting("ttl_document", settings.document_cache_ttl_seconds)
+            return get_document(services.pool, services.cache, principal, external_id, ttl)
+
+        found, cached = await run_in_threadpool(_read)
+        if found is None:
+            raise ApiError(404, "not_found", f"no document {external_id!r}")
+        return JSONResponse({**found, "cached": cached})
 
     @app.delete("/v1/documents/{external_id:path}", status_code=202)
     async def delete_document(external_id: str, request: Request) -> JSONResponse:
@@ -344,9 +360,14 @@ def create_app(services: Services) -> FastAPI:
         req: SearchRequest = parse_body(await request.body(), SearchRequest)
         if req.k > settings.search_max_k:
             raise ApiError(422, "validation_error", f"k: at most {settings.search_max_k}")
-        result = await run_in_threadpool(search, services.pool, services.cache, services.embedder, principal, req,
-                                         settings.search_cache_ttl_seconds)
-        return JSONResponse(result)
+        def _search() -> dict[str, Any]:
+            # in the thread pool: a slow Redis (policy re-read, query log) must not block the event loop
+            ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
+            found = search(services.pool, services.cache, services.embedder, principal, req, ttl)
+            services.cache.log_query(principal.company_id, req.canonical(), time.time())
+            return found
+
+        return JSONResponse(await run_in_threadpool(_search))
 
     @app.get("/metrics")
     async def get_metrics() -> Response:

@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     search_max_k: int = Field(100, ge=1)
 
     # cache
-    search_cache_ttl_seconds: int = Field(300, ge=0)
+    search_cache_ttl_seconds: int = Field(300, ge=0, description="default; `opsctl cache apply` overrides it live")
+    document_cache_ttl_seconds: int = Field(300, ge=0, description="document metadata; default, overridden live")
+    auth_cache_ttl_seconds: int = Field(30, ge=0, description="API-key lookups; default, overridden live")
     redis_timeout_seconds: float = Field(0.25, gt=0)
 
     # database pool

@@ -34,6 +34,9 @@ BATCH_SECONDS = Histogram("core_ingest_batch_seconds", "Worker batch duration (c
 EMBED_SECONDS = Histogram("core_embed_seconds", "Time to embed one batch of texts", ["embedder"],
                           buckets=LATENCY_BUCKETS)
 SEARCH_CACHE = Counter("core_search_cache_requests_total", "Search cache lookups by result", ["result"])
+DOCUMENT_CACHE = Counter("core_document_cache_requests_total", "Document metadata cache lookups by result",
+                         ["result"])
+AUTH_CACHE = Counter("core_auth_cache_requests_total", "API-key lookup cache lookups by result", ["result"])
 SEARCH_SECONDS = Histogram("core_search_seconds", "Search time inside the service by mode and cache result",
                            ["mode", "cached"], buckets=LATENCY_BUCKETS)
 RATE_LIMITED = Counter("core_rate_limited_total", "Requests refused with 429")

@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from core import metrics
+from core.cache import Cache, auth_key
 from core.db import record_event
 from core.errors import ConfigError, NotFound
 
@@ -129,6 +131,35 @@ AUTH_SQL = """
 SELECT c.id, c.data_version FROM api_keys k JOIN companies c ON c.id = k.company_id
 WHERE k.key_hash = %s AND k.revoked_at IS NULL
 """
+
+
+AUTH_VERSIONS_SQL = """
+SELECT c.id, c.data_version, c.key_version FROM api_keys k JOIN companies c ON c.id = k.company_id
+WHERE k.key_hash = %s AND k.revoked_at IS NULL
+"""
+COMPANY_VERSIONS_SQL = "SELECT data_version, key_version FROM companies WHERE id = %s"
+
+
+def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl: int) -> Principal | None:
+    """The company an API key acts for, with the cached key lookup checked against the database.
+
+    A cached lookup holds (company, key version). The company's row is read on every request
+    anyway (its data version keys the search cache); when its key version moved (a key of the
+    company was revoked, by ``rotate-key`` or by hand: a trigger bumps it), the cached lookup is
+    ignored and the key looked up again. So a revoked key stops working at once, Redis up or down.
+    """
+    digest = hash_key(key)
+    cached, _ = cache.get_json(auth_key(digest), metrics.AUTH_CACHE)
+    if isinstance(cached, list) and len(cached) == 2:
+        company_id, key_version = int(cached[0]), int(cached[1])
+        row = conn.execute(COMPANY_VERSIONS_SQL, (company_id,), prepare=True).fetchone()
+        if row is not None and int(row[1]) == key_version:
+            return Principal(company_id, int(row[0]))
+    row = conn.execute(AUTH_VERSIONS_SQL, (digest,), prepare=True).fetchone()
+    if row is None:
+        return None
+    cache.set_json(auth_key(digest), [int(row[0]), int(row[2])], ttl)
+    return Principal(int(row[0]), int(row[1]))
 
 
 def authenticate(conn: psycopg.Connection[Any], key: str) -> Principal | None:

@@ -16,6 +16,7 @@ import typer
 
 from opsctl.commands import daemon as daemon_cmd
 from opsctl.commands import events as events_cmd
+from opsctl.commands import cache as cache_cmd
 from opsctl.commands import ingest as ingest_cmd
 from opsctl.commands import policy as policy_cmd
 from opsctl.commands import runbook as runbook_cmd
@@ -65,6 +66,7 @@ app.command("daemon", help=daemon_cmd.HELP)(daemon_cmd.daemon)
 app.command("status", help=status_cmd.HELP)(status_cmd.status)
 app.command("events", help=events_cmd.HELP)(events_cmd.events)
 app.add_typer(scale_cmd.app, name="scale")
+app.add_typer(cache_cmd.app, name="cache")
 
 
 def _click_exceptions() -> Any:

@@ -27,6 +27,7 @@ from core.errors import ConfigError
 KINDS: dict[str, str] = {
     "schedule": "opsctl.daemon.schedule:SchedulePolicy",
     "autoscaling": "opsctl.scaling.policy:AutoscalingPolicy",
+    "cache": "opsctl.cachepolicy.policy:CachePolicy",
 }
 
 DEFAULT_DIR = Path("policies")

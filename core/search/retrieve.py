@@ -76,11 +76,13 @@ class SearchRequest(BaseModel):
             raise ValueError("query must not contain NUL characters")
         return v
 
+    def canonical(self) -> str:
+        """The normalized request as compact, sorted JSON: what the query log counts."""
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+
     def digest(self) -> str:
         """A stable digest of the normalized request: the cache key's last part."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True,
-                               separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,14 @@ CREATE TABLE daemon_runs (
     outcome       text CHECK (outcome IN ('ok', 'failed')),
     PRIMARY KEY (job, scheduled_at)
 );
+-- 0004: cached API-key lookups are checked against the company's key version
+ALTER TABLE companies ADD COLUMN key_version bigint NOT NULL DEFAULT 0;
+CREATE FUNCTION api_keys_bump_key_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE companies SET key_version = key_version + 1 WHERE id = OLD.company_id;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER api_keys_key_version
+    AFTER UPDATE OF revoked_at, key_hash, company_id OR DELETE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION api_keys_bump_key_version();

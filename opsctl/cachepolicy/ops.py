@@ -1,0 +1,293 @@
+"""The cache operations behind ``opsctl cache``: thin I/O around the pure decisions in ``plan``.
+
+Each function opens what it needs (Redis, the database, Prometheus), does one thing, audits it
+when it changed the system, and returns plain data for ``emit``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from core.cache import (
+    AUTH_PREFIX,
+    DATA_TYPES,
+    DOCUMENT_PREFIX,
+    POLICY_KEY,
+    SEARCH_PREFIX,
+    parse_policy_hash,
+    querylog_key,
+)
+from core.errors import ConfigError, ServiceUnavailable
+from opsctl.cachepolicy import plan
+from opsctl.cachepolicy.plan import Change, RedisState
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from opsctl.cachepolicy.policy import CachePolicy
+
+Progress = Callable[[int, int], None]
+
+
+def connect_redis(settings: Settings) -> Any:
+    """A Redis client, checked with PING; ``ServiceUnavailable`` when it cannot be reached."""
+    import redis
+
+    if not settings.redis_url:
+        raise ConfigError("no Redis: start the system with `opsctl up` (or set OPSCTL_REDIS_URL)")
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ServiceUnavailable(f"Redis is unreachable: {exc}") from exc
+    return client
+
+
+# -- reading -------------------------------------------------------------------------------------
+def read_state(client: Any) -> RedisState:
+    config = client.config_get("maxmemory*")
+    return RedisState(int(config.get("maxmemory", 0)), str(config.get("maxmemory-policy", "")),
+                      parse_policy_hash(client.hgetall(POLICY_KEY)))
+
+
+def count_keys(client: Any) -> dict[str, int]:
+    """Keys per data type, by SCAN (never KEYS)."""
+    counts = dict.fromkeys(DATA_TYPES, 0)
+    for key in client.scan_iter(match="opsctl:*", count=1000):
+        name = key.decode() if isinstance(key, bytes) else key
+        for kind, prefix in DATA_TYPES.items():
+            if name.startswith(prefix):
+                counts[kind] += 1
+    return counts
+
+
+def prometheus_search_cache(url: str, window_seconds: int) -> dict[str, float]:
+    """Search cache lookups by result over the window, summed across API replicas."""
+    import httpx
+
+    query = f"sum by (result) (increase(core_search_cache_requests_total[{window_seconds}s]))"
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/api/v1/query", params={"query": query}, timeout=10)
+        response.raise_for_status()
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ServiceUnavailable(f"Prometheus query failed: {exc}") from exc
+    out = {"hit": 0.0, "miss": 0.0, "error": 0.0}
+    for sample in body.get("data", {}).get("result", []):
+        result = sample.get("metric", {}).get("result")
+        if result in out:
+            out[result] = float(sample["value"][1])
+    return out
+
+
+def status(settings: Settings, policy: CachePolicy) -> dict[str, Any]:
+    """Hit rates (Prometheus and Redis INFO), memory, evictions, keys per type, live TTLs."""
+    client = connect_redis(settings)
+    try:
+        stats = client.info("stats")
+        memory = client.info("memory")
+        state = read_state(client)
+        keys = count_keys(client)
+    finally:
+        client.close()
+    hits, misses = int(stats.get("keyspace_hits", 0)), int(stats.get("keyspace_misses", 0))
+    redis_rate = plan.hit_rate(hits, misses)
+    out: dict[str, Any] = {
+        "redis": {"keyspace_hits": hits, "keyspace_misses": misses,
+                  "hit_rate": None if redis_rate is None else round(redis_rate, 4),
+                  "used_memory": int(memory.get("used_memory", 0)), "maxmemory": state.maxmemory,
+                  "memory_used_fraction": round(int(memory.get("used_memory", 0)) / state.maxmemory, 4)
+                  if state.maxmemory else None,
+                  "maxmemory_policy": state.maxmemory_policy,
+                  "evicted_keys": int(stats.get("evicted_keys", 0)),
+                  "expired_keys": int(stats.get("expired_keys", 0))},
+        "keys": keys,
+        "published": dict(state.published),
+        "target": {"hit_rate": policy.hitRate.target, "window_seconds": policy.hitRate.windowSeconds},
+    }
+    if settings.prometheus_url:
+        counts = prometheus_search_cache(settings.prometheus_url, policy.hitRate.windowSeconds)
+        rate = plan.hit_rate(counts["hit"], counts["miss"] + counts["error"])
+        out["search_cache"] = {"source": "prometheus", "hits": round(counts["hit"], 2),
+                               "misses": round(counts["miss"], 2), "errors": round(counts["error"], 2),
+                               "hit_rate": None if rate is None else round(rate, 4),
+                               "verdict": plan.verdict(rate, policy.hitRate.target)}
+    else:
+        out["search_cache"] = {"source": "redis-info (all key reads)", "hit_rate": out["redis"]["hit_rate"],
+                               "verdict": plan.verdict(redis_rate, policy.hitRate.target)}
+    return out
+
+
+def status_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status as (item, value) rows for the table view."""
+    rows: list[dict[str, Any]] = []
+    search = data["search_cache"]
+    rows.append({"item": f"search hit rate ({search['source']})",
+                 "value": f"{search['hit_rate']} vs target {data['target']['hit_rate']}: {search['verdict']}"})
+    redis = data["redis"]
+    rows.append({"item": "redis hit rate (INFO)",
+                 "value": f"{redis['hit_rate']} ({redis['keyspace_hits']} hits, {redis['keyspace_misses']} misses)"})
+    rows.append({"item": "memory", "value": f"{redis['used_memory']} / {redis['maxmemory']} bytes "
+                                            f"({redis['maxmemory_policy']})"})
+    rows.append({"item": "evicted / expired keys", "value": f"{redis['evicted_keys']} / {redis['expired_keys']}"})
+    for kind, count in data["keys"].items():
+        rows.append({"item": f"keys: {kind}", "value": count})
+    for name, value in sorted(data["published"].items()):
+        rows.append({"item": f"published {name}", "value": value})
+    return rows
+
+
+# -- apply ---------------------------------------------------------------------------------------
+def execute(client: Any, changes: list[Change]) -> None:
+    for change in changes:
+        if change.kind == plan.CONFIG:
+            client.config_set(change.name, change.desired)
+        else:
+            client.hset(POLICY_KEY, change.name, change.desired)
+
+
+def apply(settings: Settings, policy: CachePolicy, *, do_apply: bool, reason: str = "opsctl cache apply") -> \
+        tuple[list[Change], str]:
+    """Plan (and with ``do_apply`` make) the changes; audited as ``cache.apply`` when applied."""
+    client = connect_redis(settings)
+    try:
+        state = read_state(client)
+        changes = plan.plan_cache(state, policy)
+        if do_apply and changes:
+            execute(client, changes)
+    finally:
+        client.close()
+    sentence = plan.summary(changes, do_apply)
+    if do_apply and changes:
+        _audit(settings, "cache.apply", target="redis", from_state=_config_text(state),
+               to_state=f"maxmemory={policy.redis.maxmemory_bytes} {policy.redis.maxmemoryPolicy}",
+               reason=reason, details={"changes": [c.__dict__ for c in changes]})
+    return changes, sentence
+
+
+def _config_text(state: RedisState) -> str:
+    return f"maxmemory={state.maxmemory} {state.maxmemory_policy}"
+
+
+def _audit(settings: Settings, action: str, **fields: Any) -> None:
+    from opsctl.audit import record
+    from opsctl.context import connect_db
+
+    with connect_db(settings) as conn:
+        record(conn, action, **fields)
+
+
+# -- flush ---------------------------------------------------------------------------------------
+def _flush_targets(client: Any, company: int | None) -> dict[str, list[bytes]]:
+    """Keys a flush removes, per type: search results, document metadata and API-key lookups
+    (never the query log nor the published policy, so a flush can be followed by a warm)."""
+    scope = f"{company}:*" if company is not None else "*"
+    targets: dict[str, list[bytes]] = {
+        "search": list(client.scan_iter(match=SEARCH_PREFIX + scope, count=1000)),
+        "document": list(client.scan_iter(match=DOCUMENT_PREFIX + scope, count=1000)),
+        "auth": [],
+    }
+    auth = list(client.scan_iter(match=f"{AUTH_PREFIX}*", count=1000))
+    if company is None:
+        targets["auth"] = auth
+    elif auth:
+        values = client.mget(auth)
+        targets["auth"] = [k for k, v in zip(auth, values, strict=True) if v and _auth_company(v) == company]
+    return targets
+
+
+def _auth_company(raw: bytes) -> int | None:
+    import json
+
+    try:
+        value = json.loads(raw)
+        return int(value[0])
+    except (ValueError, TypeError, IndexError):
+        return None
+
+
+def flush(settings: Settings, company: int | None, *, do_apply: bool) -> dict[str, Any]:
+    client = connect_redis(settings)
+    try:
+        targets = _flush_targets(client, company)
+        deleted = {kind: 0 for kind in targets}
+        if do_apply:
+            for kind, keys in targets.items():
+                for start in range(0, len(keys), 1000):
+                    deleted[kind] += int(client.unlink(*keys[start:start + 1000]))
+    finally:
+        client.close()
+    found = {kind: len(keys) for kind, keys in targets.items()}
+    scope = "all companies" if company is None else f"company/{company}"
+    result = {"scope": scope, "applied": do_apply, "keys": deleted if do_apply else found}
+    if do_apply:
+        _audit(settings, "cache.flush", target=scope, from_state=f"{sum(found.values())} keys",
+               to_state=f"{sum(deleted.values())} deleted", reason="opsctl cache flush", details=result)
+    return result
+
+
+# -- warm ----------------------------------------------------------------------------------------
+def read_query_log(client: Any, company: int, hours: list[int]) -> list[dict[str, float]]:
+    pipe = client.pipeline(transaction=False)
+    for hour in hours:
+        pipe.zrange(querylog_key(company, hour), 0, -1, withscores=True)
+    return [{(m.decode() if isinstance(m, bytes) else m): float(s) for m, s in rows} for rows in pipe.execute()]
+
+
+def warm(settings: Settings, policy: CachePolicy, company: int | None, top: int | None,
+         progress: Callable[[int, int], None] | None = None, now: float | None = None) -> dict[str, Any]:
+    """Re-run each company's most frequent recent requests through the core's own search."""
+    from pydantic import ValidationError
+
+    from core.cache import Cache
+    from core.db import make_pool
+    from core.embed import make_embedder
+    from core.search.retrieve import SearchRequest, search
+    from core.tenants import Principal
+    from opsctl.context import database_url
+
+    now = time.time() if now is None else now
+    n = top or policy.warm.top
+    client = connect_redis(settings)
+    pool = make_pool(database_url(settings), settings)
+    cache = Cache(settings.redis_url, timeout=5)
+    try:
+        with pool.connection() as conn:
+            sql = "SELECT id, data_version FROM companies" + (" WHERE id = %s" if company is not None else "")
+            companies = conn.execute(sql + " ORDER BY id", (company,) if company is not None else ()).fetchall()
+            conn.rollback()
+        if company is not None and not companies:
+            raise ConfigError(f"no company {company}")
+        hours = plan.querylog_hours(now, policy.queryLog.windowHours)
+        todo = [(int(cid), int(version), plan.top_queries(read_query_log(client, int(cid), hours), n))
+                for cid, version in companies]
+        total = sum(len(queries) for _, _, queries in todo)
+        ttl = cache.setting("ttl_search", policy.ttlSeconds.searchResults)
+        embedder = make_embedder(settings) if total else None
+        report: dict[str, dict[str, int]] = {}
+        done = 0
+        for cid, version, queries in todo:
+            counts = {"warmed": 0, "already_cached": 0, "skipped": 0}
+            for request_json, _ in queries:
+                try:
+                    req = SearchRequest.model_validate_json(request_json)
+                except ValidationError:
+                    counts["skipped"] += 1
+                else:
+                    assert embedder is not None
+                    result = search(pool, cache, embedder, Principal(cid, version), req, ttl)
+                    counts["already_cached" if result["cached"] else "warmed"] += 1
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            report[str(cid)] = counts
+    finally:
+        client.close()
+        cache.close()
+        pool.close()
+    warmed = sum(c["warmed"] for c in report.values())
+    result = {"companies": report, "warmed": warmed, "requests": total, "ttl_seconds": ttl}
+    _audit(settings, "cache.warm", target="all companies" if company is None else f"company/{company}",
+           to_state=f"{warmed} warmed of {total}", reason="opsctl cache warm", details=result, change=warmed > 0)
+    return result

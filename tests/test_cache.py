@@ -1,0 +1,427 @@
+"""The cache policy against a real Redis, a real PostgreSQL and the real API in a thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from core.cache import POLICY_KEY, Cache, auth_key, search_key
+from core.config import Settings
+from core.search.retrieve import SearchRequest
+from core.tenants import hash_key
+from opsctl.cachepolicy import ops
+from opsctl.cachepolicy.jobs import job_cache_policy
+from opsctl.cachepolicy.policy import CachePolicy
+from tests.conftest import RunningApi, client_for, drain, project_root
+from tests.test_ingest_search import DOCS, ingest, search
+
+MB = 1024 * 1024
+
+
+def cli(*args: str, settings: Settings, tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
+    env.update(OPSCTL_DATABASE_URL=str(settings.database_url), OPSCTL_REDIS_URL=str(settings.redis_url),
+               OPSCTL_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(project_root()))
+    proc = subprocess.run([sys.executable, "-m", "opsctl.cli", *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(str(settings.redis_url))
+
+
+def policy_file(tmp_path: Path, text: str) -> Path:
+    folder = tmp_path / "policies"
+    folder.mkdir(exist_ok=True)
+    path = folder / "cache.yaml"
+    path.write_text(text)
+    return path
+
+
+def data_version(conn: psycopg.Connection[Any], company_id: int) -> int:
+    row = conn.execute("SELECT data_version FROM companies WHERE id = %s", (company_id,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def key_of(conn: psycopg.Connection[Any], company_id: int, query: str) -> str:
+    return search_key(company_id, data_version(conn, company_id), SearchRequest(query=query).digest())
+
+
+def events(conn: psycopg.Connection[Any], action: str) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT target, from_state, to_state, details FROM ops_events WHERE action = %s ORDER BY id",
+                        (action,)).fetchall()
+
+
+@pytest.fixture
+def restore_redis_config(redis_url: str) -> Any:
+    client = redis.Redis.from_url(redis_url)
+    saved = client.config_get("maxmemory*")
+    yield
+    client.config_set("maxmemory", saved["maxmemory"])
+    client.config_set("maxmemory-policy", saved["maxmemory-policy"])
+    client.close()
+
+
+def test_ttl_change_reaches_the_running_api_without_restart(api: RunningApi, tenant: Any, db_url: str,
+                                                             conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    ingest(api, tenant.api_key, DOCS)
+    drain(api.settings, db_url)
+    client = redis_client(api.settings)
+    search(api, tenant.api_key, "refunds before")
+    assert 250 < client.ttl(key_of(conn, tenant.company_id, "refunds before")) <= 300, "the settings' default"
+
+    path = policy_file(tmp_path, "ttlSeconds:\n  searchResults: 7\n  apiKeys: 3\n")
+    changes, sentence = ops.apply(api.settings, ops_policy(path), do_apply=True)
+    assert ("ttl_search", None, 7) in [(c.name, c.current, c.desired) for c in changes]
+    assert sentence.startswith(f"{len(changes)} changes applied") and "ttl_search unset → 7" in sentence
+    server_before = api.server
+
+    deadline = time.monotonic() + 20
+    attempt = 0
+    while True:  # the API re-reads the published policy every few seconds
+        attempt += 1
+        query = f"refunds after {attempt}"
+        assert search(api, tenant.api_key, query)["cached"] is False
+        ttl = client.ttl(key_of(conn, tenant.company_id, query))
+        if 0 < ttl <= 7:
+            break
+        assert ttl > 250
+        assert time.monotonic() < deadline, "the running API never picked up the new TTL"
+        time.sleep(0.5)
+    assert api.server is server_before and not api.server.should_exit
+    assert client.ttl(auth_key(hash_key(tenant.api_key))) > 3, "cached before the change"
+    client.delete(auth_key(hash_key(tenant.api_key)))
+    search(api, tenant.api_key, "refunds before")
+    assert 0 < client.ttl(auth_key(hash_key(tenant.api_key))) <= 3
+    (row,) = events(conn, "cache.apply")
+    assert {c["name"] for c in row[3]["changes"]} >= {"ttl_search", "ttl_auth"}
+    client.close()
+
+
+def ops_policy(path: Path) -> CachePolicy:
+    from opsctl.policy import load
+
+    return load(CachePolicy, "cache", path)
+
+
+def test_rotate_key_revokes_a_cached_key_at_once(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                                 tmp_path: Path) -> None:
+    client = redis_client(api.settings)
+    with client_for(api, tenant.api_key) as http:
+        assert http.post("/v1/search", json={"query": "x"}).status_code == 200
+        assert http.post("/v1/search", json={"query": "y"}).status_code == 200
+    cached = json.loads(client.get(auth_key(hash_key(tenant.api_key))) or b"null")
+    assert cached == [tenant.company_id, 0], "the lookup is cached with the key version"
+
+    new_key = json.loads(cli("tenant", "rotate-key", "acme", "-o", "json", settings=api.settings,
+                             tmp_path=tmp_path).stdout)["api_key"]
+    assert client.exists(auth_key(hash_key(tenant.api_key))), "still in Redis: the database check revokes it"
+    with client_for(api, tenant.api_key) as http:
+        response = http.post("/v1/search", json={"query": "x"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    with client_for(api, new_key) as http:
+        assert http.post("/v1/search", json={"query": "x"}).status_code == 200
+        assert http.post("/v1/search", json={"query": "x"}).status_code == 200  # from the cached lookup
+
+    # revoked by hand, not through opsctl: the trigger bumps the key version all the same
+    conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_hash = %s", (hash_key(new_key),))
+    with client_for(api, new_key) as http:
+        assert http.post("/v1/search", json={"query": "x"}).status_code == 401
+    client.close()
+
+
+def test_redis_down_keeps_auth_search_and_policy_working(api: RunningApi, tenant: Any, db_url: str,
+                                                         redis_server: Any) -> None:
+    from prometheus_client import REGISTRY
+
+    ingest(api, tenant.api_key, DOCS)
+    drain(api.settings, db_url)
+    assert search(api, tenant.api_key, "refunds")["cached"] is False
+    assert search(api, tenant.api_key, "refunds")["cached"] is True
+    errors_before = REGISTRY.get_sample_value("core_auth_cache_requests_total", {"result": "error"}) or 0.0
+    redis_server.kill()
+    try:
+        api.cache.refresh_seconds = 0  # re-read the policy on every request: it must not fail either
+        for _ in range(3):
+            result = search(api, tenant.api_key, "refunds")
+            assert result["cached"] is False
+            assert result["results"][0]["external_id"] == "kb-1"
+        errors_after = REGISTRY.get_sample_value("core_auth_cache_requests_total", {"result": "error"}) or 0.0
+        assert errors_after - errors_before >= 3
+        with client_for(api, "ok_not-a-key") as http:
+            assert http.post("/v1/search", json={"query": "refunds"}).status_code == 401
+    finally:
+        redis_server.start()
+
+
+def test_query_log_is_bounded_per_company_and_hour(redis_url: str) -> None:
+    cache = Cache(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    client.hset(POLICY_KEY, mapping={"querylog_max": 10, "querylog_hours": 2})
+    now = 7200.0 * 1000
+    for i in range(25):
+        assert cache.log_query(1, SearchRequest(query=f"q{i}").canonical(), now)
+    for _ in range(3):
+        cache.log_query(1, SearchRequest(query="popular").canonical(), now)
+    cache.log_query(2, SearchRequest(query="other company").canonical(), now)
+    key = "opsctl:querylog:1:" + str(int(now // 3600))
+    assert client.zcard(key) == 10
+    top = client.zrevrange(key, 0, 0)[0].decode()
+    assert top == SearchRequest(query="popular").canonical(), "a frequent newcomer is not crowded out"
+    client.hset(POLICY_KEY, "querylog_max", 4)
+    cache.refresh_seconds = 0
+    cache.log_query(1, SearchRequest(query="popular").canonical(), now)
+    assert client.zcard(key) == 4, "a smaller size trims the log"
+    assert client.zrevrange(key, 0, 0)[0].decode() == top
+    assert 0 < client.ttl(key) <= 3 * 3600
+    assert client.zcard("opsctl:querylog:2:" + str(int(now // 3600))) == 1
+    assert not cache.log_query(1, json.dumps({"query": "x" * 5000}), now), "oversized requests are not logged"
+    cache.close()
+    client.close()
+
+
+def test_warm_makes_the_next_identical_search_a_hit(api: RunningApi, tenant: Any, other_tenant: Any, db_url: str,
+                                                    conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    ingest(api, tenant.api_key, DOCS)
+    drain(api.settings, db_url)
+    for _ in range(3):
+        search(api, tenant.api_key, "refunds", mode="keyword")
+    search(api, tenant.api_key, "shipping")
+    search(api, other_tenant.api_key, "anything")
+    ops.flush(api.settings, None, do_apply=True)
+    assert search(api, tenant.api_key, "refunds", mode="keyword")["cached"] is False  # flushed (and logged again)
+    ops.flush(api.settings, None, do_apply=True)
+
+    seen: list[tuple[int, int]] = []
+    result = ops.warm(api.settings, CachePolicy(), tenant.company_id, 1, lambda d, t: seen.append((d, t)))
+    assert result["companies"] == {str(tenant.company_id): {"warmed": 1, "already_cached": 0, "skipped": 0}}
+    assert seen == [(1, 1)]
+    hit = search(api, tenant.api_key, "refunds", mode="keyword")
+    assert hit["cached"] is True
+    assert hit["results"][0]["external_id"] == "kb-1"
+    assert search(api, tenant.api_key, "shipping")["cached"] is False, "only the top 1 was warmed"
+    (row,) = events(conn, "cache.warm")
+    assert row[0] == f"company/{tenant.company_id}" and row[2] == "1 warmed of 1"
+
+    shipped = str(project_root() / "policies" / "cache.yaml")
+    table = cli("cache", "warm", "--company", str(other_tenant.company_id), "--policy", shipped,
+                settings=api.settings, tmp_path=tmp_path)
+    assert "WARMED" in table.stdout and "1 of 1 requests warmed" in table.stderr
+    again = json.loads(cli("cache", "warm", "--top", "5", "--policy", shipped, "-o", "json", settings=api.settings,
+                           tmp_path=tmp_path).stdout)
+    assert again["companies"][str(tenant.company_id)]["already_cached"] >= 1
+    assert again["companies"][str(other_tenant.company_id)]["already_cached"] == 1
+
+
+def test_flush_one_company_leaves_the_others(api: RunningApi, tenant: Any, other_tenant: Any,
+                                             conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    for key in (tenant.api_key, other_tenant.api_key):
+        search(api, key, "alpha")
+        search(api, key, "beta")
+        with client_for(api, key) as http:
+            assert http.get("/v1/documents/none-yet").status_code == 404  # nothing cached for a 404
+    client = redis_client(api.settings)
+    mine = [key_of(conn, tenant.company_id, q) for q in ("alpha", "beta")]
+    theirs = [key_of(conn, other_tenant.company_id, q) for q in ("alpha", "beta")]
+    assert client.exists(*mine, *theirs) == 4
+
+    dry = json.loads(cli("cache", "flush", "--company", str(tenant.company_id), "-o", "json",
+                         settings=api.settings, tmp_path=tmp_path).stdout)
+    assert dry == {"scope": f"company/{tenant.company_id}", "applied": False,
+                   "keys": {"search": 2, "document": 0, "auth": 1}}
+    assert client.exists(*mine) == 2 and events(conn, "cache.flush") == []
+
+    done = json.loads(cli("cache", "flush", "--company", str(tenant.company_id), "--apply", "-o", "json",
+                          settings=api.settings, tmp_path=tmp_path).stdout)
+    assert done["keys"] == {"search": 2, "document": 0, "auth": 1}
+    assert client.exists(*mine) == 0
+    assert client.exists(auth_key(hash_key(tenant.api_key))) == 0
+    assert client.exists(*theirs) == 2
+    assert client.exists(auth_key(hash_key(other_tenant.api_key))) == 1
+    assert client.zcard(f"opsctl:querylog:{tenant.company_id}:{int(time.time() // 3600)}") == 2, "log kept"
+    (row,) = events(conn, "cache.flush")
+    assert row[0] == f"company/{tenant.company_id}" and row[2] == "3 deleted"
+
+    table = cli("cache", "flush", settings=api.settings, tmp_path=tmp_path)
+    assert "WOULD DELETE" in table.stdout and "dry run for all companies" in table.stderr
+    everything = ops.flush(api.settings, None, do_apply=True)
+    assert everything["keys"] == {"search": 2, "document": 0, "auth": 1}
+    assert client.exists(*theirs) == 0
+    client.close()
+
+
+def test_apply_sets_redis_config_and_publishes(settings: Settings, conn: psycopg.Connection[Any], tmp_path: Path,
+                                               restore_redis_config: None) -> None:
+    client = redis_client(settings)
+    client.config_set("maxmemory", 256 * MB)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    path = policy_file(tmp_path, "redis:\n  maxmemory: 64mb\n  maxmemoryPolicy: allkeys-lfu\n"
+                                 "ttlSeconds:\n  searchResults: 120\n")
+
+    plan = json.loads(cli("cache", "apply", "--policy", str(path), "-o", "json", settings=settings,
+                          tmp_path=tmp_path).stdout)
+    assert {p["name"]: (p["current"], p["desired"]) for p in plan} == {
+        "maxmemory": (256 * MB, 64 * MB), "maxmemory-policy": ("allkeys-lru", "allkeys-lfu"),
+        "ttl_search": (None, 120), "ttl_document": (None, 300), "ttl_auth": (None, 30),
+        "querylog_max": (None, 500), "querylog_hours": (None, 24)}
+    assert client.config_get("maxmemory")["maxmemory"] == str(256 * MB), "a plan changes nothing"
+    assert events(conn, "cache.apply") == []
+
+    cli("cache", "apply", "--policy", str(path), "--apply", settings=settings, tmp_path=tmp_path)
+    assert client.config_get("maxmemory")["maxmemory"] == str(64 * MB)
+    assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lfu"
+    assert client.hgetall(POLICY_KEY) == {b"ttl_search": b"120", b"ttl_document": b"300", b"ttl_auth": b"30",
+                                          b"querylog_max": b"500", b"querylog_hours": b"24"}
+    (row,) = events(conn, "cache.apply")
+    assert row[1] == f"maxmemory={256 * MB} allkeys-lru" and row[2] == f"maxmemory={64 * MB} allkeys-lfu"
+
+    again = cli("cache", "apply", "--policy", str(path), "-o", "json", settings=settings, tmp_path=tmp_path)
+    assert json.loads(again.stdout) == [] and "already in effect" in again.stderr
+    client.close()
+
+
+def test_status_figures_match_what_was_done(settings: Settings, tmp_path: Path) -> None:
+    client = redis_client(settings)
+    client.config_resetstat()
+    cache = Cache(settings.redis_url)
+    cache.set_json(search_key(1, 0, "a"), [1], 60)
+    cache.set_json(search_key(1, 0, "b"), [2], 60)
+    cache.set_json(search_key(2, 0, "c"), [3], 60)
+    cache.set_json(auth_key(b"k"), [1, 0], 60)
+    for name in ("a", "b", "a"):
+        assert cache.get_json(search_key(1, 0, name))[1] == "hit"
+    for name in ("x", "y"):
+        assert cache.get_json(search_key(1, 0, name))[1] == "miss"
+    cache.close()
+
+    data = ops.status(settings, CachePolicy())
+    assert data["redis"]["keyspace_hits"] == 3
+    assert data["redis"]["keyspace_misses"] == 2
+    assert data["redis"]["hit_rate"] == 0.6
+    assert data["keys"] == {"search": 3, "document": 0, "auth": 1, "querylog": 0}
+    assert data["search_cache"]["verdict"] == "met"
+    assert data["redis"]["used_memory"] > 0
+    assert data["redis"]["maxmemory"] == int(client.config_get("maxmemory")["maxmemory"])
+
+    shipped = str(project_root() / "policies" / "cache.yaml")
+    table = cli("cache", "status", "--policy", shipped, settings=settings, tmp_path=tmp_path).stdout
+    assert "keys: search" in table and "memory" in table
+    client.close()
+
+
+def test_status_reads_the_search_hit_rate_from_prometheus(api: RunningApi, tenant: Any, tmp_path: Path) -> None:
+    from core import metrics
+    from core.embedded import EmbeddedPrometheus, prometheus_binary
+    from tests.conftest import free_port, outside_pytest_tmp
+
+    assert prometheus_binary(), "CI installs prometheus"
+    for result in ("hit", "miss", "error"):
+        metrics.SEARCH_CACHE.labels(result)  # every series exists before the first scrape
+    prom = EmbeddedPrometheus(outside_pytest_tmp("opsctl-test-prom-"), f"127.0.0.1:{api.port}", port=free_port(),
+                              scrape_interval="1s")
+    prom.start()
+    try:
+        settings = api.settings.model_copy(update={"prometheus_url": prom.url})
+        wait_scraped(prom.url, lambda v: v is not None)
+        base = {r: metrics.SEARCH_CACHE.labels(r)._value.get() for r in ("hit", "miss", "error")}
+        for i in range(4):
+            search(api, tenant.api_key, f"question {i}")  # 4 misses
+        for _ in range(3):
+            for i in range(4):
+                search(api, tenant.api_key, f"question {i}")  # 12 hits
+        final = metrics.SEARCH_CACHE.labels("hit")._value.get()
+        assert final - base["hit"] == 12
+        wait_scraped(prom.url, lambda v: v is not None and v >= final)
+        data = ops.status(settings, CachePolicy.model_validate({"hitRate": {"target": 0.9, "windowSeconds": 60}}))
+    finally:
+        prom.stop()
+    search_cache = data["search_cache"]
+    assert search_cache["source"] == "prometheus"
+    assert search_cache["hits"] >= 12 and search_cache["misses"] >= 4
+    assert search_cache["hit_rate"] == pytest.approx(0.75, abs=0.1)
+    assert search_cache["verdict"] == "below target"
+
+
+def wait_scraped(url: str, ok: Any) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        body = httpx.get(f"{url}/api/v1/query", params={"query": 'core_search_cache_requests_total{result="hit"}'},
+                         timeout=5).json()
+        found = body["data"]["result"]
+        if ok(float(found[0]["value"][1]) if found else None):
+            return
+        assert time.monotonic() < deadline, "Prometheus did not scrape the API"
+        time.sleep(0.3)
+
+
+def test_daemon_job_applies_and_reports(settings: Settings, conn: psycopg.Connection[Any], tmp_path: Path,
+                                        restore_redis_config: None) -> None:
+    client = redis_client(settings)
+    client.config_set("maxmemory", 256 * MB)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    client.config_resetstat()
+    policy_file(tmp_path, "redis:\n  maxmemory: 32mb\nhitRate:\n  target: 0.8\n")
+    first = job_cache_policy(settings, tmp_path / "policies")
+    assert first.startswith(f"6 changes applied (maxmemory {256 * MB} → {32 * MB}, ttl_search unset → 300")
+    assert "vs target 0.80" in first
+    assert client.config_get("maxmemory")["maxmemory"] == str(32 * MB)
+    second = job_cache_policy(settings, tmp_path / "policies")
+    assert second.startswith("cache policy already in effect; search hit rate")
+    (row,) = events(conn, "cache.apply")
+    assert row[3]["changes"][0]["name"] == "maxmemory"
+    client.close()
+
+
+@pytest.mark.parametrize("command", [["cache"], ["cache", "status"], ["cache", "apply"], ["cache", "warm"],
+                                     ["cache", "flush"]])
+def test_cache_commands_have_help_with_an_example(command: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "opsctl.cli", *command, "--help"], capture_output=True, text=True,
+                          cwd=project_root(), timeout=60)
+    assert proc.returncode == 0 and "Example:" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_document_metadata_is_cached_until_the_next_ingest(api: RunningApi, tenant: Any, other_tenant: Any,
+                                                           db_url: str, conn: psycopg.Connection[Any]) -> None:
+    ingest(api, tenant.api_key, DOCS)
+    drain(api.settings, db_url)
+    with client_for(api, tenant.api_key) as http:
+        first = http.get("/v1/documents/kb-2")
+        second = http.get("/v1/documents/kb-2")
+        missing = http.get("/v1/documents/kb-404")
+    assert first.status_code == 200 and second.status_code == 200
+    body = first.json()
+    assert body["cached"] is False and second.json()["cached"] is True
+    assert {k: body[k] for k in ("external_id", "title", "metadata", "chunks")} == \
+        {"external_id": "kb-2", "title": "Shipping", "metadata": {"lang": "en", "team": "logistics"}, "chunks": 1}
+    assert {**second.json(), "cached": False} == body
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    with client_for(api, other_tenant.api_key) as http:
+        assert http.get("/v1/documents/kb-2").status_code == 404, "another company's document is invisible"
+
+    ingest(api, tenant.api_key, [{**DOCS[1], "title": "Shipping (new)"}])
+    drain(api.settings, db_url)
+    with client_for(api, tenant.api_key) as http:
+        fresh = http.get("/v1/documents/kb-2").json()
+    assert fresh["cached"] is False and fresh["title"] == "Shipping (new)"
+    client = redis_client(api.settings)
+    keys = list(client.scan_iter(match="opsctl:doc:*"))
+    assert len(keys) == 2 and all(0 < client.ttl(k) <= 300 for k in keys)
+    flushed = ops.flush(api.settings, tenant.company_id, do_apply=True)
+    assert flushed["keys"]["document"] == 2
+    client.close()
