@@ -14,9 +14,9 @@ from typing import Any
 
 import typer
 
+from opsctl.commands import cache as cache_cmd
 from opsctl.commands import daemon as daemon_cmd
 from opsctl.commands import events as events_cmd
-from opsctl.commands import cache as cache_cmd
 from opsctl.commands import ingest as ingest_cmd
 from opsctl.commands import policy as policy_cmd
 from opsctl.commands import runbook as runbook_cmd
