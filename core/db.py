@@ -140,6 +140,8 @@ def ensure_partitions(conn: psycopg.Connection[Any], now: datetime, ahead: int =
                 created.append(name)
             except psycopg.errors.CheckViolation:
                 log.warning("partition %s not created: the default partition holds rows of its range", name)
+            except psycopg.errors.InvalidObjectDefinition:
+                log.info("partition %s not created: a partition of another interval covers its range", name)
     return created
 
 
