@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from opsctl.commands import index as index_cmd
 from opsctl.commands import ingest as ingest_cmd
 from opsctl.commands import partitions as partitions_cmd
 from opsctl.commands import policy as policy_cmd
@@ -57,6 +58,7 @@ app.command("ingest", help=ingest_cmd.HELP)(ingest_cmd.ingest)
 app.command("search", help=search_cmd.HELP)(search_cmd.search)
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(partitions_cmd.app, name="partitions")
+app.add_typer(index_cmd.app, name="index")
 
 
 def _click_exceptions() -> Any:

@@ -26,6 +26,7 @@ from core.errors import ConfigError
 # kind → "module:Class" of its model; the file stem (or ``kind:``) selects the kind
 KINDS: dict[str, str] = {
     "partitions": "opsctl.partitions.policy:PartitionsPolicy",
+    "vector-index": "opsctl.vindex.policy:VectorIndexPolicy",
 }
 
 DEFAULT_DIR = Path("policies")

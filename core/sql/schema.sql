@@ -94,3 +94,10 @@ CREATE TABLE ops_events (
 );
 CREATE INDEX ops_events_at_idx ON ops_events (at);
 CREATE INDEX ops_events_action_idx ON ops_events (action, at);
+
+-- 0006: the default hnsw.ef_search of this database (tuned by `opsctl index tune --apply`)
+DO $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I SET hnsw.ef_search = 100', current_database());
+END
+$$;
