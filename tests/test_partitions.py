@@ -285,3 +285,18 @@ def test_job_and_cli(settings: Settings, conn: psycopg.Connection[Any], world: i
     ok = subprocess.run([sys.executable, "-m", "opsctl.cli", "policy", "validate", "policies/partitions.yaml"],
                         env=env, capture_output=True, text=True, cwd=project_root())
     assert ok.returncode == 0, ok.stderr
+
+
+def test_detach_is_concurrent_when_there_is_no_default_partition(conn: psycopg.Connection[Any], db_url: str,
+                                                                  tenant: Any, tmp_path: Path) -> None:
+    for table in ("documents", "chunks"):
+        old_partition(conn, table, -20)
+        conn.execute(f"ALTER TABLE {table} DETACH PARTITION {table}_default")
+    add_rows(conn, tenant.company_id, month_start(-20).replace(day=2), 3, "old")
+    pol = policy_for(tmp_path)
+    steps = plan_rotation(partitions(conn, pol), pol, NOW)
+    rotator(conn, db_url, pol, tmp_path).apply(steps)
+    methods = [r[0] for r in conn.execute(
+        "SELECT details->>'method' FROM ops_events WHERE action = 'partition.detach' ORDER BY id").fetchall()]
+    assert methods == ["concurrently", "concurrently"]
+    assert not exists(conn, name("documents", -20)) and count(conn, "documents") == 0

@@ -25,6 +25,7 @@ from opsctl.vindex.decide import (
     recall_at_k,
 )
 from opsctl.vindex.jobs import job_index_maintenance
+from opsctl.vindex.pg import set_database_ef_search
 from opsctl.vindex.policy import VectorIndexPolicy
 from opsctl.vindex.service import maintain, tune
 from tests.conftest import project_root
@@ -183,6 +184,7 @@ def test_maintain_rebuilds_concurrently_then_vacuums(settings: Settings, conn: p
     policies.mkdir()
     (policies / "vector-index.yaml").write_text(
         (project_root() / "policies" / "vector-index.yaml").read_text().replace("min_rows: 1000", "min_rows: 100"))
+    set_database_ef_search(conn, 400)  # recall near 1 on this small partition: only a real trigger may fire
     sentence = job_index_maintenance(settings, policies)
     assert sentence.endswith("healthy: nothing to rebuild"), sentence
 
