@@ -300,3 +300,17 @@ def test_detach_is_concurrent_when_there_is_no_default_partition(conn: psycopg.C
         "SELECT details->>'method' FROM ops_events WHERE action = 'partition.detach' ORDER BY id").fetchall()]
     assert methods == ["concurrently", "concurrently"]
     assert not exists(conn, name("documents", -20)) and count(conn, "documents") == 0
+
+
+def test_one_rotation_at_a_time(settings: Settings, conn: psycopg.Connection[Any], world: int,
+                                tmp_path: Path) -> None:
+    from core.db import PARTITION_LOCK
+    from opsctl.partitions.service import rotate
+
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", PARTITION_LOCK)
+    with pytest.raises(OperationFailed, match="another partition rotation is running"):
+        rotate(settings, policy_for(tmp_path), NOW, apply=True)
+    assert count(conn, "documents_default") == 17
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", PARTITION_LOCK)
+    assert rotate(settings, policy_for(tmp_path), NOW, apply=True).done
+    assert count(conn, "documents_default") == 0

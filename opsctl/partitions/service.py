@@ -57,6 +57,8 @@ def list_partitions(settings: Settings, policy: PartitionsPolicy, now: datetime)
 def rotate(settings: Settings, policy: PartitionsPolicy, now: datetime, *, apply: bool,
            progress: Progress | None = None) -> Rotation:
     """Plan the rotation at ``now``; with ``apply``, run every step (each audited)."""
+    from core.db import PARTITION_LOCK
+    from core.errors import OperationFailed
     from opsctl.context import connect_db, database_url
     from opsctl.partitions.pg import Rotator, partitions
 
@@ -64,6 +66,15 @@ def rotate(settings: Settings, policy: PartitionsPolicy, now: datetime, *, apply
         steps = plan_rotation(partitions(conn, policy), policy, now)
         result = Rotation(steps, apply)
         if apply and steps:
-            rotator = Rotator(conn, database_url(settings), policy, archive_dir(policy, settings), progress)
-            result.done = rotator.apply(steps)
+            # one rotation at a time (the daemon and an engineer by hand): a session advisory lock
+            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", PARTITION_LOCK).fetchone()
+            if not (got and got[0]):
+                raise OperationFailed("another partition rotation is running; try again when it has finished")
+            try:
+                # plan again under the lock: the other rotation may have changed things meanwhile
+                steps = result.steps = plan_rotation(partitions(conn, policy), policy, now)
+                rotator = Rotator(conn, database_url(settings), policy, archive_dir(policy, settings), progress)
+                result.done = rotator.apply(steps)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", PARTITION_LOCK)
     return result
