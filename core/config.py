@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     # vector index
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
-    hnsw_ef_search: int = Field(100, ge=1, le=1000)
+    hnsw_ef_search: int = Field(100, ge=1, le=1000, description="set on every connection only when configured; "
+                                "unset: the database's default (100, tuned by `opsctl index tune --apply`)")
 
     # ingest queue
     worker_batch_size: int = Field(32, ge=1, le=1000)

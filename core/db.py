@@ -140,6 +140,8 @@ def ensure_partitions(conn: psycopg.Connection[Any], now: datetime, ahead: int =
                 created.append(name)
             except psycopg.errors.CheckViolation:
                 log.warning("partition %s not created: the default partition holds rows of its range", name)
+            except psycopg.errors.InvalidObjectDefinition:
+                log.info("partition %s not created: a partition of another interval covers its range", name)
     return created
 
 
@@ -151,7 +153,8 @@ def make_pool(url: str, settings: Settings, *, name: str = "core", min_size: int
     def configure(conn: psycopg.Connection[Any]) -> None:
         register_vector(conn)
         conn.execute("SET hnsw.iterative_scan = relaxed_order")
-        conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(settings.hnsw_ef_search)))
+        if "hnsw_ef_search" in settings.model_fields_set:  # else the database's default (`opsctl index tune`)
+            conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(settings.hnsw_ef_search)))
         conn.commit()
 
     pool = ConnectionPool(

@@ -17,7 +17,9 @@ import typer
 from opsctl.commands import cache as cache_cmd
 from opsctl.commands import daemon as daemon_cmd
 from opsctl.commands import events as events_cmd
+from opsctl.commands import index as index_cmd
 from opsctl.commands import ingest as ingest_cmd
+from opsctl.commands import partitions as partitions_cmd
 from opsctl.commands import policy as policy_cmd
 from opsctl.commands import runbook as runbook_cmd
 from opsctl.commands import scale as scale_cmd
@@ -67,6 +69,8 @@ app.command("status", help=status_cmd.HELP)(status_cmd.status)
 app.command("events", help=events_cmd.HELP)(events_cmd.events)
 app.add_typer(scale_cmd.app, name="scale")
 app.add_typer(cache_cmd.app, name="cache")
+app.add_typer(partitions_cmd.app, name="partitions")
+app.add_typer(index_cmd.app, name="index")
 
 
 def _click_exceptions() -> Any:

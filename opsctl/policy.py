@@ -28,6 +28,8 @@ KINDS: dict[str, str] = {
     "schedule": "opsctl.daemon.schedule:SchedulePolicy",
     "autoscaling": "opsctl.scaling.policy:AutoscalingPolicy",
     "cache": "opsctl.cachepolicy.policy:CachePolicy",
+    "partitions": "opsctl.partitions.policy:PartitionsPolicy",
+    "vector-index": "opsctl.vindex.policy:VectorIndexPolicy",
 }
 
 DEFAULT_DIR = Path("policies")

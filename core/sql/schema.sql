@@ -147,3 +147,9 @@ $$;
 CREATE TRIGGER api_keys_key_version
     AFTER UPDATE OF revoked_at, key_hash, company_id OR DELETE ON api_keys
     FOR EACH ROW EXECUTE FUNCTION api_keys_bump_key_version();
+-- 0006: the default hnsw.ef_search of this database (tuned by `opsctl index tune --apply`)
+DO $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I SET hnsw.ef_search = 100', current_database());
+END
+$$;

@@ -1,0 +1,103 @@
+"""``opsctl index status | tune | maintain``: the HNSW indexes of chunks, by the vector-index policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from opsctl.output import OUTPUT_OPTION, Output, emit, info
+
+app = typer.Typer(help="Vector (HNSW) indexes: measured recall, ef_search tuning, reindex and vacuum.\n\n"
+                       "Example: opsctl index tune --apply", no_args_is_help=True)
+
+POLICY_OPTION = typer.Option(None, "--policy", help="policy file (default: <policy dir>/vector-index.yaml)")
+
+
+@app.command("status")
+def status(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -> None:
+    """Per partition index: size, live/dead tuples, last vacuum, recall@k against exact search,
+    the ef_search new connections use, p50 latency.
+
+    Example: opsctl index status -o json
+    """
+    from opsctl.context import settings
+    from opsctl.vindex.service import load_policy
+    from opsctl.vindex.service import status as run
+
+    pol = load_policy(policy)
+    rows = run(settings(), pol)
+    emit(rows, output, columns=[("table", "PARTITION"), ("index_bytes", "INDEX BYTES"), ("table_bytes", "TABLE BYTES"),
+                                ("live_tuples", "LIVE"), ("dead_tuples", "DEAD"), ("last_vacuum", "LAST VACUUM"),
+                                (f"recall@{pol.k}", f"RECALL@{pol.k}"), ("ef_search", "EF_SEARCH"),
+                                ("p50_ms", "P50 MS"), ("valid", "VALID")])
+
+
+@app.command("tune")
+def tune(
+    apply: bool = typer.Option(False, "--apply", help="set the chosen ef_search as the database default"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Find the smallest ef_search (within the policy's bounds) whose recall@k meets the target;
+    --apply makes it the database's default for the service's new connections (audited).
+
+    Example: opsctl index tune --apply
+    """
+    from rich.progress import Progress
+
+    from opsctl.context import settings
+    from opsctl.vindex.service import load_policy
+    from opsctl.vindex.service import tune as run
+
+    pol = load_policy(policy)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("measuring recall per ef_search", total=None)
+        result = run(settings(), pol, apply=apply,
+                     on_point=lambda p: bar.update(task, description=f"ef_search {p.ef_search}: recall "
+                                                                     f"{p.recall:.3f}"))
+    rows = [{"ef_search": p.ef_search, f"recall@{pol.k}": round(p.recall, 4), "p50_ms": round(p.p50_ms, 3),
+             "chosen": bool(result.chosen and p.ef_search == result.chosen.ef_search)} for p in result.points]
+    chosen = result.chosen.ef_search if result.chosen else None
+    if output is Output.table:
+        emit(rows, output, title=f"{result.queries} queries; exact search p50 {result.exact_p50_ms:.2f} ms")
+        info(f"ef_search {result.previous} → {chosen}" + (" (applied: database default)" if apply
+                                                           else " (dry run: add --apply)"))
+    else:
+        emit({"steps": rows, "chosen": chosen, "previous": result.previous, "applied": apply,
+              "exact_p50_ms": result.exact_p50_ms, "queries": result.queries}, output)
+
+
+@app.command("maintain")
+def maintain(
+    apply: bool = typer.Option(False, "--apply", help="rebuild and vacuum (default: print the decisions only)"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Decide per index whether a reindex trigger fired (recall, dead tuples, bloat); --apply runs
+    REINDEX INDEX CONCURRENTLY (progress from pg_stat_progress_create_index), then VACUUM.
+
+    Example: opsctl index maintain --apply
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from opsctl.context import settings
+    from opsctl.vindex.service import load_policy
+    from opsctl.vindex.service import maintain as run
+
+    pol = load_policy(policy)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("measuring recall", total=None)
+
+        def progress(index: str, phase: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{index}: {phase}", completed=done, total=total or None)
+
+        result = run(settings(), pol, apply=apply, progress=progress)
+    rows = [{"index": st.index, "table": st.table, f"recall@{pol.k}": st.recall, "live": st.live_tuples,
+             "dead": st.dead_tuples, "reindex": d.reindex, "reasons": "; ".join(d.reasons)}
+            for st, d in result.decisions]
+    if output is Output.table:
+        emit(rows, output, title="applied" if apply else "decisions (dry run: add --apply to rebuild)")
+        info(result.sentence())
+    else:
+        emit({"applied": apply, "indexes": rows, "done": result.done, "summary": result.sentence()}, output)

@@ -1,0 +1,77 @@
+"""``opsctl partitions list | rotate [--apply]``: partition rotation by the partitions policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from opsctl.output import OUTPUT_OPTION, Output, emit, info
+
+app = typer.Typer(help="Partitions of documents and chunks: list them, rotate them (premake, archive, drop).\n\n"
+                       "Example: opsctl partitions rotate --apply", no_args_is_help=True)
+
+POLICY_OPTION = typer.Option(None, "--policy", help="policy file (default: <policy dir>/partitions.yaml)")
+
+
+@app.command("list")
+def list_(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -> None:
+    """Partitions with range, estimated rows, size, index state, retention; the default's exact rows.
+
+    Example: opsctl partitions list -o json
+    """
+    from datetime import UTC, datetime
+
+    from opsctl.context import settings
+    from opsctl.partitions.service import list_partitions, load_policy
+
+    rows = list_partitions(settings(), load_policy(policy), datetime.now(UTC))
+    emit(rows, output, columns=[("table", "TABLE"), ("partition", "PARTITION"), ("range", "RANGE"),
+                                ("rows", "ROWS"), ("size", "SIZE"), ("indexes", "INDEXES"),
+                                ("retention", "RETENTION")])
+
+
+@app.command("rotate")
+def rotate(
+    apply: bool = typer.Option(False, "--apply", help="act (default: print the plan only)"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Plan the rotation (premake, move default rows, detach, archive, verify, drop); --apply runs it.
+
+    Every step is audited and safe to run again after a crash.
+
+    Example: opsctl partitions rotate            (plan)   opsctl partitions rotate --apply
+    """
+    from datetime import UTC, datetime
+
+    from rich.progress import Progress
+
+    from opsctl.context import settings
+    from opsctl.partitions.service import load_policy, rotate
+
+    pol = load_policy(policy)
+    s = settings()
+    if not apply:
+        result = rotate(s, pol, datetime.now(UTC), apply=False)
+    else:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("rotating", total=None)
+
+            def progress(step: object, phase: str) -> None:
+                bar.update(task, description=f"{getattr(step, 'action', '')} {getattr(step, 'partition', '')}: "
+                                             f"{phase}")
+                if phase == "done":
+                    bar.advance(task)
+
+            result = rotate(s, pol, datetime.now(UTC), apply=True, progress=progress)
+    rows = [{**step.as_dict(), "result": done} for step, done in
+            zip(result.steps, result.done or [""] * len(result.steps), strict=True)]
+    if output is Output.table:
+        emit(rows, output, columns=[("action", "ACTION"), ("partition", "PARTITION"), ("start", "FROM"),
+                                    ("end", "TO"), ("rows", "ROWS"), ("reason", "WHY"),
+                                    *([("result", "RESULT")] if apply else [])],
+             title="applied" if apply else "plan (dry run: add --apply to act)")
+        info(result.sentence())
+    else:
+        emit({"applied": apply, "steps": rows, "summary": result.sentence()}, output)

@@ -1,0 +1,2 @@
+"""Partition rotation: premake from the clock, move stray default-partition rows, detach, archive,
+verify and drop expired partitions (``opsctl partitions``)."""

@@ -1,0 +1,1 @@
+"""Vector index maintenance: measured recall, ef_search tuning, reindex and vacuum (``opsctl index``)."""

@@ -1,0 +1,14 @@
+"""The daemon's vector index job: measure recall, rebuild and vacuum where a trigger fired."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import Settings
+
+
+def job_index_maintenance(settings: Settings, policy_dir: Path) -> str:
+    """One `opsctl index maintain --apply`; returns its one-sentence outcome."""
+    from opsctl.vindex.service import load_policy, maintain
+
+    return maintain(settings, load_policy(directory=policy_dir), apply=True).sentence()

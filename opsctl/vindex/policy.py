@@ -1,0 +1,37 @@
+"""The ``vector-index`` policy (``policies/vector-index.yaml``): recall target, ef_search bounds, triggers."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from opsctl.policy import PolicyModel
+
+
+class ReindexTriggers(PolicyModel):
+    """Any one of these firing rebuilds the index (REINDEX INDEX CONCURRENTLY, then VACUUM)."""
+
+    recall_below_target: bool = Field(True, description="measured recall@k under target_recall at the "
+                                                        "current ef_search")
+    dead_tuple_fraction: float | None = Field(0.2, ge=0, le=1, description="dead / (live + dead) tuples above this")
+    index_to_table_ratio: float | None = Field(4.0, gt=0, description="index size above this multiple of the "
+                                                                      "table's size (bloat)")
+    min_rows: int = Field(1000, ge=0, description="partitions with fewer live rows are never rebuilt")
+
+
+class VectorIndexPolicy(PolicyModel):
+    """How the HNSW indexes of ``chunks`` are measured, tuned and maintained."""
+
+    k: int = Field(10, ge=1, le=1000, description="recall is measured at k")
+    target_recall: float = Field(0.95, gt=0, le=1)
+    ef_search_min: int = Field(10, ge=1, le=1000)
+    ef_search_max: int = Field(400, ge=1, le=1000)
+    sample_queries: int = Field(50, ge=1, le=5000, description="queries per measurement")
+    reindex: ReindexTriggers = Field(default_factory=lambda: ReindexTriggers.model_validate({}))
+
+    @model_validator(mode="after")
+    def _bounds(self) -> VectorIndexPolicy:
+        if self.ef_search_min > self.ef_search_max:
+            raise ValueError("ef_search_min must not exceed ef_search_max")
+        if self.ef_search_max < self.k:
+            raise ValueError("ef_search_max must be at least k (HNSW returns at most ef_search rows per scan)")
+        return self
