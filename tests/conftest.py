@@ -77,6 +77,12 @@ def db_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     name = f"test_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        # CREATE DATABASE … TEMPLATE copies no database-level settings (migrations set hnsw.ef_search)
+        for (setting,) in conn.execute(
+            "SELECT unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+            " WHERE d.datname = %s AND s.setrole = 0", (TEMPLATE,)).fetchall():
+            key, _, value = setting.partition("=")
+            conn.execute(f"ALTER DATABASE {name} SET {key} = '{value}'")
     yield pg_url(pg_server.socket_dir, pg_server.port, name)
     with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
