@@ -170,7 +170,9 @@ def test_maintain_rebuilds_concurrently_then_vacuums(settings: Settings, conn: p
     oid_before = conn.execute("SELECT %s::regclass::oid", (fired[0][0].index,)).fetchone()
     done = maintain(settings, policy, apply=True, progress=lambda i, ph, d, t: seen.append(ph))
     assert done.done and done.sentence().startswith("rebuilt 1 of")
-    assert "vacuum" in seen and any(ph.startswith("building index") for ph in seen)
+    # the progress bar is fed from pg_stat_progress_create_index; which phases a poll catches depends
+    # on the machine's speed, so require one sample of the view, not a particular phase
+    assert "vacuum" in seen and any(ph != "vacuum" for ph in seen)
     oid_after = conn.execute("SELECT %s::regclass::oid", (fired[0][0].index,)).fetchone()
     assert oid_before != oid_after  # a new index took the old one's name
     valid = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass",
