@@ -243,6 +243,36 @@ def test_a_leader_whose_connection_dies_stops_acting_within_one_cycle(
     assert changes == [("follower", "leader"), ("leader", "follower")]
 
 
+YEARLY = 'kind: schedule\njobs:\n  tick:\n    cron: "0 0 1 1 *"\n    run: "tests.daemon_jobs:job_tick"\n'
+
+
+def test_a_leadership_lost_by_a_jobs_claim_is_noticed_in_the_next_cycle(
+        db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    (tmp_path / "schedule.yaml").write_text(YEARLY)
+    first = Daemon(make_settings(database_url=db_url), DaemonConfig(tmp_path))
+    first.start()
+    second = LeaderLock(db_url, "opsctl-daemon second")
+    try:
+        assert first.cycle(first.clock()).startswith("became leader")
+        holder = lock_holder(conn)
+        assert holder is not None
+        conn.execute("SELECT pg_terminate_backend(%s)", (holder["pid"],))
+        # a job thread finds the dead connection first, between two cycles
+        assert not first.lock.claim("tick", first.clock(), first.name)
+        assert second.try_acquire()
+        assert first.cycle(first.clock()).startswith("lost leadership")
+        assert metrics.LEADER._value.get() == 0, "a follower does not report itself as leader"
+        assert first.cycle(first.clock()) == "follower: opsctl-daemon second leads"
+        assert metrics.LEADER._value.get() == 0
+    finally:
+        second.release()
+        first.stop_requested = True
+        first.shutdown()
+    changes = [(r[0], r[1]) for r in conn.execute(
+        "SELECT from_state, to_state FROM ops_events WHERE action = 'daemon.leader' ORDER BY id")]
+    assert changes == [("follower", "leader"), ("leader", "follower")]
+
+
 def test_an_invalid_schedule_at_start_is_a_config_error(db_url: str, tmp_path: Path) -> None:
     (tmp_path / "schedule.yaml").write_text("kind: schedule\njobs:\n  tick:\n    every: 1s\n    cron: '* * * * *'\n")
     with pytest.raises(ConfigError, match=r"schedule.yaml:3: jobs.tick: set exactly one of every"):

@@ -67,6 +67,7 @@ class Daemon:
         self.lock = LeaderLock(self.url, self.name)
         self.stop_requested = False
         self.reload_requested = False
+        self.leading = False  # what this replica last acted as; the lock may drop it from any thread
         self.wake = threading.Event()
         self.cycle_no = 0
         self.scheduler: Any = None
@@ -190,8 +191,9 @@ class Daemon:
     # -- one cycle -----------------------------------------------------------------------------
     def cycle(self, now: datetime) -> str:
         self.cycle_no += 1
-        if self.lock.held:
-            if not self.lock.verify():
+        if self.leading:
+            if not self.lock.verify():  # False too when a job's claim already found the connection dead
+                self.leading = False
                 metrics.LEADER.set(0)
                 running = self._running()
                 self._audit("daemon.leader", from_state="leader", to_state="follower",
@@ -208,8 +210,14 @@ class Daemon:
             holder = self.lock.holder()
             who = holder["application_name"] if holder else "another replica"
             return f"follower: {who} leads"
+        try:
+            last_runs = self.lock.last_runs()
+        except Exception as exc:  # without them no catch-up is possible: let go and retry next cycle
+            self.lock.release()
+            return f"follower: cannot read past runs ({_first_line(exc)}); retrying"
+        self.leading = True
         metrics.LEADER.set(1)
-        due = due_jobs(self.specs, self.lock.last_runs(), now)
+        due = due_jobs(self.specs, last_runs, now)
         self._audit("daemon.leader", from_state="follower", to_state="leader",
                     reason="acquired the leader lock", details={"cycle": self.cycle_no, "caught_up": sorted(due)})
         for job in sorted(due):
