@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -271,6 +272,26 @@ def test_a_leadership_lost_by_a_jobs_claim_is_noticed_in_the_next_cycle(
     changes = [(r[0], r[1]) for r in conn.execute(
         "SELECT from_state, to_state FROM ops_events WHERE action = 'daemon.leader' ORDER BY id")]
     assert changes == [("follower", "leader"), ("leader", "follower")]
+
+
+def test_signal_flags_alone_wake_a_sleeping_loop(db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    (tmp_path / "schedule.yaml").write_text(YEARLY)
+    daemon = Daemon(make_settings(database_url=db_url), DaemonConfig(tmp_path, cycle_seconds=300))
+    daemon.start()
+    thread = threading.Thread(target=daemon.loop, daemon=True)
+    try:
+        thread.start()
+        wait_for(lambda: daemon.leading, 30, "the first cycle")
+        daemon.on_signal(signal.SIGHUP, None)  # what the handler does, from outside the 300 s sleep
+        wait_for(lambda: [e for e in events(conn, "daemon.reload") if e["details"]["trigger"] == "SIGHUP"], 30,
+                 "the SIGHUP reload")
+        daemon.on_signal(signal.SIGTERM, None)
+        thread.join(30)
+        assert not thread.is_alive(), "SIGTERM's flag ends the loop without waiting for the cycle"
+    finally:
+        daemon.stop_requested = True
+        thread.join(30)
+        daemon.shutdown()
 
 
 def test_an_invalid_schedule_at_start_is_a_config_error(db_url: str, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from opsctl.policy import PolicyError
 log = logging.getLogger("opsctl.daemon")
 
 PRUNE_EVERY = timedelta(hours=1)
+FLAG_POLL_SECONDS = 0.2  # how often a sleeping loop looks at the signal flags
 KEEP_RUNS = timedelta(days=30)
 
 
@@ -68,7 +69,6 @@ class Daemon:
         self.stop_requested = False
         self.reload_requested = False
         self.leading = False  # what this replica last acted as; the lock may drop it from any thread
-        self.wake = threading.Event()
         self.cycle_no = 0
         self.scheduler: Any = None
         self.specs: dict[str, JobSpec] = {}
@@ -82,11 +82,20 @@ class Daemon:
 
     # -- signals: flags only -------------------------------------------------------------------
     def on_signal(self, signum: int, _frame: Any) -> None:
+        # nothing but assignments: even Event.set() takes a lock the interrupted main thread may hold
         if signum == signal.SIGHUP:
             self.reload_requested = True
         else:
             self.stop_requested = True
-        self.wake.set()
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep until the next cycle, or until a signal has set a flag."""
+        deadline = time.monotonic() + seconds
+        while not (self.stop_requested or self.reload_requested):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(FLAG_POLL_SECONDS, remaining))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,9 +156,7 @@ class Daemon:
                 metrics.CYCLE_OVERRUNS.inc()
                 log.warning("cycle %d took %.1f s, longer than the %.1f s cycle", self.cycle_no, elapsed,
                             self.config.cycle_seconds)
-            if not self.stop_requested:
-                self.wake.wait(max(0.0, self.config.cycle_seconds - elapsed))
-            self.wake.clear()
+            self._sleep(self.config.cycle_seconds - elapsed)
 
     def shutdown(self) -> list[str]:
         if self.scheduler is not None and self.scheduler.running:
