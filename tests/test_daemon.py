@@ -21,6 +21,7 @@ import pytest
 from core.errors import ConfigError
 from opsctl.daemon import metrics
 from opsctl.daemon.leader import LeaderLock, lock_holder
+from opsctl.daemon.process import DaemonProcess
 from opsctl.daemon.service import Daemon, DaemonConfig
 from tests.conftest import free_port, make_settings, project_root
 
@@ -292,6 +293,38 @@ def test_signal_flags_alone_wake_a_sleeping_loop(db_url: str, conn: psycopg.Conn
         daemon.stop_requested = True
         thread.join(30)
         daemon.shutdown()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_up_stopping_its_daemon_records_the_abandoned_job_and_kills_what_it_started(
+        db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "schedule.yaml").write_text(
+        'kind: schedule\njobs:\n  hang:\n    every: 1s\n    run: "tests.daemon_jobs:job_hang"\n')
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {**env_for(db_url, tmp_path, "daemon@test"), "OPSCTL_POLICY_DIR": str(policies)}
+    child = DaemonProcess(env, 0, log_dir=tmp_path / "logs", stop_grace_seconds=1)
+    child.start()
+    try:
+        pid = int(wait_for(lambda: (state / "hang.pid").exists() and (state / "hang.pid").read_text(), 60,
+                           "the job's child process", tmp_path / "logs" / "daemon.log"))
+        assert process_alive(pid)
+    finally:
+        child.stop()
+    assert child.proc is not None and child.proc.returncode is not None
+    wait_for(lambda: not process_alive(pid), 30, "the abandoned job's child process to be gone")
+    abandoned = runs(conn, "hang", "failed")
+    assert abandoned and abandoned[0]["reason"].startswith("abandoned at shutdown"), (
+        tmp_path / "logs" / "daemon.log").read_text()[-2000:]
 
 
 def test_an_invalid_schedule_at_start_is_a_config_error(db_url: str, tmp_path: Path) -> None:
