@@ -41,8 +41,16 @@ class DaemonProcess:
         self._spawning = threading.RLock()
         self._thread: threading.Thread | None = None
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def start(self) -> None:
-        self._spawn()
+        """Spawn the daemon and watch it (a no-op once stop() or kill() was called)."""
+        with self._spawning:
+            if self._stop.is_set():
+                return
+            self._spawn()
         self._thread = threading.Thread(target=self._watch, name="daemon-watch", daemon=True)
         self._thread.start()
 
