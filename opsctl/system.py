@@ -1,7 +1,8 @@
 """``opsctl up``: the whole system in one process tree.
 
-Order of start: PostgreSQL → migrations → Redis → Prometheus → worker pool → API. Order of
-stop is the reverse, each step graceful: the API stops accepting, workers finish or release
+Order of start: PostgreSQL → migrations → Redis → Prometheus → worker pool → API → daemon (once
+the API serves: its autoscale job resizes the pool through ``/admin/workers``). Order of stop is
+the reverse, each step graceful: the API stops accepting, workers finish or release
 their batch (a batch is one transaction, so nothing accepted is lost either way), then the
 servers shut down. A second Ctrl-C kills what is left.
 
@@ -137,12 +138,9 @@ class System:
         if self.with_daemon:
             from opsctl.daemon.process import DaemonProcess
 
-            step("starting the daemon")
             daemon_env = {**env, "OPSCTL_API_URL": api_url, "OPSCTL_ADMIN_TOKEN": admin_token,
                           **({"OPSCTL_PROMETHEUS_URL": prom_url} if prom_url else {})}
-            self.daemon = DaemonProcess(daemon_env, daemon_port, log_dir=self.data_dir / "logs")
-            self.daemon.start()
-            self.started.append("daemon")
+            self.daemon = DaemonProcess(daemon_env, daemon_port, log_dir=self.data_dir / "logs")  # serve() starts it
             self.endpoints["daemon metrics"] = f"http://127.0.0.1:{daemon_port}/metrics"
 
     def app(self) -> Any:
@@ -163,11 +161,22 @@ class System:
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=10)
         server = _Server(config)
+        if self.daemon is not None:
+            import threading
+
+            threading.Thread(target=self._start_daemon_when_serving, args=(server,), name="daemon-start",
+                             daemon=True).start()
         try:
             server.run()
         finally:
             self.stop()
 
+    def _start_daemon_when_serving(self, server: Any) -> None:
+        while not (server.started or server.should_exit or self.daemon.stopped):
+            time.sleep(0.1)
+        if server.started and not server.should_exit:
+            self.daemon.start()  # a no-op once stop() has begun
+            self.started.append("daemon")
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -24,3 +25,11 @@ def job_raise(settings: Settings, policy_dir: Path) -> str:
 
 def job_fail(settings: Settings, policy_dir: Path) -> str:
     raise OperationFailed("the drill failed: 3 documents missing")
+
+
+def job_hang(settings: Settings, policy_dir: Path) -> str:
+    """Starts a long child process (as pg_basebackup would be) and waits for it; the pid goes to the data dir."""
+    child = subprocess.Popen(["sleep", "600"])
+    (settings.data_dir / "hang.pid").write_text(str(child.pid))
+    child.wait()
+    return "hung"

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from core.errors import ConfigError
 from opsctl.daemon import metrics
 from opsctl.daemon.leader import LeaderLock, lock_holder
+from opsctl.daemon.process import DaemonProcess
 from opsctl.daemon.service import Daemon, DaemonConfig
 from tests.conftest import free_port, make_settings, project_root
 
@@ -241,6 +243,88 @@ def test_a_leader_whose_connection_dies_stops_acting_within_one_cycle(
                [{"from": r[0], "to": r[1]} for r in conn.execute(
                    "SELECT from_state, to_state FROM ops_events WHERE action = 'daemon.leader' ORDER BY id")]]
     assert changes == [("follower", "leader"), ("leader", "follower")]
+
+
+YEARLY = 'kind: schedule\njobs:\n  tick:\n    cron: "0 0 1 1 *"\n    run: "tests.daemon_jobs:job_tick"\n'
+
+
+def test_a_leadership_lost_by_a_jobs_claim_is_noticed_in_the_next_cycle(
+        db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    (tmp_path / "schedule.yaml").write_text(YEARLY)
+    first = Daemon(make_settings(database_url=db_url), DaemonConfig(tmp_path))
+    first.start()
+    second = LeaderLock(db_url, "opsctl-daemon second")
+    try:
+        assert first.cycle(first.clock()).startswith("became leader")
+        holder = lock_holder(conn)
+        assert holder is not None
+        conn.execute("SELECT pg_terminate_backend(%s)", (holder["pid"],))
+        # a job thread finds the dead connection first, between two cycles
+        assert not first.lock.claim("tick", first.clock(), first.name)
+        assert second.try_acquire()
+        assert first.cycle(first.clock()).startswith("lost leadership")
+        assert metrics.LEADER._value.get() == 0, "a follower does not report itself as leader"
+        assert first.cycle(first.clock()) == "follower: opsctl-daemon second leads"
+        assert metrics.LEADER._value.get() == 0
+    finally:
+        second.release()
+        first.stop_requested = True
+        first.shutdown()
+    changes = [(r[0], r[1]) for r in conn.execute(
+        "SELECT from_state, to_state FROM ops_events WHERE action = 'daemon.leader' ORDER BY id")]
+    assert changes == [("follower", "leader"), ("leader", "follower")]
+
+
+def test_signal_flags_alone_wake_a_sleeping_loop(db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    (tmp_path / "schedule.yaml").write_text(YEARLY)
+    daemon = Daemon(make_settings(database_url=db_url), DaemonConfig(tmp_path, cycle_seconds=300))
+    daemon.start()
+    thread = threading.Thread(target=daemon.loop, daemon=True)
+    try:
+        thread.start()
+        wait_for(lambda: daemon.leading, 30, "the first cycle")
+        daemon.on_signal(signal.SIGHUP, None)  # what the handler does, from outside the 300 s sleep
+        wait_for(lambda: [e for e in events(conn, "daemon.reload") if e["details"]["trigger"] == "SIGHUP"], 30,
+                 "the SIGHUP reload")
+        daemon.on_signal(signal.SIGTERM, None)
+        thread.join(30)
+        assert not thread.is_alive(), "SIGTERM's flag ends the loop without waiting for the cycle"
+    finally:
+        daemon.stop_requested = True
+        thread.join(30)
+        daemon.shutdown()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_up_stopping_its_daemon_records_the_abandoned_job_and_kills_what_it_started(
+        db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "schedule.yaml").write_text(
+        'kind: schedule\njobs:\n  hang:\n    every: 1s\n    run: "tests.daemon_jobs:job_hang"\n')
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {**env_for(db_url, tmp_path, "daemon@test"), "OPSCTL_POLICY_DIR": str(policies)}
+    child = DaemonProcess(env, 0, log_dir=tmp_path / "logs", stop_grace_seconds=1)
+    child.start()
+    try:
+        pid = int(wait_for(lambda: (state / "hang.pid").exists() and (state / "hang.pid").read_text(), 60,
+                           "the job's child process", tmp_path / "logs" / "daemon.log"))
+        assert process_alive(pid)
+    finally:
+        child.stop()
+    assert child.proc is not None and child.proc.returncode is not None
+    wait_for(lambda: not process_alive(pid), 30, "the abandoned job's child process to be gone")
+    abandoned = runs(conn, "hang", "failed")
+    assert abandoned and abandoned[0]["reason"].startswith("abandoned at shutdown"), (
+        tmp_path / "logs" / "daemon.log").read_text()[-2000:]
 
 
 def test_an_invalid_schedule_at_start_is_a_config_error(db_url: str, tmp_path: Path) -> None:

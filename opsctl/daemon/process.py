@@ -1,7 +1,14 @@
-"""The daemon as a child of ``opsctl up``: started, restarted if it dies, stopped with SIGTERM."""
+"""The daemon as a child of ``opsctl up``: started, restarted if it dies, stopped with SIGTERM.
+
+The child runs in its own session (Ctrl-C in the terminal is ``opsctl up``'s to handle), so its
+process group holds the daemon and whatever its jobs started (pg_basebackup, a restore drill's
+server …): stopping kills that group once the daemon is gone, so an abandoned job leaves nothing
+behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -9,12 +16,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("opsctl.up")
+
+KILL_MARGIN_SECONDS = 15.0  # after the daemon's own stop grace: time to record abandoned runs and exit
 
 
 @dataclass
@@ -29,10 +37,20 @@ class DaemonProcess:
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
+        # the watcher never starts a daemon after stop() began; re-entrant: up's force handler calls kill()
+        self._spawning = threading.RLock()
         self._thread: threading.Thread | None = None
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def start(self) -> None:
-        self._spawn()
+        """Spawn the daemon and watch it (a no-op once stop() or kill() was called)."""
+        with self._spawning:
+            if self._stop.is_set():
+                return
+            self._spawn()
         self._thread = threading.Thread(target=self._watch, name="daemon-watch", daemon=True)
         self._thread.start()
 
@@ -44,7 +62,7 @@ class DaemonProcess:
         env = {**os.environ, "OPSCTL_ACTOR": f"daemon@{socket.gethostname()}", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "opsctl.cli", "daemon", "--metrics-port", str(self.metrics_port),
-             "--metrics-host", "127.0.0.1"],
+             "--metrics-host", "127.0.0.1", "--stop-grace-seconds", f"{self.stop_grace_seconds:g}"],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         if out is not subprocess.DEVNULL:
             out.close()
@@ -52,26 +70,36 @@ class DaemonProcess:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.restart_delay_seconds):
-            if self.proc is not None and self.proc.poll() is not None and not self._stop.is_set():
-                self.restarts += 1
-                log.warning("the daemon exited with %s; restarting it", self.proc.returncode)
-                self._spawn()
+            with self._spawning:
+                if self.proc is not None and self.proc.poll() is not None and not self._stop.is_set():
+                    self.restarts += 1
+                    log.warning("the daemon exited with %s; restarting it", self.proc.returncode)
+                    self._kill_group()  # what its jobs left running
+                    self._spawn()
 
     def stop(self) -> None:
-        """SIGTERM (the running job may finish), then kill after the grace period."""
-        self._stop.set()
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM (the running job gets the daemon's stop grace), then kill what is left."""
+        with self._spawning:
+            self._stop.set()
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace_seconds
-        try:
-            self.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("the daemon did not stop in time; killing it")
-            self.kill()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_grace_seconds + KILL_MARGIN_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("the daemon did not stop in time; killing it")
+        self.kill()
 
     def kill(self) -> None:
-        self._stop.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        """SIGKILL the daemon and every process its jobs started."""
+        with self._spawning:
+            self._stop.set()
+        if self.proc is not None:
+            self._kill_group()
             self.proc.wait()
+
+    def _kill_group(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left in the group
+            os.killpg(self.proc.pid, signal.SIGKILL)  # start_new_session: the group id is the daemon's pid

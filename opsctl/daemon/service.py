@@ -33,6 +33,7 @@ from opsctl.policy import PolicyError
 log = logging.getLogger("opsctl.daemon")
 
 PRUNE_EVERY = timedelta(hours=1)
+FLAG_POLL_SECONDS = 0.2  # how often a sleeping loop looks at the signal flags
 KEEP_RUNS = timedelta(days=30)
 
 
@@ -67,7 +68,7 @@ class Daemon:
         self.lock = LeaderLock(self.url, self.name)
         self.stop_requested = False
         self.reload_requested = False
-        self.wake = threading.Event()
+        self.leading = False  # what this replica last acted as; the lock may drop it from any thread
         self.cycle_no = 0
         self.scheduler: Any = None
         self.specs: dict[str, JobSpec] = {}
@@ -81,11 +82,20 @@ class Daemon:
 
     # -- signals: flags only -------------------------------------------------------------------
     def on_signal(self, signum: int, _frame: Any) -> None:
+        # nothing but assignments: even Event.set() takes a lock the interrupted main thread may hold
         if signum == signal.SIGHUP:
             self.reload_requested = True
         else:
             self.stop_requested = True
-        self.wake.set()
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep until the next cycle, or until a signal has set a flag."""
+        deadline = time.monotonic() + seconds
+        while not (self.stop_requested or self.reload_requested):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(FLAG_POLL_SECONDS, remaining))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -146,9 +156,7 @@ class Daemon:
                 metrics.CYCLE_OVERRUNS.inc()
                 log.warning("cycle %d took %.1f s, longer than the %.1f s cycle", self.cycle_no, elapsed,
                             self.config.cycle_seconds)
-            if not self.stop_requested:
-                self.wake.wait(max(0.0, self.config.cycle_seconds - elapsed))
-            self.wake.clear()
+            self._sleep(self.config.cycle_seconds - elapsed)
 
     def shutdown(self) -> list[str]:
         if self.scheduler is not None and self.scheduler.running:
@@ -190,8 +198,9 @@ class Daemon:
     # -- one cycle -----------------------------------------------------------------------------
     def cycle(self, now: datetime) -> str:
         self.cycle_no += 1
-        if self.lock.held:
-            if not self.lock.verify():
+        if self.leading:
+            if not self.lock.verify():  # False too when a job's claim already found the connection dead
+                self.leading = False
                 metrics.LEADER.set(0)
                 running = self._running()
                 self._audit("daemon.leader", from_state="leader", to_state="follower",
@@ -208,8 +217,14 @@ class Daemon:
             holder = self.lock.holder()
             who = holder["application_name"] if holder else "another replica"
             return f"follower: {who} leads"
+        try:
+            last_runs = self.lock.last_runs()
+        except Exception as exc:  # without them no catch-up is possible: let go and retry next cycle
+            self.lock.release()
+            return f"follower: cannot read past runs ({_first_line(exc)}); retrying"
+        self.leading = True
         metrics.LEADER.set(1)
-        due = due_jobs(self.specs, self.lock.last_runs(), now)
+        due = due_jobs(self.specs, last_runs, now)
         self._audit("daemon.leader", from_state="follower", to_state="leader",
                     reason="acquired the leader lock", details={"cycle": self.cycle_no, "caught_up": sorted(due)})
         for job in sorted(due):
