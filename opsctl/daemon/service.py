@@ -80,7 +80,18 @@ class Daemon:
         self._metrics_server: Any = None
         self.policies: PolicySet
 
+    def _register_state_gauges(self) -> None:
+        """Backup age, partitions, recall and scaling gauges for the alert rules, read when scraped."""
+        from prometheus_client import REGISTRY
+
+        from core.db import connect
+        from opsctl.daemon.state_metrics import StateCollector
+
+        self._state_collector = StateCollector(lambda: connect(self.url, autocommit=True, connect_timeout=5))
+        REGISTRY.register(self._state_collector)
+
     # -- signals: flags only -------------------------------------------------------------------
+
     def on_signal(self, signum: int, _frame: Any) -> None:
         # nothing but assignments: even Event.set() takes a lock the interrupted main thread may hold
         if signum == signal.SIGHUP:
@@ -119,6 +130,7 @@ class Daemon:
                 self._metrics_server, _ = start_http_server(self.config.metrics_port, self.config.metrics_host)
             except OSError as exc:
                 raise ConfigError(f"cannot serve /metrics on port {self.config.metrics_port}: {exc}") from exc
+            self._register_state_gauges()
         metrics.LEADER.set(0)
         self.scheduler = BackgroundScheduler(
             timezone=UTC, executors={"default": ThreadPoolExecutor(16)},
@@ -190,6 +202,9 @@ class Daemon:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server = None
+            from prometheus_client import REGISTRY
+
+            REGISTRY.unregister(self._state_collector)
         shutil.rmtree(self._snapshot_root, ignore_errors=True)
         log.info("daemon %s stopped%s", self.name,
                  f"; abandoned {', '.join(abandoned)}" if abandoned else "")

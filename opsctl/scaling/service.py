@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from prometheus_client import Counter
+
 from core.errors import ConfigError, NotFound, OperationFailed, OpsError
 from opsctl.scaling import snapshot as snapshots
 from opsctl.scaling.engine import Decision, decide
 from opsctl.scaling.policy import AutoscalingPolicy, ServicePolicy, Target
 from opsctl.scaling.snapshot import Snapshot
 from opsctl.scaling.targets import ScaleTarget
+
+METRIC_ERRORS = Counter("opsctl_scale_metric_errors_total",
+                        "Autoscaling metric reads that failed (no data, NaN, several series, Prometheus down)",
+                        ["service", "metric"])
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -112,6 +118,9 @@ def _cycle(conn: Any, settings: Settings, name: str, svc: ServicePolicy, source:
         snap = Snapshot(now=now, current_replicas=state.replicas, ready_replicas=state.ready_replicas,
                         metrics=source.read(svc.metrics, state), history=history.load(conn, name, now))
         decision = decide(name, svc, snap, now)
+        for metric in decision.metrics:
+            if metric.error:
+                METRIC_ERRORS.labels(name, metric.name).inc()
         applied, refused = False, None
         if apply and decision.change:
             try:
@@ -126,7 +135,8 @@ def _cycle(conn: Any, settings: Settings, name: str, svc: ServicePolicy, source:
             conn, "scale.decide", target=name, from_state=decision.current_replicas,
             to_state=decision.desired_replicas, reason=decision.reason, change=applied,
             details={"snapshot": snapshots.to_dict(snap), "decision": decision.as_dict(), "applied": applied,
-                     "target": target.description, **({"error": refused} if refused else {})})
+                     "target": target.description, "min_replicas": svc.minReplicas, "max_replicas": svc.maxReplicas,
+                     **({"error": refused} if refused else {})})
     return Outcome(name, decision, snap, applied, event_id, refused)
 
 
