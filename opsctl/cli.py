@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from opsctl.commands import backup as backup_cmd
 from opsctl.commands import ingest as ingest_cmd
 from opsctl.commands import policy as policy_cmd
 from opsctl.commands import search as search_cmd
@@ -55,6 +56,7 @@ app.add_typer(tenant_cmd.app, name="tenant")
 app.command("ingest", help=ingest_cmd.HELP)(ingest_cmd.ingest)
 app.command("search", help=search_cmd.HELP)(search_cmd.search)
 app.add_typer(policy_cmd.app, name="policy")
+backup_cmd.register(app)
 
 
 def _click_exceptions() -> Any:

@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from core.errors import ConfigError
 
 # kind → "module:Class" of its model; the file stem (or ``kind:``) selects the kind
-KINDS: dict[str, str] = {}
+KINDS: dict[str, str] = {
+    "backup": "opsctl.backup.policy:BackupPolicy",
+}
 
 DEFAULT_DIR = Path("policies")
 M = TypeVar("M", bound=BaseModel)
