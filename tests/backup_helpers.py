@@ -42,8 +42,9 @@ class Cluster:
 @contextmanager
 def archived_cluster(**policy: Any) -> Iterator[Cluster]:
     root = outside_pytest_tmp("opsctl-test-backup-")
-    pol = BackupPolicy.model_validate({"repository": str(root / "repo"), **policy})
-    pg = EmbeddedPostgres(root / "pg", extra_conf=server_conf(pol, root))
+    pol = BackupPolicy.model_validate({"repository": str(root / "repo"), "fsync": False, **policy})
+    # test clusters are throwaway: no fsync, so checkpoints and backups do not wait for the shared disk
+    pg = EmbeddedPostgres(root / "pg", extra_conf=(*server_conf(pol, root), "fsync = off"))
     try:
         pg.start()
         settings = make_settings(database_url=pg.url, data_dir=root)

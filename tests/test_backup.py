@@ -41,7 +41,7 @@ def cli(cluster: Cluster, *args: str, check: bool = True,
 def write_policy(cluster: Cluster, **extra: Any) -> Path:
     import yaml
 
-    data = {"repository": str(cluster.root / "repo"), **extra}
+    data = {"repository": str(cluster.root / "repo"), "fsync": False, **extra}
     path = cluster.root / "backup.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -192,7 +192,8 @@ def test_daemon_jobs_back_up_prune_and_drill_without_breaking_the_newest_chain(t
     with archived_cluster() as c, c.connect() as conn:
         policy_dir = tmp_path / "policies"
         policy_dir.mkdir()
-        (policy_dir / "backup.yaml").write_text(f"repository: {c.root / 'repo'}\nretention: {{type: count, full: 1}}\n")
+        (policy_dir / "backup.yaml").write_text(f"repository: {c.root / 'repo'}\nfsync: false\n"
+                                                "retention: {type: count, full: 1}\n")
         acme = company(conn, "acme")
         add_documents(conn, acme, "one", 3)
         assert job_backup_incremental(c.settings, policy_dir).startswith("took full backup")  # none yet: a full
@@ -238,8 +239,30 @@ def test_ctrl_c_during_a_drill_leaves_no_scratch_server(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
-        assert not pid_alive(pid)
         assert list(scratch_parent.iterdir()) == []
+        # the postmaster was not our child: give PID 1 a moment to reap it, then it must be gone
+        deadline = time.monotonic() + 15
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(pid), err
+        assert _processes_mentioning(str(scratch_parent)) == [], err
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if text in path.read_bytes().decode(errors="replace") and _running(int(path.parent.name)):
+                found.append(path.parent.name)
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return pid_alive(pid) and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
 
 
 def test_shipped_policy_validates_and_commands_have_examples() -> None:

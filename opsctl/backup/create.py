@@ -66,7 +66,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool = False,
+def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool = False, fsync: bool = True,
                     progress: Progress = _noop, now: Callable[[], datetime] = _utcnow) -> BackupRecord:
     from opsctl.backup.archive import switch_and_wait
     from opsctl.backup.verify import read_manifest
@@ -87,7 +87,7 @@ def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool 
     prepare_for_pg_user(folder)
     data = folder / "data"
     args = ["-d", url, "-D", str(data), "-Fp", "-X", "none", "--manifest-checksums=SHA256", "-c", "fast",
-            "-l", f"opsctl {backup_id}"]
+            "-l", f"opsctl {backup_id}", *([] if fsync else ["--no-sync"])]
     if parent is not None:
         args.append(f"--incremental={repo.backup_dir(parent.id) / 'data' / 'backup_manifest'}")
     try:
@@ -127,7 +127,8 @@ def create_logical(conn: Any, url: str, repo: Repository, policy: BackupPolicy, 
     compress = "none" if policy.compression == "none" else f"gzip:{policy.compression_level}"
     db_bytes = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
     try:
-        _run_watched(pg_command("pg_dump", "-Fc", f"--compress={compress}", "-f", str(dump), "-d", url), dump,
+        sync = [] if policy.fsync else ["--no-sync"]
+        _run_watched(pg_command("pg_dump", "-Fc", f"--compress={compress}", *sync, "-f", str(dump), "-d", url), dump,
                      db_bytes // 3, progress, "pg_dump")
         manifest = {"format": "opsctl-logical-1", "files": [
             {"path": dump.name, "size": dump.stat().st_size, "sha256": sha256_file(dump)}]}

@@ -80,6 +80,7 @@ class BackupPolicy(PolicyModel):
     compression: Literal["none", "gzip"] = Field(default="gzip", description="logical dumps (physical stay plain for "
                                                                      "pg_combinebackup)")
     compression_level: int = Field(default=6, ge=0, le=9)
+    fsync: bool = Field(default=True, description="sync backups to disk (off only for throwaway test setups)")
     targets: Targets = Field(default_factory=Targets)
     drill: Drill = Field(default_factory=Drill)
 

@@ -138,9 +138,17 @@ class ScratchServer:
             self.stop("immediate")
         except OperationFailed:
             pid = self.pid()
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            if pid is None:
+                return
+            # SIGQUIT: the postmaster kills its children and exits; SIGKILL if it does not
+            for sig in (signal.SIGQUIT, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+                deadline = time.monotonic() + 10
+                while self.running() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if not self.running():
+                    return
 
 
 def resolve_chain(repo: Repository, backup_id: str, target_time: datetime | None,

@@ -72,7 +72,7 @@ def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool
         if use_logical:
             record = create_logical(conn, url, repo, policy, progress=progress)
         else:
-            record = create_physical(conn, url, repo, incremental=incremental, progress=progress)
+            record = create_physical(conn, url, repo, incremental=incremental, fsync=policy.fsync, progress=progress)
         audit(conn, "backup.create", record.id, f"{record.type} backup", record.to_json())
     return record
 
