@@ -279,6 +279,10 @@ def test_shipped_policy_validates_and_commands_have_examples() -> None:
                  ["restore-test"], ["restore"]):
         out = runner.invoke(app, [*args, "--help"])
         assert out.exit_code == 0 and "Example:" in out.output, args
+    target = outside_pytest_tmp("opsctl-test-restore-prompt-") / "restored"
+    answered_no = runner.invoke(app, ["restore", "--backup", "latest", "--to", str(target)], input="n\n")
+    assert answered_no.exit_code != 0 and "restore backup latest into" in answered_no.output
+    assert not target.exists()
 
 
 def test_physical_backup_refuses_a_database_without_archiving(pg_server: Any, settings: Any) -> None:

@@ -41,6 +41,22 @@ def check_archiving(conn: Any, repo: Repository) -> None:
             "restart `opsctl up` with the backup policy in place, or set mode: logical in policies/backup.yaml")
 
 
+def _claim(repo: Repository, started: datetime, kind: str) -> tuple[str, Path]:
+    """A new backup id and its directory, created atomically (two concurrent backups never share one)."""
+    prepare_for_pg_user(repo.root)
+    prepare_for_pg_user(repo.backups_dir)
+    while True:
+        taken = {p.name for p in repo.backups_dir.iterdir()}
+        backup_id = new_id(started, kind, taken)
+        folder = repo.backup_dir(backup_id)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        prepare_for_pg_user(folder)
+        return backup_id, folder
+
+
 def _run_watched(argv: list[str], watch: Path, total: int, progress: Progress, label: str) -> None:
     """Run a long tool, reporting the size of ``watch`` against ``total`` bytes as progress."""
     with tempfile.TemporaryFile("w+") as out:
@@ -80,11 +96,7 @@ def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool 
         parent = same[-1] if same else None
     kind = "incr" if parent is not None else "full"
     started = now()
-    backup_id = new_id(started, kind, {b.id for b in backups})
-    folder = repo.backup_dir(backup_id)
-    prepare_for_pg_user(repo.root)
-    prepare_for_pg_user(repo.backups_dir)
-    prepare_for_pg_user(folder)
+    backup_id, folder = _claim(repo, started, kind)
     data = folder / "data"
     args = ["-d", url, "-D", str(data), "-Fp", "-X", "none", "--manifest-checksums=SHA256", "-c", "fast",
             "-l", f"opsctl {backup_id}", *([] if fsync else ["--no-sync"])]
@@ -118,11 +130,7 @@ def create_logical(conn: Any, url: str, repo: Repository, policy: BackupPolicy, 
 
     facts = _database_facts(conn)
     started = now()
-    backup_id = new_id(started, "logical", {b.id for b in repo.list()})
-    folder = repo.backup_dir(backup_id)
-    prepare_for_pg_user(repo.root)
-    prepare_for_pg_user(repo.backups_dir)
-    prepare_for_pg_user(folder)
+    backup_id, folder = _claim(repo, started, "logical")
     dump = folder / "dump.pgdump"
     compress = "none" if policy.compression == "none" else f"gzip:{policy.compression_level}"
     db_bytes = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])

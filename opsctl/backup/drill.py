@@ -322,8 +322,9 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
         step("combine")
         progress("recovering from the archive", 0.35)
         server.start(policy.drill.timeout_seconds)
+        step("start_to_consistent")
         server.wait_promoted(backup.database, policy.drill.timeout_seconds)
-        step("recovery")
+        step("consistent_to_promoted")
         progress("checks", 0.6)
         with psycopg.connect(server.url(backup.database), autocommit=True) as restored:
             register_vector(restored)
