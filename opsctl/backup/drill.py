@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import OperationFailed
+from core.errors import ConfigError, OperationFailed
 from opsctl.backup.catalog import BackupRecord, Repository
 from opsctl.backup.policy import BackupPolicy
 
@@ -286,7 +286,7 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
     import psycopg
     from pgvector.psycopg import register_vector
 
-    from opsctl.backup.restore import ScratchServer, build_data_dir, resolve_chain
+    from opsctl.backup.restore import ScratchServer, build_data_dir, load_logical, resolve_chain
     from opsctl.backup.tools import run_pg
     from opsctl.backup.verify import verify_backup
 
@@ -298,7 +298,10 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
         steps[name] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
 
-    chain = resolve_chain(repo, backup_id, target_time)
+    physical = policy.mode == "physical" if backup_id == "latest" else repo.get(backup_id).physical
+    if not physical and target_time is not None:
+        raise ConfigError("a logical backup restores to the moment of its dump only: drop --target-time")
+    chain = resolve_chain(repo, backup_id, target_time, physical=physical)
     backup = chain[-1]
     progress(f"verifying {len(chain)} backup(s)", 0.05)
     results = [verify_backup(repo, b) for b in chain]
@@ -313,24 +316,34 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
     parent = Path(policy.drill.scratch_dir) if policy.drill.scratch_dir else Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="opsctl-drill-", dir=parent))
-    server = ScratchServer(scratch / "data", scratch / "run")
-    wanted = set(policy.drill.checks)
+    server: Any = ScratchServer(scratch / "data", scratch / "run") if physical else LogicalScratch(scratch, backup)
+    wanted = set(policy.drill.checks) - (set() if physical else {"point_in_time"})
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
-        progress("pg_combinebackup", 0.15)
-        build_data_dir(repo, chain, server.data_dir, target_time, scratch=True)
-        step("combine")
-        progress("recovering from the archive", 0.35)
-        server.start(policy.drill.timeout_seconds)
-        step("start_to_consistent")
-        server.wait_promoted(backup.database, policy.drill.timeout_seconds)
-        step("consistent_to_promoted")
+        if physical:
+            progress("pg_combinebackup", 0.15)
+            build_data_dir(repo, chain, server.data_dir, target_time, scratch=True)
+            step("combine")
+            progress("recovering from the archive", 0.35)
+            server.start(policy.drill.timeout_seconds)
+            step("start_to_consistent")
+            server.wait_promoted(backup.database, policy.drill.timeout_seconds)
+            step("consistent_to_promoted")
+        else:
+            progress("starting a scratch cluster", 0.15)
+            server.start()
+            step("start")
+            progress("pg_restore", 0.35)
+            load_logical(repo, backup, server.url(backup.database))
+            step("pg_restore")
         progress("checks", 0.6)
         with psycopg.connect(server.url(backup.database), autocommit=True) as restored:
             register_vector(restored)
             register_vector(source)
-            replayed = _one(restored, "SELECT pg_last_xact_replay_timestamp()")
-            point = target_time or replayed or datetime.fromisoformat(backup.stop_time)
+            replayed = _one(restored, "SELECT pg_last_xact_replay_timestamp()") if physical else None
+            # a dump holds what was committed when pg_dump took its snapshot, just after its start
+            start_or_stop = backup.stop_time if physical else backup.start_time
+            point = target_time or replayed or datetime.fromisoformat(start_or_stop)
             ctx = Context(source, restored, point, target_time is not None, policy, settings.hnsw_ef_search)
             tables = leaf_tables(restored)
             keyed = {t: primary_key(restored, t) for t in tables}
@@ -352,7 +365,8 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
                 checks.append(check_recorded_search(ctx, versions))
             if "accepts_write" in wanted:
                 checks.append(check_accepts_write(ctx))
-            newest_restored = max((v[1] for _, dst in versions.values() for v in dst.values() if v[1]), default=None)
+            newest_restored = (max((v[1] for _, dst in versions.values() for v in dst.values() if v[1]), default=None)
+                               if physical else point)
             if target_time is None:
                 newest = _one(source, "SELECT (pg_last_committed_xact()).timestamp")
             else:
@@ -385,6 +399,36 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
             "passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks],
             "rto_seconds": round(rto, 3), "rto_target_seconds": policy.targets.rto_seconds,
             "rpo_seconds": round(rpo, 3), "rpo_target_seconds": policy.targets.rpo_seconds, "steps": steps}
+
+
+class LogicalScratch:
+    """A fresh scratch cluster (initdb) that a logical backup is loaded into."""
+
+    def __init__(self, scratch: Path, backup: BackupRecord) -> None:
+        from core.embedded import EmbeddedPostgres
+
+        self.pg = EmbeddedPostgres(scratch / "data", database=backup.database,
+                                   extra_conf=("shared_buffers = 128MB", "fsync = off", "track_commit_timestamp = on"))
+        self.data_dir = self.pg.data_dir
+
+    def start(self) -> None:
+        self.pg.start()
+
+    def url(self, database: str) -> str:
+        from core.embedded import pg_url
+
+        return pg_url(self.pg.socket_dir, self.pg.port, database)
+
+    def stop(self, mode: str = "fast") -> None:
+        self.pg.stop(mode)
+
+    def kill(self) -> None:
+        import contextlib
+
+        from core.errors import OpsError
+
+        with contextlib.suppress(OpsError):
+            self.pg.stop("immediate")
 
 
 def _one(conn: Any, sql: str) -> Any:

@@ -121,7 +121,8 @@ def prune(
     rows = [{"name": i.name, "kind": i.kind, "action": i.action, "reason": i.reason} for i in plan.backups]
     wal_gone = [i.name for i in plan.wal if i.action == "remove"]
     if wal_gone:
-        rows.append({"name": f"{wal_gone[0]} … {wal_gone[-1]}", "kind": "wal", "action": "remove",
+        span = wal_gone[0] if len(wal_gone) == 1 else f"{wal_gone[0]} … {wal_gone[-1]}"
+        rows.append({"name": span, "kind": "wal", "action": "remove",
                      "reason": f"{len(wal_gone)} segment(s) before {plan.wal_cutoff}"})
     rows.append({"name": plan.wal_cutoff or "all", "kind": "wal", "action": "keep",
                  "reason": f"{len(plan.wal) - len(wal_gone)} file(s) kept"})
