@@ -29,7 +29,8 @@ from tests.conftest import outside_pytest_tmp, project_root
 def cli(cluster: Cluster, *args: str, check: bool = True, policy: Path | None = None,
         db_url: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
-    env.update(OPSCTL_DATABASE_URL=db_url or cluster.url, OPSCTL_DATA_DIR=str(cluster.root), PYTHONPATH=str(project_root()))
+    env.update(OPSCTL_DATABASE_URL=db_url or cluster.url, OPSCTL_DATA_DIR=str(cluster.root),
+               PYTHONPATH=str(project_root()))
     pol = policy or write_policy(cluster)
     proc = subprocess.run([sys.executable, "-m", "opsctl.cli", *args, "--policy", str(pol)], env=env,
                           capture_output=True, text=True, timeout=300, cwd=cluster.root)
