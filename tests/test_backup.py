@@ -223,6 +223,9 @@ def test_daemon_jobs_back_up_prune_and_drill_without_breaking_the_newest_chain(t
 def test_ctrl_c_during_a_drill_leaves_no_scratch_server(tmp_path: Path) -> None:
     with archived_cluster() as c, c.connect() as conn:
         add_documents(conn, company(conn, "acme"), "x", 2)
+        nothing = run_drill(c.settings, c.policy)  # no backup yet: a failed drill, recorded and alerting
+        assert not nothing["passed"] and "no good physical backup" in nothing["error"]
+        assert "opsctl_restore_drill_success 0.0" in (c.root / "metrics" / "opsctl_restore_drill.prom").read_text()
         create_backup(c.settings, c.policy)
         scratch_parent = outside_pytest_tmp("opsctl-test-drill-scratch-")
         policy = write_policy(c, drill={"scratch_dir": str(scratch_parent)})

@@ -180,7 +180,7 @@ def restore_test(
         emit(report, output)
     if not report["passed"]:
         failed = [c["name"] for c in report["checks"] if not c["passed"]]
-        raise OperationFailed(f"restore drill failed: {', '.join(failed)}")
+        raise OperationFailed(f"restore drill failed: {', '.join(failed) or report.get('error')}")
 
 
 RESTORE_HELP = """Restore a backup (and WAL up to --target-time) into a new data directory for the on-call
