@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from opsctl.commands import backup as backup_cmd
 from opsctl.commands import cache as cache_cmd
 from opsctl.commands import daemon as daemon_cmd
 from opsctl.commands import events as events_cmd
@@ -71,6 +72,7 @@ app.add_typer(scale_cmd.app, name="scale")
 app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(partitions_cmd.app, name="partitions")
 app.add_typer(index_cmd.app, name="index")
+backup_cmd.register(app)
 
 
 def _click_exceptions() -> Any:

@@ -30,6 +30,7 @@ KINDS: dict[str, str] = {
     "cache": "opsctl.cachepolicy.policy:CachePolicy",
     "partitions": "opsctl.partitions.policy:PartitionsPolicy",
     "vector-index": "opsctl.vindex.policy:VectorIndexPolicy",
+    "backup": "opsctl.backup.policy:BackupPolicy",
 }
 
 DEFAULT_DIR = Path("policies")

@@ -86,7 +86,9 @@ class System:
         db_url = s.database_url
         if not db_url:
             step("starting PostgreSQL")
-            self.pg = EmbeddedPostgres(self.data_dir / "pg")
+            from opsctl.backup.archive import embedded_conf
+
+            self.pg = EmbeddedPostgres(self.data_dir / "pg", extra_conf=embedded_conf(self.data_dir))
             db_url = self.pg.start()
             self.started.append("postgres")
         step("applying migrations")

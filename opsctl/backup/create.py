@@ -1,0 +1,154 @@
+"""Taking backups: physical (pg_basebackup, full or incremental, WAL from the archive) and logical
+(pg_dump custom format with a SHA-256 manifest). The catalog entry is written last."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.embedded import pg_command, prepare_for_pg_user
+from core.errors import ConfigError, OperationFailed
+from opsctl.backup.catalog import BackupRecord, Repository, new_id
+from opsctl.backup.policy import BackupPolicy
+from opsctl.backup.tools import dir_size
+
+Progress = Callable[[str, float | None], None]
+
+
+def _noop(_: str, __: float | None) -> None:
+    return None
+
+
+def _database_facts(conn: Any) -> dict[str, Any]:
+    row = conn.execute("SELECT current_database(), current_setting('server_version'),"
+                       " (SELECT system_identifier::text FROM pg_control_system()),"
+                       " (SELECT sum(pg_database_size(oid)) FROM pg_database)").fetchone()
+    return {"database": row[0], "pg_version": row[1], "system_identifier": row[2], "cluster_bytes": int(row[3])}
+
+
+def check_archiving(conn: Any, repo: Repository) -> None:
+    mode = conn.execute("SELECT current_setting('archive_mode'), current_setting('archive_command')").fetchone()
+    if mode[0] == "off" or str(repo.wal_dir) not in mode[1]:
+        raise ConfigError(
+            f"physical backups need WAL archiving into {repo.wal_dir} (archive_mode is {mode[0]}): "
+            "restart `opsctl up` with the backup policy in place, or set mode: logical in policies/backup.yaml")
+
+
+def _claim(repo: Repository, started: datetime, kind: str) -> tuple[str, Path]:
+    """A new backup id and its directory, created atomically (two concurrent backups never share one)."""
+    prepare_for_pg_user(repo.root)
+    prepare_for_pg_user(repo.backups_dir)
+    while True:
+        taken = {p.name for p in repo.backups_dir.iterdir()}
+        backup_id = new_id(started, kind, taken)
+        folder = repo.backup_dir(backup_id)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        prepare_for_pg_user(folder)
+        return backup_id, folder
+
+
+def _run_watched(argv: list[str], watch: Path, total: int, progress: Progress, label: str) -> None:
+    """Run a long tool, reporting the size of ``watch`` against ``total`` bytes as progress."""
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        try:
+            while proc.poll() is None:
+                if watch.exists() and total:
+                    progress(label, min(dir_size(watch)[0] / total, 0.99))
+                time.sleep(0.5)
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            raise
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        tail = " | ".join(text.strip().splitlines()[-4:])
+        raise OperationFailed(f"{label} failed (exit {proc.returncode}): {tail}")
+    progress(label, 1.0)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool = False, fsync: bool = True,
+                    progress: Progress = _noop, now: Callable[[], datetime] = _utcnow) -> BackupRecord:
+    from opsctl.backup.archive import switch_and_wait
+    from opsctl.backup.verify import read_manifest
+
+    check_archiving(conn, repo)
+    facts = _database_facts(conn)
+    backups = repo.list()
+    parent = None
+    if incremental:
+        same = [b for b in backups if b.physical and b.good and b.system_identifier == facts["system_identifier"]]
+        parent = same[-1] if same else None
+    kind = "incr" if parent is not None else "full"
+    started = now()
+    backup_id, folder = _claim(repo, started, kind)
+    data = folder / "data"
+    args = ["-d", url, "-D", str(data), "-Fp", "-X", "none", "--manifest-checksums=SHA256", "-c", "fast",
+            "-l", f"opsctl {backup_id}", *([] if fsync else ["--no-sync"])]
+    if parent is not None:
+        args.append(f"--incremental={repo.backup_dir(parent.id) / 'data' / 'backup_manifest'}")
+    try:
+        _run_watched(pg_command("pg_basebackup", *args), data,
+                     facts["cluster_bytes"] if parent is None else 0, progress, "pg_basebackup")
+        progress("archiving the last WAL segment", None)
+        switch_and_wait(conn)
+        manifest = read_manifest(data)
+        ranges = manifest["WAL-Ranges"]
+        size, files = dir_size(folder)
+        record = BackupRecord(
+            id=backup_id, type=kind, parent=parent.id if parent else None, start_time=started.isoformat(),
+            stop_time=now().isoformat(), database=facts["database"], start_lsn=ranges[0]["Start-LSN"],
+            stop_lsn=ranges[-1]["End-LSN"], timeline=int(ranges[-1]["Timeline"]), size_bytes=size, files=files,
+            system_identifier=facts["system_identifier"], pg_version=facts["pg_version"],
+            manifest="data/backup_manifest",
+        )
+        repo.save(record)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return record
+
+
+def create_logical(conn: Any, url: str, repo: Repository, policy: BackupPolicy, *, progress: Progress = _noop,
+                   now: Callable[[], datetime] = _utcnow) -> BackupRecord:
+    from opsctl.backup.verify import sha256_file
+
+    facts = _database_facts(conn)
+    started = now()
+    backup_id, folder = _claim(repo, started, "logical")
+    dump = folder / "dump.pgdump"
+    compress = "none" if policy.compression == "none" else f"gzip:{policy.compression_level}"
+    db_bytes = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+    try:
+        sync = [] if policy.fsync else ["--no-sync"]
+        _run_watched(pg_command("pg_dump", "-Fc", f"--compress={compress}", *sync, "-f", str(dump), "-d", url), dump,
+                     db_bytes // 3, progress, "pg_dump")
+        manifest = {"format": "opsctl-logical-1", "files": [
+            {"path": dump.name, "size": dump.stat().st_size, "sha256": sha256_file(dump)}]}
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        size, files = dir_size(folder)
+        record = BackupRecord(
+            id=backup_id, type="logical", parent=None, start_time=started.isoformat(), stop_time=now().isoformat(),
+            database=facts["database"], size_bytes=size, files=files, system_identifier=facts["system_identifier"],
+            pg_version=facts["pg_version"], manifest="manifest.json",
+        )
+        repo.save(record)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return record

@@ -1,0 +1,50 @@
+"""Daemon jobs: one scheduled run each (acting), audited, returning one sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import Settings
+from core.errors import OperationFailed
+from opsctl.backup.policy import load_policy
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def job_backup_full(settings: Settings, policy_dir: Path) -> str:
+    from opsctl.backup.service import create_backup
+
+    record = create_backup(settings, load_policy(directory=policy_dir))
+    return f"took {record.type} backup {record.id} ({_size(record.size_bytes)}, up to LSN {record.stop_lsn})"
+
+
+def job_backup_incremental(settings: Settings, policy_dir: Path) -> str:
+    from opsctl.backup.service import create_backup
+
+    policy = load_policy(directory=policy_dir)
+    record = create_backup(settings, policy, incremental=policy.mode == "physical")
+    on = f" on {record.parent}" if record.parent else " (no earlier backup: took a full one)"
+    return f"took {record.type} backup {record.id}{on if record.type != 'logical' else ''} ({_size(record.size_bytes)})"
+
+
+def job_backup_prune(settings: Settings, policy_dir: Path) -> str:
+    from opsctl.backup.service import apply_prune, plan_prune
+
+    policy = load_policy(directory=policy_dir)
+    plan = plan_prune(settings, policy)
+    apply_prune(settings, policy, plan)
+    return plan.summary()
+
+
+def job_restore_drill(settings: Settings, policy_dir: Path) -> str:
+    from opsctl.backup.drill import run_drill
+
+    report = run_drill(settings, load_policy(directory=policy_dir))
+    summary = (f"restore drill of {report['backup']}: RTO {report['rto_seconds']:.0f} s, "
+               f"RPO {report['rpo_seconds'] or 0:.0f} s")
+    if not report["passed"]:
+        failed = [c["name"] for c in report["checks"] if not c["passed"]] or [report.get("error")]
+        raise OperationFailed(f"{summary}: FAILED ({', '.join(str(f) for f in failed)})")
+    return f"{summary}: all {len(report['checks'])} checks passed"

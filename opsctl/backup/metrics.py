@@ -1,0 +1,55 @@
+"""Prometheus gauges of the restore drill, in this process (the daemon's /metrics) and as a textfile
+(``<data dir>/metrics/opsctl_restore_drill.prom``) for one-off CLI runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+NAMES = {
+    "success": ("opsctl_restore_drill_success", "1 if the last restore drill passed every check, else 0"),
+    "last_success": ("opsctl_restore_drill_last_success_timestamp_seconds", "when a restore drill last passed"),
+    "duration": ("opsctl_restore_drill_duration_seconds", "wall time of the last restore drill"),
+    "rto": ("opsctl_restore_drill_rto_seconds", "RTO measured by the last restore drill"),
+    "rpo": ("opsctl_restore_drill_rpo_seconds", "RPO measured by the last restore drill"),
+}
+
+
+def _gauges(registry: CollectorRegistry | None) -> dict[str, Gauge]:
+    kwargs: dict[str, Any] = {"registry": registry} if registry is not None else {}
+    return {key: Gauge(name, doc, **kwargs) for key, (name, doc) in NAMES.items()}
+
+
+_PROCESS: dict[str, Gauge] = _gauges(None)
+
+
+def textfile(data_dir: Path) -> Path:
+    return data_dir / "metrics" / "opsctl_restore_drill.prom"
+
+
+def _last_success_from(path: Path) -> float:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(NAMES["last_success"][0] + " "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def publish(report: dict[str, Any], data_dir: Path) -> None:
+    path = textfile(data_dir)
+    last = time.time() if report["passed"] else _last_success_from(path)
+    values = {"success": 1.0 if report["passed"] else 0.0, "last_success": last,
+              "duration": float(report.get("duration_seconds") or 0), "rto": float(report.get("rto_seconds") or 0),
+              "rpo": float(report.get("rpo_seconds") or 0)}
+    registry = CollectorRegistry()
+    for gauges in (_PROCESS, _gauges(registry)):
+        for key, value in values.items():
+            if key != "last_success" or value:
+                gauges[key].set(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)

@@ -1,0 +1,134 @@
+"""What the commands and daemon jobs call: open the repository and the database, act, audit."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import OperationFailed, ServiceUnavailable
+from opsctl.backup.catalog import BackupRecord, Repository
+from opsctl.backup.policy import BackupPolicy, load_policy
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from core.config import Settings
+    from opsctl.backup.plan import PrunePlan
+    from opsctl.backup.verify import VerifyResult
+
+Progress = Callable[[str, float | None], None]
+
+
+def _noop(_: str, __: float | None) -> None:
+    return None
+
+
+def repository(settings: Settings, policy: BackupPolicy) -> Repository:
+    return Repository(policy.repository_path(settings.data_dir.resolve()))
+
+
+def policy_for(policy_path: Path | None = None, policy_dir: Path | None = None) -> BackupPolicy:
+    return load_policy(policy_path, policy_dir)
+
+
+@contextmanager
+def maybe_db(settings: Settings) -> Iterator[Any]:
+    """A connection to the database when it is reachable, else None (the catalog needs no database)."""
+    if not settings.database_url:
+        yield None
+        return
+    from core.db import connect
+
+    try:
+        conn = connect(settings.database_url, autocommit=True)
+    except ServiceUnavailable:
+        yield None
+        return
+    with conn:
+        yield conn
+
+
+def audit(conn: Any, action: str, target: str, reason: str, details: dict[str, Any]) -> None:
+    if conn is None:
+        return
+    from opsctl.audit import record
+
+    record(conn, action, target=target, reason=reason, details=details)
+
+
+def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool = False, logical: bool | None = None,
+                  progress: Progress = _noop) -> BackupRecord:
+    from opsctl.backup.create import create_logical, create_physical
+    from opsctl.context import connect_db, database_url
+
+    repo = repository(settings, policy)
+    url = database_url(settings)
+    use_logical = policy.mode == "logical" if logical is None else logical
+    with connect_db(settings) as conn:
+        if use_logical:
+            record = create_logical(conn, url, repo, policy, progress=progress)
+        else:
+            record = create_physical(conn, url, repo, incremental=incremental, fsync=policy.fsync, progress=progress)
+        audit(conn, "backup.create", record.id, f"{record.type} backup", record.to_json())
+    return record
+
+
+def list_backups(settings: Settings, policy: BackupPolicy) -> list[BackupRecord]:
+    return repository(settings, policy).list()
+
+
+def verify_backups(settings: Settings, policy: BackupPolicy, backup_id: str | None = None,
+                   tick: Callable[[int], None] | None = None) -> list[VerifyResult]:
+    """Verify one backup and the chain it needs (or every backup); record the result in the catalog."""
+    from opsctl.backup.verify import verify_backup
+
+    repo = repository(settings, policy)
+    records = repo.chain(repo.get(backup_id)) if backup_id else repo.list()
+    results = []
+    for record in records:
+        result = verify_backup(repo, record, tick)
+        record.verified_at = datetime.now(UTC).isoformat()
+        record.verify_result = "ok" if result.ok else result.summary()
+        repo.save(record)
+        results.append(result)
+    with maybe_db(settings) as conn:
+        for result in results:
+            audit(conn, "backup.verify", result.backup_id, result.summary(),
+                  {"ok": result.ok, "problems": result.problems, "files": result.files, "bytes": result.bytes,
+                   "wal_segments": result.wal_segments})
+    return results
+
+
+def plan_prune(settings: Settings, policy: BackupPolicy, now: datetime | None = None) -> PrunePlan:
+    from opsctl.backup.plan import plan_prune as plan
+    from opsctl.backup.verify import segment_size
+
+    repo = repository(settings, policy)
+    wal = sorted(p.name for p in repo.wal_dir.iterdir()) if repo.wal_dir.is_dir() else []
+    return plan(repo.list(), wal, policy.retention, now or datetime.now(UTC), segment_size(repo))
+
+
+def apply_prune(settings: Settings, policy: BackupPolicy, plan: PrunePlan) -> None:
+    repo = repository(settings, policy)
+    for item in plan.backups:
+        if item.action == "remove":
+            path = repo.backup_dir(item.name)
+            (path / "backup.json").unlink(missing_ok=True)  # uncatalogue first: a half-removed backup is no backup
+            shutil.rmtree(path)
+    for item in plan.wal:
+        if item.action == "remove":
+            (repo.wal_dir / item.name).unlink(missing_ok=True)
+    with maybe_db(settings) as conn:
+        audit(conn, "backup.prune", str(repo.root), plan.summary(),
+              {"removed": [i.name for i in plan.backups if i.action == "remove"],
+               "wal_removed": len([i for i in plan.wal if i.action == "remove"]), "wal_cutoff": plan.wal_cutoff})
+
+
+def require_ok(results: list[VerifyResult]) -> None:
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise OperationFailed(f"backup {bad[0].backup_id} {bad[0].summary()}")

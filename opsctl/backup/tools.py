@@ -1,0 +1,39 @@
+"""Running pg_* tools of the embedded install (as the server's system user) with their output in a file."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+from core.embedded import pg_command
+from core.errors import OperationFailed
+
+
+def run_pg(tool: str, *args: str, timeout: float | None = None, cwd: Path | None = None) -> str:
+    """Run a pg tool; raise OperationFailed with the tail of its output when it fails.
+
+    Output goes through a file, never a pipe: ``pg_ctl start`` leaves the postmaster holding it.
+    """
+    with tempfile.TemporaryFile("w+") as out:
+        try:
+            proc = subprocess.run(pg_command(tool, *args), stdout=out, stderr=subprocess.STDOUT, text=True,
+                                  timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise OperationFailed(f"{tool} did not finish within {timeout:.0f} s") from exc
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        tail = " | ".join(text.strip().splitlines()[-4:])
+        raise OperationFailed(f"{tool} failed (exit {proc.returncode}): {tail}")
+    return text
+
+
+def dir_size(path: Path) -> tuple[int, int]:
+    """(bytes, files) under ``path``."""
+    size = files = 0
+    for p in path.rglob("*"):
+        if p.is_file():
+            size += p.stat().st_size
+            files += 1
+    return size, files

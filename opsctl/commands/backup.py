@@ -1,0 +1,217 @@
+"""``opsctl backup create|list|verify|prune``, ``opsctl restore-test`` and ``opsctl restore``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from opsctl.output import OUTPUT_OPTION, Output, emit, info
+
+app = typer.Typer(help="Back up the database into the repository, list, verify and prune backups.\n\n"
+                       "Example: opsctl backup create --incremental", no_args_is_help=True)
+
+POLICY_OPTION = typer.Option(None, "--policy", help="backup policy file (default: <policy dir>/backup.yaml)")
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, float | None], None]]:
+    """A rich progress bar on stderr; the callback takes (step, fraction done or None)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("starting", total=1.0)
+
+        def update(step: str, fraction: float | None) -> None:
+            bar.update(task, description=step, completed=fraction if fraction is not None else 0.0)
+
+        yield update
+
+
+def _ctx(policy: Path | None) -> tuple[Any, Any]:
+    from opsctl.backup.service import policy_for
+    from opsctl.context import settings
+
+    return settings(), policy_for(policy)
+
+
+BACKUP_COLUMNS = [("id", "ID"), ("type", "TYPE"), ("parent", "PARENT"), ("start_time", "START"),
+                  ("stop_time", "STOP"), ("start_lsn", "START LSN"), ("stop_lsn", "STOP LSN"), ("size", "SIZE"),
+                  ("verified", "VERIFIED")]
+
+
+def _row(r: Any) -> dict[str, Any]:
+    data: dict[str, Any] = r.to_json()
+    data["size"] = f"{r.size_bytes / 1e6:.1f} MB"
+    data["verified"] = f"{r.verified_at[:19]} {r.verify_result}" if r.verified_at else "never"
+    data["start_time"], data["stop_time"] = r.start_time[:19], r.stop_time[:19]
+    return data
+
+
+@app.command("create")
+def create(
+    incremental: bool = typer.Option(False, "--incremental", help="incremental on the newest physical backup"),
+    logical: bool = typer.Option(False, "--logical", help="pg_dump instead of a physical backup"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Take a backup into the repository (physical full by default) and catalogue it.
+
+    Example: opsctl backup create --incremental
+    """
+    from opsctl.backup.service import create_backup
+
+    s, pol = _ctx(policy)
+    with progress_bar() as update:
+        record = create_backup(s, pol, incremental=incremental, logical=True if logical else None, progress=update)
+    emit(_row(record), output, columns=BACKUP_COLUMNS)
+
+
+@app.command("list")
+def list_(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -> None:
+    """List the backups of the repository (read from the repository alone).
+
+    Example: opsctl backup list -o json
+    """
+    from opsctl.backup.service import list_backups
+
+    s, pol = _ctx(policy)
+    emit([_row(r) for r in list_backups(s, pol)], output, columns=BACKUP_COLUMNS)
+
+
+@app.command("verify")
+def verify(
+    backup_id: str | None = typer.Argument(None, help="backup id (with its chain); default: every backup"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Check every file against the manifest (size, SHA-256) and the WAL each backup needs; exit 1 naming
+    the first bad file.
+
+    Example: opsctl backup verify 20260101-120000F
+    """
+    from opsctl.backup.service import require_ok, verify_backups
+
+    s, pol = _ctx(policy)
+    results = verify_backups(s, pol, backup_id)
+    emit([{"id": r.backup_id, "ok": r.ok, "files": r.files, "bytes": r.bytes, "wal_segments": r.wal_segments,
+           "problems": "; ".join(r.problems)} for r in results], output)
+    require_ok(results)
+
+
+@app.command("prune")
+def prune(
+    apply: bool = typer.Option(False, "--apply", help="remove what the plan says (default: show the plan)"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Show what retention removes and keeps, and why; remove it with --apply.
+
+    Example: opsctl backup prune --apply
+    """
+    from opsctl.backup.service import apply_prune, plan_prune
+
+    s, pol = _ctx(policy)
+    plan = plan_prune(s, pol)
+    rows = [{"name": i.name, "kind": i.kind, "action": i.action, "reason": i.reason} for i in plan.backups]
+    wal_gone = [i.name for i in plan.wal if i.action == "remove"]
+    if wal_gone:
+        span = wal_gone[0] if len(wal_gone) == 1 else f"{wal_gone[0]} … {wal_gone[-1]}"
+        rows.append({"name": span, "kind": "wal", "action": "remove",
+                     "reason": f"{len(wal_gone)} segment(s) before {plan.wal_cutoff}"})
+    rows.append({"name": plan.wal_cutoff or "all", "kind": "wal", "action": "keep",
+                 "reason": f"{len(plan.wal) - len(wal_gone)} file(s) kept"})
+    emit(rows, output)
+    if apply:
+        apply_prune(s, pol, plan)
+        info(plan.summary())
+    else:
+        info(plan.summary() + " (dry run: pass --apply to act)")
+
+
+def _parse_time(value: str | None) -> Any:
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    from core.errors import ConfigError
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--target-time {value!r}: use ISO 8601, e.g. 2026-01-01T12:00:00+00:00") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+RESTORE_TEST_HELP = """Restore drill: restore a backup (+ WAL to --target-time) into a scratch server, prove the
+point in time and check integrity, counts, checksums, vector indexes and recall, a search and a write;
+report RTO and RPO against the policy. Exit 0 only when every check passed. The scratch server and
+directory are always removed.
+
+Example: opsctl restore-test --backup latest --target-time 2026-01-01T12:00:00Z -o json
+"""
+
+
+def restore_test(
+    backup: str = typer.Option("latest", "--backup", help="backup id or latest"),
+    target_time: str | None = typer.Option(None, "--target-time", help="recover to this time (ISO 8601)"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    from core.errors import OperationFailed
+    from opsctl.backup.drill import run_drill
+
+    s, pol = _ctx(policy)
+    with progress_bar() as update:
+        report = run_drill(s, pol, backup_id=backup, target_time=_parse_time(target_time), progress=update)
+    if output is Output.table:
+        emit(report["checks"], output, columns=[("name", "CHECK"), ("passed", "PASSED"), ("figure", "FIGURE"),
+                                                ("detail", "DETAIL")],
+             title=f"restore drill of {report['backup']} to {report['recovered_point']}")
+        info(f"RTO {report['rto_seconds']:.1f} s (target {report['rto_target_seconds']:.0f} s), "
+             f"RPO {report['rpo_seconds']:.1f} s (target {report['rpo_target_seconds']:.0f} s): "
+             + ("PASSED" if report["passed"] else "FAILED"))
+    else:
+        emit(report, output)
+    if not report["passed"]:
+        failed = [c["name"] for c in report["checks"] if not c["passed"]]
+        raise OperationFailed(f"restore drill failed: {', '.join(failed) or report.get('error')}")
+
+
+RESTORE_HELP = """Restore a backup (and WAL up to --target-time) into a new data directory for the on-call
+engineer; prints the command that starts it. Asks first unless --yes.
+
+Example: opsctl restore --backup 20260101-120000F --target-time 2026-01-02T09:30:00Z --to /srv/pg-restored
+"""
+
+
+def restore(
+    backup: str = typer.Option(..., "--backup", help="backup id or latest"),
+    to: Path = typer.Option(..., "--to", help="new data directory (must not exist or be empty)"),
+    target_time: str | None = typer.Option(None, "--target-time", help="recover to this time (ISO 8601)"),
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    from opsctl.backup.restore import restore_to
+
+    s, pol = _ctx(policy)
+    if not yes:
+        typer.confirm(f"restore backup {backup} into {to}?", abort=True, err=True)
+    with progress_bar() as update:
+        result = restore_to(s, pol, backup_id=backup, target=to, target_time=_parse_time(target_time),
+                            progress=update)
+    emit(result, output)
+    info(f"start it with:\n  {result['start_command']}")
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``backup``, ``restore-test`` and ``restore`` to the root CLI."""
+    root.add_typer(app, name="backup")
+    root.command("restore-test", help=RESTORE_TEST_HELP)(restore_test)
+    root.command("restore", help=RESTORE_HELP)(restore)
