@@ -59,20 +59,21 @@ def _root(
         logging.basicConfig(level=logging.DEBUG)
 
 
+# in the order of DESIGN.md: run it, use it, operate it, look at it
 app.command("up", help=up_cmd.HELP)(up_cmd.up)
 app.add_typer(tenant_cmd.app, name="tenant")
 app.command("ingest", help=ingest_cmd.HELP)(ingest_cmd.ingest)
 app.command("search", help=search_cmd.HELP)(search_cmd.search)
-app.add_typer(policy_cmd.app, name="policy")
-app.add_typer(runbook_cmd.app, name="runbook")
+app.add_typer(scale_cmd.app, name="scale")
+backup_cmd.register(app)  # backup, restore-test, restore
+app.add_typer(partitions_cmd.app, name="partitions")
+app.add_typer(index_cmd.app, name="index")
+app.add_typer(cache_cmd.app, name="cache")
 app.command("daemon", help=daemon_cmd.HELP)(daemon_cmd.daemon)
 app.command("status", help=status_cmd.HELP)(status_cmd.status)
 app.command("events", help=events_cmd.HELP)(events_cmd.events)
-app.add_typer(scale_cmd.app, name="scale")
-app.add_typer(cache_cmd.app, name="cache")
-app.add_typer(partitions_cmd.app, name="partitions")
-app.add_typer(index_cmd.app, name="index")
-backup_cmd.register(app)
+app.add_typer(runbook_cmd.app, name="runbook")
+app.add_typer(policy_cmd.app, name="policy")
 
 
 def _click_exceptions() -> Any:
