@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import metrics
 from core.cache import Cache
+from core.db import read_connection
 from core.ingest.accept import DocumentsIn, accept_delete, accept_documents, job_status
 from core.ingest.webhooks import SOURCE_RE, event_document
 from core.ratelimit import RateLimiter, retry_after_header
@@ -229,9 +230,8 @@ def create_app(services: Services) -> FastAPI:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>")
-        with services.pool.connection() as conn:
+        with read_connection(services.pool) as conn:
             row = conn.execute(AUTH_SQL, (hash_key(key.strip()),), prepare=True).fetchone()
-            conn.rollback()
         if row is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key")
         principal = Principal(int(row[0]), int(row[1]))
@@ -340,13 +340,17 @@ def create_app(services: Services) -> FastAPI:
 
     @app.post("/v1/search")
     async def post_search(request: Request) -> JSONResponse:
-        principal = await run_in_threadpool(_principal, request)
-        req: SearchRequest = parse_body(await request.body(), SearchRequest)
-        if req.k > settings.search_max_k:
-            raise ApiError(422, "validation_error", f"k: at most {settings.search_max_k}")
-        result = await run_in_threadpool(search, services.pool, services.cache, services.embedder, principal, req,
-                                         settings.search_cache_ttl_seconds)
-        return JSONResponse(result)
+        body = await request.body()
+
+        def _search() -> dict[str, Any]:  # one thread hop for the key lookup and the search
+            principal = _principal(request)
+            req: SearchRequest = parse_body(body, SearchRequest)
+            if req.k > settings.search_max_k:
+                raise ApiError(422, "validation_error", f"k: at most {settings.search_max_k}")
+            return search(services.pool, services.cache, services.embedder, principal, req,
+                          settings.search_cache_ttl_seconds)
+
+        return JSONResponse(await run_in_threadpool(_search))
 
     @app.get("/metrics")
     async def get_metrics() -> Response:
