@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
-    render(results, Console(width=180))
     write_json(results, opts.output)
+    render(results, Console(width=180))
     print(f"JSON report: {opts.output}")
     return 0
 

@@ -46,12 +46,9 @@ BULK_INDEX_SQL = (
     "CREATE INDEX ON raw_noidx USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})",
     "CREATE INDEX ON raw_noidx USING gin (tsv)",
 )
-QUEUE_SQL = """
-SELECT count(*), count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'dead'),
-       count(*) FILTER (WHERE status IN ('queued', 'failed'))
-FROM ingest_jobs
-"""
-POLL_SECONDS = 0.05
+PENDING_SQL = "SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'failed')"  # the partial index
+COUNTS_SQL = "SELECT count(*), count(*) FILTER (WHERE status = 'dead') FROM ingest_jobs"
+POLL_SECONDS = 0.1
 POST_BATCH_DOCS = 200
 
 
@@ -176,22 +173,18 @@ def post_batches(corpus: Corpus, keys: dict[str, str], size: int = POST_BATCH_DO
     return [(key, docs) for _, key, docs in sorted(batches, key=lambda b: b[0])]
 
 
-def _queue(conn: psycopg.Connection[Any]) -> tuple[int, int, int, int]:
-    row = conn.execute(QUEUE_SQL).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
-
-
-def _wait_for_queue(conn: psycopg.Connection[Any], n_docs: int, posting: Any, deadline: float) -> tuple[float, int]:
-    """Poll until every document's job is finished; returns (time.time() then, dead jobs)."""
+def _wait_for_queue(conn: psycopg.Connection[Any], posting: Any, deadline: float) -> float:
+    """Poll until every POST has returned (its jobs are committed) and no job is queued or
+    failed (a job in flight is still queued until its batch commits); returns time.time() then."""
     while True:
-        total, done, dead, pending = _queue(conn)
-        if posting.done() and posting.exception() is not None:
+        posted = posting.done()  # read before counting: every job of a finished POST is committed
+        if posted and posting.exception() is not None:
             raise RuntimeError(f"posting documents failed: {posting.exception()}")
-        if total >= n_docs and pending == 0 and done + dead == total:
-            return time.time(), dead
+        pending = conn.execute(PENDING_SQL).fetchone()[0]  # type: ignore[index]
+        if posted and pending == 0:
+            return time.time()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"ingest did not finish: {done} done, {pending} pending of {n_docs}")
+            raise TimeoutError(f"ingest did not finish in time: {pending} jobs pending")
         time.sleep(POLL_SECONDS)
 
 
@@ -207,7 +200,7 @@ def service_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int
         sampler.start()
         posting = load.submit(post_documents, stack.api_url, batches, clients)
         try:
-            finished_at, dead = _wait_for_queue(conn, len(corpus.docs), posting, time.monotonic() + timeout)
+            finished_at = _wait_for_queue(conn, posting, time.monotonic() + timeout)
         finally:
             stages = sampler.stop()
         cpu = meter.stop()
@@ -215,6 +208,9 @@ def service_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int
         if posted.errors:
             raise RuntimeError(f"{len(posted.errors)} POSTs failed; first: {posted.errors[0]}")
         stored = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]  # type: ignore[index]
+        jobs, dead = conn.execute(COUNTS_SQL).fetchone()  # type: ignore[misc]
+    if jobs != len(corpus.docs) or dead:
+        raise RuntimeError(f"{jobs} jobs for {len(corpus.docs)} documents, {dead} dead")
     if stored != corpus.n_chunks:
         raise RuntimeError(f"the service stored {stored} chunks, the corpus has {corpus.n_chunks}")
     return ServiceIngest(

@@ -37,6 +37,17 @@ class RunResult:
     started_at: float  # time.time() when the threads were released
     cpu_seconds: float  # this process's CPU time during the run
     errors: list[str] = field(default_factory=list)
+    server_cpu_seconds: float = 0.0  # CPU of the PostgreSQL backends of raw sessions, open to close
+
+
+def _backend_cpu_seconds(pid: int) -> float:
+    """utime + stime of a local process (a PostgreSQL backend), from /proc."""
+    try:
+        text = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu() -> float:
@@ -75,7 +86,8 @@ def run_concurrently(n: int, concurrency: int, open_session: Callable[[], Sessio
     cpu = _cpu() - cpu_before
     for s in sessions:
         s.close()
-    return RunResult(seconds, extras, wall, started_at, cpu, errors)
+    server_cpu = sum(float(getattr(s, "server_cpu", 0.0)) for s in sessions)
+    return RunResult(seconds, extras, wall, started_at, cpu, errors, server_cpu)
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -147,11 +159,15 @@ class _PgSession:
         self.conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
         self.conn.autocommit = autocommit
         self.call = call
+        self.backend_pid = self.conn.info.backend_pid
+        self._cpu_at_open = _backend_cpu_seconds(self.backend_pid)
+        self.server_cpu = 0.0
 
     def __call__(self, i: int) -> Any:
         return self.call(self.conn, i)
 
     def close(self) -> None:
+        self.server_cpu = _backend_cpu_seconds(self.backend_pid) - self._cpu_at_open
         self.conn.close()
 
 

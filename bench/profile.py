@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ PYTHON_IN_TXN = "worker Python inside the transaction (chunk, embed, build rows)
 IDLE = "worker idle (no job claimed)"
 API_BACKENDS = "PostgreSQL backends of the API"
 BENCH_BACKENDS = "PostgreSQL backends of the benchmark (raw SQL, polling, sampling)"
+EXITED_BACKENDS = "PostgreSQL processes that exited (short sessions, autovacuum workers)"
 BENCH_PROCESS = "bench process (API, raw COPY client, polling)"
 OTHER_PROCESSES = "other processes on the machine (not the benchmark)"
 COPY_CLIENT = "COPY chunks: backend waits for rows from the worker (client-side serialisation)"
@@ -69,7 +70,7 @@ def classify(state: str | None, wait_type: str | None, wait: str | None, query: 
 
 
 class ActivitySampler:
-    def __init__(self, url: str, interval: float = 0.01) -> None:
+    def __init__(self, url: str, interval: float = 0.05) -> None:
         self.url = url
         self.interval = interval
         self.counts: Counter[str] = Counter()
@@ -105,8 +106,15 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 def process_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` itself (utime + stime)."""
     fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else 0.0
+
+
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """CPU time of the children ``pid`` has waited for (cutime + cstime): processes that exited."""
+    fields = _stat_fields(pid)
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK if fields else 0.0
 
 
 def children_of(parent: int) -> list[int]:
@@ -129,6 +137,7 @@ def machine_busy_ticks() -> tuple[int, int]:
 @dataclass
 class CpuSnapshot:
     per_pid: dict[int, float]
+    exited_backends: float  # CPU of PostgreSQL processes that have exited (reaped by the postmaster)
     busy: int
     total: int
 
@@ -154,7 +163,8 @@ class CpuMeter:
 
     def _snapshot(self) -> CpuSnapshot:
         busy, total = machine_busy_ticks()
-        return CpuSnapshot({pid: process_cpu_seconds(pid) for pid in self._pids()}, busy, total)
+        per_pid = {pid: process_cpu_seconds(pid) for pid in self._pids()}
+        return CpuSnapshot(per_pid, reaped_children_cpu_seconds(self.postmaster), busy, total)
 
     def start(self) -> None:
         self._start = self._snapshot()
@@ -164,6 +174,7 @@ class CpuMeter:
         end = self._snapshot()
         delta = {pid: cpu - self._start.per_pid.get(pid, 0.0) for pid, cpu in end.per_pid.items()}
         groups = self._group(delta)
+        groups[EXITED_BACKENDS] = end.exited_backends - self._start.exited_backends
         busy = (end.busy - self._start.busy) / CLK_TCK
         groups[OTHER_PROCESSES] = max(0.0, busy - sum(groups.values()))
         ticks = end.total - self._start.total
@@ -174,9 +185,9 @@ class CpuMeter:
             "cpus": len(os.sched_getaffinity(0)),
         }
 
-    def _group(self, delta: dict[int, float]) -> Counter[str]:
+    def _group(self, delta: dict[int, float]) -> defaultdict[str, float]:
         apps = self._backend_apps()
-        groups: Counter[str] = Counter()
+        groups: defaultdict[str, float] = defaultdict(float)
         for pid, seconds in delta.items():
             if pid in self.worker_pids:
                 groups["worker processes (Python)"] += seconds
@@ -208,9 +219,9 @@ def scrape_workers(ports: list[int]) -> dict[str, float]:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
+    totals: defaultdict[str, float] = defaultdict(float)
     wanted = {"core_ingest_batch_seconds_sum", "core_ingest_batch_seconds_count", "core_embed_seconds_sum",
               "core_embed_seconds_count", "core_ingest_chunks_total"}
-    totals: Counter[str] = Counter()
     for port in ports:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         for family in text_string_to_metric_families(text):

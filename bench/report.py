@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.ingest import RawIngest, ServiceIngest
-from bench.profile import API_BACKENDS, BENCH_BACKENDS, BENCH_PROCESS
+from bench.profile import BENCH_PROCESS, OTHER_PROCESSES
 from bench.search import Decomposition, LatencyRow, RecallRow
 from bench.stats import ratio
 
@@ -115,6 +115,8 @@ def _main_table(r: Results) -> Table:
     row("chunks/s vs unindexed COPY", si.rate, ri.unindexed_rate, "COPY into unindexed table")
     row("chunks/s vs COPY + index build", si.rate, ri.bulk_rate, "COPY unindexed, then CREATE INDEX")
     row("wall seconds", si.seconds, ri.indexed_seconds, "indexed COPY")
+    row("CPU ms per chunk (all benchmark processes)", _cpu_ms_per(si.cpu, si.chunks), _cpu_ms_per(ri.cpu, ri.chunks),
+        "indexed COPY (one connection)")
     row("other processes' CPU share", si.cpu.get("other_processes_share", 0.0),
         ri.cpu.get("other_processes_share", 0.0), "during the indexed COPY (noise, not the benchmark)", pct=True)
     for lat in r.latency:
@@ -124,6 +126,17 @@ def _main_table(r: Results) -> Table:
         row(f"company {rec.company} ({rec.rows_share:.0%} of rows), {rec.queries} queries", rec.service,
             rec.raw_hnsw, "raw HNSW query (exact = 1.000)", f"recall@10 company {rec.company}")
     return t
+
+
+def _contrast(rec: RecallRow) -> str:
+    c = rec.contrast
+    return " / ".join(f"{c[k]:.3f}" for k in ("distance_1", "distance_10", "distance_100") if k in c)
+
+
+def _cpu_ms_per(cpu: dict[str, Any], n: int) -> float:
+    """CPU milliseconds per item over every process of the benchmark (not other processes)."""
+    own = sum(v for k, v in cpu.get("cpu_seconds", {}).items() if k != OTHER_PROCESSES)
+    return own * 1000 / n if n else math.nan
 
 
 def _latency_rows(row: Any, lat: LatencyRow) -> None:
@@ -139,8 +152,7 @@ def _latency_rows(row: Any, lat: LatencyRow) -> None:
     row("cached server took_ms p50", cac.took_p50_ms or 0.0, None, "", f"cached server took_ms p50 c={c}")
     row("API process CPU ms per uncached request", unc.cpu_ms_per_request(BENCH_PROCESS), None, "")
     row("API process CPU ms per cached request", cac.cpu_ms_per_request(BENCH_PROCESS), None, "")
-    row("DB CPU ms per uncached request", unc.cpu_ms_per_request(API_BACKENDS),
-        raw.cpu_ms_per_request(BENCH_BACKENDS), "raw SQL")
+    row("DB CPU ms per uncached request", unc.db_cpu_ms, raw.db_cpu_ms, "raw SQL")
     row("other processes' CPU share (uncached run)", unc.other_share, raw.other_share, "during the raw run (noise)",
         pct=True)
 
@@ -187,25 +199,30 @@ def _search_profile(t: Table, d: Decomposition) -> None:
     t.add_row("[bold]uncached search, concurrency 1: each step alone (p50)[/bold]", "", "")
     steps = (
         ("HTTP floor: GET /healthz (uvicorn, FastAPI, httpx)", d.http_floor),
-        ("API-key lookup SQL (BEGIN, SELECT, ROLLBACK)", d.auth_sql),
+        ("API-key lookup SQL (autocommit)", d.auth_sql),
         ("Redis GET (cache miss)", d.redis_get),
         ("query embedding (hash)", d.query_embed),
-        ("service vector SQL (BEGIN, CTE query, ROLLBACK)", d.service_sql_txn),
+        ("service vector SQL (CTE query, autocommit)", d.service_sql),
     )
     for name, ms in steps:
         t.add_row(f"  {name}", f"{ms:.2f} ms", f"{ms / d.observed:.0%} of observed")
+    t.add_row("  API process CPU per GET /healthz", f"{d.http_floor_cpu:.2f} ms", "the HTTP stack's own CPU cost")
     t.add_row("  sum of the steps", f"{d.accounted:.2f} ms", f"observed {d.observed:.2f} ms client side, "
               f"{d.observed_took:.2f} ms server took_ms")
-    t.add_row("  service vector SQL without the transaction", f"{d.service_sql_autocommit:.2f} ms",
+    t.add_row("  service vector SQL inside BEGIN … ROLLBACK", f"{d.service_sql_txn:.2f} ms",
               f"raw plain query {d.raw_sql:.2f} ms")
 
 
 def _recall_profile(t: Table, recall: list[RecallRow]) -> None:
     for rec in recall:
-        t.add_row(f"[bold]raw HNSW recall@10 by hnsw.ef_search, company {rec.company}[/bold]", "", "")
+        t.add_row(f"[bold]exact search, company {rec.company}[/bold]", f"{rec.exact_p50_ms:.1f} ms",
+                  "p50 at concurrency 1, index scans off (plan in the first table)")
+        t.add_row("  mean cosine distance of neighbour 1 / 10 / 100", _contrast(rec),
+                  "a flat profile (10th close to 100th) is hard for any ANN index")
+        t.add_row(f"[bold]raw query recall@10 by hnsw.ef_search, company {rec.company}[/bold]", "", "")
         for point in rec.sweep:
             t.add_row(f"  ef_search = {point['ef_search']:.0f}", f"{point['recall']:.3f}",
-                      f"p50 {point['p50_ms']:.2f} ms at concurrency 1")
+                      f"p50 {point['p50_ms']:.2f} ms at concurrency 1; planner: {point['plan']}")
 
 
 def _profile_table(r: Results) -> Table:
@@ -233,10 +250,27 @@ def _machine_table(r: Results) -> Table:
     return t
 
 
+NOISE_LIMIT = 0.10
+
+
+def noise_notes(r: Results) -> list[str]:
+    """Measured phases during which processes outside the benchmark used notable CPU."""
+    phases = [("service ingest", r.service_ingest.cpu), ("raw indexed COPY", r.raw_ingest.cpu)]
+    for lat in r.latency:
+        for name, run in (("raw", lat.raw), ("uncached", lat.uncached), ("cached", lat.cached)):
+            phases.append((f"search {name} c={lat.concurrency}", run.cpu))
+    return [f"{name} {float(cpu.get('other_processes_share') or 0):.0%}" for name, cpu in phases
+            if float(cpu.get("other_processes_share") or 0) > NOISE_LIMIT]
+
+
 def render(results: Results, console: Console) -> None:
     console.print(_machine_table(results))
     console.print(_main_table(results))
     console.print(_profile_table(results))
+    noisy = noise_notes(results)
+    if noisy:
+        console.print("[yellow]the machine was shared: processes outside the benchmark used this share of all CPUs "
+                      "during[/yellow] " + ", ".join(noisy) + " [yellow](treat those figures as noisy)[/yellow]")
     missed = [t for t in results.targets() if not t.met]
     if missed:
         console.print("[red]targets missed:[/red] " + "; ".join(
@@ -269,6 +303,7 @@ def to_json(results: Results) -> dict[str, Any]:
         for kind in ("uncached", "cached"):
             row[f"{kind}_ratio"] = {m: ratio(row[kind]["latency"][m], raw[m]) for m in ("p50_ms", "p99_ms", "qps")}
     data["targets"] = [t.as_dict() for t in results.targets()]
+    data["noisy_phases"] = noise_notes(results)
     return data
 
 

@@ -13,6 +13,7 @@ ties with the k-th exact distance.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from bench.load import (
     search_raw,
     sql_repeat,
 )
-from bench.profile import meter_for
+from bench.profile import API_BACKENDS, BENCH_PROCESS, meter_for
 from bench.stack import Stack
 from bench.stats import Latency, percentile, summarize
 from core.search.retrieve import VECTOR_SQL
@@ -52,6 +53,7 @@ class Run:
     took_p50_ms: float | None
     cached_fraction: float | None
     cpu: dict[str, Any]
+    db_cpu_ms: float  # CPU of the PostgreSQL backends serving the run, per request
 
     def cpu_ms_per_request(self, group: str) -> float:
         return float(self.cpu.get("cpu_seconds", {}).get(group, 0.0)) * 1000 / self.latency.n
@@ -77,7 +79,9 @@ class RecallRow:
     service: float
     raw_hnsw: float
     plans: dict[str, str]
-    sweep: list[dict[str, float]]  # raw HNSW recall and p50 (concurrency 1) by hnsw.ef_search
+    sweep: list[dict[str, Any]]  # raw query recall, p50 (concurrency 1) and plan by hnsw.ef_search
+    exact_p50_ms: float
+    contrast: dict[str, float]
 
 
 def prepare(stack: Stack) -> dict[str, dict[str, str]]:
@@ -128,11 +132,13 @@ def _metered(stack: Stack, load: LoadProcess, concurrency: int, fn: Callable[...
     result = load.run(fn, *args)
     cpu = meter.stop()
     latency = summarize(result.seconds, result.wall_seconds, concurrency)
+    n = len(result.seconds)
     if not api:
-        return Run(latency, None, None, cpu)
+        return Run(latency, None, None, cpu, result.server_cpu_seconds * 1000 / n)
     took = percentile([e[0] for e in result.extras], 50)
-    cached = sum(1 for e in result.extras if e[1]) / len(result.extras)
-    return Run(latency, took, cached, cpu)
+    cached = sum(1 for e in result.extras if e[1]) / n
+    db_ms = float(cpu["cpu_seconds"].get(API_BACKENDS, 0.0)) * 1000 / n
+    return Run(latency, took, cached, cpu, db_ms)
 
 
 def latency(stack: Stack, load: LoadProcess, queries: list[str], vectors: npt.NDArray[np.float32],
@@ -157,18 +163,19 @@ class Decomposition:
     """p50 (ms) at concurrency 1 of each step an uncached search takes, measured alone."""
 
     http_floor: float  # GET /healthz through uvicorn + FastAPI + httpx
-    auth_sql: float  # the API-key lookup, BEGIN … ROLLBACK as the API runs it
+    http_floor_cpu: float  # API process CPU ms per GET /healthz
+    auth_sql: float  # the API-key lookup, one autocommit statement as the API runs it
     redis_get: float  # the cache miss
     query_embed: float  # hash embedding of one query, in-process
-    service_sql_txn: float  # the service's vector SQL, BEGIN … ROLLBACK
-    service_sql_autocommit: float  # the same SQL without the transaction
+    service_sql: float  # the service's vector SQL, one autocommit statement as the API runs it
+    service_sql_txn: float  # the same SQL inside BEGIN … ROLLBACK (what an explicit transaction costs)
     raw_sql: float  # the plain raw query (the baseline)
     observed: float  # uncached POST /v1/search, client side
     observed_took: float  # its server-side took_ms
 
     @property
     def accounted(self) -> float:
-        return self.http_floor + self.auth_sql + self.redis_get + self.query_embed + self.service_sql_txn
+        return self.http_floor + self.auth_sql + self.redis_get + self.query_embed + self.service_sql
 
 
 def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32], query_embed_ms: float,
@@ -176,8 +183,8 @@ def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32],
     tenant = stack.tenants["A"]
     ef = stack.settings.hnsw_ef_search
     n = len(vectors)
-    http = load.run(http_get, stack.api_url, "/healthz", n, 1)
-    auth = load.run(sql_repeat, stack.db_url, AUTH_SQL, [(hash_key(tenant.api_key),)] * n, 1, ef, True)
+    http = _metered(stack, load, 1, http_get, stack.api_url, "/healthz", n, 1)
+    auth = load.run(sql_repeat, stack.db_url, AUTH_SQL, [(hash_key(tenant.api_key),)] * n, 1, ef, False)
     miss = load.run(redis_get, stack.redis.url, n, 1)
     params = [{"q": v, "company": tenant.company_id, "n": K} for v in vectors]
     txn = load.run(sql_repeat, stack.db_url, SERVICE_VECTOR_SQL, params, 1, ef, True)
@@ -186,17 +193,40 @@ def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32],
     def p50(result: RunResult) -> float:
         return percentile(result.seconds, 50) * 1000
 
-    return Decomposition(p50(http), p50(auth), p50(miss), query_embed_ms, p50(txn), p50(auto),
-                         observed.raw.latency.p50_ms, observed.uncached.latency.p50_ms,
-                         observed.uncached.took_p50_ms or 0.0)
+    return Decomposition(
+        http_floor=http.latency.p50_ms, http_floor_cpu=http.cpu_ms_per_request(BENCH_PROCESS), auth_sql=p50(auth),
+        redis_get=p50(miss), query_embed=query_embed_ms, service_sql=p50(auto), service_sql_txn=p50(txn),
+        raw_sql=observed.raw.latency.p50_ms, observed=observed.uncached.latency.p50_ms,
+        observed_took=observed.uncached.took_p50_ms or 0.0,
+    )
 
 
-def exact_neighbours(stack: Stack, company_id: int, vectors: npt.NDArray[np.float32]) -> list[list[tuple[int, float]]]:
+@dataclass(frozen=True)
+class Exact:
+    neighbours: list[list[tuple[int, float]]]  # the exact top-k per query
+    p50_ms: float  # exact search latency at concurrency 1
+    contrast: dict[str, float]  # mean distance of the 1st, k-th and CONTRAST_DEPTH-th neighbour
+
+
+CONTRAST_DEPTH = 100
+
+
+def exact_neighbours(stack: Stack, company_id: int, vectors: npt.NDArray[np.float32]) -> Exact:
+    """The exact neighbours (index scans off: a sequential or btree scan and a sort)."""
+    found: list[list[tuple[int, float]]] = []
+    seconds: list[float] = []
     with stack.connect(autocommit=True) as conn:
         conn.execute("SET enable_indexscan = off")
-        return [[(int(r[0]), float(r[1])) for r in conn.execute(RAW_VECTOR_SQL, {"q": v, "company": company_id,
-                                                                                 "k": K}).fetchall()]
-                for v in vectors]
+        for v in vectors:
+            started = time.perf_counter()
+            rows = conn.execute(RAW_VECTOR_SQL, {"q": v, "company": company_id, "k": CONTRAST_DEPTH}).fetchall()
+            seconds.append(time.perf_counter() - started)
+            found.append([(int(r[0]), float(r[1])) for r in rows])
+    contrast = {
+        f"distance_{rank}": float(np.mean([f[rank - 1][1] for f in found if len(f) >= rank]))
+        for rank in (1, K, CONTRAST_DEPTH)
+    }
+    return Exact([f[:K] for f in found], percentile(seconds, 50) * 1000, contrast)
 
 
 def recall_at_k(found: list[tuple[int, float]], exact: list[tuple[int, float]], k: int = K) -> float:
@@ -213,13 +243,22 @@ def _mean_recall(found: list[list[tuple[int, float]]], exact: list[list[tuple[in
     return float(np.mean([recall_at_k(f, e) for f, e in zip(found, exact, strict=True)]))
 
 
+def _uses_hnsw(stack: Stack, company_id: int, vector: npt.NDArray[np.float32], ef_search: int) -> bool:
+    with stack.connect(autocommit=True) as conn:
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+        plan = _plan(conn, sql.SQL(RAW_VECTOR_SQL), {"q": vector, "company": company_id, "k": K})
+    return "embedding_idx" in plan
+
+
 def _sweep(stack: Stack, load: LoadProcess, company_id: int, vectors: npt.NDArray[np.float32],
-           exact: list[list[tuple[int, float]]]) -> list[dict[str, float]]:
-    points = []
+           exact: list[list[tuple[int, float]]]) -> list[dict[str, Any]]:
+    points: list[dict[str, Any]] = []
     for ef in sorted({*EF_SWEEP, stack.settings.hnsw_ef_search}):
         raw = load.run(search_raw, stack.db_url, company_id, vectors, 1, ef)
         points.append({"ef_search": ef, "recall": _mean_recall(raw.extras, exact),
-                       "p50_ms": percentile(raw.seconds, 50) * 1000})
+                       "p50_ms": percentile(raw.seconds, 50) * 1000,
+                       "plan": "HNSW index" if _uses_hnsw(stack, company_id, vectors[0], ef) else "no index (exact)"})
     return points
 
 
@@ -227,10 +266,10 @@ def recall(stack: Stack, load: LoadProcess, company: str, queries: list[str], ve
            rows_share: float, plans: dict[str, dict[str, str]]) -> RecallRow:
     tenant = stack.tenants[company]
     exact = exact_neighbours(stack, tenant.company_id, vectors)
-    sweep = _sweep(stack, load, tenant.company_id, vectors, exact)
+    sweep = _sweep(stack, load, tenant.company_id, vectors, exact.neighbours)
     raw_recall = next(p["recall"] for p in sweep if p["ef_search"] == stack.settings.hnsw_ef_search)
     stack.flush_cache()
     service = load.run(search_api, stack.api_url, tenant.api_key, queries, RECALL_CONCURRENCY, K, True)
     service_hits = [[(cid, 1.0 - score) for cid, score in e[2]] for e in service.extras]
-    return RecallRow(company, rows_share, len(queries), _mean_recall(service_hits, exact), raw_recall,
-                     plans[company], sweep)
+    return RecallRow(company, rows_share, len(queries), _mean_recall(service_hits, exact.neighbours), raw_recall,
+                     plans[company], sweep, exact.p50_ms, exact.contrast)

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from core.cache import Cache
-from core.config import Settings
+from core.config import Settings, load_settings
 from core.db import make_pool, migrate
 from core.embed import make_embedder
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -116,7 +116,7 @@ class ApiServer:
 
 
 def _settings(root: Path, db_url: str, redis_url: str) -> Settings:
-    return Settings(
+    return load_settings(
         data_dir=root / "data",
         database_url=with_app_name(db_url, API_APP),
         redis_url=redis_url,

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import metrics
 from core.cache import Cache
+from core.db import read_connection
 from core.documents import get_document
 from core.ingest.accept import DocumentsIn, accept_delete, accept_documents, job_status
 from core.ingest.webhooks import SOURCE_RE, event_document
@@ -231,9 +232,8 @@ def create_app(services: Services) -> FastAPI:
         if scheme.lower() != "bearer" or not key.strip():
             raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>")
         ttl = services.cache.setting("ttl_auth", settings.auth_cache_ttl_seconds)
-        with services.pool.connection() as conn:
+        with read_connection(services.pool) as conn:
             principal = resolve_principal(conn, services.cache, key.strip(), ttl)
-            conn.rollback()
         if principal is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key")
         _rate_limit(principal.company_id)
@@ -356,12 +356,15 @@ def create_app(services: Services) -> FastAPI:
 
     @app.post("/v1/search")
     async def post_search(request: Request) -> JSONResponse:
-        principal = await run_in_threadpool(_principal, request)
-        req: SearchRequest = parse_body(await request.body(), SearchRequest)
-        if req.k > settings.search_max_k:
-            raise ApiError(422, "validation_error", f"k: at most {settings.search_max_k}")
+        body = await request.body()
+
         def _search() -> dict[str, Any]:
-            # in the thread pool: a slow Redis (policy re-read, query log) must not block the event loop
+            # one thread hop for the key lookup and the search; a slow Redis (policy re-read, query
+            # log) must not block the event loop either
+            principal = _principal(request)
+            req: SearchRequest = parse_body(body, SearchRequest)
+            if req.k > settings.search_max_k:
+                raise ApiError(422, "validation_error", f"k: at most {settings.search_max_k}")
             ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
             found = search(services.pool, services.cache, services.embedder, principal, req, ttl)
             services.cache.log_query(principal.company_id, req.canonical(), time.time())

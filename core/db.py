@@ -175,6 +175,18 @@ def make_pool(url: str, settings: Settings, *, name: str = "core", min_size: int
 
 
 @contextmanager
+def read_connection(pool: ConnectionPool) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection in autocommit, for one read-only statement: each statement is its own
+    snapshot, and no BEGIN or ROLLBACK round trip is paid around it."""
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            conn.autocommit = False
+
+
+@contextmanager
 def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection inside one transaction (commit on success, rollback on error)."""
     with pool.connection() as conn, conn.transaction():

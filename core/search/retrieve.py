@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core import metrics
 from core.cache import search_key
+from core.db import read_connection
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -187,9 +188,8 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
         return {"results": cached, "cached": True, "took_ms": round(took, 3)}
-    with pool.connection() as conn:
+    with read_connection(pool) as conn:  # one statement: no BEGIN/ROLLBACK round trips
         hits = retrieve(conn, embedder, principal.company_id, req)
-        conn.rollback()
     results = [h.as_dict() for h in hits]
     cache.set_json(key, results, ttl)
     took = (time.perf_counter() - started) * 1000
