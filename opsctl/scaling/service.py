@@ -13,18 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from prometheus_client import Counter
-
 from core.errors import ConfigError, NotFound, OperationFailed, OpsError
 from opsctl.scaling import snapshot as snapshots
 from opsctl.scaling.engine import Decision, decide
 from opsctl.scaling.policy import AutoscalingPolicy, ServicePolicy, Target
 from opsctl.scaling.snapshot import Snapshot
 from opsctl.scaling.targets import ScaleTarget
-
-METRIC_ERRORS = Counter("opsctl_scale_metric_errors_total",
-                        "Autoscaling metric reads that failed (no data, NaN, several series, Prometheus down)",
-                        ["service", "metric"])
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -110,6 +104,7 @@ def _cycle(conn: Any, settings: Settings, name: str, svc: ServicePolicy, source:
            now: datetime, targets: Callable[[Target, Settings], ScaleTarget]) -> Outcome:
     from opsctl import audit
     from opsctl.scaling import history
+    from opsctl.scaling.metrics import METRIC_ERRORS
 
     target = targets(svc.target, settings)
     with conn.transaction():
