@@ -1,9 +1,7 @@
 """Find the ``opsctl …`` command lines cited in runbooks and manifests and check them against the CLI.
 
 A cited line resolves to a command path (``["scale", "explain"]``) by walking the real Typer/click
-command tree; the options it uses must exist on that command. Command groups built by other
-pieces of opsctl may not be registered yet in a branch: :data:`PENDING` names them, and a cited
-command under a pending group is reported, not checked, until the group is registered.
+command tree; the options it uses must exist on that command.
 """
 
 from __future__ import annotations
@@ -13,14 +11,6 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-# commands other branches add (issues 3, 4, 5 and the daemon, status and events of issue 6):
-# top-level name → its subcommands as agreed (only used to name what is missing)
-PENDING: dict[str, frozenset[str]] = {
-    "status": frozenset(), "events": frozenset(), "restore-test": frozenset(), "restore": frozenset(),
-    "daemon": frozenset(), "scale": frozenset({"explain", "set", "pause", "resume"}),
-    "backup": frozenset({"create", "list", "verify", "prune"}), "partitions": frozenset({"list", "rotate"}),
-    "index": frozenset({"status", "tune", "maintain"}), "cache": frozenset({"status", "apply", "warm", "flush"}),
-}
 _FENCE = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 _INLINE = re.compile(r"`(opsctl [^`]+)`")
 _SHELL_STOP = {"|", "||", "&&", ";", ">", ">>", "2>", "&"}
@@ -56,14 +46,6 @@ def citations_in_markdown(text: str, source: str) -> list[Citation]:
     for line in _INLINE.findall(outside):
         found.append(Citation(source, line, split_command(line)))
     return found
-
-
-def pending_path(argv: tuple[str, ...]) -> str | None:
-    """``"scale explain"`` for a command of a pending group, None when the group is not pending."""
-    subcommands = PENDING.get(argv[0])
-    if subcommands is None:
-        return None
-    return " ".join(argv[:2]) if len(argv) > 1 and argv[1] in subcommands else argv[0]
 
 
 def root_command() -> Any:
