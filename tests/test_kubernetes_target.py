@@ -735,3 +735,63 @@ def test_importing_the_target_does_not_import_the_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=DOC.parent.parent
     )
     assert out.stdout.strip() == "False"
+
+
+# --- the whole path: `opsctl scale --apply` → Prometheus → decision → PATCH --------------------
+
+K8S_POLICY = """
+prometheus: {{url: "{prom}", timeoutSeconds: 5}}
+services:
+  core-worker:
+    target: {{kind: Deployment, name: core-worker, namespace: default, context: prod}}
+    minReplicas: 1
+    maxReplicas: 10
+    metrics:
+      - name: backlog
+        query: vector(450)
+        target: {{type: AverageValue, averageValue: 100}}
+"""
+
+
+@pytest.fixture
+def prometheus() -> Iterator[Any]:
+    from core.embedded import EmbeddedPrometheus, prometheus_binary
+    from tests.conftest import free_port, outside_pytest_tmp
+
+    assert prometheus_binary(), "Prometheus must be installed (make test installs it): this test never skips"
+    prom = EmbeddedPrometheus(outside_pytest_tmp("opsctl-test-k8s-prom-"), "127.0.0.1:9", port=free_port())
+    prom.start()
+    yield prom
+    prom.stop()
+
+
+def test_scale_apply_patches_the_deployment_and_refuses_one_an_hpa_owns(
+        kubeconfig: Path, cluster: FakeCluster, prometheus: Any, db_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from opsctl.cli import main
+
+    policy = tmp_path / "autoscaling.yaml"
+    policy.write_text(K8S_POLICY.format(prom=prometheus.url))
+    monkeypatch.setenv("OPSCTL_DATABASE_URL", db_url)
+
+    def scale(*args: str) -> tuple[int, Any]:
+        code = main(["scale", "core-worker", "--policy", str(policy), "-o", "json", *args])
+        out = capsys.readouterr().out
+        return code, json.loads(out) if out.strip() else None
+
+    # a dry run reads the Deployment and Prometheus, decides, and patches nothing
+    code, dry = scale()
+    assert code == 0 and dry["current_replicas"] == 3 and dry["desired_replicas"] == 5 and not cluster.patches()
+    # the HPA's AverageValue math: 450 in total over a target of 100 per replica → ceil(4.5) = 5
+    assert [m["value"] for m in dry["metrics"]] == [450]
+
+    cluster.hpas["default"] = [hpa("worker-hpa", "Deployment", "core-worker")]
+    code, refused = scale("--apply")
+    assert code == 1 and not cluster.patches()
+    assert "HorizontalPodAutoscaler default/worker-hpa" in json.dumps(refused)
+
+    code, forced = scale("--apply", "--force")
+    assert code == 0 and forced["applied"] is True
+    (patch,) = cluster.patches()
+    assert patch.path == "/apis/apps/v1/namespaces/default/deployments/core-worker/scale"
+    assert patch.body == {"spec": {"replicas": 5}}
