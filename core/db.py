@@ -70,10 +70,11 @@ def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, **kwargs)
     except psycopg.OperationalError as exc:
-        raise ServiceUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        raise ServiceUnavailable(f"cannot connect to PostgreSQL: {first_line(exc)}") from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (driver errors carry multi-line details)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
@@ -170,7 +171,7 @@ def make_pool(url: str, settings: Settings, *, name: str = "core", min_size: int
         pool.open(wait=True, timeout=30)
     except Exception as exc:
         pool.close()
-        raise ServiceUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        raise ServiceUnavailable(f"cannot connect to PostgreSQL: {first_line(exc)}") from exc
     return pool
 
 

@@ -14,8 +14,10 @@ loaded so ``opsctl --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +37,25 @@ KINDS: dict[str, str] = {
 
 DEFAULT_DIR = Path("policies")
 M = TypeVar("M", bound=BaseModel)
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(text: str | float | int) -> timedelta:
+    """A policy duration: ``"30s"``, ``"5m"``, ``"1h30m"``, ``"2d"``, ``"1w"``, or a number of seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        value = str(text).strip().replace(" ", "")
+        parts = _DURATION.findall(value)
+        if not value or "".join(n + u for n, u in parts) != value:
+            raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h30m, 2d, 1w")
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return timedelta(seconds=seconds)
 
 
 class PolicyModel(BaseModel):

@@ -16,7 +16,8 @@ from opsctl.backup.plan import (
     segment_name,
     segments_between,
 )
-from opsctl.backup.policy import Retention, parse_duration
+from opsctl.backup.policy import Retention
+from opsctl.policy import parse_duration
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 MB16 = 16 * 1024 * 1024
@@ -109,7 +110,7 @@ def test_segments_between(start: str, stop: str, names: list[str]) -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("12h", 43200), ("7d", 604800), (5, 5)])
 def test_parse_duration(text: str | int, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+    assert parse_duration(text).total_seconds() == seconds
 
 
 def test_ids_are_unique_within_a_second() -> None:

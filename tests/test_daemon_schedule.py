@@ -15,9 +15,8 @@ from opsctl.daemon.schedule import (
     due_jobs,
     job_specs,
     last_fire_time,
-    parse_duration,
 )
-from opsctl.policy import PolicyError, load
+from opsctl.policy import PolicyError, load, parse_duration
 from tests.conftest import project_root
 
 T = datetime(2026, 3, 1, 3, 0, 0, tzinfo=UTC)  # a Sunday, 03:00 UTC

@@ -126,7 +126,7 @@ def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool 
 
 def create_logical(conn: Any, url: str, repo: Repository, policy: BackupPolicy, *, progress: Progress = _noop,
                    now: Callable[[], datetime] = _utcnow) -> BackupRecord:
-    from opsctl.backup.verify import sha256_file
+    from opsctl.files import sha256_file
 
     facts = _database_facts(conn)
     started = now()

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from opsctl.policy import PolicyModel
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+from opsctl.policy import PolicyModel, parse_duration
 
 CHECKS = ("point_in_time", "page_checksums", "heap_read", "index_vs_seq", "row_counts", "document_checksums",
           "vector_indexes", "vector_recall", "recorded_search", "accepts_write")
-
-
-def parse_duration(value: str | int | float) -> float:
-    """``"7d"``, ``"12h"``, ``"90s"`` or a number of seconds → seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 12h, 7d, 2w)")
-    return float(match.group(1)) * _UNIT[match.group(2)]
 
 
 class Schedule(PolicyModel):
@@ -35,8 +21,7 @@ class Schedule(PolicyModel):
     @field_validator("full_every", "incremental_every", "drill_every")
     @classmethod
     def _duration(cls, v: str) -> str:
-        if parse_duration(v) <= 0:
-            raise ValueError("must be positive")
+        parse_duration(v)  # raises for a malformed or non-positive duration
         return v
 
 

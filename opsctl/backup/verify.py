@@ -15,10 +15,10 @@ from typing import Any
 from core.errors import OperationFailed
 from opsctl.backup.catalog import BackupRecord, Repository
 from opsctl.backup.plan import parse_lsn, segments_between
+from opsctl.files import sha256_file
 
 # files pg_basebackup writes outside the manifest, and ones a restore adds
 NOT_IN_MANIFEST = {"backup_manifest", "backup.json", "recovery.signal", "standby.signal", "postgresql.auto.conf"}
-CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -40,12 +40,6 @@ class VerifyResult:
         return f"failed: {self.problems[0]}{more}"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest_checksum_ok(raw: bytes) -> bool:

@@ -24,8 +24,8 @@ def events(
     from core.errors import ConfigError
     from opsctl.context import connect_db, settings
     from opsctl.daemon.events import list_events
-    from opsctl.daemon.schedule import parse_duration
     from opsctl.output import emit
+    from opsctl.policy import parse_duration
 
     try:
         window = parse_duration(since) if since is not None else None

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from opsctl.policy import PolicyModel
+from opsctl.policy import PolicyModel, parse_duration
 
 # the jobs every piece of opsctl exposes: name → "module:function"
 REGISTRY: dict[str, str] = {
@@ -33,8 +33,6 @@ REGISTRY: dict[str, str] = {
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CRON_DEFAULT_GRACE = timedelta(hours=1)
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _RUN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -70,19 +68,6 @@ def cron_trigger(expression: str, timezone: Any = UTC) -> Any:
                        timezone=timezone)
 
 
-def parse_duration(text: str | float | int) -> timedelta:
-    """``"30s"``, ``"5m"``, ``"1h30m"``, ``"2d"``, ``"1w"``, or a number of seconds."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        value = str(text).strip().replace(" ", "")
-        parts = _DURATION.findall(value)
-        if not value or "".join(n + u for n, u in parts) != value:
-            raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h30m, 2d, 1w")
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError(f"duration {text!r} must be positive")
-    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta) -> str:

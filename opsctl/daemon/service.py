@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings
+from core.db import first_line
 from core.errors import ConfigError
 from opsctl.daemon import metrics
 from opsctl.daemon.leader import LeaderLock, application_name
@@ -40,9 +41,6 @@ KEEP_RUNS = timedelta(days=30)
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass
@@ -161,7 +159,7 @@ class Daemon:
                 sentence = self.cycle(self.clock())
             except Exception as exc:  # a cycle's surprise must not end the daemon
                 log.exception("cycle %d failed", self.cycle_no)
-                sentence = f"cycle failed: {_first_line(exc)}"
+                sentence = f"cycle failed: {first_line(exc)}"
             log.info("cycle %d: %s", self.cycle_no, sentence)
             elapsed = time.monotonic() - began
             if elapsed > self.config.cycle_seconds:
@@ -227,7 +225,7 @@ class Daemon:
         try:
             acquired = self.lock.try_acquire()
         except Exception as exc:
-            return f"follower: cannot reach PostgreSQL ({_first_line(exc)}); retrying"
+            return f"follower: cannot reach PostgreSQL ({first_line(exc)}); retrying"
         if not acquired:
             holder = self.lock.holder()
             who = holder["application_name"] if holder else "another replica"
@@ -236,7 +234,7 @@ class Daemon:
             last_runs = self.lock.last_runs()
         except Exception as exc:  # without them no catch-up is possible: let go and retry next cycle
             self.lock.release()
-            return f"follower: cannot read past runs ({_first_line(exc)}); retrying"
+            return f"follower: cannot read past runs ({first_line(exc)}); retrying"
         self.leading = True
         metrics.LEADER.set(1)
         due = due_jobs(self.specs, last_runs, now)
@@ -270,7 +268,7 @@ class Daemon:
             with connect(self.url, autocommit=True, connect_timeout=5) as conn:
                 conn.execute("DELETE FROM daemon_runs WHERE scheduled_at < %s", (now - KEEP_RUNS,))
         except Exception as exc:
-            log.warning("pruning daemon_runs failed: %s", _first_line(exc))
+            log.warning("pruning daemon_runs failed: %s", first_line(exc))
 
     # -- policies ------------------------------------------------------------------------------
     def maybe_reload(self) -> None:
@@ -364,7 +362,7 @@ class Daemon:
         try:
             record(self.url, result, self.name)
         except Exception as exc:
-            log.error("could not record the run of %s: %s", result.job, _first_line(exc))
+            log.error("could not record the run of %s: %s", result.job, first_line(exc))
 
     def _audit(self, action: str, *, change: bool = True, **fields: Any) -> None:
         from core.db import connect
@@ -374,7 +372,7 @@ class Daemon:
             with connect(self.url, autocommit=True, connect_timeout=5) as conn:
                 audit(conn, action, target=self.name, actor=self.actor, change=change, **fields)
         except Exception as exc:
-            log.warning("could not write the %s audit row: %s", action, _first_line(exc))
+            log.warning("could not write the %s audit row: %s", action, first_line(exc))
 
 
 def run_once(settings: Settings, policy_dir: Path, job: str, clock: Callable[[], datetime] = utcnow) -> RunResult:

@@ -21,7 +21,6 @@ constraint spares the attach a validation scan).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -40,6 +39,7 @@ from psycopg import sql
 from core.embedded import pg_command
 from core.errors import OperationFailed
 from opsctl.audit import record
+from opsctl.files import sha256_file
 from opsctl.partitions.plan import Partition, Step, retention_cutoff
 from opsctl.partitions.policy import PartitionsPolicy
 
@@ -427,12 +427,6 @@ class Rotator:
         return "dropped" + (" (archive verified)" if tp.archive else "")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_archive(dump: Path, table: str, expected_rows: int | None = None) -> dict[str, Any]:

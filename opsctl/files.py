@@ -1,0 +1,17 @@
+"""Files opsctl writes and must trust later: digests and atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+BLOCK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
