@@ -117,3 +117,17 @@ def test_ids_are_unique_within_a_second() -> None:
     first = new_id(NOW, "full", set())
     assert first == "20260301-000000F"
     assert new_id(NOW, "full", {first}) == "20260301-000000-2F"
+
+
+@pytest.mark.parametrize(("exact", "approx", "hits"), [
+    ([("a", 0.1), ("b", 0.2)], [("a", 0.1), ("b", 0.2)], 2),
+    ([("a", 0.1), ("b", 0.2)], [("a", 0.1), ("c", 0.2)], 2),  # a tie at the k-th distance is a true neighbour
+    ([("a", 0.1), ("b", 0.2)], [("a", 0.1), ("c", 0.3)], 1),
+    ([("a", 0.1), ("b", 0.2)], [("c", 0.05), ("d", 0.1), ("e", 0.15)], 2),  # never more than k
+    ([], [("a", 0.1)], 0),
+])
+def test_recall_hits_count_ties_at_the_kth_distance(exact: list[tuple[str, float]], approx: list[tuple[str, float]],
+                                                    hits: int) -> None:
+    from opsctl.backup.drill import recall_hits
+
+    assert recall_hits(exact, approx) == hits
