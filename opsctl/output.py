@@ -42,10 +42,11 @@ def emit(data: Any, output: Output, *, columns: Sequence[tuple[str, str]] | None
     cols = list(columns) if columns else [(k, k.upper().replace("_", " ")) for k in (rows[0] if rows else {})]
     table = Table(title=title, show_edge=False, header_style="bold")
     for _, header in cols:
-        table.add_column(header)
+        table.add_column(header, overflow="fold")  # ids and names wrap, never end in "…": they get pasted
     for row in rows:
         table.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in cols))
-    Console().print(table)
+    # a pipe or a file gets whole rows (like kubectl), a terminal gets rows folded to its width
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def info(message: str) -> None:
