@@ -166,7 +166,7 @@ class Decomposition:
     http_floor_cpu: float  # API process CPU ms per GET /healthz
     auth_sql: float  # the API-key lookup, one autocommit statement as the API runs it
     redis_get: float  # the cache miss
-    query_embed: float  # hash embedding of one query, in-process
+    query_embed: float  # embedding of one query by the service's embedder, in-process
     service_sql: float  # the service's vector SQL, one autocommit statement as the API runs it
     service_sql_txn: float  # the same SQL inside BEGIN … ROLLBACK (what an explicit transaction costs)
     raw_sql: float  # the plain raw query (the baseline)
@@ -256,9 +256,12 @@ def _sweep(stack: Stack, load: LoadProcess, company_id: int, vectors: npt.NDArra
     points: list[dict[str, Any]] = []
     for ef in sorted({*EF_SWEEP, stack.settings.hnsw_ef_search}):
         raw = load.run(search_raw, stack.db_url, company_id, vectors, 1, ef)
-        points.append({"ef_search": ef, "recall": _mean_recall(raw.extras, exact),
-                       "p50_ms": percentile(raw.seconds, 50) * 1000,
-                       "plan": "HNSW index" if _uses_hnsw(stack, company_id, vectors[0], ef) else "no index (exact)"})
+        point = {"ef_search": ef, "recall": _mean_recall(raw.extras, exact),
+                 "p50_ms": percentile(raw.seconds, 50) * 1000, "plan": "HNSW index", "hnsw_recall": None}
+        if not _uses_hnsw(stack, company_id, vectors[0], ef):
+            forced = load.run(search_raw, stack.db_url, company_id, vectors, 1, ef, K, True)
+            point.update(plan="no index (exact)", hnsw_recall=_mean_recall(forced.extras, exact))
+        points.append(point)
     return points
 
 
