@@ -136,7 +136,8 @@ def _main_table(r: Results) -> Table:
 
 def _contrast(rec: RecallRow) -> str:
     c = rec.contrast
-    return " / ".join(f"{c[k]:.3f}" for k in ("distance_1", "distance_10", "distance_100") if k in c)
+    keys = ("distance_1", "distance_10", "distance_100", "distance_1000", "distance_median")
+    return " / ".join(f"{c[k]:.3f}" for k in keys if k in c)
 
 
 def _cpu_ms_per(cpu: dict[str, Any], n: int) -> float:
@@ -223,8 +224,8 @@ def _recall_profile(t: Table, recall: list[RecallRow]) -> None:
     for rec in recall:
         t.add_row(f"[bold]exact search, company {rec.company}[/bold]", f"{rec.exact_p50_ms:.1f} ms",
                   "p50 at concurrency 1, index scans off (plan in the first table)")
-        t.add_row("  mean cosine distance of neighbour 1 / 10 / 100", _contrast(rec),
-                  "a flat profile (10th close to 100th) is hard for any ANN index")
+        t.add_row("  cosine distance: neighbour 1 / 10 / 100 / 1000 / median chunk", _contrast(rec),
+                  "means; a flat profile (10th close to the median) is hard for any ANN index")
         t.add_row(f"[bold]raw query recall@10 by hnsw.ef_search, company {rec.company}[/bold]", "", "")
         for point in rec.sweep:
             forced = point.get("hnsw_recall")
