@@ -137,7 +137,7 @@ def _main_table(r: Results) -> Table:
 def _contrast(rec: RecallRow) -> str:
     c = rec.contrast
     keys = ("distance_1", "distance_10", "distance_100", "distance_1000", "distance_median")
-    return " / ".join(f"{c[k]:.3f}" for k in keys if k in c)
+    return " / ".join(f"{c[k]:.3f}" if k in c else DASH for k in keys)
 
 
 def _cpu_ms_per(cpu: dict[str, Any], n: int) -> float:
