@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test bench lint typecheck install system-deps clean
+.PHONY: up test bench bench-quick lint typecheck install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,22 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)
 
+## every benchmark: the core (ingest, search, recall), then autoscaling, data lifecycle, cache and
+## backup suites, each printing its figures next to the raw baseline of the same run.
+## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
+BENCH_ARGS ?=
+BENCH_SUITES := scale lifecycle cache backup
 bench: $(STAMP)
-	$(PY) -m bench
+	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
+	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \
+	for suite in $(BENCH_SUITES); do \
+	  echo "== python -m bench.$${suite}_bench $(BENCH_ARGS)"; \
+	  $(PY) -m bench.$${suite}_bench $(BENCH_ARGS) || failed="$$failed $$suite"; \
+	done; \
+	[ -z "$$failed" ] || { echo "benchmarks that failed: $$failed" >&2; exit 1; }
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench BENCH_ARGS=--quick
 
 clean:
 	rm -rf $(VENV) .opsctl

@@ -49,6 +49,7 @@ class Options:
     seed: int
     keep: bool
     output: Path
+    embedder: str
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -62,15 +63,21 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--clients", type=int, default=4, help="concurrent POST /v1/documents clients (default 4)")
     p.add_argument("--batch-docs", type=int, default=ingest.POST_BATCH_DOCS, help="documents per POST (default 200)")
     p.add_argument("--seed", type=int, default=20240601, help="corpus and query seed")
+    p.add_argument("--embedder", choices=("hash", "minilm"), default="hash",
+                   help="the service's embedder (default hash; minilm = all-MiniLM-L6-v2 on CPU, slow: use "
+                        "--chunks 5000)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (database, logs) for inspection")
-    p.add_argument("--output", type=Path, default=RESULTS, help=f"JSON report path (default {RESULTS})")
+    p.add_argument("--output", type=Path,
+                   help=f"JSON report path (default {RESULTS}; latest-minilm.json with --embedder minilm)")
     a = p.parse_args(argv)
     quick = bool(a.quick)
     opts = Options(
         chunks=a.chunks or (5000 if quick else 50000),
         queries=a.queries or (60 if quick else 300),
         recall_queries=a.recall_queries or (50 if quick else 200),
-        workers=a.workers, clients=a.clients, batch_docs=a.batch_docs, seed=a.seed, keep=a.keep, output=a.output,
+        workers=a.workers, clients=a.clients, batch_docs=a.batch_docs, seed=a.seed, keep=a.keep,
+        output=a.output or (RESULTS if a.embedder == "hash" else RESULTS.with_name(f"latest-{a.embedder}.json")),
+        embedder=a.embedder,
     )
     if min(opts.chunks, opts.queries, opts.recall_queries, opts.workers, opts.clients, opts.batch_docs) < 1:
         p.error("sizes and counts must be positive")
@@ -91,7 +98,9 @@ def _corpus_facts(corpus: Corpus) -> dict[str, Any]:
         "docs": len(corpus.docs), "chunks": corpus.n_chunks,
         "chunks_per_doc": round(corpus.n_chunks / len(corpus.docs), 2),
         "chunks_company_A": corpus.chunks_of("A"), "chunks_company_B": corpus.chunks_of("B"),
-        "vocabulary": len(corpus.vocabulary),
+        "vocabulary": len(corpus.vocabulary), "topics": len(corpus.topics),
+        "topics_used_A": len({d.topic for d in corpus.docs_of("A")}),
+        "topics_used_B": len({d.topic for d in corpus.docs_of("B")}),
     }
 
 
@@ -151,8 +160,8 @@ def run(opts: Options) -> Results:
     say = Progress()
     root = Path(tempfile.mkdtemp(prefix="opsctl-bench-"))
     try:
-        say(f"starting PostgreSQL, Redis, {opts.workers} workers and the API in {root}")
-        with running_stack(root, opts.workers, COMPANIES) as stack, closing(LoadProcess()) as load:
+        say(f"starting PostgreSQL, Redis, {opts.workers} workers ({opts.embedder} embedder) and the API in {root}")
+        with running_stack(root, opts.workers, COMPANIES, opts.embedder) as stack, closing(LoadProcess()) as load:
             results = measure(stack, load, opts, say)
             say("stopping")
         return results

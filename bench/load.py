@@ -149,7 +149,8 @@ RAW_VECTOR_SQL = (
 class _PgSession:
     """A dedicated connection with the service pool's session settings."""
 
-    def __init__(self, url: str, ef_search: int, call: Callable[[Any, int], Any], autocommit: bool = True) -> None:
+    def __init__(self, url: str, ef_search: int, call: Callable[[Any, int], Any], autocommit: bool = True,
+                 force_index: bool = False) -> None:
         import psycopg
         from pgvector.psycopg import register_vector
 
@@ -157,6 +158,9 @@ class _PgSession:
         register_vector(self.conn)
         self.conn.execute("SET hnsw.iterative_scan = relaxed_order")
         self.conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
+        if force_index:  # the planner may prefer an exact scan on small tables; measure the index itself
+            self.conn.execute("SET enable_seqscan = off")
+            self.conn.execute("SET enable_bitmapscan = off")
         self.conn.autocommit = autocommit
         self.call = call
         self.backend_pid = self.conn.info.backend_pid
@@ -171,14 +175,17 @@ class _PgSession:
         self.conn.close()
 
 
-def search_raw(url: str, company_id: int, vectors: Any, concurrency: int, ef_search: int, k: int = 10) -> RunResult:
-    """The raw top-k query over precomputed query vectors; extras: [(chunk_id, distance)]."""
+def search_raw(url: str, company_id: int, vectors: Any, concurrency: int, ef_search: int, k: int = 10,
+               force_index: bool = False) -> RunResult:
+    """The raw top-k query over precomputed query vectors; extras: [(chunk_id, distance)].
+    ``force_index``: sequential and bitmap scans off, so the HNSW index answers."""
 
     def call(conn: Any, i: int) -> list[tuple[int, float]]:
         rows = conn.execute(RAW_VECTOR_SQL, {"q": vectors[i], "company": company_id, "k": k}).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
-    return run_concurrently(len(vectors), concurrency, lambda: _PgSession(url, ef_search, call))
+    return run_concurrently(len(vectors), concurrency,
+                            lambda: _PgSession(url, ef_search, call, force_index=force_index))
 
 
 def sql_repeat(url: str, query: str, params: Sequence[Any], concurrency: int, ef_search: int,

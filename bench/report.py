@@ -91,7 +91,8 @@ def _x(value: float) -> str:
 
 
 def _main_table(r: Results) -> Table:
-    t = Table(title="opsctl core benchmark: service vs raw baseline (same run, same database)", show_lines=False)
+    t = Table(title="opsctl core benchmark: service vs raw baseline (same run, same database; "
+                    f"{r.corpus.get('chunks')} chunks, {r.settings.get('embedder')} embedder)", show_lines=False)
     for col in ("measure", "service", "raw baseline", "ratio", "target", "verdict"):
         t.add_column(col, justify="left" if col in ("measure", "raw baseline", "verdict") else "right")
     targets = {x.name: x for x in r.targets()}
@@ -125,12 +126,18 @@ def _main_table(r: Results) -> Table:
     for rec in r.recall:
         row(f"company {rec.company} ({rec.rows_share:.0%} of rows), {rec.queries} queries", rec.service,
             rec.raw_hnsw, "raw HNSW query (exact = 1.000)", f"recall@10 company {rec.company}")
+        ef = r.settings.get("hnsw_ef_search")
+        forced = next((p.get("hnsw_recall") for p in rec.sweep if p["ef_search"] == ef), None)
+        if forced is not None:  # the planner chose an exact scan: show what the index itself finds
+            row(f"  the planner scanned exactly; HNSW index forced, ef_search {ef}", forced, rec.raw_hnsw,
+                "raw query as planned")
     return t
 
 
 def _contrast(rec: RecallRow) -> str:
     c = rec.contrast
-    return " / ".join(f"{c[k]:.3f}" for k in ("distance_1", "distance_10", "distance_100") if k in c)
+    keys = ("distance_1", "distance_10", "distance_100", "distance_1000", "distance_median")
+    return " / ".join(f"{c[k]:.3f}" if k in c else DASH for k in keys)
 
 
 def _cpu_ms_per(cpu: dict[str, Any], n: int) -> float:
@@ -190,18 +197,18 @@ def _ingest_profile(t: Table, r: Results) -> None:
     t.add_row("[bold]component baselines[/bold]", "", "")
     comp = r.components
     t.add_row("  chunk_text alone (1 core)", f"{comp['chunk_rate']:,.0f} chunks/s", "")
-    t.add_row("  hash embedder alone (1 core)", f"{comp['embed_rate']:,.0f} chunks/s", "")
+    t.add_row(f"  {r.settings.get('embedder')} embedder alone (in-process)", f"{comp['embed_rate']:,.0f} chunks/s", "")
     t.add_row("  index maintenance inside raw indexed COPY", f"{ri.indexed_seconds - ri.unindexed_seconds:.1f} s",
               f"{1 - ri.unindexed_seconds / ri.indexed_seconds:.0%} of its time (indexed minus unindexed COPY)")
 
 
-def _search_profile(t: Table, d: Decomposition) -> None:
+def _search_profile(t: Table, d: Decomposition, embedder: str) -> None:
     t.add_row("[bold]uncached search, concurrency 1: each step alone (p50)[/bold]", "", "")
     steps = (
         ("HTTP floor: GET /healthz (uvicorn, FastAPI, httpx)", d.http_floor),
         ("API-key lookup SQL (autocommit)", d.auth_sql),
         ("Redis GET (cache miss)", d.redis_get),
-        ("query embedding (hash)", d.query_embed),
+        (f"query embedding ({embedder})", d.query_embed),
         ("service vector SQL (CTE query, autocommit)", d.service_sql),
     )
     for name, ms in steps:
@@ -217,12 +224,14 @@ def _recall_profile(t: Table, recall: list[RecallRow]) -> None:
     for rec in recall:
         t.add_row(f"[bold]exact search, company {rec.company}[/bold]", f"{rec.exact_p50_ms:.1f} ms",
                   "p50 at concurrency 1, index scans off (plan in the first table)")
-        t.add_row("  mean cosine distance of neighbour 1 / 10 / 100", _contrast(rec),
-                  "a flat profile (10th close to 100th) is hard for any ANN index")
+        t.add_row("  cosine distance: neighbour 1 / 10 / 100 / 1000 / median chunk", _contrast(rec),
+                  "means; a flat profile (10th close to the median) is hard for any ANN index")
         t.add_row(f"[bold]raw query recall@10 by hnsw.ef_search, company {rec.company}[/bold]", "", "")
         for point in rec.sweep:
+            forced = point.get("hnsw_recall")
             t.add_row(f"  ef_search = {point['ef_search']:.0f}", f"{point['recall']:.3f}",
-                      f"p50 {point['p50_ms']:.2f} ms at concurrency 1; planner: {point['plan']}")
+                      f"p50 {point['p50_ms']:.2f} ms at concurrency 1; planner: {point['plan']}"
+                      + (f"; HNSW forced: recall {forced:.3f}" if forced is not None else ""))
 
 
 def _profile_table(r: Results) -> Table:
@@ -231,7 +240,7 @@ def _profile_table(r: Results) -> Table:
     t.add_column("value", justify="right")
     t.add_column("note")
     _ingest_profile(t, r)
-    _search_profile(t, r.decomposition)
+    _search_profile(t, r.decomposition, str(r.settings.get("embedder")))
     _recall_profile(t, r.recall)
     return t
 

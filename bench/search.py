@@ -166,7 +166,7 @@ class Decomposition:
     http_floor_cpu: float  # API process CPU ms per GET /healthz
     auth_sql: float  # the API-key lookup, one autocommit statement as the API runs it
     redis_get: float  # the cache miss
-    query_embed: float  # hash embedding of one query, in-process
+    query_embed: float  # embedding of one query by the service's embedder, in-process
     service_sql: float  # the service's vector SQL, one autocommit statement as the API runs it
     service_sql_txn: float  # the same SQL inside BEGIN … ROLLBACK (what an explicit transaction costs)
     raw_sql: float  # the plain raw query (the baseline)
@@ -205,10 +205,15 @@ def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32],
 class Exact:
     neighbours: list[list[tuple[int, float]]]  # the exact top-k per query
     p50_ms: float  # exact search latency at concurrency 1
-    contrast: dict[str, float]  # mean distance of the 1st, k-th and CONTRAST_DEPTH-th neighbour
+    contrast: dict[str, float]  # mean distance of the 1st, k-th, 100th, 1000th neighbour and the median chunk
 
 
 CONTRAST_DEPTH = 100
+CONTRAST_SAMPLE = 20  # queries whose whole distance distribution (1000th neighbour, median) is measured
+DISTRIBUTION_SQL = (
+    "SELECT (array_agg(d ORDER BY d))[1000], percentile_cont(0.5) WITHIN GROUP (ORDER BY d)"
+    " FROM (SELECT embedding <=> %(q)s AS d FROM chunks WHERE company_id = %(company)s) s"
+)
 
 
 def exact_neighbours(stack: Stack, company_id: int, vectors: npt.NDArray[np.float32]) -> Exact:
@@ -222,10 +227,16 @@ def exact_neighbours(stack: Stack, company_id: int, vectors: npt.NDArray[np.floa
             rows = conn.execute(RAW_VECTOR_SQL, {"q": v, "company": company_id, "k": CONTRAST_DEPTH}).fetchall()
             seconds.append(time.perf_counter() - started)
             found.append([(int(r[0]), float(r[1])) for r in rows])
+        spread = [conn.execute(DISTRIBUTION_SQL, {"q": v, "company": company_id}).fetchone()
+                  for v in vectors[:CONTRAST_SAMPLE]]
     contrast = {
         f"distance_{rank}": float(np.mean([f[rank - 1][1] for f in found if len(f) >= rank]))
         for rank in (1, K, CONTRAST_DEPTH)
     }
+    thousandth = [float(r[0]) for r in spread if r and r[0] is not None]
+    if thousandth:
+        contrast["distance_1000"] = float(np.mean(thousandth))
+    contrast["distance_median"] = float(np.mean([float(r[1]) for r in spread if r]))
     return Exact([f[:K] for f in found], percentile(seconds, 50) * 1000, contrast)
 
 
@@ -256,9 +267,12 @@ def _sweep(stack: Stack, load: LoadProcess, company_id: int, vectors: npt.NDArra
     points: list[dict[str, Any]] = []
     for ef in sorted({*EF_SWEEP, stack.settings.hnsw_ef_search}):
         raw = load.run(search_raw, stack.db_url, company_id, vectors, 1, ef)
-        points.append({"ef_search": ef, "recall": _mean_recall(raw.extras, exact),
-                       "p50_ms": percentile(raw.seconds, 50) * 1000,
-                       "plan": "HNSW index" if _uses_hnsw(stack, company_id, vectors[0], ef) else "no index (exact)"})
+        point = {"ef_search": ef, "recall": _mean_recall(raw.extras, exact),
+                 "p50_ms": percentile(raw.seconds, 50) * 1000, "plan": "HNSW index", "hnsw_recall": None}
+        if not _uses_hnsw(stack, company_id, vectors[0], ef):
+            forced = load.run(search_raw, stack.db_url, company_id, vectors, 1, ef, K, True)
+            point.update(plan="no index (exact)", hnsw_recall=_mean_recall(forced.extras, exact))
+        points.append(point)
     return points
 
 

@@ -115,12 +115,12 @@ class ApiServer:
         self.cache.close()
 
 
-def _settings(root: Path, db_url: str, redis_url: str) -> Settings:
+def _settings(root: Path, db_url: str, redis_url: str, embedder: str) -> Settings:
     return load_settings(
         data_dir=root / "data",
         database_url=with_app_name(db_url, API_APP),
         redis_url=redis_url,
-        embedder=EMBEDDER,
+        embedder=embedder,
         embed_dim=EMBED_DIM,
         rate_limit_per_second=UNLIMITED_RATE,
         rate_limit_burst=int(UNLIMITED_RATE),
@@ -151,8 +151,10 @@ def _create_tenants(url: str, names: tuple[str, ...]) -> dict[str, Tenant]:
 
 
 @contextmanager
-def running_stack(root: Path, replicas: int, tenant_names: tuple[str, ...]) -> Iterator[Stack]:
-    """Start everything under ``root``; stop it all (reverse order) when the block exits."""
+def running_stack(root: Path, replicas: int, tenant_names: tuple[str, ...],
+                  embedder: str = EMBEDDER) -> Iterator[Stack]:
+    """Start everything under ``root`` (``embedder``: ``hash`` or ``minilm``, both 384-d); stop it
+    all (reverse order) when the block exits."""
     os.environ["OPSCTL_DATA_DIR"] = str(root / "data")  # never read a developer's state file
     with ExitStack() as cleanup:
         pg = EmbeddedPostgres(root / "pg")
@@ -161,7 +163,7 @@ def running_stack(root: Path, replicas: int, tenant_names: tuple[str, ...]) -> I
         redis = EmbeddedRedis(root / "redis")
         cleanup.callback(redis.stop)
         redis_url = redis.start()
-        settings = _settings(root, db_url, redis_url)
+        settings = _settings(root, db_url, redis_url, embedder)
         migrate(db_url, settings)
         tenants = _create_tenants(db_url, tenant_names)
         workers = WorkerPool(env=_worker_env(settings, db_url), replicas=replicas, log_dir=root / "logs")
