@@ -231,6 +231,11 @@ def test_ctrl_c_during_a_drill_leaves_no_scratch_server(tmp_path: Path) -> None:
         policy = write_policy(c, drill={"scratch_dir": str(scratch_parent)})
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
         env.update(OPSCTL_DATABASE_URL=c.url, OPSCTL_DATA_DIR=str(c.root), PYTHONPATH=str(project_root()))
+        # a small drill can finish before any signal lands: hold a lock on a source table that the
+        # drill reads only once its scratch server is up, so Ctrl-C always arrives mid-drill
+        holder = c.connect()
+        holder.autocommit = False
+        holder.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
         proc = subprocess.Popen([sys.executable, "-m", "opsctl.cli", "restore-test", "--policy", str(policy)],
                                 env=env, cwd=c.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pid = None
@@ -245,6 +250,8 @@ def test_ctrl_c_during_a_drill_leaves_no_scratch_server(tmp_path: Path) -> None:
         assert pid_alive(pid)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
+        holder.rollback()
+        holder.close()
         assert proc.returncode == 130, err
         assert list(scratch_parent.iterdir()) == []
         # the postmaster was not our child: give PID 1 a moment to reap it, then it must be gone
