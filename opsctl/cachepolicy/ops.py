@@ -260,14 +260,14 @@ def warm(settings: Settings, policy: CachePolicy, company: int | None, top: int 
         if company is not None and not companies:
             raise ConfigError(f"no company {company}")
         hours = plan.querylog_hours(now, policy.queryLog.windowHours)
-        todo = [(int(cid), int(version), plan.top_queries(read_query_log(client, int(cid), hours), n))
+        planned = [(int(cid), int(version), plan.top_queries(read_query_log(client, int(cid), hours), n))
                 for cid, version in companies]
-        total = sum(len(queries) for _, _, queries in todo)
+        total = sum(len(queries) for _, _, queries in planned)
         ttl = cache.setting("ttl_search", policy.ttlSeconds.searchResults)
         embedder = make_embedder(settings) if total else None
         report: dict[str, dict[str, int]] = {}
         done = 0
-        for cid, version, queries in todo:
+        for cid, version, queries in planned:
             counts = {"warmed": 0, "already_cached": 0, "skipped": 0}
             for request_json, _ in queries:
                 try:

@@ -21,6 +21,7 @@ constraint spares the attach a validation scan).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -374,11 +375,9 @@ class Rotator:
             raise OperationFailed(f"{step.partition} is still attached: detach it before archiving")
         rows = self._count(step.partition)
         if dump.exists() and digest_file.exists():
-            try:
+            with contextlib.suppress(OperationFailed):  # a torn or stale dump is made again below
                 verify_archive(dump, step.partition, rows)
                 return f"kept the verified archive {dump.name}"
-            except OperationFailed:
-                pass  # a torn or stale dump: make it again
         dump.parent.mkdir(parents=True, exist_ok=True)
         partial = dump.with_name(dump.name + ".partial")
         with partial.open("wb") as out:
