@@ -172,3 +172,18 @@ def test_naive_now_is_refused() -> None:
 def test_policy_validation(data: dict[str, object], reason: str) -> None:
     with pytest.raises(PolicyError, match=reason):
         validate_data(data, PartitionsPolicy, "partitions.yaml")
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ("FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00')",
+     (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))),
+    ("FOR VALUES FROM ('2026-11-25 00:00:00+09') TO ('2026-11-26 00:00:00+09')",  # a day in Tokyo
+     (datetime(2026, 11, 24, 15, tzinfo=UTC), datetime(2026, 11, 25, 15, tzinfo=UTC))),
+    ("DEFAULT", None),
+    ("FOR VALUES FROM (MINVALUE) TO ('2026-01-01 00:00:00+00')", None),
+    (None, None),
+])
+def test_parse_bound(expression: str | None, expected: tuple[datetime, datetime] | None) -> None:
+    from opsctl.partitions.plan import parse_bound
+
+    assert parse_bound(expression) == expected

@@ -63,7 +63,7 @@ def backup(age: timedelta) -> dict[str, Any]:
       "jobs": [{"target": "backup-full", "at": NOW - HOUR, "from": None, "to": "failed", "reason": "disk full",
                 "details": {}}], "job_failures_24h": {"backup-full": 3}},
      lambda s: s["daemon"]["jobs"][0]["failures_24h"] == 3 and s["daemon"]["leader"] is None,
-     ["the last restore drill failed", "documents: no partition premade after this month",
+     ["the last restore drill failed", "documents: no partition premade after the current one",
       "documents: 5 rows in the default partition", "no daemon holds the leader lock: no scheduled job runs",
       "job backup-full failed its last run: disk full"]),
     # never backed up, never drilled

@@ -7,11 +7,11 @@ screen's data, including an ``attention`` list of what looks wrong; ``render`` d
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
-from core.partitioning import PARTITIONED_TABLES, month_start
+from core.partitioning import PARTITIONED_TABLES
+from opsctl.partitions.plan import parse_bound
 
 NO_PROMETHEUS = "n/a (no Prometheus)"
 _API = 'route=~"/v1/.*"'
@@ -38,7 +38,6 @@ SELECT parent.relname, child.relname, pg_get_expr(child.relpartbound, child.oid)
 FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent JOIN pg_class child ON child.oid = i.inhrelid
 WHERE parent.relname = ANY(%s) ORDER BY 1, 2
 """
-_FROM = re.compile(r"FROM \('([^']+)'\)")
 
 
 def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
@@ -117,6 +116,15 @@ def _int(text: Any) -> int | None:
         return None
 
 
+def _event(row: dict[str, Any] | None, now: datetime, **fields: str) -> dict[str, Any] | None:
+    """An audit row as the screen shows it: when, how long ago, and ``fields`` (name → details key)."""
+    if not row:
+        return None
+    details = row["details"] or {}
+    return {"at": row["at"].isoformat(timespec="seconds"), "age_seconds": _age(row["at"], now),
+            **{name: details.get(key) for name, key in fields.items()}}
+
+
 def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The status screen as a plain dict (pure)."""
     attention: list[str] = []
@@ -155,48 +163,31 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     if queue.get("dead"):
         attention.append(f"{queue['dead']} ingest jobs are dead (exhausted their attempts)")
 
-    backup = None
-    if raw.get("backup"):
-        details = raw["backup"]["details"] or {}
-        at = raw["backup"]["at"]
-        backup = {"at": at.isoformat(timespec="seconds"), "age_seconds": _age(at, now),
-                  "id": details.get("id"), "type": details.get("type"), "size_bytes": details.get("size")}
-    else:
+    backup = _event(raw.get("backup"), now, id="id", type="type", size_bytes="size")
+    if backup is None:
         attention.append("no backup has been taken")
 
-    drill = None
-    if raw.get("drill"):
-        details = raw["drill"]["details"] or {}
-        drill = {"at": raw["drill"]["at"].isoformat(timespec="seconds"), "age_seconds": _age(raw["drill"]["at"], now),
-                 "passed": details.get("passed"), "rto_seconds": details.get("rto_seconds"),
-                 "rpo_seconds": details.get("rpo_seconds")}
-        if details.get("passed") is False:
-            attention.append("the last restore drill failed")
-    else:
+    drill = _event(raw.get("drill"), now, passed="passed", rto_seconds="rto_seconds", rpo_seconds="rpo_seconds")
+    if drill is None:
         attention.append("no restore drill has run")
+    elif drill["passed"] is False:
+        attention.append("the last restore drill failed")
 
-    this_month = month_start(now)
     partitions: dict[str, dict[str, Any]] = {}
     for table in sorted({p["table"] for p in raw["partitions"]} | set(raw["default_rows"])):
-        starts = []
-        for part in raw["partitions"]:
-            match = _FROM.search(part["bound"] or "") if part["table"] == table else None
-            if match:
-                starts.append(datetime.fromisoformat(match.group(1)))
-        ahead = sum(1 for start in starts if start > this_month)
+        ranges = [r for r in (parse_bound(p["bound"]) for p in raw["partitions"] if p["table"] == table) if r]
+        ahead = sum(1 for start, _ in ranges if start > now)  # whole intervals still to come, any interval
         rows = raw["default_rows"].get(table, 0)
-        partitions[table] = {"partitions": len(starts), "premade_ahead": ahead, "default_rows": rows}
+        partitions[table] = {"partitions": len(ranges), "premade_ahead": ahead, "default_rows": rows}
         if ahead == 0:
-            attention.append(f"{table}: no partition premade after this month")
+            attention.append(f"{table}: no partition premade after the current one")
         if rows:
             attention.append(f"{table}: {rows} rows in the default partition")
 
-    recall = None
-    if raw.get("recall"):
+    recall = _event(raw.get("recall"), now)
+    if recall is not None:
         details = raw["recall"]["details"] or {}
-        at = raw["recall"]["at"]
-        recall = {"at": at.isoformat(timespec="seconds"), "age_seconds": _age(at, now),
-                  "recall": details.get("recall", details)}
+        recall["recall"] = details.get("recall", details)
 
     leader = raw.get("leader")
     if leader is None:
@@ -271,7 +262,7 @@ def render(data: dict[str, Any]) -> Any:
     health.add_row("last drill", (f"{'passed' if d['passed'] else 'FAILED'}, RTO {_show(d['rto_seconds'])} s, "
                                   f"{_ago(d['age_seconds'])}") if d else "never")
     for table, p in data["partitions"].items():
-        health.add_row(f"partitions {table}", f"{p['premade_ahead']} months premade ahead, "
+        health.add_row(f"partitions {table}", f"{p['premade_ahead']} premade ahead, "
                                               f"{p['default_rows']} rows in default")
     r = data["index_recall"]
     health.add_row("index recall", f"{r['recall']} ({_ago(r['age_seconds'])})" if r else "not measured")

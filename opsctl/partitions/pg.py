@@ -29,7 +29,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -41,7 +41,7 @@ from core.embedded import pg_command
 from core.errors import OperationFailed
 from opsctl.audit import record
 from opsctl.files import sha256_file
-from opsctl.partitions.plan import Partition, Step, retention_cutoff
+from opsctl.partitions.plan import Partition, Step, parse_bound, retention_cutoff
 from opsctl.partitions.policy import PartitionsPolicy
 
 T = TypeVar("T")
@@ -68,9 +68,6 @@ WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relnamespace = 'public'::re
   AND c.relname LIKE %s
 ORDER BY c.relname
 """
-
-BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
-
 
 def _ident(name: str) -> sql.Identifier:
     if not SAFE_NAME.match(name):
@@ -105,10 +102,10 @@ def inspect(conn: psycopg.Connection[Any], policy: PartitionsPolicy) -> list[Par
             part = Partition(table, name, is_default=True, rows=rows,
                              default_days=tuple((d, int(n)) for d, n in days))
         else:
-            match = BOUND.search(bound or "")
-            if not match:
+            parsed = parse_bound(bound)
+            if parsed is None:
                 continue  # MINVALUE/MAXVALUE bounds are not ours to rotate
-            start, end = (datetime.fromisoformat(g).astimezone(UTC) for g in match.groups())
+            start, end = parsed
             part = Partition(table, name, start, end, detach_pending=bool(pending), rows=int(est))
         out.append(PartitionRow(part, int(size), int(idx), int(valid), int(expected)))
     for table in tables:

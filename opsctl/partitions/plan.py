@@ -33,6 +33,20 @@ PHASES: dict[str, int] = {"create": 0, "move_default_rows": 1, "finalize_detach"
                           "archive": 3, "drop": 4}
 
 
+
+_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+def parse_bound(expression: str | None) -> tuple[datetime, datetime] | None:
+    """The [start, end) of a range partition from ``pg_get_expr(relpartbound)``, in UTC; None for
+    DEFAULT or MINVALUE/MAXVALUE bounds."""
+    match = _BOUND.search(expression or "")
+    if not match:
+        return None
+    start, end = (datetime.fromisoformat(g).astimezone(UTC) for g in match.groups())
+    return start, end
+
+
 @dataclass(frozen=True)
 class Partition:
     """One partition (or the default partition, or a standalone leftover) as the planner sees it."""
