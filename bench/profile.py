@@ -44,6 +44,7 @@ API_BACKENDS = "PostgreSQL backends of the API"
 BENCH_BACKENDS = "PostgreSQL backends of the benchmark (raw SQL, polling, sampling)"
 EXITED_BACKENDS = "PostgreSQL processes that exited (short sessions, autovacuum workers)"
 BENCH_PROCESS = "bench process (API, raw COPY client, polling)"
+LOAD_PROCESS = "load-generator process (HTTP and SQL clients)"
 OTHER_PROCESSES = "other processes on the machine (not the benchmark)"
 COPY_CLIENT = "COPY chunks: backend waits for rows from the worker (client-side serialisation)"
 
@@ -192,7 +193,7 @@ class CpuMeter:
             if pid in self.worker_pids:
                 groups["worker processes (Python)"] += seconds
             elif pid == self.load_pid:
-                groups["load-generator process (HTTP clients)"] += seconds
+                groups[LOAD_PROCESS] += seconds
             elif pid == os.getpid():
                 groups[BENCH_PROCESS] += seconds
             elif apps.get(pid) == WORKER_APP:

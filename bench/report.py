@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.ingest import RawIngest, ServiceIngest
-from bench.profile import BENCH_PROCESS, OTHER_PROCESSES
+from bench.profile import BENCH_PROCESS, LOAD_PROCESS, OTHER_PROCESSES
 from bench.search import Decomposition, LatencyRow, RecallRow
 from bench.stats import ratio
 
@@ -160,6 +160,8 @@ def _latency_rows(row: Any, lat: LatencyRow) -> None:
     row("API process CPU ms per uncached request", unc.cpu_ms_per_request(BENCH_PROCESS), None, "")
     row("API process CPU ms per cached request", cac.cpu_ms_per_request(BENCH_PROCESS), None, "")
     row("DB CPU ms per uncached request", unc.db_cpu_ms, raw.db_cpu_ms, "raw SQL")
+    row("client CPU ms per uncached request", unc.cpu_ms_per_request(LOAD_PROCESS),
+        raw.cpu_ms_per_request(LOAD_PROCESS), "raw SQL client (psycopg)")
     row("other processes' CPU share (uncached run)", unc.other_share, raw.other_share, "during the raw run (noise)",
         pct=True)
 
@@ -205,7 +207,7 @@ def _ingest_profile(t: Table, r: Results) -> None:
 def _search_profile(t: Table, d: Decomposition, embedder: str) -> None:
     t.add_row("[bold]uncached search, concurrency 1: each step alone (p50)[/bold]", "", "")
     steps = (
-        ("HTTP floor: GET /healthz (uvicorn, FastAPI, httpx)", d.http_floor),
+        ("HTTP floor: GET /healthz (uvicorn, FastAPI, the client)", d.http_floor),
         ("API-key lookup SQL (autocommit)", d.auth_sql),
         ("Redis GET (cache miss)", d.redis_get),
         (f"query embedding ({embedder})", d.query_embed),
