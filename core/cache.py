@@ -15,12 +15,21 @@ Keys (every one carries a TTL, except the small published policy hash)::
 The running service re-reads ``opsctl:cache:policy`` at most every ``refresh_seconds`` (through
 the same breaker), so ``opsctl cache apply`` changes TTLs without a restart. When the hash is
 missing or Redis is down, the settings' defaults apply.
+
+Two things stay in the process, off the request path:
+
+* the query log is counted in memory and written every ``querylog_flush_seconds`` by a
+  background thread, in one pipelined round trip (a crash loses at most that much of it);
+* API-key lookups are also kept in a small in-process map for their TTL (``get_json(...,
+  local_ttl=)``). That is safe only because the caller re-validates every lookup against the
+  database (the key version), so a revoked key still fails on its next request.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -43,20 +52,23 @@ DATA_TYPES = {"search": SEARCH_PREFIX, "document": DOCUMENT_PREFIX, "auth": AUTH
 POLICY_FIELDS = ("ttl_search", "ttl_document", "ttl_auth", "querylog_max", "querylog_hours")
 QUERYLOG_DEFAULTS = {"querylog_max": 500, "querylog_hours": 24}
 MAX_LOGGED_REQUEST = 2048
+QUERYLOG_FLUSH_SECONDS = 1.0
+QUERYLOG_PENDING_MAX = 10_000  # distinct requests buffered between two flushes; more are not logged
+LOCAL_ENTRIES_MAX = 10_000
 
 
-# Space-Saving (Metwally et al.): a bounded top-k counter. A request already counted, or room left:
-# +1. Otherwise the least counted request makes way and the newcomer inherits its count + 1, so
-# any request seen more often than total/size is guaranteed to stay; counts err upward by at most
-# the evicted count. One round trip, atomic.
+# Weighted Space-Saving (Metwally et al.): a bounded top-k counter. A request already counted, or
+# room left: +n. Otherwise the least counted request makes way and the newcomer inherits its count
+# + n, so any request seen more often than total/size is guaranteed to stay; counts err upward by
+# at most the evicted count. Atomic per request.
 COUNT_QUERY_LUA = """
-local key, member, size = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local key, member, size, n = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 if redis.call('ZSCORE', key, member) or redis.call('ZCARD', key) < size then
-    redis.call('ZINCRBY', key, 1, member)
+    redis.call('ZINCRBY', key, n, member)
 else
     local low = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     redis.call('ZREM', key, low[1])
-    redis.call('ZADD', key, tonumber(low[2]) + 1, member)
+    redis.call('ZADD', key, tonumber(low[2]) + n, member)
 end
 local excess = redis.call('ZCARD', key) - size
 if excess > 0 then
@@ -84,16 +96,54 @@ def hour_of(now: float) -> int:
     return int(now // 3600)
 
 
+class LocalMap:
+    """A bounded in-process map whose entries expire; the oldest entry makes way when full."""
+
+    def __init__(self, max_entries: int = LOCAL_ENTRIES_MAX) -> None:
+        self.max_entries = max_entries
+        self._data: dict[str, tuple[float, int, Any]] = {}
+        self._lock = threading.Lock()  # writers only: a read is one dict lookup
+
+    def get(self, key: str, ttl: int, now: float) -> Any:
+        """The value stored under ``key`` with this same ``ttl`` and not yet expired, else None."""
+        entry = self._data.get(key)
+        if entry is None or entry[0] <= now or entry[1] != ttl:
+            return None
+        return entry[2]
+
+    def put(self, key: str, value: Any, ttl: int, now: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            if key not in self._data and len(self._data) >= self.max_entries:
+                self._data.pop(next(iter(self._data)), None)
+            self._data[key] = (now + ttl, ttl, value)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
 class Cache:
     def __init__(self, url: str | None, timeout: float = 0.25, breaker_seconds: float = 1.0,
-                 refresh_seconds: float = 5.0) -> None:
+                 refresh_seconds: float = 5.0, querylog_flush_seconds: float = QUERYLOG_FLUSH_SECONDS) -> None:
         self.url = url
         self.breaker_seconds = breaker_seconds
         self.refresh_seconds = refresh_seconds
+        self.querylog_flush_seconds = querylog_flush_seconds
+        self.local = LocalMap()
         self._open_until = 0.0
         self._policy: dict[str, int] = {}
         self._policy_read_at = float("-inf")
         self._count_query: Any = None
+        self._pending: dict[tuple[int, int, str], int] = {}
+        self._pending_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closing = threading.Event()
         self.client: Any = None
         if url:
             import redis
@@ -110,8 +160,17 @@ class Cache:
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("redis unavailable (%s); caching is off for %.1f s", type(exc).__name__, self.breaker_seconds)
 
-    def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE) -> tuple[Any, str]:
-        """(value, result) where result is hit, miss or error; counted in ``counter``."""
+    def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
+                 local_ttl: int | None = None) -> tuple[Any, str]:
+        """(value, result) where result is hit, miss or error; counted in ``counter``.
+
+        ``local_ttl``: look in the in-process map first, and keep a Redis hit there for that many
+        seconds (only for values the caller re-validates)."""
+        if local_ttl is not None:
+            found = self.local.get(key, local_ttl, time.monotonic())
+            if found is not None:
+                counter.labels("hit").inc()
+                return found, "hit"
         if not self.available:
             counter.labels("error").inc()
             return None, "error"
@@ -125,9 +184,15 @@ class Cache:
             counter.labels("miss").inc()
             return None, "miss"
         counter.labels("hit").inc()
-        return json.loads(raw), "hit"
+        value = json.loads(raw)
+        if local_ttl is not None:
+            self.local.put(key, value, local_ttl, time.monotonic())
+        return value, "hit"
 
-    def set_json(self, key: str, value: Any, ttl: int) -> bool:
+    def set_json(self, key: str, value: Any, ttl: int, local: bool = False) -> bool:
+        """Store ``value`` for ``ttl`` seconds; ``local``: in the in-process map too."""
+        if local:
+            self.local.put(key, value, ttl, time.monotonic())
         if not self.available or ttl <= 0:
             return False
         try:
@@ -152,20 +217,48 @@ class Cache:
 
     # -- the query log ---------------------------------------------------------------------------
     def log_query(self, company_id: int, request_json: str, now: float) -> bool:
-        """Count one normalized request in the company's query log of this hour (bounded)."""
+        """Count one normalized request in the company's query log of this hour (bounded).
+
+        Counted in memory; a background thread writes the counts every ``querylog_flush_seconds``
+        (``flush_query_log``). False when the request is not logged: Redis is known to be down,
+        the request is oversized, or too many distinct requests wait for the next flush."""
         if not self.available or len(request_json) > MAX_LOGGED_REQUEST:
             return False
-        size = self.setting("querylog_max", QUERYLOG_DEFAULTS["querylog_max"])
-        hours = self.setting("querylog_hours", QUERYLOG_DEFAULTS["querylog_hours"])
-        key = querylog_key(company_id, hour_of(now))
+        entry = (company_id, hour_of(now), request_json)
+        with self._pending_lock:
+            if entry not in self._pending and len(self._pending) >= QUERYLOG_PENDING_MAX:
+                return False
+            self._pending[entry] = self._pending.get(entry, 0) + 1
+            if self._flusher is None and not self._closing.is_set():
+                self._flusher = threading.Thread(target=self._flush_every, name="querylog-flush", daemon=True)
+                self._flusher.start()
+        return True
+
+    def flush_query_log(self) -> int:
+        """Write the counted requests to Redis in one pipelined round trip; returns how many
+        distinct requests were written (0 when Redis is down: those counts are dropped)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        if not pending or not self.available:
+            return 0
+        size = max(self.setting("querylog_max", QUERYLOG_DEFAULTS["querylog_max"]), 1)
+        expire = (self.setting("querylog_hours", QUERYLOG_DEFAULTS["querylog_hours"]) + 1) * 3600
         try:
             if self._count_query is None:
                 self._count_query = self.client.register_script(COUNT_QUERY_LUA)
-            self._count_query(keys=[key], args=[request_json, max(size, 1), (hours + 1) * 3600])
+            pipe = self.client.pipeline(transaction=False)
+            for (company_id, hour, request_json), n in pending.items():
+                self._count_query(keys=[querylog_key(company_id, hour)], args=[request_json, size, expire, n],
+                                  client=pipe)
+            pipe.execute()
         except Exception as exc:
             self._trip(exc)
-            return False
-        return True
+            return 0
+        return len(pending)
+
+    def _flush_every(self) -> None:
+        while not self._closing.wait(self.querylog_flush_seconds):
+            self.flush_query_log()
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix`` (SCAN, never KEYS); returns how many."""
@@ -190,6 +283,11 @@ class Cache:
             return False
 
     def close(self) -> None:
+        """Write what the query log still holds, stop its thread, close the connection."""
+        self._closing.set()
+        if self._flusher is not None:
+            self._flusher.join(5)
+        self.flush_query_log()
         if self.client is not None:
             self.client.close()
 

@@ -146,19 +146,22 @@ def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl
     A cached lookup holds (company, key version). The company's row is read on every request
     anyway (its data version keys the search cache); when its key version moved (a key of the
     company was revoked, by ``rotate-key`` or by hand: a trigger bumps it), the cached lookup is
-    ignored and the key looked up again. So a revoked key stops working at once, Redis up or down.
+    ignored and the key looked up again. So a revoked key stops working at once, Redis up or down,
+    which is also what lets this process keep its own copy of the lookup (``local_ttl``).
     """
     digest = hash_key(key)
-    cached, _ = cache.get_json(auth_key(digest), metrics.AUTH_CACHE)
+    lookup = auth_key(digest)
+    cached, _ = cache.get_json(lookup, metrics.AUTH_CACHE, local_ttl=ttl)
     if isinstance(cached, list) and len(cached) == 2:
         company_id, key_version = int(cached[0]), int(cached[1])
         row = conn.execute(COMPANY_VERSIONS_SQL, (company_id,), prepare=True).fetchone()
         if row is not None and int(row[1]) == key_version:
             return Principal(company_id, int(row[0]))
+        cache.local.drop(lookup)
     row = conn.execute(AUTH_VERSIONS_SQL, (digest,), prepare=True).fetchone()
     if row is None:
         return None
-    cache.set_json(auth_key(digest), [int(row[0]), int(row[2])], ttl)
+    cache.set_json(lookup, [int(row[0]), int(row[2])], ttl, local=True)
     return Principal(int(row[0]), int(row[1]))
 
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import redis
 
-from core.cache import POLICY_KEY, Cache, auth_key, search_key
+from core.cache import POLICY_KEY, Cache, auth_key, hour_of, querylog_key, search_key
 from core.config import Settings
 from core.search.retrieve import SearchRequest
 from core.tenants import hash_key
@@ -104,6 +104,7 @@ def test_ttl_change_reaches_the_running_api_without_restart(api: RunningApi, ten
     assert api.server is server_before and not api.server.should_exit
     assert client.ttl(auth_key(hash_key(tenant.api_key))) > 3, "cached before the change"
     client.delete(auth_key(hash_key(tenant.api_key)))
+    api.cache.local.clear()  # and the API process's own copy of the lookup
     search(api, tenant.api_key, "refunds before")
     assert 0 < client.ttl(auth_key(hash_key(tenant.api_key))) <= 3
     (row,) = events(conn, "cache.apply")
@@ -157,6 +158,7 @@ def test_redis_down_keeps_auth_search_and_policy_working(api: RunningApi, tenant
     try:
         api.cache.refresh_seconds = 0  # re-read the policy on every request: it must not fail either
         for _ in range(3):
+            api.cache.local.clear()  # the key lookup must go to Redis (and fail there) too
             result = search(api, tenant.api_key, "refunds")
             assert result["cached"] is False
             assert result["results"][0]["external_id"] == "kb-1"
@@ -169,27 +171,73 @@ def test_redis_down_keeps_auth_search_and_policy_working(api: RunningApi, tenant
 
 
 def test_query_log_is_bounded_per_company_and_hour(redis_url: str) -> None:
-    cache = Cache(redis_url)
+    cache = Cache(redis_url, querylog_flush_seconds=3600)  # flushed by hand below
     client = redis.Redis.from_url(redis_url)
     client.hset(POLICY_KEY, mapping={"querylog_max": 10, "querylog_hours": 2})
     now = 7200.0 * 1000
+    key = "opsctl:querylog:1:" + str(int(now // 3600))
+    popular = SearchRequest(query="popular").canonical()
     for i in range(25):
         assert cache.log_query(1, SearchRequest(query=f"q{i}").canonical(), now)
     for _ in range(3):
-        cache.log_query(1, SearchRequest(query="popular").canonical(), now)
+        cache.log_query(1, popular, now)
     cache.log_query(2, SearchRequest(query="other company").canonical(), now)
-    key = "opsctl:querylog:1:" + str(int(now // 3600))
+    assert client.exists(key) == 0, "counted in memory until the next flush"
+    assert cache.flush_query_log() == 27, "one entry per distinct request"
+    assert cache.flush_query_log() == 0, "nothing counted twice"
     assert client.zcard(key) == 10
-    top = client.zrevrange(key, 0, 0)[0].decode()
-    assert top == SearchRequest(query="popular").canonical(), "a frequent newcomer is not crowded out"
+    assert client.zrevrange(key, 0, 0)[0].decode() == popular, "a frequent newcomer is not crowded out"
+    assert client.zscore(key, popular) >= 3, "three searches weigh three"
     client.hset(POLICY_KEY, "querylog_max", 4)
     cache.refresh_seconds = 0
-    cache.log_query(1, SearchRequest(query="popular").canonical(), now)
+    cache.log_query(1, popular, now)
+    cache.flush_query_log()
     assert client.zcard(key) == 4, "a smaller size trims the log"
-    assert client.zrevrange(key, 0, 0)[0].decode() == top
+    assert client.zrevrange(key, 0, 0)[0].decode() == popular
     assert 0 < client.ttl(key) <= 3 * 3600
     assert client.zcard("opsctl:querylog:2:" + str(int(now // 3600))) == 1
     assert not cache.log_query(1, json.dumps({"query": "x" * 5000}), now), "oversized requests are not logged"
+    cache.close()
+    client.close()
+
+
+def test_query_log_is_written_in_the_background_and_on_close(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    now = time.time()
+    key = querylog_key(41, hour_of(now))
+    client.delete(key)
+    cache = Cache(redis_url, querylog_flush_seconds=0.1)
+    assert cache.log_query(41, "first", now)
+    deadline = time.monotonic() + 10
+    while not client.exists(key):
+        assert time.monotonic() < deadline, "the background thread never wrote the query log"
+        time.sleep(0.05)
+    cache.close()
+
+    slow = Cache(redis_url, querylog_flush_seconds=3600)
+    for _ in range(2):
+        assert slow.log_query(41, "second", now)
+    slow.close()
+    assert client.zscore(key, "second") == 2, "closing writes what is still counted"
+    assert client.zscore(key, "first") == 1
+    client.close()
+
+
+def test_auth_lookups_are_kept_in_process_for_their_ttl(redis_url: str) -> None:
+    cache = Cache(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    lookup = auth_key(b"local-test")
+    assert cache.set_json(lookup, [7, 0], 60, local=True)
+    client.delete(lookup)
+    assert cache.get_json(lookup, local_ttl=60) == ([7, 0], "hit"), "from this process, Redis not asked"
+    assert cache.get_json(lookup, local_ttl=5) == (None, "miss"), "a changed TTL asks Redis again"
+    client.set(lookup, "[8, 1]")
+    assert cache.get_json(lookup, local_ttl=5) == ([8, 1], "hit")
+    client.delete(lookup)
+    assert cache.get_json(lookup, local_ttl=5) == ([8, 1], "hit"), "a Redis hit is kept in process"
+    cache.local.drop(lookup)
+    assert cache.get_json(lookup, local_ttl=5) == (None, "miss")
+    assert cache.get_json(search_key(1, 0, "not-local"))[1] == "miss"
     cache.close()
     client.close()
 
@@ -205,6 +253,7 @@ def test_warm_makes_the_next_identical_search_a_hit(api: RunningApi, tenant: Any
     ops.flush(api.settings, None, do_apply=True)
     assert search(api, tenant.api_key, "refunds", mode="keyword")["cached"] is False  # flushed (and logged again)
     ops.flush(api.settings, None, do_apply=True)
+    api.cache.flush_query_log()  # what the API's background thread does every second
 
     seen: list[tuple[int, int]] = []
     result = ops.warm(api.settings, CachePolicy(), tenant.company_id, 1, lambda d, t: seen.append((d, t)))
@@ -234,6 +283,7 @@ def test_flush_one_company_leaves_the_others(api: RunningApi, tenant: Any, other
         search(api, key, "beta")
         with client_for(api, key) as http:
             assert http.get("/v1/documents/none-yet").status_code == 404  # nothing cached for a 404
+    api.cache.flush_query_log()  # what the API's background thread does every second
     client = redis_client(api.settings)
     mine = [key_of(conn, tenant.company_id, q) for q in ("alpha", "beta")]
     theirs = [key_of(conn, other_tenant.company_id, q) for q in ("alpha", "beta")]
