@@ -83,10 +83,11 @@ def timed(n: int, call: Callable[[int], None]) -> Latency:
 def measure(stack: Stack, n_queries: int, hit_rounds: int, rng: random.Random) -> dict[str, Latency]:
     import redis
 
+    from bench.search import service_searches_exactly
     from core.cache import SEARCH_PREFIX
     from core.db import make_pool
     from core.embed import make_embedder
-    from core.search.retrieve import VECTOR_SQL
+    from core.search.retrieve import vector_sql
 
     tenant = next(iter(stack.tenants.values()))
     texts = queries(n_queries, rng)
@@ -114,9 +115,9 @@ def measure(stack: Stack, n_queries: int, hit_rounds: int, rng: random.Random) -
     embedder = make_embedder(stack.settings)
     vectors = embedder.embed(texts)
     pool = make_pool(stack.db_url, stack.settings, min_size=1, max_size=1)
-    sql = VECTOR_SQL.format(filters="")
     try:
         with pool.connection() as conn:
+            sql = vector_sql(service_searches_exactly(conn, stack.settings, tenant.company_id)).format(filters="")
             def raw(i: int) -> None:
                 conn.execute(sql, {"q": vectors[i % len(vectors)], "company": tenant.company_id, "n": 10}).fetchall()
 

@@ -35,14 +35,21 @@ from bench.load import (
 from bench.profile import API_BACKENDS, BENCH_PROCESS, meter_for
 from bench.stack import Stack
 from bench.stats import Latency, percentile, summarize
-from core.search.retrieve import VECTOR_SQL
+from core.search.retrieve import COMPANY_ROWS_SQL, use_exact, vector_sql
 from core.tenants import AUTH_SQL, hash_key
 
 K = 10
 TIE_TOLERANCE = 2e-6  # the API rounds scores to 6 decimals
 RECALL_CONCURRENCY = 4
 EF_SWEEP = (40, 100, 200, 400, 800)
-SERVICE_VECTOR_SQL = VECTOR_SQL.replace("{filters}", "")  # the service's query, no filters
+SERVICE_VECTOR_SQL = vector_sql(exact=False).replace("{filters}", "")  # the service's HNSW query, no filters
+
+
+def service_searches_exactly(conn: Any, settings: Any, company_id: int) -> bool:
+    """Whether the service compares every chunk of this company (few chunks) instead of the HNSW index."""
+    limit = settings.vector_exact_max_rows
+    row = conn.execute(COMPANY_ROWS_SQL, (company_id, limit + 1)).fetchone()
+    return use_exact(int(row[0]), limit)
 
 
 @dataclass
@@ -94,8 +101,11 @@ def prepare(stack: Stack) -> dict[str, dict[str, str]]:
         conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(stack.settings.hnsw_ef_search)))
         for name, tenant in stack.tenants.items():
             params = {"q": probe, "company": tenant.company_id, "k": K, "n": K}
+            exact = service_searches_exactly(conn, stack.settings, tenant.company_id)
+            service_sql = vector_sql(exact).replace("{filters}", "")
             plans[name] = {"raw": _plan(conn, sql.SQL(RAW_VECTOR_SQL), params),
-                           "service": _plan(conn, sql.SQL(SERVICE_VECTOR_SQL), params)}
+                           "service": ("exact (few chunks): " if exact else "") + _plan(conn, sql.SQL(service_sql),
+                                                                                        params)}
             conn.execute("SET enable_indexscan = off")
             plans[name]["exact"] = _plan(conn, sql.SQL(RAW_VECTOR_SQL), params)
             conn.execute("RESET enable_indexscan")
@@ -162,7 +172,7 @@ def latency(stack: Stack, load: LoadProcess, queries: list[str], vectors: npt.ND
 class Decomposition:
     """p50 (ms) at concurrency 1 of each step an uncached search takes, measured alone."""
 
-    http_floor: float  # GET /healthz through uvicorn + FastAPI + httpx
+    http_floor: float  # GET /healthz through uvicorn + FastAPI + the load client
     http_floor_cpu: float  # API process CPU ms per GET /healthz
     auth_sql: float  # the API-key lookup, one autocommit statement as the API runs it
     redis_get: float  # the cache miss

@@ -366,7 +366,8 @@ def create_app(services: Services) -> FastAPI:
             if req.k > settings.search_max_k:
                 raise ApiError(422, "validation_error", f"k: at most {settings.search_max_k}")
             ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
-            found = search(services.pool, services.cache, services.embedder, principal, req, ttl)
+            found = search(services.pool, services.cache, services.embedder, principal, req, ttl,
+                           settings.vector_exact_max_rows)
             services.cache.log_query(principal.company_id, req.canonical(), time.time())
             return found
 

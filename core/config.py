@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     # vector index
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
-    hnsw_ef_search: int = Field(100, ge=1, le=1000, description="set on every connection only when configured; "
-                                "unset: the database's default (100, tuned by `opsctl index tune --apply`)")
+    hnsw_ef_search: int = Field(500, ge=1, le=1000, description="set on every connection only when configured; "
+                                "unset: the database's default (500, tuned by `opsctl index tune --apply`)")
 
     # ingest queue
     worker_batch_size: int = Field(32, ge=1, le=1000)
@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(200, ge=1)
     webhook_tolerance_seconds: int = Field(300, ge=1)
     search_max_k: int = Field(100, ge=1)
+    vector_exact_max_rows: int = Field(10_000, ge=0, description="a company with at most this many chunks is "
+                                       "searched exactly (every one of its chunks compared; recall 1.0); 0: never")
 
     # cache
     search_cache_ttl_seconds: int = Field(300, ge=0, description="default; `opsctl cache apply` overrides it live")

@@ -12,7 +12,7 @@ from core.ingest.webhooks import event_document
 from core.ingest.worker import Existing, Job, backoff_seconds, plan_batch
 from core.partitioning import months_to_premake
 from core.ratelimit import RateLimiter, retry_after_header
-from core.search.retrieve import Hit, rrf_fuse
+from core.search.retrieve import Hit, rrf_fuse, use_exact
 from core.tenants import sign, verify_signature
 from opsctl.loader import batches, retry_delay
 
@@ -173,3 +173,19 @@ def test_loader_batches_by_count_and_size() -> None:
     assert retry_delay(1, None) == 0.5
     assert retry_delay(3, None) == 2.0
     assert retry_delay(1, "7") == 7.0
+
+
+@pytest.mark.parametrize(
+    ("rows", "limit", "exact"),
+    [
+        (0, 10_000, True),  # an empty company: nothing to search either way
+        (4_987, 10_000, True),
+        (10_000, 10_000, True),  # the limit itself is still exact
+        (10_001, 10_000, False),
+        (45_014, 10_000, False),
+        (5, 0, False),  # 0 turns exact search off
+        (0, 0, False),
+    ],
+)
+def test_use_exact_only_for_companies_within_the_limit(rows: int, limit: int, exact: bool) -> None:
+    assert use_exact(rows, limit) is exact

@@ -43,8 +43,10 @@ def count(conn: psycopg.Connection[Any], sql: str, *args: Any) -> int:
     return int(row[0])
 
 
-@pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
-def test_round_trip_every_mode(api: RunningApi, tenant: Any, db_url: str, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "exact_max_rows"), [
+    ("vector", 10_000), ("vector", 0), ("keyword", 10_000), ("hybrid", 10_000), ("hybrid", 0)])
+def test_round_trip_every_mode(api: RunningApi, tenant: Any, db_url: str, mode: str, exact_max_rows: int) -> None:
+    api.settings.vector_exact_max_rows = exact_max_rows  # 0: the HNSW index, else every chunk compared
     ingest(api, tenant.api_key, DOCS)
     assert drain(api.settings, db_url) == 3
     result = search(api, tenant.api_key, "how many days for refunds", mode=mode, k=2)

@@ -6,6 +6,11 @@ so more matching words and closer ones rank higher.
 Vector search runs with ``hnsw.iterative_scan = relaxed_order`` (set on every pooled
 connection) inside a materialized CTE that is re-sorted, so a company filter still returns k
 results in exact distance order (pgvector >= 0.8).
+
+A company holding few chunks is searched exactly instead (``use_exact``): the graph is built over
+every company's rows, so a filter keeping a small share of them makes the HNSW search both lossy
+and slow, while comparing that company's few thousand rows, found through its B-tree index,
+is fast and finds the true neighbours (pgvector's own advice for selective filters).
 """
 
 from __future__ import annotations
@@ -141,6 +146,25 @@ WITH hits AS MATERIALIZED (
 SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY distance, id
 """
 
+# No ORDER BY inside the fence, so no index can order the rows: every row of the company is compared.
+EXACT_VECTOR_SQL = """
+WITH hits AS MATERIALIZED (
+    SELECT id, document_id, external_id, body, embedding <=> %(q)s AS distance
+    FROM chunks WHERE company_id = %(company)s {filters}
+)
+SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY distance, id LIMIT %(n)s
+"""
+
+# How many chunks a company holds, counted no further than the exact-search limit.
+COMPANY_ROWS_SQL = "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE company_id = %s LIMIT %s) s"
+COMPANY_ROWS_TTL = 60  # seconds a count is trusted: a company crosses the limit slowly
+DEFAULT_EXACT_MAX_ROWS = 10_000
+
+
+def use_exact(company_rows: int, exact_max_rows: int) -> bool:
+    """Search exactly when the company holds at most ``exact_max_rows`` chunks (pure)."""
+    return exact_max_rows > 0 and company_rows <= exact_max_rows
+
 KEYWORD_SQL = """
 SELECT id, document_id, external_id, body, ts_rank_cd(tsv, tq) AS score
 FROM chunks, CAST(replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | ') AS tsquery) AS tq
@@ -148,17 +172,27 @@ WHERE company_id = %(company)s AND tsv @@ tq {filters}
 ORDER BY score DESC, id LIMIT %(n)s
 """
 
-HYBRID_SQL = f"""
-WITH v AS MATERIALIZED ({VECTOR_SQL}), kw AS MATERIALIZED ({KEYWORD_SQL})
+HYBRID_SQL = """
+WITH v AS MATERIALIZED ({vector}), kw AS MATERIALIZED ({keyword})
 SELECT 'v', * FROM v UNION ALL SELECT 'k', * FROM kw
 """
+
+
+def vector_sql(exact: bool) -> str:
+    return EXACT_VECTOR_SQL if exact else VECTOR_SQL
+
+
+def hybrid_sql(exact: bool) -> str:
+    return HYBRID_SQL.format(vector=vector_sql(exact), keyword=KEYWORD_SQL)
 
 
 def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
     return [Hit(int(r[0]), int(r[1]), r[2], r[3], float(r[4])) for r in rows]
 
 
-def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest) -> list[Hit]:
+def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest,
+             exact: bool = False) -> list[Hit]:
+    """The company's top k for ``req``; ``exact``: vector candidates by comparing every row."""
     where, params = _filters(req.filters)
     params.update(company=company_id, text=req.query)
     if req.mode is Mode.keyword:
@@ -170,16 +204,27 @@ def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchR
     metrics.EMBED_SECONDS.labels(embedder.name).observe(time.perf_counter() - started)
     if req.mode is Mode.vector:
         params["n"] = req.k
-        return _hits(conn.execute(sql.SQL(VECTOR_SQL).format(filters=where), params).fetchall())
+        return _hits(conn.execute(sql.SQL(vector_sql(exact)).format(filters=where), params).fetchall())
     params["n"] = max(req.k * 3, 30)
-    rows = conn.execute(sql.SQL(HYBRID_SQL).format(filters=where), params).fetchall()
+    rows = conn.execute(sql.SQL(hybrid_sql(exact)).format(filters=where), params).fetchall()
     vector = sorted(_hits([r[1:] for r in rows if r[0] == "v"]), key=lambda h: (-h.score, h.chunk_id))
     keyword = sorted(_hits([r[1:] for r in rows if r[0] == "k"]), key=lambda h: (-h.score, h.chunk_id))
     return rrf_fuse([vector, keyword], req.k)
 
 
+def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
+    """The company's chunk count up to ``limit`` + 1, kept in this process for a minute."""
+    key = f"rows:{company_id}:{limit}"
+    found = cache.local.get(key, COMPANY_ROWS_TTL, time.monotonic())
+    if found is None:
+        row = conn.execute(COMPANY_ROWS_SQL, (company_id, limit + 1), prepare=True).fetchone()
+        found = int(row[0]) if row else 0
+        cache.local.put(key, found, COMPANY_ROWS_TTL, time.monotonic())
+    return int(found)
+
+
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
-           ttl: int) -> dict[str, Any]:
+           ttl: int, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database."""
     started = time.perf_counter()
     key = search_key(principal.company_id, principal.data_version, req.digest())
@@ -188,8 +233,10 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
         return {"results": cached, "cached": True, "took_ms": round(took, 3)}
-    with read_connection(pool) as conn:  # one statement: no BEGIN/ROLLBACK round trips
-        hits = retrieve(conn, embedder, principal.company_id, req)
+    with read_connection(pool) as conn:  # single statements: no BEGIN/ROLLBACK round trips
+        exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
+            company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
+        hits = retrieve(conn, embedder, principal.company_id, req, exact)
     results = [h.as_dict() for h in hits]
     cache.set_json(key, results, ttl)
     took = (time.perf_counter() - started) * 1000

@@ -276,7 +276,8 @@ def warm(settings: Settings, policy: CachePolicy, company: int | None, top: int 
                     counts["skipped"] += 1
                 else:
                     assert embedder is not None
-                    result = search(pool, cache, embedder, Principal(cid, version), req, ttl)
+                    result = search(pool, cache, embedder, Principal(cid, version), req, ttl,
+                                    settings.vector_exact_max_rows)
                     counts["already_cached" if result["cached"] else "warmed"] += 1
                 done += 1
                 if progress is not None:
