@@ -24,7 +24,7 @@ class VectorIndexPolicy(PolicyModel):
     k: int = Field(10, ge=1, le=1000, description="recall is measured at k")
     target_recall: float = Field(0.95, gt=0, le=1)
     ef_search_min: int = Field(10, ge=1, le=1000)
-    ef_search_max: int = Field(400, ge=1, le=1000)
+    ef_search_max: int = Field(800, ge=1, le=1000)
     sample_queries: int = Field(50, ge=1, le=5000, description="queries per measurement")
     reindex: ReindexTriggers = Field(default_factory=lambda: ReindexTriggers.model_validate({}))
 
