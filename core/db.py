@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from core.errors import ConfigError, ServiceUnavailable
-from core.partitioning import PARTITIONED_TABLES, months_to_premake
+from core.partitioning import PARTITIONED_TABLES, months_to_premake, partition_with
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -131,7 +131,8 @@ def ensure_partitions(conn: psycopg.Connection[Any], now: datetime, ahead: int =
             exists = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
             if exists and exists[0] is not None:
                 continue
-            stmt = sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+            create = "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})" + partition_with(table)
+            stmt = sql.SQL(create).format(
                 sql.Identifier(name), sql.Identifier(table),
                 sql.Literal(month.start.isoformat()), sql.Literal(month.end.isoformat()),
             )

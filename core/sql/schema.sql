@@ -58,7 +58,9 @@ CREATE INDEX chunks_embedding_hnsw_idx ON chunks
 CREATE INDEX chunks_tsv_idx ON chunks USING gin (tsv);
 
 CREATE TABLE documents_default PARTITION OF documents DEFAULT;
-CREATE TABLE chunks_default PARTITION OF chunks DEFAULT;
+CREATE TABLE chunks_default PARTITION OF chunks DEFAULT WITH (toast_tuple_target = 4080);
+-- 0008: the vector stays in the row's page (core/partitioning.py, PARTITION_OPTIONS)
+ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE MAIN;
 
 CREATE TABLE ingest_jobs (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -147,9 +149,9 @@ $$;
 CREATE TRIGGER api_keys_key_version
     AFTER UPDATE OF revoked_at, key_hash, company_id OR DELETE ON api_keys
     FOR EACH ROW EXECUTE FUNCTION api_keys_bump_key_version();
--- 0006: the default hnsw.ef_search of this database (tuned by `opsctl index tune --apply`)
+-- 0006, 0007: the default hnsw.ef_search of this database (tuned by `opsctl index tune --apply`)
 DO $$
 BEGIN
-    EXECUTE format('ALTER DATABASE %I SET hnsw.ef_search = 100', current_database());
+    EXECUTE format('ALTER DATABASE %I SET hnsw.ef_search = 500', current_database());
 END
 $$;

@@ -39,6 +39,7 @@ from psycopg import sql
 
 from core.embedded import pg_command
 from core.errors import OperationFailed
+from core.partitioning import partition_with
 from opsctl.audit import record
 from opsctl.files import sha256_file
 from opsctl.partitions.plan import Partition, Step, parse_bound, retention_cutoff
@@ -237,8 +238,8 @@ class Rotator:
         if exists:
             return "exists" if attached else self._move_default_rows(step)
         lo, hi = _bounds(step)
-        stmt = sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-            _ident(step.partition), _ident(step.table), lo, hi)
+        stmt = sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+                       + partition_with(step.table)).format(_ident(step.partition), _ident(step.table), lo, hi)
 
         def create() -> bool:
             try:
@@ -277,7 +278,8 @@ class Rotator:
         if not exists:
             self.conn.execute(sql.SQL(
                 "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED"
-                " INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMPRESSION)").format(part, parent))
+                " INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMPRESSION)" + partition_with(step.table)).format(
+                    part, parent))
         check = step.partition + "_range"
         if self.conn.execute("SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = %s::regclass",
                              (check, step.partition)).fetchone() is None:
