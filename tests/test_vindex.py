@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
 from core.config import Settings
 from core.db import make_pool
@@ -168,11 +169,22 @@ def test_maintain_rebuilds_concurrently_then_vacuums(settings: Settings, conn: p
     assert "dead tuples 33% > 20%" in fired[0][1].reasons
     seen: list[str] = []
     oid_before = conn.execute("SELECT %s::regclass::oid", (fired[0][0].index,)).fetchone()
-    done = maintain(settings, policy, apply=True, progress=lambda i, ph, d, t: seen.append(ph))
+    # a writer holds the partition: the rebuild waits for it in a phase of pg_stat_progress_create_index,
+    # so the progress poll sees the view however fast the build itself is; the first sample releases it
+    blocker = psycopg.connect(settings.database_url or "")
+    blocker.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(sql.Identifier(part)))
+
+    def progress(i: int, phase: str, done: int, total: int) -> None:
+        seen.append(phase)
+        if phase != "vacuum" and blocker.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            blocker.rollback()
+
+    try:
+        done = maintain(settings, policy, apply=True, progress=progress)
+    finally:
+        blocker.close()
     assert done.done and done.sentence().startswith("rebuilt 1 of")
-    # the progress bar is fed from pg_stat_progress_create_index; which phases a poll catches depends
-    # on the machine's speed, so require one sample of the view, not a particular phase
-    assert "vacuum" in seen and any(ph != "vacuum" for ph in seen)
+    assert "vacuum" in seen and any(ph != "vacuum" for ph in seen), seen
     oid_after = conn.execute("SELECT %s::regclass::oid", (fired[0][0].index,)).fetchone()
     assert oid_before != oid_after  # a new index took the old one's name
     valid = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass",
