@@ -4,8 +4,9 @@ Raw baselines COPY the corpus's chunks (embedded beforehand with the service's e
 one binary COPY on one connection:
 
 1. into ``raw_idx``, a plain table ``LIKE chunks INCLUDING ALL`` (same columns, generated
-   tsvector, primary key, btree, HNSW and GIN indexes): the naive indexed COPY;
-2. into ``raw_noidx`` (same columns, no index), then, as a third figure, building the same
+   tsvector, primary key, btree, HNSW and GIN indexes) with the storage parameters of a chunks
+   partition (rows as wide as the service's): the naive indexed COPY;
+2. into ``raw_noidx`` (same columns and storage, no index), then, as a third figure, building the same
    indexes afterwards (what a bulk load would do).
 
 The service run POSTs the documents in batches from several client threads and ends when the
@@ -29,6 +30,7 @@ from bench.load import LoadProcess, post_documents
 from bench.profile import ActivitySampler, meter_for, scrape_workers
 from bench.stack import Stack
 from bench.stats import percentile
+from core.partitioning import partition_with
 
 COPY_SQL = (
     "COPY {table} (company_id, document_id, external_id, ord, body, metadata, embedding, created_at)"
@@ -37,8 +39,9 @@ COPY_SQL = (
 COPY_TYPES = ["int8", "int8", "text", "int4", "text", "jsonb", "vector", "timestamptz"]
 RAW_TABLES_SQL = (
     "DROP TABLE IF EXISTS raw_idx, raw_noidx",
-    "CREATE TABLE raw_idx (LIKE chunks INCLUDING ALL)",
-    "CREATE TABLE raw_noidx (LIKE chunks INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY)",
+    "CREATE TABLE raw_idx (LIKE chunks INCLUDING ALL)" + partition_with("chunks"),
+    "CREATE TABLE raw_noidx (LIKE chunks INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY"
+    " INCLUDING STORAGE)" + partition_with("chunks"),
 )
 BULK_INDEX_SQL = (
     "ALTER TABLE raw_noidx ADD PRIMARY KEY (company_id, id, created_at)",
