@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -67,6 +68,13 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
+
+
+class OrjsonResponse(JSONResponse):
+    """JSON by orjson: faster, and it embeds ``orjson.Fragment`` (cached results) as they are."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -371,7 +379,7 @@ def create_app(services: Services) -> FastAPI:
             services.cache.log_query(principal.company_id, req.canonical(), time.time())
             return found
 
-        return JSONResponse(await run_in_threadpool(_search))
+        return OrjsonResponse(await run_in_threadpool(_search))
 
     @app.get("/metrics")
     async def get_metrics() -> Response:

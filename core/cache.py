@@ -160,17 +160,8 @@ class Cache:
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("redis unavailable (%s); caching is off for %.1f s", type(exc).__name__, self.breaker_seconds)
 
-    def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
-                 local_ttl: int | None = None) -> tuple[Any, str]:
-        """(value, result) where result is hit, miss or error; counted in ``counter``.
-
-        ``local_ttl``: look in the in-process map first, and keep a Redis hit there for that many
-        seconds (only for values the caller re-validates)."""
-        if local_ttl is not None:
-            found = self.local.get(key, local_ttl, time.monotonic())
-            if found is not None:
-                counter.labels("hit").inc()
-                return found, "hit"
+    def get_raw(self, key: str, counter: Counter = metrics.SEARCH_CACHE) -> tuple[bytes | None, str]:
+        """(stored JSON text, result) where result is hit, miss or error; counted in ``counter``."""
         if not self.available:
             counter.labels("error").inc()
             return None, "error"
@@ -184,10 +175,26 @@ class Cache:
             counter.labels("miss").inc()
             return None, "miss"
         counter.labels("hit").inc()
+        return bytes(raw), "hit"
+
+    def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
+                 local_ttl: int | None = None) -> tuple[Any, str]:
+        """(value, result) where result is hit, miss or error; counted in ``counter``.
+
+        ``local_ttl``: look in the in-process map first, and keep a Redis hit there for that many
+        seconds (only for values the caller re-validates)."""
+        if local_ttl is not None:
+            found = self.local.get(key, local_ttl, time.monotonic())
+            if found is not None:
+                counter.labels("hit").inc()
+                return found, "hit"
+        raw, result = self.get_raw(key, counter)
+        if raw is None:
+            return None, result
         value = json.loads(raw)
         if local_ttl is not None:
             self.local.put(key, value, local_ttl, time.monotonic())
-        return value, "hit"
+        return value, result
 
     def set_json(self, key: str, value: Any, ttl: int, local: bool = False) -> bool:
         """Store ``value`` for ``ttl`` seconds; ``local``: in the in-process map too."""

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -147,12 +148,17 @@ SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY dista
 """
 
 # No ORDER BY inside the fence, so no index can order the rows: every row of the company is compared.
+# Only ids and distances are kept while scanning; the k winners' texts are read by primary key.
 EXACT_VECTOR_SQL = """
-WITH hits AS MATERIALIZED (
-    SELECT id, document_id, external_id, body, embedding <=> %(q)s AS distance
+WITH scored AS MATERIALIZED (
+    SELECT id, created_at, embedding <=> %(q)s AS distance
     FROM chunks WHERE company_id = %(company)s {filters}
+), top AS (
+    SELECT id, created_at, distance FROM scored ORDER BY distance, id LIMIT %(n)s
 )
-SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY distance, id LIMIT %(n)s
+SELECT c.id, c.document_id, c.external_id, c.body, 1 - top.distance
+FROM top JOIN chunks c ON c.company_id = %(company)s AND c.id = top.id AND c.created_at = top.created_at
+ORDER BY top.distance, top.id
 """
 
 # How many chunks a company holds, counted no further than the exact-search limit.
@@ -225,14 +231,17 @@ def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
 
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
            ttl: int, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> dict[str, Any]:
-    """Answer a search from the cache when the company's data has not changed, else from the database."""
+    """Answer a search from the cache when the company's data has not changed, else from the database.
+
+    From the cache, ``results`` is the stored JSON as an ``orjson.Fragment``: encode the answer
+    with ``orjson.dumps`` (the API's ``search_response``)."""
     started = time.perf_counter()
     key = search_key(principal.company_id, principal.data_version, req.digest())
-    cached, _ = cache.get_json(key)
-    if cached is not None:
+    cached, _ = cache.get_raw(key)
+    if cached is not None:  # the stored JSON goes out as it is: no parse, no re-encode
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
-        return {"results": cached, "cached": True, "took_ms": round(took, 3)}
+        return {"results": orjson.Fragment(cached), "cached": True, "took_ms": round(took, 3)}
     with read_connection(pool) as conn:  # single statements: no BEGIN/ROLLBACK round trips
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
