@@ -23,6 +23,10 @@ Two things stay in the process, off the request path:
 * API-key lookups are also kept in a small in-process map for their TTL (``get_json(...,
   local_ttl=)``). That is safe only because the caller re-validates every lookup against the
   database (the key version), so a revoked key still fails on its next request.
+* the last ``NEAR_ENTRIES_MAX`` search answers are kept in the process too (``get_raw(...,
+  near_ttl=)``), in front of Redis. Their keys carry the company's data version, read from the
+  database on every request, so a near answer is exactly as fresh as a Redis one; ``opsctl cache
+  flush`` bumps the data version, which retires them in every process at once.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ MAX_LOGGED_REQUEST = 2048
 QUERYLOG_FLUSH_SECONDS = 1.0
 QUERYLOG_PENDING_MAX = 10_000  # distinct requests buffered between two flushes; more are not logged
 LOCAL_ENTRIES_MAX = 10_000
+NEAR_ENTRIES_MAX = 1_000  # search answers kept in each API process (about 10 kB each)
 
 
 # Weighted Space-Saving (Metwally et al.): a bounded top-k counter. A request already counted, or
@@ -136,6 +141,7 @@ class Cache:
         self.refresh_seconds = refresh_seconds
         self.querylog_flush_seconds = querylog_flush_seconds
         self.local = LocalMap()
+        self.near = LocalMap(NEAR_ENTRIES_MAX)
         self._open_until = 0.0
         self._policy: dict[str, int] = {}
         self._policy_read_at = float("-inf")
@@ -160,8 +166,16 @@ class Cache:
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("redis unavailable (%s); caching is off for %.1f s", type(exc).__name__, self.breaker_seconds)
 
-    def get_raw(self, key: str, counter: Counter = metrics.SEARCH_CACHE) -> tuple[bytes | None, str]:
-        """(stored JSON text, result) where result is hit, miss or error; counted in ``counter``."""
+    def get_raw(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
+                near_ttl: int | None = None) -> tuple[bytes | None, str]:
+        """(stored JSON text, result) where result is hit, miss or error; counted in ``counter``.
+
+        ``near_ttl``: look in this process's near cache first, and keep a Redis hit there."""
+        if near_ttl is not None:
+            found = self.near.get(key, near_ttl, time.monotonic())
+            if found is not None:
+                counter.labels("hit").inc()
+                return bytes(found), "hit"
         if not self.available:
             counter.labels("error").inc()
             return None, "error"
@@ -175,6 +189,8 @@ class Cache:
             counter.labels("miss").inc()
             return None, "miss"
         counter.labels("hit").inc()
+        if near_ttl is not None:
+            self.near.put(key, bytes(raw), near_ttl, time.monotonic())
         return bytes(raw), "hit"
 
     def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
@@ -200,10 +216,16 @@ class Cache:
         """Store ``value`` for ``ttl`` seconds; ``local``: in the in-process map too."""
         if local:
             self.local.put(key, value, ttl, time.monotonic())
+        return self.set_raw(key, json.dumps(value, separators=(",", ":")).encode(), ttl)
+
+    def set_raw(self, key: str, raw: bytes, ttl: int, near: bool = False) -> bool:
+        """Store JSON text for ``ttl`` seconds; ``near``: in this process's near cache too."""
+        if near:
+            self.near.put(key, raw, ttl, time.monotonic())
         if not self.available or ttl <= 0:
             return False
         try:
-            self.client.set(key, json.dumps(value, separators=(",", ":")), ex=ttl)
+            self.client.set(key, raw, ex=ttl)
         except Exception as exc:
             self._trip(exc)
             return False

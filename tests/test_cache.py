@@ -157,9 +157,10 @@ def test_redis_down_keeps_auth_search_and_policy_working(api: RunningApi, tenant
     redis_server.kill()
     try:
         api.cache.refresh_seconds = 0  # re-read the policy on every request: it must not fail either
-        for _ in range(3):
+        for query in ("refunds", "refunds issued", "refunds within days"):
             api.cache.local.clear()  # the key lookup must go to Redis (and fail there) too
-            result = search(api, tenant.api_key, "refunds")
+            api.cache.near.clear()  # and so must the search
+            result = search(api, tenant.api_key, query)
             assert result["cached"] is False
             assert result["results"][0]["external_id"] == "kb-1"
         errors_after = REGISTRY.get_sample_value("core_auth_cache_requests_total", {"result": "error"}) or 0.0
@@ -221,6 +222,37 @@ def test_query_log_is_written_in_the_background_and_on_close(redis_url: str) -> 
     assert client.zscore(key, "second") == 2, "closing writes what is still counted"
     assert client.zscore(key, "first") == 1
     client.close()
+
+
+def test_near_cache_answers_before_redis_and_only_under_the_same_ttl(redis_url: str) -> None:
+    cache = Cache(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    key = search_key(9, 3, "near")
+    assert cache.set_raw(key, b'[{"chunk_id":1}]', 60, near=True)
+    assert client.get(key) == b'[{"chunk_id":1}]', "Redis has it too"
+    client.delete(key)
+    assert cache.get_raw(key, near_ttl=60) == (b'[{"chunk_id":1}]', "hit"), "from this process"
+    assert cache.get_raw(key) == (None, "miss"), "without near_ttl only Redis is asked"
+    assert cache.get_raw(key, near_ttl=5) == (None, "miss"), "another TTL in effect: not the near copy"
+    other = search_key(9, 3, "from-redis")
+    client.set(other, b"[2]")
+    assert cache.get_raw(other, near_ttl=60) == (b"[2]", "hit")
+    client.delete(other)
+    assert cache.get_raw(other, near_ttl=60) == (b"[2]", "hit"), "a Redis hit is kept near"
+    assert search_key(9, 4, "near") != key, "a new data version is a new key: near copies retire with it"
+    cache.close()
+    client.close()
+
+
+def test_flush_retires_near_answers_in_running_api(api: RunningApi, tenant: Any, db_url: str) -> None:
+    ingest(api, tenant.api_key, DOCS)
+    drain(api.settings, db_url)
+    assert search(api, tenant.api_key, "refunds")["cached"] is False
+    assert search(api, tenant.api_key, "refunds")["cached"] is True
+    redis_client(api.settings).flushall()  # even with Redis emptied by hand, the near copy answers
+    assert search(api, tenant.api_key, "refunds")["cached"] is True
+    ops.flush(api.settings, tenant.company_id, do_apply=True)
+    assert search(api, tenant.api_key, "refunds")["cached"] is False, "flush bumps the data version"
 
 
 def test_auth_lookups_are_kept_in_process_for_their_ttl(redis_url: str) -> None:

@@ -233,11 +233,11 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
            ttl: int, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database.
 
-    From the cache, ``results`` is the stored JSON as an ``orjson.Fragment``: encode the answer
-    with ``orjson.dumps`` (the API's ``search_response``)."""
+    From the cache (this process's near cache, then Redis), ``results`` is the stored JSON as an
+    ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``)."""
     started = time.perf_counter()
     key = search_key(principal.company_id, principal.data_version, req.digest())
-    cached, _ = cache.get_raw(key)
+    cached, _ = cache.get_raw(key, near_ttl=ttl)
     if cached is not None:  # the stored JSON goes out as it is: no parse, no re-encode
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
@@ -247,7 +247,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
         hits = retrieve(conn, embedder, principal.company_id, req, exact)
     results = [h.as_dict() for h in hits]
-    cache.set_json(key, results, ttl)
+    cache.set_raw(key, orjson.dumps(results), ttl, near=True)
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)
     return {"results": results, "cached": False, "took_ms": round(took, 3)}

@@ -207,12 +207,29 @@ def _auth_company(raw: bytes) -> int | None:
         return None
 
 
+BUMP_ONE_SQL = "UPDATE companies SET data_version = data_version + 1 WHERE id = %s"
+BUMP_ALL_SQL = "UPDATE companies SET data_version = data_version + 1"
+
+
+def retire_cached_answers(settings: Settings, company: int | None) -> None:
+    """Bump the data version (of one company or all): every cached answer, in Redis or in any API
+    process's near cache, was stored under the old version, so none is served again."""
+    from opsctl.context import connect_db
+
+    with connect_db(settings) as conn, conn.transaction():
+        if company is None:
+            conn.execute(BUMP_ALL_SQL)
+        else:
+            conn.execute(BUMP_ONE_SQL, (company,))
+
+
 def flush(settings: Settings, company: int | None, *, do_apply: bool) -> dict[str, Any]:
     client = connect_redis(settings)
     try:
         targets = _flush_targets(client, company)
         deleted = {kind: 0 for kind in targets}
         if do_apply:
+            retire_cached_answers(settings, company)
             for kind, keys in targets.items():
                 for start in range(0, len(keys), 1000):
                     deleted[kind] += int(client.unlink(*keys[start:start + 1000]))
