@@ -71,8 +71,13 @@ class Stack:
         return conn
 
     def flush_cache(self) -> None:
+        """What `opsctl cache flush --apply` does for every company: bump the data versions (so no
+        API process's near cache answers either), then empty Redis."""
         import redis
 
+        from opsctl.cachepolicy.ops import retire_cached_answers
+
+        retire_cached_answers(self.settings, None)
         client = redis.Redis.from_url(self.redis.url)
         try:
             client.flushall()
