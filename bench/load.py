@@ -125,8 +125,13 @@ class LeanHttpClient:
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> HttpResponse:
         data = None if body is None else json.dumps(body).encode()
         sent = {"Content-Type": "application/json", **(headers or {})} if data is not None else dict(headers or {})
-        self.conn.request(method, path, body=data, headers=sent)
-        response = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, body=data, headers=sent)
+            response = self.conn.getresponse()
+        except (ConnectionError, http.client.HTTPException):  # the server closed the keep-alive connection
+            self.conn.close()  # reconnect once, as httpx would
+            self.conn.request(method, path, body=data, headers=sent)
+            response = self.conn.getresponse()
         return HttpResponse(response.status, response.read())
 
     def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None) -> HttpResponse:

@@ -59,7 +59,8 @@ MAX_LOGGED_REQUEST = 2048
 QUERYLOG_FLUSH_SECONDS = 1.0
 QUERYLOG_PENDING_MAX = 10_000  # distinct requests buffered between two flushes; more are not logged
 LOCAL_ENTRIES_MAX = 10_000
-NEAR_ENTRIES_MAX = 1_000  # search answers kept in each API process (about 10 kB each)
+NEAR_ENTRIES_MAX = 1_000  # search answers kept in each API process (k=10 of 800-character chunks: ~10 kB each)
+NEAR_BYTES_MAX = 32 * 1024 * 1024  # and never more than this many bytes of them
 
 
 # Weighted Space-Saving (Metwally et al.): a bounded top-k counter. A request already counted, or
@@ -102,11 +103,14 @@ def hour_of(now: float) -> int:
 
 
 class LocalMap:
-    """A bounded in-process map whose entries expire; the oldest entry makes way when full."""
+    """A bounded in-process map whose entries expire; the oldest entry makes way when full (by
+    count, and by bytes when ``max_bytes`` is set: values are then ``bytes``)."""
 
-    def __init__(self, max_entries: int = LOCAL_ENTRIES_MAX) -> None:
+    def __init__(self, max_entries: int = LOCAL_ENTRIES_MAX, max_bytes: int | None = None) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._data: dict[str, tuple[float, int, Any]] = {}
+        self._bytes = 0
         self._lock = threading.Lock()  # writers only: a read is one dict lookup
 
     def get(self, key: str, ttl: int, now: float) -> Any:
@@ -116,21 +120,37 @@ class LocalMap:
             return None
         return entry[2]
 
-    def put(self, key: str, value: Any, ttl: int, now: float) -> None:
-        if ttl <= 0:
-            return
+    def put(self, key: str, value: Any, ttl: int, now: float, expires_in: float | None = None) -> None:
+        """Keep ``value`` for ``ttl`` seconds, or less: ``expires_in`` (what Redis has left)."""
+        life = ttl if expires_in is None else min(float(ttl), expires_in)
+        size = len(value) if self.max_bytes is not None else 0
+        if life <= 0 or (self.max_bytes is not None and size > self.max_bytes // 10):
+            return  # expired already, or too big to keep (a tenth of the budget at most)
         with self._lock:
-            if key not in self._data and len(self._data) >= self.max_entries:
-                self._data.pop(next(iter(self._data)), None)
-            self._data[key] = (now + ttl, ttl, value)
+            self._pop(key)
+            while self._data and (len(self._data) >= self.max_entries or
+                                  (self.max_bytes is not None and self._bytes + size > self.max_bytes)):
+                self._pop(next(iter(self._data)))
+            self._data[key] = (now + life, ttl, value)
+            self._bytes += size
+
+    def _pop(self, key: str) -> None:
+        entry = self._data.pop(key, None)
+        if entry is not None and self.max_bytes is not None:
+            self._bytes -= len(entry[2])
 
     def drop(self, key: str) -> None:
         with self._lock:
-            self._data.pop(key, None)
+            self._pop(key)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
 
 
 class Cache:
@@ -141,7 +161,7 @@ class Cache:
         self.refresh_seconds = refresh_seconds
         self.querylog_flush_seconds = querylog_flush_seconds
         self.local = LocalMap()
-        self.near = LocalMap(NEAR_ENTRIES_MAX)
+        self.near = LocalMap(NEAR_ENTRIES_MAX, NEAR_BYTES_MAX)
         self._open_until = 0.0
         self._policy: dict[str, int] = {}
         self._policy_read_at = float("-inf")
@@ -180,7 +200,11 @@ class Cache:
             counter.labels("error").inc()
             return None, "error"
         try:
-            raw = self.client.get(key)
+            if near_ttl is None:
+                raw, left_ms = self.client.get(key), None
+            else:  # what Redis has left of the entry bounds the near copy: never fresher than Redis
+                pipe = self.client.pipeline(transaction=False)
+                raw, left_ms = pipe.get(key).pttl(key).execute()
         except Exception as exc:
             self._trip(exc)
             counter.labels("error").inc()
@@ -189,8 +213,9 @@ class Cache:
             counter.labels("miss").inc()
             return None, "miss"
         counter.labels("hit").inc()
-        if near_ttl is not None:
-            self.near.put(key, bytes(raw), near_ttl, time.monotonic())
+        if near_ttl is not None and left_ms is not None and int(left_ms) != -2:  # -2: gone since the GET
+            left = None if int(left_ms) == -1 else int(left_ms) / 1000  # -1: Redis keeps it for good
+            self.near.put(key, bytes(raw), near_ttl, time.monotonic(), left)
         return bytes(raw), "hit"
 
     def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
@@ -220,7 +245,7 @@ class Cache:
 
     def set_raw(self, key: str, raw: bytes, ttl: int, near: bool = False) -> bool:
         """Store JSON text for ``ttl`` seconds; ``near``: in this process's near cache too."""
-        if near:
+        if near:  # before the SET, so the near copy expires no later than the Redis entry
             self.near.put(key, raw, ttl, time.monotonic())
         if not self.available or ttl <= 0:
             return False
@@ -251,7 +276,7 @@ class Cache:
         Counted in memory; a background thread writes the counts every ``querylog_flush_seconds``
         (``flush_query_log``). False when the request is not logged: Redis is known to be down,
         the request is oversized, or too many distinct requests wait for the next flush."""
-        if not self.available or len(request_json) > MAX_LOGGED_REQUEST:
+        if not self.available or len(request_json) > MAX_LOGGED_REQUEST or self._closing.is_set():
             return False
         entry = (company_id, hour_of(now), request_json)
         with self._pending_lock:

@@ -219,6 +219,7 @@ def test_query_log_is_written_in_the_background_and_on_close(redis_url: str) -> 
     for _ in range(2):
         assert slow.log_query(41, "second", now)
     slow.close()
+    assert not slow.log_query(41, "after close", now), "nothing is counted once closed"
     assert client.zscore(key, "second") == 2, "closing writes what is still counted"
     assert client.zscore(key, "first") == 1
     client.close()
@@ -240,8 +241,37 @@ def test_near_cache_answers_before_redis_and_only_under_the_same_ttl(redis_url: 
     client.delete(other)
     assert cache.get_raw(other, near_ttl=60) == (b"[2]", "hit"), "a Redis hit is kept near"
     assert search_key(9, 4, "near") != key, "a new data version is a new key: near copies retire with it"
+
+    short = search_key(9, 3, "short")
+    client.set(short, b"[3]", px=300)
+    fresh = Cache(redis_url)
+    assert fresh.get_raw(short, near_ttl=60) == (b"[3]", "hit")
+    time.sleep(0.4)
+    assert fresh.get_raw(short, near_ttl=60) == (None, "miss"), "kept near only as long as Redis had left"
+    fresh.close()
     cache.close()
     client.close()
+
+
+def test_near_cache_is_bounded_in_bytes() -> None:
+    from core.cache import LocalMap
+
+    near = LocalMap(max_entries=100, max_bytes=1000)
+    for i in range(10):
+        near.put(f"k{i}", b"x" * 90, 60, 0.0)
+    assert near.bytes == 900
+    near.put("k10", b"x" * 90, 60, 0.0)
+    assert near.bytes == 990 and near.get("k0", 60, 1.0) == b"x" * 90, "still within the budget"
+    near.put("k11", b"x" * 90, 60, 0.0)
+    assert near.bytes == 990 and near.get("k0", 60, 1.0) is None, "the oldest made way"
+    near.put("big", b"x" * 101, 60, 0.0)
+    assert near.get("big", 60, 1.0) is None, "over a tenth of the budget: not kept"
+    near.put("k10", b"y" * 10, 60, 0.0)
+    assert near.bytes == 910 and near.get("k10", 60, 1.0) == b"y" * 10
+    near.drop("k10")
+    assert near.bytes == 900
+    near.clear()
+    assert near.bytes == 0
 
 
 def test_flush_retires_near_answers_in_running_api(api: RunningApi, tenant: Any, db_url: str) -> None:

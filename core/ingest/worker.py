@@ -156,7 +156,9 @@ WHERE id = %s
 RETURNING status
 """
 
-BUMP_SQL = "UPDATE companies SET data_version = data_version + 1 WHERE id = ANY(%s)"
+# rows locked in id order (as `opsctl cache flush` locks them), so two bumps never deadlock
+BUMP_SQL = ("UPDATE companies SET data_version = data_version + 1"
+            " WHERE id IN (SELECT id FROM companies WHERE id = ANY(%s) ORDER BY id FOR UPDATE)")
 
 COPY_CHUNKS_SQL = (
     "COPY chunks (company_id, document_id, external_id, ord, body, metadata, embedding, created_at)"

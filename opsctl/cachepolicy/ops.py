@@ -207,8 +207,10 @@ def _auth_company(raw: bytes) -> int | None:
         return None
 
 
+# rows locked in id order, as the ingest worker locks them: a flush during ingest cannot deadlock
 BUMP_ONE_SQL = "UPDATE companies SET data_version = data_version + 1 WHERE id = %s"
-BUMP_ALL_SQL = "UPDATE companies SET data_version = data_version + 1"
+BUMP_ALL_SQL = ("UPDATE companies SET data_version = data_version + 1"
+                " WHERE id IN (SELECT id FROM companies ORDER BY id FOR UPDATE)")
 
 
 def retire_cached_answers(settings: Settings, company: int | None) -> None:
