@@ -35,7 +35,8 @@ from bench.load import (
 from bench.profile import API_BACKENDS, BENCH_PROCESS, meter_for
 from bench.stack import Stack
 from bench.stats import Latency, percentile, summarize
-from core.search.retrieve import COMPANY_ROWS_SQL, use_exact, vector_sql
+from core.cache import Cache
+from core.search.retrieve import company_rows, use_exact, vector_sql
 from core.tenants import AUTH_SQL, hash_key
 
 K = 10
@@ -48,8 +49,7 @@ SERVICE_VECTOR_SQL = vector_sql(exact=False).replace("{filters}", "")  # the ser
 def service_searches_exactly(conn: Any, settings: Any, company_id: int) -> bool:
     """Whether the service compares every chunk of this company (few chunks) instead of the HNSW index."""
     limit = settings.vector_exact_max_rows
-    row = conn.execute(COMPANY_ROWS_SQL, (company_id, limit + 1)).fetchone()
-    return use_exact(int(row[0]), limit)
+    return use_exact(company_rows(conn, Cache(None), company_id, limit), limit)
 
 
 @dataclass
