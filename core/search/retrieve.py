@@ -164,7 +164,6 @@ ORDER BY top.distance, top.id
 # How many chunks a company holds, counted no further than the exact-search limit.
 COMPANY_ROWS_SQL = "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE company_id = %s LIMIT %s) s"
 COMPANY_ROWS_TTL = 60  # seconds a count is trusted: a company crosses the limit slowly
-DEFAULT_EXACT_MAX_ROWS = 10_000
 
 
 def use_exact(company_rows: int, exact_max_rows: int) -> bool:
@@ -230,9 +229,10 @@ def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
 
 
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
-           ttl: int, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> dict[str, Any]:
+           ttl: int, exact_max_rows: int) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database.
 
+    ``exact_max_rows`` is the setting ``vector_exact_max_rows`` (0: always HNSW).
     From the cache (this process's near cache, then Redis), ``results`` is the stored JSON as an
     ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``)."""
     started = time.perf_counter()
