@@ -1,5 +1,6 @@
 """Kubernetes manifests: kustomize builds them, kubernetes-validate accepts them, the alerts pass
-promtool's checks and unit tests, the policies ConfigMap is policies/, and the dashboard shows what on-call needs."""
+promtool's checks and unit tests, the policies ConfigMap is policies/ with the Kubernetes autoscaling policy, and
+the dashboard shows what on-call needs."""
 
 from __future__ import annotations
 
@@ -192,13 +193,26 @@ def test_urls_come_from_secret_references_and_no_secret_is_committed(built: list
     assert not re.search(r"(postgres(ql)?|redis)://", text), "a database or Redis URL is written in the manifests"
 
 
-def test_policies_configmap_is_exactly_the_policies_directory(built: list[dict[str, Any]]) -> None:
+def kubernetes_policies() -> dict[str, str]:
+    """The policy files of the Kubernetes deployment (manifests/base/policies), by file name."""
+    return {p.name: p.read_text() for p in sorted((BASE / "policies").glob("*.y*ml"))}
+
+
+def test_policies_configmap_is_the_policies_directory_with_the_kubernetes_policies(
+        built: list[dict[str, Any]]) -> None:
     sync = subprocess.run(["python3", str(ROOT / "manifests" / "sync_policies.py"), "--check"], capture_output=True,
                           text=True, timeout=60)
     assert sync.returncode == 0, sync.stderr
     configmap = one(built, "ConfigMap", "opsctl-policies")
     files = {p.name: p.read_text() for p in sorted((ROOT / "policies").glob("*.y*ml"))}
-    assert configmap.get("data", {}) == files
+    kubernetes = kubernetes_policies()
+    assert "autoscaling.yaml" in kubernetes
+    assert configmap.get("data", {}) == {**files, **kubernetes}
+    # every file of manifests/base/policies is merged by the base's generator (kustomize has no globs)
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    (merge,) = [g for g in kustomization["configMapGenerator"] if g["name"] == "opsctl-policies"]
+    assert merge["behavior"] == "merge"
+    assert sorted(merge["files"]) == sorted(f"policies/{name}" for name in kubernetes)
     daemon = one(built, "Deployment", "opsctl-daemon")
     volumes = {v["name"]: v for v in daemon["spec"]["template"]["spec"]["volumes"]}
     assert volumes["policies"]["configMap"]["name"] == configmap["metadata"]["name"]
@@ -206,6 +220,32 @@ def test_policies_configmap_is_exactly_the_policies_directory(built: list[dict[s
     (container,) = containers(daemon)
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["policies"] == config["OPSCTL_POLICY_DIR"]
+
+
+def test_the_daemon_in_the_cluster_gets_valid_policies_that_scale_the_deployments(
+        built: list[dict[str, Any]], tmp_path: Path) -> None:
+    """What the daemon pods mount validates, and autoscales only workloads the manifests deploy."""
+    from opsctl import policy
+    from opsctl.scaling.policy import AutoscalingPolicy
+
+    mounted = tmp_path / "policies"
+    mounted.mkdir()
+    for name, text in one(built, "ConfigMap", "opsctl-policies")["data"].items():
+        (mounted / name).write_text(text)
+    ok, found = policy.validate_paths([mounted])
+    assert found == [] and len(ok) == len(list(mounted.iterdir()))
+    autoscaling = policy.load(AutoscalingPolicy, "autoscaling", mounted / "autoscaling.yaml")
+    workloads = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in built
+                 if o["kind"] in ("Deployment", "StatefulSet")}
+    targets = {name: (svc.target.kind, svc.target.namespace, svc.target.name)
+               for name, svc in autoscaling.services.items()}
+    assert targets == {"core-api": ("Deployment", "opsctl", "core-api"),
+                       "core-worker": ("Deployment", "opsctl", "core-worker")}
+    assert set(targets.values()) <= workloads
+    # the same worker metrics and behavior as on one machine: only the target differs
+    local = policy.load(AutoscalingPolicy, "autoscaling", ROOT / "policies" / "autoscaling.yaml")
+    for name, svc in local.services.items():
+        assert svc.model_copy(update={"target": autoscaling.services[name].target}) == autoscaling.services[name]
 
 
 def test_policies_generator_tracks_added_files(tmp_path: Path) -> None:
@@ -226,7 +266,7 @@ def test_policies_generator_tracks_added_files(tmp_path: Path) -> None:
     assert module.policy_files(policies) == ["cache.yaml", "schedule.yml"]
     configmap = one(kustomize(tmp_path / "manifests" / "base"), "ConfigMap", "opsctl-policies")
     assert configmap["data"] == {"cache.yaml": "ttl:\n  search: 300\n",
-                                 "schedule.yml": "jobs:\n  autoscale: {every: 30s}\n"}
+                                 "schedule.yml": "jobs:\n  autoscale: {every: 30s}\n", **kubernetes_policies()}
 
 
 def rules_file(built: list[dict[str, Any]], directory: Path) -> Path:

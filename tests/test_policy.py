@@ -67,3 +67,28 @@ def test_validate_paths_by_stem_and_kind_key(tmp_path: Path, sample_kind: None) 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="no such file"):
         policy.load(Sample, "sample", tmp_path / "absent.yaml")
+
+
+# -- the shipped policies -------------------------------------------------------------------------
+def shipped_dirs() -> list[Path]:
+    from tests.conftest import project_root
+
+    root = project_root()
+    return [root / "policies", root / "manifests" / "base" / "policies"]
+
+
+def test_shipped_policies_validate() -> None:
+    """policies/ (what `opsctl up` and the daemon read) and the Kubernetes ones in manifests/base/policies."""
+    for directory in shipped_dirs():
+        ok, problems = policy.validate_paths([directory])
+        assert problems == [] and len(ok) == len(list(directory.glob("*.yaml"))) > 0, (directory, problems)
+
+
+def test_every_autoscaling_service_in_policies_targets_what_opsctl_up_runs() -> None:
+    """`opsctl up` runs one API process and a worker pool that the `local` target resizes; nothing in
+    policies/ may point at Kubernetes (that policy lives with the manifests)."""
+    from opsctl.scaling.policy import AutoscalingPolicy
+
+    shipped = policy.load(AutoscalingPolicy, "autoscaling", shipped_dirs()[0] / "autoscaling.yaml")
+    assert {name: svc.target.kind for name, svc in shipped.services.items()} == {"core-worker": "local"}
+    assert all(svc.target.url is None for svc in shipped.services.values()), "the running system's API, found itself"

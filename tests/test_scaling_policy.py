@@ -73,12 +73,22 @@ def test_kubernetes_v2_defaults_per_direction_and_field() -> None:
         1, "hold", 3, 300)
 
 
-def test_shipped_policy_validates_and_encodes_the_seed_thresholds() -> None:
-    path = project_root() / "policies" / "autoscaling.yaml"
-    ok, found = policy.validate_paths([path])
-    assert (ok, found) == ([str(path)], [])
-    shipped = policy.load(AutoscalingPolicy, "autoscaling", path)
-    api, worker = shipped.services["core-api"], shipped.services["core-worker"]
+@pytest.mark.parametrize("path", ["policies/autoscaling.yaml", "manifests/base/policies/autoscaling.yaml"])
+def test_shipped_policy_validates_and_encodes_the_seed_thresholds(path: str) -> None:
+    """`opsctl up`'s policy scales the worker pool; the Kubernetes one the worker and API Deployments."""
+    file = project_root() / path
+    ok, found = policy.validate_paths([file])
+    assert (ok, found) == ([str(file)], [])
+    shipped = policy.load(AutoscalingPolicy, "autoscaling", file)
+    worker = shipped.services["core-worker"]
+    backlog = next(m for m in worker.metrics if m.name == "backlog")
+    assert backlog.target.amount == 100 and backlog.query and "in_flight" in backlog.query
+
+
+def test_kubernetes_policy_encodes_the_seed_thresholds_of_the_api() -> None:
+    shipped = policy.load(AutoscalingPolicy, "autoscaling",
+                          project_root() / "manifests" / "base" / "policies" / "autoscaling.yaml")
+    api = shipped.services["core-api"]
     targets = {m.name: (m.target.type, m.target.amount) for m in api.metrics}
     assert targets["cpu"] == ("Utilization", 70) and targets["memory"] == ("Utilization", 80)
     assert targets["p95-latency"] == ("Value", 2) and targets["error-rate"] == ("Value", 0.01)
@@ -86,5 +96,3 @@ def test_shipped_policy_validates_and_encodes_the_seed_thresholds() -> None:
     memory = next(m for m in api.metrics if m.name == "memory")
     assert cpu.tolerance and round(70 * (1 - cpu.tolerance.scaleDown)) == 30
     assert memory.tolerance and round(80 * (1 - memory.tolerance.scaleDown)) == 50
-    backlog = next(m for m in worker.metrics if m.name == "backlog")
-    assert backlog.target.amount == 100 and backlog.query and "in_flight" in backlog.query
