@@ -18,11 +18,18 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
 def find_files(paths: Iterable[Path]) -> list[Path]:
-    """The files to ingest: each named file, and every supported file under each named directory."""
+    """The files to ingest: each named file, and every supported file under each named directory.
+
+    A path that does not exist, a file of another type and a directory without a supported file
+    are usage errors (``ConfigError``, exit 2) naming the path: nothing is sent.
+    """
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS))
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+            if not inside:
+                raise ConfigError(f"{path}: no {', '.join(EXTENSIONS)} file in this directory or below")
+            found.extend(inside)
         elif path.is_file():
             if path.suffix.lower() not in EXTENSIONS:
                 raise ConfigError(f"{path}: unsupported file type (use {', '.join(EXTENSIONS)})")
@@ -75,6 +82,21 @@ def _with_id(doc: dict[str, Any], default: str) -> dict[str, Any]:
     return doc if doc.get("external_id") else {**doc, "external_id": default}
 
 
+def load_documents(paths: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The files named by ``paths`` and every document they hold (external ids relative to a named
+    directory); a ``ConfigError`` when they hold no document at all (empty files)."""
+    files = find_files(paths)
+    docs: list[dict[str, Any]] = []
+    for path in files:
+        root = next((p for p in paths if p.is_dir() and path.is_relative_to(p)), None)
+        docs.extend(read_documents(path, root))
+    if not docs:
+        shown = ", ".join(str(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise ConfigError(f"nothing to ingest: {shown} hold{'s' if len(files) == 1 else ''} no document "
+                          "(empty text, an empty JSON list or blank JSONL lines)")
+    return files, docs
+
+
 def batches(docs: Iterable[dict[str, Any]], max_docs: int, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
     """Group documents into requests of at most ``max_docs`` and about ``max_bytes`` of JSON (pure)."""
     batch: list[dict[str, Any]] = []
@@ -122,37 +144,85 @@ def post_batch(client: httpx.Client, batch: list[dict[str, Any]], attempts: int 
     raise ServiceUnavailable(f"gave up after {attempts} attempts: {last}")
 
 
+JOB_STATUSES = ("done", "dead", "pending")  # what `ingest --wait` reports: finished well, gave up, not yet
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    """Where the jobs of one ingest stand: done, dead (out of attempts) or still pending."""
+
+    done: int = 0
+    dead: int = 0
+    pending: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.dead
+
+    @property
+    def total(self) -> int:
+        return self.done + self.dead + self.pending
+
+    def statuses(self) -> dict[str, int]:
+        """The non-zero counts by status, e.g. ``{"done": 2}``."""
+        return {name: count for name, count in zip(JOB_STATUSES, (self.done, self.dead, self.pending), strict=True)
+                if count}
+
+
 @dataclass
 class IngestReport:
     files: int = 0
     documents: int = 0
     job_ids: list[int] = field(default_factory=list)
-    statuses: dict[str, int] = field(default_factory=dict)
+    jobs: JobCounts | None = None  # with --wait: how the jobs ended
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``-o json|yaml`` prints: counts, and with --wait the jobs by status."""
+        out: dict[str, Any] = {"files": self.files, "documents": self.documents, "jobs": len(set(self.job_ids))}
+        if self.jobs is not None:
+            out["statuses"] = self.jobs.statuses()
+        return out
+
+    def row(self) -> dict[str, Any]:
+        """What the table prints: one row, a column per status (zeros shown)."""
+        out = {k: v for k, v in self.as_dict().items() if k != "statuses"}
+        if self.jobs is not None:
+            out.update(zip(JOB_STATUSES, (self.jobs.done, self.jobs.dead, self.jobs.pending), strict=True))
+        return out
 
 
 def wait_for_jobs(client: httpx.Client, job_ids: list[int], timeout: float,
-                  on_progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Poll until every job is done or dead (or ``timeout``); returns the count per status."""
+                  on_progress: Callable[[JobCounts], None] | None = None, *,
+                  sleep: Callable[[float], None] = time.sleep,
+                  clock: Callable[[], float] = time.monotonic) -> JobCounts:
+    """Poll ``GET /v1/jobs/{id}`` until every job is done or dead, or ``timeout`` seconds pass.
+
+    ``on_progress`` gets the counts once before the first poll and again each time a job finishes,
+    so a progress bar moves with the jobs, not with the polling passes. A job that cannot be read
+    (the API briefly unreachable, a non-200 answer) stays pending and is asked again.
+    """
     pending = list(dict.fromkeys(job_ids))
-    final: dict[int, str] = {}
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
+    total = len(pending)
+    done = dead = 0
+    if on_progress:
+        on_progress(JobCounts(pending=total))
+    deadline = clock() + timeout
+    while pending:
         still = []
         for job_id in pending:
-            response = client.get(f"/v1/jobs/{job_id}")
-            status = response.json().get("status", "unknown") if response.status_code == 200 else "unknown"
-            if status in ("done", "dead"):
-                final[job_id] = status
-            else:
+            try:
+                response = client.get(f"/v1/jobs/{job_id}")
+                status = response.json().get("status") if response.status_code == 200 else None
+            except (httpx.TransportError, ValueError):
+                status = None
+            if status not in ("done", "dead"):
                 still.append(job_id)
-        if on_progress:
-            on_progress(len(final))
+                continue
+            done, dead = (done + 1, dead) if status == "done" else (done, dead + 1)
+            if on_progress:
+                on_progress(JobCounts(done, dead, total - done - dead))
         pending = still
-        if pending:
-            time.sleep(0.5)
-    counts: dict[str, int] = {}
-    for status in final.values():
-        counts[status] = counts.get(status, 0) + 1
-    if pending:
-        counts["pending"] = len(pending)
-    return counts
+        if not pending or clock() >= deadline:
+            break
+        sleep(0.5)
+    return JobCounts(done, dead, len(pending))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -51,3 +52,15 @@ def emit(data: Any, output: Output, *, columns: Sequence[tuple[str, str]] | None
 
 def info(message: str) -> None:
     sys.stderr.write(message + "\n")
+
+
+@contextmanager
+def counted_progress() -> Iterator[Any]:
+    """A rich progress display on stderr for work counted in items (a bar, done/total, elapsed
+    time), so stdout keeps only the data of ``-o``. Transient; rich draws it on a terminal only."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        yield bar

@@ -12,8 +12,10 @@ HELP = """Ingest .txt, .md, .json and .jsonl files or directories through the AP
 
 A text file is one document (its path is the external id); JSON holds a document, a list, or
 {"documents": [...]}; JSONL one document per line. Re-ingesting unchanged files is a no-op.
+A path that does not exist, or holds no document, is an error (exit 2) and nothing is sent.
+--wait shows the jobs finishing (a progress bar on stderr) and exits 1 unless every job is done.
 
-Example: opsctl ingest ./docs notes.jsonl --wait
+Example: opsctl ingest ./docs examples/notes.jsonl --wait
 """
 
 
@@ -26,31 +28,26 @@ def ingest(
     api_key: str | None = typer.Option(None, "--api-key", envvar="OPSCTL_API_KEY", help="a tenant API key"),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    from rich.progress import Progress
-
     from core.errors import OperationFailed
     from opsctl.context import api_client, settings
-    from opsctl.loader import IngestReport, batches, find_files, post_batch, read_documents, wait_for_jobs
+    from opsctl.loader import IngestReport, JobCounts, batches, load_documents, post_batch, wait_for_jobs
+    from opsctl.output import counted_progress
 
-    files = find_files(paths)
-    report = IngestReport(files=len(files))
-    docs: list[dict[str, object]] = []
-    for path in files:
-        root = next((p for p in paths if p.is_dir() and path.is_relative_to(p)), None)
-        docs.extend(read_documents(path, root))
-    report.documents = len(docs)
-    with api_client(settings(api_url=api_url, api_key=api_key)) as client, \
-            Progress(transient=True, disable=output is not Output.table) as progress:
+    files, docs = load_documents(paths)
+    report = IngestReport(files=len(files), documents=len(docs))
+    with api_client(settings(api_url=api_url, api_key=api_key)) as client, counted_progress() as progress:
         task = progress.add_task("sending", total=len(docs))
         for batch in batches(docs, batch_size, 4 * 1024 * 1024):
             report.job_ids.extend(post_batch(client, batch))
             progress.advance(task, len(batch))
-        if wait and report.job_ids:
-            unique = len(set(report.job_ids))
-            waiting = progress.add_task("indexing", total=unique)
-            report.statuses = wait_for_jobs(client, report.job_ids, timeout,
-                                            lambda n: progress.update(waiting, completed=n))
-    emit({"files": report.files, "documents": report.documents, "jobs": len(set(report.job_ids)),
-          **({"statuses": report.statuses} if wait else {})}, output)
-    if wait and (report.statuses.get("dead") or report.statuses.get("pending")):
-        raise OperationFailed(f"not every document was indexed: {report.statuses}")
+        if wait:
+            waiting = progress.add_task("indexing", total=len(set(report.job_ids)))
+
+            def show(counts: JobCounts) -> None:
+                dead = f", {counts.dead} dead" if counts.dead else ""
+                progress.update(waiting, completed=counts.finished, description=f"indexing{dead}")
+
+            report.jobs = wait_for_jobs(client, report.job_ids, timeout, show)
+    emit(report.as_dict() if output is not Output.table else report.row(), output)
+    if report.jobs is not None and (report.jobs.dead or report.jobs.pending):
+        raise OperationFailed(f"not every document was indexed: {report.jobs.statuses()}")

@@ -1,0 +1,128 @@
+"""The README's Quickstart, run as a newcomer runs it: `opsctl up` from the repository's root with the
+shipped policies, then every command of the Quickstart, as written, in a second terminal.
+
+The commands are read from the README itself, so the docs cannot drift from what works: a new line
+in the Quickstart is run here too, and a line this test does not know how to run fails it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from core.embedded import prometheus_binary
+from tests.cli_citations import Citation, problems, root_command
+from tests.conftest import free_port, outside_pytest_tmp, project_root
+from tests.test_ingest_cli import table
+from tests.test_up import prom_query, ready, wait_for
+
+ROOT = project_root()
+_FENCE = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def quickstart_lines() -> list[str]:
+    """The shell lines of the README's Quickstart section, comments stripped, in order."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Quickstart\n", 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for block in _FENCE.findall(section):
+        for raw in block.splitlines():
+            words = shlex.split(raw, comments=True)
+            if words:
+                lines.append(shlex.join(words))
+    return lines
+
+
+def commands(line: str) -> list[list[str]]:
+    """A line's commands, split at ``&&`` (run in order, each only if the one before succeeded)."""
+    found: list[list[str]] = [[]]
+    for word in shlex.split(line):
+        if word == "&&":
+            found.append([])
+        else:
+            found[-1].append(word)
+    return found
+
+
+def test_quickstart_commands_parse_and_name_files_that_exist() -> None:
+    """Without a server: every `opsctl` line parses with the real CLI, and the files it names exist."""
+    root = root_command()
+    cited = [Citation("README.md", line, tuple(argv[1:]))
+             for line in quickstart_lines() for argv in commands(line) if argv[0] == "opsctl"]
+    assert {c.argv[0] for c in cited} >= {"tenant", "ingest", "search", "status", "scale", "backup"}
+    assert [p for c in cited for p in problems(c, root)] == []
+    for citation in cited:
+        if citation.argv[0] == "ingest":
+            paths = [w for w in citation.argv[1:] if not w.startswith("-")]
+            assert paths and all((ROOT / p).exists() for p in paths), f"{citation.line}: a path does not exist"
+
+
+def opsctl(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsctl.cli", *argv], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_quickstart_runs_against_opsctl_up_with_the_shipped_policies(tmp_path: Path) -> None:
+    assert prometheus_binary(), "Prometheus must be installed (make test installs it): this test never skips"
+    data_dir = outside_pytest_tmp("opsctl-test-quickstart-") / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
+    env.update(OPSCTL_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), COLUMNS="200")
+    port, prom_port = free_port(), free_port()
+    log = tmp_path / "up.log"
+    with log.open("ab") as out:  # `make up` is `opsctl up` in the repository's root (./policies)
+        proc = subprocess.Popen([sys.executable, "-m", "opsctl.cli", "up", "--port", str(port),
+                                 "--prometheus-port", str(prom_port)], env=env, cwd=ROOT, stdout=out, stderr=out)
+    ran: list[tuple[str, subprocess.CompletedProcess[str]]] = []
+    try:
+        wait_for(lambda: ready(f"http://127.0.0.1:{port}"), 90, "the API")
+        prom = f"http://127.0.0.1:{prom_port}"
+        wait_for(lambda: prom_query(prom, "max(core_ingest_queue_depth) + max(core_ingest_queue_in_flight)"), 60,
+                 "Prometheus to scrape the queue gauges")
+        user_env = dict(env)
+        for line in quickstart_lines():
+            for argv in commands(line):
+                if argv[0] == "make" or argv[:2] == [".", ".venv/bin/activate"]:
+                    continue  # `make up` is the `opsctl up` above; this interpreter is the venv's
+                if argv[0] == "export":
+                    name, _, _ = argv[1].partition("=")
+                    assert name == "OPSCTL_API_KEY", f"the Quickstart exports {name}: teach this test"
+                    tenant = json.loads(ran[-1][1].stdout)
+                    user_env[name] = tenant["api_key"]
+                    continue
+                assert argv[0] == "opsctl", f"{line}: teach this test to run it"
+                done = opsctl(argv[1:], user_env)
+                ran.append((shlex.join(argv), done))
+                if done.returncode != 0:
+                    break  # `a && b`: b runs only if a succeeded
+        failed = [f"`{cmd}` exited {out.returncode}: {out.stderr.strip()[-1000:]}" for cmd, out in ran
+                  if out.returncode]
+        assert not failed, "\n".join(failed)
+        opsctl_lines = [argv for line in quickstart_lines() for argv in commands(line) if argv[0] == "opsctl"]
+        assert [cmd for cmd, _ in ran] == [shlex.join(argv) for argv in opsctl_lines]
+
+        (header, row) = table(next(out for cmd, out in ran if cmd.startswith("opsctl ingest")).stdout)
+        ingested = dict(zip(header, row, strict=True))
+        assert int(ingested["DOCUMENTS"]) > 5 and ingested["DONE"] == ingested["JOBS"], ingested
+        assert (ingested["DEAD"], ingested["PENDING"]) == ("0", "0"), ingested
+        assert "refund" in next(out for cmd, out in ran if cmd.startswith("opsctl search")).stdout.lower()
+
+        # every service of the shipped autoscaling policy is decided from its metrics, without an error
+        decided = json.loads(opsctl(["scale", "-o", "json"], user_env).stdout)
+        assert decided and all(d["error"] is None for d in decided), decided
+        assert all(m.get("error") is None for d in decided for m in d["metrics"]), decided
+        # and the daemon's own autoscale job, the one that runs every 30 s, succeeds
+        job = opsctl(["daemon", "--once", "autoscale", "-o", "json"], user_env)
+        assert job.returncode == 0 and json.loads(job.stdout)["outcome"] == "ok", job.stdout + job.stderr
+        status = json.loads(opsctl(["status", "-o", "json"], user_env).stdout)
+        assert not [a for a in status["attention"] if "failed" in a], status["attention"]
+        assert "restore drill" not in " ".join(status["attention"]), "the Quickstart's drill ran and passed"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(120)
+    assert code == 0, log.read_text()[-2000:]
