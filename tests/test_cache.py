@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -423,31 +424,52 @@ def test_status_figures_match_what_was_done(settings: Settings, tmp_path: Path) 
     data = ops.status(settings, CachePolicy())
     assert data["redis"]["keyspace_hits"] == 3
     assert data["redis"]["keyspace_misses"] == 2
-    assert data["redis"]["hit_rate"] == 0.6
+    assert "hit_rate" not in data["redis"], "Redis INFO counts every key read: it is no search hit rate"
     assert data["keys"] == {"search": 3, "document": 0, "auth": 1, "querylog": 0}
-    assert data["search_cache"]["verdict"] == "met"
+    # no Prometheus and no API to read the core's counter from: said, not guessed from Redis INFO
+    assert (data["search_cache"]["source"], data["search_cache"]["hit_rate"]) == ("none", None)
+    assert data["search_cache"]["text"].startswith("unknown: no Prometheus")
     assert data["redis"]["used_memory"] > 0
     assert data["redis"]["maxmemory"] == int(client.config_get("maxmemory")["maxmemory"])
 
     shipped = str(project_root() / "policies" / "cache.yaml")
     table = cli("cache", "status", "--policy", shipped, settings=settings, tmp_path=tmp_path).stdout
-    assert "keys: search" in table and "memory" in table
+    assert "keys: search" in table and "memory" in table and "search hit rate" in table and "unknown" in table
     client.close()
 
 
-def test_status_reads_the_search_hit_rate_from_prometheus(api: RunningApi, tenant: Any, tmp_path: Path) -> None:
+def three_hit_rates(settings: Settings, db_url: str, policy_dir: Path, at: datetime) -> list[dict[str, Any]]:
+    """The hit rate as `opsctl status`, `opsctl cache status` and the cache-policy job report it at ``at``."""
+    from opsctl.cachepolicy.jobs import cache_policy_cycle
+    from opsctl.daemon.status import read, summarize
+    from opsctl.policy import load
+
+    policy = load(CachePolicy, "cache", directory=policy_dir)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        screen = summarize(read(conn, settings, policy_dir, at), at)["cache_hit_rate"]
+    cache_status = ops.status(settings, policy, at)["search_cache"]
+    sentence = cache_policy_cycle(settings, policy, at)
+    assert sentence.endswith(f"; search hit rate {cache_status['text']}"), sentence
+    return [screen, cache_status]
+
+
+def test_status_cache_status_and_the_job_report_one_hit_rate(api: RunningApi, tenant: Any, db_url: str,
+                                                             tmp_path: Path, restore_redis_config: None) -> None:
+    """Same inputs, same figure: from Prometheus over the policy's window, and from the API's
+    /metrics without Prometheus, each labelled with its source and window."""
     from core import metrics
     from core.embedded import EmbeddedPrometheus, prometheus_binary
     from tests.conftest import free_port, outside_pytest_tmp
 
     assert prometheus_binary(), "CI installs prometheus"
+    policy_file(tmp_path, "hitRate:\n  target: 0.9\n  windowSeconds: 60\n")
     for result in ("hit", "miss", "error"):
         metrics.SEARCH_CACHE.labels(result)  # every series exists before the first scrape
     prom = EmbeddedPrometheus(outside_pytest_tmp("opsctl-test-prom-"), f"127.0.0.1:{api.port}", port=free_port(),
                               scrape_interval="1s")
     prom.start()
     try:
-        settings = api.settings.model_copy(update={"prometheus_url": prom.url})
+        settings = api.settings.model_copy(update={"prometheus_url": prom.url, "api_url": api.url})
         wait_scraped(prom.url, lambda v: v is not None)
         base = {r: metrics.SEARCH_CACHE.labels(r)._value.get() for r in ("hit", "miss", "error")}
         for i in range(4):
@@ -457,18 +479,30 @@ def test_status_reads_the_search_hit_rate_from_prometheus(api: RunningApi, tenan
                 search(api, tenant.api_key, f"question {i}")  # 12 hits
         final = metrics.SEARCH_CACHE.labels("hit")._value.get()
         assert final - base["hit"] == 12
-        wait_scraped(prom.url, lambda v: v is not None and v >= final)
-        data = ops.status(settings, CachePolicy.model_validate({"hitRate": {"target": 0.9, "windowSeconds": 60}}))
+        # evaluated at the time of a sample that holds every lookup: later scrapes change nothing
+        at = wait_scraped(prom.url, lambda v: v is not None and v >= final)
+        reports = three_hit_rates(settings, db_url, tmp_path / "policies", at)
     finally:
         prom.stop()
-    search_cache = data["search_cache"]
-    assert search_cache["source"] == "prometheus"
-    assert search_cache["hits"] >= 12 and search_cache["misses"] >= 4
-    assert search_cache["hit_rate"] == pytest.approx(0.75, abs=0.1)
-    assert search_cache["verdict"] == "below target"
+    assert reports[0] == reports[1], reports
+    shown = reports[0]
+    assert (shown["source"], shown["window_seconds"], shown["target"]) == ("prometheus", 60, 0.9)
+    assert shown["hits"] >= 12 and shown["misses"] >= 4
+    assert shown["hit_rate"] == pytest.approx(0.75, abs=0.1) and shown["verdict"] == "below target"
+    assert "over the last 1m (Prometheus); target 90%: below target" in shown["text"]
+
+    # without Prometheus: the same counter, read from the API's own /metrics, labelled as such
+    settings = api.settings.model_copy(update={"prometheus_url": None, "api_url": api.url})
+    reports = three_hit_rates(settings, db_url, tmp_path / "policies", datetime.now(UTC))
+    assert reports[0] == reports[1], reports
+    totals = {r: metrics.SEARCH_CACHE.labels(r)._value.get() for r in ("hit", "miss", "error")}
+    assert (reports[0]["source"], reports[0]["hits"], reports[0]["misses"], reports[0]["errors"]) == (
+        "api", totals["hit"], totals["miss"], totals["error"])
+    assert "over the API process's lifetime (its /metrics: no Prometheus)" in reports[0]["text"]
 
 
-def wait_scraped(url: str, ok: Any) -> None:
+def wait_scraped(url: str, ok: Any) -> datetime:
+    """Wait until Prometheus holds a sample of the hit counter that ``ok`` accepts; its time."""
     import httpx
 
     deadline = time.monotonic() + 30
@@ -477,7 +511,7 @@ def wait_scraped(url: str, ok: Any) -> None:
                          timeout=5).json()
         found = body["data"]["result"]
         if ok(float(found[0]["value"][1]) if found else None):
-            return
+            return datetime.fromtimestamp(float(found[0]["value"][0]) if found else time.time(), UTC)
         assert time.monotonic() < deadline, "Prometheus did not scrape the API"
         time.sleep(0.3)
 
@@ -491,7 +525,7 @@ def test_daemon_job_applies_and_reports(settings: Settings, conn: psycopg.Connec
     policy_file(tmp_path, "redis:\n  maxmemory: 32mb\nhitRate:\n  target: 0.8\n")
     first = job_cache_policy(settings, tmp_path / "policies")
     assert first.startswith(f"6 changes applied (maxmemory {256 * MB} → {32 * MB}, ttl_search unset → 300")
-    assert "vs target 0.80" in first
+    assert first.endswith("; target 80%")
     assert client.config_get("maxmemory")["maxmemory"] == str(32 * MB)
     second = job_cache_policy(settings, tmp_path / "policies")
     assert second.startswith("cache policy already in effect; search hit rate")

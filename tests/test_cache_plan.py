@@ -12,9 +12,12 @@ from core.cache import parse_policy_hash
 from opsctl.cachepolicy.plan import (
     CONFIG,
     PUBLISH,
+    SEARCH_HIT_RATE,
     Change,
     RedisState,
+    SearchHitRate,
     hit_rate,
+    hit_rate_report,
     plan_cache,
     querylog_hours,
     summary,
@@ -77,6 +80,29 @@ def test_parse_size_refuses(text: str) -> None:
 def test_hit_rate_and_verdict(hits: int, misses: int, rate: float | None, target: float, word: str) -> None:
     assert hit_rate(hits, misses) == rate
     assert verdict(rate, target) == word
+
+
+@pytest.mark.parametrize(("measured", "target", "rate", "word", "text"), [
+    # errors are lookups that found nothing: they count as misses
+    (SearchHitRate("prometheus", 12, 3, 1, 3600), 0.5, 0.75, "met",
+     "75.0% of 16 lookups over the last 1h (Prometheus); target 50%: met"),
+    (SearchHitRate("prometheus", 12.4, 4.1, 0, 300), 0.9, 0.7515, "below target",
+     "75.2% of 16 lookups over the last 5m (Prometheus); target 90%: below target"),
+    (SearchHitRate("api", 1, 1, 0), 0.5, 0.5, "met",
+     "50.0% of 2 lookups over the API process's lifetime (its /metrics: no Prometheus); target 50%: met"),
+    (SearchHitRate("prometheus", window_seconds=90), 0.5, None, "no lookups",
+     "no lookups over the last 90s (Prometheus); target 50%"),
+    (SearchHitRate("prometheus", 5, 0, 0, 60, error="Prometheus at http://p failed: refused"), 0.855, None, "unknown",
+     "unknown: Prometheus at http://p failed: refused; target 85.5%"),
+    (SearchHitRate("none", error="no Prometheus and no API"), 0.5, None, "unknown",
+     "unknown: no Prometheus and no API; target 50%"),
+])
+def test_search_hit_rate_report(measured: SearchHitRate, target: float, rate: float | None, word: str,
+                                text: str) -> None:
+    report = hit_rate_report(measured, target)
+    assert (report["hit_rate"], report["verdict"], report["text"]) == (rate, word, text)
+    assert report["source"] == measured.source and report["window_seconds"] == measured.window_seconds
+    assert report["definition"] == SEARCH_HIT_RATE and "near cache" in SEARCH_HIT_RATE
 
 
 @pytest.mark.parametrize(("buckets", "n", "expected"), [

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from opsctl.audit import record
+from opsctl.cachepolicy.plan import SearchHitRate, hit_rate_report
 from opsctl.daemon.events import list_events
 from opsctl.daemon.leader import LeaderLock
 from opsctl.daemon.status import NO_PROMETHEUS, fetch, summarize
@@ -50,7 +51,7 @@ def backup(age: timedelta) -> dict[str, Any]:
 @pytest.mark.parametrize(("overrides", "check", "attention"), [
     # a healthy system: nothing to do; no Prometheus is said, not guessed
     ({"backup": backup(HOUR), "drill": {"at": NOW - 2 * HOUR, "details": {"passed": True, "rto_seconds": 42.5}}},
-     lambda s: s["services"][0]["p95_latency_ms"] == NO_PROMETHEUS and s["cache_hit_rate"] == NO_PROMETHEUS
+     lambda s: s["services"][0]["p95_latency_ms"] == NO_PROMETHEUS and s["cache_hit_rate"] is None
      and s["backup"]["age_seconds"] == 3600 and s["drill"]["rto_seconds"] == 42.5
      and s["partitions"]["documents"] == {"partitions": 2, "premade_ahead": 1, "default_rows": 0}
      and s["queue"]["oldest_pending_seconds"] == 12.3 and s["daemon"]["leader"].endswith("pid 7"),
@@ -74,18 +75,20 @@ def backup(age: timedelta) -> dict[str, Any]:
       "scale": [{"target": "core-worker", "at": NOW, "from": "2", "to": "4", "reason": "backlog 450 > 100/replica",
                  "details": {}}],
       "prometheus": {"p95_latency_seconds": {"core-api": 0.0123}, "request_rate": {"core-api": 5.0},
-                     "error_rate": {"core-api": float("nan")}, "cache_hit_rate": {"_": 0.75}}},
+                     "error_rate": {"core-api": float("nan")}},
+      "cache_hit_rate": hit_rate_report(SearchHitRate("prometheus", 9, 3, 0, 3600), 0.5)},
      lambda s: s["services"] == [
          {"service": "core-api", "current": None, "desired": None, "decided_at": None, "why": None,
           "p95_latency_ms": 12.3, "requests_per_second": 5.0, "errors_per_second": None},
          {"service": "core-worker", "current": 2, "desired": 4, "decided_at": NOW.isoformat(timespec="seconds"),
           "why": "backlog 450 > 100/replica", "p95_latency_ms": None, "requests_per_second": None,
-          "errors_per_second": None}] and s["cache_hit_rate"] == 0.75,
+          "errors_per_second": None}]
+     and s["cache_hit_rate"]["text"] == "75.0% of 12 lookups over the last 1h (Prometheus); target 50%: met",
      []),
     # Prometheus configured but failing: said once, figures marked
     ({"backup": backup(HOUR), "drill": {"at": NOW, "details": {"passed": True}},
       "prometheus": {"error": "Prometheus at http://p failed: refused"}},
-     lambda s: s["cache_hit_rate"] == "n/a (Prometheus failed)",
+     lambda s: s["services"][0]["p95_latency_ms"] == "n/a (Prometheus failed)",
      ["Prometheus at http://p failed: refused"]),
 ])
 def test_summarize(overrides: dict[str, Any], check: Any, attention: list[str]) -> None:
@@ -131,7 +134,11 @@ def test_status_reads_the_real_database(db_url: str, conn: psycopg.Connection[An
     assert chunks["premade_ahead"] >= 4 and chunks["default_rows"] == 0
     assert printed["attention"] == ["job autoscale failed its last run: Prometheus down"]
     assert table.returncode == 0, table.stderr
-    assert "daemon: leader opsctl-daemon daemon@test pid 1" in table.stdout and "n/a (no Prometheus)" in table.stdout
+    assert "daemon: leader opsctl-daemon daemon@test pid 1" in table.stdout
+    assert "search cache hit rate │ unknown: no Prometheus" in table.stdout
+    # the hit rate says why it is unknown instead of reading a different counter
+    assert printed["cache_hit_rate"]["source"] == "none" and printed["cache_hit_rate"]["hit_rate"] is None
+    assert printed["cache_hit_rate"]["text"].startswith("unknown: no Prometheus")
 
 
 def test_events_filters(db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from core.config import Settings
+    from opsctl.cachepolicy.policy import CachePolicy
 
 
 def job_cache_policy(settings: Settings, policy_dir: Path) -> str:
     """Apply the cache policy (CONFIG SET, published TTLs; audited ``cache.apply`` when anything
     changed) and report the search hit rate against the target, in one sentence."""
-    from opsctl.cachepolicy import ops
     from opsctl.cachepolicy.policy import CachePolicy
     from opsctl.policy import load
 
-    policy = load(CachePolicy, "cache", directory=policy_dir)
+    return cache_policy_cycle(settings, load(CachePolicy, "cache", directory=policy_dir), datetime.now(UTC))
+
+
+def cache_policy_cycle(settings: Settings, policy: CachePolicy, now: datetime) -> str:
+    """One run of the job at ``now``: the hit rate is the one `status` and `cache status` show."""
+    from opsctl.cachepolicy import hitrate, ops
+
     _, sentence = ops.apply(settings, policy, do_apply=True, reason="daemon: cache policy")
-    search = ops.status(settings, policy)["search_cache"]
-    rate = search["hit_rate"]
-    measured = "no lookups" if rate is None else f"{rate:.2f}"
-    return (f"{sentence}; search hit rate {measured} ({search['source']}) vs target "
-            f"{policy.hitRate.target:.2f}: {search['verdict']}")
+    return f"{sentence}; search hit rate {hitrate.report(settings, policy, now)['text']}"

@@ -2,6 +2,8 @@
 
 - :func:`plan_cache` — what ``cache apply`` changes: Redis ``CONFIG SET``s and published TTLs.
 - :func:`hit_rate` / :func:`verdict` — the hit rate and how it compares with the target.
+- :class:`SearchHitRate` / :func:`hit_rate_report` — the one search cache hit rate, as ``opsctl
+  status``, ``opsctl cache status`` and the daemon's cache-policy job all show it.
 - :func:`top_queries` — the most frequent requests across the hourly query-log buckets.
 - :func:`querylog_hours` — which hourly buckets a window covers.
 """
@@ -10,8 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
 
 from opsctl.cachepolicy.policy import CachePolicy
+from opsctl.daemon.schedule import format_duration
 
 CONFIG = "redis-config"
 PUBLISH = "published"
@@ -61,6 +66,69 @@ def verdict(rate: float | None, target: float) -> str:
     if rate is None:
         return "no lookups"
     return "met" if rate >= target else "below target"
+
+
+SEARCH_HIT_RATE = ("hits / lookups of the core's core_search_cache_requests_total{result} (hit, miss, error: "
+                   "an error counts as a miss), summed over every API process; answers from an API process's "
+                   "near cache are hits (Redis INFO never sees them)")
+
+
+Source = Literal["prometheus", "api", "none"]
+
+
+@dataclass(frozen=True)
+class SearchHitRate:
+    """The search cache hit rate, defined once (:data:`SEARCH_HIT_RATE`), and where it was read.
+
+    ``prometheus``: the counter's increase over ``window_seconds`` (the truth: every replica, a
+    window); ``api``: the fallback without Prometheus, the counter's totals read from the API's own
+    ``/metrics`` (one process, since it started); ``none``: nothing to read it from.
+    """
+
+    source: Source
+    hits: float = 0.0
+    misses: float = 0.0
+    errors: float = 0.0
+    window_seconds: int | None = None
+    error: str | None = None  # why it could not be measured
+
+    @property
+    def lookups(self) -> float:
+        return self.hits + self.misses + self.errors
+
+    @property
+    def rate(self) -> float | None:
+        return None if self.error else hit_rate(self.hits, self.misses + self.errors)
+
+    def over(self) -> str:
+        if self.source == "prometheus" and self.window_seconds:
+            return f"the last {format_duration(timedelta(seconds=self.window_seconds))} (Prometheus)"
+        if self.source == "api":
+            return "the API process's lifetime (its /metrics: no Prometheus)"
+        return "nothing (no Prometheus, no API)"
+
+    def describe(self) -> str:
+        if self.error:
+            return f"unknown: {self.error}"
+        rate = self.rate
+        if rate is None:
+            return f"no lookups over {self.over()}"
+        return f"{rate:.1%} of {self.lookups:,.0f} lookups over {self.over()}"
+
+
+def hit_rate_report(measured: SearchHitRate, target: float) -> dict[str, Any]:
+    """The hit rate as every command shows it: figures, source, window, definition, the target and
+    the verdict, and ``text``, the one line that `status`, `cache status` and the job print."""
+    rate = measured.rate
+    word = "unknown" if measured.error else verdict(rate, target)
+    text = f"{measured.describe()}; target {target * 100:g}%" + (f": {word}" if rate is not None else "")
+    return {
+        "hit_rate": None if rate is None else round(rate, 4),
+        "hits": round(measured.hits, 2), "misses": round(measured.misses, 2), "errors": round(measured.errors, 2),
+        "source": measured.source, "window_seconds": measured.window_seconds, "error": measured.error,
+        "definition": SEARCH_HIT_RATE, "target": target, "verdict": word,
+        "text": text,
+    }
 
 
 def querylog_hours(now: float, window_hours: int) -> list[int]:

@@ -24,7 +24,11 @@ def _policy(path: Path | None):  # type: ignore[no-untyped-def]
 
 @app.command("status")
 def status(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -> None:
-    """Hit rate (Prometheus and Redis INFO) against the target, memory, evictions, keys per type.
+    """Search hit rate against the target, Redis memory, evictions, keyspace reads, keys per type.
+
+    The hit rate is the one `opsctl status` and the daemon's cache-policy job show: hits / lookups
+    of core_search_cache_requests_total over the policy's hitRate.windowSeconds, from Prometheus
+    (without Prometheus: the API's own /metrics, since it started; labelled so).
 
     Example: opsctl cache status -o json
     """

@@ -21,15 +21,17 @@ def status(
     from datetime import UTC, datetime
 
     from opsctl.context import connect_db, settings
-    from opsctl.daemon.status import fetch, render, summarize
+    from opsctl.daemon.status import read, render, summarize
     from opsctl.output import emit
+    from opsctl.policy import policy_dir
 
     s = settings()
 
     def snapshot() -> dict[str, object]:
+        now = datetime.now(UTC)
         with connect_db(s) as conn:
-            raw = fetch(conn, s.prometheus_url)
-        return summarize(raw, datetime.now(UTC))
+            raw = read(conn, s, policy_dir(), now)
+        return summarize(raw, now)
 
     if output is not Output.table:
         emit(snapshot(), output)

@@ -1,17 +1,22 @@
 """``opsctl status``: one screen of what an on-call engineer checks first.
 
 ``fetch`` reads the database (audit log, queue, partitions, the leader lock) and Prometheus when
-configured; ``summarize`` (pure: rows and the clock in, a plain dict out) turns that into the
-screen's data, including an ``attention`` list of what looks wrong; ``render`` draws it.
+configured; ``read`` adds the search cache hit rate as every cache command reports it;
+``summarize`` (pure: rows and the clock in, a plain dict out) turns that into the screen's data,
+including an ``attention`` list of what looks wrong; ``render`` draws it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core.partitioning import PARTITIONED_TABLES
 from opsctl.partitions.plan import parse_bound
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 NO_PROMETHEUS = "n/a (no Prometheus)"
 _API = 'route=~"/v1/.*"'
@@ -20,8 +25,6 @@ PROMQL = {
                            f"(rate(core_http_request_duration_seconds_bucket{{{_API}}}[5m])))",
     "request_rate": f"sum by (job) (rate(core_http_request_duration_seconds_count{{{_API}}}[5m]))",
     "error_rate": f'sum by (job) (rate(core_http_request_duration_seconds_count{{{_API},status=~"5.."}}[5m]))',
-    "cache_hit_rate": 'sum(rate(core_search_cache_requests_total{result="hit"}[5m]))'
-                      " / sum(rate(core_search_cache_requests_total[5m]))",
 }
 
 LATEST_SQL = """
@@ -78,6 +81,16 @@ def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
         "leader": lock_holder(conn),
         "prometheus": fetch_prometheus(prometheus_url) if prometheus_url else None,
     }
+
+
+def read(conn: Any, settings: Settings, policy_dir: Path, now: datetime) -> dict[str, Any]:
+    """``fetch``, and the search cache hit rate exactly as `opsctl cache status` and the daemon's
+    cache-policy job report it (``opsctl.cachepolicy.hitrate``: the policy's window and target)."""
+    from opsctl.cachepolicy.hitrate import report_from_policy_dir
+
+    raw = fetch(conn, settings.prometheus_url)
+    raw["cache_hit_rate"] = report_from_policy_dir(settings, policy_dir, now)
+    return raw
 
 
 def fetch_prometheus(url: str) -> dict[str, Any]:
@@ -156,7 +169,6 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
             "requests_per_second": _rounded(metric("request_rate", name)),
             "errors_per_second": _rounded(metric("error_rate", name)),
         })
-    cache_hit = _rounded(metric("cache_hit_rate", "_"))
 
     queue = dict(raw["queue"])
     queue["oldest_pending_seconds"] = round(float(queue["oldest_pending_seconds"]), 1)
@@ -204,7 +216,7 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     return {
         "generated_at": now.isoformat(timespec="seconds"),
         "services": services,
-        "cache_hit_rate": cache_hit,
+        "cache_hit_rate": raw.get("cache_hit_rate"),  # hitrate.report's dict (None: not read)
         "queue": queue,
         "backup": backup,
         "drill": drill,
@@ -248,13 +260,12 @@ def render(data: dict[str, Any]) -> Any:
     parts.append(services)
 
     q = data["queue"]
-    hit = data["cache_hit_rate"]
     health = Table(title="data", title_justify="left", show_edge=False, show_header=False)
     health.add_column(style="bold")
     health.add_column()
     health.add_row("queue", f"{q['depth']} waiting, {q['in_flight']} in flight, oldest {q['oldest_pending_seconds']} s,"
                             f" {q['dead']} dead")
-    health.add_row("cache hit rate", f"{hit:.1%}" if isinstance(hit, float) else _show(hit))
+    health.add_row("search cache hit rate", data["cache_hit_rate"]["text"] if data["cache_hit_rate"] else "-")
     b = data["backup"]
     last_backup = f"{b['type'] or ''} {b['id'] or ''} {_ago(b['age_seconds'])}".strip() if b else "never"
     health.add_row("last backup", last_backup)
