@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from core.embedded import prometheus_binary
-from tests.cli_citations import Citation, problems, root_command
+from tests.cli_citations import Citation, citations_in_markdown, problems, root_command
 from tests.conftest import free_port, outside_pytest_tmp, project_root
 from tests.test_ingest_cli import table
 from tests.test_up import prom_query, ready, wait_for
@@ -61,6 +61,15 @@ def test_quickstart_commands_parse_and_name_files_that_exist() -> None:
         if citation.argv[0] == "ingest":
             paths = [w for w in citation.argv[1:] if not w.startswith("-")]
             assert paths and all((ROOT / p).exists() for p in paths), f"{citation.line}: a path does not exist"
+
+
+def test_every_opsctl_line_of_the_readme_parses() -> None:
+    """Beyond the Quickstart: every `opsctl …` the README cites names a real command and options."""
+    root = root_command()
+    cited = citations_in_markdown((ROOT / "README.md").read_text(encoding="utf-8"), "README.md")
+    assert len(cited) > 10
+    commands_only = [c for c in cited if not all(word.startswith("-") for word in c.argv)]  # `opsctl --help`
+    assert [p for c in commands_only for p in problems(c, root)] == []
 
 
 def opsctl(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -122,6 +131,7 @@ def test_quickstart_runs_against_opsctl_up_with_the_shipped_policies(tmp_path: P
         status = json.loads(opsctl(["status", "-o", "json"], user_env).stdout)
         assert not [a for a in status["attention"] if "failed" in a], status["attention"]
         assert "restore drill" not in " ".join(status["attention"]), "the Quickstart's drill ran and passed"
+        assert status["cache_hit_rate"]["source"] == "prometheus", status["cache_hit_rate"]
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(120)
