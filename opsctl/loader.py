@@ -159,10 +159,6 @@ class JobCounts:
     def finished(self) -> int:
         return self.done + self.dead
 
-    @property
-    def total(self) -> int:
-        return self.done + self.dead + self.pending
-
     def statuses(self) -> dict[str, int]:
         """The non-zero counts by status, e.g. ``{"done": 2}``."""
         return {name: count for name, count in zip(JOB_STATUSES, (self.done, self.dead, self.pending), strict=True)
