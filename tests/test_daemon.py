@@ -62,9 +62,11 @@ def wait_for(predicate: Any, timeout: float, what: str, log: Path | None = None)
 
 
 def events(conn: psycopg.Connection[Any], action: str) -> list[dict[str, Any]]:
-    rows = conn.execute("SELECT id, actor, target, to_state, reason, details FROM ops_events WHERE action = %s"
+    """Rows of ``action`` in ``ops_log``: changes (``ops_events``) and decisions (``ops_decisions``)."""
+    rows = conn.execute("SELECT id, actor, target, to_state, reason, details, change FROM ops_log WHERE action = %s"
                         " ORDER BY id", (action,)).fetchall()
-    return [{"id": r[0], "actor": r[1], "target": r[2], "to": r[3], "reason": r[4], "details": r[5]} for r in rows]
+    return [{"id": r[0], "actor": r[1], "target": r[2], "to": r[3], "reason": r[4], "details": r[5], "change": r[6]}
+            for r in rows]
 
 
 def runs(conn: psycopg.Connection[Any], job: str, outcome: str | None = None) -> list[dict[str, Any]]:

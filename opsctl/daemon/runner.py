@@ -92,7 +92,8 @@ def execute(job: str, target: str, settings: Settings, policy_dir: Path, schedul
 
 
 def record(url: str, result: RunResult, runner: str) -> None:
-    """Write the run's ``daemon.job`` audit row and finish its ``daemon_runs`` claim."""
+    """Finish the run's ``daemon_runs`` claim and record it: a ``daemon.job`` row of ``ops_decisions``
+    (a job run changes nothing by itself; what the job changed, it records as changes)."""
     from core.db import connect
     from opsctl.audit import record as audit
 

@@ -1,8 +1,9 @@
 """``opsctl status``: one screen of what an on-call engineer checks first.
 
-``fetch`` reads the database (audit log, queue, partitions, the leader lock) and Prometheus when
-configured; ``summarize`` (pure: rows and the clock in, a plain dict out) turns that into the
-screen's data, including an ``attention`` list of what looks wrong; ``render`` draws it.
+``fetch`` reads the database (``ops_log``: changes and decisions; queue, partitions, the leader
+lock) and Prometheus when configured; ``summarize`` (pure: rows and the clock in, a plain dict
+out) turns that into the screen's data, including an ``attention`` list of what looks wrong;
+``render`` draws it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ PROMQL = {
 
 LATEST_SQL = """
 SELECT DISTINCT ON (target) target, at, from_state, to_state, reason, details
-FROM ops_events WHERE action = %s ORDER BY target, at DESC, id DESC
+FROM ops_log WHERE action = %s ORDER BY target, at DESC, id DESC
 """
-LAST_SQL = "SELECT at, details FROM ops_events WHERE action = %s ORDER BY at DESC, id DESC LIMIT 1"
+LAST_SQL = "SELECT at, details FROM ops_log WHERE action = %s ORDER BY at DESC, id DESC LIMIT 1"
 FAILURES_SQL = """
-SELECT target, count(*) FROM ops_events
+SELECT target, count(*) FROM ops_log
 WHERE action = 'daemon.job' AND to_state = 'failed' AND at > now() - interval '24 hours' GROUP BY target
 """
 PARTITIONS_SQL = """
