@@ -1,5 +1,6 @@
 """``ops_events`` holds changes; routine decisions (no change, dry runs), job runs and measurements go to
-``ops_decisions``: ``opsctl events`` shows the first, ``--all`` both, ``scale explain`` replays either."""
+``ops_decisions``: ``opsctl events`` shows the first, ``--all`` both, ``scale explain`` replays either,
+and the leader prunes decisions past their retention."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ from core.config import Settings
 from core.db import migrate, record_event
 from core.embedded import EmbeddedPrometheus, prometheus_binary
 from opsctl.audit import CHANGES, record
+from opsctl.daemon.runner import run_once
+from opsctl.daemon.service import Daemon, DaemonConfig
 from opsctl.scaling import service
 from opsctl.scaling.policy import AutoscalingPolicy
 from opsctl.scaling.targets import TargetState
 from tests.conftest import free_port, make_settings, outside_pytest_tmp, project_root
+from tests.test_daemon import YEARLY
+
+NOOP = 'kind: schedule\njobs:\n  noop:\n    every: 1h\n    run: "tests.daemon_jobs:job_noop"\n'
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +133,35 @@ def test_decisions_without_a_change_leave_the_audit_log_to_changes(
         body = json.loads(explained.stdout)
         assert body["applied"] is applied and body["service"] == "svc"
     assert body["stored"]["desired_replicas"] == 3
+
+
+def test_job_runs_are_decisions_and_the_leader_prunes_decisions_past_their_retention(
+        db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    settings = make_settings(database_url=db_url)
+    (tmp_path / "schedule.yaml").write_text(NOOP)
+    for _ in range(3):
+        assert run_once(settings, tmp_path, "noop").outcome == "ok"
+    assert count(conn, "ops_events") == 0 and count(conn, "ops_decisions", "daemon.job") == 3
+
+    record(conn, "backup.create", target="db", reason="a change: kept however old")
+    record(conn, "index.recall", target="chunks", details={"recall": {"i": 0.97}}, change=False)
+    now = datetime.now(UTC)
+    later = now + timedelta(days=8)  # the daemon's clock, injected: 8 days on, past the 7-day retention
+    fresh = conn.execute("UPDATE ops_decisions SET at = %s WHERE action = 'index.recall' RETURNING id",
+                         (later - timedelta(days=6),)).fetchone()
+    assert fresh is not None
+
+    (tmp_path / "schedule.yaml").write_text(YEARLY)
+    daemon = Daemon(settings, DaemonConfig(tmp_path), clock=lambda: later)
+    daemon.start()
+    try:
+        assert daemon.cycle(later).startswith("became leader")
+        daemon.cycle(later)  # the leader prunes (once an hour)
+    finally:
+        daemon.stop_requested = True
+        daemon.shutdown()
+    assert [r[0] for r in conn.execute("SELECT id FROM ops_decisions")] == [fresh[0]]
+    assert count(conn, "ops_events", "backup.create") == 1
 
 
 def test_migration_0009_moves_the_routine_rows_written_before_it(db_url: str, conn: psycopg.Connection[Any]) -> None:
