@@ -33,3 +33,8 @@ def job_hang(settings: Settings, policy_dir: Path) -> str:
     (settings.data_dir / "hang.pid").write_text(str(child.pid))
     child.wait()
     return "hung"
+
+
+def job_noop(settings: Settings, policy_dir: Path) -> str:
+    """Changes nothing: its runs are routine decisions, never audit events."""
+    return "nothing to do"

@@ -23,7 +23,7 @@ PURE = (
     "opsctl.vindex.decide", "opsctl.vindex.policy",
     "opsctl.backup.plan", "opsctl.backup.policy",
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
-    "opsctl.daemon.schedule",
+    "opsctl.daemon.schedule", "opsctl.daemon.role",
 )
 IO_LIBRARIES = ("psycopg", "psycopg_pool", "redis", "kubernetes", "httpx", "prometheus_api_client", "requests",
                 "apscheduler", "fastapi", "uvicorn")

@@ -62,9 +62,11 @@ def wait_for(predicate: Any, timeout: float, what: str, log: Path | None = None)
 
 
 def events(conn: psycopg.Connection[Any], action: str) -> list[dict[str, Any]]:
-    rows = conn.execute("SELECT id, actor, target, to_state, reason, details FROM ops_events WHERE action = %s"
+    """Rows of ``action`` in ``ops_log``: changes (``ops_events``) and decisions (``ops_decisions``)."""
+    rows = conn.execute("SELECT id, actor, target, to_state, reason, details, change FROM ops_log WHERE action = %s"
                         " ORDER BY id", (action,)).fetchall()
-    return [{"id": r[0], "actor": r[1], "target": r[2], "to": r[3], "reason": r[4], "details": r[5]} for r in rows]
+    return [{"id": r[0], "actor": r[1], "target": r[2], "to": r[3], "reason": r[4], "details": r[5], "change": r[6]}
+            for r in rows]
 
 
 def runs(conn: psycopg.Connection[Any], job: str, outcome: str | None = None) -> list[dict[str, Any]]:
@@ -164,7 +166,10 @@ def test_failures_are_recorded_and_survived_and_invalid_reloads_keep_the_old_pol
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: len([e for e in events(conn, "daemon.reload") if e["to"] == "refused"]) == 2, 30,
                  "the refused SIGHUP reload", log)
-        assert [e["details"]["trigger"] for e in events(conn, "daemon.reload")] == ["policy files changed", "SIGHUP"]
+        # the load at start is a change; a refusal changes nothing (it is a decision, shown by --all and status)
+        assert [(e["details"]["trigger"], e["to"], e["change"]) for e in events(conn, "daemon.reload")] == [
+            ("start", "loaded", True), ("policy files changed", "refused", False), ("SIGHUP", "refused", False)]
+        assert {e["change"] for e in events(conn, "daemon.job")} == {False}, "job runs are decisions, not changes"
         failed_before = len(runs(conn, "raise", "failed"))
         wait_for(lambda: len(runs(conn, "raise", "failed")) >= failed_before + 2, 30, "the old policy still running",
                  log)
@@ -178,8 +183,9 @@ def test_failures_are_recorded_and_survived_and_invalid_reloads_keep_the_old_pol
 
         # a valid edit (no signal: the mtime changes) applies: the failing jobs are gone
         schedule.write_text(TICK)
-        loaded = wait_for(lambda: [e for e in events(conn, "daemon.reload") if e["to"] == "loaded"], 30,
-                          "the reload", log)[0]
+        loaded = wait_for(lambda: [e for e in events(conn, "daemon.reload") if e["to"] == "loaded"
+                                   and e["details"]["trigger"] != "start"], 30, "the reload", log)[0]
+        assert loaded["change"]
         assert loaded["details"]["jobs_changed"] == ["missing", "raise"]
         ticks = len(runs(conn, "tick", "ok"))
         wait_for(lambda: len(runs(conn, "tick", "ok")) >= ticks + 3, 30, "ticks after the reload", log)

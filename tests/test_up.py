@@ -97,8 +97,8 @@ def test_up_second_terminal_prometheus_ctrl_c_and_resume(tmp_path: Path) -> None
 
         # the policy daemon runs too: it leads, Prometheus scrapes it, and its runs are in the audit log
         wait_for(lambda: prom_query(prom, 'opsctl_daemon_leader{job="opsctl-daemon"} == 1'), 60, "the daemon leading")
-        wait_for(lambda: json.loads(opsctl("events", "--action", "daemon.job", "-o", "json", env=env).stdout), 60,
-                 "a daemon job run")
+        wait_for(lambda: json.loads(opsctl("events", "--all", "--action", "daemon.job", "-o", "json",
+                                           env=env).stdout), 60, "a daemon job run")
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(90)

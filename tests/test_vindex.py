@@ -190,7 +190,7 @@ def test_maintain_rebuilds_concurrently_then_vacuums(settings: Settings, conn: p
     valid = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass",
                          (fired[0][0].index,)).fetchone()
     assert valid == (True,)
-    acts = [r[0] for r in conn.execute("SELECT action FROM ops_events ORDER BY id").fetchall()]
+    acts = [r[0] for r in conn.execute("SELECT action FROM ops_log ORDER BY id").fetchall()]  # changes + decisions
     assert acts.count("index.reindex") == 1 and acts.count("index.vacuum") == 1 and "index.recall" in acts
     conn.execute("SELECT pg_stat_force_next_flush()")
     # the daemon job: after the vacuum nothing fires any more

@@ -96,6 +96,16 @@ CREATE TABLE ops_events (
 );
 CREATE INDEX ops_events_at_idx ON ops_events (at);
 CREATE INDEX ops_events_action_idx ON ops_events (action, at);
+-- 0009: what changed nothing (decisions that kept the count, dry runs, job runs, measurements,
+-- refused reloads), pruned by the daemon; ids shared with ops_events; ops_log is both
+CREATE TABLE ops_decisions (LIKE ops_events INCLUDING DEFAULTS);  -- the same columns
+ALTER TABLE ops_decisions ALTER COLUMN id SET DEFAULT nextval('ops_events_id_seq'), ADD PRIMARY KEY (id);
+CREATE INDEX ops_decisions_at_idx ON ops_decisions (at);
+CREATE INDEX ops_decisions_action_idx ON ops_decisions (action, at);
+CREATE VIEW ops_log AS
+    SELECT id, at, actor, action, target, from_state, to_state, reason, details, true AS change FROM ops_events
+    UNION ALL
+    SELECT id, at, actor, action, target, from_state, to_state, reason, details, false AS change FROM ops_decisions;
 
 -- Autoscaling history: what stabilization windows, rate policies, fallback and scale-to-zero
 -- cooldowns need to remember across CLI runs and daemon restarts (opsctl.scaling.history).

@@ -12,8 +12,10 @@ HELP = """Run the jobs of policies/schedule.yaml (autoscale, backups, drills, pa
 
 Run as many replicas as you like: they elect a leader with a PostgreSQL advisory lock and only
 the leader runs jobs. SIGHUP (or editing a policy file) reloads policies; an invalid file is
-refused and the previous policies stay. SIGTERM/SIGINT stop after the running job finishes.
-Every run is an `ops_events` row (`opsctl events --action daemon.job`).
+refused and the previous policies stay (a bad set at start exits 2: there is none to keep).
+SIGTERM/SIGINT stop after the running job finishes. Every run is recorded with the routine
+decisions (`opsctl events --all --action daemon.job`), kept --keep-decisions; what a job changed
+is an audit event (`opsctl events`).
 
 Example: opsctl daemon --metrics-port 9464        (or, from cron: opsctl daemon --once backup-full)
 """
@@ -31,15 +33,21 @@ def daemon(
                                         help="how often the leader checks its lock and followers retry"),
     stop_grace_seconds: float = typer.Option(60.0, "--stop-grace-seconds", min=0,
                                              help="on SIGTERM, how long a running job may finish"),
+    keep_decisions: str = typer.Option("7d", "--keep-decisions", envvar="OPSCTL_KEEP_DECISIONS",
+                                       help="how long the leader keeps decisions and job runs (changes: forever)"),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     import logging
     import os
     import sys
 
+    from core.errors import ConfigError
     from opsctl.context import settings
-    from opsctl.daemon.service import Daemon, DaemonConfig, run_once
+    from opsctl.daemon.retention import Retention
+    from opsctl.daemon.runner import run_once
+    from opsctl.daemon.service import Daemon, DaemonConfig
     from opsctl.output import emit
+    from opsctl.policy import parse_duration
     from opsctl.policy import policy_dir as resolve_policy_dir
 
     if not logging.getLogger().handlers:
@@ -53,8 +61,12 @@ def daemon(
                                                 ("duration_seconds", "SECONDS"),
                                                 ("sentence" if result.outcome == "ok" else "error", "RESULT")])
         raise typer.Exit(0 if result.outcome == "ok" else 1)
+    try:
+        retention = Retention(decisions=parse_duration(keep_decisions))
+    except ValueError as exc:
+        raise ConfigError(f"--keep-decisions: {exc}") from None
     config = DaemonConfig(directory, cycle_seconds=cycle_seconds, stop_grace_seconds=stop_grace_seconds,
-                          metrics_port=metrics_port, metrics_host=metrics_host)
+                          metrics_port=metrics_port, metrics_host=metrics_host, retention=retention)
     abandoned = Daemon(settings(), config).run()
     if abandoned:  # their threads cannot be stopped: leave without waiting for them
         logging.shutdown()

@@ -6,9 +6,11 @@ import typer
 
 from opsctl.output import OUTPUT_OPTION, Output
 
-HELP = """List the audit log: every change opsctl made, every daemon run and leader change.
+HELP = """List the audit log: every change opsctl made (scaling, backups, rotations, reindexes, leader
+changes, reloads). --all adds the routine records that changed nothing: scaling decisions that
+kept the count or were dry runs, daemon job runs, recall measurements, refused reloads.
 
-Example: opsctl events --since 1h --action 'backup.*' -o json
+Example: opsctl events --since 1h --action 'backup.*' -o json     (or: opsctl events --all --action daemon.job)
 """
 
 
@@ -17,26 +19,32 @@ def events(
     action: str | None = typer.Option(None, "--action", help="action, e.g. scale.decide; * matches any text"),
     target: str | None = typer.Option(None, "--target", help="only events about this target"),
     limit: int = typer.Option(50, "--limit", min=1, max=100000, help="at most this many (the newest)"),
+    everything: bool = typer.Option(False, "--all", help="also decisions and job runs that changed nothing"),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    from datetime import UTC, datetime
-
+    from core.clock import utcnow
     from core.errors import ConfigError
     from opsctl.context import connect_db, settings
-    from opsctl.daemon.events import list_events
-    from opsctl.output import emit
+    from opsctl.daemon.events import hidden_decisions, list_events
+    from opsctl.output import emit, info
     from opsctl.policy import parse_duration
 
     try:
         window = parse_duration(since) if since is not None else None
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
+    now = utcnow()
     with connect_db(settings()) as conn:
-        rows = list_events(conn, now=datetime.now(UTC), since=window, action=action, target=target, limit=limit)
-    if output is Output.table:
-        for row in rows:
-            row["change"] = f"{row['from'] or ''} → {row['to']}" if row["from"] or row["to"] else ""
-        emit(rows, output, columns=[("at", "WHEN"), ("actor", "WHO"), ("action", "ACTION"), ("target", "TARGET"),
-                                    ("change", "FROM → TO"), ("reason", "WHY")])
-    else:
+        rows = list_events(conn, now=now, since=window, action=action, target=target, limit=limit,
+                           everything=everything)
+        hidden = 0 if everything else hidden_decisions(conn, now=now, since=window, action=action, target=target)
+    if output is not Output.table:
         emit(rows, output)
+    else:
+        for row in rows:
+            row["transition"] = f"{row['from'] or ''} → {row['to']}" if row["from"] or row["to"] else ""
+        columns = [("at", "WHEN"), ("actor", "WHO"), ("action", "ACTION"), ("target", "TARGET"),
+                   ("transition", "FROM → TO"), ("reason", "WHY")]
+        emit(rows, output, columns=[*columns, ("kind", "KIND")] if everything else columns)
+    if hidden:
+        info(f"{hidden} decisions and job runs not shown: add --all")

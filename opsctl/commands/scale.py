@@ -165,7 +165,7 @@ def resume(
 
 @app.command("explain")
 def explain(
-    event_id: int = typer.Argument(..., help="id of a scale.decide event (opsctl events)"),
+    event_id: int = typer.Argument(..., help="id of a scale.decide (opsctl events --all)"),
     policy: Path | None = POLICY_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:

@@ -16,7 +16,8 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from core.db import LOCK_NAMESPACE
+from core.db import LOCK_NAMESPACE, first_line
+from opsctl.daemon.role import LockCheck
 
 log = logging.getLogger("opsctl.daemon")
 
@@ -99,7 +100,7 @@ class LeaderLock:
                     " AND pid = pg_backend_pid() AND objsubid = 2"
                     " AND classid = (%s::int4)::oid AND objid = (%s::int4)::oid)", DAEMON_LOCK).fetchone()
             except Exception as exc:
-                log.warning("leader connection failed: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+                log.warning("leader connection failed: %s", first_line(exc))
                 self._drop()
                 return False
             if not (row and row[0]):
@@ -143,6 +144,23 @@ class LeaderLock:
             except Exception:
                 self._drop()
                 return None
+
+    def check(self, leading: bool) -> LockCheck:
+        """One look for :func:`opsctl.daemon.role.decide_role`: a leader verifies; a follower tries to
+        take the lock and, having won, reads the runs already claimed. Never raises."""
+        if leading:
+            return LockCheck(held=self.verify())
+        try:
+            acquired = self.try_acquire()
+        except Exception as exc:
+            return LockCheck(held=False, error=first_line(exc))
+        if not acquired:
+            holder = self.holder()
+            return LockCheck(held=False, holder=holder["application_name"] if holder else None)
+        try:
+            return LockCheck(held=True, last_runs=self.last_runs())
+        except Exception as exc:
+            return LockCheck(held=True, error=first_line(exc))
 
     def release(self) -> None:
         with self._mutex:

@@ -2,17 +2,22 @@
 
 The daemon hands jobs its snapshot directory, never the live ``policies/`` directory: an edit
 that breaks a file is refused as a whole (the jobs keep running on the last valid snapshot) and
-the reason is logged, audited (``daemon.reload``) and counted. The files are copied first and the
-copies validated, so what was validated is exactly what the jobs read.
+the reason is logged, recorded (``daemon.reload`` refused) and counted. The files are copied
+first and the copies validated, so what was validated is exactly what the jobs read.
+
+Every failure of loading a file is that file's problem, whatever the loader raised (a
+``PolicyError``, or a ``RecursionError``, ``MemoryError`` … from a hostile YAML file):
+:func:`load_policy_set` raises only ``PolicyError``, naming the original files.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.db import first_line
 from opsctl.daemon.schedule import SchedulePolicy
 from opsctl.policy import PolicyError, Problem, load, validate_paths
 
@@ -46,6 +51,13 @@ class PolicySet:
     schedule_from_file: bool
 
 
+def _refusal(copy: Path, original: Path, exc: Exception) -> PolicyError:
+    """What loading ``copy`` raised, as a PolicyError naming ``original``: any exception is this file's problem."""
+    problems = (exc.problems if isinstance(exc, PolicyError) else
+                [Problem(str(copy), None, "", f"cannot load: {type(exc).__name__}: {first_line(exc)}")])
+    return PolicyError([replace(p, file=p.file.replace(str(copy), str(original))) for p in problems])
+
+
 def load_policy_set(directory: Path, snapshot_root: Path) -> PolicySet:
     """Snapshot and validate ``directory``; raises PolicyError (naming the original files) if invalid."""
     sig = signature(directory)
@@ -58,13 +70,22 @@ def load_policy_set(directory: Path, snapshot_root: Path) -> PolicySet:
                 copies.append(snapshot / path.name)
             except FileNotFoundError:
                 continue
-        _, problems = validate_paths(copies) if copies else ([], [])
+        problems: list[Problem] = []
+        for copy in copies:
+            try:
+                _, found = validate_paths([copy])
+                if found:
+                    raise PolicyError(found)
+            except Exception as exc:
+                problems.extend(_refusal(copy, directory / copy.name, exc).problems)
         if problems:
-            raise PolicyError([Problem(p.file.replace(str(snapshot), str(directory)), p.line, p.path, p.reason)
-                               for p in problems])
-        from_file = (snapshot / "schedule.yaml").exists()
-        schedule = (load(SchedulePolicy, "schedule", directory=snapshot) if from_file
-                    else SchedulePolicy.model_validate({}))
+            raise PolicyError(problems)
+        copy = snapshot / "schedule.yaml"
+        from_file = copy.exists()
+        try:
+            schedule = load(SchedulePolicy, "schedule", path=copy) if from_file else SchedulePolicy.model_validate({})
+        except Exception as exc:
+            raise _refusal(copy, directory / copy.name, exc) from exc
     except BaseException:
         shutil.rmtree(snapshot, ignore_errors=True)
         raise

@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.clock import Clock, utcnow
 from core.config import Settings
 from core.errors import OpsError
 from opsctl.daemon import metrics
@@ -68,7 +69,7 @@ def resolve(target: str) -> JobFunction:
 
 
 def execute(job: str, target: str, settings: Settings, policy_dir: Path, scheduled_at: datetime,
-            clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RunResult:
+            clock: Clock = utcnow) -> RunResult:
     """Run the job once and return what happened; never raises for the job's own failures."""
     start = clock()
     began = time.monotonic()
@@ -92,7 +93,8 @@ def execute(job: str, target: str, settings: Settings, policy_dir: Path, schedul
 
 
 def record(url: str, result: RunResult, runner: str) -> None:
-    """Write the run's ``daemon.job`` audit row and finish its ``daemon_runs`` claim."""
+    """Finish the run's ``daemon_runs`` claim and record it: a ``daemon.job`` row of ``ops_decisions``
+    (a job run changes nothing by itself; what the job changed, it records as changes)."""
     from core.db import connect
     from opsctl.audit import record as audit
 
@@ -105,3 +107,30 @@ def record(url: str, result: RunResult, runner: str) -> None:
         audit(conn, "daemon.job", target=result.job, to_state=result.outcome,
               reason=result.sentence if result.outcome == "ok" else result.error, details=result.details(),
               change=False)
+
+
+def run_once(settings: Settings, policy_dir: Path, job: str, clock: Clock = utcnow) -> RunResult:
+    """``opsctl daemon --once JOB``: run one job now (no leader election) and record it."""
+    import shutil
+    import tempfile
+
+    from core.errors import ConfigError
+    from opsctl.audit import default_actor
+    from opsctl.context import database_url
+    from opsctl.daemon.policies import load_policy_set
+    from opsctl.daemon.schedule import REGISTRY
+
+    url = database_url(settings)
+    snapshot_root = Path(tempfile.mkdtemp(prefix="opsctl-once-"))
+    try:
+        policies = load_policy_set(policy_dir, snapshot_root)
+        entry = policies.schedule.jobs.get(job)
+        target = (entry.run if entry is not None else None) or REGISTRY.get(job)
+        if target is None:
+            known = sorted(set(policies.schedule.jobs) | set(REGISTRY))
+            raise ConfigError(f"unknown job {job!r}: one of {', '.join(known)}")
+        result = execute(job, target, settings, policies.snapshot, clock(), clock)
+        record(url, result, f"once {default_actor()}"[:63])
+        return result
+    finally:
+        shutil.rmtree(snapshot_root, ignore_errors=True)

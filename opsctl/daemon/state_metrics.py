@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from core.clock import Clock, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class StateCollector(Collector):
     """Reads the state when scraped, at most every ``min_interval`` seconds (then serves the last read)."""
 
     def __init__(self, connect: Callable[[], Any], min_interval: float = 15.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Clock = utcnow) -> None:
         self.connect = connect
         self.min_interval = min_interval
         self.clock = clock

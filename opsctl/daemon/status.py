@@ -1,9 +1,9 @@
 """``opsctl status``: one screen of what an on-call engineer checks first.
 
-``fetch`` reads the database (audit log, queue, partitions, the leader lock) and Prometheus when
-configured; ``read`` adds the search cache hit rate as every cache command reports it;
-``summarize`` (pure: rows and the clock in, a plain dict out) turns that into the screen's data,
-including an ``attention`` list of what looks wrong; ``render`` draws it.
+``fetch`` reads the database (``ops_log``: changes and decisions; queue, partitions, the leader
+lock) and Prometheus when configured; ``read`` adds the search cache hit rate as every cache
+command reports it; ``summarize`` (pure: rows and the clock in, a plain dict out) turns that into
+the screen's data, including an ``attention`` list of what looks wrong; ``render`` draws it.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ PROMQL = {
 
 LATEST_SQL = """
 SELECT DISTINCT ON (target) target, at, from_state, to_state, reason, details
-FROM ops_events WHERE action = %s ORDER BY target, at DESC, id DESC
+FROM ops_log WHERE action = %s ORDER BY target, at DESC, id DESC
 """
-LAST_SQL = "SELECT at, details FROM ops_events WHERE action = %s ORDER BY at DESC, id DESC LIMIT 1"
+LAST_SQL = "SELECT at, details FROM ops_log WHERE action = %s ORDER BY at DESC, id DESC LIMIT 1"
+RELOAD_SQL = ("SELECT at, to_state, reason, target FROM ops_log WHERE action = 'daemon.reload'"
+              " ORDER BY at DESC, id DESC LIMIT 1")
 FAILURES_SQL = """
-SELECT target, count(*) FROM ops_events
+SELECT target, count(*) FROM ops_log
 WHERE action = 'daemon.job' AND to_state = 'failed' AND at > now() - interval '24 hours' GROUP BY target
 """
 PARTITIONS_SQL = """
@@ -68,6 +70,7 @@ def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
                 sql.Identifier(part["name"]))).fetchone()
             default_rows[part["table"]] = int(row[0]) if row else 0
     waiting, in_flight, oldest, dead = queue_stats(conn)
+    reload = conn.execute(RELOAD_SQL).fetchone()
     return {
         "scale": latest("scale.decide"),
         "jobs": latest("daemon.job"),
@@ -79,6 +82,7 @@ def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
         "default_rows": default_rows,
         "queue": {"depth": waiting, "in_flight": in_flight, "oldest_pending_seconds": oldest, "dead": dead},
         "leader": lock_holder(conn),
+        "reload": {"at": reload[0], "to": reload[1], "reason": reload[2], "by": reload[3]} if reload else None,
         "prometheus": fetch_prometheus(prometheus_url) if prometheus_url else None,
     }
 
@@ -204,6 +208,11 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     leader = raw.get("leader")
     if leader is None:
         attention.append("no daemon holds the leader lock: no scheduled job runs")
+    reload = raw.get("reload")
+    policies = {"state": reload["to"], "at": reload["at"].isoformat(timespec="seconds"),
+                "reason": reload["reason"]} if reload else None
+    if reload and reload["to"] == "refused":
+        attention.append(f"policy reload refused: {reload['reason']} ({reload['by']} keeps the previous policies)")
     jobs = []
     failures = raw.get("job_failures_24h", {})
     for row in sorted(raw["jobs"], key=lambda r: r["target"] or ""):
@@ -224,7 +233,7 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
         "index_recall": recall,
         "daemon": {"leader": leader["application_name"] if leader else None,
                    "leader_since": leader["backend_start"].isoformat(timespec="seconds") if leader else None,
-                   "jobs": jobs},
+                   "policies": policies, "jobs": jobs},
         "attention": attention,
     }
 

@@ -71,6 +71,15 @@ def set_paused(conn: Any, service: str, paused: bool, reason: str | None) -> boo
     return bool(row[0]) if row else False
 
 
+def stored_decision(conn: Any, event_id: int) -> dict[str, Any] | None:
+    """The ``scale.decide`` with this id: an applied change (``ops_events``) or a decision that changed
+    nothing, a dry run included (``ops_decisions``); None if there is none."""
+    from opsctl.audit import find
+
+    row = find(conn, event_id)
+    return row if row is not None and row["action"] == "scale.decide" else None
+
+
 def prune(conn: Any, now: datetime) -> int:
     """Delete history older than :data:`KEEP`; returns the rows deleted."""
     cutoff = now - KEEP

@@ -1,8 +1,9 @@
 """The autoscaling control loop, one cycle: policy → target → metrics → snapshot → decide → audit → apply.
 
-Every live decision (dry run or not) is stored in ``ops_events`` as ``scale.decide`` with the
-snapshot it was made from, the decision and whether it was applied, so ``opsctl scale explain``
-can replay it. Applying refuses a target that another autoscaler manages unless ``force``.
+Every live decision (dry run or not) is stored as ``scale.decide`` with the snapshot it was made
+from, the decision and whether it was applied — an applied change in ``ops_events``, any other in
+``ops_decisions`` (:mod:`opsctl.audit`) — so ``opsctl scale explain`` can replay it. Applying
+refuses a target that another autoscaler manages unless ``force``.
 """
 
 from __future__ import annotations
@@ -188,15 +189,16 @@ def explain(settings: Settings, event_id: int, policy: AutoscalingPolicy | None 
     Returns the stored decision and the replayed one; ``same`` says whether they agree (they
     differ only when the policy changed since)."""
     from opsctl.context import connect_db
+    from opsctl.scaling import history
 
     with connect_db(settings) as conn:
-        row = conn.execute("SELECT action, target, details, at FROM ops_events WHERE id = %s", (event_id,)).fetchone()
-    if row is None or row[0] != "scale.decide":
-        raise NotFound(f"no scale.decide event {event_id} (see `opsctl events --action scale.decide`)")
-    name, details = row[1], row[2]
+        row = history.stored_decision(conn, event_id)
+    if row is None:
+        raise NotFound(f"no scale.decide event {event_id} (see `opsctl events --all --action scale.decide`)")
+    name, details = row["target"], row["details"]
     snap = snapshots.parse(details["snapshot"])
     stored = details["decision"]
-    out: dict[str, Any] = {"event_id": event_id, "service": name, "at": snapshots.iso(row[3]),
+    out: dict[str, Any] = {"event_id": event_id, "service": name, "at": snapshots.iso(row["at"]),
                            "applied": details.get("applied", False), "stored": stored, "snapshot": details["snapshot"]}
     if policy is not None and name in policy.services:
         replay = decide(name, policy.services[name], snap, snap.now).as_dict()
