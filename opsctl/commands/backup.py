@@ -164,23 +164,22 @@ def restore_test(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     from core.errors import OperationFailed
-    from opsctl.backup.drill import run_drill
+    from opsctl.backup.drill import failure_reason, outcome_line, run_drill
 
     s, pol = _ctx(policy)
     with progress_bar() as update:
         report = run_drill(s, pol, backup_id=backup, target_time=_parse_time(target_time), progress=update)
     if output is Output.table:
-        emit(report["checks"], output, columns=[("name", "CHECK"), ("passed", "PASSED"), ("figure", "FIGURE"),
-                                                ("detail", "DETAIL")],
-             title=f"restore drill of {report['backup']} to {report['recovered_point']}")
-        info(f"RTO {report['rto_seconds']:.1f} s (target {report['rto_target_seconds']:.0f} s), "
-             f"RPO {report['rpo_seconds']:.1f} s (target {report['rpo_target_seconds']:.0f} s): "
-             + ("PASSED" if report["passed"] else "FAILED"))
+        if report["checks"]:  # a drill stopped before any check (no backup to restore) has no table
+            point = f" to {report['recovered_point']}" if report["recovered_point"] else ""
+            emit(report["checks"], output, columns=[("name", "CHECK"), ("passed", "PASSED"), ("figure", "FIGURE"),
+                                                    ("detail", "DETAIL")],
+                 title=f"restore drill of {report['backup']}{point}")
+        info(outcome_line(report))
     else:
         emit(report, output)
     if not report["passed"]:
-        failed = [c["name"] for c in report["checks"] if not c["passed"]]
-        raise OperationFailed(f"restore drill failed: {', '.join(failed) or report.get('error')}")
+        raise OperationFailed(f"restore drill failed: {failure_reason(report)}")
 
 
 RESTORE_HELP = """Restore a backup (and WAL up to --target-time) into a new data directory for the on-call
