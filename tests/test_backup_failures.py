@@ -181,3 +181,90 @@ def test_a_failed_drill_names_its_cause_in_table_and_json(env: Taken, capsys: py
         assert "FAILED" in err
         if named:  # the drill got as far as verifying a backup: the table shows the failed check
             assert "backup_verify" in out and "False" in out, out
+
+
+@contextmanager
+def corrupt_catalog_entry(t: Taken, backup_id: str = "20000101-000000F") -> Iterator[Path]:
+    """A second backup directory whose backup.json is cut short (a crash, a full disk, a bad copy)."""
+    import shutil
+
+    folder = t.repo.backup_dir(backup_id)
+    folder.mkdir()
+    entry = folder / "backup.json"
+    raw = (t.repo.backup_dir(t.record.id) / "backup.json").read_text()
+    entry.write_text(raw[: len(raw) // 2])
+    try:
+        yield entry
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_corrupt_catalog_entry_is_listed_as_broken_and_fails_verify_naming_the_file(
+        env: Taken, capsys: pytest.CaptureFixture[str]) -> None:
+    with corrupt_catalog_entry(env) as entry:
+        code, out, err = run(capsys, "backup", "list", "--policy", str(env.policy), "-o", "json")
+        assert code == 0, err
+        rows = {r["id"]: r for r in json.loads(out)}
+        assert rows[env.record.id]["broken"] is None and rows[env.record.id]["type"] == "full"
+        broken = rows["20000101-000000F"]["broken"]
+        assert str(entry) in broken and "unreadable catalog entry" in broken, broken
+        assert "JSONDecodeError" not in err and str(entry) in err and "warning" in err, err
+
+        code, out, err = run(capsys, "backup", "list", "--policy", str(env.policy))
+        assert code == 0 and "20000101-000000F" in out and env.record.id in out and "unreadable" in out, out
+
+        for args in (["backup", "verify"], ["backup", "verify", "20000101-000000F"]):
+            code, out, err = run(capsys, *args, "--policy", str(env.policy))
+            assert code == 1, err
+            assert "JSONDecodeError" not in err and str(entry) in err.strip().splitlines()[-1], err
+
+        # the drill of the newest readable backup is not stopped by a broken neighbour
+        code, out, err = run(capsys, "restore-test", "--policy", str(env.policy), "-o", "json", "--backup",
+                             "20000101-000000F")
+        assert code == 1 and str(entry) in json.loads(out)["error"], err
+
+
+def test_verify_of_an_empty_repository_fails_saying_nothing_proves_recoverability(
+        env: Taken, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = write_policy(env.cluster.root, env.cluster.root / "empty-repo", "empty.yaml")
+    for output in ("table", "json"):
+        code, out, err = run(capsys, "backup", "verify", "--policy", str(policy), "-o", output)
+        assert code == 1, (out, err)
+        assert "no backups" in err and "nothing proves" in err and "opsctl backup create" in err, err
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """``--debug`` configures the root logger of this process: put it back."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
+@pytest.mark.parametrize(("argv", "lifted"), [
+    (["restore-test", "--debug"], ["--debug", "restore-test"]),
+    (["--debug", "backup", "list"], ["--debug", "backup", "list"]),
+    (["backup", "--debug", "verify", "X", "--debug"], ["--debug", "backup", "verify", "X"]),
+    (["search", "--", "--debug"], ["search", "--", "--debug"]),  # after "--" it is a value
+    (["status"], ["status"]),
+])
+def test_lift_debug(argv: list[str], lifted: list[str]) -> None:
+    from opsctl.cli import lift_debug
+
+    assert lift_debug(argv) == lifted
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_accepted_anywhere_and_alone_shows_the_traceback(
+        env: Taken, capsys: pytest.CaptureFixture[str], root_logging: None, where: str) -> None:
+    policy = write_policy(env.cluster.root, env.cluster.root / "empty-repo", "empty.yaml")
+    args = ["backup", "verify", "--policy", str(policy)]
+    code, _, err = run(capsys, *(["--debug", *args] if where == "before" else [*args, "--debug"]))
+    assert code == 1 and "Traceback" in err and "No such option" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: no backups"), err
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "Traceback" not in err, err

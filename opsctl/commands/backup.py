@@ -50,7 +50,14 @@ def _row(r: Any) -> dict[str, Any]:
     data["size"] = f"{r.size_bytes / 1e6:.1f} MB"
     data["verified"] = f"{r.verified_at[:19]} {r.verify_result}" if r.verified_at else "never"
     data["start_time"], data["stop_time"] = r.start_time[:19], r.stop_time[:19]
+    data["broken"] = None
     return data
+
+
+def _broken_row(b: Any) -> dict[str, Any]:
+    """A backup directory whose catalog entry cannot be read: listed, marked, never restored from."""
+    return {"id": b.id, "type": None, "verified": f"BROKEN: unreadable catalog entry ({b.reason})",
+            "broken": b.message}
 
 
 @app.command("create")
@@ -81,7 +88,10 @@ def list_(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -
     from opsctl.backup.service import list_backups
 
     s, pol = _ctx(policy)
-    emit([_row(r) for r in list_backups(s, pol)], output, columns=BACKUP_COLUMNS)
+    records, broken = list_backups(s, pol)
+    emit([_row(r) for r in records] + [_broken_row(b) for b in broken], output, columns=BACKUP_COLUMNS)
+    for b in broken:
+        info(f"warning: {b.message}: `opsctl backup verify` fails until it is repaired or removed")
 
 
 @app.command("verify")
