@@ -98,7 +98,7 @@ def test_point_in_time_drill_and_restore_hold_exactly_the_rows_up_to_the_target(
         t2 = datetime.now(UTC)
         time.sleep(0.05)
         add_documents(conn, acme, "t3", 4, seed=3)
-        switch_and_wait(conn)
+        switch_and_wait(conn, repository(c.settings, c.policy).wal_dir)
 
         report = run_drill(c.settings, c.policy, target_time=t2)
         assert report["passed"], report
@@ -306,3 +306,31 @@ def test_physical_backup_refuses_a_database_without_archiving(pg_server: Any, se
     with pytest.raises(Exception, match="archiving") as info:
         create_backup(settings, pol)
     assert not isinstance(info.value, OperationFailed)
+
+
+def test_a_backup_whose_wal_spans_segments_does_not_wait_for_archive_timeout() -> None:
+    """The first backup of a fresh `opsctl up` took 65.7 s: its WAL crossed into a second segment, the
+    archiver's newest file was then the `.backup` history file named after the first one, and the
+    wait for "the segment after" lasted until archive_timeout made one. Here archive_timeout is off:
+    the old wait never ends (its own 60 s limit fails the test); the backup needs none."""
+    from opsctl.backup.plan import parse_lsn, segment_number
+    from opsctl.backup.verify import segment_size
+    from tests.backup_helpers import stalling_proxy
+
+    with archived_cluster(archive_timeout_seconds=0) as c, c.connect() as conn:
+        add_documents(conn, company(conn, "acme"), "a", 3)
+
+        def switch_mid_backup() -> None:  # WAL written while the backup runs, past a segment boundary
+            with c.connect() as other:
+                other.execute("CREATE TABLE mid_backup AS SELECT 1 AS x")
+                other.execute("SELECT pg_switch_wal()")
+
+        with stalling_proxy(c, 1 << 20, switch_mid_backup) as url:
+            record = create_backup(c.settings.model_copy(update={"database_url": url}), c.policy)
+        repo = repository(c.settings, c.policy)
+        assert record.start_lsn and record.stop_lsn
+        size = segment_size(repo)
+        first, last = (segment_number(parse_lsn(lsn), size) for lsn in (record.start_lsn, record.stop_lsn))
+        assert last > first, (record.start_lsn, record.stop_lsn)  # the case of the report
+        assert all(r.ok for r in verify_backups(c.settings, c.policy, record.id))  # every segment archived
+

@@ -29,8 +29,10 @@ def _noop(_: str, __: float | None) -> None:
 def _database_facts(conn: Any) -> dict[str, Any]:
     row = conn.execute("SELECT current_database(), current_setting('server_version'),"
                        " (SELECT system_identifier::text FROM pg_control_system()),"
-                       " (SELECT sum(pg_database_size(oid)) FROM pg_database)").fetchone()
-    return {"database": row[0], "pg_version": row[1], "system_identifier": row[2], "cluster_bytes": int(row[3])}
+                       " (SELECT sum(pg_database_size(oid)) FROM pg_database),"
+                       " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')").fetchone()
+    return {"database": row[0], "pg_version": row[1], "system_identifier": row[2], "cluster_bytes": int(row[3]),
+            "wal_segment_size": int(row[4])}
 
 
 def check_archiving(conn: Any, repo: Repository) -> None:
@@ -84,8 +86,7 @@ def _utcnow() -> datetime:
 
 def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool = False, fsync: bool = True,
                     progress: Progress = _noop, now: Callable[[], datetime] = _utcnow) -> BackupRecord:
-    from opsctl.backup.archive import switch_and_wait
-    from opsctl.backup.verify import read_manifest
+    from opsctl.backup.verify import archived_segments, read_manifest
 
     check_archiving(conn, repo)
     facts = _database_facts(conn)
@@ -105,10 +106,15 @@ def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool 
     try:
         _run_watched(pg_command("pg_basebackup", *args), data,
                      facts["cluster_bytes"] if parent is None else 0, progress, "pg_basebackup")
-        progress("archiving the last WAL segment", None)
-        switch_and_wait(conn)
         manifest = read_manifest(data)
         ranges = manifest["WAL-Ranges"]
+        # pg_basebackup returns once the server has archived the WAL the backup needs (no -X, no
+        # --no-wait): nothing to switch or wait for, only to confirm it reached this repository
+        _, missing = archived_segments(repo, int(ranges[-1]["Timeline"]), ranges[0]["Start-LSN"],
+                                       ranges[-1]["End-LSN"], facts["wal_segment_size"])
+        if missing:
+            raise OperationFailed(f"the server archived WAL segment(s) {', '.join(missing)} but they are not in "
+                                  f"{repo.wal_dir}: check archive_command")
         size, files = dir_size(folder)
         record = BackupRecord(
             id=backup_id, type=kind, parent=parent.id if parent else None, start_time=started.isoformat(),
