@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -334,3 +335,35 @@ def test_a_backup_whose_wal_spans_segments_does_not_wait_for_archive_timeout() -
         assert last > first, (record.start_lsn, record.stop_lsn)  # the case of the report
         assert all(r.ok for r in verify_backups(c.settings, c.policy, record.id))  # every segment archived
 
+
+@pytest.mark.parametrize(("line", "parsed"), [
+    ("     0/39845 kB (0%), 0/1 tablespace", (0, 39845 * 1024, False)),
+    ("12345/39845 kB (30%), 0/1 tablespace (…data/base/5/1259)", (12345 * 1024, 39845 * 1024, False)),
+    ("39845/39845 kB (100%), 0/1 tablespace", (39845 * 1024, 39845 * 1024, False)),  # files sent, WAL not yet
+    ("39845/39845 kB (100%), 1/1 tablespace", (39845 * 1024, 39845 * 1024, True)),
+    (" 4981/31809 kB (15%), 1/1 tablespace", (4981 * 1024, 4981 * 1024, True)),  # incremental: the real total
+    ("pg_basebackup: error: could not connect", None),
+    ("", None),
+])
+def test_basebackup_progress_lines(line: str, parsed: tuple[int, int, bool] | None) -> None:
+    from opsctl.backup.create import basebackup_progress
+
+    assert basebackup_progress(line) == parsed
+
+
+def test_backup_progress_counts_the_bytes_pg_basebackup_streams_up_to_the_total() -> None:
+    """Full and incremental backups report pg_basebackup's own count: increasing, ending at the total."""
+    with archived_cluster() as c, c.connect() as conn:
+        acme = company(conn, "acme")
+        add_documents(conn, acme, "a", 3)
+        for incremental in (False, True):
+            seen: list[tuple[str, float | None]] = []
+            record = create_backup(c.settings, c.policy, incremental=incremental,
+                                   progress=lambda step, fraction, seen=seen: seen.append((step, fraction)))
+            assert record.type == ("incr" if incremental else "full")
+            streamed = [f if f is not None else -1.0 for step, f in seen if step.startswith("pg_basebackup")]
+            assert len(streamed) >= 2 and streamed[-1] == 1.0, seen  # its first report, …, its last
+            assert all(a < b for a, b in itertools.pairwise(streamed)), seen
+            assert seen[-1][1] == 1.0, seen  # nothing after the bar is full
+            assert " MB" in seen[-1][0], seen  # done/total in the step's text
+            add_documents(conn, acme, "b", 3, seed=1)

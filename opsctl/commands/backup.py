@@ -19,16 +19,18 @@ POLICY_OPTION = typer.Option(None, "--policy", help="backup policy file (default
 
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, float | None], None]]:
-    """A rich progress bar on stderr; the callback takes (step, fraction done or None)."""
+    """A rich progress bar on stderr when it is a terminal (nothing in logs and pipes); the callback
+    takes (step, fraction done, or None for a step that keeps the bar where it is)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("starting", total=1.0)
 
         def update(step: str, fraction: float | None) -> None:
-            bar.update(task, description=step, completed=fraction if fraction is not None else 0.0)
+            bar.update(task, description=step, completed=fraction)  # None leaves the bar where it is
 
         yield update
 
