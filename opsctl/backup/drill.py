@@ -352,7 +352,8 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
     results = [verify_backup(repo, b) for b in chain]
     bad = [r for r in results if not r.ok]
     if bad:
-        return _fail_report(backup, [Check("backup_verify", False, bad[0].summary(), "; ".join(bad[0].problems[:5]))],
+        figure = f"backup {bad[0].backup_id}: {len(bad[0].problems)} problem(s)"
+        return _fail_report(backup, [Check("backup_verify", False, figure, "; ".join(bad[0].problems[:5]))],
                             started, policy, target_time, f"backup {bad[0].backup_id} {bad[0].summary()}")
     checks = [Check("backup_verify", True, f"{sum(r.files for r in results)} files, "
                     f"{sum(r.bytes for r in results)} bytes match their manifests")]
