@@ -97,7 +97,7 @@ def raw_steps(url: str, work: Path, wal_dir: Path, database: str) -> dict[str, f
     out["pg_basebackup"] = _timed(lambda: run_pg("pg_basebackup", "-d", url, "-D", str(base), "-Fp", "-X", "none",
                                                  "--manifest-checksums=SHA256", "-c", "fast"))
     with psycopg.connect(url, autocommit=True) as conn:
-        switch_and_wait(conn)
+        switch_and_wait(conn, wal_dir)
     out["pg_combinebackup"] = _timed(lambda: run_pg("pg_combinebackup", "--no-sync", "-o", str(combined), str(base)))
     conf = (f"\narchive_mode = off\nrestore_command = 'cp \"{wal_dir}/%f\" \"%p\"'\n"
             "recovery_target_action = 'promote'\nshared_buffers = 128MB\n")

@@ -1,8 +1,8 @@
 """The ``opsctl`` command line: one thin Typer module per command group in ``opsctl.commands``.
 
 Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error. Errors are one
-line on stderr; ``--debug`` adds the traceback. Heavy libraries are imported inside commands so
-``opsctl --help`` stays fast.
+line on stderr; ``--debug`` (anywhere on the command line) adds the traceback. Heavy libraries
+are imported inside commands so ``opsctl --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -86,14 +86,23 @@ def _click_exceptions() -> Any:
         return importlib.import_module("click.exceptions")
 
 
+def lift_debug(args: list[str]) -> list[str]:
+    """``--debug`` is accepted anywhere (every error says "rerun with --debug"): moved to the front,
+    where the root callback reads it. Words after a ``--`` separator are left alone."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and map errors to one line and an exit code."""
     from core.errors import OpsError
 
     click = _click_exceptions()
 
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args or os.environ.get("OPSCTL_DEBUG", "").lower() in ("1", "true", "yes")
+    args = lift_debug(sys.argv[1:] if argv is None else argv)
+    debug = args[:1] == ["--debug"] or os.environ.get("OPSCTL_DEBUG", "").lower() in ("1", "true", "yes")
     try:
         result = app(args=args, prog_name="opsctl", standalone_mode=False)
     except typer.Exit as exc:

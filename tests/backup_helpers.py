@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +80,63 @@ def company(conn: psycopg.Connection[Any], name: str) -> int:
     from core.tenants import create_company
 
     return int(create_company(conn, name).company_id)
+
+
+@contextmanager
+def stalling_proxy(cluster: Cluster, threshold: int, at_stall: Callable[[], None]) -> Iterator[str]:
+    """A URL to ``cluster`` through a Unix-socket proxy that, once a connection has carried
+    ``threshold`` bytes from the server, holds that stream while ``at_stall()`` runs.
+
+    A base backup of a cluster larger than ``threshold`` plus the socket buffers is then certainly
+    running (started, not stopped: the server cannot send the rest) when ``at_stall`` acts: an event,
+    not a race. Ordinary connections never carry that much and pass untouched.
+    """
+    import os
+    import socket
+    import threading
+
+    from core.embedded import pg_url, prepare_for_pg_user
+
+    run_dir = cluster.root / "proxy"
+    prepare_for_pg_user(run_dir)
+    os.chmod(run_dir, 0o777)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(run_dir / f".s.PGSQL.{cluster.pg.port}"))
+    os.chmod(run_dir / f".s.PGSQL.{cluster.pg.port}", 0o777)
+    listener.listen(16)
+    fired = threading.Lock()
+
+    def pump(src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        carried = 0
+        try:
+            while chunk := src.recv(65536):
+                carried += len(chunk)
+                if watch and carried >= threshold and fired.acquire(blocking=False):
+                    at_stall()
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(str(cluster.pg.socket_dir / f".s.PGSQL.{cluster.pg.port}"))
+            for args in ((client, server, False), (server, client, True)):
+                threading.Thread(target=pump, args=args, daemon=True).start()
+
+    acceptor = threading.Thread(target=serve, daemon=True)
+    acceptor.start()
+    try:
+        yield pg_url(run_dir, cluster.pg.port, cluster.pg.database)
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        listener.close()
+        acceptor.join()

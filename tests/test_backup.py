@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -98,7 +99,7 @@ def test_point_in_time_drill_and_restore_hold_exactly_the_rows_up_to_the_target(
         t2 = datetime.now(UTC)
         time.sleep(0.05)
         add_documents(conn, acme, "t3", 4, seed=3)
-        switch_and_wait(conn)
+        switch_and_wait(conn, repository(c.settings, c.policy).wal_dir)
 
         report = run_drill(c.settings, c.policy, target_time=t2)
         assert report["passed"], report
@@ -306,3 +307,63 @@ def test_physical_backup_refuses_a_database_without_archiving(pg_server: Any, se
     with pytest.raises(Exception, match="archiving") as info:
         create_backup(settings, pol)
     assert not isinstance(info.value, OperationFailed)
+
+
+def test_a_backup_whose_wal_spans_segments_does_not_wait_for_archive_timeout() -> None:
+    """The first backup of a fresh `opsctl up` took 65.7 s: its WAL crossed into a second segment, the
+    archiver's newest file was then the `.backup` history file named after the first one, and the
+    wait for "the segment after" lasted until archive_timeout made one. Here archive_timeout is off:
+    the old wait never ends (its own 60 s limit fails the test); the backup needs none."""
+    from opsctl.backup.plan import parse_lsn, segment_number
+    from opsctl.backup.verify import segment_size
+    from tests.backup_helpers import stalling_proxy
+
+    with archived_cluster(archive_timeout_seconds=0) as c, c.connect() as conn:
+        add_documents(conn, company(conn, "acme"), "a", 3)
+
+        def switch_mid_backup() -> None:  # WAL written while the backup runs, past a segment boundary
+            with c.connect() as other:
+                other.execute("CREATE TABLE mid_backup AS SELECT 1 AS x")
+                other.execute("SELECT pg_switch_wal()")
+
+        with stalling_proxy(c, 1 << 20, switch_mid_backup) as url:
+            record = create_backup(c.settings.model_copy(update={"database_url": url}), c.policy)
+        repo = repository(c.settings, c.policy)
+        assert record.start_lsn and record.stop_lsn
+        size = segment_size(repo)
+        first, last = (segment_number(parse_lsn(lsn), size) for lsn in (record.start_lsn, record.stop_lsn))
+        assert last > first, (record.start_lsn, record.stop_lsn)  # the case of the report
+        assert all(r.ok for r in verify_backups(c.settings, c.policy, record.id))  # every segment archived
+
+
+@pytest.mark.parametrize(("line", "parsed"), [
+    ("     0/39845 kB (0%), 0/1 tablespace", (0, 39845 * 1024, False)),
+    ("12345/39845 kB (30%), 0/1 tablespace (…data/base/5/1259)", (12345 * 1024, 39845 * 1024, False)),
+    ("39845/39845 kB (100%), 0/1 tablespace", (39845 * 1024, 39845 * 1024, False)),  # files sent, WAL not yet
+    ("39845/39845 kB (100%), 1/1 tablespace", (39845 * 1024, 39845 * 1024, True)),
+    (" 4981/31809 kB (15%), 1/1 tablespace", (4981 * 1024, 4981 * 1024, True)),  # incremental: the real total
+    ("pg_basebackup: error: could not connect", None),
+    ("", None),
+])
+def test_basebackup_progress_lines(line: str, parsed: tuple[int, int, bool] | None) -> None:
+    from opsctl.backup.create import basebackup_progress
+
+    assert basebackup_progress(line) == parsed
+
+
+def test_backup_progress_counts_the_bytes_pg_basebackup_streams_up_to_the_total() -> None:
+    """Full and incremental backups report pg_basebackup's own count: increasing, ending at the total."""
+    with archived_cluster() as c, c.connect() as conn:
+        acme = company(conn, "acme")
+        add_documents(conn, acme, "a", 3)
+        for incremental in (False, True):
+            seen: list[tuple[str, float | None]] = []
+            record = create_backup(c.settings, c.policy, incremental=incremental,
+                                   progress=lambda step, fraction, seen=seen: seen.append((step, fraction)))
+            assert record.type == ("incr" if incremental else "full")
+            streamed = [f if f is not None else -1.0 for step, f in seen if step.startswith("pg_basebackup")]
+            assert len(streamed) >= 2 and streamed[-1] == 1.0, seen  # its first report, …, its last
+            assert all(a < b for a, b in itertools.pairwise(streamed)), seen
+            assert seen[-1][1] == 1.0, seen  # nothing after the bar is full
+            assert " MB" in seen[-1][0], seen  # done/total in the step's text
+            add_documents(conn, acme, "b", 3, seed=1)

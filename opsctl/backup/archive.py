@@ -55,18 +55,20 @@ def embedded_conf(data_dir: Path) -> tuple[str, ...]:
     return server_conf(load_policy(), data_dir)
 
 
-def switch_and_wait(conn: Any, timeout: float = 60) -> str:
-    """Close the current WAL segment and wait until the archiver has stored it; returns its name."""
+def switch_and_wait(conn: Any, wal_dir: Path, timeout: float = 60) -> str:
+    """Close the current WAL segment and wait until it is in the archive ``wal_dir``; returns its name.
+
+    The archive itself is the proof: ``pg_stat_archiver.last_archived_wal`` names the newest file
+    archived, which can be a ``.backup`` history file named after an older segment."""
     # With no WAL written since the last switch the position stays just past the next segment's
     # header (or on its boundary): stepping back over a long page header names the closed segment.
     row = conn.execute("SELECT pg_walfile_name(pg_switch_wal() - 41)").fetchone()
     name = str(row[0])
     deadline = time.monotonic() + timeout
-    while True:
-        row = conn.execute("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
-        if row[0] and row[0][:24] >= name:
-            return name
+    while not (wal_dir / name).is_file():
         if time.monotonic() > deadline:
-            raise OperationFailed(f"WAL segment {name} was not archived within {timeout:.0f} s "
+            row = conn.execute("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
+            raise OperationFailed(f"WAL segment {name} did not reach {wal_dir} within {timeout:.0f} s "
                                   f"(last archived {row[0]}, last failed {row[1]}): check archive_command")
         time.sleep(0.05)
+    return name

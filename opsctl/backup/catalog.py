@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import NotFound
+from core.errors import NotFound, OperationFailed
 
 CATALOG_FILE = "backup.json"
 
@@ -61,6 +61,48 @@ class BackupRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+class CatalogCorrupt(OperationFailed):
+    """A backup.json that cannot be read: the message names the file and the reason."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: unreadable catalog entry ({reason})")
+        self.path, self.reason = path, reason
+
+
+@dataclass(frozen=True)
+class BrokenEntry:
+    """A backup directory whose catalog entry cannot be read (listed as broken, never restored from)."""
+
+    id: str
+    path: Path
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return str(CatalogCorrupt(self.path, self.reason))
+
+
+REQUIRED = ("id", "type", "start_time", "stop_time", "database")
+
+
+def read_entry(path: Path) -> BackupRecord:
+    """The record in ``path``; CatalogCorrupt naming the file and what is wrong with it."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise CatalogCorrupt(path, exc.strerror or str(exc)) from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise CatalogCorrupt(path, f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CatalogCorrupt(path, f"a JSON {type(data).__name__}, not an object")
+    missing = [k for k in REQUIRED if not isinstance(data.get(k), str)]
+    if missing:
+        raise CatalogCorrupt(path, f"no {', '.join(missing)}")
+    if data["id"] != path.parent.name:
+        raise CatalogCorrupt(path, f"it describes backup {data['id']!r}, not {path.parent.name!r}")
+    return BackupRecord.from_json(data)
+
+
 def new_id(now: datetime, kind: str, taken: set[str]) -> str:
     """pgBackRest-style ids: ``20260101-120000F`` / ``…I`` / ``…L`` (a suffix when the second is taken)."""
     base = now.astimezone(UTC).strftime("%Y%m%d-%H%M%S")
@@ -89,22 +131,30 @@ class Repository:
     def backup_dir(self, backup_id: str) -> Path:
         return self.backups_dir / backup_id
 
-    def list(self) -> list[BackupRecord]:
-        """Every catalogued backup, oldest first (a backup without its backup.json is not a backup)."""
-        found = []
+    def scan(self) -> tuple[builtins.list[BackupRecord], builtins.list[BrokenEntry]]:
+        """Every catalogued backup, oldest first, and the entries whose backup.json cannot be read."""
+        found, broken = [], []
         if self.backups_dir.is_dir():
-            for entry in self.backups_dir.iterdir():
+            for entry in sorted(self.backups_dir.iterdir()):
                 path = entry / CATALOG_FILE
                 if path.is_file():
-                    found.append(BackupRecord.from_json(json.loads(path.read_text())))
-        return sorted(found, key=lambda r: (r.stop_time, r.id))
+                    try:
+                        found.append(read_entry(path))
+                    except CatalogCorrupt as exc:
+                        broken.append(BrokenEntry(entry.name, path, exc.reason))
+        return sorted(found, key=lambda r: (r.stop_time, r.id)), broken
+
+    def list(self) -> builtins.list[BackupRecord]:
+        """Every readable catalogued backup, oldest first (a backup without a readable backup.json is
+        not a backup: ``scan()`` names those)."""
+        return self.scan()[0]
 
     def get(self, backup_id: str) -> BackupRecord:
         path = self.backup_dir(backup_id) / CATALOG_FILE
         if not path.is_file():
             known = ", ".join(r.id for r in self.list()) or "none"
             raise NotFound(f"no backup {backup_id!r} in {self.root} (backups: {known})")
-        return BackupRecord.from_json(json.loads(path.read_text()))
+        return read_entry(path)
 
     def save(self, record: BackupRecord) -> None:
         """Write the catalog entry atomically (written last: it is what makes a backup exist)."""

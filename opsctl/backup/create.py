@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,8 +30,10 @@ def _noop(_: str, __: float | None) -> None:
 def _database_facts(conn: Any) -> dict[str, Any]:
     row = conn.execute("SELECT current_database(), current_setting('server_version'),"
                        " (SELECT system_identifier::text FROM pg_control_system()),"
-                       " (SELECT sum(pg_database_size(oid)) FROM pg_database)").fetchone()
-    return {"database": row[0], "pg_version": row[1], "system_identifier": row[2], "cluster_bytes": int(row[3])}
+                       " (SELECT sum(pg_database_size(oid)) FROM pg_database),"
+                       " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')").fetchone()
+    return {"database": row[0], "pg_version": row[1], "system_identifier": row[2], "cluster_bytes": int(row[3]),
+            "wal_segment_size": int(row[4])}
 
 
 def check_archiving(conn: Any, repo: Repository) -> None:
@@ -57,6 +60,11 @@ def _claim(repo: Repository, started: datetime, kind: str) -> tuple[str, Path]:
         return backup_id, folder
 
 
+def _failure(label: str, returncode: int, output: str) -> OperationFailed:
+    tail = " | ".join(output.strip().splitlines()[-4:])
+    return OperationFailed(f"{label} failed (exit {returncode}): {tail}")
+
+
 def _run_watched(argv: list[str], watch: Path, total: int, progress: Progress, label: str) -> None:
     """Run a long tool, reporting the size of ``watch`` against ``total`` bytes as progress."""
     with tempfile.TemporaryFile("w+") as out:
@@ -73,9 +81,56 @@ def _run_watched(argv: list[str], watch: Path, total: int, progress: Progress, l
         out.seek(0)
         text = out.read()
     if proc.returncode != 0:
-        tail = " | ".join(text.strip().splitlines()[-4:])
-        raise OperationFailed(f"{label} failed (exit {proc.returncode}): {tail}")
+        raise _failure(label, proc.returncode, text)
     progress(label, 1.0)
+
+
+_PROGRESS_LINE = re.compile(r"(\d+)/(\d+) kB \(\d+%\), (\d+)/(\d+) tablespace")
+
+
+def basebackup_progress(line: str) -> tuple[int, int, bool] | None:
+    """(bytes streamed, bytes in all, finished) from a ``pg_basebackup --progress`` line, else None.
+
+    While it streams, "in all" is the server's estimate (of the whole cluster, even for an
+    incremental backup); its last line (every tablespace done, the WAL archived) has the total."""
+    match = _PROGRESS_LINE.search(line)
+    if not match:
+        return None
+    done, estimate = int(match[1]) * 1024, int(match[2]) * 1024
+    finished = match[3] == match[4]
+    return done, done if finished else max(estimate, done), finished
+
+
+def _run_basebackup(argv: list[str], progress: Progress) -> None:
+    """Run ``pg_basebackup --progress`` and report its own count of the bytes it has streamed (it
+    reports once a second; its last line, 100 %, comes once the server has archived the WAL)."""
+    label = "pg_basebackup"
+    lines: list[str] = []
+    last = -1.0
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True)  # text mode: a terminal's "\r" ends a line too
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines = [*lines[-20:], line.rstrip()]
+            counted = basebackup_progress(line)
+            if counted is None or not counted[1]:
+                continue
+            done, total, finished = counted
+            # every file streamed is not the end yet: the server still waits for the WAL archive
+            fraction = 1.0 if finished else min(done / total, 0.99)
+            if fraction > last:
+                last = fraction
+                progress(f"{label} {done / 1e6:.1f}/{total / 1e6:.1f} MB", fraction)
+        proc.wait()
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise _failure(label, proc.returncode, "\n".join(ln for ln in lines if basebackup_progress(ln) is None))
+    if last < 1.0:
+        progress(label, 1.0)
 
 
 def _utcnow() -> datetime:
@@ -84,8 +139,7 @@ def _utcnow() -> datetime:
 
 def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool = False, fsync: bool = True,
                     progress: Progress = _noop, now: Callable[[], datetime] = _utcnow) -> BackupRecord:
-    from opsctl.backup.archive import switch_and_wait
-    from opsctl.backup.verify import read_manifest
+    from opsctl.backup.verify import archived_segments, read_manifest
 
     check_archiving(conn, repo)
     facts = _database_facts(conn)
@@ -99,16 +153,20 @@ def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool 
     backup_id, folder = _claim(repo, started, kind)
     data = folder / "data"
     args = ["-d", url, "-D", str(data), "-Fp", "-X", "none", "--manifest-checksums=SHA256", "-c", "fast",
-            "-l", f"opsctl {backup_id}", *([] if fsync else ["--no-sync"])]
+            "--progress", "-l", f"opsctl {backup_id}", *([] if fsync else ["--no-sync"])]
     if parent is not None:
         args.append(f"--incremental={repo.backup_dir(parent.id) / 'data' / 'backup_manifest'}")
     try:
-        _run_watched(pg_command("pg_basebackup", *args), data,
-                     facts["cluster_bytes"] if parent is None else 0, progress, "pg_basebackup")
-        progress("archiving the last WAL segment", None)
-        switch_and_wait(conn)
+        _run_basebackup(pg_command("pg_basebackup", *args), progress)
         manifest = read_manifest(data)
         ranges = manifest["WAL-Ranges"]
+        # pg_basebackup returns once the server has archived the WAL the backup needs (no -X, no
+        # --no-wait): nothing to switch or wait for, only to confirm it reached this repository
+        _, missing = archived_segments(repo, int(ranges[-1]["Timeline"]), ranges[0]["Start-LSN"],
+                                       ranges[-1]["End-LSN"], facts["wal_segment_size"])
+        if missing:
+            raise OperationFailed(f"the server archived WAL segment(s) {', '.join(missing)} but they are not in "
+                                  f"{repo.wal_dir}: check archive_command")
         size, files = dir_size(folder)
         record = BackupRecord(
             id=backup_id, type=kind, parent=parent.id if parent else None, start_time=started.isoformat(),

@@ -300,13 +300,30 @@ def run_drill(settings: Any, policy: BackupPolicy, *, backup_id: str = "latest",
         report["duration_seconds"] = time.monotonic() - started
         publish(report, settings.data_dir)
         audit(source, "restore.drill", report.get("backup") or "none",
-              "passed" if report["passed"] else f"failed: {_failed(report)}", report)
+              "passed" if report["passed"] else f"failed: {failure_reason(report)}", report)
     return report
 
 
-def _failed(report: dict[str, Any]) -> str:
-    names = [c["name"] for c in report["checks"] if not c["passed"]]
-    return ", ".join(names) or str(report.get("error"))
+def failure_reason(report: dict[str, Any]) -> str:
+    """Why a drill failed, in one line: the error that stopped it (a missing backup, a file that does
+    not match its manifest, a tool that failed), else each failed check with its detail or figure."""
+    if report.get("error"):
+        return str(report["error"])
+    failed = [c for c in report["checks"] if not c["passed"]]
+    return "; ".join(f"{c['name']}: {c['detail'] or c['figure']}" for c in failed) or "no check passed"
+
+
+def _seconds(value: float | None, target: float) -> str:
+    shown = "not measured" if value is None else f"{value:.1f} s"
+    return f"{shown} (target {target:.0f} s)"
+
+
+def outcome_line(report: dict[str, Any]) -> str:
+    """``RTO 4.2 s (target 900 s), RPO 0.0 s (target 300 s): PASSED`` (a drill that stopped early has
+    no RPO: it says so)."""
+    return (f"RTO {_seconds(report.get('rto_seconds'), report['rto_target_seconds'])}, "
+            f"RPO {_seconds(report.get('rpo_seconds'), report['rpo_target_seconds'])}: "
+            + ("PASSED" if report["passed"] else "FAILED"))
 
 
 def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, backup_id: str,
@@ -335,7 +352,8 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
     results = [verify_backup(repo, b) for b in chain]
     bad = [r for r in results if not r.ok]
     if bad:
-        return _fail_report(backup, [Check("backup_verify", False, bad[0].summary(), "; ".join(bad[0].problems[:5]))],
+        figure = f"backup {bad[0].backup_id}: {len(bad[0].problems)} problem(s)"
+        return _fail_report(backup, [Check("backup_verify", False, figure, "; ".join(bad[0].problems[:5]))],
                             started, policy, target_time, f"backup {bad[0].backup_id} {bad[0].summary()}")
     checks = [Check("backup_verify", True, f"{sum(r.files for r in results)} files, "
                     f"{sum(r.bytes for r in results)} bytes match their manifests")]

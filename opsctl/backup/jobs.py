@@ -39,12 +39,11 @@ def job_backup_prune(settings: Settings, policy_dir: Path) -> str:
 
 
 def job_restore_drill(settings: Settings, policy_dir: Path) -> str:
-    from opsctl.backup.drill import run_drill
+    from opsctl.backup.drill import failure_reason, run_drill
 
     report = run_drill(settings, load_policy(directory=policy_dir))
-    summary = (f"restore drill of {report['backup']}: RTO {report['rto_seconds']:.0f} s, "
-               f"RPO {report['rpo_seconds'] or 0:.0f} s")
+    rpo = "not measured" if report["rpo_seconds"] is None else f"{report['rpo_seconds']:.0f} s"
+    summary = f"restore drill of {report['backup']}: RTO {report['rto_seconds']:.0f} s, RPO {rpo}"
     if not report["passed"]:
-        failed = [c["name"] for c in report["checks"] if not c["passed"]] or [report.get("error")]
-        raise OperationFailed(f"{summary}: FAILED ({', '.join(str(f) for f in failed)})")
+        raise OperationFailed(f"{summary}: FAILED ({failure_reason(report)})")
     return f"{summary}: all {len(report['checks'])} checks passed"

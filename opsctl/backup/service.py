@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import OperationFailed, ServiceUnavailable
-from opsctl.backup.catalog import BackupRecord, Repository
+from opsctl.backup.catalog import BackupRecord, BrokenEntry, Repository
 from opsctl.backup.policy import BackupPolicy, load_policy
 
 if TYPE_CHECKING:
@@ -77,17 +77,25 @@ def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool
     return record
 
 
-def list_backups(settings: Settings, policy: BackupPolicy) -> list[BackupRecord]:
-    return repository(settings, policy).list()
+def list_backups(settings: Settings, policy: BackupPolicy) -> tuple[list[BackupRecord], list[BrokenEntry]]:
+    """The readable backups, oldest first, and the entries whose backup.json is unreadable."""
+    return repository(settings, policy).scan()
 
 
 def verify_backups(settings: Settings, policy: BackupPolicy, backup_id: str | None = None,
                    tick: Callable[[int], None] | None = None) -> list[VerifyResult]:
     """Verify one backup and the chain it needs (or every backup); record the result in the catalog."""
-    from opsctl.backup.verify import verify_backup
+    from opsctl.backup.verify import VerifyResult, verify_backup
 
     repo = repository(settings, policy)
-    records = repo.chain(repo.get(backup_id)) if backup_id else repo.list()
+    broken: list[BrokenEntry] = []
+    if backup_id:
+        records = repo.chain(repo.get(backup_id))
+    else:
+        records, broken = repo.scan()
+        if not records and not broken:
+            raise OperationFailed(f"no backups in {repo.root}: nothing proves the database can be restored; "
+                                  "take one with `opsctl backup create`")
     results = []
     for record in records:
         result = verify_backup(repo, record, tick)
@@ -95,6 +103,7 @@ def verify_backups(settings: Settings, policy: BackupPolicy, backup_id: str | No
         record.verify_result = "ok" if result.ok else result.summary()
         repo.save(record)
         results.append(result)
+    results += [VerifyResult(b.id, problems=[b.message]) for b in broken]
     with maybe_db(settings) as conn:
         for result in results:
             audit(conn, "backup.verify", result.backup_id, result.summary(),

@@ -130,6 +130,13 @@ def segment_size(repo: Repository) -> int:
     return 16 * 1024 * 1024
 
 
+def archived_segments(repo: Repository, timeline: int, start: str, stop: str,
+                      size: int) -> tuple[list[str], list[str]]:
+    """The names of the WAL segments holding ``[start, stop]``, and those of them not in the archive."""
+    names = segments_between(timeline, parse_lsn(start), parse_lsn(stop), size)
+    return names, [n for n in names if not (repo.wal_dir / n).is_file()]
+
+
 def verify_wal(repo: Repository, record: BackupRecord, result: VerifyResult, stop_lsn: str | None = None) -> None:
     """Every segment from the backup's start to its stop LSN archived, full size, and parseable."""
     from opsctl.backup.tools import run_pg
@@ -139,8 +146,7 @@ def verify_wal(repo: Repository, record: BackupRecord, result: VerifyResult, sto
         return
     size = segment_size(repo)
     start, stop = record.start_lsn, stop_lsn or record.stop_lsn
-    names = segments_between(record.timeline, parse_lsn(start), parse_lsn(stop), size)
-    missing = [n for n in names if not (repo.wal_dir / n).is_file()]
+    names, missing = archived_segments(repo, record.timeline, start, stop, size)
     for name in missing:
         result.problems.append(f"{repo.wal_dir / name}: WAL segment missing (needed from {start} to {stop})")
     for name in names:

@@ -19,16 +19,18 @@ POLICY_OPTION = typer.Option(None, "--policy", help="backup policy file (default
 
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, float | None], None]]:
-    """A rich progress bar on stderr; the callback takes (step, fraction done or None)."""
+    """A rich progress bar on stderr when it is a terminal (nothing in logs and pipes); the callback
+    takes (step, fraction done, or None for a step that keeps the bar where it is)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("starting", total=1.0)
 
         def update(step: str, fraction: float | None) -> None:
-            bar.update(task, description=step, completed=fraction if fraction is not None else 0.0)
+            bar.update(task, description=step, completed=fraction)  # None leaves the bar where it is
 
         yield update
 
@@ -50,7 +52,14 @@ def _row(r: Any) -> dict[str, Any]:
     data["size"] = f"{r.size_bytes / 1e6:.1f} MB"
     data["verified"] = f"{r.verified_at[:19]} {r.verify_result}" if r.verified_at else "never"
     data["start_time"], data["stop_time"] = r.start_time[:19], r.stop_time[:19]
+    data["broken"] = None
     return data
+
+
+def _broken_row(b: Any) -> dict[str, Any]:
+    """A backup directory whose catalog entry cannot be read: listed, marked, never restored from."""
+    return {"id": b.id, "type": None, "verified": f"BROKEN: unreadable catalog entry ({b.reason})",
+            "broken": b.message}
 
 
 @app.command("create")
@@ -81,7 +90,10 @@ def list_(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -
     from opsctl.backup.service import list_backups
 
     s, pol = _ctx(policy)
-    emit([_row(r) for r in list_backups(s, pol)], output, columns=BACKUP_COLUMNS)
+    records, broken = list_backups(s, pol)
+    emit([_row(r) for r in records] + [_broken_row(b) for b in broken], output, columns=BACKUP_COLUMNS)
+    for b in broken:
+        info(f"warning: {b.message}: `opsctl backup verify` fails until it is repaired or removed")
 
 
 @app.command("verify")
@@ -164,23 +176,22 @@ def restore_test(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     from core.errors import OperationFailed
-    from opsctl.backup.drill import run_drill
+    from opsctl.backup.drill import failure_reason, outcome_line, run_drill
 
     s, pol = _ctx(policy)
     with progress_bar() as update:
         report = run_drill(s, pol, backup_id=backup, target_time=_parse_time(target_time), progress=update)
     if output is Output.table:
-        emit(report["checks"], output, columns=[("name", "CHECK"), ("passed", "PASSED"), ("figure", "FIGURE"),
-                                                ("detail", "DETAIL")],
-             title=f"restore drill of {report['backup']} to {report['recovered_point']}")
-        info(f"RTO {report['rto_seconds']:.1f} s (target {report['rto_target_seconds']:.0f} s), "
-             f"RPO {report['rpo_seconds']:.1f} s (target {report['rpo_target_seconds']:.0f} s): "
-             + ("PASSED" if report["passed"] else "FAILED"))
+        if report["checks"]:  # a drill stopped before any check (no backup to restore) has no table
+            point = f" to {report['recovered_point']}" if report["recovered_point"] else ""
+            emit(report["checks"], output, columns=[("name", "CHECK"), ("passed", "PASSED"), ("figure", "FIGURE"),
+                                                    ("detail", "DETAIL")],
+                 title=f"restore drill of {report['backup']}{point}")
+        info(outcome_line(report))
     else:
         emit(report, output)
     if not report["passed"]:
-        failed = [c["name"] for c in report["checks"] if not c["passed"]]
-        raise OperationFailed(f"restore drill failed: {', '.join(failed) or report.get('error')}")
+        raise OperationFailed(f"restore drill failed: {failure_reason(report)}")
 
 
 RESTORE_HELP = """Restore a backup (and WAL up to --target-time) into a new data directory for the on-call
