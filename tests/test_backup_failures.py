@@ -149,7 +149,6 @@ CASES: dict[str, tuple[Callable[[Taken], Any], list[str], list[str]]] = {
     "missing file": (removed(Taken.biggest_data_file, "missing"), [], []),
     "truncated file": (truncated_file, [], []),
     "missing WAL segment": (removed(Taken.first_wal_segment, "WAL segment missing"), [], []),
-    "unknown backup id": (nothing, ["--backup", "20000101-000000F"], ["no backup '20000101-000000F'"]),
     "target before any backup": (nothing, ["--target-time", "2000-01-01T00:00:00+00:00"],
                                  ["no good physical backup ending before 2000-01-01T00:00:00+00:00"]),
     "empty repository": (nothing, ["EMPTY"], ["no good physical backup", "opsctl backup create"]),
@@ -181,6 +180,22 @@ def test_a_failed_drill_names_its_cause_in_table_and_json(env: Taken, capsys: py
         assert "FAILED" in err
         if named:  # the drill got as far as verifying a backup: the table shows the failed check
             assert "backup_verify" in out and "False" in out, out
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_an_unknown_backup_id_is_refused_before_any_drill_is_recorded(env: Taken, capsys: pytest.CaptureFixture[str],
+                                                                      output: str) -> None:
+    # an operator's typo is not a failed drill: no audit row, no drill gauges, so no RestoreDrillFailed alert
+    with env.cluster.connect() as conn:
+        drills = conn.execute("SELECT count(*) FROM ops_log WHERE action = 'restore.drill'").fetchone()
+    code, out, err = run(capsys, "restore-test", "--policy", str(env.policy), "-o", output, "--backup",
+                         "20000101-000000F")
+    assert code == 1, err
+    assert out == ""
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: no backup '20000101-000000F'") and env.record.id in last, err
+    with env.cluster.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM ops_log WHERE action = 'restore.drill'").fetchone() == drills
 
 
 @contextmanager

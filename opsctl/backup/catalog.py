@@ -149,12 +149,16 @@ class Repository:
         not a backup: ``scan()`` names those)."""
         return self.scan()[0]
 
-    def get(self, backup_id: str) -> BackupRecord:
+    def require(self, backup_id: str) -> Path:
+        """The catalog entry of ``backup_id`` (readable or not), or NotFound naming the known ids."""
         path = self.backup_dir(backup_id) / CATALOG_FILE
         if not path.is_file():
             known = ", ".join(r.id for r in self.list()) or "none"
             raise NotFound(f"no backup {backup_id!r} in {self.root} (backups: {known})")
-        return read_entry(path)
+        return path
+
+    def get(self, backup_id: str) -> BackupRecord:
+        return read_entry(self.require(backup_id))
 
     def save(self, record: BackupRecord) -> None:
         """Write the catalog entry atomically (written last: it is what makes a backup exist)."""

@@ -286,6 +286,8 @@ def run_drill(settings: Any, policy: BackupPolicy, *, backup_id: str = "latest",
     from opsctl.context import connect_db
 
     repo = repository(settings, policy)
+    if backup_id != "latest":
+        repo.require(backup_id)  # an unknown id is a typo, not a failed drill: NotFound, and nothing recorded
     started = time.monotonic()
     started_at = now()
     with connect_db(settings) as source:
