@@ -9,22 +9,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.clock import Clock, utcnow
 from core.embedded import pg_command, prepare_for_pg_user
 from core.errors import ConfigError, OperationFailed
 from opsctl.backup.catalog import BackupRecord, Repository, new_id
 from opsctl.backup.policy import BackupPolicy
-from opsctl.backup.tools import dir_size
-
-Progress = Callable[[str, float | None], None]
-
-
-def _noop(_: str, __: float | None) -> None:
-    return None
+from opsctl.backup.tools import Progress, dir_size, no_progress
 
 
 def _database_facts(conn: Any) -> dict[str, Any]:
@@ -133,12 +127,10 @@ def _run_basebackup(argv: list[str], progress: Progress) -> None:
         progress(label, 1.0)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool = False, fsync: bool = True,
-                    progress: Progress = _noop, now: Callable[[], datetime] = _utcnow) -> BackupRecord:
+                    progress: Progress = no_progress, now: Clock = utcnow) -> BackupRecord:
     from opsctl.backup.verify import archived_segments, read_manifest
 
     check_archiving(conn, repo)
@@ -182,8 +174,8 @@ def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool 
     return record
 
 
-def create_logical(conn: Any, url: str, repo: Repository, policy: BackupPolicy, *, progress: Progress = _noop,
-                   now: Callable[[], datetime] = _utcnow) -> BackupRecord:
+def create_logical(conn: Any, url: str, repo: Repository, policy: BackupPolicy, *, progress: Progress = no_progress,
+                   now: Clock = utcnow) -> BackupRecord:
     from opsctl.files import sha256_file
 
     facts = _database_facts(conn)

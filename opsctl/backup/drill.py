@@ -16,17 +16,16 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.clock import Clock, utcnow
 from core.errors import ConfigError, OperationFailed, OpsError
 from opsctl.backup.catalog import BackupRecord, Repository
 from opsctl.backup.policy import BackupPolicy
-
-Progress = Callable[[str, float | None], None]
+from opsctl.backup.tools import Progress, no_progress
 
 
 @dataclass
@@ -35,10 +34,6 @@ class Check:
     passed: bool
     figure: str
     detail: str = ""
-
-
-def _noop(_: str, __: float | None) -> None:
-    return None
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -279,7 +274,7 @@ def _fail_report(backup: BackupRecord | None, checks: list[Check], started: floa
 
 
 def run_drill(settings: Any, policy: BackupPolicy, *, backup_id: str = "latest", target_time: datetime | None = None,
-              progress: Progress = _noop, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> dict[str, Any]:
+              progress: Progress = no_progress, now: Clock = utcnow) -> dict[str, Any]:
     """Run one drill; returns the report (also stored in ops_events and exposed as gauges)."""
     from opsctl.backup.metrics import publish
     from opsctl.backup.service import audit, repository

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import OperationFailed, ServiceUnavailable
 from opsctl.backup.catalog import BackupRecord, BrokenEntry, Repository
 from opsctl.backup.policy import BackupPolicy, load_policy
+from opsctl.backup.tools import Progress, no_progress
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -19,12 +20,6 @@ if TYPE_CHECKING:
     from core.config import Settings
     from opsctl.backup.plan import PrunePlan
     from opsctl.backup.verify import VerifyResult
-
-Progress = Callable[[str, float | None], None]
-
-
-def _noop(_: str, __: float | None) -> None:
-    return None
 
 
 def repository(settings: Settings, policy: BackupPolicy) -> Repository:
@@ -61,7 +56,7 @@ def audit(conn: Any, action: str, target: str, reason: str, details: dict[str, A
 
 
 def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool = False, logical: bool | None = None,
-                  progress: Progress = _noop) -> BackupRecord:
+                  progress: Progress = no_progress) -> BackupRecord:
     from opsctl.backup.create import create_logical, create_physical
     from opsctl.context import connect_db, database_url
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from core.embedded import pg_command
 from core.errors import OperationFailed
+
+Progress = Callable[[str, float | None], None]
+"""What long backup work reports: a step's name and its fraction done (None: unknown)."""
+
+
+def no_progress(_: str, __: float | None) -> None:
+    return None
 
 
 def run_pg(tool: str, *args: str, timeout: float | None = None, cwd: Path | None = None) -> str:
