@@ -7,7 +7,8 @@ import typer
 from opsctl.output import OUTPUT_OPTION, Output
 
 HELP = """One screen: replicas vs desired, latency and errors, queue, cache, backups, drills,
-partitions, index recall, the daemon's leader and its jobs, and what needs attention.
+partitions, index recall, the daemon's leader and its jobs, the children of `opsctl up` (state,
+restarts), and what needs attention.
 
 Example: opsctl status --watch        (or: opsctl status -o json)
 """
@@ -28,7 +29,7 @@ def status(
 
     def snapshot() -> dict[str, object]:
         with connect_db(s) as conn:
-            raw = fetch(conn, s.prometheus_url)
+            raw = fetch(conn, s.prometheus_url, s.data_dir)
         return summarize(raw, datetime.now(UTC))
 
     if output is not Output.table:

@@ -8,10 +8,12 @@ screen's data, including an ``attention`` list of what looks wrong; ``render`` d
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from core.partitioning import PARTITIONED_TABLES
 from opsctl.partitions.plan import parse_bound
+from opsctl.up.health import render_up, summarize_up
 
 NO_PROMETHEUS = "n/a (no Prometheus)"
 _API = 'route=~"/v1/.*"'
@@ -40,12 +42,13 @@ WHERE parent.relname = ANY(%s) ORDER BY 1, 2
 """
 
 
-def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
-    """Everything ``summarize`` needs, as plain rows."""
+def fetch(conn: Any, prometheus_url: str | None, data_dir: Path | None = None) -> dict[str, Any]:
+    """Everything ``summarize`` needs, as plain rows (``data_dir``: where ``opsctl up`` records its children)."""
     from psycopg import sql
 
     from core.metrics import queue_stats
     from opsctl.daemon.leader import lock_holder
+    from opsctl.up.health import observe as observe_up
 
     def latest(action: str) -> list[dict[str, Any]]:
         return [{"target": r[0], "at": r[1], "from": r[2], "to": r[3], "reason": r[4], "details": r[5]}
@@ -77,6 +80,7 @@ def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
         "queue": {"depth": waiting, "in_flight": in_flight, "oldest_pending_seconds": oldest, "dead": dead},
         "leader": lock_holder(conn),
         "prometheus": fetch_prometheus(prometheus_url) if prometheus_url else None,
+        "up": observe_up(data_dir) if data_dir is not None else None,
     }
 
 
@@ -200,6 +204,8 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
                      "failures_24h": int(failures.get(row["target"], 0))})
         if row["to"] == "failed":
             attention.append(f"job {row['target']} failed its last run: {row['reason']}")
+    up, up_attention = summarize_up(raw.get("up"), now)
+    attention.extend(up_attention)
 
     return {
         "generated_at": now.isoformat(timespec="seconds"),
@@ -213,6 +219,7 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
         "daemon": {"leader": leader["application_name"] if leader else None,
                    "leader_since": leader["backend_start"].isoformat(timespec="seconds") if leader else None,
                    "jobs": jobs},
+        "up": up,
         "attention": attention,
     }
 
@@ -278,6 +285,8 @@ def render(data: dict[str, Any]) -> Any:
         jobs.add_row(j["job"], _ago(j["age_seconds"]), Text(str(j["outcome"]), style=style or ""),
                      str(j["failures_24h"]), _show(j["result"]))
     parts.append(jobs)
+    if data.get("up"):
+        parts.append(render_up(data["up"]))
     if data["attention"]:
         parts.append(Text("attention:\n" + "\n".join(f"  • {a}" for a in data["attention"]), style="yellow"))
     else:
