@@ -33,6 +33,7 @@ from core.config import Settings, read_state, write_state
 from core.errors import ServiceUnavailable
 from opsctl.up.leftovers import clean_leftovers
 from opsctl.up.lock import InstanceLock
+from opsctl.up.server import api_server, main_thread
 from opsctl.up.supervisor import Child, Supervisor
 from opsctl.up.terminal import say
 
@@ -178,7 +179,7 @@ class System:
 
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=10)
-        server = _Server(config)
+        server = api_server(config)
         if self.daemon is not None:
             import threading
 
@@ -217,7 +218,7 @@ class System:
                     _quietly(server.kill_all if server is self.worker_pool else server.kill)
 
         handlers = {}
-        if _main_thread():
+        if main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, force)
             handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal closing
@@ -281,56 +282,7 @@ def _quietly(action: Any) -> None:
         log.warning("forced stop: a step failed", exc_info=True)
 
 
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def _free_port() -> int:
     from core.workerpool import free_port
 
     return free_port()
-
-
-def wait_ready(url: str, timeout: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise ServiceUnavailable(f"{url} not ready within {timeout:.0f} s")
-
-
-def _api_server_class() -> Any:
-    import contextlib
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn, minus re-raising the signal after shutdown: we still have workers to stop; and
-        SIGHUP (the terminal closed) stops it gracefully too."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            if not _main_thread():
-                yield
-                return
-            previous = {sig: signal.signal(sig, self.handle_exit)
-                        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
-def _Server(config: Any) -> Any:
-    return _api_server_class()(config)
