@@ -102,6 +102,10 @@ class System:
 
             self.pg = EmbeddedPostgres(self.data_dir / "pg", extra_conf=embedded_conf(self.data_dir))
             db_url = self.pg.start()
+            if self.pg.proc is None:  # running already, and not recognised as a leftover (see leftovers.py)
+                log.warning("PostgreSQL was already running on %s (pid %s): using it, but it is not opsctl up's "
+                            "child: it is not restarted if it dies, nor stopped if opsctl up is killed",
+                            self.pg.data_dir, self.pg.pid())
             self.supervisor.add(Child("postgres", self.pg, self.pg.start))
             self.started.append("postgres")
         step("applying migrations")
