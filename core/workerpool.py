@@ -1,8 +1,11 @@
 """The local worker pool: the embedded scale target behind ``/admin/workers``.
 
 A small reconciler (like a ReplicaSet): it keeps ``replicas`` worker processes running,
-restarts any that die, and scales down by SIGTERM so a worker finishes its batch first. Each
-worker serves its own ``/metrics``; the pool keeps a Prometheus file_sd target list current.
+replaces any that die (with backoff when they keep dying: ``core.supervision.next_restart``;
+no worker starts, not even for a resize, until the backoff is over), and scales down by SIGTERM
+so a worker finishes its batch first. Each worker serves its own ``/metrics``; the pool keeps a
+Prometheus file_sd target list current. Workers get SIGTERM when the pool's process dies
+(``core.procs.spawn``), so a pool killed with ``kill -9`` leaves no worker behind.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from core import metrics
+from core.procs import spawn
+from core.supervision import RestartPolicy, Run, exit_reason, next_restart
 
 log = logging.getLogger("core.workerpool")
 
@@ -35,7 +40,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class WorkerProcess:
     proc: subprocess.Popen[bytes]
     metrics_port: int
-    started_at: float
+    started_at: float  # wall clock, for uptime
+    started: float  # monotonic, for the restart backoff
     stopping: bool = False
 
     @property
@@ -54,13 +60,19 @@ class WorkerPool:
     targets_file: Path | None = None
     stop_grace_seconds: float = 60.0
     interval: float = 0.5
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     workers: list[WorkerProcess] = field(default_factory=list)
     restarts: int = 0
+    last_exit: str | None = None  # the last unexpected death, one sentence
+    last_exit_at: float | None = None  # wall clock
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._deaths: list[Run] = []  # unexpected deaths, monotonic clock, the last 20
+        self._owed = 0  # deaths not replaced yet
+        self._hold_until = 0.0  # no worker starts before this (monotonic): the backoff
 
     # -- control -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -84,9 +96,16 @@ class WorkerPool:
                 "running": len(active),
                 "stopping": sum(1 for w in self.workers if w.alive() and w.stopping),
                 "restarts": self.restarts,
+                "last_exit": self.last_exit,
+                "last_exit_at": self.last_exit_at,
                 "workers": [{"pid": w.pid, "metrics_port": w.metrics_port,
                              "uptime_seconds": round(time.time() - w.started_at, 1)} for w in active],
             }
+
+    def pids(self) -> list[int]:
+        """Every live worker process, stopping ones included."""
+        with self._lock:
+            return [w.pid for w in self.workers if w.alive()]
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every worker gracefully (SIGTERM, wait), killing those that outlive ``timeout``."""
@@ -131,19 +150,36 @@ class WorkerPool:
         with self._lock:
             if self._stop.is_set() and self.replicas:
                 return
+            now = time.monotonic()
             for w in list(self.workers):
                 if not w.alive():
                     self.workers.remove(w)
                     if not w.stopping:
-                        self.restarts += 1
-                        log.warning("worker %d exited with %s; replacing it", w.pid, w.proc.returncode)
+                        self._died(w, now)
             active = [w for w in self.workers if not w.stopping]
-            for _ in range(self.replicas - len(active)):
-                self.workers.append(self._spawn())
+            missing = self.replicas - len(active)
+            owed = min(self._owed, max(0, missing))  # deaths beyond the replicas wanted now are not replaced
+            if missing > 0 and now >= self._hold_until:
+                for _ in range(missing):
+                    self.workers.append(self._spawn())
+                self.restarts += owed
+                if owed:
+                    metrics.CHILD_RESTARTS.labels("worker").inc(owed)
+                owed = 0
+            self._owed = owed
             for w in active[self.replicas:] if len(active) > self.replicas else []:
                 w.stopping = True
                 w.proc.send_signal(signal.SIGTERM)
             self._publish()
+
+    def _died(self, w: WorkerProcess, now: float) -> None:
+        self._deaths = [*self._deaths[-19:], Run(w.started, now)]
+        decision = next_restart(self._deaths, now, self.restart_policy)
+        self._hold_until = decision.at
+        self._owed += 1
+        self.last_exit = f"pid {w.pid} {exit_reason(w.proc.returncode)} after {now - w.started:.1f} s"
+        self.last_exit_at = time.time()
+        log.warning("worker: %s; %s", self.last_exit, decision.reason)
 
     def _spawn(self) -> WorkerProcess:
         port = free_port()
@@ -151,7 +187,7 @@ class WorkerPool:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / "workers.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
+        proc = spawn(
             [sys.executable, "-m", "core.ingest.worker", "--metrics-port", str(port)],
             env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True,
@@ -159,7 +195,7 @@ class WorkerPool:
         if out is not subprocess.DEVNULL:
             out.close()
         log.info("started worker %d (metrics on :%d)", proc.pid, port)
-        return WorkerProcess(proc, port, time.time())
+        return WorkerProcess(proc, port, time.time(), time.monotonic())
 
     def _publish(self) -> None:
         running = [w for w in self.workers if w.alive() and not w.stopping]

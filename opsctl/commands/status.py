@@ -7,7 +7,8 @@ import typer
 from opsctl.output import OUTPUT_OPTION, Output
 
 HELP = """One screen: replicas vs desired, latency and errors, queue, cache, backups, drills,
-partitions, index recall, the daemon's leader and its jobs, and what needs attention.
+partitions, index recall, the daemon's leader and its jobs, the children of `opsctl up` (state,
+restarts), and what needs attention.
 
 Example: opsctl status --watch        (or: opsctl status -o json)
 """

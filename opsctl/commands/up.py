@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 HELP = """Start PostgreSQL, Redis, Prometheus, the core API, its ingest workers and the policy daemon;
 Ctrl-C stops all.
 
 Uses OPSCTL_DATABASE_URL / OPSCTL_REDIS_URL / OPSCTL_PROMETHEUS_URL instead of starting its own
-servers when they are set. Running it again resumes on the same data.
+servers when they are set. Running it again resumes on the same data. One per data dir: a
+second one is refused. A child that dies is restarted (see `opsctl status`); if `opsctl up`
+itself is killed, its children stop with it.
 
 Example: opsctl up --workers 4 --port 8080
 """
@@ -22,20 +26,31 @@ def up(
     no_daemon: bool = typer.Option(False, "--no-daemon", help="do not start the policy daemon (opsctl daemon)"),
 ) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     from opsctl.context import settings
-    from opsctl.system import System
+    from opsctl.up.system import System
+    from opsctl.up.terminal import setup_logging, silence
 
     console = Console(stderr=True, soft_wrap=True)
     system = System(settings(with_state=False, port=port), workers=workers, port=port, prometheus_port=prometheus_port,
                     with_prometheus=not no_prometheus, with_daemon=not no_daemon)
+    setup_logging(system.data_dir / "logs" / "up.log")
     try:
         with console.status("starting…") as status:
             system.start(progress=lambda text: status.update(text + "…"))
     except BaseException:
         system.stop()
         raise
+    try:
+        _print_endpoints(console, system)
+    except (OSError, ValueError):  # nobody reads our output any more: serve anyway
+        silence()
+    system.serve()
+
+
+def _print_endpoints(console: Any, system: Any) -> None:
+    from rich.table import Table
+
     table = Table(title="opsctl is up", show_edge=False, header_style="bold")
     table.add_column("ENDPOINT")
     table.add_column("URL", overflow="fold")
@@ -54,4 +69,3 @@ def up(
         "\nCtrl-C stops everything (a second Ctrl-C forces).",
         highlight=False, markup=False,
     )
-    system.serve()

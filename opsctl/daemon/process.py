@@ -1,9 +1,11 @@
-"""The daemon as a child of ``opsctl up``: started, restarted if it dies, stopped with SIGTERM.
+"""The daemon as a child of ``opsctl up``: started, restarted by ``opsctl up``'s supervisor if it
+dies (``restart``), stopped with SIGTERM.
 
 The child runs in its own session (Ctrl-C in the terminal is ``opsctl up``'s to handle), so its
 process group holds the daemon and whatever its jobs started (pg_basebackup, a restore drill's
 server …): stopping kills that group once the daemon is gone, so an abandoned job leaves nothing
-behind.
+behind. It gets SIGTERM if ``opsctl up`` dies (``core.procs.spawn``); what its jobs started is
+then stopped by the next ``opsctl up`` (its session is recorded, ``core.supervision.plan_cleanup``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from core.procs import spawn
 
 log = logging.getLogger("opsctl.up")
 
@@ -31,28 +36,36 @@ class DaemonProcess:
     metrics_port: int
     log_dir: Path | None = None
     stop_grace_seconds: float = 30.0
-    restart_delay_seconds: float = 5.0
-    restarts: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
-        # the watcher never starts a daemon after stop() began; re-entrant: up's force handler calls kill()
+        # no daemon starts after stop() began; re-entrant: up's force handler calls kill()
         self._spawning = threading.RLock()
-        self._thread: threading.Thread | None = None
 
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
 
     def start(self) -> None:
-        """Spawn the daemon and watch it (a no-op once stop() or kill() was called)."""
+        """Spawn the daemon (a no-op once stop() or kill() was called)."""
         with self._spawning:
-            if self._stop.is_set():
-                return
-            self._spawn()
-        self._thread = threading.Thread(target=self._watch, name="daemon-watch", daemon=True)
-        self._thread.start()
+            if not self._stop.is_set():
+                self._spawn()
+
+    def exited(self) -> bool:
+        """Whether the daemon was started and has died since; what its jobs left running is killed then."""
+        if self.proc is None:
+            return False
+        if self.proc.returncode is None and self._dead_unreaped(0):
+            self._reap()
+        return self.proc.returncode is not None
+
+    def restart(self) -> None:
+        """Start a new daemon in place of the dead one (a no-op once stop() was called)."""
+        with self._spawning:
+            if not self._stop.is_set():
+                self._spawn()
 
     def _spawn(self) -> None:
         out: Any = subprocess.DEVNULL
@@ -60,7 +73,7 @@ class DaemonProcess:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, "OPSCTL_ACTOR": f"daemon@{socket.gethostname()}", **self.env}
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, "-m", "opsctl.cli", "daemon", "--metrics-port", str(self.metrics_port),
              "--metrics-host", "127.0.0.1", "--stop-grace-seconds", f"{self.stop_grace_seconds:g}"],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
@@ -68,26 +81,15 @@ class DaemonProcess:
             out.close()
         log.info("started the daemon (pid %d, metrics on :%d)", self.proc.pid, self.metrics_port)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.restart_delay_seconds):
-            with self._spawning:
-                if self.proc is not None and self.proc.poll() is not None and not self._stop.is_set():
-                    self.restarts += 1
-                    log.warning("the daemon exited with %s; restarting it", self.proc.returncode)
-                    self._kill_group()  # what its jobs left running
-                    self._spawn()
-
     def stop(self) -> None:
         """SIGTERM (the running job gets the daemon's stop grace), then kill what is left."""
         with self._spawning:
             self._stop.set()
         if self.proc is None:
             return
-        if self.proc.poll() is None:
+        if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(self.stop_grace_seconds + KILL_MARGIN_SECONDS)
-            except subprocess.TimeoutExpired:
+            if not self._dead_unreaped(self.stop_grace_seconds + KILL_MARGIN_SECONDS):
                 log.warning("the daemon did not stop in time; killing it")
         self.kill()
 
@@ -95,11 +97,27 @@ class DaemonProcess:
         """SIGKILL the daemon and every process its jobs started."""
         with self._spawning:
             self._stop.set()
-        if self.proc is not None:
-            self._kill_group()
-            self.proc.wait()
+        if self.proc is not None and self.proc.returncode is None:
+            self._reap()
 
-    def _kill_group(self) -> None:
+    def _dead_unreaped(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the daemon to die, without reaping it: while it is a zombie its
+        PID, and so its process group's id, cannot be given to another process."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return True
+            except ChildProcessError:  # reaped already
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def _reap(self) -> None:
+        """Kill the daemon's process group (the daemon and whatever its jobs started), then reap it."""
         assert self.proc is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left in the group
             os.killpg(self.proc.pid, signal.SIGKILL)  # start_new_session: the group id is the daemon's pid
+        self.proc.wait()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.partitioning import PARTITIONED_TABLES
 from opsctl.partitions.plan import parse_bound
+from opsctl.up.health import render_up, summarize_up
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -45,12 +46,13 @@ WHERE parent.relname = ANY(%s) ORDER BY 1, 2
 """
 
 
-def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
-    """Everything ``summarize`` needs, as plain rows."""
+def fetch(conn: Any, prometheus_url: str | None, data_dir: Path | None = None) -> dict[str, Any]:
+    """Everything ``summarize`` needs, as plain rows (``data_dir``: where ``opsctl up`` records its children)."""
     from psycopg import sql
 
     from core.metrics import queue_stats
     from opsctl.daemon.leader import lock_holder
+    from opsctl.up.health import observe as observe_up
 
     def latest(action: str) -> list[dict[str, Any]]:
         return [{"target": r[0], "at": r[1], "from": r[2], "to": r[3], "reason": r[4], "details": r[5]}
@@ -84,6 +86,7 @@ def fetch(conn: Any, prometheus_url: str | None) -> dict[str, Any]:
         "leader": lock_holder(conn),
         "reload": {"at": reload[0], "to": reload[1], "reason": reload[2], "by": reload[3]} if reload else None,
         "prometheus": fetch_prometheus(prometheus_url) if prometheus_url else None,
+        "up": observe_up(data_dir) if data_dir is not None else None,
     }
 
 
@@ -92,7 +95,7 @@ def read(conn: Any, settings: Settings, policy_dir: Path, now: datetime) -> dict
     cache-policy job report it (``opsctl.cachepolicy.hitrate``: the policy's window and target)."""
     from opsctl.cachepolicy.hitrate import report_from_policy_dir
 
-    raw = fetch(conn, settings.prometheus_url)
+    raw = fetch(conn, settings.prometheus_url, settings.data_dir)
     raw["cache_hit_rate"] = report_from_policy_dir(settings, policy_dir, now)
     return raw
 
@@ -221,6 +224,8 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
                      "failures_24h": int(failures.get(row["target"], 0))})
         if row["to"] == "failed":
             attention.append(f"job {row['target']} failed its last run: {row['reason']}")
+    up, up_attention = summarize_up(raw.get("up"), now)
+    attention.extend(up_attention)
 
     return {
         "generated_at": now.isoformat(timespec="seconds"),
@@ -234,6 +239,7 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
         "daemon": {"leader": leader["application_name"] if leader else None,
                    "leader_since": leader["backend_start"].isoformat(timespec="seconds") if leader else None,
                    "policies": policies, "jobs": jobs},
+        "up": up,
         "attention": attention,
     }
 
@@ -298,6 +304,8 @@ def render(data: dict[str, Any]) -> Any:
         jobs.add_row(j["job"], _ago(j["age_seconds"]), Text(str(j["outcome"]), style=style or ""),
                      str(j["failures_24h"]), _show(j["result"]))
     parts.append(jobs)
+    if data.get("up"):
+        parts.append(render_up(data["up"]))
     if data["attention"]:
         parts.append(Text("attention:\n" + "\n".join(f"  • {a}" for a in data["attention"]), style="yellow"))
     else:

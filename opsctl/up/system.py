@@ -1,23 +1,28 @@
-"""``opsctl up``: the whole system in one process tree.
+"""``opsctl up``: the whole system in one process tree that it owns.
 
-Order of start: PostgreSQL → migrations → Redis → Prometheus → worker pool → API → daemon (once
-the API serves: its autoscale job resizes the pool through ``/admin/workers``). Order of stop is
-the reverse, each step graceful: the API stops accepting, workers finish or release
+Order of start: the data dir's lock (a second ``opsctl up`` on it is refused at once) → what a
+dead instance left running is stopped → PostgreSQL → migrations → Redis → Prometheus → worker
+pool → API → daemon (once the API serves: its autoscale job resizes the pool through
+``/admin/workers``). A supervisor restarts a child that dies (``opsctl.up.supervisor``). Order
+of stop is the reverse, each step graceful: the API stops accepting, workers finish or release
 their batch (a batch is one transaction, so nothing accepted is lost either way), then the
 servers shut down. A second Ctrl-C kills what is left.
+
+Shutdown depends on nothing outside: every message is best-effort (``opsctl.up.terminal``: the
+terminal or the pipe to ``tee`` may be gone), and a step that fails is reported and the next one
+runs. Every child gets a signal from the kernel if ``opsctl up`` dies without stopping them
+(``core.procs.spawn``); the next start stops whatever survived (``opsctl.up.leftovers``).
 
 Any URL set in the settings (``OPSCTL_DATABASE_URL`` …) is used instead of starting that server.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,8 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings, read_state, write_state
-from core.embedded import pid_alive
 from core.errors import ServiceUnavailable
+from opsctl.up.leftovers import clean_leftovers
+from opsctl.up.lock import InstanceLock
+from opsctl.up.server import api_server, main_thread
+from opsctl.up.supervisor import Child, Supervisor
+from opsctl.up.terminal import say
 
 log = logging.getLogger("opsctl.up")
 
@@ -60,7 +69,9 @@ class System:
         self.cache: Any = None
         self.worker_pool: Any = None
         self.daemon: Any = None
+        self.supervisor: Any = None
         self.endpoints: dict[str, str] = {}
+        self.lock = InstanceLock(self.data_dir)
 
     # -- start ---------------------------------------------------------------------------------
     def start(self, progress: Any = None) -> None:
@@ -74,13 +85,14 @@ class System:
             if progress is not None:
                 progress(text)
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()  # first: nothing is touched while another opsctl up owns the data dir
         previous = read_state(self.data_dir)
-        if previous.get("pid") and pid_alive(int(previous["pid"])) and int(previous["pid"]) != os.getpid():
-            raise ServiceUnavailable(f"opsctl up is already running on {self.data_dir} (pid {previous['pid']})")
         admin_token = self.settings.admin_token or previous.get("admin_token") or secrets.token_urlsafe(24)
         if not port_free(self.settings.host, self.port):
             raise ServiceUnavailable(f"port {self.port} is in use: pass --port")
+        step("checking for leftovers of an earlier run")
+        clean_leftovers(self.data_dir, self.data_dir / "pg", say=lambda text: log.warning("%s", text))
+        self.supervisor = Supervisor(self.data_dir)
 
         s = self.settings
         db_url = s.database_url
@@ -90,6 +102,11 @@ class System:
 
             self.pg = EmbeddedPostgres(self.data_dir / "pg", extra_conf=embedded_conf(self.data_dir))
             db_url = self.pg.start()
+            if self.pg.proc is None:  # running already, and not recognised as a leftover (see leftovers.py)
+                log.warning("PostgreSQL was already running on %s (pid %s): using it, but it is not opsctl up's "
+                            "child: it is not restarted if it dies, nor stopped if opsctl up is killed",
+                            self.pg.data_dir, self.pg.pid())
+            self.supervisor.add(Child("postgres", self.pg, self.pg.start))
             self.started.append("postgres")
         step("applying migrations")
         migrate(db_url, s)
@@ -98,6 +115,7 @@ class System:
             step("starting Redis")
             self.redis = EmbeddedRedis(self.data_dir / "redis")
             redis_url = self.redis.start()
+            self.supervisor.add(Child("redis", self.redis, self.redis.start))
             self.started.append("redis")
         api_url = f"http://{s.host}:{self.port}"
         prom_url = s.prometheus_url
@@ -112,6 +130,7 @@ class System:
             targets_file = self.prometheus.worker_targets_file
             self.prometheus.data_dir.mkdir(parents=True, exist_ok=True)
             prom_url = self.prometheus.start()
+            self.supervisor.add(Child("prometheus", self.prometheus, self.prometheus.start))
             self.started.append("prometheus")
 
         self.settings = s.model_copy(update={"database_url": db_url, "redis_url": redis_url,
@@ -123,6 +142,7 @@ class System:
         self.worker_pool = WorkerPool(env=env, replicas=self.workers, log_dir=self.data_dir / "logs",
                                       targets_file=targets_file)
         self.worker_pool.start()
+        self.supervisor.watch_pool(self.worker_pool)
         self.started.append("workers")
         step("opening the API")
         self.embedder = make_embedder(self.settings)
@@ -144,6 +164,7 @@ class System:
                           **({"OPSCTL_PROMETHEUS_URL": prom_url} if prom_url else {})}
             self.daemon = DaemonProcess(daemon_env, daemon_port, log_dir=self.data_dir / "logs")  # serve() starts it
             self.endpoints["daemon metrics"] = f"http://127.0.0.1:{daemon_port}/metrics"
+        self.supervisor.start()
 
     def app(self) -> Any:
         from prometheus_client import REGISTRY
@@ -162,7 +183,7 @@ class System:
 
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=10)
-        server = _Server(config)
+        server = api_server(config)
         if self.daemon is not None:
             import threading
 
@@ -178,110 +199,94 @@ class System:
             time.sleep(0.1)
         if server.started and not server.should_exit:
             self.daemon.start()  # a no-op once stop() has begun
-            self.started.append("daemon")
+            if self.daemon.proc is not None:
+                self.supervisor.add(Child("daemon", self.daemon, self.daemon.restart))
+                self.started.append("daemon")
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
+        """Stop everything this process started, whatever happens: a failing step (or a closed
+        terminal) is reported and the next step runs; a second SIGINT/SIGTERM kills what is left."""
+        if not self.lock.held:
+            return  # refused, or stopped already: nothing here is ours
         forced = False
 
         def force(*_: Any) -> None:
             nonlocal forced
+            if forced:
+                return
             forced = True
-            sys.stderr.write("forcing: killing workers and servers\n")
-            if self.daemon is not None:
-                self.daemon.kill()
-            if self.worker_pool is not None:
-                self.worker_pool.kill_all()
-            if self.redis is not None:
-                self.redis.kill()
-            if self.pg is not None:
-                with contextlib.suppress(Exception):
-                    self.pg.stop(mode="immediate")
+            _announce("forcing: killing workers and servers")
+            for server in (self.daemon, self.worker_pool, self.prometheus, self.redis, self.pg):
+                if server is not None:
+                    _quietly(server.kill_all if server is self.worker_pool else server.kill)
 
-        previous_int = signal.signal(signal.SIGINT, force) if _main_thread() else None
-        previous_term = signal.signal(signal.SIGTERM, force) if _main_thread() else None
+        handlers = {}
+        if main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, force)
+            handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal closing
         try:
-            if self.daemon is not None:
-                sys.stderr.write("stopping the daemon (its running job finishes)…\n")
-                self.daemon.stop()
-            if self.worker_pool is not None:
-                sys.stderr.write("stopping workers (each finishes or releases its batch)…\n")
-                self.worker_pool.stop()
-            if self.pool is not None:
-                self.pool.close()
-            if self.cache is not None:
-                self.cache.close()
-            if getattr(self, "collector", None) is not None:
-                from prometheus_client import REGISTRY
-
-                REGISTRY.unregister(self.collector)
-                del self.collector
-            if self.prometheus is not None:
-                self.prometheus.stop()
-            if self.redis is not None and not forced:
-                self.redis.stop()
-            if self.pg is not None and not forced:
-                self.pg.stop()
-            state = read_state(self.data_dir)
-            if state.get("pid") == os.getpid():
-                state.pop("pid", None)
-                state["stopped_at"] = datetime.now(UTC).isoformat()
-                write_state(self.data_dir, state)
+            steps: list[tuple[str | None, Any]] = [
+                (None, self.supervisor and self.supervisor.stop),  # no restarts from here on
+                ("the daemon (its running job finishes)", self.daemon and self.daemon.stop),
+                ("workers (each finishes or releases its batch)", self.worker_pool and self.worker_pool.stop),
+                (None, self.pool and self.pool.close),
+                (None, self.cache and self.cache.close),
+                (None, self._unregister_collector),
+                ("Prometheus", self.prometheus and self.prometheus.stop),
+                ("Redis", self.redis and (lambda: forced or self.redis.stop())),
+                ("PostgreSQL", self.pg and (lambda: forced or self.pg.stop())),
+                (None, self._record_stopped),
+            ]
+            for what, action in steps:
+                if not action:
+                    continue
+                if what and not forced:
+                    _announce(f"stopping {what}…")
+                try:
+                    action()
+                except KeyboardInterrupt:  # a Ctrl-C before our handler was in place
+                    force()
+                except Exception as exc:
+                    say(f"stopping {what or 'opsctl up'} failed ({type(exc).__name__}: {exc}); going on")
+                    log.info("stopping %s failed", what or "opsctl up", exc_info=True)
         finally:
-            if previous_int is not None:
-                signal.signal(signal.SIGINT, previous_int)
-            if previous_term is not None:
-                signal.signal(signal.SIGTERM, previous_term)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self.lock.release()
+
+    def _unregister_collector(self) -> None:
+        if getattr(self, "collector", None) is not None:
+            from prometheus_client import REGISTRY
+
+            REGISTRY.unregister(self.collector)
+            del self.collector
+
+    def _record_stopped(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.write(stopped=True)
+        state = read_state(self.data_dir)
+        if state.get("pid") == os.getpid():
+            state.pop("pid", None)
+            state["stopped_at"] = datetime.now(UTC).isoformat()
+            write_state(self.data_dir, state)
 
 
-def _main_thread() -> bool:
-    import threading
+def _announce(text: str) -> None:
+    """On the terminal if it is still there, and in logs/up.log in any case."""
+    say(text)
+    log.info("%s", text)
 
-    return threading.current_thread() is threading.main_thread()
+
+def _quietly(action: Any) -> None:
+    try:
+        action()
+    except Exception:
+        log.warning("forced stop: a step failed", exc_info=True)
 
 
 def _free_port() -> int:
     from core.workerpool import free_port
 
     return free_port()
-
-
-def wait_ready(url: str, timeout: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise ServiceUnavailable(f"{url} not ready within {timeout:.0f} s")
-
-
-def _api_server_class() -> Any:
-    import contextlib
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn, minus re-raising the signal after shutdown: we still have workers to stop."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            if not _main_thread():
-                yield
-                return
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
-def _Server(config: Any) -> Any:
-    return _api_server_class()(config)

@@ -1,0 +1,11 @@
+"""``opsctl up``: the whole system on one machine, in a process tree it owns (docs/up.md).
+
+- ``system``: start, serve, stop (``System``); ``server``: the API served in this process;
+- ``lock``: one ``opsctl up`` per data dir;
+- ``leftovers``: before starting, stop what a dead instance left running;
+- ``supervisor``: restart a child that dies, with backoff; keep ``up.json`` (``record``) current;
+- ``health``: what ``opsctl status`` shows of it;
+- ``terminal``: messages that never stop a shutdown.
+
+The decisions are pure, in ``core.supervision``: ``next_restart`` and ``plan_cleanup``.
+"""

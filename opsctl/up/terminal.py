@@ -1,0 +1,60 @@
+"""Messages of ``opsctl up`` that never stop it: the terminal may be gone.
+
+``make up 2>&1 | tee log`` and Ctrl-C: the SIGINT reaches ``tee`` too, so stderr becomes a pipe
+without a reader and every write raises ``BrokenPipeError`` (a closed terminal gives ``EIO``).
+Shutdown must go on: ``say`` writes best-effort, and the first failed write points stdout and
+stderr at /dev/null, so that nothing later (a log line, the interpreter's final flush) fails
+again. Log records also go to ``<data dir>/logs/up.log``, which does not depend on the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+LOGGERS = ("opsctl.up", "core.workerpool")
+
+
+def say(text: str) -> None:
+    """Write a line on stderr if it can be written; never raise."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        silence()
+
+
+def silence() -> None:
+    """Point file descriptors 1 and 2 at /dev/null: every later write to them succeeds, unseen."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+class _QuietStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    def handleError(self, record: logging.LogRecord) -> None:
+        silence()
+
+
+def setup_logging(log_file: Path) -> None:
+    """Warnings of ``opsctl up`` (a child died, was restarted) on stderr, and everything in ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(log_file)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_file.setLevel(logging.INFO)
+    to_terminal = _QuietStreamHandler(sys.stderr)
+    to_terminal.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    to_terminal.setLevel(logging.WARNING)
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        logger.addHandler(to_file)
+        logger.addHandler(to_terminal)
+        logger.propagate = False
