@@ -35,6 +35,11 @@ from core.supervision import ProcessRow, same_start
 PR_SET_PDEATHSIG = 1
 
 
+def main_thread() -> bool:
+    """Whether this is the main thread: the only one that may install signal handlers."""
+    return threading.current_thread() is threading.main_thread()
+
+
 def _prctl() -> Any:
     if not sys.platform.startswith("linux"):
         return None

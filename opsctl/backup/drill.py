@@ -23,6 +23,7 @@ from typing import Any
 
 from core.clock import Clock, utcnow
 from core.errors import ConfigError, OperationFailed, OpsError
+from core.procs import main_thread
 from opsctl.backup.catalog import BackupRecord, Repository
 from opsctl.backup.policy import BackupPolicy
 from opsctl.backup.tools import Progress, no_progress
@@ -361,7 +362,7 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
     scratch = Path(tempfile.mkdtemp(prefix="opsctl-drill-", dir=parent))
     server: Any = ScratchServer(scratch / "data", scratch / "run") if physical else LogicalScratch(scratch, backup)
     wanted = set(policy.drill.checks) - (set() if physical else {"point_in_time"})
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread() else None
     try:
         if physical:
             progress("pg_combinebackup", 0.15)
@@ -483,15 +484,11 @@ def _raise_interrupt(*_: Any) -> None:
     raise _Interrupted()
 
 
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def cleanup(server: Any, scratch: Path) -> None:
     """Stop the scratch server and remove its directory; a second Ctrl-C cannot interrupt this."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread() else None
     try:
         server.kill()
         shutil.rmtree(scratch, ignore_errors=True)

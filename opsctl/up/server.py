@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from collections.abc import Iterator
 from typing import Any
 
-
-def main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+from core.procs import main_thread
 
 
 def api_server(config: Any) -> Any:

@@ -31,9 +31,10 @@ from typing import Any
 
 from core.config import Settings, read_state, write_state
 from core.errors import ServiceUnavailable
+from core.procs import main_thread
 from opsctl.up.leftovers import clean_leftovers
 from opsctl.up.lock import InstanceLock
-from opsctl.up.server import api_server, main_thread
+from opsctl.up.server import api_server
 from opsctl.up.supervisor import Child, Supervisor
 from opsctl.up.terminal import say
 
