@@ -58,6 +58,15 @@ def parse_duration(text: str | float | int) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def format_duration(delta: timedelta) -> str:
+    """A duration as a policy writes it, in its largest whole unit: ``1h``, ``2d``, ``1w``, else ``90s``."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{delta.total_seconds():g}s"
+
+
 class PolicyModel(BaseModel):
     """Base of every policy model: unknown keys are errors; HPA-style camelCase names stay as written."""
 

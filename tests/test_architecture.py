@@ -55,3 +55,15 @@ def test_every_pure_module_exists_and_every_planner_is_listed() -> None:
     planners = {str(p.relative_to(root).with_suffix("")).replace("/", ".")
                 for p in (root / "opsctl").rglob("*.py") if p.stem in ("plan", "decide", "engine")}
     assert planners <= set(PURE), f"decision modules not checked here: {sorted(planners - set(PURE))}"
+
+
+@pytest.mark.parametrize("module", [m for m in PURE if m.startswith("opsctl.")])
+def test_a_pure_module_depends_only_on_its_own_area_and_the_policy_loader(module: str) -> None:
+    # a cache decision that imports the daemon package drags the scheduler's module tree along
+    code = (f"import sys; import {module}; import json; "
+            "print(json.dumps(sorted({'.'.join(n.split('.')[:2]) for n in sys.modules if n.startswith('opsctl.')})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=project_root()).stdout
+    own = ".".join(module.split(".")[:2])
+    others = set(json.loads(out)) - {own, "opsctl.policy"}
+    assert not others, f"{module} imports {sorted(others)}: share helpers through opsctl.policy or core"

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from opsctl.cachepolicy.policy import CachePolicy
-from opsctl.daemon.schedule import format_duration
+from opsctl.policy import format_duration
 
 CONFIG = "redis-config"
 PUBLISH = "published"

@@ -68,16 +68,6 @@ def cron_trigger(expression: str, timezone: Any = UTC) -> Any:
                        timezone=timezone)
 
 
-
-
-def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{delta.total_seconds():g}s"
-
-
 class JobSchedule(PolicyModel):
     """One job: ``every`` or ``cron``, whether it is enabled, its grace time and what it runs."""
 
