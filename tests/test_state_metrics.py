@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -77,3 +78,29 @@ def test_registering_reads_nothing_and_names_every_gauge(db_url: str, conn: psyc
     record(conn, "index.recall", details={"recall": {"i": 1.0}})
     emitted = {name for name, _ in scrape(collector)}
     assert emitted == set(NAMES)
+
+
+def test_the_metrics_server_lets_go_of_its_port_when_stopped(db_url: str) -> None:
+    """stop() closes the listening socket and ends the server's thread itself, rather than leaving the
+    socket to the garbage collector: with any other reference to the server alive (a traceback, a
+    debugger) the port stays taken otherwise. The same port serves again at once."""
+    import threading
+
+    import httpx
+
+    from opsctl.daemon.exporter import Exporter
+    from tests.conftest import free_port
+
+    port = free_port()
+    threads = threading.active_count()
+    held = []
+    for _ in range(2):  # a daemon restarted in the same process (tests, `opsctl up`) reuses its port
+        exporter = Exporter(db_url, port, "127.0.0.1")
+        exporter.start()
+        held.append(exporter._server)  # what keeps a server object alive beyond stop()
+        assert "# TYPE opsctl_scale_max_replicas gauge" in httpx.get(f"http://127.0.0.1:{port}/metrics",
+                                                                     timeout=10).text
+        exporter.stop()
+        assert threading.active_count() == threads, "the server thread ended"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
