@@ -187,15 +187,27 @@ class IngestReport:
         return out
 
 
+def capped(timeout: httpx.Timeout, seconds: float) -> httpx.Timeout:
+    """``timeout`` with no phase longer than ``seconds`` (pure)."""
+    def cap(value: float | None) -> float:
+        return seconds if value is None else min(value, seconds)
+
+    return httpx.Timeout(connect=cap(timeout.connect), read=cap(timeout.read), write=cap(timeout.write),
+                         pool=cap(timeout.pool))
+
+
 def wait_for_jobs(client: httpx.Client, job_ids: list[int], timeout: float,
                   on_progress: Callable[[JobCounts], None] | None = None, *,
                   sleep: Callable[[float], None] = time.sleep,
                   clock: Callable[[], float] = time.monotonic) -> JobCounts:
     """Poll ``GET /v1/jobs/{id}`` until every job is done or dead, or ``timeout`` seconds pass.
 
-    ``on_progress`` gets the counts once before the first poll and again each time a job finishes,
-    so a progress bar moves with the jobs, not with the polling passes. A job that cannot be read
-    (the API briefly unreachable, a non-200 answer) stays pending and is asked again.
+    ``timeout`` is a deadline: it is checked before each request, and no request may wait longer
+    than the time left (the client's own timeout, capped), so a hung API costs at most the
+    deadline, not one client timeout per pending job. ``on_progress`` gets the counts once before
+    the first poll and again each time a job finishes, so a progress bar moves with the jobs, not
+    with the polling passes. A job that cannot be read (the API briefly unreachable, a non-200
+    answer, a request cut short by the deadline) stays pending and is asked again.
     """
     pending = list(dict.fromkeys(job_ids))
     total = len(pending)
@@ -205,9 +217,13 @@ def wait_for_jobs(client: httpx.Client, job_ids: list[int], timeout: float,
     deadline = clock() + timeout
     while pending:
         still = []
-        for job_id in pending:
+        for i, job_id in enumerate(pending):
+            remaining = deadline - clock()
+            if remaining <= 0:
+                still.extend(pending[i:])
+                break
             try:
-                response = client.get(f"/v1/jobs/{job_id}")
+                response = client.get(f"/v1/jobs/{job_id}", timeout=capped(client.timeout, remaining))
                 status = response.json().get("status") if response.status_code == 200 else None
             except (httpx.TransportError, ValueError):
                 status = None
@@ -218,7 +234,8 @@ def wait_for_jobs(client: httpx.Client, job_ids: list[int], timeout: float,
             if on_progress:
                 on_progress(JobCounts(done, dead, total - done - dead))
         pending = still
-        if not pending or clock() >= deadline:
+        remaining = deadline - clock()
+        if not pending or remaining <= 0:
             break
-        sleep(0.5)
+        sleep(min(0.5, remaining))
     return JobCounts(done, dead, len(pending))

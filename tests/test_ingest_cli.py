@@ -97,12 +97,61 @@ def test_wait_gives_up_at_the_timeout_with_the_jobs_still_pending(api: RunningAp
     _, docs = load_documents([NOTES])
     ticks = iter(range(100))
     seen: list[JobCounts] = []
+    asked: list[str] = []
     with client_for(api, tenant.api_key) as client:
         job_ids = post_batch(client, docs)
+        client.event_hooks["request"] = [lambda request: asked.append(request.url.path)]
         final = wait_for_jobs(client, job_ids, 3, seen.append, sleep=lambda _: None, clock=lambda: next(ticks))
-    # polls at clock 1, 2, 3: the deadline (0 + 3) is reached after the third pass
+    # the deadline (0 + 3) is checked before each request: at clock 1 and 2 a job is asked, at 3 none
     assert final == JobCounts(pending=5) and seen == [JobCounts(pending=5)]
-    assert next(ticks) == 4
+    assert asked == [f"/v1/jobs/{job_ids[0]}", f"/v1/jobs/{job_ids[1]}"]
+
+
+class HangingApi:
+    """A local HTTP server that reads each request and never answers (until closed): a hung API."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests = 0
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                outer.release.wait()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_wait_against_a_hanging_api_stops_at_its_deadline() -> None:
+    """--timeout is a deadline: it is checked before every request and caps each request's own
+    timeout, so a hung API costs one capped request, not one client timeout per pending job."""
+    import httpx
+
+    hung = HangingApi()
+    try:
+        with httpx.Client(base_url=hung.url, timeout=2) as client:
+            final = wait_for_jobs(client, [1, 2, 3, 4, 5], 0.2, sleep=lambda _: None)
+    finally:
+        hung.close()
+    assert final == JobCounts(pending=5)
+    assert hung.requests <= 1, f"{hung.requests} requests after the deadline passed"
 
 
 @pytest.mark.parametrize(("report", "row", "data"), [
