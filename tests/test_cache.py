@@ -438,6 +438,16 @@ def test_status_figures_match_what_was_done(settings: Settings, tmp_path: Path) 
     client.close()
 
 
+def test_cache_status_refuses_its_own_bad_policy_naming_the_file(settings: Settings, tmp_path: Path) -> None:
+    """`cache status` reads the policy it reports against: a bad one is a config error (exit 2, one
+    line naming file, line and reason), unlike `opsctl status`, which shows the hit rate as unknown."""
+    path = policy_file(tmp_path, "kind: cache\nhitRate:\n  target: lots\n")
+    proc = cli("cache", "status", "--policy", str(path), settings=settings, tmp_path=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {path}:3: hitRate.target: Input should be a valid number, unable to parse string as a number"]
+
+
 def three_hit_rates(settings: Settings, db_url: str, policy_dir: Path, at: datetime) -> list[dict[str, Any]]:
     """The hit rate as `opsctl status`, `opsctl cache status` and the cache-policy job report it at ``at``."""
     from opsctl.cachepolicy.jobs import cache_policy_cycle

@@ -16,6 +16,7 @@ from opsctl.cachepolicy.plan import (
     Change,
     RedisState,
     SearchHitRate,
+    bad_policy_report,
     hit_rate,
     hit_rate_report,
     plan_cache,
@@ -103,6 +104,16 @@ def test_search_hit_rate_report(measured: SearchHitRate, target: float, rate: fl
     assert (report["hit_rate"], report["verdict"], report["text"]) == (rate, word, text)
     assert report["source"] == measured.source and report["window_seconds"] == measured.window_seconds
     assert report["definition"] == SEARCH_HIT_RATE and "near cache" in SEARCH_HIT_RATE
+    assert report["policy_error"] is None
+
+
+def test_a_policy_that_cannot_be_read_gives_an_unknown_hit_rate_naming_it() -> None:
+    problem = "policies/cache.yaml:3: hitRate.target: Input should be a valid number"
+    report = bad_policy_report(problem)
+    assert (report["hit_rate"], report["verdict"], report["target"], report["source"]) == (
+        None, "unknown", None, "none")
+    assert report["text"] == f"unknown: invalid policy: {problem}" and report["policy_error"] == problem
+    assert set(report) == set(hit_rate_report(SearchHitRate("none"), 0.5)), "the same fields as any report"
 
 
 @pytest.mark.parametrize(("buckets", "n", "expected"), [

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from opsctl.audit import record
-from opsctl.cachepolicy.plan import SearchHitRate, hit_rate_report
+from opsctl.cachepolicy.plan import SearchHitRate, bad_policy_report, hit_rate_report
 from opsctl.daemon.events import list_events
 from opsctl.daemon.leader import LeaderLock
 from opsctl.daemon.status import NO_PROMETHEUS, fetch, summarize
@@ -85,6 +85,12 @@ def backup(age: timedelta) -> dict[str, Any]:
           "errors_per_second": None}]
      and s["cache_hit_rate"]["text"] == "75.0% of 12 lookups over the last 1h (Prometheus); target 50%: met",
      []),
+    # the cache policy cannot be read: the hit rate is unknown, and the file asks for attention
+    ({"backup": backup(HOUR), "drill": {"at": NOW, "details": {"passed": True}},
+      "cache_hit_rate": bad_policy_report("policies/cache.yaml:3: hitRate.target: not a number")},
+     lambda s: s["cache_hit_rate"]["text"] == "unknown: invalid policy: policies/cache.yaml:3: hitRate.target: "
+                                               "not a number",
+     ["invalid policy file: policies/cache.yaml:3: hitRate.target: not a number"]),
     # Prometheus configured but failing: said once, figures marked
     ({"backup": backup(HOUR), "drill": {"at": NOW, "details": {"passed": True}},
       "prometheus": {"error": "Prometheus at http://p failed: refused"}},
@@ -98,9 +104,10 @@ def test_summarize(overrides: dict[str, Any], check: Any, attention: list[str]) 
     json.dumps(summary)  # -o json prints exactly this
 
 
-def cli(*args: str, db_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, db_url: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
-    env.update(OPSCTL_DATABASE_URL=db_url, OPSCTL_DATA_DIR=str(tmp_path / "state"), PYTHONPATH=str(project_root()))
+    env.update(OPSCTL_DATABASE_URL=db_url, OPSCTL_DATA_DIR=str(tmp_path / "state"), PYTHONPATH=str(project_root()),
+               **extra)
     return subprocess.run([sys.executable, "-m", "opsctl.cli", *args], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=60)
 
@@ -139,6 +146,34 @@ def test_status_reads_the_real_database(db_url: str, conn: psycopg.Connection[An
     # the hit rate says why it is unknown instead of reading a different counter
     assert printed["cache_hit_rate"]["source"] == "none" and printed["cache_hit_rate"]["hit_rate"] is None
     assert printed["cache_hit_rate"]["text"].startswith("unknown: no Prometheus")
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("kind: cache\nhitRate:\n  target: lots\n", ":3: hitRate.target: "),  # invalid
+    ("a: &x [*x]\n", ""),  # a recursive alias: whatever the loader raises is the file's problem
+])
+def test_a_bad_cache_policy_leaves_the_screen_and_says_which_file(db_url: str, conn: psycopg.Connection[Any],
+                                                                   tmp_path: Path, text: str, where: str) -> None:
+    """status is on-call's first command: a broken policies/cache.yaml makes the hit rate unknown,
+    naming the file and the reason, and asks for attention; everything else still shows (exit 0)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    bad = policies / "cache.yaml"
+    bad.write_text(text)
+    record(conn, "backup.create", target="db", details={"id": "b1", "type": "full", "size": 10})
+    out = cli("status", "-o", "json", db_url=db_url, tmp_path=tmp_path, OPSCTL_POLICY_DIR=str(policies))
+    table = cli("status", db_url=db_url, tmp_path=tmp_path, OPSCTL_POLICY_DIR=str(policies), COLUMNS="200")
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    rate = shown["cache_hit_rate"]
+    assert (rate["hit_rate"], rate["verdict"], rate["target"]) == (None, "unknown", None)
+    assert rate["policy_error"].startswith(f"{bad}{where}"), rate
+    assert rate["text"] == f"unknown: invalid policy: {rate['policy_error']}"
+    assert f"invalid policy file: {rate['policy_error']}" in shown["attention"]
+    assert shown["backup"]["id"] == "b1" and shown["queue"]["depth"] == 0  # the rest of the screen
+    assert table.returncode == 0, table.stderr
+    assert f"search cache hit rate │ unknown: invalid policy: {bad}{where}" in table.stdout
+    assert "last backup" in table.stdout and "invalid policy file" in table.stdout
 
 
 def test_events_filters(db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:

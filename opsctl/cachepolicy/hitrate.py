@@ -4,8 +4,8 @@ status`` and the daemon's cache-policy job, so the three show the same figure.
 What the hit rate is, and how it is shown, is pure (``plan.SearchHitRate``, ``plan.hit_rate_report``);
 this module only reads the counter ``core_search_cache_requests_total{result}``: from Prometheus
 over the policy's window when ``prometheus_url`` is set, else from the API's own ``/metrics``.
-A source that fails gives a hit rate that says why, never an exception: the rest of each screen
-still shows.
+A source that fails, or a ``cache.yaml`` that cannot be loaded (``report_from_policy_dir``), gives a
+hit rate that says why, never an exception: the rest of each screen still shows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opsctl.cachepolicy.plan import SearchHitRate, Source, hit_rate_report
+from opsctl.cachepolicy.plan import SearchHitRate, Source, bad_policy_report, hit_rate_report
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -83,9 +83,17 @@ def report(settings: Settings, policy: CachePolicy, at: datetime | None = None) 
 
 
 def report_from_policy_dir(settings: Settings, directory: Path, at: datetime | None = None) -> dict[str, Any]:
-    """``report`` with ``<directory>/cache.yaml`` (its defaults when there is no such file)."""
+    """``report`` with ``<directory>/cache.yaml`` (its defaults when there is no such file). A file
+    that cannot be loaded makes the hit rate unknown, naming the file and the reason
+    (``policy_error``): `opsctl status` shows it, and everything else, instead of failing."""
     from opsctl.cachepolicy.policy import CachePolicy
-    from opsctl.policy import load
+    from opsctl.policy import PolicyError, load
 
     path = directory / "cache.yaml"
-    return report(settings, load(CachePolicy, "cache", path) if path.exists() else CachePolicy(), at)
+    try:
+        policy = load(CachePolicy, "cache", path) if path.exists() else CachePolicy()
+    except PolicyError as exc:
+        return bad_policy_report(str(exc))
+    except Exception as exc:  # whatever a hostile file makes the loader raise is that file's problem
+        return bad_policy_report(f"{path}: cannot load: {type(exc).__name__}: {str(exc).partition(chr(10))[0]}")
+    return report(settings, policy, at)

@@ -3,7 +3,8 @@
 - :func:`plan_cache` — what ``cache apply`` changes: Redis ``CONFIG SET``s and published TTLs.
 - :func:`hit_rate` / :func:`verdict` — the hit rate and how it compares with the target.
 - :class:`SearchHitRate` / :func:`hit_rate_report` — the one search cache hit rate, as ``opsctl
-  status``, ``opsctl cache status`` and the daemon's cache-policy job all show it.
+  status``, ``opsctl cache status`` and the daemon's cache-policy job all show it;
+  :func:`bad_policy_report` when the policy itself cannot be read.
 - :func:`top_queries` — the most frequent requests across the hourly query-log buckets.
 - :func:`querylog_hours` — which hourly buckets a window covers.
 """
@@ -116,19 +117,29 @@ class SearchHitRate:
         return f"{rate:.1%} of {self.lookups:,.0f} lookups over {self.over()}"
 
 
-def hit_rate_report(measured: SearchHitRate, target: float) -> dict[str, Any]:
+def hit_rate_report(measured: SearchHitRate, target: float | None,
+                    policy_error: str | None = None) -> dict[str, Any]:
     """The hit rate as every command shows it: figures, source, window, definition, the target and
-    the verdict, and ``text``, the one line that `status`, `cache status` and the job print."""
+    the verdict, and ``text``, the one line that `status`, `cache status` and the job print.
+    ``target`` is None when the cache policy could not be read (``policy_error`` says why)."""
     rate = measured.rate
-    word = "unknown" if measured.error else verdict(rate, target)
-    text = f"{measured.describe()}; target {target * 100:g}%" + (f": {word}" if rate is not None else "")
+    word = "unknown" if measured.error or target is None else verdict(rate, target)
+    text = measured.describe()
+    if target is not None:
+        text += f"; target {target * 100:g}%" + (f": {word}" if rate is not None else "")
     return {
         "hit_rate": None if rate is None else round(rate, 4),
         "hits": round(measured.hits, 2), "misses": round(measured.misses, 2), "errors": round(measured.errors, 2),
         "source": measured.source, "window_seconds": measured.window_seconds, "error": measured.error,
-        "definition": SEARCH_HIT_RATE, "target": target, "verdict": word,
+        "definition": SEARCH_HIT_RATE, "target": target, "verdict": word, "policy_error": policy_error,
         "text": text,
     }
+
+
+def bad_policy_report(problem: str) -> dict[str, Any]:
+    """The hit rate when the cache policy (its window and target) cannot be read: unknown, saying
+    which file and why, so the screen that shows it still shows everything else."""
+    return hit_rate_report(SearchHitRate("none", error=f"invalid policy: {problem}"), None, problem)
 
 
 def querylog_hours(now: float, window_hours: int) -> list[int]:

@@ -224,13 +224,16 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
                      "failures_24h": int(failures.get(row["target"], 0))})
         if row["to"] == "failed":
             attention.append(f"job {row['target']} failed its last run: {row['reason']}")
+    hit_rate = raw.get("cache_hit_rate")
+    if hit_rate and hit_rate.get("policy_error"):
+        attention.append(f"invalid policy file: {hit_rate['policy_error']}")
     up, up_attention = summarize_up(raw.get("up"), now)
     attention.extend(up_attention)
 
     return {
         "generated_at": now.isoformat(timespec="seconds"),
         "services": services,
-        "cache_hit_rate": raw.get("cache_hit_rate"),  # hitrate.report's dict (None: not read)
+        "cache_hit_rate": hit_rate,  # hitrate.report's dict (None: not read)
         "queue": queue,
         "backup": backup,
         "drill": drill,
