@@ -1,8 +1,9 @@
 """The audit log: every change opsctl makes is one ``ops_events`` row and one count in metrics.
 
 ``ops_events`` holds the CHANGES made to the system: scale 2 → 3, a backup, a reindex, a cache
-policy applied, a leader change. What changed nothing — a scaling decision that kept the count
-or was a dry run, a job run, a recall measurement, a refused reload — is ``change=False`` and
+policy applied, a leader change, a reload that changed the jobs. What changed nothing — a scaling
+decision that kept the count or was a dry run, a job run, a recall measurement, the daemon's load
+at start, a reload that changed no job, a refused reload — is ``change=False`` and
 goes to ``ops_decisions`` instead: kept for ``opsctl events --all`` and ``opsctl scale explain``
 without drowning the changes, and pruned by the daemon after its retention.
 

@@ -166,9 +166,9 @@ def test_failures_are_recorded_and_survived_and_invalid_reloads_keep_the_old_pol
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: len([e for e in events(conn, "daemon.reload") if e["to"] == "refused"]) == 2, 30,
                  "the refused SIGHUP reload", log)
-        # the load at start is a change; a refusal changes nothing (it is a decision, shown by --all and status)
+        # loading at start changes nothing in the system, nor does a refusal: decisions (--all, status)
         assert [(e["details"]["trigger"], e["to"], e["change"]) for e in events(conn, "daemon.reload")] == [
-            ("start", "loaded", True), ("policy files changed", "refused", False), ("SIGHUP", "refused", False)]
+            ("start", "loaded", False), ("policy files changed", "refused", False), ("SIGHUP", "refused", False)]
         assert {e["change"] for e in events(conn, "daemon.job")} == {False}, "job runs are decisions, not changes"
         failed_before = len(runs(conn, "raise", "failed"))
         wait_for(lambda: len(runs(conn, "raise", "failed")) >= failed_before + 2, 30, "the old policy still running",
@@ -290,8 +290,10 @@ def test_signal_flags_alone_wake_a_sleeping_loop(db_url: str, conn: psycopg.Conn
         thread.start()
         wait_for(lambda: daemon.leading, 30, "the first cycle")
         daemon.on_signal(signal.SIGHUP, None)  # what the handler does, from outside the 300 s sleep
-        wait_for(lambda: [e for e in events(conn, "daemon.reload") if e["details"]["trigger"] == "SIGHUP"], 30,
-                 "the SIGHUP reload")
+        (reloaded,) = wait_for(lambda: [e for e in events(conn, "daemon.reload")
+                                        if e["details"]["trigger"] == "SIGHUP"], 30, "the SIGHUP reload")
+        # the same files again: no job changed, so it is a decision, not a change
+        assert (reloaded["to"], reloaded["details"]["jobs_changed"], reloaded["change"]) == ("loaded", [], False)
         daemon.on_signal(signal.SIGTERM, None)
         thread.join(30)
         assert not thread.is_alive(), "SIGTERM's flag ends the loop without waiting for the cycle"

@@ -97,7 +97,7 @@ class Daemon(ControlLoop):
             self.exporter.start()
         metrics.LEADER.set(0)
         self.jobs.start(specs)
-        self._audit("daemon.reload", to_state="loaded", reason="policies loaded (start)",
+        self._audit("daemon.reload", to_state="loaded", reason="policies loaded (start)", change=False,
                     details={"trigger": "start", "files": list(self.policies.files), "jobs": sorted(specs)})
         log.info("daemon %s started: %d jobs from %s, cycle %.1f s", self.name, len(specs),
                  self.config.policy_dir, self.config.cycle_seconds)
@@ -159,7 +159,7 @@ class Daemon(ControlLoop):
             shutil.rmtree(old.snapshot, ignore_errors=True)
         summary = f"jobs changed: {', '.join(changed)}" if changed else "schedule unchanged"
         log.info("policies reloaded (%s): %s", why, summary)
-        self._audit("daemon.reload", to_state="loaded", reason=f"policies reloaded ({why})",
+        self._audit("daemon.reload", to_state="loaded", reason=f"policies reloaded ({why})", change=bool(changed),
                     details={"trigger": why, "files": list(new.files), "jobs_changed": changed})
         return f"policies reloaded ({why}): {summary}"
 
