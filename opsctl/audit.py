@@ -5,7 +5,8 @@ policy applied, a leader change, a reload that changed the jobs. What changed no
 decision that kept the count or was a dry run, a job run, a recall measurement, the daemon's load
 at start, a reload that changed no job, a refused reload — is ``change=False`` and
 goes to ``ops_decisions`` instead: kept for ``opsctl events --all`` and ``opsctl scale explain``
-without drowning the changes, and pruned by the daemon after its retention.
+without drowning the changes, and pruned by the daemon after its retention (all but the newest
+row of each action and target).
 
 Both tables have the same columns: when (``at``), who (``actor``), what (``action``, ``target``),
 from → to, why (``reason``) and ``details`` (JSON: a decision's snapshot, a drill's report …).
@@ -37,7 +38,13 @@ VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id
 FIND_SQL = """
 SELECT id, at, actor, action, target, from_state, to_state, reason, details, change FROM ops_log WHERE id = %s
 """
-PRUNE_DECISIONS_SQL = "DELETE FROM ops_decisions WHERE at < %s"
+# never the newest row of an (action, target): it is what `status` shows (a weekly job's last run, a
+# reload refused while the file is still broken) however old it is; index ops_decisions_latest_idx
+PRUNE_DECISIONS_SQL = """
+DELETE FROM ops_decisions d WHERE d.at < %s AND EXISTS (
+    SELECT 1 FROM ops_decisions n
+    WHERE n.action = d.action AND coalesce(n.target, '') = coalesce(d.target, '') AND (n.at, n.id) > (d.at, d.id))
+"""
 
 
 def default_actor() -> str:
@@ -86,5 +93,6 @@ def find(conn: Any, event_id: int) -> dict[str, Any] | None:
 
 
 def prune_decisions(conn: Any, before: datetime) -> int:
-    """Delete the ``ops_decisions`` rows older than ``before`` (changes are never pruned); returns how many."""
+    """Delete the ``ops_decisions`` rows older than ``before``, except the newest of each (action,
+    target), which stays however old (changes are never pruned); returns how many."""
     return int(conn.execute(PRUNE_DECISIONS_SQL, (before,)).rowcount)

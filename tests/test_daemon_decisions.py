@@ -135,33 +135,85 @@ def test_decisions_without_a_change_leave_the_audit_log_to_changes(
     assert body["stored"]["desired_replicas"] == 3
 
 
-def test_job_runs_are_decisions_and_the_leader_prunes_decisions_past_their_retention(
+def test_job_runs_are_decisions_and_the_leader_prunes_all_but_the_newest_of_each(
         db_url: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """Past the retention the leader prunes decisions, but never the newest row of an (action, target):
+    a weekly job's last run, the last reload refused while the file is still broken and the latest
+    decision per service stay, so `status` and the runbooks still see them."""
+    from opsctl.daemon.retention import Retention
+    from opsctl.daemon.status import fetch, summarize
+
     settings = make_settings(database_url=db_url)
     (tmp_path / "schedule.yaml").write_text(NOOP)
     for _ in range(3):
         assert run_once(settings, tmp_path, "noop").outcome == "ok"
     assert count(conn, "ops_events") == 0 and count(conn, "ops_decisions", "daemon.job") == 3
-
+    weekly = record(conn, "daemon.job", target="backup-full", to_state="failed", reason="disk full", change=False)
+    for replicas in (2, 3):
+        record(conn, "scale.decide", target="svc", from_state=replicas, to_state=replicas, change=False)
     record(conn, "backup.create", target="db", reason="a change: kept however old")
     record(conn, "index.recall", target="chunks", details={"recall": {"i": 0.97}}, change=False)
     now = datetime.now(UTC)
-    later = now + timedelta(days=8)  # the daemon's clock, injected: 8 days on, past the 7-day retention
+    later = now + Retention().decisions + timedelta(days=1)  # the daemon's clock, injected: past the retention
     fresh = conn.execute("UPDATE ops_decisions SET at = %s WHERE action = 'index.recall' RETURNING id",
                          (later - timedelta(days=6),)).fetchone()
     assert fresh is not None
+    newest = {action: row[0] for action, row in (
+        ("noop", conn.execute("SELECT max(id) FROM ops_decisions WHERE target = 'noop'").fetchone()),
+        ("svc", conn.execute("SELECT max(id) FROM ops_decisions WHERE target = 'svc'").fetchone()))}
 
     (tmp_path / "schedule.yaml").write_text(YEARLY)
     daemon = Daemon(settings, DaemonConfig(tmp_path), clock=lambda: later)
     daemon.start()
+    started = conn.execute("SELECT id FROM ops_decisions WHERE action = 'daemon.reload' AND target = %s",
+                           (daemon.name,)).fetchone()
+    assert started is not None
+    # another replica's reload, refused and never fixed since: the newest daemon.reload
+    refused = record(conn, "daemon.reload", target="opsctl-daemon daemon@b pid 2", to_state="refused",
+                     reason="policies/cache.yaml:3: hitRate.target: not a number", change=False)
     try:
         assert daemon.cycle(later).startswith("became leader")
         daemon.cycle(later)  # the leader prunes (once an hour)
     finally:
         daemon.stop_requested = True
         daemon.shutdown()
-    assert [r[0] for r in conn.execute("SELECT id FROM ops_decisions")] == [fresh[0]]
+    left = {r[0] for r in conn.execute("SELECT id FROM ops_decisions")}
+    assert left == {fresh[0], weekly, newest["noop"], newest["svc"], refused, started[0]}
     assert count(conn, "ops_events", "backup.create") == 1
+
+    screen = summarize(fetch(conn, None), later)
+    assert [(j["job"], j["outcome"]) for j in screen["daemon"]["jobs"]] == [("backup-full", "failed"), ("noop", "ok")]
+    assert "job backup-full failed its last run: disk full" in screen["attention"]
+    assert any(a.startswith("policy reload refused: policies/cache.yaml:3") for a in screen["attention"])
+
+
+def test_the_default_retention_outlives_the_longest_schedule_and_the_alert_windows() -> None:
+    """`opsctl events --all --since 8d --action daemon.job` (RestoreDrillStale) must still find the
+    weekly runs: the retention covers the longest gap between two runs of any shipped job plus the
+    longest alert window looking back at them (8 days)."""
+    import inspect
+
+    from opsctl.commands.daemon import daemon as daemon_command
+    from opsctl.daemon.retention import Retention
+    from opsctl.daemon.schedule import SchedulePolicy, job_specs
+    from opsctl.policy import load, parse_duration
+
+    shipped = load(SchedulePolicy, "schedule", project_root() / "policies" / "schedule.yaml")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    longest = timedelta(0)
+    for spec in job_specs(shipped).values():
+        if spec.every is not None:
+            longest = max(longest, spec.trigger.interval)
+            continue
+        fire = spec.trigger.get_next_fire_time(None, start)
+        while fire is not None and fire < start + timedelta(days=400):
+            following = spec.trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+            longest = max(longest, following - fire)
+            fire = following
+    assert longest == timedelta(days=7)  # backup-full and restore-drill: weekly
+    assert Retention().decisions >= max(longest + timedelta(days=8), timedelta(days=35))
+    option = inspect.signature(daemon_command).parameters["keep_decisions"].default
+    assert parse_duration(option.default) == Retention().decisions, "`opsctl daemon` keeps the same by default"
 
 
 def test_migration_0009_moves_the_routine_rows_written_before_it(db_url: str, conn: psycopg.Connection[Any]) -> None:

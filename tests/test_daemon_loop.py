@@ -58,7 +58,7 @@ def test_prune_cutoffs(last: datetime | None, now: datetime, due: bool) -> None:
     got = cutoffs(Retention(), last, now)
     assert (got is not None) == due
     if got is not None:
-        assert got == {"daemon_runs": now - timedelta(days=30), "ops_decisions": now - timedelta(days=7)}
+        assert got == {"daemon_runs": now - timedelta(days=30), "ops_decisions": now - timedelta(days=35)}
 
 
 class Counter:

@@ -102,6 +102,8 @@ CREATE TABLE ops_decisions (LIKE ops_events INCLUDING DEFAULTS);  -- the same co
 ALTER TABLE ops_decisions ALTER COLUMN id SET DEFAULT nextval('ops_events_id_seq'), ADD PRIMARY KEY (id);
 CREATE INDEX ops_decisions_at_idx ON ops_decisions (at);
 CREATE INDEX ops_decisions_action_idx ON ops_decisions (action, at);
+-- 0010: pruning keeps the newest row of each (action, target) and finds "a newer one" here
+CREATE INDEX ops_decisions_latest_idx ON ops_decisions (action, (coalesce(target, '')), at, id);
 CREATE VIEW ops_log AS
     SELECT id, at, actor, action, target, from_state, to_state, reason, details, true AS change FROM ops_events
     UNION ALL

@@ -33,8 +33,9 @@ def daemon(
                                         help="how often the leader checks its lock and followers retry"),
     stop_grace_seconds: float = typer.Option(60.0, "--stop-grace-seconds", min=0,
                                              help="on SIGTERM, how long a running job may finish"),
-    keep_decisions: str = typer.Option("7d", "--keep-decisions", envvar="OPSCTL_KEEP_DECISIONS",
-                                       help="how long the leader keeps decisions and job runs (changes: forever)"),
+    keep_decisions: str = typer.Option("35d", "--keep-decisions", envvar="OPSCTL_KEEP_DECISIONS",
+                                       help="how long the leader keeps decisions and job runs (changes: forever; "
+                                            "the newest of each action and target: too)"),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     import logging

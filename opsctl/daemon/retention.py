@@ -1,7 +1,7 @@
 """What the leader prunes, and when: run claims (``daemon_runs``) and routine decisions (``ops_decisions``).
 
-Changes (``ops_events``) are never pruned. The leader prunes at most once per ``every``, with the
-clock of its cycle; :func:`cutoffs` is the pure part.
+Changes (``ops_events``) are never pruned, nor the newest decision of each action and target. The
+leader prunes at most once per ``every``, with the clock of its cycle; :func:`cutoffs` is the pure part.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ PRUNE_RUNS_SQL = "DELETE FROM daemon_runs WHERE scheduled_at < %s"
 @dataclass(frozen=True)
 class Retention:
     runs: timedelta = timedelta(days=30)  # daemon_runs: the claims (catch-up needs only the latest per job)
-    decisions: timedelta = timedelta(days=7)  # ops_decisions: scaling decisions, job runs, measurements
+    # ops_decisions (scaling decisions, job runs, measurements): the longest shipped schedule (weekly)
+    # plus the alerts looking back at it (RestoreDrillStale: 8 d), with room; the newest row of each
+    # action and target is kept past it anyway
+    decisions: timedelta = timedelta(days=35)
     every: timedelta = timedelta(hours=1)  # how often the leader prunes
 
 
