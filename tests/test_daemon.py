@@ -16,9 +16,7 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from core.errors import ConfigError
 from opsctl.daemon import metrics
 from opsctl.daemon.leader import LeaderLock, lock_holder
 from opsctl.daemon.process import DaemonProcess
@@ -333,9 +331,3 @@ def test_up_stopping_its_daemon_records_the_abandoned_job_and_kills_what_it_star
     abandoned = runs(conn, "hang", "failed")
     assert abandoned and abandoned[0]["reason"].startswith("abandoned at shutdown"), (
         tmp_path / "logs" / "daemon.log").read_text()[-2000:]
-
-
-def test_an_invalid_schedule_at_start_is_a_config_error(db_url: str, tmp_path: Path) -> None:
-    (tmp_path / "schedule.yaml").write_text("kind: schedule\njobs:\n  tick:\n    every: 1s\n    cron: '* * * * *'\n")
-    with pytest.raises(ConfigError, match=r"schedule.yaml:3: jobs.tick: set exactly one of every"):
-        Daemon(make_settings(database_url=db_url), DaemonConfig(tmp_path)).start()

@@ -91,6 +91,19 @@ def backup(age: timedelta) -> dict[str, Any]:
      lambda s: s["cache_hit_rate"]["text"] == "unknown: invalid policy: policies/cache.yaml:3: hitRate.target: "
                                                "not a number",
      ["invalid policy file: policies/cache.yaml:3: hitRate.target: not a number"]),
+    # the newest load was refused: with the previous set kept, or (a bad set at start) with none at all
+    ({"backup": backup(HOUR), "drill": {"at": NOW, "details": {"passed": True}},
+      "reload": {"at": NOW, "to": "refused", "reason": "p/bad.yaml: not valid YAML", "by": "d1",
+                 "details": {"trigger": "SIGHUP", "enforcing": True}}},
+     lambda s: s["daemon"]["policies"]["enforcing"] is True,
+     ["policy reload refused: p/bad.yaml: not valid YAML (d1 keeps the previous policies)"]),
+    ({"backup": backup(HOUR), "drill": {"at": NOW, "details": {"passed": True}},
+      "reload": {"at": NOW, "to": "refused", "reason": "p/bad.yaml: not valid YAML", "by": "d2",
+                 "details": {"trigger": "start", "enforcing": False}}},
+     lambda s: s["daemon"]["policies"] == {"state": "refused", "at": NOW.isoformat(timespec="seconds"),
+                                           "reason": "p/bad.yaml: not valid YAML", "enforcing": False},
+     ["policy files refused: p/bad.yaml: not valid YAML (d2 has no valid set: it enforces nothing and does not "
+      "lead until they are fixed)"]),
     # Prometheus configured but failing: said once, figures marked
     ({"backup": backup(HOUR), "drill": {"at": NOW, "details": {"passed": True}},
       "prometheus": {"error": "Prometheus at http://p failed: refused"}},

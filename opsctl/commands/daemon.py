@@ -12,7 +12,9 @@ HELP = """Run the jobs of policies/schedule.yaml (autoscale, backups, drills, pa
 
 Run as many replicas as you like: they elect a leader with a PostgreSQL advisory lock and only
 the leader runs jobs. SIGHUP (or editing a policy file) reloads policies; an invalid file is
-refused and the previous policies stay (a bad set at start exits 2: there is none to keep).
+refused and the previous policies stay. A bad set at start is refused too, without exiting: the
+daemon stays up, enforces nothing and does not lead (/readyz 503, opsctl_daemon_policies_loaded 0,
+`opsctl status` says why) until the files are fixed, then loads them. --once exits 2 on a bad set.
 SIGTERM/SIGINT stop after the running job finishes. Every run is recorded with the routine
 decisions (`opsctl events --all --action daemon.job`), kept --keep-decisions; what a job changed
 is an audit event (`opsctl events`).

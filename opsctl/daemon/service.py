@@ -8,6 +8,12 @@
 * this module wires them: the policy snapshots (reload: a new set or a refusal that keeps the
   old one, whatever failed), the leader transitions recorded in ``ops_events``, pruning
   (:mod:`opsctl.daemon.retention`) and the ``/metrics`` server (:mod:`opsctl.daemon.exporter`).
+
+A bad set at start is refused like a bad reload, never a crash: with no previous set there is
+nothing to enforce, so the replica stays up without leading or running a job (not ready,
+``opsctl_daemon_policies_loaded`` 0, the refusal recorded for ``opsctl status``) and loads the
+files as soon as they change to a valid set (or on SIGHUP). A pod restarted while its ConfigMap
+holds a bad file waits for the fix instead of crash-looping.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 from core.clock import Clock, utcnow
 from core.config import Settings
 from core.db import first_line
-from core.errors import ConfigError, OpsError
+from core.errors import OpsError
 from opsctl.daemon import metrics
 from opsctl.daemon.exporter import Exporter
 from opsctl.daemon.jobs import Jobs
@@ -36,6 +42,9 @@ from opsctl.daemon.schedule import JobSpec, job_specs
 from opsctl.policy import PolicyError
 
 log = logging.getLogger("opsctl.daemon")
+
+NOT_ENFORCING = ("no valid policy set: not leading, no job runs until the policy files are fixed "
+                 "(an edit or SIGHUP reloads them)")
 
 
 @dataclass
@@ -67,39 +76,38 @@ class Daemon(ControlLoop):
         self.name = application_name(self.actor)
         self.lock = LeaderLock(self.url, self.name)
         self.leading = False  # what this replica last acted as; the lock may drop it from any thread
-        self.jobs = Jobs(settings, self.url, self.lock, self.name, clock, lambda: self.policies.snapshot,
-                         lambda: self.stop_requested)
+        self.jobs = Jobs(settings, self.url, self.lock, self.name, clock, self._snapshot, lambda: self.stop_requested)
         self.prune = Pruner(self.url, config.retention)
-        self.exporter = Exporter(self.url, config.metrics_port, config.metrics_host) if config.metrics_port else None
+        self.exporter = (Exporter(self.url, config.metrics_port, config.metrics_host, ready=self.enforcing)
+                         if config.metrics_port else None)
         self._snapshot_root = Path(tempfile.mkdtemp(prefix="opsctl-daemon-"))
         self._seen_signature: Any = None
-        self.policies: PolicySet
+        self.policies: PolicySet | None = None  # the set in force; None until a valid set has loaded
 
     @property
     def specs(self) -> dict[str, JobSpec]:
         return self.jobs.specs
 
+    def enforcing(self) -> bool:
+        """Whether a valid policy set is in force (the readiness of this replica)."""
+        return self.policies is not None
+
+    def _snapshot(self) -> Path:
+        assert self.policies is not None, "no job runs before a valid set has loaded"
+        return self.policies.snapshot
+
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Load the policies, start /metrics and the scheduler. With no valid set there is nothing to
-        keep enforcing: any failure to load is a ConfigError (the CLI exits 2 with the reason)."""
-        try:
-            self.policies = load_policy_set(self.config.policy_dir, self._snapshot_root)
-            specs = job_specs(self.policies.schedule)
-        except Exception as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"cannot load the policies in {self.config.policy_dir}: {_problems(exc)[0]}") from exc
-        self._seen_signature = self.policies.signature
-        if not self.policies.schedule_from_file:
-            log.warning("no %s: using the built-in schedule", self.config.policy_dir / "schedule.yaml")
+        """Start /metrics and the scheduler, then load the policies. A bad set is refused (recorded,
+        counted, shown) and the daemon stays up without leading until a valid set loads; only what
+        is no policy file's problem (a /metrics port that cannot be bound) is a ConfigError."""
+        metrics.LEADER.set(0)
+        metrics.POLICIES_LOADED.set(0)
         if self.exporter is not None:
             self.exporter.start()
-        metrics.LEADER.set(0)
-        self.jobs.start(specs)
-        self._audit("daemon.reload", to_state="loaded", reason="policies loaded (start)", change=False,
-                    details={"trigger": "start", "files": list(self.policies.files), "jobs": sorted(specs)})
-        log.info("daemon %s started: %d jobs from %s, cycle %.1f s", self.name, len(specs),
+        self.jobs.start({})
+        log.info("%s", self.reload("start"))
+        log.info("daemon %s started: %d jobs from %s, cycle %.1f s", self.name, len(self.specs),
                  self.config.policy_dir, self.config.cycle_seconds)
 
     def shutdown(self) -> list[str]:
@@ -119,7 +127,10 @@ class Daemon(ControlLoop):
 
     # -- one cycle -----------------------------------------------------------------------------
     def cycle(self, now: datetime) -> str:
-        """Look at the lock once, decide the role (pure), act on the transition."""
+        """Look at the lock once, decide the role (pure), act on the transition. Without a valid policy
+        set there is nothing to enforce: the lock is not even tried, so a replica that has one leads."""
+        if self.policies is None:
+            return NOT_ENFORCING
         role = decide_role(self.leading, self.lock.check(self.leading), self.specs, now, self.jobs.running())
         if role.release:
             self.lock.release()
@@ -143,7 +154,8 @@ class Daemon(ControlLoop):
         return "policy files changed" if signature(self.config.policy_dir) != self._seen_signature else None
 
     def reload(self, why: str) -> str:
-        """Switch to the policies on disk, or refuse them and keep the previous set — whatever failed."""
+        """Switch to the policies on disk, or refuse them and keep the previous set — whatever failed.
+        ``why`` is ``start`` for the first load."""
         self._seen_signature = signature(self.config.policy_dir)
         new: PolicySet | None = None
         try:
@@ -155,9 +167,18 @@ class Daemon(ControlLoop):
             return self._refuse(why, exc)
         old, self.policies = self.policies, new
         changed = self.jobs.apply(specs)
-        if not self.jobs.running():  # a running job may still read the old snapshot; shutdown removes it then
-            shutil.rmtree(old.snapshot, ignore_errors=True)
+        metrics.POLICIES_LOADED.set(1)
+        if old is not None and not self.jobs.running():  # a running job may still read the old snapshot
+            shutil.rmtree(old.snapshot, ignore_errors=True)  # (shutdown removes it then)
+        if not new.schedule_from_file:
+            log.warning("no %s: using the built-in schedule", self.config.policy_dir / "schedule.yaml")
+        if why == "start":
+            self._audit("daemon.reload", to_state="loaded", reason="policies loaded (start)", change=False,
+                        details={"trigger": why, "files": list(new.files), "jobs": sorted(specs)})
+            return f"policies loaded (start): {len(specs)} jobs"
         summary = f"jobs changed: {', '.join(changed)}" if changed else "schedule unchanged"
+        if old is None:
+            summary = f"the first valid set, enforcing {len(specs)} jobs"
         log.info("policies reloaded (%s): %s", why, summary)
         self._audit("daemon.reload", to_state="loaded", reason=f"policies reloaded ({why})", change=bool(changed),
                     details={"trigger": why, "files": list(new.files), "jobs_changed": changed})
@@ -166,12 +187,17 @@ class Daemon(ControlLoop):
     def _refuse(self, why: str, exc: Exception) -> str:
         metrics.RELOAD_ERRORS.inc()
         problems = _problems(exc)
-        log.error("policy reload (%s) refused, keeping the previous policies: %s", why, "; ".join(problems),
-                  exc_info=None if isinstance(exc, PolicyError) else exc)
+        enforcing = self.policies is not None
+        keeps = "keeping the previous policies" if enforcing else \
+            "no valid set loaded: this replica enforces nothing and does not lead until the files are fixed"
+        log.error("policy %s (%s) refused, %s: %s", "reload" if why != "start" else "load", why, keeps,
+                  "; ".join(problems), exc_info=None if isinstance(exc, PolicyError) else exc)
         reason = exc.message if isinstance(exc, OpsError) else problems[0]
-        self._audit("daemon.reload", to_state="refused", reason=reason, details={"trigger": why, "problems": problems},
-                    change=False)
-        return f"policy reload ({why}) refused, the previous policies stay: {problems[0]}"
+        self._audit("daemon.reload", to_state="refused", reason=reason, change=False,
+                    details={"trigger": why, "problems": problems, "enforcing": enforcing})
+        if enforcing:
+            return f"policy reload ({why}) refused, the previous policies stay: {problems[0]}"
+        return f"policies refused ({why}): {problems[0]}"  # the cycle's sentence says what that means
 
     # -- the record ----------------------------------------------------------------------------
     def _audit(self, action: str, *, change: bool = True, **fields: Any) -> None:

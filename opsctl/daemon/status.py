@@ -33,7 +33,7 @@ SELECT DISTINCT ON (target) target, at, from_state, to_state, reason, details
 FROM ops_log WHERE action = %s ORDER BY target, at DESC, id DESC
 """
 LAST_SQL = "SELECT at, details FROM ops_log WHERE action = %s ORDER BY at DESC, id DESC LIMIT 1"
-RELOAD_SQL = ("SELECT at, to_state, reason, target FROM ops_log WHERE action = 'daemon.reload'"
+RELOAD_SQL = ("SELECT at, to_state, reason, target, details FROM ops_log WHERE action = 'daemon.reload'"
               " ORDER BY at DESC, id DESC LIMIT 1")
 FAILURES_SQL = """
 SELECT target, count(*) FROM ops_log
@@ -84,7 +84,8 @@ def fetch(conn: Any, prometheus_url: str | None, data_dir: Path | None = None) -
         "default_rows": default_rows,
         "queue": {"depth": waiting, "in_flight": in_flight, "oldest_pending_seconds": oldest, "dead": dead},
         "leader": lock_holder(conn),
-        "reload": {"at": reload[0], "to": reload[1], "reason": reload[2], "by": reload[3]} if reload else None,
+        "reload": ({"at": reload[0], "to": reload[1], "reason": reload[2], "by": reload[3], "details": reload[4]}
+                   if reload else None),
         "prometheus": fetch_prometheus(prometheus_url) if prometheus_url else None,
         "up": observe_up(data_dir) if data_dir is not None else None,
     }
@@ -212,10 +213,15 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     if leader is None:
         attention.append("no daemon holds the leader lock: no scheduled job runs")
     reload = raw.get("reload")
+    # a refusal with no set in force (a bad set at start): that replica enforces nothing
+    enforcing = not reload or reload["to"] != "refused" or (reload.get("details") or {}).get("enforcing", True)
     policies = {"state": reload["to"], "at": reload["at"].isoformat(timespec="seconds"),
-                "reason": reload["reason"]} if reload else None
+                "reason": reload["reason"], "enforcing": enforcing} if reload else None
     if reload and reload["to"] == "refused":
-        attention.append(f"policy reload refused: {reload['reason']} ({reload['by']} keeps the previous policies)")
+        attention.append(f"policy reload refused: {reload['reason']} ({reload['by']} keeps the previous policies)"
+                         if enforcing else
+                         f"policy files refused: {reload['reason']} ({reload['by']} has no valid set: it enforces "
+                         "nothing and does not lead until they are fixed)")
     jobs = []
     failures = raw.get("job_failures_24h", {})
     for row in sorted(raw["jobs"], key=lambda r: r["target"] or ""):
