@@ -27,7 +27,8 @@ DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 # metrics the manifests may use: the core's (core/metrics.py) and the ones opsctl exports
 OPSCTL_METRICS = {
     "opsctl_job_runs_total", "opsctl_job_duration_seconds", "opsctl_job_last_success_timestamp_seconds",
-    "opsctl_daemon_leader", "opsctl_policy_reload_errors_total", "opsctl_restore_drill_last_success_timestamp_seconds",
+    "opsctl_daemon_leader", "opsctl_daemon_policies_loaded", "opsctl_policy_reload_errors_total",
+    "opsctl_restore_drill_last_success_timestamp_seconds",
     "opsctl_restore_drill_duration_seconds", "opsctl_restore_drill_success", "opsctl_changes_total",
     "opsctl_backup_last_success_timestamp_seconds", "opsctl_partitions_premade_ahead", "opsctl_partition_default_rows",
     "opsctl_vector_index_recall", "opsctl_scale_desired_replicas", "opsctl_scale_current_replicas",
@@ -180,6 +181,23 @@ def test_daemon_rbac_grants_only_what_scaling_needs(built: list[dict[str, Any]])
     assert not [o for o in built if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
 
 
+def test_a_daemon_replica_without_a_valid_policy_set_is_not_ready_but_still_scraped(
+        built: list[dict[str, Any]]) -> None:
+    """A rollout of a bad ConfigMap stops at its first new pod (not ready), so the old replicas keep
+    enforcing; Prometheus still scrapes that pod, whose opsctl_daemon_policies_loaded 0 the alert reads."""
+    daemon = one(built, "Deployment", "opsctl-daemon")
+    (container,) = containers(daemon)
+    probe = container["readinessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probe["path"] == "/readyz" and probe["port"] in ports
+    assert f"--metrics-port {ports[probe['port']]}" in " ".join(container["command"])
+    service = one(built, "Service", "opsctl-daemon")
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    rule = one(built, "PrometheusRule", "opsctl")
+    (alert,) = [r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == "DaemonPoliciesNotLoaded"]
+    assert "opsctl_daemon_policies_loaded" in alert["expr"]
+
+
 def test_urls_come_from_secret_references_and_no_secret_is_committed(built: list[dict[str, Any]]) -> None:
     assert not [o for o in built if o["kind"] == "Secret"]
     for deployment in (o for o in built if o["kind"] == "Deployment"):
@@ -283,7 +301,7 @@ def test_promtool_check_rules(built: list[dict[str, Any]], tmp_path: Path) -> No
     proc = subprocess.run([need("promtool"), "check", "rules", str(rules_file(built, tmp_path))],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 16 rules found" in proc.stdout
+    assert "SUCCESS: 17 rules found" in proc.stdout
 
 
 def test_promtool_unit_tests_cover_firing_and_quiet_cases(built: list[dict[str, Any]], tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ RUNBOOKS = ROOT / "runbooks"
 ALERTS = ["IngestBacklogHigh", "IngestJobsDead", "SearchLatencyHigh", "ErrorRateHigh", "ScalingAtMaxReplicas",
           "AutoscalerMetricsUnavailable", "BackupStale", "RestoreDrillFailed", "RestoreDrillStale",
           "PartitionsNotPremade", "DefaultPartitionHasRows", "VectorIndexRecallLow", "CacheHitRateLow",
-          "DaemonNoLeader", "DaemonJobFailing", "DatabaseConnectionsSaturated"]
+          "DaemonNoLeader", "DaemonJobFailing", "DaemonPoliciesNotLoaded", "DatabaseConnectionsSaturated"]
 SECTIONS = ["## What it means", "## User impact", "## Diagnosis", "## Remediation", "## Escalate when"]
 
 
