@@ -84,6 +84,21 @@ def test_every_cited_opsctl_command_parses() -> None:
         assert main([*path, "--help"]) == 0, f"opsctl {' '.join(path)} --help failed"
 
 
+def test_runbooks_send_on_call_to_the_policy_files_the_cluster_mounts() -> None:
+    """Alerts fire in the cluster, where manifests/base/policies/X.yaml replaces policies/X.yaml: a
+    runbook that names the local file of such a policy names the cluster's too."""
+    replaced = sorted(p.name for p in (ROOT / "manifests" / "base" / "policies").glob("*.yaml"))
+    assert "autoscaling.yaml" in replaced
+    wrong = []
+    for path in sorted(RUNBOOKS.glob("*.md")):
+        text = path.read_text()
+        for name in replaced:
+            local = re.findall(rf"(?<![\w/])policies/{re.escape(name)}", text)
+            if local and f"manifests/base/policies/{name}" not in text:
+                wrong.append(f"{path.name}: policies/{name} without manifests/base/policies/{name}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_citation_checker_rejects_unknown_commands_and_options() -> None:
     root = root_command()
     bad = citations_in_markdown("```sh\nopsctl policy validate --frobnicate\nopsctl runbook shwo X\n```\n", "t.md")
