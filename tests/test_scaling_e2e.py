@@ -114,9 +114,9 @@ def test_scale_up_drain_stabilize_scale_down_and_fallback(system: dict[str, Any]
     manual = scale(env, "set", "core-worker", "2", "--reason", "e2e test", "--apply")
     assert (manual["current_replicas"], manual["desired_replicas"], manual["applied"]) == (0, 2, True)
 
-    # Prometheus gone: every metric fails → hold (never read as 0 and scaled down), exit 0
+    # Prometheus gone: every metric fails → hold (never read as 0 and scaled down), printed, exit 1
     prom.stop()
-    blind = scale(env, "core-worker", "--apply")
+    blind = scale(env, "core-worker", "--apply", code=1)
     assert (blind["desired_replicas"], blind["limited_by"], blind["applied"]) == (2, ["fallback"], False), blind
     assert "prometheus: cannot reach" in blind["metrics"][0]["error"]
     assert blind["consecutive_failures"] == 1

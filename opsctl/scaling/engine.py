@@ -63,6 +63,11 @@ class Decision:
     def change(self) -> int:
         return self.desired_replicas - self.current_replicas
 
+    @property
+    def metrics_failed(self) -> bool:
+        """Every metric failed, so the fallback decided (a live read that got no usable metric)."""
+        return self.limited_by == ("fallback",)
+
     def as_dict(self) -> dict[str, Any]:
         return {"service": self.service, "current_replicas": self.current_replicas,
                 "desired_replicas": self.desired_replicas, "metrics": [m.as_dict() for m in self.metrics],

@@ -39,6 +39,13 @@ class Outcome:
     def ok(self) -> bool:
         return self.decision is not None and self.error is None
 
+    @property
+    def failure(self) -> str | None:
+        """Why this cycle failed: an error, or every metric failed (the fallback's decision stands)."""
+        if self.error is not None:
+            return self.error
+        return self.decision.reason if self.decision is not None and self.decision.metrics_failed else None
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = self.decision.as_dict() if self.decision else {
             "service": self.service, "current_replicas": None, "desired_replicas": None, "metrics": [],
@@ -90,13 +97,16 @@ def run(settings: Settings, policy: AutoscalingPolicy, names: list[str] | None =
     chosen = policy.select(names)
     source = PrometheusSource(_prometheus_url(policy, settings), policy.prometheus.timeoutSeconds)
     outcomes = []
-    with connect_db(settings) as conn:
-        for name, svc in chosen.items():
-            try:
-                outcomes.append(_cycle(conn, settings, name, svc, source, apply, force, clock(), targets))
-            except OpsError as exc:
-                outcomes.append(Outcome(name, error=exc.message))
-        history.prune(conn, clock())
+    try:
+        with connect_db(settings) as conn:
+            for name, svc in chosen.items():
+                try:
+                    outcomes.append(_cycle(conn, settings, name, svc, source, apply, force, clock(), targets))
+                except OpsError as exc:
+                    outcomes.append(Outcome(name, error=exc.message))
+            history.prune(conn, clock())
+    finally:
+        source.close()
     return outcomes
 
 
