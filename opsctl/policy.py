@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,33 +126,15 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     import yaml
 
     from opsctl import safeyaml
+    from opsctl.files import FileProblem, read_text
 
     def fail(reason: str, line: int | None = None) -> PolicyError:
         return PolicyError([Problem(str(path), line, "", reason)])
 
     try:
-        # non-blocking: a FIFO in policies/ must not hang the daemon (regular files read as usual)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise fail("no such file") from None
-    except OSError as exc:
-        raise fail(f"unreadable: {exc.strerror or exc}") from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise fail("not a regular file")
-        raw = b""
-        while len(raw) <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - len(raw))):
-            raw += chunk
-    except OSError as exc:
-        raise fail(f"unreadable: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_BYTES:
-        raise fail(f"larger than {MAX_BYTES >> 20} MiB: not a policy file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise fail(f"not UTF-8 text ({exc.reason} at byte {exc.start})", raw[:exc.start].count(b"\n") + 1) from exc
+        text = read_text(path, MAX_BYTES, "a policy file")
+    except FileProblem as exc:
+        raise fail(exc.reason, exc.line) from exc
     try:
         return safeyaml.parse(text)
     except safeyaml.Refused as exc:

@@ -82,7 +82,7 @@ def decide(
             raise ConfigError("--snapshot replays a recorded state and never applies: drop --apply")
         from opsctl.scaling.snapshot import read
 
-        rows = [d.as_dict() for d in service.from_snapshots(pol, names, read(snapshot))]
+        rows = [d.as_dict() for d in service.from_snapshots(pol, names, read(snapshot), str(snapshot))]
         failed: list[str] = []
     else:
         from opsctl.context import settings

@@ -68,12 +68,14 @@ def make_target(spec: Target, settings: Settings) -> ScaleTarget:
     return cast(ScaleTarget, module.KubernetesTarget(spec.kind, spec.name, spec.namespace, spec.context))
 
 
-def from_snapshots(policy: AutoscalingPolicy, names: list[str], data: Any) -> list[Decision]:
-    """Decide from recorded snapshots (each at its own ``now``); nothing is read or applied."""
+def from_snapshots(policy: AutoscalingPolicy, names: list[str], data: Any, file: str | None = None) -> list[Decision]:
+    """Decide from recorded snapshots (each at its own ``now``); nothing is read or applied.
+
+    ``file``, where ``data`` was read from, is named in errors."""
     if not names and isinstance(data, dict) and "current_replicas" not in data:
         names = list(data)  # a file of snapshots by service: every service it holds
     chosen = policy.select(names)
-    snaps = snapshots.parse_for_services(data, list(chosen))
+    snaps = snapshots.parse_for_services(data, list(chosen), file)
     return [decide(name, chosen[name], snap, snap.now) for name, snap in snaps.items()]
 
 
