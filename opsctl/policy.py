@@ -6,9 +6,13 @@ line, the path inside the document and the reason, all of them at once::
 
     policies/autoscaling.yaml:12: services.core-worker.maxReplicas: must be >= minReplicas
 
-Models subclass :class:`PolicyModel` (unknown keys are errors, so a typo never passes silently)
-and register in :data:`KINDS` as ``"module:Class"`` strings, imported only when that kind is
-loaded so ``opsctl --help`` stays fast.
+Models subclass :class:`PolicyModel` (unknown keys are errors, so a typo never passes silently;
+types are strict) and register in :data:`KINDS` as ``"module:Class"`` strings, imported only
+when that kind is loaded so ``opsctl --help`` stays fast.
+
+Files are read with bounds (:mod:`opsctl.safeyaml`: size, depth, aliases expanded, repeated keys)
+and every failure of loading one, whatever it is, comes out as a :class:`PolicyError` naming the
+file: the daemon keeps its last good set on it, the CLI exits 2.
 """
 
 from __future__ import annotations
