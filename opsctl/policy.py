@@ -10,7 +10,7 @@ Models subclass :class:`PolicyModel` (unknown keys are errors, so a typo never p
 types are strict) and register in :data:`KINDS` as ``"module:Class"`` strings, imported only
 when that kind is loaded so ``opsctl --help`` stays fast.
 
-Files are read with bounds (:mod:`opsctl.safeyaml`: size, depth, aliases expanded, repeated keys)
+Files are read with bounds (:mod:`core.safeyaml`: size, depth, aliases expanded, repeated keys)
 and every failure of loading one, whatever it is, comes out as a :class:`PolicyError` naming the
 file: the daemon keeps its last good set on it, the CLI exits 2.
 """
@@ -124,12 +124,12 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """The document and the line (1-based) where each path of keys and indexes starts.
 
     Every failure is a PolicyError naming the file (and the line when there is one): a missing,
-    unreadable, oversized or non-UTF-8 file, a syntax error, and what :mod:`opsctl.safeyaml`
+    unreadable, oversized or non-UTF-8 file, a syntax error, and what :mod:`core.safeyaml`
     refuses (aliases that expand too far, recursive aliases, deep nesting, repeated keys).
     """
     import yaml
 
-    from opsctl import safeyaml
+    from core import safeyaml
     from opsctl.files import FileProblem, read_text
 
     def fail(reason: str, line: int | None = None) -> PolicyError:
