@@ -132,10 +132,15 @@ def _read_config_file() -> dict[str, Any]:
     path = _config_file_path()
     if path is None:
         return {}
+    from core import safeyaml
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        data = safeyaml.parse(path.read_text(encoding="utf-8"))[0] or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:  # safeyaml.Refused included: too deep, an alias bomb, a repeated key
+        where = f"{path}:{safeyaml.line_of(exc)}" if safeyaml.line_of(exc) else str(path)
+        raise ConfigError(f"{where}: not a valid settings file: {getattr(exc, 'problem', None) or exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of setting names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}

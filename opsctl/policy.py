@@ -6,16 +6,22 @@ line, the path inside the document and the reason, all of them at once::
 
     policies/autoscaling.yaml:12: services.core-worker.maxReplicas: must be >= minReplicas
 
-Models subclass :class:`PolicyModel` (unknown keys are errors, so a typo never passes silently)
-and register in :data:`KINDS` as ``"module:Class"`` strings, imported only when that kind is
-loaded so ``opsctl --help`` stays fast.
+Models subclass :class:`PolicyModel` (unknown keys are errors, so a typo never passes silently;
+types are strict) and register in :data:`KINDS` as ``"module:Class"`` strings, imported only
+when that kind is loaded so ``opsctl --help`` stays fast.
+
+Files are read with bounds (:mod:`core.safeyaml`: size, depth, aliases expanded, repeated keys)
+and every failure of loading one, whatever it is, comes out as a :class:`PolicyError` naming the
+file: the daemon keeps its last good set on it, the CLI exits 2.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -68,9 +74,14 @@ def format_duration(delta: timedelta) -> str:
 
 
 class PolicyModel(BaseModel):
-    """Base of every policy model: unknown keys are errors; HPA-style camelCase names stay as written."""
+    """Base of every policy model: unknown keys are errors; HPA-style camelCase names stay as written.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    Strict types: ``true`` is not the integer 1, ``3.0`` not the integer 3, ``"5"`` not a number;
+    floats are finite (``.inf`` and ``.nan`` are refused). Give counts an upper bound
+    (``le=MAX_REPLICAS`` and the like) so that a 30-digit number is refused with its line.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -107,51 +118,54 @@ def model_for(kind: str) -> type[BaseModel]:
 
 def policy_dir(explicit: Path | None = None) -> Path:
     """``explicit``, else ``OPSCTL_POLICY_DIR``, else ``./policies``."""
-    import os
-
     if explicit is not None:
         return explicit
     env = os.environ.get("OPSCTL_POLICY_DIR")
     return Path(env) if env else DEFAULT_DIR
 
 
-# --- YAML with line numbers ---------------------------------------------------------------------
+# --- reading a file --------------------------------------------------------------------------
+
+MAX_BYTES = 1 << 20  # a policy is a few kilobytes; a megabyte is not a policy
 
 
 def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    """The document and the line (1-based) where each path of keys and indexes starts."""
+    """The document and the line (1-based) where each path of keys and indexes starts.
+
+    Every failure is a PolicyError naming the file (and the line when there is one): a missing,
+    unreadable, oversized or non-UTF-8 file, a syntax error, and what :mod:`core.safeyaml`
+    refuses (aliases that expand too far, recursive aliases, deep nesting, repeated keys).
+    """
     import yaml
 
+    from core import safeyaml
+    from opsctl.files import FileProblem, read_text
+
+    def fail(reason: str, line: int | None = None) -> PolicyError:
+        return PolicyError([Problem(str(path), line, "", reason)])
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError([Problem(str(path), None, "", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError([Problem(str(path), None, "", f"unreadable: {exc}")]) from exc
+        text = read_text(path, MAX_BYTES, "a policy file")
+    except FileProblem as exc:
+        raise fail(exc.reason, exc.line) from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return safeyaml.parse(text)
+    except safeyaml.Refused as exc:
+        raise fail(str(exc.problem), safeyaml.line_of(exc)) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = str(getattr(exc, "problem", None) or exc)
-        raise PolicyError([Problem(str(path), line, "", f"not valid YAML: {reason}")]) from exc
-    lines: dict[tuple[Any, ...], int] = {}
+        raise fail(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", safeyaml.line_of(exc)) from exc
 
-    def walk(n: Any, at: tuple[Any, ...]) -> None:
-        lines[at] = n.start_mark.line + 1
-        if isinstance(n, yaml.MappingNode):
-            for key, value in n.value:
-                lines[(*at, key.value)] = key.start_mark.line + 1
-                walk(value, (*at, key.value))
-                lines[(*at, key.value)] = key.start_mark.line + 1
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                walk(item, (*at, i))
 
-    if node is not None:
-        walk(node, ())
-    return data, lines
+@contextmanager
+def _as_problem(file: Path | str) -> Iterator[None]:
+    """Whatever goes wrong while loading ``file`` comes out as a PolicyError naming it."""
+    try:
+        yield
+    except PolicyError:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError, a model's own bug: still a problem of the file
+        reason = f"cannot load ({type(exc).__name__}: {(str(exc) or 'no detail')[:200]})"
+        raise PolicyError([Problem(str(file), None, "", reason)]) from exc
 
 
 def _dotted(loc: Iterable[Any]) -> str:
@@ -172,16 +186,18 @@ def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | N
 def validate_data(data: Any, model: type[M], file: str, lines: dict[tuple[Any, ...], int] | None = None) -> M:
     """Validate an already-parsed document; every error becomes a :class:`Problem`."""
     lines = lines or {}
-    try:
-        return model.model_validate(data if data is not None else {})
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            # pydantic adds the union member or validator name to the location; keep real keys only
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-            reason = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(Problem(file, _line_of(lines, loc), _dotted(loc), reason))
-        raise PolicyError(problems) from exc
+    with _as_problem(file):
+        try:
+            return model.model_validate(data if data is not None else {})
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                # pydantic adds the union member or validator name to the location; keep real keys only
+                loc = tuple(p for p in err["loc"]
+                            if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+                reason = str(err["msg"]).removeprefix("Value error, ")
+                problems.append(Problem(file, _line_of(lines, loc), _dotted(loc), reason))
+            raise PolicyError(problems) from exc
 
 
 def kind_of(path: Path, data: Any) -> str:
@@ -194,20 +210,35 @@ def _strip_kind(data: Any) -> Any:
     return {k: v for k, v in data.items() if k != "kind"} if isinstance(data, dict) else data
 
 
+def _model_of(path: Path, data: Any, kind: str | None, lines: dict[tuple[Any, ...], int]) -> type[BaseModel]:
+    kind = kind or kind_of(path, data)
+    if kind not in KINDS:
+        named = isinstance(data, dict) and "kind" in data
+        raise PolicyError([Problem(str(path), lines.get(("kind",)) if named else None, "kind" if named else "",
+                                   f"unknown policy kind {kind!r}: name the file or set kind: to one of "
+                                   f"{', '.join(sorted(KINDS))}")])
+    return model_for(kind)
+
+
 def load_file(path: Path, kind: str | None = None) -> BaseModel:
-    """Read and validate one policy file; its kind comes from ``kind``, ``kind:`` or the file stem."""
-    data, lines = _read_yaml(path)
-    return validate_data(_strip_kind(data), model_for(kind or kind_of(path, data)), str(path), lines)
+    """Read and validate one policy file; its kind comes from ``kind``, ``kind:`` or the file stem.
+
+    Raises PolicyError, and nothing else, for anything wrong with the file."""
+    with _as_problem(path):
+        data, lines = _read_yaml(path)
+        return validate_data(_strip_kind(data), _model_of(path, data, kind, lines), str(path), lines)
 
 
 def load(model: type[M], kind: str, path: Path | None = None, directory: Path | None = None) -> M:
     """The ``kind`` policy as ``model``: from ``path``, else ``<policy dir>/<kind>.yaml``.
 
+    Raises PolicyError, and nothing else, for anything wrong with the file.
     Example: ``load(AutoscalingPolicy, "autoscaling", path)``
     """
     target = path or policy_dir(directory) / f"{kind}.yaml"
-    data, lines = _read_yaml(target)
-    return validate_data(_strip_kind(data), model, str(target), lines)
+    with _as_problem(target):
+        data, lines = _read_yaml(target)
+        return validate_data(_strip_kind(data), model, str(target), lines)
 
 
 def validate_paths(paths: list[Path]) -> tuple[list[str], list[Problem]]:
@@ -225,14 +256,7 @@ def validate_paths(paths: list[Path]) -> tuple[list[str], list[Problem]]:
     ok: list[str] = []
     for file in files:
         try:
-            data, _ = _read_yaml(file)
-            kind = kind_of(file, data)
-            if kind not in KINDS:
-                problems.append(Problem(str(file), None, "kind" if isinstance(data, dict) and "kind" in data else "",
-                                        f"unknown policy kind {kind!r}: name the file or set kind: to one of "
-                                        f"{', '.join(sorted(KINDS))}"))
-                continue
-            load_file(file, kind)
+            load_file(file)
             ok.append(str(file))
         except PolicyError as exc:
             problems.extend(exc.problems)

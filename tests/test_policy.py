@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from opsctl import policy
 from opsctl.policy import PolicyError, PolicyModel
@@ -38,7 +40,7 @@ def test_errors_name_file_line_path_and_reason(tmp_path: Path, sample_kind: None
         policy.load(Sample, "sample", path)
     shown = sorted(str(p) for p in info.value.problems)
     assert shown == sorted([
-        f"{path}:4: services.api.maxReplicas: Input should be a valid integer, unable to parse string as an integer",
+        f"{path}:4: services.api.maxReplicas: Input should be a valid integer",
         f"{path}:6: services.worker.minReplicas: Input should be greater than or equal to 0",
         f"{path}:7: services.worker.typo: Extra inputs are not permitted",
     ])
@@ -92,3 +94,150 @@ def test_every_autoscaling_service_in_policies_targets_what_opsctl_up_runs() -> 
     shipped = policy.load(AutoscalingPolicy, "autoscaling", shipped_dirs()[0] / "autoscaling.yaml")
     assert {name: svc.target.kind for name, svc in shipped.services.items()} == {"core-worker": "local"}
     assert all(svc.target.url is None for svc in shipped.services.values()), "the running system's API, found itself"
+
+
+# --- hostile and clumsy files: refused with exit 2 and file:line, in bounded time and memory -------
+
+SERVICE = """services:
+  w:
+    target: {kind: local}
+    minReplicas: %s
+    maxReplicas: %s
+    metrics: [{name: b, query: q, target: {type: AverageValue, averageValue: 10}}]
+"""
+
+
+def billion_laughs(levels: int, width: int, leaf: str) -> str:
+    """The classic alias bomb: each level refers ``width`` times to the one before."""
+    lines = [f"l0: &l0 [{', '.join([leaf] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def merge_bomb(levels: int, width: int) -> str:
+    """The same with merge keys: each mapping merges the one before ``width`` times."""
+    lines = ["m0: &m0 {" + ", ".join(f"k{i}: 1" for i in range(width)) + "}"]
+    lines += [f"m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * width)}], own{i}: 1}}" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE = {
+    "recursive alias": ("a: &x [*x]\n", 1, "found a recursive alias *x (it refers to a node that contains it)"),
+    "recursive alias in a mapping": ("services:\n  w: &w\n    target: *w\n", 3, "found a recursive alias *w"),
+    "3,000-deep nesting": ("services: " + "[" * 3000 + "]" * 3000 + "\n", 1, "nested deeper than 64 levels"),
+    "1,000-deep block mappings": ("".join(f"{' ' * i}k{i}:\n" for i in range(1000)), 64,
+                                  "nested deeper than 64 levels"),
+    "billion laughs (9 levels of 9)": (billion_laughs(9, 9, '"lol"'), 5,
+                                       "aliases expand this to more than 20,000 nodes (an alias bomb?)"),
+    "10^6 nodes of aliases": (billion_laughs(6, 10, "1"), 5, "aliases expand this to more than 20,000 nodes"),
+    "merge-key bomb": (merge_bomb(9, 9), 5, "aliases expand this to more than 20,000 nodes"),
+    "deep through aliases": ("".join(f"a{i}: &a{i} [*a{i - 1}]\n" if i else "a0: &a0 [1]\n" for i in range(80)),
+                             64, "nested deeper than 64 levels through its aliases"),
+    "duplicate key": (SERVICE % ("1", "5") + "    maxReplicas: 7\n", 7, "found the key 'maxReplicas' twice "
+                                                                       "(first on line 5)"),
+    "duplicate key spelled differently": ("services: {}\n0x1: a\n1: b\n", 3, "found the key 1 twice (first on line 2)"),
+    "minReplicas: true": (SERVICE % ("true", "5"), 4, "services.w.minReplicas: Input should be a valid integer"),
+    "maxReplicas: 5.0": (SERVICE % ("1", "5.0"), 5, "services.w.maxReplicas: Input should be a valid integer"),
+    "30-digit maxReplicas": (SERVICE % ("1", "1" * 30), 5,
+                             "services.w.maxReplicas: Input should be less than or equal to 10000"),
+    "5,000-digit integer": (SERVICE % ("1", "9" * 5000), 5, "cannot read 99999999999999999999… (5,000 characters): "
+                                                            "Exceeds the limit (4300 digits)"),
+    "infinite target": (SERVICE.replace("averageValue: 10", "averageValue: .inf") % ("1", "5"), 6,
+                        "averageValue: Input should be a finite number"),
+    "not UTF-8": ("services:\n  w: caf\xe9\n", 2, "not UTF-8 text (invalid continuation byte at byte 18)"),
+}
+
+
+@pytest.mark.timeout(60)  # the alias bombs ran for minutes before: fail, do not hang
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_files_are_refused_with_a_line_and_bounded_memory(tmp_path: Path, case: str) -> None:
+    import tracemalloc
+
+    text, line, reason = HOSTILE[case]
+    path = tmp_path / "autoscaling.yaml"
+    path.write_bytes(text.encode("latin-1") if case == "not UTF-8" else text.encode())
+    tracemalloc.start()
+    try:
+        ok, problems = policy.validate_paths([path])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ok == [] and len(problems) == 1, problems
+    assert str(problems[0]).startswith(f"{path}:{line}: "), str(problems[0])
+    assert reason in str(problems[0])
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB to refuse {case}"
+
+
+def test_the_billion_laughs_case_is_the_small_file_of_the_issue() -> None:
+    assert len(HOSTILE["billion laughs (9 levels of 9)"][0].encode()) < 600
+
+
+@pytest.mark.parametrize("case", ["recursive alias", "3,000-deep nesting", "billion laughs (9 levels of 9)",
+                                  "duplicate key", "minReplicas: true", "30-digit maxReplicas"])
+def test_policy_validate_exits_2_with_file_and_line(tmp_path: Path, case: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from opsctl.cli import main
+
+    text, line, _ = HOSTILE[case]
+    path = tmp_path / "autoscaling.yaml"
+    path.write_text(text)
+    assert main(["policy", "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:{line}: " in err and "Traceback" not in err and "RecursionError" not in err
+
+
+def test_an_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "autoscaling.yaml"
+    path.write_text("services: {}\n" + "#" * policy.MAX_BYTES + "\n")
+    with pytest.raises(PolicyError, match=r"larger than 1 MiB: not a policy file"):
+        policy.load_file(path)
+
+
+def test_aliases_and_merge_keys_within_the_limits_still_work(tmp_path: Path, sample_kind: None) -> None:
+    path = write(tmp_path, "sample.yaml", "services:\n  api: &api {minReplicas: 2, maxReplicas: 4}\n"
+                                          "  worker: {<<: *api, maxReplicas: 6}\n")
+    loaded = policy.load(Sample, "sample", path)
+    assert (loaded.services["worker"].minReplicas, loaded.services["worker"].maxReplicas) == (2, 6)
+
+
+# --- whatever fails while loading comes out as a PolicyError (the daemon keeps its old set on it) --
+
+
+class Exploding(PolicyModel):
+    services: dict[str, Limits] = {}
+
+    @model_validator(mode="after")
+    def _explode(self) -> Exploding:
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+def test_any_failure_of_a_model_is_a_policy_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(policy.KINDS, "exploding", f"{__name__}:Exploding")
+    path = write(tmp_path, "exploding.yaml", "services: {}\n")
+    with pytest.raises(PolicyError, match=r"exploding.yaml: cannot load \(RecursionError: maximum recursion"):
+        policy.load_file(path)
+    with pytest.raises(PolicyError, match="RecursionError"):
+        policy.load(Exploding, "exploding", path)
+    ok, problems = policy.validate_paths([tmp_path])
+    assert ok == [] and [p.reason[:33] for p in problems] == ["cannot load (RecursionError: maxi"]
+
+
+@pytest.mark.parametrize(("setup", "reason"), [
+    (lambda d: (d / "autoscaling.yaml").mkdir(), "not a regular file"),
+    (lambda d: (d / "autoscaling.yaml").symlink_to(d / "nowhere"), "no such file"),
+    (lambda d: os.mkfifo(d / "autoscaling.yaml"), "not a regular file"),
+])
+def test_files_that_are_not_files_are_policy_errors(tmp_path: Path, setup: Any, reason: str) -> None:
+    setup(tmp_path)
+    with pytest.raises(PolicyError, match=reason):
+        policy.load_file(tmp_path / "autoscaling.yaml")
+
+
+def test_unknown_or_broken_kinds_are_policy_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "staging.yaml", "services: {}\nkind: nope\n")
+    with pytest.raises(PolicyError) as info:
+        policy.load_file(path)
+    assert str(info.value.problems[0]).startswith(f"{path}:2: kind: unknown policy kind 'nope'")
+    monkeypatch.setitem(policy.KINDS, "gone", "opsctl.no_such_module:Model")
+    with pytest.raises(PolicyError, match="ModuleNotFoundError"):
+        policy.load_file(write(tmp_path, "gone.yaml", "a: 1\n"))

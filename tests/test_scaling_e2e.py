@@ -1,6 +1,10 @@
 """End to end with a real Prometheus, a real API and a real local worker pool, driven by `opsctl scale`:
 fill the queue → scale up from zero → drain → stabilization holds → scale to zero after the window;
-manual set, Prometheus stopped → fallback (no scale-down), pause, explain, and the daemon job."""
+manual set, Prometheus stopped → fallback (no scale-down), pause, explain, and the daemon job.
+
+The test waits on events (Prometheus seeing the backlog, the queue drained), never on the clock:
+the decisions inside and after the stabilization window run the same cycle as `opsctl scale
+--apply` with an injected clock, so the window passes without sleeping through it."""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,12 +21,16 @@ import pytest
 
 from core.config import Settings
 from core.embedded import EmbeddedPrometheus, prometheus_binary
+from core.errors import OperationFailed
 from core.workerpool import WorkerPool
+from opsctl.policy import load
+from opsctl.scaling import service
 from opsctl.scaling.jobs import job_autoscale
+from opsctl.scaling.policy import AutoscalingPolicy
 from tests.conftest import RunningApi, free_port, outside_pytest_tmp, project_root
 from tests.test_up import prom_query, wait_for
 
-WINDOW = 12  # scaleDown stabilization window of the test policy, seconds
+WINDOW = 300  # scaleDown stabilization window of the test policy, seconds: passed on a clock, never waited for
 
 POLICY = """
 prometheus: {{url: "{prom}", timeoutSeconds: 2}}
@@ -76,6 +84,13 @@ def scale(env: dict[str, str], *args: str, code: int = 0) -> Any:
     return json.loads(proc.stdout)
 
 
+def cycle_at(system: dict[str, Any], at: datetime) -> Any:
+    """One `opsctl scale core-worker --apply` cycle (the same service.run) with its clock at ``at``."""
+    policy = load(AutoscalingPolicy, "autoscaling", directory=system["policies"])
+    [outcome] = service.run(system["settings"], policy, ["core-worker"], apply=True, now=lambda: at)
+    return outcome.as_dict()
+
+
 def backlog(prom: EmbeddedPrometheus) -> float | None:
     found = prom_query(prom.url, "max(core_ingest_queue_depth) + max(core_ingest_queue_in_flight)")
     return float(found[0]["value"][1]) if found else None
@@ -90,37 +105,39 @@ def test_scale_up_drain_stabilize_scale_down_and_fallback(system: dict[str, Any]
     wait_for(lambda: (backlog(prom) or 0) >= 120, 30, "Prometheus to see the backlog")
 
     # from zero, through the scale-up policy, capped by maxReplicas
-    started = time.monotonic()
     up = scale(env, "core-worker", "--apply")
     assert (up["current_replicas"], up["desired_replicas"], up["applied"]) == (0, 3, True), up["reason"]
     assert up["limited_by"] == ["max"] and up["reason"].startswith("scale up 0 → 3: active, scaling from zero")
     admin = {"Authorization": "Bearer admin-secret"}
     assert httpx.get(f"{api.url}/admin/workers", headers=admin, timeout=10).json()["replicas"] == 3
+    decided_at = datetime.fromisoformat(scale(env, "explain", str(up["event_id"]))["snapshot"]["now"])
 
     # the queue drains; a run inside the window keeps 3 (the window remembers the earlier recommendation)
     wait_for(lambda: backlog(prom) == 0, 45, "the workers to drain the queue and Prometheus to see it")
-    held = scale(env, "core-worker", "--apply")
-    if time.monotonic() - started < WINDOW - 1:
-        assert (held["desired_replicas"], held["applied"]) == (3, False), held
-        assert "stabilization" in held["limited_by"]
+    held = cycle_at(system, decided_at + timedelta(seconds=WINDOW - 1))
+    assert (held["desired_replicas"], held["applied"], held["limited_by"]) == (3, False, ["stabilization"]), held
+    assert held["reason"].endswith(f"limited by scaleDown stabilization window {WINDOW}s (highest recent "
+                                   "recommendation 12)")  # ceil(120 / 10) before the max of 3
     held_event = held["event_id"]
 
     # after the window: down to zero (cooldownPeriod 0), through the scale-down behavior
-    time.sleep(max(0.0, started + WINDOW + 1 - time.monotonic()))
-    down = scale(env, "core-worker", "--apply")
+    down = cycle_at(system, decided_at + timedelta(seconds=WINDOW + 1))
     assert (down["current_replicas"], down["desired_replicas"], down["applied"]) == (3, 0, True), down
+    assert httpx.get(f"{api.url}/admin/workers", headers=admin, timeout=10).json()["replicas"] == 0
 
     # by hand, audited
     manual = scale(env, "set", "core-worker", "2", "--reason", "e2e test", "--apply")
     assert (manual["current_replicas"], manual["desired_replicas"], manual["applied"]) == (0, 2, True)
 
-    # Prometheus gone: every metric fails → hold (never read as 0 and scaled down), exit 0
+    # Prometheus gone: every metric fails → hold (never read as 0 and scaled down), printed, exit 1
     prom.stop()
-    blind = scale(env, "core-worker", "--apply")
+    blind = scale(env, "core-worker", "--apply", code=1)
     assert (blind["desired_replicas"], blind["limited_by"], blind["applied"]) == (2, ["fallback"], False), blind
     assert "prometheus: cannot reach" in blind["metrics"][0]["error"]
     assert blind["consecutive_failures"] == 1
-    sentence = job_autoscale(system["settings"], system["policies"])
+    with pytest.raises(OperationFailed) as failed:  # the daemon's job fails as the command does
+        job_autoscale(system["settings"], system["policies"])
+    sentence = failed.value.message
     assert sentence.startswith("core-worker: keep 2: all 1 metric(s) failed") and "fallback hold" in sentence
     assert httpx.get(f"{api.url}/admin/workers", headers=admin, timeout=10).json()["replicas"] == 2
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from opsctl.scaling.engine import decide, decide_all, metric_proposal, rate_limit, stabilize
-from opsctl.scaling.policy import AutoscalingPolicy, MetricSpec, ScalingRules, ServicePolicy, Tolerance
+from opsctl.scaling.policy import MAX_REPLICAS, AutoscalingPolicy, MetricSpec, ScalingRules, ServicePolicy, Tolerance
 from opsctl.scaling.snapshot import MetricSample, PodSample, parse
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -241,6 +242,83 @@ def test_static_fallback_after_failure_threshold(failures_before: int, expected:
 def test_a_metric_missing_from_the_snapshot_is_an_error() -> None:
     decision = run(service(), snapshot(3, {}))
     assert decision.desired_replicas == 3 and decision.metrics[0].error == "no reading"
+
+
+# --- values that cannot be right are metric errors: the fallback decides, never a scale-down -------
+
+NAN, INF = float("nan"), float("inf")
+
+# (name, current, reading of the only metric `backlog` (AverageValue 100), error)
+IMPOSSIBLE_CASES = [
+    ("negative backlog", 3, -450, "value -450 is negative"),
+    ("prometheus answering -5 (was 4 → 1)", 4, -5, "value -5 is negative"),
+    ("a tiny negative", 2, -1e-9, "value -1e-09 is negative"),
+    ("NaN", 4, NAN, "value is NaN"),
+    ("+Inf", 4, INF, "value is +Inf"),
+    ("-Inf", 4, -INF, "value is -Inf"),
+]
+
+
+@pytest.mark.parametrize(("case", "current", "value", "error"), IMPOSSIBLE_CASES, ids=[c[0] for c in IMPOSSIBLE_CASES])
+def test_an_impossible_value_is_a_metric_error_and_the_fallback_holds(case: str, current: int, value: float,
+                                                                     error: str) -> None:
+    policy = service(behavior={"scaleDown": {"stabilizationWindowSeconds": 0}})
+    snap = snapshot(current, {}, recommendations=[{"at": ago(600), "replicas": current}])
+    snap = replace(snap, metrics={"backlog": MetricSample(value=value)})
+    decision = run(policy, snap)
+    assert (decision.desired_replicas, decision.limited_by) == (current, ("fallback",)), decision.reason
+    assert (decision.metrics[0].error, decision.metrics[0].proposal) == (error, None)
+    assert decision.consecutive_failures == 1 and decision.recommendation is None
+    assert decision.reason == (f"keep {current}: all 1 metric(s) failed (backlog: {error}) 1 time(s) in a row, "
+                               "limited by fallback hold")
+
+
+@pytest.mark.parametrize(("other", "expected", "limited_by"), [
+    (1.0, 8, ("failed metric",)),  # p95 alone would scale 8 → 4: the impossible backlog blocks it
+    (4.0, 16, ()),  # p95 asks for more: a failed metric never blocks a scale-up
+])
+def test_an_impossible_value_next_to_a_good_metric(other: float, expected: int, limited_by: tuple[str, ...]) -> None:
+    policy = service([backlog(100), value_metric("p95", 2)], behavior={"scaleDown": {"stabilizationWindowSeconds": 0},
+                     "scaleUp": {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}})
+    decision = run(policy, snapshot(8, {"backlog": {"value": -450}, "p95": {"value": other}}))
+    assert (decision.desired_replicas, decision.limited_by) == (expected, limited_by), decision.reason
+    assert decision.metrics[0].error == "value -450 is negative"
+
+
+def test_an_impossible_value_keeps_a_scaled_to_zero_service_active() -> None:
+    decision = run(zero_policy(), snapshot(2, {"backlog": {"value": -1}}, last_active=ago(3600)))
+    assert (decision.desired_replicas, decision.limited_by) == (2, ("fallback",))
+
+
+@pytest.mark.parametrize(("kind", "value"), [("Value", -3.0), ("Value", NAN), ("AverageValue", -3.0)])
+def test_impossible_values_from_zero_replicas_are_errors_too(kind: str, value: float) -> None:
+    field = "value" if kind == "Value" else "averageValue"
+    spec = MetricSpec.model_validate({"name": "q", "query": "q", "target": {"type": kind, field: 1}})
+    result = metric_proposal(spec, MetricSample(value=value), 0, 0, Tolerance())
+    assert result.proposal is None and result.error is not None and result.error.startswith("value ")
+
+
+@pytest.mark.parametrize(("pod_list", "error"), [
+    (pods([300, -100]), "pod 1: usage -100 is negative"),
+    (pods([300, NAN]), "pod 1: usage is NaN"),
+    (pods([300, INF]), "pod 1: usage is +Inf"),
+    (pods([300, 300], requests=[1000, INF]), "pod 1: request is +Inf"),
+])
+def test_impossible_pod_samples_are_utilization_errors(pod_list: MetricSample, error: str) -> None:
+    result = metric_proposal(MetricSpec.model_validate(cpu()), pod_list, 2, 2, Tolerance())
+    assert (result.proposal, result.error) == (None, error)
+
+
+@pytest.mark.parametrize(("kind", "value", "current"), [
+    ("Value", 1e308, 3), ("AverageValue", 1e308, 3), ("AverageValue", 1e308, 0), ("Value", 1e300, 0)])
+def test_huge_values_propose_the_replica_ceiling_not_an_overflow(kind: str, value: float, current: int) -> None:
+    field = "value" if kind == "Value" else "averageValue"
+    spec = {"name": "q", "query": "q", "target": {"type": kind, field: 0.001}}
+    result = metric_proposal(MetricSpec.model_validate(spec), MetricSample(value=value), current, current, Tolerance())
+    assert (result.proposal, result.error) == (MAX_REPLICAS, None)
+    decision = run(service([spec], minReplicas=0, maxReplicas=50), replace(snapshot(current, {}),
+                                                                            metrics={"q": MetricSample(value=value)}))
+    assert decision.desired_replicas == (7 if current else 4) and decision.recommendation == MAX_REPLICAS
 
 
 # --- in-flight work counts (KEDA#1663) --------------------------------------------------------------

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.errors import ConfigError
 from opsctl.scaling import snapshot
+from opsctl.scaling.snapshot import POD_PHASES
 from tests.conftest import project_root
 
 ISSUE_EXAMPLE = {
@@ -72,7 +76,7 @@ def test_round_trip_of_the_issue_example() -> None:
     ({"metrics": {"cpu": {"pods": [{"request": 1, "phase": "Sleeping"}]}}},
      "snapshot: metrics.cpu.pods[0].phase: 'Sleeping' is not one of Pending, Running"),
     ({"history": {"recommendations": [{"at": "2026-11-22T11:58:00Z"}]}},
-     "snapshot: history.recommendations[0].replicas: expected an integer, got None"),
+     "snapshot: history.recommendations[0].replicas: expected an integer, got null"),
     ({"extra": 1}, "snapshot: unknown key(s) extra"),
 ])
 def test_parse_errors_name_the_key(change: dict[str, Any], message: str) -> None:
@@ -134,6 +138,111 @@ def test_scale_usage_errors_exit_2(tmp_path: Path, args: list[str], code: int, m
     (tmp_path / "snap.json").write_text(json.dumps(ISSUE_EXAMPLE))
     proc = opsctl(*args, cwd=tmp_path)
     assert proc.returncode == code and message in proc.stderr, proc.stderr
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "1" + "]" * levels
+
+
+HUGE = "9" * 5000
+# (what, the snapshot file's text, the field named, the reason): every one exits 2 naming file and field
+BAD_FILES = [
+    ("a year-1 now", '{"now": "0001-01-01T00:00:00Z", "current_replicas": 3}', "now",
+     "'0001-01-01T00:00:00Z' is out of range (1970 to 9998)"),
+    ("a year-9999 now west of UTC", '{"now": "9999-12-31T23:00:00-05:00", "current_replicas": 3}', "now",
+     "'9999-12-31T23:00:00-05:00' is out of range (1970 to 9998)"),
+    ("a year-1 recommendation", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 3, "history": '
+     '{"recommendations": [{"at": "0001-01-01T00:00:00Z", "replicas": 2}]}}', "history.recommendations[0].at",
+     "'0001-01-01T00:00:00Z' is out of range (1970 to 9998)"),
+    ("5,000-deep JSON in a value", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 3, "metrics": {"backlog": '
+     f'{{"value": {deep(5000)}}}}}}}', "metrics.backlog.value[0]…", "nested deeper than 32 levels"),
+    ("5,000-deep JSON at the top", deep(5000), "[0][0][0][0]…", "nested deeper than 32 levels"),
+    ("a 5,000-digit integer as current_replicas", f'{{"now": "2026-11-22T12:00:00Z", "current_replicas": {HUGE}}}',
+     "current_replicas", "a 5,000-digit number is out of range"),
+    ("a 5,000-digit integer as a value", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 3, "metrics": '
+     f'{{"backlog": {{"value": -{HUGE}}}}}}}', "metrics.backlog.value", "a 5,000-digit number is out of range"),
+    ("a 400-digit integer as a value", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 3, "metrics": '
+     f'{{"backlog": {{"value": {"9" * 400}}}}}}}', "metrics.backlog.value", "a 400-digit number is out of range"),
+    ("1e999 as a pod's usage", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 1, "metrics": {"cpu": '
+     '{"pods": [{"usage": 1e999, "request": 1000}]}}}', "metrics.cpu.pods[0].usage", "must be finite, got inf"),
+    ("NaN as a request", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 1, "metrics": {"cpu": '
+     '{"pods": [{"usage": 1, "request": NaN}]}}}', "metrics.cpu.pods[0].request", "must be finite, got nan"),
+    ("replicas beyond int32", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 3000000000}', "current_replicas",
+     "must be <= 2147483647, got 3000000000"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "field", "reason"), BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_bad_snapshot_files_exit_2_naming_file_and_field(tmp_path: Path, case: str, text: str, field: str,
+                                                          reason: str) -> None:
+    (tmp_path / "autoscaling.yaml").write_text(POLICY)
+    (tmp_path / "snap.json").write_text(text)
+    proc = opsctl("scale", "decide", "core-worker", "--policy", "autoscaling.yaml", "--snapshot", "snap.json",
+                  cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (2, f"error: snapshot snap.json: {field}: {reason}\n")
+
+
+def test_errors_in_a_file_of_snapshots_name_the_service(tmp_path: Path) -> None:
+    (tmp_path / "autoscaling.yaml").write_text(POLICY)
+    other = {"now": "0001-01-01T00:00:00Z", "current_replicas": 2}
+    (tmp_path / "snaps.json").write_text(json.dumps({"core-worker": ISSUE_EXAMPLE, "other": other}))
+    proc = opsctl("scale", "--policy", "autoscaling.yaml", "--snapshot", "snaps.json", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (2, "error: snapshot snaps.json: other.now: '0001-01-01T00:00:00Z' is "
+                                                 "out of range (1970 to 9998)\n")
+
+
+def test_a_snapshot_file_that_is_not_json_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "autoscaling.yaml").write_text(POLICY)
+    (tmp_path / "snap.json").write_text('{"now": "2026-11-22T12:00:00Z",\n "current_replicas": 3,,}')
+    proc = opsctl("scale", "core-worker", "--policy", "autoscaling.yaml", "--snapshot", "snap.json", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (2, "error: snapshot snap.json:2: not valid JSON: Expecting property "
+                                                 "name enclosed in double quotes\n")
+
+
+LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30), st.floats(), st.text(max_size=4),
+    st.sampled_from(["2026-11-22T12:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-05:00",
+                     "1970-01-01T00:00:00+14:00", "2026-11-22T11:59:00"]), st.lists(st.integers(), max_size=2))
+
+
+def mostly(sane: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``sane`` nine times in ten, anything JSON holds otherwise: most examples reach decide()."""
+    return st.integers(min_value=0, max_value=9).flatmap(lambda i: LEAVES if i == 0 else sane)
+
+
+TIMES = mostly(st.sampled_from(["2026-11-22T11:58:00Z", "2026-11-22T11:00:00Z", "2026-11-22T12:00:00Z"]))
+COUNTS = mostly(st.integers(min_value=0, max_value=30))
+NUMBERS = mostly(st.one_of(st.integers(min_value=-5, max_value=3000), st.floats(min_value=-1e3, max_value=1e12)))
+POD = st.fixed_dictionaries({"request": NUMBERS}, optional={"usage": NUMBERS, "ready": st.booleans(),
+                                                          "phase": st.sampled_from(POD_PHASES), "deleting": LEAVES})
+SNAPSHOTS = st.fixed_dictionaries(
+    {"now": TIMES, "current_replicas": COUNTS},
+    optional={"ready_replicas": COUNTS, "metrics": st.fixed_dictionaries({}, optional={
+        "backlog": st.one_of(st.fixed_dictionaries({"value": NUMBERS}), st.fixed_dictionaries({"error": LEAVES})),
+        "cpu": st.fixed_dictionaries({"pods": st.lists(POD, max_size=4)}),
+        "broken_metric": st.fixed_dictionaries({"value": NUMBERS})}),
+        "history": st.fixed_dictionaries({}, optional={
+            "recommendations": st.lists(st.fixed_dictionaries({"at": TIMES, "replicas": COUNTS}), max_size=3),
+            "scale_events": st.lists(st.fixed_dictionaries({"at": TIMES, "change": NUMBERS}), max_size=3),
+            "consecutive_failures": COUNTS, "last_active": TIMES, "paused": st.booleans()})})
+
+
+@settings(max_examples=300, deadline=None)
+@given(SNAPSHOTS)
+def test_any_snapshot_is_refused_with_a_field_or_decided(data: dict[str, Any]) -> None:
+    """Whatever a snapshot holds, parse names a field or decide returns a decision: nothing else escapes."""
+    from opsctl.policy import validate_data
+    from opsctl.scaling.engine import decide
+    from opsctl.scaling.policy import AutoscalingPolicy
+
+    policy = validate_data(yaml.safe_load(POLICY), AutoscalingPolicy, "autoscaling.yaml").services["core-worker"]
+    try:
+        snap = snapshot.parse(data)
+    except snapshot.SnapshotError as exc:
+        assert exc.where and exc.reason
+        return
+    decision = decide("core-worker", policy, snap, snap.now)
+    assert 0 <= decision.desired_replicas <= max(snap.current_replicas, policy.maxReplicas)
 
 
 @pytest.mark.parametrize("command", [["scale"], ["scale", "decide"], ["scale", "set"], ["scale", "pause"],

@@ -31,12 +31,13 @@ class Retention(PolicyModel):
     with their full; WAL is kept from the start of the oldest kept backup."""
 
     type: Literal["count", "time"] = "count"
-    full: int = Field(default=2, ge=1, description="full backups (type count) or days (type time)")
+    full: int = Field(default=2, ge=1, le=10_000, description="full backups (type count) or days (type time)")
 
 
 class Targets(PolicyModel):
-    rto_seconds: float = Field(default=900, gt=0, description="drill start → verified and queryable")
-    rpo_seconds: float = Field(default=300, gt=0, description="newest source data minus the recovered point")
+    rto_seconds: float = Field(default=900, gt=0, le=30 * 86400, description="drill start → verified and queryable")
+    rpo_seconds: float = Field(default=300, gt=0, le=30 * 86400,
+                               description="newest source data minus the recovered point")
 
 
 class Drill(PolicyModel):
@@ -44,7 +45,7 @@ class Drill(PolicyModel):
     recall_at_10_min: float = Field(default=0.9, ge=0, le=1)
     recall_sample: int = Field(default=20, ge=1, le=1000)
     index_sample: int = Field(default=50, ge=1, le=10000, description="keys looked up by index and by seq scan")
-    timeout_seconds: float = Field(default=1800, gt=0, description="recovery must finish within this")
+    timeout_seconds: float = Field(default=1800, gt=0, le=7 * 86400, description="recovery must finish within this")
     scratch_dir: str | None = Field(default=None, description="parent of the scratch cluster; default: the temp dir")
 
     @field_validator("checks")
@@ -61,7 +62,8 @@ class BackupPolicy(PolicyModel):
     mode: Literal["physical", "logical"] = "physical"
     schedule: Schedule = Field(default_factory=Schedule)
     retention: Retention = Field(default_factory=Retention)
-    archive_timeout_seconds: int = Field(default=60, ge=0, description="switch WAL segments at least this often (RPO)")
+    archive_timeout_seconds: int = Field(default=60, ge=0, le=86400,
+                                         description="switch WAL segments at least this often (RPO)")
     compression: Literal["none", "gzip"] = Field(default="gzip", description="logical dumps (physical stay plain for "
                                                                      "pg_combinebackup)")
     compression_level: int = Field(default=6, ge=0, le=9)

@@ -65,8 +65,10 @@ def decide(
 ) -> None:
     """Decide each service's replicas from Prometheus and its target, print why; --apply to act.
 
-    Exit 0 when every service was decided (also "no change"), 1 when one could not be, 2 for a bad
-    policy or usage. Every live decision is stored as a scale.decide event (see `scale explain`).
+    Exit 0 when every service was decided (also "no change"), 1 when one could not be or every
+    metric of one failed (the fallback's decision is printed and applied all the same), 2 for a bad
+    policy, snapshot or usage. Every live decision is stored as a scale.decide event (see `scale
+    explain`). Replaying a --snapshot exits 0 whatever its metrics say.
 
     Example: opsctl scale core-worker --snapshot snap.json -o json
     """
@@ -80,14 +82,14 @@ def decide(
             raise ConfigError("--snapshot replays a recorded state and never applies: drop --apply")
         from opsctl.scaling.snapshot import read
 
-        rows = [d.as_dict() for d in service.from_snapshots(pol, names, read(snapshot))]
+        rows = [d.as_dict() for d in service.from_snapshots(pol, names, read(snapshot), str(snapshot))]
         failed: list[str] = []
     else:
         from opsctl.context import settings
 
         outcomes = service.run(settings(), pol, names, apply=apply, force=force)
         rows = [o.as_dict() for o in outcomes]
-        failed = [f"{o.service}: {o.error}" for o in outcomes if o.error]
+        failed = [f"{o.service}: {o.failure}" for o in outcomes if o.failure]
     if output is Output.table:
         table = [{"service": r["service"],
                   "replicas": "?" if r["current_replicas"] is None else

@@ -18,7 +18,8 @@ class TablePolicy(PolicyModel):
 
     interval: Interval = "month"
     premake: int = Field(4, ge=0, le=366, description="intervals created ahead of the current one, from the clock")
-    retention: int | None = Field(12, ge=0, description="whole intervals kept before the current one; null: forever")
+    retention: int | None = Field(12, ge=0, le=10_000,
+                                  description="whole intervals kept before the current one; null: forever")
     archive: bool = Field(True, description="pg_dump each expired partition (verified) before dropping it")
     time_zone: str = Field("UTC", description="boundaries fall on midnight in this zone")
 

@@ -4,7 +4,9 @@ The math is the Kubernetes HPA's (``pkg/controller/podautoscaler``), step by ste
 
 1. each metric proposes a replica count (``replica_calculator.go``): a usage ratio against the
    target, a tolerance band around 1 (per direction), ``ceil``; for Utilization the treatment of
-   unready, pending, failed and missing-metric pods;
+   unready, pending, failed and missing-metric pods. A reading that cannot be right (negative,
+   NaN, ±Inf: a broken query or exporter) is an error of that metric, never a proposal; a huge
+   one proposes at most :data:`MAX_REPLICAS`;
 2. the largest proposal wins; a failed metric blocks a scale-down but never a scale-up; when
    every metric failed, the ``fallback`` decides (hold, or static replicas after N failures);
 3. stabilization over past recommendations, then the rate policies over the scale events inside
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from opsctl.scaling.policy import AutoscalingPolicy, MetricSpec, ScalingRules, ServicePolicy, Tolerance
+from opsctl.scaling.policy import MAX_REPLICAS, AutoscalingPolicy, MetricSpec, ScalingRules, ServicePolicy, Tolerance
 from opsctl.scaling.snapshot import MetricSample, PodSample, Snapshot
 
 
@@ -61,6 +63,11 @@ class Decision:
     def change(self) -> int:
         return self.desired_replicas - self.current_replicas
 
+    @property
+    def metrics_failed(self) -> bool:
+        """Every metric failed, so the fallback decided (a live read that got no usable metric)."""
+        return self.limited_by == ("fallback",)
+
     def as_dict(self) -> dict[str, Any]:
         return {"service": self.service, "current_replicas": self.current_replicas,
                 "desired_replicas": self.desired_replicas, "metrics": [m.as_dict() for m in self.metrics],
@@ -73,8 +80,10 @@ class Decision:
 
 
 def num(x: float) -> str:
-    """450 → "450", 2.4 → "2.4", 0.0123 → "0.0123", 1234567 → "1234567"."""
-    if x == int(x) and abs(x) < 1e15:
+    """450 → "450", 2.4 → "2.4", 0.0123 → "0.0123", 1234567 → "1234567", 1e300 → "1e+300"."""
+    if not math.isfinite(x) or abs(x) >= 1e15:
+        return f"{x:.3g}"
+    if x == int(x):
         return str(int(x))
     if abs(x) >= 0.01:
         return f"{x:.2f}".rstrip("0").rstrip(".")
@@ -84,11 +93,29 @@ def num(x: float) -> str:
 # --- step 1: one metric's proposal (replica_calculator.go) ----------------------------------------
 
 
+def impossible(x: float, what: str = "value") -> str | None:
+    """Why a reading (a count, a rate, a usage: never below 0) cannot be right, or None if it can."""
+    if math.isnan(x):
+        return f"{what} is NaN"
+    if math.isinf(x):
+        return f"{what} is {'+' if x > 0 else '-'}Inf"
+    if x < 0:
+        return f"{what} {num(x)} is negative"
+    return None
+
+
+def _ceil(x: float) -> int:
+    """``ceil`` of a replica count, at most MAX_REPLICAS (a huge reading must not overflow)."""
+    return MAX_REPLICAS if not x < MAX_REPLICAS else math.ceil(x)
+
+
 def _utilization(usage: Mapping[int, float], requests: Mapping[int, float], target: float) -> tuple[float, int]:
-    """(ratio, utilization %) as GetResourceUtilizationRatio: the percent is truncated to an integer."""
+    """(ratio, utilization %) as GetResourceUtilizationRatio: the percent is truncated to an integer
+    (and capped, so that usages near the float limit cannot overflow)."""
     total = sum(usage.values())
     requested = sum(requests[i] for i in usage)
-    utilization = int(total * 100 // requested)
+    share = total * 100 / requested
+    utilization = int(share) if share < 100 * MAX_REPLICAS else 100 * MAX_REPLICAS
     return utilization / target, utilization
 
 
@@ -97,6 +124,11 @@ def _pods_proposal(spec: MetricSpec, pods: tuple[PodSample, ...], current: int, 
     base = MetricResult(spec.name, "Utilization", target)
     if not pods:
         return _error(base, "no pods to measure")
+    for i, pod in enumerate(pods):
+        wrong = ((pod.usage is not None and impossible(pod.usage, "usage"))
+                 or (pod.request is not None and impossible(pod.request, "request")))
+        if wrong:
+            return _error(base, f"pod {pod.name or i}: {wrong}")
     if any(p.request is None or p.request <= 0 for p in pods):
         return _error(base, "a pod has no resource request: Utilization needs requests on every pod")
     requests = {i: float(p.request or 0) for i, p in enumerate(pods)}
@@ -124,7 +156,7 @@ def _pods_proposal(spec: MetricSpec, pods: tuple[PodSample, ...], current: int, 
     if not scale_up_with_unready and not missing:
         if tol.within(ratio):
             return _held(base, current, "tolerance")
-        return _proposed(base, math.ceil(ratio * ready_count))
+        return _proposed(base, _ceil(ratio * ready_count))
     if missing:
         if ratio < 1.0:  # scale-down: missing pods use 100 % of their request (or the target, if higher)
             fill = max(100.0, target) / 100
@@ -138,7 +170,7 @@ def _pods_proposal(spec: MetricSpec, pods: tuple[PodSample, ...], current: int, 
         return _held(base, current, "tolerance")
     if (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return _held(base, current, "counting pods without metrics flips the direction")
-    new_replicas = math.ceil(new_ratio * len(usage))
+    new_replicas = _ceil(new_ratio * len(usage))
     if (new_ratio < 1.0 and new_replicas > current) or (new_ratio > 1.0 and new_replicas < current):
         return _held(base, current, "counting pods without metrics flips the direction")
     return _proposed(base, new_replicas)
@@ -174,24 +206,27 @@ def metric_proposal(spec: MetricSpec, sample: MetricSample | None, current: int,
     if sample.value is None:
         return _error(base, f"{kind} needs a value")
     value = sample.value
+    wrong = impossible(value)
+    if wrong:
+        return _error(base, wrong)
     if kind == "AverageValue":  # GetExternalPerPodMetricReplicas
         if current == 0:
             return _proposed(MetricResult(spec.name, kind, target, value, math.inf if value else 0.0),
-                             math.ceil(value / target))
+                             _ceil(value / target))
         ratio = value / (target * current)
         base = MetricResult(spec.name, kind, target, value, ratio)
         if tol.within(ratio):
             return _held(base, current, "tolerance")
-        return _proposed(base, math.ceil(value / target))
+        return _proposed(base, _ceil(value / target))
     ratio = value / target  # Value: getUsageRatioReplicaCount
     base = MetricResult(spec.name, kind, target, value, ratio)
     if current == 0:
-        return _proposed(base, math.ceil(ratio))
+        return _proposed(base, _ceil(ratio))
     if tol.within(ratio):
         return _held(base, current, "tolerance")
     if ready == 0:
         return _error(base, "no ready pods to scale from")
-    return _proposed(base, math.ceil(ratio * ready))
+    return _proposed(base, _ceil(ratio * ready))
 
 
 # --- step 3: stabilization and rate policies (horizontal.go) --------------------------------------

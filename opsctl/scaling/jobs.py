@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 def job_autoscale(settings: Settings, policy_dir: Path) -> str:
     """Decide and apply every service in ``<policy_dir>/autoscaling.yaml``; one sentence back.
 
-    Raises OperationFailed when no service could be decided (a partial failure is in the sentence).
+    Raises OperationFailed, after acting on every service it could, when any service failed (it could
+    not be decided or applied, or every one of its metrics failed and its fallback decided): the same
+    rule as ``opsctl scale``'s exit code 1, so a blind autoscaler shows as a failing job.
     """
     from opsctl.policy import load
     from opsctl.scaling import service
@@ -32,6 +34,6 @@ def job_autoscale(settings: Settings, policy_dir: Path) -> str:
             verb = "" if o.applied or not o.decision.change else " (not applied)"
             parts.append(f"{o.service}: {o.decision.reason}{verb}")
     sentence = "; ".join(parts) or "no services in the autoscaling policy"
-    if outcomes and not any(o.decision for o in outcomes):
+    if any(o.failure for o in outcomes):
         raise OperationFailed(sentence)
     return sentence

@@ -17,6 +17,8 @@ from pydantic import Field, model_validator
 from opsctl.policy import PolicyModel
 
 DEFAULT_TOLERANCE = 0.1
+# a sane ceiling for replica counts (the HPA takes any int32; the local target runs processes)
+MAX_REPLICAS = 10_000
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
 
 # Kubernetes autoscaling/v2 defaults (pkg/apis/autoscaling/v2/defaults.go)
@@ -34,7 +36,7 @@ DEFAULT_SCALE_DOWN: dict[str, Any] = {
 class Tolerance(PolicyModel):
     """The band around ratio 1 inside which nothing changes: ``1 - scaleDown <= ratio <= 1 + scaleUp``."""
 
-    scaleUp: float = Field(DEFAULT_TOLERANCE, ge=0)
+    scaleUp: float = Field(DEFAULT_TOLERANCE, ge=0, le=100)
     scaleDown: float = Field(DEFAULT_TOLERANCE, ge=0, lt=1)
 
     def within(self, ratio: float) -> bool:
@@ -59,7 +61,7 @@ class MetricTarget(PolicyModel):
     type: Literal["Value", "AverageValue", "Utilization"]
     value: float | None = Field(None, gt=0)
     averageValue: float | None = Field(None, gt=0)
-    averageUtilization: int | None = Field(None, gt=0)
+    averageUtilization: int | None = Field(None, gt=0, le=10_000)  # percent of the request
 
     FIELD_OF: ClassVar[dict[str, str]] = {"Value": "value", "AverageValue": "averageValue",
                                           "Utilization": "averageUtilization"}
@@ -119,7 +121,7 @@ class MetricSpec(PolicyModel):
 
 class ScalingPolicy(PolicyModel):
     type: Literal["Pods", "Percent"]
-    value: int = Field(gt=0)
+    value: int = Field(gt=0, le=MAX_REPLICAS)  # pods, or percent
     periodSeconds: int = Field(gt=0, le=1800)
 
     def describe(self, direction: str) -> str:
@@ -162,9 +164,9 @@ class Behavior(PolicyModel):
 class Fallback(PolicyModel):
     """What to do when every metric of a service fails (Prometheus down, no data)."""
 
-    failureThreshold: int = Field(3, ge=1)
+    failureThreshold: int = Field(3, ge=1, le=1000)
     behavior: Literal["hold", "static"] = "hold"
-    replicas: int | None = Field(None, ge=0)
+    replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
 
     @model_validator(mode="after")
     def _replicas(self) -> Fallback:
@@ -209,14 +211,14 @@ class Target(PolicyModel):
 
 class ServicePolicy(PolicyModel):
     target: Target
-    minReplicas: int = Field(1, ge=0)
-    maxReplicas: int = Field(ge=1)
+    minReplicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    maxReplicas: int = Field(ge=1, le=MAX_REPLICAS)
     tolerance: Tolerance = Field(default_factory=lambda: Tolerance.model_validate({}))
     metrics: list[MetricSpec] = Field(min_length=1)
     behavior: Behavior = Field(default_factory=Behavior)
     fallback: Fallback = Field(default_factory=lambda: Fallback.model_validate({}))
     activation: Activation | None = None
-    cooldownPeriod: int = Field(300, ge=0)
+    cooldownPeriod: int = Field(300, ge=0, le=7 * 86400)
     paused: bool = False
 
     _shorthand = model_validator(mode="before")(_tolerance_shorthand)

@@ -40,6 +40,13 @@ class Outcome:
     def ok(self) -> bool:
         return self.decision is not None and self.error is None
 
+    @property
+    def failure(self) -> str | None:
+        """Why this cycle failed: an error, or every metric failed (the fallback's decision stands)."""
+        if self.error is not None:
+            return self.error
+        return self.decision.reason if self.decision is not None and self.decision.metrics_failed else None
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = self.decision.as_dict() if self.decision else {
             "service": self.service, "current_replicas": None, "desired_replicas": None, "metrics": [],
@@ -62,12 +69,14 @@ def make_target(spec: Target, settings: Settings) -> ScaleTarget:
     return cast(ScaleTarget, module.KubernetesTarget(spec.kind, spec.name, spec.namespace, spec.context))
 
 
-def from_snapshots(policy: AutoscalingPolicy, names: list[str], data: Any) -> list[Decision]:
-    """Decide from recorded snapshots (each at its own ``now``); nothing is read or applied."""
+def from_snapshots(policy: AutoscalingPolicy, names: list[str], data: Any, file: str | None = None) -> list[Decision]:
+    """Decide from recorded snapshots (each at its own ``now``); nothing is read or applied.
+
+    ``file``, where ``data`` was read from, is named in errors."""
     if not names and isinstance(data, dict) and "current_replicas" not in data:
         names = list(data)  # a file of snapshots by service: every service it holds
     chosen = policy.select(names)
-    snaps = snapshots.parse_for_services(data, list(chosen))
+    snaps = snapshots.parse_for_services(data, list(chosen), file)
     return [decide(name, chosen[name], snap, snap.now) for name, snap in snaps.items()]
 
 
@@ -91,13 +100,16 @@ def run(settings: Settings, policy: AutoscalingPolicy, names: list[str] | None =
     chosen = policy.select(names)
     source = PrometheusSource(_prometheus_url(policy, settings), policy.prometheus.timeoutSeconds)
     outcomes = []
-    with connect_db(settings) as conn:
-        for name, svc in chosen.items():
-            try:
-                outcomes.append(_cycle(conn, settings, name, svc, source, apply, force, clock(), targets))
-            except OpsError as exc:
-                outcomes.append(Outcome(name, error=exc.message))
-        history.prune(conn, clock())
+    try:
+        with connect_db(settings) as conn:
+            for name, svc in chosen.items():
+                try:
+                    outcomes.append(_cycle(conn, settings, name, svc, source, apply, force, clock(), targets))
+                except OpsError as exc:
+                    outcomes.append(Outcome(name, error=exc.message))
+            history.prune(conn, clock())
+    finally:
+        source.close()
     return outcomes
 
 

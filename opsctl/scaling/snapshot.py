@@ -14,12 +14,18 @@ decision exactly (``opsctl scale explain``, ``opsctl scale SERVICE --snapshot FI
 ``value`` is the query's result (for AverageValue the total across the service); a pod without
 ``usage`` has no metric; ``ready_replicas`` defaults to ``current_replicas``; ``history`` and
 each of its keys are optional.
+
+Every problem is a :class:`SnapshotError` (a ConfigError: exit 2) naming the file when there is
+one, the field and the reason. Times lie between 1970 and 9998, counts within int32, numbers are
+finite; a file is at most 8 MiB and 32 levels deep, and an integer of more than 20 digits is out
+of range (it is refused where it stands, not by the JSON reader's 4,300-digit limit).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +34,11 @@ from typing import Any
 from core.errors import ConfigError
 
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+INT32 = 2**31 - 1  # Kubernetes' replica counts; the history's columns
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
+MAX_BYTES = 8 << 20
+MAX_DEPTH = 32  # a snapshot nests 5 levels deep
+MAX_DIGITS = 20
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,41 @@ class Snapshot:
 # --- parsing ------------------------------------------------------------------------------------
 
 
-def _fail(where: str, reason: str) -> ConfigError:
-    return ConfigError(f"snapshot: {where}: {reason}" if where else f"snapshot: {reason}")
+class SnapshotError(ConfigError):
+    """A snapshot that cannot be replayed: the file (if any), the field and the reason."""
+
+    def __init__(self, where: str, reason: str, file: str | None = None) -> None:
+        self.where, self.reason, self.file = where, reason, file
+        head = f"snapshot {file}" if file else "snapshot"
+        super().__init__(f"{head}: {where}: {reason}" if where else f"{head}: {reason}")
+
+    def within(self, service: str | None = None, file: str | None = None) -> SnapshotError:
+        """The same error, inside ``service``'s snapshot of ``file``."""
+        where = ".".join(p for p in (service, self.where) if p)
+        return SnapshotError(where, self.reason, file or self.file)
+
+
+_fail = SnapshotError
+
+
+@dataclass(frozen=True)
+class _LongNumber:
+    """What the reader makes of an integer of more than MAX_DIGITS digits: refused where it stands."""
+
+    digits: int
+
+    def __str__(self) -> str:
+        return f"a {self.digits:,}-digit number"
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message: short, and safe for anything JSON can hold."""
+    if isinstance(value, _LongNumber):
+        return str(value)
+    if isinstance(value, dict | list):
+        return f"an {'object' if isinstance(value, dict) else 'array'}"
+    text = json.dumps(value) if isinstance(value, bool) or value is None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _time(value: Any, where: str) -> datetime:
@@ -80,22 +124,37 @@ def _time(value: Any, where: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
     except ValueError:
-        raise _fail(where, f"{value!r} is not an ISO 8601 time such as 2026-11-22T12:00:00Z") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise _fail(where, f"{_shown(value)} is not an ISO 8601 time such as 2026-11-22T12:00:00Z") from None
+    try:
+        parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        parsed = LATEST
+    if not EARLIEST <= parsed < LATEST:
+        raise _fail(where, f"{_shown(value)} is out of range ({EARLIEST.year} to {LATEST.year - 1})")
+    return parsed
 
 
 def _int(value: Any, where: str, minimum: int = 0) -> int:
+    if isinstance(value, _LongNumber):
+        raise _fail(where, f"{value} is out of range")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(where, f"expected an integer, got {value!r}")
+        raise _fail(where, f"expected an integer, got {_shown(value)}")
     if value < minimum:
         raise _fail(where, f"must be >= {minimum}, got {value}")
+    if value > INT32:
+        raise _fail(where, f"must be <= {INT32}, got {value}")
     return value
 
 
 def _number(value: Any, where: str) -> float:
+    if isinstance(value, _LongNumber):
+        raise _fail(where, f"{value} is out of range")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(where, f"expected a number, got {value!r}")
-    return float(value)
+        raise _fail(where, f"expected a number, got {_shown(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _fail(where, f"must be finite, got {number}")
+    return number
 
 
 def _mapping(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -120,7 +179,7 @@ def _pod(data: Any, where: str) -> PodSample:
         raise _fail(f"{where}.phase", f"{phase!r} is not one of {', '.join(POD_PHASES)}")
     for key in ("ready", "deleting"):
         if key in data and not isinstance(data[key], bool):
-            raise _fail(f"{where}.{key}", f"expected true or false, got {data[key]!r}")
+            raise _fail(f"{where}.{key}", f"expected true or false, got {_shown(data[key])}")
     usage = data.get("usage")
     request = data.get("request")
     return PodSample(
@@ -141,10 +200,7 @@ def _metric(data: Any, where: str) -> MetricSample:
     if "pods" in given:
         pods = _list(data["pods"], f"{where}.pods")
         return MetricSample(pods=tuple(_pod(p, f"{where}.pods[{i}]") for i, p in enumerate(pods)))
-    value = _number(data["value"], f"{where}.value")
-    if not math.isfinite(value):
-        raise _fail(f"{where}.value", "must be finite")
-    return MetricSample(value=value)
+    return MetricSample(value=_number(data["value"], f"{where}.value"))
 
 
 def _history(data: Any) -> History:
@@ -159,10 +215,10 @@ def _history(data: Any) -> History:
     for i, ev in enumerate(_list(data.get("scale_events", []), "history.scale_events")):
         where = f"history.scale_events[{i}]"
         ev = _mapping(ev, where, ("at", "change"))
-        events.append((_time(ev.get("at"), f"{where}.at"), _int(ev.get("change"), f"{where}.change", -10**9)))
+        events.append((_time(ev.get("at"), f"{where}.at"), _int(ev.get("change"), f"{where}.change", -INT32)))
     paused = data.get("paused", False)
     if not isinstance(paused, bool):
-        raise _fail("history.paused", f"expected true or false, got {paused!r}")
+        raise _fail("history.paused", f"expected true or false, got {_shown(paused)}")
     last_active = data.get("last_active")
     return History(
         recommendations=tuple(recs), scale_events=tuple(events),
@@ -173,7 +229,7 @@ def _history(data: Any) -> History:
 
 
 def parse(data: Any) -> Snapshot:
-    """A snapshot from its JSON form; every problem is a ConfigError naming the key path."""
+    """A snapshot from its JSON form; every problem is a SnapshotError naming the key path."""
     data = _mapping(data, "", ("now", "current_replicas", "ready_replicas", "metrics", "history"))
     if "now" not in data:
         raise _fail("now", "missing (the time of the decision)")
@@ -189,40 +245,86 @@ def parse(data: Any) -> Snapshot:
     )
 
 
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]')  # JSON strings and structure; numbers etc. skipped
+
+
+def _too_deep(text: str, limit: int) -> str | None:
+    """Where ``text`` nests deeper than ``limit`` (as a key path), or None: one scan, no recursion."""
+    stack: list[list[Any]] = []  # per open container: [kind, key or index, expecting a key]
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token in ("{", "["):
+            if len(stack) >= limit:
+                parts = [f"[{k}]" if kind == "[" else f".{k}" for kind, k, _ in stack if k is not None]
+                return ("".join(parts[:4]) + ("…" if len(parts) > 4 else "")).lstrip(".")
+            stack.append([token, 0 if token == "[" else None, token == "{"])
+        elif token in ("}", "]"):
+            if stack:
+                stack.pop()
+        elif token == "," and stack:
+            if stack[-1][0] == "[":
+                stack[-1][1] += 1
+            else:
+                stack[-1][2] = True
+        elif token == ":" and stack:
+            stack[-1][2] = False
+        elif token.startswith('"') and stack and stack[-1][0] == "{" and stack[-1][2]:
+            stack[-1][1] = token[1:-1]
+    return None
+
+
+def _integer(digits: str) -> int | _LongNumber:
+    count = len(digits.lstrip("-"))
+    return _LongNumber(count) if count > MAX_DIGITS else int(digits)
+
+
 def read(path: Path) -> Any:
-    """The JSON document of a snapshot file: one snapshot, or ``{service: snapshot}``."""
+    """The JSON document of a snapshot file: one snapshot, or ``{service: snapshot}``.
+
+    Raises SnapshotError naming the file for anything wrong with it."""
+    from opsctl.files import FileProblem, read_text
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"snapshot {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"snapshot {path}: unreadable: {exc}") from exc
+        text = read_text(path, MAX_BYTES, "a snapshot")
+    except FileProblem as exc:
+        raise SnapshotError("", exc.reason, f"{path}:{exc.line}" if exc.line else str(path)) from exc
+    where = _too_deep(text, MAX_DEPTH)
+    if where is not None:
+        raise SnapshotError(where, f"nested deeper than {MAX_DEPTH} levels", str(path))
+    try:
+        return json.loads(text, parse_int=_integer)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"snapshot {path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+        raise SnapshotError("", f"not valid JSON: {exc.msg}", f"{path}:{exc.lineno}") from exc
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise SnapshotError("", f"not readable as JSON ({type(exc).__name__}: {str(exc)[:200]})", str(path)) from exc
 
 
-def parse_for_services(data: Any, services: list[str]) -> dict[str, Snapshot]:
+def parse_for_services(data: Any, services: list[str], file: str | None = None) -> dict[str, Snapshot]:
     """One snapshot for one service, or ``{service: snapshot, ...}`` for several.
 
     A document with ``current_replicas`` at the top is one snapshot: it needs exactly one service.
+    Errors name ``file`` (where the document came from) and, in a file of several, the service.
     """
     if isinstance(data, dict) and "current_replicas" in data:
         if len(services) != 1:
             raise ConfigError(f"the snapshot holds one service's state; name exactly one service "
                               f"(given: {', '.join(services) or 'none'})")
-        return {services[0]: parse(data)}
+        try:
+            return {services[0]: parse(data)}
+        except SnapshotError as exc:
+            raise exc.within(file=file) from None
     if not isinstance(data, dict):
-        raise _fail("", "expected a snapshot object or an object of snapshots by service")
+        raise SnapshotError("", "expected a snapshot object or an object of snapshots by service", file)
     wanted = services or list(data)
     missing = [s for s in wanted if s not in data]
     if missing:
-        raise _fail("", f"no snapshot for {', '.join(missing)} (has: {', '.join(data) or 'none'})")
+        raise SnapshotError("", f"no snapshot for {', '.join(missing)} (has: {', '.join(data) or 'none'})", file)
     out = {}
     for name in wanted:
         try:
             out[name] = parse(data[name])
-        except ConfigError as exc:
-            raise ConfigError(exc.message.replace("snapshot: ", f"snapshot: {name}.", 1)) from None
+        except SnapshotError as exc:
+            raise exc.within(name, file) from None
     return out
 
 

@@ -13,9 +13,9 @@ class ReindexTriggers(PolicyModel):
     recall_below_target: bool = Field(True, description="measured recall@k under target_recall at the "
                                                         "current ef_search")
     dead_tuple_fraction: float | None = Field(0.2, ge=0, le=1, description="dead / (live + dead) tuples above this")
-    index_to_table_ratio: float | None = Field(4.0, gt=0, description="index size above this multiple of the "
+    index_to_table_ratio: float | None = Field(4.0, gt=0, le=1000, description="index size above this multiple of the "
                                                                       "table's size (bloat)")
-    min_rows: int = Field(1000, ge=0, description="partitions with fewer live rows are never rebuilt")
+    min_rows: int = Field(1000, ge=0, le=10**12, description="partitions with fewer live rows are never rebuilt")
 
 
 class VectorIndexPolicy(PolicyModel):
