@@ -49,5 +49,9 @@ def ingest(
 
             report.jobs = wait_for_jobs(client, report.job_ids, timeout, show)
     emit(report.as_dict() if output is not Output.table else report.row(), output)
-    if report.jobs is not None and (report.jobs.dead or report.jobs.pending):
-        raise OperationFailed(f"not every document was indexed: {report.jobs.statuses()}")
+    jobs = report.jobs
+    if jobs is not None and (jobs.dead or jobs.pending):
+        late = f"{jobs.pending} still pending when --timeout ({timeout:g} s) ran out" if jobs.pending else ""
+        dead = f"{jobs.dead} dead (see GET /v1/jobs/ID for the error)" if jobs.dead else ""
+        said = ", ".join(p for p in (f"{jobs.done} done" if jobs.done else "", dead, late) if p)
+        raise OperationFailed(f"not every document was indexed: {said}")
