@@ -10,8 +10,8 @@
 
 Integers keep their exact value (no float rounding of 20-digit ids).
 
-``UtcDatetime`` is a timestamp string normalized to UTC, refused unless every session time zone
-can still read it back (Python and psycopg stop at years 1 and 9999). ``JsonObject`` is a free
+``UtcDatetime`` is a timestamp string normalized to UTC, in years 2 to 9998 so that no offset and
+no session time zone reading it back leaves the years 1 to 9999 Python and psycopg can hold. ``JsonObject`` is a free
 JSON object (metadata, metadata filters) held to the same rules as a body.
 
 The ``*_PATTERN`` and ``JSON_*`` schemas say the same in the OpenAPI document, so a client (or a
@@ -29,13 +29,19 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 MAX_DEPTH = 64
-EARLIEST = datetime(1, 1, 2, tzinfo=UTC)  # a day inside Python's range: a session time zone may shift it
-LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+# a year inside Python's range on each side: no offset, and no session time zone reading it back, leaves it
+FIRST_YEAR, LAST_YEAR = 2, 9998
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-# JSON Schema (ECMA-262) patterns: no NUL; and at least one character that is not whitespace
+# JSON Schema (ECMA-262) patterns: no NUL; and at least one character that is not whitespace as Python
+# strips it (str.isspace, spelled out: ECMA's \s differs, e.g. on U+001F and U+FEFF)
+WHITESPACE = ("\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
+              "\\u205f\\u3000")
 NO_NUL_PATTERN = "^[^\\u0000]*$"
-NON_BLANK_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+NON_BLANK_PATTERN = f"^[^\\u0000]*[^\\u0000{WHITESPACE}][^\\u0000]*$"
+YEARS_PATTERN = "^(?:000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-"
+TIMESTAMP_SCHEMA: dict[str, Any] = {"type": "string", "format": "date-time", "pattern": YEARS_PATTERN,
+                                    "description": f"ISO 8601 / RFC 3339, years {FIRST_YEAR} to {LAST_YEAR}"}
 JSON_VALUE_REF = "#/components/schemas/JsonValue"
 JSON_OBJECT_SCHEMA: dict[str, Any] = {
     "type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN}, "additionalProperties": {"$ref": JSON_VALUE_REF}}
@@ -75,6 +81,9 @@ def _finite_float(literal: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def parse_json(body: bytes | str) -> Any:
     """The JSON value of ``body``, or ``InputRefused`` naming the first problem."""
     if isinstance(body, bytes):
@@ -85,12 +94,15 @@ def parse_json(body: bytes | str) -> Any:
     else:
         text = body
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise NotJson(f"nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # JSONDecodeError, and what the hooks above raise
         raise NotJson(str(exc)) from None
-    check_json(value)
+    # NUL and lone surrogates can only come as \u escapes (raw control characters are not JSON, and
+    # UTF-8 holds no surrogate), and nesting needs brackets: most bodies need no walk at all
+    if not isinstance(body, bytes) or "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+        check_json(value)
     return value
 
 
@@ -128,24 +140,27 @@ def check_json(value: Any) -> None:
 
 
 def to_utc(value: datetime) -> datetime:
-    """``value`` in UTC (naive means UTC), refused outside ``EARLIEST`` … ``LATEST``."""
-    refused = ValueError(f"out of range: the time in UTC must fall between {EARLIEST:%Y-%m-%d} and "
-                         f"{LATEST:%Y-%m-%d}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    try:
-        value = value.astimezone(UTC)
-    except OverflowError:
-        raise refused from None
-    if not EARLIEST <= value <= LATEST:
-        raise refused
-    return value
+    """``value`` in UTC (naive means UTC); its year must be ``FIRST_YEAR`` to ``LAST_YEAR``."""
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"out of range: the year must be {FIRST_YEAR} to {LAST_YEAR}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _timestamp_string(value: Any) -> Any:
     if isinstance(value, str | datetime):
         return value
     raise ValueError("expected an ISO 8601 date-time string, e.g. 2024-05-01T12:00:00Z")
+
+
+def _json_integer(value: Any) -> Any:
+    """An integer as JSON has it: ``10`` or ``10.0`` (the same number), never ``"10"`` or ``true``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("expected an integer")
+        return int(value)
+    return value
 
 
 def no_nul(value: str) -> str:
@@ -159,5 +174,7 @@ def _checked_json(value: Any) -> Any:
     return value
 
 
-UtcDatetime = Annotated[datetime, BeforeValidator(_timestamp_string), AfterValidator(to_utc)]
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+UtcDatetime = Annotated[datetime, BeforeValidator(_timestamp_string), AfterValidator(to_utc),
+                        WithJsonSchema(TIMESTAMP_SCHEMA)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_checked_json), WithJsonSchema(JSON_OBJECT_SCHEMA)]

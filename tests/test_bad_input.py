@@ -233,8 +233,9 @@ MALFORMED_DOCUMENTS = [
                  id="external-id-lone-surrogate"),
     pytest.param(raw_doc(b'"metadata": {"\\ud800": 1}'), 400, "invalid_json", id="metadata-key-lone-surrogate"),
     pytest.param(raw_doc(b'"title": "\\udfff"'), 400, "invalid_json", id="title-lone-surrogate"),
-    # timestamps whose UTC time falls outside years 1 to 9999
+    # timestamps at the limits: an offset or a session time zone would push them out of years 1 to 9999
     pytest.param(doc_body(created_at="9999-12-31T23:00:00-05:00"), 422, "validation_error", id="created-at-max"),
+    pytest.param(doc_body(created_at="9999-01-01T00:00:00Z"), 422, "validation_error", id="created-at-year-9999"),
     pytest.param(doc_body(created_at="0001-01-01T00:30:00+05:00"), 422, "validation_error", id="created-at-min"),
 ]
 
@@ -382,3 +383,16 @@ def test_invalid_utf8_in_the_query_is_400(api: RunningApi, tenant: Any) -> None:
     with client_for(api, None) as client:
         assert_error(client.post(httpx.URL(api.url + "/v1/webhooks/crm?company=%FF"), content=b"x"), 400,
                      "invalid_encoding")
+
+
+def test_a_path_names_exactly_its_document(api: RunningApi, tenant: Any, settings: Any, db_url: str) -> None:
+    """A newline in an external id is data, not the end of the path (``/a%0A`` is not ``/a``)."""
+    from tests.conftest import drain
+
+    with client_for(api, tenant.api_key) as client:
+        docs = [{"external_id": "abc", "text": "x"}, {"external_id": "a\nb", "text": "y"}]
+        assert client.post("/v1/documents", json={"documents": docs}).status_code == 202
+        drain(settings, db_url)
+        assert client.get("/v1/documents/abc").status_code == 200
+        assert_error(client.get("/v1/documents/abc%0A"), 404, "not_found")
+        assert client.get("/v1/documents/a%0Ab").json()["external_id"] == "a\nb"

@@ -3,7 +3,9 @@
 Every dependency here is ``async`` and does no blocking I/O, so none costs a threadpool hop:
 the key lookup runs in the hop the route makes anyway. ``Principal`` does it for routes that hop
 twice (auth, then their work); ``/v1/search`` takes ``Caller`` and calls ``authenticate`` inside
-its single hop.
+its single hop. They read the request directly rather than through sub-dependencies (FastAPI
+solves each dependency anew per request: on the search path every one costs), and the security
+schemes they check are declared to OpenAPI by ``TENANT_AUTH`` / ``ADMIN_AUTH``.
 
 Rate limits: a company's bucket is charged only once a request proved it acts for that company
 (a valid key here, a verified signature in the webhook route); a request that fails to
@@ -16,10 +18,9 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from core import metrics
@@ -29,20 +30,36 @@ from core.db import read_connection
 from core.ratelimit import retry_after_header
 from core.tenants import Principal, resolve_principal
 
-tenant_key = HTTPBearer(scheme_name="ApiKey", auto_error=False,
-                        description="a tenant API key (`opsctl tenant create` prints one): `Bearer ok_…`")
-admin_key = HTTPBearer(scheme_name="AdminToken", auto_error=False, description="`OPSCTL_ADMIN_TOKEN`")
+# what the OpenAPI document declares (``openapi.build``); the headers are read by the functions below
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "http", "scheme": "bearer",
+               "description": "a tenant API key (`opsctl tenant create` prints one): `Bearer ok_…`"},
+    "AdminToken": {"type": "http", "scheme": "bearer", "description": "`OPSCTL_ADMIN_TOKEN`"},
+}
+TENANT_AUTH: dict[str, Any] = {"security": [{"ApiKey": []}]}
+ADMIN_AUTH: dict[str, Any] = {"security": [{"AdminToken": []}]}
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 async def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+    return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-@dataclass(frozen=True)
+def bearer(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, if the request sends one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if token and scheme.lower() == "bearer" else None
+
+
+@dataclass(slots=True)
 class Caller:
     """Who sent a request, before anything is looked up: the bearer key (if any) and the address."""
 
@@ -50,16 +67,20 @@ class Caller:
     address: str
 
 
-async def get_caller(request: Request,
-                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(tenant_key)]) -> Caller:
-    key = credentials.credentials.strip() if credentials is not None else ""
-    return Caller(key or None, request.client.host if request.client else "")
+def caller_of(request: Request) -> Caller:
+    return Caller(bearer(request), request.client.host if request.client else "")
 
 
-async def get_keyed_caller(caller: Annotated[Caller, Depends(get_caller)], services: ServicesDep) -> Caller:
+async def get_caller(request: Request) -> Caller:
+    return caller_of(request)
+
+
+async def get_keyed_caller(request: Request) -> Caller:
     """The caller of a route that needs a key: no key is a 401 before the body is even validated."""
+    caller = caller_of(request)
     if caller.key is None:
-        refuse_stranger(services, caller.address, "unauthorized", "missing API key: send Authorization: Bearer <key>")
+        refuse_stranger(services_of(request), caller.address, "unauthorized",
+                        "missing API key: send Authorization: Bearer <key>")
     return caller
 
 
@@ -97,21 +118,20 @@ def authenticate(services: Services, caller: Caller) -> Principal:
     return principal
 
 
-async def get_principal(services: ServicesDep, caller: KeyedCaller) -> Principal:
-    return await run_in_threadpool(authenticate, services, caller)
+async def get_principal(request: Request, caller: KeyedCaller) -> Principal:
+    return await run_in_threadpool(authenticate, services_of(request), caller)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-async def require_admin(request: Request, services: ServicesDep,
-                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_key)]) -> None:
+async def require_admin(request: Request) -> None:
+    services = services_of(request)
     token = services.settings.admin_token
     if not token:
         raise ApiError(403, "admin_disabled", "the admin API is disabled: set OPSCTL_ADMIN_TOKEN")
-    given = credentials.credentials.strip() if credentials is not None else ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        refuse_stranger(services, request.client.host if request.client else "", "unauthorized",
+    if not hmac.compare_digest((bearer(request) or "").encode(), token.encode()):
+        refuse_stranger(services, caller_of(request).address, "unauthorized",
                         "admin token required: Authorization: Bearer <admin token>")
 
 

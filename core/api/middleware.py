@@ -1,4 +1,4 @@
-"""ASGI middleware around the app: body size limit, UTF-8 URLs, request duration metrics."""
+"""ASGI middleware around the app: UTF-8 URLs and the body size limit, request duration metrics."""
 
 from __future__ import annotations
 
@@ -20,8 +20,25 @@ class BodyTooLarge(ApiError):
         super().__init__(413, "body_too_large", f"request body exceeds {limit} bytes")
 
 
-class BodyLimitMiddleware:
-    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+def utf8_url(raw: bytes, plus_is_space: bool = False) -> bool:
+    """Whether a raw path or query string is UTF-8 once percent-decoded."""
+    if raw.isascii() and b"%" not in raw:
+        return True
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ") if plus_is_space else raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class RequestGuardMiddleware:
+    """Refuse what no route should see, before any route does.
+
+    - a path or query that is not UTF-8 once percent-decoded: 400 ``invalid_encoding`` (else a
+      ``%FF`` turns into U+FFFD on the way in and a request names a thing nobody sent:
+      ``DELETE /v1/documents/%FF%FE`` would queue a delete of ``"\\ufffd\\ufffd"``);
+    - a body over ``limit`` bytes: 413, by Content-Length or while streaming.
+    """
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
@@ -31,6 +48,15 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+        query = scope.get("query_string", b"")
+        if not (raw_path.isascii() and b"%" not in raw_path and b"%" not in query and query.isascii()):
+            where = "path" if not utf8_url(raw_path) else "query string" if not utf8_url(query, True) else None
+            if where:
+                response = error_response(400, "invalid_encoding", f"the {where} is not valid UTF-8 once "
+                                          "percent-decoded")
+                await response(scope, receive, send)
+                return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -67,41 +93,6 @@ class BodyLimitMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = BodyTooLarge(self.limit)
         await error_response(error.status_code, error.code, error.message)(scope, receive, send)
-
-
-def _utf8(raw: bytes, plus_is_space: bool = False) -> bool:
-    if raw.isascii() and b"%" not in raw:
-        return True
-    try:
-        unquote_to_bytes(raw.replace(b"+", b" ") if plus_is_space else raw).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-class Utf8UrlMiddleware:
-    """400 ``invalid_encoding`` for a path or query that is not UTF-8 once percent-decoded.
-
-    Without it a ``%FF`` turns into U+FFFD on the way in and a request names a thing that
-    nobody sent (``DELETE /v1/documents/%FF%FE`` would queue a delete of ``"\\ufffd\\ufffd"``)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
-            where = None
-            if not _utf8(raw_path):
-                where = "path"
-            elif not _utf8(scope.get("query_string", b""), plus_is_space=True):
-                where = "query string"
-            if where:
-                response = error_response(400, "invalid_encoding", f"the {where} is not valid UTF-8 once "
-                                          "percent-decoded")
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class MetricsMiddleware:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.inputs import JsonInt
 
 MAX_WORKERS = 64
 
@@ -89,4 +91,4 @@ class WorkersOut(Out):
 class WorkersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    replicas: StrictInt = Field(ge=0, le=MAX_WORKERS, description="worker processes wanted")
+    replicas: JsonInt = Field(ge=0, le=MAX_WORKERS, description="worker processes wanted")

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from core import metrics
 from core.cache import search_key
 from core.db import read_connection
-from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonObject, UtcDatetime, no_nul
+from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -67,7 +67,7 @@ class SearchRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, json_schema_extra={"pattern": NON_BLANK_PATTERN},
                        description="words, as people type them into a search box")
-    k: StrictInt = Field(10, ge=1, description="how many results (at most the setting `search_max_k`)")
+    k: JsonInt = Field(10, ge=1, description="how many results (at most the setting `search_max_k`)")
     mode: Mode = Mode.hybrid
     filters: Filters | None = None
 

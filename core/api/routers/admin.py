@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 
-from core.api.body import JsonRoute
-from core.api.deps import Admin, ServicesDep
+from core.api.body import resource_router
+from core.api.deps import ADMIN_AUTH, Admin, ServicesDep
 from core.api.errors import ApiError, responses
 from core.api.models import WorkersIn, WorkersOut
 from core.api.services import WorkerPoolControl
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Admin], route_class=JsonRoute,
-                   responses=responses(400, 401, 403, 409, 429))
+router = resource_router(prefix="/admin", tags=["admin"], dependencies=[Admin],
+                         responses=responses(400, 401, 403, 409, 429))
 
 
 async def pool_control(services: ServicesDep) -> WorkerPoolControl:
@@ -27,12 +27,12 @@ async def pool_control(services: ServicesDep) -> WorkerPoolControl:
 PoolControl = Annotated[WorkerPoolControl, Depends(pool_control)]
 
 
-@router.get("/workers", response_model=WorkersOut, summary="The worker pool")
+@router.get("/workers", response_model=WorkersOut, summary="The worker pool", openapi_extra=ADMIN_AUTH)
 async def get_workers(control: PoolControl) -> dict[str, Any]:
     return control.status()
 
 
 @router.put("/workers", response_model=WorkersOut, summary="Resize the worker pool",
-            responses=responses(413, 415, 422))
+            responses=responses(413, 415, 422), openapi_extra=ADMIN_AUTH)
 async def put_workers(control: PoolControl, wanted: WorkersIn) -> dict[str, Any]:
     return await run_in_threadpool(control.resize, wanted.replicas)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from core.api.body import JsonRoute
+from core.api.body import resource_router
 from core.api.deps import ServicesDep
 from core.api.errors import responses
 from core.api.models import HealthOut, ReadyOut
 from core.api.services import Services
 
-router = APIRouter(tags=["health"], route_class=JsonRoute)
+router = resource_router(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Liveness", responses=responses(400))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from core.api.body import JsonRoute
+from core.api.body import resource_router
 from core.api.deps import Caller, CallerDep, ServicesDep, authenticate, charge_company, refuse_stranger
 from core.api.errors import ApiError, responses
 from core.api.models import WebhookAcceptedOut
@@ -22,7 +22,7 @@ from core.api.services import Services
 from core.ingest.webhooks import SOURCE_RE, company_ref, event_document
 from core.tenants import company_secret, verify_signature
 
-router = APIRouter(tags=["webhooks"], route_class=JsonRoute)
+router = resource_router(tags=["webhooks"])
 
 NAME_THE_COMPANY = "name the company: Authorization: Bearer <key>, or X-Opsctl-Company: <company id>"
 RAW_BODY = {"requestBody": {"required": True, "description": "the event as the sender sends it: a JSON object "
@@ -66,7 +66,7 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
 
 
 @router.post("/v1/webhooks/{source}", status_code=202, response_model=WebhookAcceptedOut,
-             summary="Receive a signed event", openapi_extra=RAW_BODY,
+             summary="Receive a signed event", openapi_extra={**RAW_BODY, "security": [{"ApiKey": []}, {}]},
              responses=responses(400, 401, 404, 413, 422, 429, 503))
 async def post_webhook(
     request: Request, caller: CallerDep, services: ServicesDep,
