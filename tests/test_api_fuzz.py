@@ -5,7 +5,10 @@ document it serves: its examples, the coverage phase (boundary and missing value
 methods), and positive and negative fuzzing, with every built-in check: no 5xx, every status,
 header and body as documented, schema-valid data accepted and invalid data refused, auth
 enforced. The server's own ``core_http_request_duration_seconds`` counts what it answered, so
-"no 5xx" is asserted from both sides and the number of requests is printed.
+"no 5xx" is asserted from both sides and the number of requests is printed (``-s``).
+
+Bounded for the suite: 100 examples per operation (about 1,000 requests, 30 s on 2 busy cores).
+``FUZZ_EXAMPLES=500 FUZZ_SEED=<n>`` runs a longer hunt with other inputs.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,7 +26,7 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import RunningApi, client_for
 
-MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 SEED = int(os.environ.get("FUZZ_SEED", "20260601"))
 
 
@@ -53,14 +55,14 @@ def fuzzed_api(settings: Any, conn: psycopg.Connection[Any], tenant: Any) -> Ite
     running.close()
 
 
-def test_schemathesis_finds_nothing(fuzzed_api: RunningApi, tenant: Any, tmp_path: Path) -> None:
+def test_schemathesis_finds_nothing(fuzzed_api: RunningApi, tenant: Any) -> None:
+    """Every operation, the admin ones included (with a tenant key they answer 401: checked for shape,
+    Allow and auth; their own behaviour is tested in test_bad_input with a real token)."""
     before = answered()
-    report = tmp_path / "report.ndjson"
     run = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{fuzzed_api.url}/openapi.json",
          "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--header", f"Authorization: Bearer {tenant.api_key}",
-         "--exclude-path-regex", "^/admin/", "--report", "ndjson", "--report-ndjson-path", str(report),
          "--no-color"],
         capture_output=True, text=True, timeout=600)
     statuses = answered() - before
@@ -68,4 +70,4 @@ def test_schemathesis_finds_nothing(fuzzed_api: RunningApi, tenant: Any, tmp_pat
     print(f"schemathesis sent {sent} requests: {dict(sorted(statuses.items()))}")
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
     assert not [s for s in statuses if s.startswith("5")], statuses
-    assert sent > 500
+    assert sent >= MAX_EXAMPLES

@@ -41,8 +41,12 @@ HTTP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
                                                                         HealthCheck.too_slow])
 PURE = settings(max_examples=200, deadline=None)
 
-# JSON as any client library writes it: strings of any code point but lone surrogates (not Unicode)
-texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
+# JSON as any client library writes it: strings of any code point but lone surrogates (not Unicode),
+# with the values that once broke the API among the first tried
+EDGE_TEXTS = ["\x00", "k\x00", " ", "\x1f", "\ufeff", "\u2028", "9999-12-31T23:00:00-05:00"]
+texts = st.sampled_from(EDGE_TEXTS) | st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
+EXTREME_TIMES = ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+05:00", "9999-12-31T23:59:59", "0001-01-01"]
+times = st.sampled_from(EXTREME_TIMES) | st.datetimes(timezones=st.none() | st.timezones()).map(datetime.isoformat)
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner,
                                                                                                    max_size=4),
@@ -154,8 +158,8 @@ def test_timestamps_are_utc_within_years_1_to_9999_or_refused(moment: datetime, 
 filter_values = st.fixed_dictionaries({}, optional={
     "metadata": json_values | st.dictionaries(texts, json_values, max_size=3),
     "external_ids": st.lists(texts, max_size=4) | json_values,
-    "created_after": st.datetimes().map(datetime.isoformat) | texts | json_values,
-    "created_before": st.datetimes(timezones=st.timezones()).map(datetime.isoformat) | st.integers(),
+    "created_after": times | texts | json_values,
+    "created_before": times | st.integers(),
     "colour": texts,
 })
 search_bodies = st.fixed_dictionaries({"query": texts}, optional={
@@ -194,6 +198,14 @@ def assert_documented(response: httpx.Response, success: set[int]) -> None:
 
 
 @HTTP
+@given(filters=filter_values)
+def test_search_filters_over_http_are_answered_or_refused_in_shape(api: RunningApi, tenant: Any,
+                                                                   filters: dict[str, Any]) -> None:
+    with client_for(api, tenant.api_key) as client:
+        assert_documented(client.post("/v1/search", json={"query": "alpha", "filters": filters}), {200})
+
+
+@HTTP
 @given(body=search_bodies)
 def test_searches_over_http_are_answered_or_refused_in_shape(api: RunningApi, tenant: Any,
                                                              body: dict[str, Any]) -> None:
@@ -201,7 +213,10 @@ def test_searches_over_http_are_answered_or_refused_in_shape(api: RunningApi, te
         assert_documented(client.post("/v1/search", json=body), {200})
 
 
-events = (st.binary(max_size=300)
+EDGE_EVENTS = [b'{"id": "e", "text": "x", "type": NaN}', b'{"id": "e", "text": "x", "n": 1e400}',
+               b'{"id": "e", "text": "x\\ud800"}', b"[" * 10_000 + b"]" * 10_000, b'{"id": "\\u0000", "text": "x"}']
+events = (st.sampled_from(EDGE_EVENTS)
+          | st.binary(max_size=300)
           | json_values.map(lambda v: json.dumps(v).encode())
           | st.fixed_dictionaries({"id": texts | st.integers(), "text": texts},
                                   optional={"title": json_values, "type": json_values, "extra": json_values})
