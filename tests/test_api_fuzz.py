@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -55,7 +56,7 @@ def fuzzed_api(settings: Any, conn: psycopg.Connection[Any], tenant: Any) -> Ite
     running.close()
 
 
-def test_schemathesis_finds_nothing(fuzzed_api: RunningApi, tenant: Any) -> None:
+def test_schemathesis_finds_nothing(fuzzed_api: RunningApi, tenant: Any, tmp_path: Path) -> None:
     """Every operation, the admin ones included (with a tenant key they answer 401: checked for shape,
     Allow and auth; their own behaviour is tested in test_bad_input with a real token)."""
     before = answered()
@@ -64,7 +65,7 @@ def test_schemathesis_finds_nothing(fuzzed_api: RunningApi, tenant: Any) -> None
          "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--header", f"Authorization: Bearer {tenant.api_key}",
          "--no-color"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its cache (.schemathesis/) goes there
     statuses = answered() - before
     sent = sum(statuses.values())
     print(f"schemathesis sent {sent} requests: {dict(sorted(statuses.items()))}")

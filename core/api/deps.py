@@ -1,11 +1,11 @@
 """Dependencies: the services, who is calling (key + rate limit), the admin token.
 
 Every dependency here is ``async`` and does no blocking I/O, so none costs a threadpool hop:
-the key lookup runs in the hop the route makes anyway. ``Principal`` does it for routes that hop
-twice (auth, then their work); ``/v1/search`` takes ``Caller`` and calls ``authenticate`` inside
-its single hop. They read the request directly rather than through sub-dependencies (FastAPI
-solves each dependency anew per request: on the search path every one costs), and the security
-schemes they check are declared to OpenAPI by ``TENANT_AUTH`` / ``ADMIN_AUTH``.
+the key lookup runs in a worker thread. ``PrincipalDep`` does it for routes that hop twice
+(auth, then their work); ``/v1/search`` declares no dependency and calls ``caller_of`` and
+``authenticate`` inside its single hop. They read the request directly rather than through
+sub-dependencies (FastAPI solves each dependency anew on every request), and the security schemes
+they check are declared to OpenAPI by ``TENANT_AUTH`` / ``ADMIN_AUTH``.
 
 Rate limits: a company's bucket is charged only once a request proved it acts for that company
 (a valid key here, a verified signature in the webhook route); a request that fails to
