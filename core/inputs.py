@@ -11,8 +11,9 @@
 Integers keep their exact value (no float rounding of 20-digit ids).
 
 ``UtcDatetime`` is a timestamp string normalized to UTC, in years 2 to 9998 so that no offset and
-no session time zone reading it back leaves the years 1 to 9999 Python and psycopg can hold. ``JsonObject`` is a free
-JSON object (metadata, metadata filters) held to the same rules as a body.
+no session time zone reading it back leaves the years 1 to 9999 Python and psycopg can hold.
+``JsonObject`` is a free JSON object (metadata, metadata filters) held to the same rules as a body;
+``JsonInt`` an integer as JSON has it (``10`` or ``10.0``, never ``"10"``).
 
 The ``*_PATTERN`` and ``JSON_*`` schemas say the same in the OpenAPI document, so a client (or a
 fuzzer) generating from it only sends what is accepted.

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
 from core import metrics
 from core.api.body import resource_router
-from core.api.deps import TENANT_AUTH, PrincipalDep, ServicesDep, services_of
+from core.api.deps import TENANT_AUTH, PrincipalDep, ServicesDep
 from core.api.errors import ApiError, responses, validation_error
 from core.api.models import AcceptedOut, DocumentOut
 from core.api.services import Services
@@ -46,9 +46,9 @@ def check_text_length(text: str, limit: int, where: str) -> None:
         raise validation_error(f"{where}: longer than {limit} characters")
 
 
-async def checked_documents(request: Request, body: DocumentsIn) -> DocumentsIn:
+async def checked_documents(body: DocumentsIn, services: ServicesDep) -> DocumentsIn:
     """The body, within this process's limits (``max_documents_per_request``, ``max_text_chars``)."""
-    settings = services_of(request).settings
+    settings = services.settings
     if len(body.documents) > settings.max_documents_per_request:
         raise validation_error(f"documents: at most {settings.max_documents_per_request} per request, "
                                f"got {len(body.documents)}")
