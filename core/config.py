@@ -75,8 +75,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_documents_per_request: int = Field(1000, ge=1)
     max_text_chars: int = Field(2_000_000, ge=1)
-    rate_limit_per_second: float = Field(100.0, gt=0, description="per tenant, per API process")
+    rate_limit_per_second: float = Field(100.0, gt=0, description="per tenant, per API process; charged only "
+                                         "for authenticated requests (a valid key, a verified webhook)")
     rate_limit_burst: int = Field(200, ge=1)
+    rate_limit_anonymous_per_second: float = Field(10.0, gt=0, description="requests failing authentication, per "
+                                                   "client address, per API process")
+    rate_limit_anonymous_burst: int = Field(100, ge=1)
+    rate_limit_max_buckets: int = Field(10_000, ge=1, description="token buckets kept per limiter; the least "
+                                        "recently used one goes first")
     webhook_tolerance_seconds: int = Field(300, ge=1)
     search_max_k: int = Field(100, ge=1)
     vector_exact_max_rows: int = Field(10_000, ge=0, description="a company with at most this many chunks is "

@@ -1,10 +1,21 @@
-"""Per-tenant token buckets (pure arithmetic; the caller passes the clock)."""
+"""Token buckets, one per key, bounded in number (pure arithmetic; the caller passes the clock).
+
+The API keeps two limiters: one keyed by company, charged only for requests that proved who they
+are (a valid key, a verified webhook signature), and one keyed by client address, charged for the
+requests that did not. Neither can be grown without bound: a bucket idle long enough to be full
+again is the same as no bucket and is dropped, and past ``max_keys`` the least recently used one
+goes.
+"""
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
+
+DEFAULT_MAX_KEYS = 10_000
 
 
 @dataclass
@@ -16,24 +27,49 @@ class Bucket:
 class RateLimiter:
     """``rate`` requests per second with bursts of ``burst``, per key, in this process."""
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        if rate <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("rate > 0, burst >= 1 and max_keys >= 1")
         self.rate = rate
         self.burst = burst
-        self._buckets: dict[int, Bucket] = {}
+        self.max_keys = max_keys
+        self._refill_seconds = burst / rate  # an untouched bucket is full again after this long
+        self._buckets: OrderedDict[Hashable, Bucket] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
-    def take(self, key: int, now: float) -> float:
+    def take(self, key: Hashable, now: float) -> float:
         """Take one token; returns 0 when allowed, else the seconds until one is available."""
         with self._lock:
+            self._drop_idle(now)
             bucket = self._buckets.get(key)
             if bucket is None:
                 bucket = self._buckets[key] = Bucket(float(self.burst), now)
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+                if len(self._buckets) > self.max_keys:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(key)
+            bucket.tokens = min(self.burst, bucket.tokens + max(0.0, now - bucket.updated) * self.rate)
             bucket.updated = now
             if bucket.tokens >= 1:
                 bucket.tokens -= 1
                 return 0.0
             return (1 - bucket.tokens) / self.rate
+
+    def _drop_idle(self, now: float) -> None:
+        """Forget the least recently used buckets that have refilled (amortized O(1) per take)."""
+        while self._buckets:
+            oldest = next(iter(self._buckets.values()))
+            if oldest.tokens + (now - oldest.updated) * self.rate < self.burst:
+                return
+            self._buckets.popitem(last=False)
+
+    def keys(self) -> list[Hashable]:
+        """The keys holding a bucket, least recently used first."""
+        with self._lock:
+            return list(self._buckets)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 def retry_after_header(seconds: float) -> str:

@@ -57,15 +57,6 @@ BAD_DOCUMENT_BODIES = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "code"), BAD_DOCUMENT_BODIES)
-def test_bad_documents_are_refused_and_nothing_written(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
-                                                       body: bytes, status: int, code: str) -> None:
-    with client_for(api, tenant.api_key) as client:
-        response = client.post("/v1/documents", content=body, headers={"Content-Type": "application/json"})
-    assert_error(response, status, code)
-    assert jobs(conn) == 0
-
-
 def test_validation_message_names_the_field(api: RunningApi, tenant: Any) -> None:
     with client_for(api, tenant.api_key) as client:
         response = client.post("/v1/documents", json={"documents": [GOOD, {"external_id": "b", "text": ""}]})
@@ -198,3 +189,210 @@ def test_admin_requires_token(api: RunningApi) -> None:
         bad = client.put("/admin/workers", headers={"Authorization": "Bearer admin-secret"},
                          json={"replicas": -1})
         assert bad.status_code in (409, 422)
+
+
+# -- malformed input that once escaped as 500 (issue 10) -------------------------------------------------------
+
+DEEP = 100_000
+
+
+def nested(depth: int, leaf: bytes = b"1") -> bytes:
+    return b"[" * depth + leaf + b"]" * depth
+
+
+def deep_object(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+def doc_body(**fields: Any) -> bytes:
+    return json.dumps({"documents": [{**GOOD, **fields}]}).encode()
+
+
+def raw_doc(fragment: bytes) -> bytes:
+    """A documents body with ``fragment`` spliced in as is (for what json.dumps cannot write)."""
+    return b'{"documents": [{"external_id": "a", "text": "hello", ' + fragment + b"}]}"
+
+
+MALFORMED_DOCUMENTS = [
+    # nesting far past any parser's stack, and past what PostgreSQL and orjson serialize
+    pytest.param(b'{"documents": ' + nested(DEEP) + b"}", 400, "invalid_json", id="body-100k-deep"),
+    pytest.param(raw_doc(b'"metadata": ' + deep_object(600)), 400, "invalid_json", id="metadata-600-deep"),
+    pytest.param(raw_doc(b'"metadata": {"k": ' + nested(300) + b"}"), 400, "invalid_json", id="metadata-300-deep"),
+    # not JSON numbers (RFC 8259), and a number no double holds
+    pytest.param(raw_doc(b'"metadata": {"k": NaN}'), 400, "invalid_json", id="metadata-NaN"),
+    pytest.param(raw_doc(b'"metadata": {"k": Infinity}'), 400, "invalid_json", id="metadata-Infinity"),
+    pytest.param(raw_doc(b'"metadata": {"k": -Infinity}'), 400, "invalid_json", id="metadata--Infinity"),
+    pytest.param(raw_doc(b'"metadata": {"k": 1e400}'), 400, "invalid_json", id="metadata-1e400"),
+    # NUL (PostgreSQL stores none) and lone surrogates (not Unicode) anywhere
+    pytest.param(raw_doc(b'"metadata": {"k\\u0000": 1}'), 422, "validation_error", id="metadata-key-NUL"),
+    pytest.param(raw_doc(b'"metadata": {"k": [{"deeper": "\\u0000"}]}'), 422, "validation_error",
+                 id="metadata-nested-NUL"),
+    pytest.param(b'{"documents": [{"external_id": "a", "text": "x\\ud800y"}]}', 400, "invalid_json",
+                 id="text-lone-surrogate"),
+    pytest.param(b'{"documents": [{"external_id": "\\udc00", "text": "x"}]}', 400, "invalid_json",
+                 id="external-id-lone-surrogate"),
+    pytest.param(raw_doc(b'"metadata": {"\\ud800": 1}'), 400, "invalid_json", id="metadata-key-lone-surrogate"),
+    pytest.param(raw_doc(b'"title": "\\udfff"'), 400, "invalid_json", id="title-lone-surrogate"),
+    # timestamps at the limits: an offset or a session time zone would push them out of years 1 to 9999
+    pytest.param(doc_body(created_at="9999-12-31T23:00:00-05:00"), 422, "validation_error", id="created-at-max"),
+    pytest.param(doc_body(created_at="9999-01-01T00:00:00Z"), 422, "validation_error", id="created-at-year-9999"),
+    pytest.param(doc_body(created_at="0001-01-01T00:30:00+05:00"), 422, "validation_error", id="created-at-min"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code"), BAD_DOCUMENT_BODIES + MALFORMED_DOCUMENTS)
+def test_bad_documents_are_refused_and_nothing_written(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                                       body: bytes, status: int, code: str) -> None:
+    with client_for(api, tenant.api_key) as client:
+        response = client.post("/v1/documents", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, status, code)
+    assert jobs(conn) == 0
+
+
+def search_body(filters: bytes) -> bytes:
+    return b'{"query": "hello", "filters": ' + filters + b"}"
+
+
+MALFORMED_SEARCHES = [
+    pytest.param(nested(DEEP), 400, "invalid_json", id="body-100k-deep"),
+    pytest.param(search_body(b'{"metadata": ' + deep_object(600) + b"}"), 400, "invalid_json",
+                 id="filter-metadata-600-deep"),
+    pytest.param(search_body(b'{"metadata": {"k": NaN}}'), 400, "invalid_json", id="filter-NaN"),
+    pytest.param(search_body(b'{"metadata": {"k": Infinity}}'), 400, "invalid_json", id="filter-Infinity"),
+    pytest.param(search_body(b'{"metadata": {"k": 1e400}}'), 400, "invalid_json", id="filter-1e400"),
+    pytest.param(search_body(b'{"metadata": {"k": "\\u0000"}}'), 422, "validation_error", id="filter-metadata-NUL"),
+    pytest.param(search_body(b'{"metadata": {"\\u0000": "v"}}'), 422, "validation_error", id="filter-key-NUL"),
+    pytest.param(search_body(b'{"external_ids": ["a\\u0000"]}'), 422, "validation_error", id="filter-id-NUL"),
+    pytest.param(search_body(b'{"external_ids": ["\\ud800"]}'), 400, "invalid_json", id="filter-id-lone-surrogate"),
+    pytest.param(b'{"query": "\\ud800"}', 400, "invalid_json", id="query-lone-surrogate"),
+    pytest.param(search_body(b'{"created_after": "9999-12-31T23:00:00-05:00"}'), 422, "validation_error",
+                 id="created-after-max"),
+    pytest.param(search_body(b'{"created_before": "0001-01-01T00:30:00+05:00"}'), 422, "validation_error",
+                 id="created-before-min"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code"), MALFORMED_SEARCHES)
+def test_malformed_searches_are_4xx(api: RunningApi, tenant: Any, body: bytes, status: int, code: str) -> None:
+    with client_for(api, tenant.api_key) as client:
+        response = client.post("/v1/search", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, status, code)
+
+
+def test_deep_admin_body_is_400(api: RunningApi) -> None:
+    with httpx.Client(base_url=api.url, headers={"Authorization": "Bearer admin-secret"}) as client:
+        assert_error(client.put("/admin/workers", content=deep_object(DEEP)), 400, "invalid_json")
+
+
+def signed(api: RunningApi, tenant: Any, body: bytes, **headers: str) -> httpx.Response:
+    sent = {"X-Opsctl-Company": str(tenant.company_id),
+            "X-Opsctl-Signature": sign(tenant.webhook_secret, int(time.time()), body), **headers}
+    with client_for(api, None) as client:
+        return client.post("/v1/webhooks/crm", content=body, headers=sent)
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(nested(DEEP), id="100k-deep"),
+    pytest.param(b'{"id": "e1", "text": "hi", "type": NaN}', id="NaN"),
+    pytest.param(b'{"id": "e1", "text": "hi", "type": 1e400}', id="1e400"),
+    pytest.param(b'{"id": "e1", "text": "hi \\ud800"}', id="lone-surrogate-text"),
+    pytest.param(b'{"id": "\\udc00", "text": "hi"}', id="lone-surrogate-id"),
+    pytest.param(b'{"id": "e1", "amount": 1e400}', id="1e400-in-text-fallback"),
+    pytest.param(b'{"id": "e1", "deep": ' + nested(600) + b"}", id="600-deep-in-text-fallback"),
+])
+def test_webhook_events_that_are_not_json_are_stored_as_text(api: RunningApi, tenant: Any,
+                                                              conn: psycopg.Connection[Any], body: bytes) -> None:
+    """The documented rule: a body that is not JSON is stored as text under its digest (nothing lost)."""
+    import hashlib
+
+    response = signed(api, tenant, body)
+    assert response.status_code == 202, response.text
+    assert response.json()["external_id"] == f"crm:{hashlib.sha256(body).hexdigest()}"
+    assert jobs(conn) == 1
+
+
+def test_webhook_event_with_nul_anywhere_is_422(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    assert_error(signed(api, tenant, b'{"id": "e1", "text": "hi", "extra": {"k": "\\u0000"}}'), 422,
+                 "validation_error")
+    assert jobs(conn) == 0
+
+
+def raw_header(value: str) -> bytes:
+    """A header value as a client may send it: Latin-1 when it can be (servers decode headers as Latin-1)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode()
+
+
+@pytest.mark.parametrize(("headers", "query"), [
+    pytest.param({"X-Opsctl-Company": "²"}, "", id="superscript-two-header"),
+    pytest.param({"X-Opsctl-Company": "١٢"}, "", id="arabic-digits-header"),
+    pytest.param({}, "?company=%C2%B2", id="superscript-two-query"),
+    pytest.param({"X-Opsctl-Company": "9" * 40}, "", id="beyond-bigint"),
+    pytest.param({"X-Opsctl-Company": "-1"}, "", id="negative"),
+    pytest.param({"X-Opsctl-Signature": "t=" + "9" * 400 + ",v1=00"}, "", id="400-digit-t"),
+    pytest.param({"X-Opsctl-Signature": "t=1e9,v1=00"}, "", id="float-t"),
+    pytest.param({"X-Opsctl-Signature": "t=١٢٣,v1=00"}, "", id="arabic-digit-t"),
+])
+def test_webhook_header_junk_is_401(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                    headers: dict[str, str], query: str) -> None:
+    body = b'{"id": "e1", "text": "hello"}'
+    sent = {"X-Opsctl-Company": str(tenant.company_id),
+            "X-Opsctl-Signature": sign(tenant.webhook_secret, int(time.time()), body)}
+    sent.update(headers)
+    if query:
+        del sent["X-Opsctl-Company"]
+    with client_for(api, None) as client:
+        response = client.post(f"/v1/webhooks/crm{query}", content=body,
+                               headers={k: raw_header(v) for k, v in sent.items()})
+    assert_error(response, 401)
+    assert jobs(conn) == 0
+
+
+def test_webhook_non_ascii_v1_is_401(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    body = b'{"id": "e1", "text": "hello"}'
+    now = int(time.time())
+    for v1 in ("é" * 64, "\uff10" * 64, sign(tenant.webhook_secret, now, body).split("v1=")[1][:-1] + "é"):
+        header = raw_header(f"t={now},v1={v1}")
+        with client_for(api, None) as client:
+            response = client.post("/v1/webhooks/crm", content=body,
+                                   headers={"X-Opsctl-Company": str(tenant.company_id),
+                                            "X-Opsctl-Signature": header})
+        assert_error(response, 401, "bad_signature")
+    assert jobs(conn) == 0
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("DELETE", "/v1/documents/%FF%FE"),
+    ("GET", "/v1/documents/%FF%FE"),
+    ("DELETE", "/v1/documents/ok%C3"),
+    ("DELETE", "/v1/documents/%ED%A0%80"),  # an encoded surrogate is not UTF-8 either
+    ("GET", "/v1/jobs/%FF"),
+    ("POST", "/v1/webhooks/%FF"),
+])
+def test_invalid_utf8_in_the_path_is_400(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                         method: str, path: str) -> None:
+    with client_for(api, tenant.api_key) as client:
+        response = client.request(method, httpx.URL(api.url + path))
+    assert_error(response, 400, "invalid_encoding")
+    assert jobs(conn) == 0
+
+
+def test_invalid_utf8_in_the_query_is_400(api: RunningApi, tenant: Any) -> None:
+    with client_for(api, None) as client:
+        assert_error(client.post(httpx.URL(api.url + "/v1/webhooks/crm?company=%FF"), content=b"x"), 400,
+                     "invalid_encoding")
+
+
+def test_a_path_names_exactly_its_document(api: RunningApi, tenant: Any, settings: Any, db_url: str) -> None:
+    """A newline in an external id is data, not the end of the path (``/a%0A`` is not ``/a``)."""
+    from tests.conftest import drain
+
+    with client_for(api, tenant.api_key) as client:
+        docs = [{"external_id": "abc", "text": "x"}, {"external_id": "a\nb", "text": "y"}]
+        assert client.post("/v1/documents", json={"documents": docs}).status_code == 202
+        drain(settings, db_url)
+        assert client.get("/v1/documents/abc").status_code == 200
+        assert_error(client.get("/v1/documents/abc%0A"), 404, "not_found")
+        assert client.get("/v1/documents/a%0Ab").json()["external_id"] == "a\nb"

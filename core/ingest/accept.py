@@ -18,69 +18,44 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonObject, UtcDatetime, no_nul
+
 NOTIFY_CHANNEL = "opsctl_ingest"
 MAX_EXTERNAL_ID = 512
 MAX_TITLE = 1000
 
 
-def _no_nul(value: str, what: str) -> str:
-    if "\x00" in value:
-        raise ValueError(f"{what} must not contain NUL characters")
-    return value
-
-
-def _check_json_strings(value: Any, path: str = "metadata") -> None:
-    if isinstance(value, str):
-        _no_nul(value, path)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _no_nul(k, f"{path} key")
-            _check_json_strings(v, f"{path}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_json_strings(v, f"{path}[{i}]")
-
-
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
+    """One document: re-sending an ``external_id`` with the same content is a no-op, new content an update."""
 
-    external_id: str = Field(min_length=1, max_length=MAX_EXTERNAL_ID)
-    text: str
-    title: str | None = Field(None, max_length=MAX_TITLE)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str = Field(min_length=1, max_length=MAX_EXTERNAL_ID, json_schema_extra={"pattern": NON_BLANK_PATTERN},
+                             description="the document's id in your system")
+    text: str = Field(json_schema_extra={"pattern": NON_BLANK_PATTERN}, description="chunked, embedded and indexed")
+    title: str | None = Field(None, max_length=MAX_TITLE, json_schema_extra={"pattern": NO_NUL_PATTERN})
+    metadata: JsonObject = Field(default_factory=dict, description="returned as is; searchable with `filters.metadata`")
+    created_at: UtcDatetime | None = Field(default=None, description="when the document was written (default: when "
+                                           "first stored; an update keeps it); a time without offset is UTC")
 
     @field_validator("external_id")
     @classmethod
     def _external_id(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("external_id must not be blank")
-        return _no_nul(v, "external_id")
+        return no_nul(v)
 
     @field_validator("text")
     @classmethod
     def _text(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("text must not be empty")
-        return _no_nul(v, "text")
+        return no_nul(v)
 
     @field_validator("title")
     @classmethod
     def _title(cls, v: str | None) -> str | None:
-        return None if v is None else _no_nul(v, "title")
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _check_json_strings(v)
-        return v
-
-    @field_validator("created_at")
-    @classmethod
-    def _created_at(cls, v: datetime | None) -> datetime | None:
-        if v is None:
-            return None
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        return None if v is None else no_nul(v)
 
     def payload(self) -> dict[str, Any]:
         return {

@@ -2,8 +2,10 @@
 
 A JSON object event names its own id (``id``, ``event_id`` or ``message_id``) and text (``text``,
 ``body``, ``content``, ``message`` or ``html``); a title comes from ``title`` or ``subject``.
-Anything else, or a non-JSON body, is stored as text under the SHA-256 of the body, so a
-redelivered event is a no-op.
+Anything else, or a body that is not JSON as ``core.inputs.parse_json`` takes it (``NaN``,
+``1e400``, a lone surrogate, nesting past 64 levels), is stored as text under the SHA-256 of the
+body, so a redelivered event is a no-op and nothing sent is lost. A body that is not UTF-8, or
+JSON holding a NUL, is refused (``InputRefused``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,22 @@ import re
 from typing import Any
 
 from core.ingest.accept import DocumentIn
+from core.inputs import BadEncoding, NotJson, parse_json
 
 SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+COMPANY_RE = re.compile(r"\A[0-9]{1,18}\Z")  # ASCII digits that fit a bigint ("²".isdigit() is True)
 ID_FIELDS = ("id", "event_id", "message_id", "external_id")
 TEXT_FIELDS = ("text", "body", "content", "message", "html")
 TITLE_FIELDS = ("title", "subject")
 META_FIELDS = ("type", "event", "from", "to", "sender", "url")
 TAGS = re.compile(r"<[^>]+>")
+
+
+def company_ref(value: str | None) -> int | None:
+    """The company id an unauthenticated webhook names (header or query), or None if it names none."""
+    if value is None or not COMPANY_RE.match(value):
+        return None
+    return int(value) or None
 
 
 def _first(event: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -32,12 +43,18 @@ def _first(event: dict[str, Any], names: tuple[str, ...]) -> Any:
 
 
 def event_document(source: str, body: bytes) -> DocumentIn:
-    """The document an event body stands for. Raises ValueError (→ 4xx) for unusable bodies."""
-    text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    """The document an event body stands for.
+
+    Raises ``InputRefused`` (not UTF-8, JSON holding NUL) or pydantic's ``ValidationError`` (no
+    usable text): both are the client's to fix."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadEncoding(f"event body is not valid UTF-8 (byte {exc.start})") from exc
     digest = hashlib.sha256(body).hexdigest()
     try:
-        event = json.loads(text)
-    except ValueError:
+        event = parse_json(text)
+    except NotJson:
         event = None
     if not isinstance(event, dict):
         return DocumentIn(external_id=f"{source}:{digest}", text=text, title=None, metadata={"source": source})

@@ -19,18 +19,18 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from core import metrics
 from core.cache import search_key
 from core.db import read_connection
+from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -50,26 +50,24 @@ class Mode(StrEnum):
 
 
 class Filters(BaseModel):
+    """Narrowing a search: every filter given must hold (``metadata``: the document's metadata
+    contains this object, as PostgreSQL's ``@>``)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    metadata: dict[str, Any] | None = None
-    external_ids: list[str] | None = Field(None, max_length=1000)
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-
-    @field_validator("created_after", "created_before")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        if v is None:
-            return None
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    metadata: JsonObject | None = Field(None, description="documents whose metadata contains this object")
+    external_ids: list[Annotated[str, Field(json_schema_extra={"pattern": NO_NUL_PATTERN}),
+                                 AfterValidator(no_nul)]] | None = Field(None, max_length=1000)
+    created_after: UtcDatetime | None = Field(None, description="created at or after (a time without offset is UTC)")
+    created_before: UtcDatetime | None = Field(None, description="created before")
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    k: int = Field(10, ge=1)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, json_schema_extra={"pattern": NON_BLANK_PATTERN},
+                       description="words, as people type them into a search box")
+    k: JsonInt = Field(10, ge=1, description="how many results (at most the setting `search_max_k`)")
     mode: Mode = Mode.hybrid
     filters: Filters | None = None
 

@@ -1,0 +1,20 @@
+"""The core's HTTP API (v1): ingest, webhooks, jobs, search, health, metrics, the admin worker pool.
+
+    app.py          create_app(services): the factory
+    services.py     Services: settings, pool, cache, embedder, worker pool, the two rate limiters
+    deps.py         dependencies: services, caller, principal (key + rate limit), admin
+    body.py         JsonRoute: every JSON body read by core.inputs.parse_json
+    errors.py       ApiError and the handlers: every failure becomes {"error": {"code", "message"}}
+    middleware.py   body size limit, UTF-8 URLs, request duration metrics
+    models.py       the answers' schemas
+    openapi.py      /openapi.json, /v1/openapi.json, /docs (offline)
+    routers/        one per resource: documents, webhooks, jobs, search, admin, health
+
+Every bad input gets a 4xx, and since each write is one transaction, a refused request writes
+nothing.
+"""
+
+from core.api.app import create_app
+from core.api.services import Services, WorkerPoolControl
+
+__all__ = ["Services", "WorkerPoolControl", "create_app"]

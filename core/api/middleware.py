@@ -1,0 +1,124 @@
+"""ASGI middleware around the app: UTF-8 URLs and the body size limit, request duration metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from core import metrics
+from core.api.errors import ApiError, error_response
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "body_too_large", f"request body exceeds {limit} bytes")
+
+
+def utf8_url(raw: bytes, plus_is_space: bool = False) -> bool:
+    """Whether a raw path or query string is UTF-8 once percent-decoded."""
+    if raw.isascii() and b"%" not in raw:
+        return True
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ") if plus_is_space else raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class RequestGuardMiddleware:
+    """Refuse what no route should see, before any route does.
+
+    - a path or query that is not UTF-8 once percent-decoded: 400 ``invalid_encoding`` (else a
+      ``%FF`` turns into U+FFFD on the way in and a request names a thing nobody sent:
+      ``DELETE /v1/documents/%FF%FE`` would queue a delete of ``"\\ufffd\\ufffd"``);
+    - a body over ``limit`` bytes: 413, by Content-Length or while streaming.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+        query = scope.get("query_string", b"")
+        if not (raw_path.isascii() and b"%" not in raw_path and b"%" not in query and query.isascii()):
+            where = "path" if not utf8_url(raw_path) else "query string" if not utf8_url(query, True) else None
+            if where:
+                response = error_response(400, "invalid_encoding", f"the {where} is not valid UTF-8 once "
+                                          "percent-decoded")
+                await response(scope, receive, send)
+                return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.limit
+                except ValueError:
+                    too_large = False
+                if too_large:
+                    await self._refuse(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = BodyTooLarge(self.limit)
+        await error_response(error.status_code, error.code, error.message)(scope, receive, send)
+
+
+class MetricsMiddleware:
+    """``core_http_request_duration_seconds`` by route template (bounded cardinality)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.HTTP_DURATION.labels(template, scope.get("method", ""), str(status)).observe(
+                time.perf_counter() - started
+            )

@@ -1,0 +1,39 @@
+"""What the API's routes work with: one ``Services`` per process, handed to ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from core.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from core.cache import Cache
+    from core.config import Settings
+    from core.embed import Embedder
+
+
+class WorkerPoolControl(Protocol):
+    """The embedded scale target behind ``/admin/workers`` (``core.workerpool.WorkerPool``)."""
+
+    def status(self) -> dict[str, Any]: ...
+    def resize(self, replicas: int) -> dict[str, Any]: ...
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: ConnectionPool
+    cache: Cache
+    embedder: Embedder
+    workers: WorkerPoolControl | None = None
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        # per company, charged only once a request proved which company it acts for
+        self.limiter = RateLimiter(s.rate_limit_per_second, s.rate_limit_burst, s.rate_limit_max_buckets)
+        # per client address, charged for requests that failed to authenticate
+        self.strangers = RateLimiter(s.rate_limit_anonymous_per_second, s.rate_limit_anonymous_burst,
+                                     s.rate_limit_max_buckets)

@@ -1,0 +1,42 @@
+"""The search path's shape: one threadpool hop per search, cached or not (README "Performance").
+
+A sync dependency, or a second ``run_in_threadpool``, would double the thread handoffs of the
+hottest route; this counts them on the real server (in this process) instead of timing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio.to_thread
+import pytest
+
+from tests.conftest import RunningApi, client_for
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    seen: list[str] = []
+    original = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(getattr(func, "__name__", repr(func)))
+        return await original(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    yield seen
+
+
+def test_a_search_is_one_hop_cached_or_not(api: RunningApi, tenant: Any, hops: list[str]) -> None:
+    with client_for(api, tenant.api_key) as client:
+        for expect_cached in (False, True):
+            hops.clear()
+            response = client.post("/v1/search", json={"query": "alpha", "mode": "keyword"})
+            assert response.status_code == 200
+            assert response.json()["cached"] is expect_cached
+            assert len(hops) == 1, hops
+        hops.clear()
+        refused = client.post("/v1/search", json={"query": ""})  # refused in the same hop
+        assert refused.status_code == 422
+        assert len(hops) == 1, hops
