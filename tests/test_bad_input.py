@@ -311,6 +311,24 @@ def test_webhook_events_that_are_not_json_are_stored_as_text(api: RunningApi, te
     assert jobs(conn) == 1
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "application/vnd.crm+json"])
+@pytest.mark.parametrize("body", [
+    pytest.param(nested(DEEP), id="100k-deep"),
+    pytest.param(b'{"id": "e1", "text": "hi", "type": NaN}', id="NaN"),
+    pytest.param(b'{"id": "e1", "text": "hi", "type": 1e400}', id="1e400"),
+    pytest.param(b'{"id": "e1", "text": "hi \\ud800"}', id="lone-surrogate-text"),
+    pytest.param(b'{"id": "e1", "text": "cut', id="truncated"),
+])
+def test_webhook_events_declared_json_that_are_not_are_400(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                                           body: bytes, content_type: str) -> None:
+    """A sender that says JSON and sends something else has a bug to hear about: not a document of brackets."""
+    response = signed(api, tenant, body, **{"Content-Type": content_type})
+    assert_error(response, 400, "invalid_json")
+    assert content_type.split(";")[0] in response.json()["error"]["message"]
+    assert jobs(conn) == 0
+
+
 def test_webhook_event_with_nul_anywhere_is_422(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any]) -> None:
     assert_error(signed(api, tenant, b'{"id": "e1", "text": "hi", "extra": {"k": "\\u0000"}}'), 422,
                  "validation_error")

@@ -2,10 +2,12 @@
 
 A JSON object event names its own id (``id``, ``event_id`` or ``message_id``) and text (``text``,
 ``body``, ``content``, ``message`` or ``html``); a title comes from ``title`` or ``subject``.
-Anything else, or a body that is not JSON as ``core.inputs.parse_json`` takes it (``NaN``,
-``1e400``, a lone surrogate, nesting past 64 levels), is stored as text under the SHA-256 of the
-body, so a redelivered event is a no-op and nothing sent is lost. A body that is not UTF-8, or
-JSON holding a NUL, is refused (``InputRefused``).
+Anything else is stored as text under the SHA-256 of the body, so a redelivered event is a no-op
+and nothing sent is lost: a JSON value that is not an object, and a body that is not JSON as
+``core.inputs.parse_json`` takes it (``NaN``, ``1e400``, a lone surrogate, nesting past 64
+levels) unless its sender declared it JSON (``Content-Type: application/json`` or ``…+json``):
+then the sender's JSON is broken and it is refused (``NotJson``), not stored as a document of
+brackets. A body that is not UTF-8, or JSON holding a NUL, is refused (``InputRefused``).
 """
 
 from __future__ import annotations
@@ -42,11 +44,17 @@ def _first(event: dict[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
-def event_document(source: str, body: bytes) -> DocumentIn:
+def declares_json(content_type: str | None) -> bool:
+    """Whether a Content-Type says the body is JSON (``application/json``, ``application/x+json``)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def event_document(source: str, body: bytes, content_type: str | None = None) -> DocumentIn:
     """The document an event body stands for.
 
-    Raises ``InputRefused`` (not UTF-8, JSON holding NUL) or pydantic's ``ValidationError`` (no
-    usable text): both are the client's to fix."""
+    Raises ``InputRefused`` (not UTF-8, JSON holding NUL, declared JSON that is not) or pydantic's
+    ``ValidationError`` (no usable text): both are the client's to fix."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -54,7 +62,9 @@ def event_document(source: str, body: bytes) -> DocumentIn:
     digest = hashlib.sha256(body).hexdigest()
     try:
         event = parse_json(text)
-    except NotJson:
+    except NotJson as exc:
+        if declares_json(content_type):
+            raise NotJson(f"the event is sent as {content_type} but is not JSON: {exc}") from exc
         event = None
     if not isinstance(event, dict):
         return DocumentIn(external_id=f"{source}:{digest}", text=text, title=None, metadata={"source": source})

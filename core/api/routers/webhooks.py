@@ -39,7 +39,7 @@ def secret_of(services: Services, company_id: int) -> str | None:
 
 
 def receive(services: Services, caller: Caller, named: int | None, source: str, signature: str | None,
-            body: bytes) -> dict[str, Any]:
+            body: bytes, content_type: str | None) -> dict[str, Any]:
     """Authenticate, verify, charge, queue (blocking: one worker thread for all of it)."""
     if caller.key is not None:  # a valid key charged its company already; a wrong signature is its own error
         company_id: int | None = authenticate(services, caller).company_id
@@ -59,7 +59,7 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
         raise ApiError(401, code, problem)
     if stranger:
         charge_company(services, company_id)
-    doc = event_document(source, body)
+    doc = event_document(source, body, content_type)
     check_text_length(doc.text, services.settings.max_text_chars, "event text")
     return {"accepted": 1, "job_ids": store(services, company_id, [doc], f"webhook:{source}"),
             "external_id": doc.external_id}
@@ -80,9 +80,11 @@ async def post_webhook(
     company_query: Annotated[str | None, Query(alias="company", description="as `X-Opsctl-Company`")] = None,
 ) -> dict[str, Any]:
     """A JSON event names its id and text; any other body is stored as text under its SHA-256, so a
-    redelivered event is a no-op. Durable like `POST /v1/documents` once answered."""
+    redelivered event is a no-op, unless it is sent as `application/json` (or `…+json`) and is not
+    JSON: 400. Durable like `POST /v1/documents` once answered."""
     if not SOURCE_RE.match(source):
         raise ApiError(404, "not_found", "unknown webhook source: use [a-z0-9_.-], up to 64 characters")
     named = company_ref(company_header if company_header is not None else company_query)
     body = await request.body()
-    return await run_in_threadpool(receive, services, caller, named, source, signature, body)
+    return await run_in_threadpool(receive, services, caller, named, source, signature, body,
+                                   request.headers.get("content-type"))
