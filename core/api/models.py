@@ -84,7 +84,9 @@ class WorkersOut(Out):
     replicas: int
     running: int
     stopping: int
-    restarts: int
+    restarts: int = Field(description="workers restarted after dying unexpectedly, since the pool started")
+    last_exit: str | None = Field(None, description="the last unexpected death, one sentence")
+    last_exit_at: float | None = Field(None, description="when it happened, unix seconds")
     workers: list[WorkerOut]
 
 
