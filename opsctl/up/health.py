@@ -1,38 +1,16 @@
-"""What ``opsctl status`` shows about ``opsctl up`` and its children.
+"""What ``opsctl status`` shows about ``opsctl up`` and its children (pure).
 
-``observe`` (the adapter) reads ``up.json`` and checks which of the recorded processes still
-live; ``summarize_up`` (pure: that and the clock in) makes the rows and the attention lines;
-``render_up`` draws the table.
+``opsctl.up.record.observe`` (the adapter) reads ``up.json`` and checks which of the recorded
+processes still live; ``summarize_up`` (that and the clock in) makes the rows and the attention
+lines; ``render_up`` draws the table.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 RECENT = timedelta(hours=1)  # a restart this recent is worth a line in "attention"
-
-
-def observe(data_dir: Path) -> dict[str, Any] | None:
-    """``up.json`` with ``alive`` on the record and on every process (by PID and creation time)."""
-    from core.procs import same_process
-    from opsctl.up.record import read_record
-
-    record = read_record(data_dir)
-    if not record.get("pid"):
-        return None
-
-    def alive(proc: dict[str, Any]) -> bool:
-        try:
-            return same_process(int(proc["pid"]), float(proc["created"]))
-        except (KeyError, TypeError, ValueError):
-            return False
-
-    children = [{**child, "processes": [{**p, "alive": alive(p)} for p in child.get("processes") or []
-                                        if isinstance(p, dict)]}
-                for child in record.get("children") or [] if isinstance(child, dict)]
-    return {**record, "alive": alive(record), "children": children}
 
 
 def _at(text: Any) -> datetime | None:
