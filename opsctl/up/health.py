@@ -49,7 +49,7 @@ def summarize_up(observed: dict[str, Any] | None, now: datetime) -> tuple[dict[s
         rows.append(row)
         if not running:
             continue
-        if state in ("down", "degraded"):
+        if state in ("down", "degraded", "restarting"):
             next_at = _at(child.get("next_restart_at"))
             when = f"; next restart in {max(0.0, (next_at - now).total_seconds()):.0f} s" if next_at else ""
             count = f" ({row['running']}/{row['desired']} running)" if "desired" in row else ""
