@@ -55,8 +55,10 @@ class SleepServer:
             self.proc.wait()
 
     def die(self) -> None:
+        """``kill -9``, and reaped: the supervisor's next look sees it dead."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
 
 
 @pytest.fixture
