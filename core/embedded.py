@@ -11,6 +11,10 @@ started directly rather than through ``pg_ctl start``, whose server is nobody's 
 
 Started as root, PostgreSQL runs as the system user ``pgserver`` (it refuses to run as root);
 every pg_* tool is run as that user too (``pg_command``).
+
+Every wait (for a server to be ready, or to stop) takes an ``Abort`` (``core.threads``): a start
+gives up when it is set (``opsctl up`` is stopping), a stop escalates (a second Ctrl-C). A
+failure is said on one line: the last lines of the server's log joined by `` | `` (``log_tail``).
 """
 
 from __future__ import annotations
@@ -28,11 +32,27 @@ from typing import ClassVar
 from urllib.parse import quote
 
 from core.errors import ServiceUnavailable
-from core.procs import spawn
+from core.procs import output_file, spawn, wait_exit
+from core.supervision import one_line
+from core.threads import Abort
 
 PG_SYSTEM_USER = "pgserver"
 STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}  # as pg_ctl -m
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; ".s.PGSQL.5432" needs room
+TAIL_LINES = 3  # of a server's log, in an error message
+
+
+def log_tail(log_file: Path, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` non-empty lines of a server's log, on one line (`` | ``), and where the log is."""
+    try:
+        text = one_line(log_file.read_text(errors="replace"), lines)
+    except OSError:
+        return f"no log at {log_file}"
+    return f"{text} (log: {log_file})" if text else f"nothing in {log_file}"
+
+
+def abandoned(what: str) -> ServiceUnavailable:
+    return ServiceUnavailable(f"{what} abandoned: stopping")
 
 
 def pg_bin_dir() -> Path:
@@ -148,7 +168,7 @@ class EmbeddedPostgres:
             out.seek(0)
             text = out.read()
         if proc.returncode != 0:
-            raise ServiceUnavailable(f"{tool} failed (exit {proc.returncode}): {text.strip()[-500:]}")
+            raise ServiceUnavailable(f"{tool} failed (exit {proc.returncode}): {one_line(text, TAIL_LINES)}")
         return text
 
     def initialised(self) -> bool:
@@ -181,8 +201,9 @@ class EmbeddedPostgres:
             return False
         return pid_alive(pid)
 
-    def start(self, timeout: float = 120) -> str:
-        """Initialise if needed, start if not running, create the database; return its URL."""
+    def start(self, timeout: float = 120, abort: Abort | None = None) -> str:
+        """Initialise if needed, start if not running, create the database; return its URL. Gives up
+        waiting for the server to be ready when ``abort`` is set (the server is left to ``stop``)."""
         self.init()
         prepare_for_pg_user(self.socket_dir)
         if _running_as_root():
@@ -191,7 +212,7 @@ class EmbeddedPostgres:
             (self.data_dir / "opsctl.conf").write_text("\n".join(self.extra_conf) + "\n")
         if not self.running():
             self._spawn()
-            self._wait_ready(timeout)
+            self._wait_ready(timeout, abort)
         self._ensure_database()
         return self.url
 
@@ -209,7 +230,7 @@ class EmbeddedPostgres:
                 death_signal=signal.SIGINT, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, **as_user)  # type: ignore[arg-type]
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, abort: Abort | None = None) -> None:
         """Wait for the postmaster we started to say ``ready`` in postmaster.pid (what ``pg_ctl -w`` does)."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
@@ -218,6 +239,8 @@ class EmbeddedPostgres:
             if code is not None:
                 self.proc = None
                 raise ServiceUnavailable(f"PostgreSQL exited with {code} while starting: {self.log_tail()}")
+            if abort is not None and abort.is_set():
+                raise abandoned("PostgreSQL start")
             try:
                 lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
             except OSError:
@@ -228,11 +251,8 @@ class EmbeddedPostgres:
                 raise ServiceUnavailable(f"PostgreSQL not ready within {timeout:.0f} s: {self.log_tail()}")
             time.sleep(0.05)
 
-    def log_tail(self, chars: int = 500) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-chars:].strip()
-        except OSError:
-            return f"(no log at {self.log_file})"
+    def log_tail(self) -> str:
+        return log_tail(self.log_file)
 
     def exited(self) -> bool:
         """Whether the server this object started has died (and was reaped)."""
@@ -246,23 +266,23 @@ class EmbeddedPostgres:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
-    def stop(self, mode: str = "fast", timeout: float = 120) -> None:
+    def stop(self, mode: str = "fast", timeout: float = 120, abort: Abort | None = None) -> None:
         """Shut down (``smart``, ``fast`` or ``immediate``, as ``pg_ctl stop -m``); a server this object
-        started that outlives ``timeout`` gets an immediate shutdown, then SIGKILL."""
+        started that outlives ``timeout``, or whose stop is cut short by ``abort``, gets an immediate
+        shutdown (crash recovery at the next start; nothing committed is lost), then SIGKILL."""
         proc, self.proc = self.proc, None
         if proc is None:
             if self.running():  # started by someone else: ask pg_ctl
                 self._run("pg_ctl", "-w", "-t", f"{timeout:.0f}", "-D", str(self.data_dir), "-m", mode, "stop")
             return
-        for sig, wait in ((STOP_SIGNALS[mode], timeout), (signal.SIGQUIT, 30.0), (signal.SIGKILL, None)):
+        first = STOP_SIGNALS[mode]
+        for sig, wait, give_up in ((first, timeout, abort if first != signal.SIGQUIT else None),
+                                   (signal.SIGQUIT, 30.0, None), (signal.SIGKILL, None, None)):
             if proc.poll() is not None:
                 return
             proc.send_signal(sig)
-            try:
-                proc.wait(wait)
+            if wait_exit(proc, wait, give_up):
                 return
-            except subprocess.TimeoutExpired:
-                continue
 
     def kill(self) -> None:
         """Stop now: an immediate shutdown (crash recovery at the next start, nothing committed is lost)."""
@@ -296,12 +316,11 @@ class _ServerProcess:
     proc: subprocess.Popen[bytes] | None
     stop_seconds: ClassVar[float] = 10.0
 
-    def stop(self) -> None:
+    def stop(self, abort: Abort | None = None) -> None:
+        """SIGTERM; SIGKILL after ``stop_seconds``, or at once when ``abort`` is set."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(self.stop_seconds)
-            except subprocess.TimeoutExpired:
+            if not wait_exit(self.proc, self.stop_seconds, abort):
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
@@ -334,7 +353,8 @@ class EmbeddedRedis(_ServerProcess):
     def url(self) -> str:
         return f"unix://{self.socket}"
 
-    def start(self) -> str:
+    def start(self, abort: Abort | None = None) -> str:
+        """Start redis-server and wait for its socket (giving up when ``abort`` is set); return its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(
@@ -363,7 +383,10 @@ class EmbeddedRedis(_ServerProcess):
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             if self.proc.poll() is not None:
-                raise ServiceUnavailable(f"redis-server exited with {self.proc.returncode}; see its log")
+                raise ServiceUnavailable(f"redis-server exited with {self.proc.returncode}: "
+                                         f"{log_tail(self.data_dir / 'redis.log')}")
+            if abort is not None and abort.is_set():
+                raise abandoned("Redis start")
             if time.monotonic() > deadline:
                 raise ServiceUnavailable("redis-server did not create its socket within 10 s")
             time.sleep(0.02)
@@ -422,7 +445,8 @@ class EmbeddedPrometheus(_ServerProcess):
             "scrape_configs": jobs,
         }, sort_keys=False)
 
-    def start(self, timeout: float = 30) -> str:
+    def start(self, timeout: float = 30, abort: Abort | None = None) -> str:
+        """Start Prometheus and wait until it is ready (giving up when ``abort`` is set); return its URL."""
         binary = prometheus_binary()
         if binary is None:
             raise ServiceUnavailable("no prometheus binary on PATH (Debian/Ubuntu: apt-get install prometheus)")
@@ -431,21 +455,22 @@ class EmbeddedPrometheus(_ServerProcess):
             self.worker_targets_file.write_text("[]")
         conf = self.data_dir / "prometheus.yml"
         conf.write_text(self.config())
-        log = open(self.data_dir / "prometheus.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = spawn(
-            [binary, f"--config.file={conf}", f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=15d",
-             "--web.enable-lifecycle"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        )
-        log.close()
+        with output_file(self.data_dir, "prometheus.log") as log:
+            self.proc = spawn(
+                [binary, f"--config.file={conf}", f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=15d",
+                 "--web.enable-lifecycle"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )
         import httpx
 
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise ServiceUnavailable(
-                    f"prometheus exited with {self.proc.returncode}; see {self.data_dir}/prometheus.log")
+                    f"prometheus exited with {self.proc.returncode}: {log_tail(self.data_dir / 'prometheus.log')}")
+            if abort is not None and abort.is_set():
+                raise abandoned("Prometheus start")
             try:
                 if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
                     return self.url

@@ -8,9 +8,13 @@ the thread pool retires that thread). The setting is cleared when a process chan
 it is set after ``Popen(user=…)`` switched; and a child whose parent died before ``prctl`` ran
 exits at once.
 
-A PID alone names nothing once its process is gone: ``identity`` is (pid, creation time), which
-no other process can have, and ``snapshot`` reads the process table so that a clean-up can
-check every process it is about to signal (``core.supervision.plan_cleanup``).
+A PID alone names nothing once its process is gone: a process is named by (pid, creation time),
+which no other process can have. ``snapshot`` reads the process table so that a clean-up can
+check every process it is about to signal (``core.supervision.plan_cleanup``), and ``send``
+signals through a pidfd opened *before* the check, so the process checked is the one signalled.
+
+``wait_exit`` waits for a child with an ``Abort`` (``core.threads``) to give up on: the stop of
+``opsctl up`` escalates when a second Ctrl-C sets its flag.
 """
 
 from __future__ import annotations
@@ -24,20 +28,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import psutil
 
-from core.supervision import ProcessRow, same_start
+from core.supervision import DATA_DIR_ENV, ProcessRow, same_start
+from core.threads import Abort
 
 PR_SET_PDEATHSIG = 1
-
-
-def main_thread() -> bool:
-    """Whether this is the main thread: the only one that may install signal handlers."""
-    return threading.current_thread() is threading.main_thread()
+POLL_SECONDS = 0.05
 
 
 def _prctl() -> Any:
@@ -93,6 +95,18 @@ class _Forker:
 _FORKER = _Forker()
 
 
+@contextlib.contextmanager
+def output_file(log_dir: Path | None, name: str) -> Iterator[Any]:
+    """``log_dir / name`` opened to append a child's output (``DEVNULL`` without a ``log_dir``); closed on
+    leaving, whether the child started or not (the child has its own copy of the descriptor)."""
+    if log_dir is None:
+        yield subprocess.DEVNULL
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / name, "ab") as out:
+        yield out
+
+
 def spawn(argv: list[str], *, death_signal: int = signal.SIGTERM, **popen: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(argv, **popen)`` whose child gets ``death_signal`` when this process dies."""
     if _PRCTL is None:  # no parent-death signal here: `opsctl up` cleans up leftovers at its next start
@@ -113,9 +127,10 @@ def created_at(pid: int) -> float | None:
         return None
 
 
-def snapshot(cwd_of: Iterable[int] = ()) -> list[ProcessRow]:
-    """Every live process (zombies excluded), with the working directory of the PIDs in ``cwd_of``."""
-    want_cwd = set(cwd_of)
+def snapshot(cwd_of: Iterable[int] = (), sessions: Iterable[int] = ()) -> list[ProcessRow]:
+    """Every live process (zombies excluded), with the working directory of the PIDs in ``cwd_of``
+    and, for the members of the ``sessions`` (session ids), the data dir named in their environment."""
+    want_cwd, want_env = set(cwd_of), set(sessions)
     rows = []
     for proc in psutil.process_iter(["pid", "create_time", "name", "status"]):
         info = proc.info
@@ -125,11 +140,14 @@ def snapshot(cwd_of: Iterable[int] = ()) -> list[ProcessRow]:
             sid = os.getsid(info["pid"])
         except (ProcessLookupError, PermissionError):
             continue
-        cwd = None
+        cwd = data_dir = None
         if info["pid"] in want_cwd:
             with contextlib.suppress(psutil.Error):
                 cwd = proc.cwd()
-        rows.append(ProcessRow(info["pid"], sid, float(info["create_time"]), info["name"] or "", cwd))
+        if sid in want_env:
+            with contextlib.suppress(psutil.Error, OSError):
+                data_dir = proc.environ().get(DATA_DIR_ENV)
+        rows.append(ProcessRow(info["pid"], sid, float(info["create_time"]), info["name"] or "", cwd, data_dir))
     return rows
 
 
@@ -147,16 +165,44 @@ def wait_gone(pids: Iterable[tuple[int, float]], timeout: float) -> list[tuple[i
         left = [p for p in left if same_process(*p)]
         if not left or time.monotonic() >= deadline:
             break
-        time.sleep(0.05)
+        time.sleep(POLL_SECONDS)
     return left
 
 
 def send(pid: int, created: float, sig: int) -> bool:
-    """Signal ``pid`` if it is still the process created at ``created``; whether it was signalled."""
-    if not same_process(pid, created):
-        return False
+    """Signal ``pid`` if it is still the process created at ``created``; whether it was signalled.
+
+    The pidfd is opened first and the creation time checked while it is open: the pidfd names one
+    process, so the signal reaches the process that passed the check or nobody (``os.kill`` after
+    the check could reach a process that took the PID in between). Without pidfds (Linux < 5.3,
+    other systems): the check, then ``os.kill``."""
     try:
-        os.kill(pid, sig)
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # no pidfd here
+        fd = None
+    try:
+        if not same_process(pid, created):
+            return False
+        if fd is not None:
+            signal.pidfd_send_signal(fd, sig)
+        else:
+            os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return True
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float | None, abort: Abort | None = None) -> bool:
+    """Wait for ``proc`` to exit (and reap it), up to ``timeout`` seconds (None: no limit) or until
+    ``abort`` is set; whether it exited. Polls, so that a flag set by a signal handler is seen."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while proc.poll() is None:
+        if (abort is not None and abort.is_set()) or (deadline is not None and time.monotonic() >= deadline):
+            return False
+        time.sleep(POLL_SECONDS)
     return True

@@ -7,7 +7,10 @@ ran at least ``healthy_after`` seconds before dying counts as healthy again, so 
 death starts the sequence over. Used by ``opsctl up``'s supervisor and the local worker pool.
 
 ``plan_cleanup``: which processes a parent that died (``kill -9``) left behind, recognised by
-(PID, creation time) so that a process that reused a PID is never signalled.
+(PID, creation time) so that a process that reused a PID is never signalled; what a child
+started in its session must also carry the parent's data dir in its environment.
+
+``exit_reason`` and ``one_line``: how a child's end is told, on one line (a log line, a status row).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def next_restart(runs: Sequence[Run], now: float, policy: RestartPolicy = Restar
 
 
 # -- leftovers of a parent that died -----------------------------------------------------------------
+DATA_DIR_ENV = "OPSCTL_DATA_DIR"  # every child of opsctl up, and what it starts, has its data dir here
 SAME_START_SECONDS = 1.0  # creation times are seconds since the epoch derived from boot time: allow jitter
 
 
@@ -74,6 +78,7 @@ class ProcessRow:
     created: float  # creation time, seconds since the epoch
     name: str
     cwd: str | None = None  # known only for the processes it was asked for
+    data_dir: str | None = None  # DATA_DIR_ENV in its environment: read for the members of recorded sessions
 
 
 @dataclass(frozen=True)
@@ -101,15 +106,17 @@ def same_start(a: float, b: float) -> bool:
     return abs(a - b) < SAME_START_SECONDS
 
 
-def plan_cleanup(recorded: Sequence[Recorded], table: Sequence[ProcessRow],
+def plan_cleanup(recorded: Sequence[Recorded], table: Sequence[ProcessRow], data_dir: str,
                  postmaster: tuple[int, str] | None = None) -> list[Stop]:
     """The processes left by a parent that died, to stop before starting again (pure).
 
     A recorded child is stopped only while its PID still names the process created at the
-    recorded time; so is whatever it started in its own session (a daemon job's pg_basebackup),
-    found by session id: the kernel never gives a PID that still names a session to a new
-    process. ``postmaster`` is (pid, data dir) from ``postmaster.pid``: a PostgreSQL server
-    running on that data dir is stopped (fast shutdown) whoever started it. PostgreSQL goes last.
+    recorded time. So is whatever it started in its own session (a daemon job's pg_basebackup),
+    found by session id, created after it, and carrying ``data_dir`` (the parent's) in its
+    environment: once the recorded child and its whole session are gone, its PID may be reused
+    by a process that starts a session of its own, whose members carry no such mark.
+    ``postmaster`` is (pid, data dir) from ``postmaster.pid``: a PostgreSQL server running on
+    that data dir is stopped (fast shutdown) whoever started it. PostgreSQL goes last.
     """
     by_pid = {row.pid: row for row in table}
     stops: dict[int, Stop] = {}
@@ -122,14 +129,15 @@ def plan_cleanup(recorded: Sequence[Recorded], table: Sequence[ProcessRow],
                                      child.last)
         if child.whole_session:
             for row in table:
-                if row.sid == child.pid and row.pid != child.pid and row.created > child.created - SAME_START_SECONDS:
+                if (row.sid == child.pid and row.pid != child.pid and row.created > child.created - SAME_START_SECONDS
+                        and row.data_dir == data_dir):
                     stops.setdefault(row.pid, Stop(row.pid, row.created, signal.SIGTERM,
                                                    f"{row.name} (pid {row.pid}) started by {child.name}"))
     if postmaster is not None:
-        pid, data_dir = postmaster
+        pid, pg_dir = postmaster
         server = by_pid.get(pid)
-        if server is not None and server.name in ("postgres", "postmaster") and server.cwd == data_dir:
-            stops[pid] = Stop(pid, server.created, signal.SIGINT, f"PostgreSQL (pid {pid}) on {data_dir}", last=True)
+        if server is not None and server.name in ("postgres", "postmaster") and server.cwd == pg_dir:
+            stops[pid] = Stop(pid, server.created, signal.SIGINT, f"PostgreSQL (pid {pid}) on {pg_dir}", last=True)
     return sorted(stops.values(), key=lambda s: s.last)
 
 
@@ -143,3 +151,9 @@ def exit_reason(returncode: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-returncode}"
     return f"exited with {returncode}"
+
+
+def one_line(text: str, last: int | None = None) -> str:
+    """``text`` on one line: its non-empty lines (the ``last`` ones only, if given) joined by `` | ``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(lines[-last:] if last else lines)

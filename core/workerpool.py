@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from core import metrics
-from core.procs import spawn
+from core.procs import output_file, spawn, wait_exit
 from core.supervision import RestartPolicy, Run, exit_reason, next_restart
+from core.threads import Abort
 
 log = logging.getLogger("core.workerpool")
 
@@ -107,8 +108,9 @@ class WorkerPool:
         with self._lock:
             return [w.pid for w in self.workers if w.alive()]
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop every worker gracefully (SIGTERM, wait), killing those that outlive ``timeout``."""
+    def stop(self, timeout: float | None = None, abort: Abort | None = None) -> None:
+        """Stop every worker gracefully (SIGTERM, wait), killing those that outlive ``timeout``, or every
+        one left once ``abort`` is set."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -120,22 +122,23 @@ class WorkerPool:
                     w.proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + (self.stop_grace_seconds if timeout is None else timeout)
             for w in self.workers:
-                remaining = max(0.0, deadline - time.monotonic())
-                try:
-                    w.proc.wait(remaining)
-                except subprocess.TimeoutExpired:
-                    log.warning("worker %d did not stop in time; killing it", w.pid)
+                if not wait_exit(w.proc, max(0.0, deadline - time.monotonic()), abort):
+                    if not (abort is not None and abort.is_set()):
+                        log.warning("worker %d did not stop in time; killing it", w.pid)
                     w.proc.kill()
                     w.proc.wait()
             self.workers.clear()
             self._publish()
 
     def kill_all(self) -> None:
+        """SIGKILL every worker (and reap it)."""
         self._stop.set()
         with self._lock:
             for w in self.workers:
                 if w.alive():
                     w.proc.kill()
+            for w in self.workers:
+                w.proc.wait()
             self.workers.clear()
 
     # -- reconcile -----------------------------------------------------------------------------
@@ -183,17 +186,12 @@ class WorkerPool:
 
     def _spawn(self) -> WorkerProcess:
         port = free_port()
-        out: Any = subprocess.DEVNULL
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / "workers.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = spawn(
-            [sys.executable, "-m", "core.ingest.worker", "--metrics-port", str(port)],
-            env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            start_new_session=True,
-        )
-        if out is not subprocess.DEVNULL:
-            out.close()
+        with output_file(self.log_dir, "workers.log") as out:  # the child has its own copy
+            proc = spawn(
+                [sys.executable, "-m", "core.ingest.worker", "--metrics-port", str(port)],
+                env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,
+            )
         log.info("started worker %d (metrics on :%d)", proc.pid, port)
         return WorkerProcess(proc, port, time.time(), time.monotonic())
 

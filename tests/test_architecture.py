@@ -26,7 +26,7 @@ PURE = (
     "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health",
 )
 IO_LIBRARIES = ("psycopg", "psycopg_pool", "redis", "kubernetes", "httpx", "prometheus_api_client", "requests",
-                "apscheduler", "fastapi", "uvicorn")
+                "apscheduler", "fastapi", "uvicorn", "psutil")
 
 
 def loaded_after(imports: str) -> set[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from core import procs
 from core.errors import ServiceUnavailable
 from opsctl.up.lock import InstanceLock
 from tests.conftest import project_root
@@ -80,3 +81,62 @@ def test_one_lock_holder_per_data_dir_and_a_dead_holder_frees_it(tmp_path: Path)
     finally:
         holder.kill()
         holder.wait()
+
+
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def take_pid(pid: int) -> subprocess.Popen[bytes]:
+    """A new process with ``pid`` (the kernel hands out ns_last_pid + 1; others may fork meanwhile: retry)."""
+    for _ in range(200):
+        NS_LAST_PID.write_text(str(pid - 1))
+        proc = subprocess.Popen(["sleep", "600"])
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    pytest.fail(f"could not get pid {pid} for a new process")
+
+
+def created(pid: int) -> float:
+    return psutil.Process(pid).create_time()
+
+
+@pytest.mark.skipif(not os.access(NS_LAST_PID, os.W_OK), reason="choosing a PID takes root (ns_last_pid)")
+def test_send_never_signals_a_process_that_took_the_pid_right_after_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = subprocess.Popen(["sleep", "600"])
+    impostors: list[subprocess.Popen[bytes]] = []
+    check = procs.same_process
+
+    def checked_then_replaced(pid: int, when: float) -> bool:
+        same = check(pid, when)
+        target.kill()  # the process checked dies right after the check …
+        target.wait()
+        impostors.append(take_pid(pid))  # … and a new one takes its PID
+        return same
+
+    monkeypatch.setattr(procs, "same_process", checked_then_replaced)
+    try:
+        assert procs.send(target.pid, created(target.pid), signal.SIGTERM) is False
+        assert impostors and impostors[0].poll() is None, "the process that took the PID was signalled"
+    finally:
+        for proc in [target, *impostors]:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_send_signals_only_the_process_created_at_that_time(pidfd: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open")  # a system without pidfds: the check, then os.kill
+    proc = subprocess.Popen(["sleep", "600"])
+    try:
+        when = created(proc.pid)
+        assert procs.send(proc.pid, when + 100, signal.SIGTERM) is False
+        assert proc.poll() is None
+        assert procs.send(proc.pid, when, signal.SIGTERM) is True
+        assert proc.wait(60) == -signal.SIGTERM
+        assert procs.send(proc.pid, when, signal.SIGTERM) is False  # gone (and reaped)
+    finally:
+        proc.kill()
+        proc.wait()

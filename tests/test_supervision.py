@@ -15,6 +15,7 @@ from core.supervision import (
     Stop,
     exit_reason,
     next_restart,
+    one_line,
     plan_cleanup,
 )
 
@@ -67,14 +68,16 @@ def test_exit_reason(code: int | None, text: str) -> None:
 
 
 T = 1_700_000_000.0  # creation times
+DATA_DIR = "/data"
 PG_DIR = "/data/pg"
 DAEMON = Recorded("daemon", 100, T)
 REDIS = Recorded("redis", 200, T + 1)
 POSTGRES = Recorded("postgres", 300, T, signal.SIGINT, whole_session=False, last=True)
 
 
-def row(pid: int, created: float, sid: int | None = None, name: str = "python3", cwd: str | None = None) -> ProcessRow:
-    return ProcessRow(pid, pid if sid is None else sid, created, name, cwd)
+def row(pid: int, created: float, sid: int | None = None, name: str = "python3", cwd: str | None = None,
+        data_dir: str | None = DATA_DIR) -> ProcessRow:
+    return ProcessRow(pid, pid if sid is None else sid, created, name, cwd, data_dir)
 
 
 @pytest.mark.parametrize(("recorded", "table", "postmaster", "expected"), [
@@ -99,6 +102,10 @@ def row(pid: int, created: float, sid: int | None = None, name: str = "python3",
       Stop(150, T + 30, signal.SIGTERM, "pg_basebackup (pid 150) started by daemon")]),
     # a process in that session created before the daemon cannot be its job
     ([DAEMON], [row(150, T - 30, sid=100)], None, []),
+    # the daemon and its session are gone, its PID was reused by a process that started a session (setsid)
+    # and died, leaving its own children in that session: they carry another data dir, or none
+    ([DAEMON], [row(150, T + 30, sid=100, name="sleep", data_dir="/elsewhere"),
+                row(151, T + 31, sid=100, name="sleep", data_dir=None)], None, []),
     # PostgreSQL: only the postmaster (it stops its backends), with a fast shutdown, after the others
     ([POSTGRES, REDIS], [row(300, T, name="postgres"), row(301, T + 2, sid=300, name="postgres"),
                          row(200, T + 1, name="redis-server")], None,
@@ -117,4 +124,15 @@ def row(pid: int, created: float, sid: int | None = None, name: str = "python3",
 ])
 def test_plan_cleanup(recorded: list[Recorded], table: list[ProcessRow], postmaster: tuple[int, str] | None,
                       expected: list[Stop]) -> None:
-    assert plan_cleanup(recorded, table, postmaster) == expected
+    assert plan_cleanup(recorded, table, DATA_DIR, postmaster) == expected
+
+
+@pytest.mark.parametrize(("text", "last", "line"), [
+    ("", None, ""),
+    ("one", None, "one"),
+    ("PostgreSQL exited with 1:\n  LOG: a\n\n FATAL: b \n", None, "PostgreSQL exited with 1: | LOG: a | FATAL: b"),
+    ("a\nb\nc\nd\n\n", 3, "b | c | d"),
+    ("a\nb", 3, "a | b"),
+])
+def test_one_line(text: str, last: int | None, line: str) -> None:
+    assert one_line(text, last) == line

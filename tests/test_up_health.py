@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from opsctl.up.health import render_up, summarize_up
+from tests.conftest import project_root
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -86,3 +89,14 @@ def test_summarize_up(up: dict[str, Any] | None, states: dict[str, str] | None, 
     assert f"opsctl up: pid 9, {title}" in text
     for name, state in states.items():
         assert name in text and state in text
+
+
+def test_health_reads_nothing_not_even_inside_a_function() -> None:
+    # tests/test_architecture.py imports the module and looks at sys.modules: an import inside a function
+    # (observe reading up.json and the process table) is only seen here
+    tree = ast.parse((project_root() / "opsctl" / "up" / "health.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported - {"__future__", "rich"} <= sys.stdlib_module_names - {"os", "pathlib", "subprocess", "socket"}, \
+        imported

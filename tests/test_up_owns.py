@@ -1,5 +1,6 @@
 """`opsctl up` owns its processes, tried with real ones: Ctrl-C with nobody reading its output, `kill -9`
-of it, a second one on the same data dir, leftovers of a dead one, and children that die."""
+of it, a second one on the same data dir, leftovers of a dead one, children that die, a SIGTERM while it
+starts, and a second Ctrl-C while it stops."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from core.embedded import pg_command
+from core.embedded import EmbeddedPostgres, pg_command
 from tests.conftest import free_port, outside_pytest_tmp, project_root
 from tests.test_up import opsctl, ready, start_up, wait_for
 
@@ -175,10 +176,18 @@ def test_kill_9_takes_the_children_along_one_up_per_data_dir_and_leftovers_are_s
         assert not (data_dir / "pg" / "postmaster.pid").exists(), "PostgreSQL got a fast shutdown"
 
         # what the kernel's parent-death signal cannot reach, left for the next start to stop:
-        # a process a dead daemon's job started in its session …
-        job = subprocess.Popen(["sh", "-c", "sleep 600 & exec sleep 600"], start_new_session=True)
+        # a process a dead daemon's job started in its session (it carries the data dir, as every child does) …
+        job = subprocess.Popen(["sh", "-c", "sleep 601 & env OPSCTL_DATA_DIR=/elsewhere sleep 602 & exec sleep 600"],
+                               start_new_session=True, env={**os.environ, "OPSCTL_DATA_DIR": str(data_dir)})
         planted.append(job)
-        member = wait_for(lambda: [c.pid for c in psutil.Process(job.pid).children()], 30, "the job's child")[0]
+
+        def job_children() -> dict[str, int]:
+            return {c.cmdline()[-1]: c.pid for c in psutil.Process(job.pid).children()}
+
+        members = wait_for(lambda: (found := job_children()).keys() == {"601", "602"} and found, 30,
+                           "the job's children")
+        member, foreign_member = members["601"], members["602"]
+        foreign_member_created = psutil.Process(foreign_member).create_time()
         job_created = psutil.Process(job.pid).create_time()
         job.kill()
         job.wait()
@@ -202,6 +211,7 @@ def test_kill_9_takes_the_children_along_one_up_per_data_dir_and_leftovers_are_s
         third = up.start()
         wait_for(lambda: ready(up.api), 120, "the API after the restart")
         assert not psutil.pid_exists(member) or psutil.Process(member).status() == psutil.STATUS_ZOMBIE
+        assert alive(foreign_member, foreign_member_created), "a process of another data dir was killed"
         assert alive(unrelated.pid, unrelated_created), "a process that reused a recorded PID was killed"
         assert not alive(foreign, foreign_created)
         own = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
@@ -215,6 +225,8 @@ def test_kill_9_takes_the_children_along_one_up_per_data_dir_and_leftovers_are_s
         for proc in planted:
             proc.kill()
             proc.wait()
+        with contextlib.suppress(UnboundLocalError, ProcessLookupError):
+            os.kill(foreign_member, signal.SIGKILL)
     assert third is not None and third.returncode == 0, up.log.read_text()[-3000:]
     assert cluster_state(data_dir / "pg") == "shut down"
 
@@ -268,7 +280,84 @@ def test_a_child_that_dies_is_restarted_counted_logged_and_shown_by_status(up: U
         proc.send_signal(signal.SIGINT)
         code = proc.wait(180)
     text = up.log.read_text()
+    assert "error connecting" not in text, "a library's log reached the terminal"  # logs/up.log has them
     for kind in KINDS:
         assert re.search(rf"{kind}: pid \d+ was killed by SIGKILL after [\d.]+ s; restart in", text), kind
         assert re.search(rf"{kind}: restarted \(pid \d+\)", text) or kind == "worker", (kind, text[-3000:])
     assert code == 0, text[-3000:]
+
+
+def up_log(data_dir: Path) -> str:
+    try:
+        return (data_dir / "logs" / "up.log").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def anything_left(data_dir: Path) -> list[str]:
+    """Every live process that belongs to this data dir (by its environment or its command line)."""
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline", "environ", "status"]):
+        with contextlib.suppress(psutil.Error):
+            mine = (proc.info["environ"] or {}).get("OPSCTL_DATA_DIR") == str(data_dir)
+            if (proc.pid != os.getpid() and proc.info["status"] != psutil.STATUS_ZOMBIE
+                    and (mine or str(data_dir) in " ".join(proc.info["cmdline"] or []))):
+                left.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])}")
+    return left
+
+
+def release(fifo: Path) -> None:
+    """Let a reader blocked in opening ``fifo`` read on (to its end)."""
+    with contextlib.suppress(OSError):  # ENXIO: nobody reads it now
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_sigterm_while_it_starts_stops_what_has_started_and_records_the_stop(up: Up) -> None:
+    # hold the start in PostgreSQL's wait to be ready: its configuration includes a FIFO, which the
+    # postmaster reads (signals blocked) until the test opens it for writing
+    data_dir = up.data_dir
+    pg = EmbeddedPostgres(data_dir / "pg")
+    pg.init()
+    os.mkfifo(pg.data_dir / "hold.conf", 0o644)
+    with (pg.data_dir / "postgresql.conf").open("a") as conf:
+        conf.write("include 'hold.conf'\n")
+    proc = up.start()
+    try:
+        kids = wait_for(lambda: "starting PostgreSQL" in up_log(data_dir) and "postgres" in (
+            found := children(proc.pid, data_dir)) and found, 180, "opsctl up to start PostgreSQL")
+        proc.send_signal(signal.SIGTERM)  # a service manager stopping it (or a plain kill)
+        wait_for(lambda: "stopping PostgreSQL" in up_log(data_dir), 120, "opsctl up to stop PostgreSQL")
+        wait_for(lambda: release(pg.data_dir / "hold.conf") or proc.poll() is not None, 180,  # PostgreSQL reads on
+                 "opsctl up to exit")  # (it reads its configuration twice), sees the SIGINT, and stops
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = up.log.read_text()
+    assert code == 130, out[-3000:]
+    assert still_alive(kids) == [] and anything_left(data_dir) == [], "opsctl up exited leaving these running"
+    assert json.loads((data_dir / "up.json").read_text())["stopped_at"]
+    assert "applying migrations" not in up_log(data_dir), "the start went on after the signal"
+
+
+def test_a_second_ctrl_c_while_it_stops_kills_what_is_left_at_once(up: Up) -> None:
+    data_dir = up.data_dir
+    proc = up.start()
+    try:
+        kids = up.running(proc)
+        # a daemon and a worker that never stop by themselves: their graceful stops would take 45 s and 60 s
+        for kind in ("daemon", "worker"):
+            os.kill(kids[kind][0][0], signal.SIGSTOP)
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: "stopping the daemon" in up_log(data_dir), 120, "the stop to reach the daemon")
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)  # the graceful path would take over 100 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, up.log.read_text()[-3000:]
+    assert still_alive(kids) == [] and anything_left(data_dir) == [], "opsctl up exited leaving these running"
+    text = up_log(data_dir)
+    assert "forcing: killing" in text, text[-3000:]
+    assert "stopping workers" not in text, "the forced stop still waited for the workers"
+    assert json.loads((data_dir / "up.json").read_text())["stopped_at"]

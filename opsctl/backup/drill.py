@@ -23,7 +23,7 @@ from typing import Any
 
 from core.clock import Clock, utcnow
 from core.errors import ConfigError, OperationFailed, OpsError
-from core.procs import main_thread
+from core.threads import main_thread
 from opsctl.backup.catalog import BackupRecord, Repository
 from opsctl.backup.policy import BackupPolicy
 from opsctl.backup.tools import Progress, no_progress

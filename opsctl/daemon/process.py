@@ -6,6 +6,12 @@ process group holds the daemon and whatever its jobs started (pg_basebackup, a r
 server …): stopping kills that group once the daemon is gone, so an abandoned job leaves nothing
 behind. It gets SIGTERM if ``opsctl up`` dies (``core.procs.spawn``); what its jobs started is
 then stopped by the next ``opsctl up`` (its session is recorded, ``core.supervision.plan_cleanup``).
+
+The daemon is reaped only after its group was killed (``_reap``): as long as it is not reaped,
+its PID, and so its group's id, can name no other process. Nothing here calls ``Popen.poll`` or
+``Popen.send_signal`` (which polls first) on it: that would reap a daemon that just died, and
+its group would never be killed. Signals go by ``os.kill``, deaths are seen by
+``waitid(WNOWAIT)``.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from core.procs import spawn
+from core.procs import output_file, spawn
+from core.threads import Abort
 
 log = logging.getLogger("opsctl.up")
 
@@ -40,7 +46,7 @@ class DaemonProcess:
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
-        # no daemon starts after stop() began; re-entrant: up's force handler calls kill()
+        # no daemon starts after stop() or kill() began (the supervisor restarts it from its own thread)
         self._spawning = threading.RLock()
 
     @property
@@ -61,35 +67,34 @@ class DaemonProcess:
             self._reap()
         return self.proc.returncode is not None
 
-    def restart(self) -> None:
+    def restart(self, abort: Abort | None = None) -> None:
         """Start a new daemon in place of the dead one (a no-op once stop() was called)."""
         with self._spawning:
             if not self._stop.is_set():
                 self._spawn()
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "opsctl.cli", "daemon", "--metrics-port", str(self.metrics_port),
+                "--metrics-host", "127.0.0.1", "--stop-grace-seconds", f"{self.stop_grace_seconds:g}"]
+
     def _spawn(self) -> None:
-        out: Any = subprocess.DEVNULL
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, "OPSCTL_ACTOR": f"daemon@{socket.gethostname()}", **self.env}
-        self.proc = spawn(
-            [sys.executable, "-m", "opsctl.cli", "daemon", "--metrics-port", str(self.metrics_port),
-             "--metrics-host", "127.0.0.1", "--stop-grace-seconds", f"{self.stop_grace_seconds:g}"],
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-        if out is not subprocess.DEVNULL:
-            out.close()
+        with output_file(self.log_dir, "daemon.log") as out:
+            self.proc = spawn(self.command(), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                              start_new_session=True)
         log.info("started the daemon (pid %d, metrics on :%d)", self.proc.pid, self.metrics_port)
 
-    def stop(self) -> None:
-        """SIGTERM (the running job gets the daemon's stop grace), then kill what is left."""
+    def stop(self, abort: Abort | None = None) -> None:
+        """SIGTERM (the running job gets the daemon's stop grace), then kill what is left: at the end of
+        the grace, or as soon as ``abort`` is set."""
         with self._spawning:
             self._stop.set()
-        if self.proc is None:
-            return
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            if not self._dead_unreaped(self.stop_grace_seconds + KILL_MARGIN_SECONDS):
+        if self.proc is None or self.proc.returncode is not None:
+            return  # never started, or reaped: its group was killed then
+        if not self._dead_unreaped(0):
+            os.kill(self.proc.pid, signal.SIGTERM)  # unreaped: the PID is still the daemon's
+            stopped = self._dead_unreaped(self.stop_grace_seconds + KILL_MARGIN_SECONDS, abort)
+            if not stopped and not (abort is not None and abort.is_set()):
                 log.warning("the daemon did not stop in time; killing it")
         self.kill()
 
@@ -100,9 +105,9 @@ class DaemonProcess:
         if self.proc is not None and self.proc.returncode is None:
             self._reap()
 
-    def _dead_unreaped(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the daemon to die, without reaping it: while it is a zombie its
-        PID, and so its process group's id, cannot be given to another process."""
+    def _dead_unreaped(self, timeout: float, abort: Abort | None = None) -> bool:
+        """Wait up to ``timeout`` (or until ``abort`` is set) for the daemon to die, without reaping it:
+        while it is a zombie its PID, and so its process group's id, cannot be given to another process."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
@@ -111,7 +116,7 @@ class DaemonProcess:
                     return True
             except ChildProcessError:  # reaped already
                 return True
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (abort is not None and abort.is_set()):
                 return False
             time.sleep(0.05)
 

@@ -52,7 +52,7 @@ def fetch(conn: Any, prometheus_url: str | None, data_dir: Path | None = None) -
 
     from core.metrics import queue_stats
     from opsctl.daemon.leader import lock_holder
-    from opsctl.up.health import observe as observe_up
+    from opsctl.up.record import observe as observe_up
 
     def latest(action: str) -> list[dict[str, Any]]:
         return [{"target": r[0], "at": r[1], "from": r[2], "to": r[3], "reason": r[4], "details": r[5]}

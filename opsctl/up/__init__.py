@@ -1,6 +1,7 @@
 """``opsctl up``: the whole system on one machine, in a process tree it owns (docs/up.md).
 
 - ``system``: start, serve, stop (``System``); ``server``: the API served in this process;
+- ``signals``: SIGINT/SIGTERM/SIGHUP from the first step to the last (flags only);
 - ``lock``: one ``opsctl up`` per data dir;
 - ``leftovers``: before starting, stop what a dead instance left running;
 - ``supervisor``: restart a child that dies, with backoff; keep ``up.json`` (``record``) current;

@@ -1,38 +1,16 @@
-"""What ``opsctl status`` shows about ``opsctl up`` and its children.
+"""What ``opsctl status`` shows about ``opsctl up`` and its children (pure).
 
-``observe`` (the adapter) reads ``up.json`` and checks which of the recorded processes still
-live; ``summarize_up`` (pure: that and the clock in) makes the rows and the attention lines;
-``render_up`` draws the table.
+``opsctl.up.record.observe`` (the adapter) reads ``up.json`` and checks which of the recorded
+processes still live; ``summarize_up`` (that and the clock in) makes the rows and the attention
+lines; ``render_up`` draws the table.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 RECENT = timedelta(hours=1)  # a restart this recent is worth a line in "attention"
-
-
-def observe(data_dir: Path) -> dict[str, Any] | None:
-    """``up.json`` with ``alive`` on the record and on every process (by PID and creation time)."""
-    from core.procs import same_process
-    from opsctl.up.record import read_record
-
-    record = read_record(data_dir)
-    if not record.get("pid"):
-        return None
-
-    def alive(proc: dict[str, Any]) -> bool:
-        try:
-            return same_process(int(proc["pid"]), float(proc["created"]))
-        except (KeyError, TypeError, ValueError):
-            return False
-
-    children = [{**child, "processes": [{**p, "alive": alive(p)} for p in child.get("processes") or []
-                                        if isinstance(p, dict)]}
-                for child in record.get("children") or [] if isinstance(child, dict)]
-    return {**record, "alive": alive(record), "children": children}
 
 
 def _at(text: Any) -> datetime | None:
@@ -71,7 +49,7 @@ def summarize_up(observed: dict[str, Any] | None, now: datetime) -> tuple[dict[s
         rows.append(row)
         if not running:
             continue
-        if state in ("down", "degraded"):
+        if state in ("down", "degraded", "restarting"):
             next_at = _at(child.get("next_restart_at"))
             when = f"; next restart in {max(0.0, (next_at - now).total_seconds()):.0f} s" if next_at else ""
             count = f" ({row['running']}/{row['desired']} running)" if "desired" in row else ""

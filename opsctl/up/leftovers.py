@@ -4,7 +4,9 @@ Children die with ``opsctl up`` (parent-death signal); this is the second line, 
 cannot reach: processes a child started in its session (a daemon job's ``pg_basebackup``), a
 child that ignored its signal or was stuck, a PostgreSQL started on the data dir by someone else
 or by an older version. Which processes: ``core.supervision.plan_cleanup`` (pure), from
-``up.json`` and ``postmaster.pid``, never a process that merely reused a recorded PID.
+``up.json`` and ``postmaster.pid``, never a process that merely reused a recorded PID, and
+nothing in a recorded child's session that does not carry this data dir in its environment
+(``OPSCTL_DATA_DIR``: ``opsctl up`` sets it for every child, and their children inherit it).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ def postmaster_of(pg_data_dir: Path) -> tuple[int, str] | None:
 def clean_leftovers(data_dir: Path, pg_data_dir: Path, say: Callable[[str], None]) -> list[Stop]:
     """Stop every leftover (plan, signal, wait, escalate); raise if one survives. Returns what was stopped."""
     record = read_record(data_dir)
+    recorded = recorded_processes(record)
     postmaster = postmaster_of(pg_data_dir)
-    table = snapshot(cwd_of=[postmaster[0]] if postmaster else [])
-    stops = plan_cleanup(recorded_processes(record), table, postmaster)
+    sessions = [r.pid for r in recorded if r.whole_session]
+    table = snapshot(cwd_of=[postmaster[0]] if postmaster else [], sessions=sessions)
+    stops = plan_cleanup(recorded, table, str(data_dir.resolve()), postmaster)
     if not stops:
         return []
     owner = f"opsctl up (pid {record['pid']})" if record.get("pid") else "an earlier opsctl up"

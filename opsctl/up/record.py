@@ -3,7 +3,8 @@
 Who it is (PID and creation time), and for each child (postgres, redis, prometheus, daemon,
 worker): its processes as (PID, creation time), whether it runs, how often it was restarted and
 why it last died. Two readers: the next ``opsctl up``, which stops whatever a dead instance left
-(``opsctl.up.leftovers``), and ``opsctl status``, which shows the children's health.
+(``opsctl.up.leftovers``), and ``opsctl status``, which shows the children's health: ``observe``
+adds which of the recorded processes still live, and ``opsctl.up.health`` (pure) summarizes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from core.procs import same_process
 from core.supervision import Recorded
 
 RECORD_FILE = "up.json"
@@ -54,3 +56,21 @@ def recorded_processes(record: dict[str, Any]) -> list[Recorded]:
             except (KeyError, TypeError, ValueError):
                 continue
     return out
+
+
+def observe(data_dir: Path) -> dict[str, Any] | None:
+    """``up.json`` with ``alive`` on the record and on every process (by PID and creation time)."""
+    record = read_record(data_dir)
+    if not record.get("pid"):
+        return None
+
+    def alive(proc: dict[str, Any]) -> bool:
+        try:
+            return same_process(int(proc["pid"]), float(proc["created"]))
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    children = [{**child, "processes": [{**p, "alive": alive(p)} for p in child.get("processes") or []
+                                        if isinstance(p, dict)]}
+                for child in record.get("children") or [] if isinstance(child, dict)]
+    return {**record, "alive": alive(record), "children": children}

@@ -5,25 +5,34 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
-from core.procs import main_thread
+from core.threads import main_thread
+from opsctl.up.signals import SIGNALS, StopSignals
 
 
-def api_server(config: Any) -> Any:
-    """A ``uvicorn.Server`` that, after its graceful shutdown, returns instead of re-raising the
-    signal (``opsctl up`` still has its children to stop); SIGHUP (the terminal closed) stops it
-    gracefully too."""
+def api_server(config: Any, signals: StopSignals) -> Any:
+    """A ``uvicorn.Server`` whose signals are ``opsctl up``'s (``signals`` sees each one too, so a
+    second Ctrl-C while the API shuts down forces the stop of the rest); SIGHUP (the terminal
+    closed) stops it gracefully too; a stop asked before it served makes it exit at once; and
+    after its graceful shutdown it returns instead of re-raising the signal (``opsctl up`` still
+    has its children to stop)."""
     import uvicorn
 
     class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            signals.handle(sig, frame)
+            super().handle_exit(sig, frame)
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             if not main_thread():
                 yield
                 return
-            previous = {sig: signal.signal(sig, self.handle_exit)
-                        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in SIGNALS}
+            if signals.stop.is_set():  # asked before the handlers above were in place
+                self.should_exit = True
             try:
                 yield
             finally:

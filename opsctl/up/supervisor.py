@@ -15,7 +15,10 @@ consistent at the next start (what any service manager does). While it is down, 
 
 After every change the supervisor rewrites ``up.json`` (``opsctl.up.record``): the next
 ``opsctl up`` and ``opsctl status`` read it. ``stop()`` ends all restarts before ``opsctl up``
-stops its children, waiting for a restart in progress to finish.
+stops its children: no restart begins after it, and one in progress is abandoned (each
+``restart`` gets the supervisor's stop event as its ``Abort``: PostgreSQL's wait to be ready, up
+to 120 s, gives up on it); what it started is stopped by ``opsctl up`` with everything else. The
+lock guards the supervisor's state, never a restart: ``up.json`` and ``stop()`` never wait for one.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from typing import Any, Protocol
 
 from core import metrics
 from core.procs import created_at
-from core.supervision import RestartPolicy, Run, exit_reason, next_restart
+from core.supervision import RestartPolicy, Run, exit_reason, next_restart, one_line
+from core.threads import Abort
 from opsctl.up.record import write_record
 
 log = logging.getLogger("opsctl.up")
@@ -54,7 +58,7 @@ class Server(Protocol):
 class Child:
     name: str
     server: Server
-    restart: Callable[[], object]  # starts it again, the way it was first started
+    restart: Callable[[Abort], object]  # starts it again, the way it was first started; gives up when set
 
 
 @dataclass
@@ -63,6 +67,7 @@ class _Health:
     runs: list[Run] = field(default_factory=list)  # past lives, the last 20
     restarts: int = 0
     next_at: float | None = None  # monotonic: down, restart then
+    restarting: bool = False  # a restart is in progress (outside the lock)
     last_exit: str | None = None
     last_exit_at: float | None = None  # wall clock
 
@@ -107,10 +112,14 @@ class Supervisor:
         self._thread = threading.Thread(target=self._loop, name="up-supervisor", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """No restart from now on (waits for one in progress)."""
-        with self._lock:
-            self._stop.set()
+    def stop(self, timeout: float = 30.0) -> None:
+        """No restart from now on: one in progress is abandoned; wait (up to ``timeout``) for the loop to end."""
+        self._stop.set()  # first, and without the lock: a restart in progress sees it at once
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("the supervisor is still in a restart after %.0f s; stopping the children anyway", timeout)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -120,18 +129,22 @@ class Supervisor:
                 log.exception("supervising the children failed")
 
     def cycle(self) -> None:
+        """Note the children that died; restart those whose time has come (the lock is not held meanwhile)."""
+        due = []
         with self._lock:
             for name, child in self.children.items():
-                if self._stop.is_set():
-                    return
                 health = self.health[name]
                 if health.next_at is None:
                     if not child.server.exited():
                         continue
                     self._died(child, health)
                 if health.next_at is not None and time.monotonic() >= health.next_at:
-                    self._restart(child, health)
+                    due.append((child, health))
             self.write()
+        for child, health in due:
+            if self._stop.is_set():
+                return
+            self._restart(child, health)
 
     def _died(self, child: Child, health: _Health) -> None:
         now = time.monotonic()
@@ -148,21 +161,37 @@ class Supervisor:
         log.warning("%s: %s; %s", child.name, why, decision.reason)
 
     def _restart(self, child: Child, health: _Health) -> None:
-        health.started = time.monotonic()
+        with self._lock:
+            if self._stop.is_set():
+                return
+            health.restarting = True
+            health.started = time.monotonic()
+            self.write()
         try:
-            child.restart()
+            child.restart(self._stop)
         except Exception as exc:
+            why = one_line(str(exc)) or type(exc).__name__
+            if self._stop.is_set():  # abandoned: opsctl up is stopping, and stops what it started
+                health.restarting = False
+                log.info("%s: restart abandoned: %s", child.name, why)
+                return
             proc = child.server.proc
             if proc is not None and proc.poll() is None:  # started but never became ready
                 child.server.kill()
-            self._down(child, health, f"failed to start: {exc}", time.monotonic())
+            with self._lock:
+                health.restarting = False
+                self._down(child, health, f"failed to start: {why}", time.monotonic())
+                self.write()
             return
-        health.next_at = None
-        health.restarts += 1
-        metrics.CHILD_RESTARTS.labels(child.name).inc()
-        metrics.CHILD_UP.labels(child.name).set(1)
-        pid = child.server.proc.pid if child.server.proc is not None else "?"
-        log.warning("%s: restarted (pid %s), restart %d", child.name, pid, health.restarts)
+        with self._lock:
+            health.restarting = False
+            health.next_at = None
+            health.restarts += 1
+            metrics.CHILD_RESTARTS.labels(child.name).inc()
+            metrics.CHILD_UP.labels(child.name).set(1)
+            pid = child.server.proc.pid if child.server.proc is not None else "?"
+            log.warning("%s: restarted (pid %s), restart %d", child.name, pid, health.restarts)
+            self.write()
 
     # -- the record ----------------------------------------------------------------------------------
     def _created_at(self, pid: int) -> float | None:
@@ -182,11 +211,12 @@ class Supervisor:
             proc = child.server.proc
             down = health.next_at is not None
             pids = [proc.pid] if proc is not None and proc.returncode is None and not down else []
+            waiting = down and not health.restarting and health.next_at is not None
             children.append({
                 "name": name, "processes": self._processes(pids),
-                "state": "stopped" if stopped else "down" if down else "running",
+                "state": "stopped" if stopped else "restarting" if health.restarting else "down" if down else "running",
                 "restarts": health.restarts, "last_exit": health.last_exit, "last_exit_at": _iso(health.last_exit_at),
-                "next_restart_at": _iso(wall + max(0.0, health.next_at - now)) if down and health.next_at else None,
+                "next_restart_at": _iso(wall + max(0.0, health.next_at - now)) if waiting and health.next_at else None,
             })
         if self.pool is not None:
             pool = self.pool.status()

@@ -8,6 +8,11 @@ of stop is the reverse, each step graceful: the API stops accepting, workers fin
 their batch (a batch is one transaction, so nothing accepted is lost either way), then the
 servers shut down. A second Ctrl-C kills what is left.
 
+Signals (``opsctl.up.signals``) are handled from before the first step to after the last: a
+SIGINT, SIGTERM or SIGHUP during the start (initdb and migrations can take minutes) gives up at
+the next step, or in the wait for a server to be ready, and stops what has started, in order.
+Their handler only sets flags: the stop looks at them in each wait, and escalates.
+
 Shutdown depends on nothing outside: every message is best-effort (``opsctl.up.terminal``: the
 terminal or the pipe to ``tee`` may be gone), and a step that fails is reported and the next one
 runs. Every child gets a signal from the kernel if ``opsctl up`` dies without stopping them
@@ -21,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -31,10 +35,11 @@ from typing import Any
 
 from core.config import Settings, read_state, write_state
 from core.errors import ServiceUnavailable
-from core.procs import main_thread
+from core.supervision import DATA_DIR_ENV
 from opsctl.up.leftovers import clean_leftovers
 from opsctl.up.lock import InstanceLock
 from opsctl.up.server import api_server
+from opsctl.up.signals import StopRequested, StopSignals
 from opsctl.up.supervisor import Child, Supervisor
 from opsctl.up.terminal import say
 
@@ -73,9 +78,21 @@ class System:
         self.supervisor: Any = None
         self.endpoints: dict[str, str] = {}
         self.lock = InstanceLock(self.data_dir)
+        self.signals = StopSignals()
 
     # -- start ---------------------------------------------------------------------------------
     def start(self, progress: Any = None) -> None:
+        """Start everything, in order; a signal meanwhile raises ``StopRequested`` (then call ``stop``)."""
+        self.signals.install()  # first: from here on, a signal stops what has started, in order
+        try:
+            self._start(progress)
+        except Exception as exc:
+            if self.signals.stop.is_set():  # a step cut short by the stop (initdb's own Ctrl-C, a wait given up)
+                raise StopRequested() from exc
+            raise
+        self.signals.check()
+
+    def _start(self, progress: Any) -> None:
         from core.cache import Cache
         from core.db import make_pool, migrate
         from core.embed import make_embedder
@@ -83,10 +100,15 @@ class System:
         from core.workerpool import WorkerPool
 
         def step(text: str) -> None:
+            self.signals.check()
+            log.info("%s", text)
             if progress is not None:
                 progress(text)
 
+        abort = self.signals.stop
         self.lock.acquire()  # first: nothing is touched while another opsctl up owns the data dir
+        # every child, and whatever it starts, carries the data dir: the next start's clean-up checks it
+        os.environ[DATA_DIR_ENV] = str(self.data_dir)
         previous = read_state(self.data_dir)
         admin_token = self.settings.admin_token or previous.get("admin_token") or secrets.token_urlsafe(24)
         if not port_free(self.settings.host, self.port):
@@ -102,12 +124,12 @@ class System:
             from opsctl.backup.archive import embedded_conf
 
             self.pg = EmbeddedPostgres(self.data_dir / "pg", extra_conf=embedded_conf(self.data_dir))
-            db_url = self.pg.start()
+            db_url = self.pg.start(abort=abort)
             if self.pg.proc is None:  # running already, and not recognised as a leftover (see leftovers.py)
                 log.warning("PostgreSQL was already running on %s (pid %s): using it, but it is not opsctl up's "
                             "child: it is not restarted if it dies, nor stopped if opsctl up is killed",
                             self.pg.data_dir, self.pg.pid())
-            self.supervisor.add(Child("postgres", self.pg, self.pg.start))
+            self.supervisor.add(Child("postgres", self.pg, lambda abort: self.pg.start(abort=abort)))
             self.started.append("postgres")
         step("applying migrations")
         migrate(db_url, s)
@@ -115,8 +137,8 @@ class System:
         if not redis_url:
             step("starting Redis")
             self.redis = EmbeddedRedis(self.data_dir / "redis")
-            redis_url = self.redis.start()
-            self.supervisor.add(Child("redis", self.redis, self.redis.start))
+            redis_url = self.redis.start(abort=abort)
+            self.supervisor.add(Child("redis", self.redis, lambda abort: self.redis.start(abort=abort)))
             self.started.append("redis")
         api_url = f"http://{s.host}:{self.port}"
         prom_url = s.prometheus_url
@@ -130,8 +152,9 @@ class System:
                 extra_targets=(("opsctl-daemon", f"127.0.0.1:{daemon_port}"),) if daemon_port else ())
             targets_file = self.prometheus.worker_targets_file
             self.prometheus.data_dir.mkdir(parents=True, exist_ok=True)
-            prom_url = self.prometheus.start()
-            self.supervisor.add(Child("prometheus", self.prometheus, self.prometheus.start))
+            prom_url = self.prometheus.start(abort=abort)
+            self.supervisor.add(Child("prometheus", self.prometheus,
+                                      lambda abort: self.prometheus.start(abort=abort)))
             self.started.append("prometheus")
 
         self.settings = s.model_copy(update={"database_url": db_url, "redis_url": redis_url,
@@ -179,12 +202,12 @@ class System:
 
     # -- run -----------------------------------------------------------------------------------
     def serve(self) -> None:
-        """Serve the API until SIGINT/SIGTERM, then stop everything (a second signal forces)."""
+        """Serve the API until SIGINT/SIGTERM/SIGHUP, then stop everything (a second signal forces)."""
         import uvicorn
 
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=10)
-        server = api_server(config)
+        server = api_server(config, self.signals)
         if self.daemon is not None:
             import threading
 
@@ -201,60 +224,55 @@ class System:
         if server.started and not server.should_exit:
             self.daemon.start()  # a no-op once stop() has begun
             if self.daemon.proc is not None:
-                self.supervisor.add(Child("daemon", self.daemon, self.daemon.restart))
+                self.supervisor.add(Child("daemon", self.daemon, self.daemon.restart))  # nothing to wait for
                 self.started.append("daemon")
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop everything this process started, whatever happens: a failing step (or a closed
-        terminal) is reported and the next step runs; a second SIGINT/SIGTERM kills what is left."""
+        terminal) is reported and the next one runs. A second SIGINT/SIGTERM (``self.signals.force``)
+        cuts the step in progress short and kills what is left."""
         if not self.lock.held:
+            self.signals.restore()
             return  # refused, or stopped already: nothing here is ours
-        forced = False
-
-        def force(*_: Any) -> None:
-            nonlocal forced
-            if forced:
-                return
-            forced = True
-            _announce("forcing: killing workers and servers")
-            for server in (self.daemon, self.worker_pool, self.prometheus, self.redis, self.pg):
-                if server is not None:
-                    _quietly(server.kill_all if server is self.worker_pool else server.kill)
-
-        handlers = {}
-        if main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, force)
-            handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal closing
+        self.signals.install()  # (installed by start(); again in case stop() is called without it)
+        self.signals.stop.set()  # stopping: the next SIGINT/SIGTERM forces
+        force = self.signals.force
+        # (what, the graceful step, the step once forced); every graceful wait gives up when forced
+        steps: list[tuple[str | None, Any, Any]] = [
+            (None, self.supervisor and self.supervisor.stop, None),  # no restarts from here on
+            ("the daemon (its running job finishes)", self.daemon and (lambda: self.daemon.stop(abort=force)),
+             self.daemon and self.daemon.kill),
+            ("workers (each finishes or releases its batch)",
+             self.worker_pool and (lambda: self.worker_pool.stop(abort=force)),
+             self.worker_pool and self.worker_pool.kill_all),
+            (None, self.pool and self.pool.close, None),
+            (None, self.cache and self.cache.close, None),
+            (None, self._unregister_collector, None),
+            ("Prometheus", self.prometheus and (lambda: self.prometheus.stop(abort=force)),
+             self.prometheus and self.prometheus.kill),
+            ("Redis", self.redis and (lambda: self.redis.stop(abort=force)), self.redis and self.redis.kill),
+            ("PostgreSQL", self.pg and (lambda: self.pg.stop(abort=force)), self.pg and self.pg.kill),
+            (None, self._record_stopped, None),
+        ]
+        forcing = False
         try:
-            steps: list[tuple[str | None, Any]] = [
-                (None, self.supervisor and self.supervisor.stop),  # no restarts from here on
-                ("the daemon (its running job finishes)", self.daemon and self.daemon.stop),
-                ("workers (each finishes or releases its batch)", self.worker_pool and self.worker_pool.stop),
-                (None, self.pool and self.pool.close),
-                (None, self.cache and self.cache.close),
-                (None, self._unregister_collector),
-                ("Prometheus", self.prometheus and self.prometheus.stop),
-                ("Redis", self.redis and (lambda: forced or self.redis.stop())),
-                ("PostgreSQL", self.pg and (lambda: forced or self.pg.stop())),
-                (None, self._record_stopped),
-            ]
-            for what, action in steps:
+            for what, graceful, forced in steps:
+                if force.is_set() and not forcing:
+                    forcing = True
+                    _announce("forcing: killing what is left (PostgreSQL: immediate shutdown)")
+                action = (forced or graceful) if forcing else graceful
                 if not action:
                     continue
-                if what and not forced:
+                if what and not forcing:
                     _announce(f"stopping {what}…")
                 try:
                     action()
-                except KeyboardInterrupt:  # a Ctrl-C before our handler was in place
-                    force()
                 except Exception as exc:
                     say(f"stopping {what or 'opsctl up'} failed ({type(exc).__name__}: {exc}); going on")
                     log.info("stopping %s failed", what or "opsctl up", exc_info=True)
         finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+            self.signals.restore()
             self.lock.release()
 
     def _unregister_collector(self) -> None:
@@ -278,13 +296,6 @@ def _announce(text: str) -> None:
     """On the terminal if it is still there, and in logs/up.log in any case."""
     say(text)
     log.info("%s", text)
-
-
-def _quietly(action: Any) -> None:
-    try:
-        action()
-    except Exception:
-        log.warning("forced stop: a step failed", exc_info=True)
 
 
 def _free_port() -> int:

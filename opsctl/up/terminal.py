@@ -5,6 +5,10 @@ without a reader and every write raises ``BrokenPipeError`` (a closed terminal g
 Shutdown must go on: ``say`` writes best-effort, and the first failed write points stdout and
 stderr at /dev/null, so that nothing later (a log line, the interpreter's final flush) fails
 again. Log records also go to ``<data dir>/logs/up.log``, which does not depend on the terminal.
+
+Libraries' warnings (psycopg_pool's "error connecting" while PostgreSQL restarts, …) go to
+``up.log`` only, one line each: without a handler of their own they would reach the terminal
+through Python's last-resort handler, several lines at a time.
 """
 
 from __future__ import annotations
@@ -42,11 +46,35 @@ class _QuietStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         silence()
 
 
+class OneLineFormatter(logging.Formatter):
+    """A record on one line: its lines joined by `` | ``, an exception by its type and message only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from core.supervision import one_line
+
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f" ({type(exc).__name__}: {exc})"
+        record.message = one_line(text)
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        return self.formatMessage(record)
+
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def setup_logging(log_file: Path) -> None:
-    """Warnings of ``opsctl up`` (a child died, was restarted) on stderr, and everything in ``log_file``."""
+    """Warnings of ``opsctl up`` (a child died, was restarted) on stderr, and everything in ``log_file``;
+    other libraries' warnings in ``log_file`` only, one line each."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    libraries = logging.FileHandler(log_file)
+    libraries.setFormatter(OneLineFormatter(FORMAT))
+    libraries.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(libraries)
     to_file = logging.FileHandler(log_file)
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_file.setFormatter(logging.Formatter(FORMAT))
     to_file.setLevel(logging.INFO)
     to_terminal = _QuietStreamHandler(sys.stderr)
     to_terminal.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
