@@ -140,8 +140,23 @@ HOSTILE = {
     "maxReplicas: 5.0": (SERVICE % ("1", "5.0"), 5, "services.w.maxReplicas: Input should be a valid integer"),
     "30-digit maxReplicas": (SERVICE % ("1", "1" * 30), 5,
                              "services.w.maxReplicas: Input should be less than or equal to 10000"),
+    # numbers: YAML 1.2's core schema, and a numeric scalar over 40 characters is refused before conversion
     "5,000-digit integer": (SERVICE % ("1", "9" * 5000), 5, "cannot read 99999999999999999999… (5,000 characters): "
-                                                            "Exceeds the limit (4300 digits)"),
+                                                            "a number of more than 40 characters"),
+    "900 KB float": ("kind: autoscaling\nx: 1." + "1" * 900_000 + "\n", 2,
+                     "cannot read 1.111111111111111111… (900,002 characters): a number of more than 40 characters"),
+    "900 KB hex integer": ("kind: autoscaling\nx: 0x" + "f" * 900_000 + "\n", 2,
+                           "(900,002 characters): a number of more than 40 characters"),
+    "600 KB sexagesimal, tagged !!int": ("kind: autoscaling\nx: !!int 1" + ":0" * 300_000 + "\n", 2,
+                                        "(600,001 characters): a number of more than 40 characters"),
+    "600 KB sexagesimal (YAML 1.2: a string)": (SERVICE % ("1" + ":0" * 300_000, "5"), 4,
+                                                "services.w.minReplicas: Input should be a valid integer"),
+    "minReplicas: 010": (SERVICE % ("010", "12"), 4,
+                         "cannot read 010: a leading zero is ambiguous (YAML 1.1 and Kubernetes read it as the "
+                         "octal 8, YAML 1.2 as 10): write 10, or 0o10 for octal"),
+    "maxReplicas: 1:30": (SERVICE % ("1", "1:30"), 5, "services.w.maxReplicas: Input should be a valid integer"),
+    "maxReplicas: !!int 1:30": (SERVICE % ("1", "!!int 1:30"), 5,
+                                "cannot read 1:30: not an integer (YAML 1.2: 10, -3, 0o17 or 0x1F)"),
     "infinite target": (SERVICE.replace("averageValue: 10", "averageValue: .inf") % ("1", "5"), 6,
                         "averageValue: Input should be a finite number"),
     "not UTF-8": ("services:\n  w: caf\xe9\n", 2, "not UTF-8 text (invalid continuation byte at byte 18)"),
@@ -166,6 +181,53 @@ def test_hostile_files_are_refused_with_a_line_and_bounded_memory(tmp_path: Path
     assert str(problems[0]).startswith(f"{path}:{line}: "), str(problems[0])
     assert reason in str(problems[0])
     assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB to refuse {case}"
+
+
+@pytest.mark.parametrize(("scalar", "expected"), [
+    ("10", 10), ("-3", -3), ("+7", 7), ("0", 0), ("-0", 0), ("0o17", 15), ("0x1F", 31), ("1.5", 1.5), (".5", 0.5),
+    ("1e3", 1000.0), ("-2.5E-1", -0.25), ("1.", 1.0), (".inf", float("inf")), ("-.Inf", float("-inf")),
+    # YAML 1.1 only: strings in YAML 1.2, as Kubernetes reads them too (a count then fails validation)
+    ("1:30", "1:30"), ("1:30.5", "1:30.5"), ("1_000", "1_000"), ("0b101", "0b101"), ("+.5e", "+.5e"),
+    ("0x", "0x"), ("12e", "12e"), ("01:30", "01:30"),
+])
+def test_numbers_are_read_as_yaml_1_2_reads_them(scalar: str, expected: Any) -> None:
+    from core import safeyaml
+
+    value = safeyaml.parse(f"x: {scalar}\n")[0]["x"]
+    assert (type(value), value) == (type(expected), expected)
+
+
+@pytest.mark.parametrize(("scalar", "reason"), [
+    ("010", "cannot read 010: a leading zero is ambiguous (YAML 1.1 and Kubernetes read it as the octal 8, "
+            "YAML 1.2 as 10): write 10, or 0o10 for octal"),
+    ("-007", "cannot read -007: a leading zero is ambiguous"),
+    ("!!int 0b11", "cannot read 0b11: not an integer"),
+    ("!!float 1:30", "cannot read 1:30: not a number"),
+    ("1" * 41, "(41 characters): a number of more than 40 characters"),
+    ("1." + "0" * 39, "(41 characters): a number of more than 40 characters"),
+])
+def test_numbers_yaml_1_1_and_1_2_disagree_on_are_refused(scalar: str, reason: str) -> None:
+    from core import safeyaml
+
+    with pytest.raises(safeyaml.Refused) as info:
+        safeyaml.parse(f"a: 1\nx: {scalar}\n")
+    assert reason in str(info.value.problem) and safeyaml.line_of(info.value) == 2, info.value
+
+
+def test_a_number_of_40_characters_is_still_read() -> None:
+    from core import safeyaml
+
+    assert safeyaml.parse("x: " + "1" * 40 + "\n")[0]["x"] == int("1" * 40)
+
+
+def test_keys_are_read_as_numbers_the_same_way(tmp_path: Path) -> None:
+    from core import safeyaml
+
+    assert safeyaml.parse("10: a\n1:30: b\n0o10: c\n")[0] == {10: "a", "1:30": "b", 8: "c"}
+    with pytest.raises(safeyaml.Refused, match="found the key 8 twice"):
+        safeyaml.parse("0o10: a\n8: b\n")
+    with pytest.raises(safeyaml.Refused, match="a leading zero is ambiguous"):
+        safeyaml.parse("010: a\n")
 
 
 def test_the_billion_laughs_case_is_the_small_file_of_the_issue() -> None:
