@@ -169,6 +169,10 @@ BAD_FILES = [
      '{"pods": [{"usage": 1, "request": NaN}]}}}', "metrics.cpu.pods[0].request", "must be finite, got nan"),
     ("replicas beyond int32", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 3000000000}', "current_replicas",
      "must be <= 2147483647, got 3000000000"),
+    ("metrics that is a number", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 1, "metrics": 5}', "metrics",
+     "expected an object, got int"),
+    ("metrics that is true", '{"now": "2026-11-22T12:00:00Z", "current_replicas": 1, "metrics": true}', "metrics",
+     "expected an object, got bool"),
 ]
 
 
@@ -199,6 +203,49 @@ def test_a_snapshot_file_that_is_not_json_names_its_line(tmp_path: Path) -> None
                                                  "name enclosed in double quotes\n")
 
 
+UNTERMINATED = '{"now": "2026-11-22T12:00:00Z", "current_replicas": 1, "x": ' + '"\\' * 400_000  # 800 KB
+
+
+@pytest.mark.timeout(60)  # a safety net: quadratic before (80 KB took 21.7 s: each quote rescanned the rest)
+def test_an_unterminated_string_is_not_valid_json_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "snap.json"
+    path.write_text(UNTERMINATED)
+    with pytest.raises(snapshot.SnapshotError) as info:
+        snapshot.read(path)
+    assert str(info.value) == f"snapshot {path}:1: not valid JSON: Unterminated string starting at"
+
+
+@pytest.mark.parametrize(("text", "tokens"), [
+    ('["\\', ['[', '"\\']),
+    ('["a\\"b', ['[', '"a\\"b']),
+    ('{"k": "v', ['{', '"k"', ':', '"v']),
+    ('"""', ['""', '"']),
+    ('["\\\\"]', ['[', '"\\\\"', ']']),
+])
+def test_the_depth_scan_reads_each_character_once(text: str, tokens: list[str]) -> None:
+    """An unterminated string is one token to the end of the text, so no character is matched twice and the
+    scan is linear (it used to retry the rest of the text from every quote: 21.7 s for 80 KB)."""
+    from core import jsondepth
+
+    assert [m.group() for m in jsondepth.TOKEN.finditer(text)] == tokens
+    found = [m.group() for m in jsondepth.TOKEN.finditer(UNTERMINATED)]
+    assert found[-1] == '"\\' * 400_000 and len(found) == 11
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ('{"a": {"b": [1, [2]]}}', None),  # 4 levels
+    ('{"a": {"b": [1, [[3]]]}}', "a.b[1][0]"),
+    ('[{"k\\"ey": [[[1]]]}]', '[0].k\\"ey[0][0]'),
+    ('{"a": "[[[[[", "b": {"c": {}}}', None),  # brackets inside strings do not count
+    ('{"a": 1, "b": [[[[1]]]]}', "b[0][0][0]"),
+    ('{"a": [[[["', "a[0][0][0]"),  # the parser will refuse it; the scan still stops at the limit
+])
+def test_the_depth_scan_names_where_it_goes_too_deep(text: str, where: str | None) -> None:
+    from core import jsondepth
+
+    assert jsondepth.deeper_than(text, 4) == where
+
+
 LEAVES = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30), st.floats(), st.text(max_size=4),
     st.sampled_from(["2026-11-22T12:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-05:00",
@@ -217,10 +264,10 @@ POD = st.fixed_dictionaries({"request": NUMBERS}, optional={"usage": NUMBERS, "r
                                                           "phase": st.sampled_from(POD_PHASES), "deleting": LEAVES})
 SNAPSHOTS = st.fixed_dictionaries(
     {"now": TIMES, "current_replicas": COUNTS},
-    optional={"ready_replicas": COUNTS, "metrics": st.fixed_dictionaries({}, optional={
+    optional={"ready_replicas": COUNTS, "metrics": mostly(st.fixed_dictionaries({}, optional={
         "backlog": st.one_of(st.fixed_dictionaries({"value": NUMBERS}), st.fixed_dictionaries({"error": LEAVES})),
-        "cpu": st.fixed_dictionaries({"pods": st.lists(POD, max_size=4)}),
-        "broken_metric": st.fixed_dictionaries({"value": NUMBERS})}),
+        "cpu": mostly(st.fixed_dictionaries({"pods": mostly(st.lists(mostly(POD), max_size=4))})),
+        "broken_metric": st.fixed_dictionaries({"value": NUMBERS})})),
         "history": st.fixed_dictionaries({}, optional={
             "recommendations": st.lists(st.fixed_dictionaries({"at": TIMES, "replicas": COUNTS}), max_size=3),
             "scale_events": st.lists(st.fixed_dictionaries({"at": TIMES, "change": NUMBERS}), max_size=3),
@@ -243,6 +290,32 @@ def test_any_snapshot_is_refused_with_a_field_or_decided(data: dict[str, Any]) -
         return
     decision = decide("core-worker", policy, snap, snap.now)
     assert 0 <= decision.desired_replicas <= max(snap.current_replicas, policy.maxReplicas)
+
+
+SNAPSHOT_TEXT = json.dumps(ISSUE_EXAMPLE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    # a snapshot cut anywhere (an unterminated string, object or number), or with a piece spliced in
+    st.integers(0, len(SNAPSHOT_TEXT)).map(lambda i: SNAPSHOT_TEXT[:i]),
+    st.tuples(st.integers(0, len(SNAPSHOT_TEXT)), st.text('"\\{}[],:ab01 -.eE', max_size=12)).map(
+        lambda cut: SNAPSHOT_TEXT[:cut[0]] + cut[1] + SNAPSHOT_TEXT[cut[0]:]),
+    st.text('"\\{}[],:ab01 -.eEnutrl', max_size=60),
+))
+def test_any_snapshot_file_is_read_or_refused_as_a_snapshot_error(text: str) -> None:
+    """Whatever a file holds, reading and parsing it gives snapshots or a SnapshotError: nothing else escapes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "snap.json"
+        path.write_text(text)
+        try:
+            snapshot.parse_for_services(snapshot.read(path), ["core-worker"], str(path))
+        except snapshot.SnapshotError as exc:
+            assert exc.reason and (exc.file or "").startswith(str(path))
+        except ConfigError as exc:  # a document of several snapshots given one service name: a usage error
+            assert "name exactly one service" in str(exc) or "no snapshot for" in str(exc)
 
 
 @pytest.mark.parametrize("command", [["scale"], ["scale", "decide"], ["scale", "set"], ["scale", "pause"],

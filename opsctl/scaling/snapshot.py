@@ -17,7 +17,8 @@ each of its keys are optional.
 
 Every problem is a :class:`SnapshotError` (a ConfigError: exit 2) naming the file when there is
 one, the field and the reason. Times lie between 1970 and 9998, counts within int32, numbers are
-finite; a file is at most 8 MiB and 32 levels deep, and an integer of more than 20 digits is out
+finite; a file is at most 8 MiB and 32 levels deep (found by :func:`core.jsondepth.deeper_than`, one
+linear pass over the text before the parser recurses), and an integer of more than 20 digits is out
 of range (it is refused where it stands, not by the JSON reader's 4,300-digit limit).
 """
 
@@ -25,13 +26,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from core.jsondepth import deeper_than
 
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 INT32 = 2**31 - 1  # Kubernetes' replica counts; the history's columns
@@ -157,12 +158,13 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
-def _mapping(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+def _mapping(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """``value`` if it is an object whose keys are all ``allowed`` (any keys when None)."""
     if not isinstance(value, dict):
         raise _fail(where, f"expected an object, got {type(value).__name__}")
-    extra = sorted(set(value) - set(allowed))
+    extra = sorted(set(value) - set(allowed)) if allowed is not None else []
     if extra:
-        raise _fail(where, f"unknown key(s) {', '.join(extra)} (allowed: {', '.join(allowed)})")
+        raise _fail(where, f"unknown key(s) {', '.join(extra)} (allowed: {', '.join(allowed or ())})")
     return value
 
 
@@ -237,40 +239,12 @@ def parse(data: Any) -> Snapshot:
         raise _fail("current_replicas", "missing")
     current = _int(data["current_replicas"], "current_replicas")
     ready = _int(data.get("ready_replicas", current), "ready_replicas")
-    metrics = _mapping(data.get("metrics", {}), "metrics", tuple(data.get("metrics", {}) or ()))
+    metrics = _mapping(data.get("metrics", {}), "metrics")
     return Snapshot(
         now=_time(data["now"], "now"), current_replicas=current, ready_replicas=ready,
         metrics={str(name): _metric(m, f"metrics.{name}") for name, m in metrics.items()},
         history=_history(data.get("history", {})),
     )
-
-
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]')  # JSON strings and structure; numbers etc. skipped
-
-
-def _too_deep(text: str, limit: int) -> str | None:
-    """Where ``text`` nests deeper than ``limit`` (as a key path), or None: one scan, no recursion."""
-    stack: list[list[Any]] = []  # per open container: [kind, key or index, expecting a key]
-    for match in _TOKEN.finditer(text):
-        token = match.group()
-        if token in ("{", "["):
-            if len(stack) >= limit:
-                parts = [f"[{k}]" if kind == "[" else f".{k}" for kind, k, _ in stack if k is not None]
-                return ("".join(parts[:4]) + ("…" if len(parts) > 4 else "")).lstrip(".")
-            stack.append([token, 0 if token == "[" else None, token == "{"])
-        elif token in ("}", "]"):
-            if stack:
-                stack.pop()
-        elif token == "," and stack:
-            if stack[-1][0] == "[":
-                stack[-1][1] += 1
-            else:
-                stack[-1][2] = True
-        elif token == ":" and stack:
-            stack[-1][2] = False
-        elif token.startswith('"') and stack and stack[-1][0] == "{" and stack[-1][2]:
-            stack[-1][1] = token[1:-1]
-    return None
 
 
 def _integer(digits: str) -> int | _LongNumber:
@@ -288,7 +262,7 @@ def read(path: Path) -> Any:
         text = read_text(path, MAX_BYTES, "a snapshot")
     except FileProblem as exc:
         raise SnapshotError("", exc.reason, f"{path}:{exc.line}" if exc.line else str(path)) from exc
-    where = _too_deep(text, MAX_DEPTH)
+    where = deeper_than(text, MAX_DEPTH)
     if where is not None:
         raise SnapshotError(where, f"nested deeper than {MAX_DEPTH} levels", str(path))
     try:
