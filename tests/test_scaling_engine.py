@@ -299,14 +299,47 @@ def test_impossible_values_from_zero_replicas_are_errors_too(kind: str, value: f
 
 
 @pytest.mark.parametrize(("pod_list", "error"), [
-    (pods([300, -100]), "pod 1: usage -100 is negative"),
-    (pods([300, NAN]), "pod 1: usage is NaN"),
-    (pods([300, INF]), "pod 1: usage is +Inf"),
     (pods([300, 300], requests=[1000, INF]), "pod 1: request is +Inf"),
+    (pods([300, 300], requests=[1000, -5]), "pod 1: request -5 is negative"),
+    (pods([300, 300], requests=[NAN, 1000]), "pod 0: request is NaN"),
+    (pods([NAN, -1, INF]), "no metrics for the pods (they might be unready)"),  # every usage impossible
 ])
-def test_impossible_pod_samples_are_utilization_errors(pod_list: MetricSample, error: str) -> None:
-    result = metric_proposal(MetricSpec.model_validate(cpu()), pod_list, 2, 2, Tolerance())
+def test_impossible_pod_requests_are_utilization_errors(pod_list: MetricSample, error: str) -> None:
+    result = metric_proposal(MetricSpec.model_validate(cpu()), pod_list, 3, 3, Tolerance())
     assert (result.proposal, result.error) == (None, error)
+
+
+# A pod whose usage cannot be right (negative, NaN, ±Inf: a broken exporter or a counter reset) is a pod
+# without a metric, as the HPA treats a pod metrics-server has no sample for: the other pods decide, and
+# the missing-pod rules apply. (name, current, levels, target, expected, utilization, the same with None)
+IMPOSSIBLE_USAGE_CASES = [
+    ("MissingMetrics, one NaN and one negative", 4, [400, 95, NAN, -5], 100, 3, 24),
+    ("a spike with one NaN pod scales up", 3, [900, 900, NAN], 50, 4, 90),
+    ("a spike with one negative pod scales up", 3, [900, -900, 900], 50, 4, 90),
+    ("+Inf and -Inf usage", 4, [INF, 400, -INF, 95], 100, 3, 24),
+    ("scale-down with a negative pod counts it at 100 % of its request", 4, [100, 100, 100, -1e-9], 50, 3, 10),
+    ("MissingMetricsNoChangeGt with NaN", 2, [1900, NAN], 100, 2, 190),
+]
+
+
+@pytest.mark.parametrize(("case", "current", "levels", "target", "expected", "utilization"), IMPOSSIBLE_USAGE_CASES,
+                         ids=[c[0] for c in IMPOSSIBLE_USAGE_CASES])
+def test_an_impossible_pod_usage_is_a_pod_without_a_metric(case: str, current: int, levels: list[float],
+                                                           target: int, expected: int, utilization: int) -> None:
+    spec = MetricSpec.model_validate(cpu(target))
+    result = metric_proposal(spec, pods(levels), current, current, Tolerance())
+    assert (result.proposal, result.value, result.error) == (expected, utilization, None)
+    missing = [None if x < 0 or x != x or x == INF else x for x in levels]
+    assert result == metric_proposal(spec, pods(missing), current, current, Tolerance())
+
+
+def test_one_nan_pod_no_longer_holds_a_spike_on_the_fallback() -> None:
+    policy = service([cpu(50)], behavior={"scaleUp": {"policies": [{"type": "Pods", "value": 10,
+                                                                      "periodSeconds": 15}]}})
+    snap = replace(snapshot(3, {}), metrics={"cpu": pods([900, 900, NAN])})
+    decision = run(policy, snap)
+    assert (decision.desired_replicas, decision.limited_by, decision.metrics[0].error) == (4, (), None), \
+        decision.reason
 
 
 @pytest.mark.parametrize(("kind", "value", "current"), [

@@ -5,8 +5,10 @@ The math is the Kubernetes HPA's (``pkg/controller/podautoscaler``), step by ste
 1. each metric proposes a replica count (``replica_calculator.go``): a usage ratio against the
    target, a tolerance band around 1 (per direction), ``ceil``; for Utilization the treatment of
    unready, pending, failed and missing-metric pods. A reading that cannot be right (negative,
-   NaN, ±Inf: a broken query or exporter) is an error of that metric, never a proposal; a huge
-   one proposes at most :data:`MAX_REPLICAS`;
+   NaN, ±Inf: a broken query or exporter) is an error of that metric, never a proposal, except a
+   pod's usage: that pod is one without a metric, as the HPA treats a pod it has no sample for
+   (one broken pod must not hold a spike on the fallback); a huge reading proposes at most
+   :data:`MAX_REPLICAS`;
 2. the largest proposal wins; a failed metric blocks a scale-down but never a scale-up; when
    every metric failed, the ``fallback`` decides (hold, or static replicas after N failures);
 3. stabilization over past recommendations, then the rate policies over the scale events inside
@@ -125,8 +127,7 @@ def _pods_proposal(spec: MetricSpec, pods: tuple[PodSample, ...], current: int, 
     if not pods:
         return _error(base, "no pods to measure")
     for i, pod in enumerate(pods):
-        wrong = ((pod.usage is not None and impossible(pod.usage, "usage"))
-                 or (pod.request is not None and impossible(pod.request, "request")))
+        wrong = pod.request is not None and impossible(pod.request, "request")
         if wrong:
             return _error(base, f"pod {pod.name or i}: {wrong}")
     if any(p.request is None or p.request <= 0 for p in pods):
@@ -140,7 +141,7 @@ def _pods_proposal(spec: MetricSpec, pods: tuple[PodSample, ...], current: int, 
         if pod.phase == "Pending":
             unready.append(i)
             continue
-        if pod.usage is None:
+        if pod.usage is None or impossible(pod.usage):  # a broken sample: a pod without a metric, as the HPA has it
             missing.append(i)
             continue
         if not pod.ready:
