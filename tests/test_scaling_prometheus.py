@@ -6,8 +6,11 @@ test ends: a real socket, so timeouts and retries are the adapter's real ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -96,6 +99,90 @@ def test_a_hanging_prometheus_costs_one_deadline_for_all_queries(hanging: FakePr
     assert "timeout=" in hanging.queries[0]  # Prometheus is told the time left, too
 
 
+class SlowServer:
+    """A raw socket server that answers one connection with ``opening`` and then ``drip`` every ``pause``
+    seconds for ``SLOW_SECONDS``, far longer than any deadline here; ``closed`` is set when the client hangs up."""
+
+    def __init__(self, opening: bytes, drip: bytes, pause: float = 0.1) -> None:
+        self.opening, self.drip, self.pause = opening, drip, pause
+        self.closed, self.stop = threading.Event(), threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            with conn:
+                conn.recv(65536)
+                try:
+                    conn.sendall(self.opening)
+                    deadline = time.monotonic() + SLOW_SECONDS
+                    while time.monotonic() < deadline and not self.stop.wait(self.pause):
+                        conn.sendall(self.drip)
+                except OSError:  # EPIPE / ECONNRESET: the client closed the connection
+                    self.closed.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+SLOW_SECONDS = 60  # the server would keep going this long; the deadline below is 1 s
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(("case", "opening", "drip"), [
+    ("the headers a byte at a time", b"HTTP/1.1 200 OK\r\nX-Pad: ", b"a"),  # 18.04 s before
+    ("the body a byte at a time", OK_HEAD + b"Content-Length: 100000\r\n\r\n[", b" "),  # 6.05 s before
+    ("an endless chunked body", OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n", b"1\r\n \r\n"),
+])
+def test_a_slow_sender_gets_the_deadline_and_is_hung_up_on(case: str, opening: bytes, drip: bytes) -> None:
+    server = SlowServer(opening, drip)
+    try:
+        started = time.monotonic()
+        read = PrometheusSource(server.url, timeout=1).read(specs("m"), STATE)["m"]
+        elapsed = time.monotonic() - started
+        assert read.error == "prometheus: deadline exceeded: no answer within timeoutSeconds 1"
+        assert server.closed.wait(30), "the connection was left open"
+    finally:
+        server.close()
+    assert elapsed < 10, f"{elapsed:.1f} s against timeoutSeconds 1 and a server that drips for {SLOW_SECONDS} s"
+
+
+def test_an_answer_past_10_mib_is_refused_as_it_arrives() -> None:
+    """A server that would send forever, fast: the cap is checked between chunks, not after the end."""
+    server = SlowServer(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n", b"10000\r\n" + b" " * 65536 + b"\r\n",
+                        pause=0)
+    try:
+        read = PrometheusSource(server.url, timeout=30).read(specs("m"), STATE)["m"]
+        assert server.closed.wait(30)
+    finally:
+        server.close()
+    assert read.error == "prometheus: an answer of more than 10,485,760 bytes (aggregate the query)"
+
+
+def test_a_name_that_never_resolves_costs_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system resolver hanging (a dead DNS server): the deadline covers the name lookup too."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("prometheus.hangs.test", b"prometheus.hangs.test"):  # anyio passes it IDNA-encoded
+            release.wait(SLOW_SECONDS)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        started = time.monotonic()
+        read = PrometheusSource("http://prometheus.hangs.test:9090", timeout=1).read(specs("m"), STATE)["m"]
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert read.error == "prometheus: deadline exceeded: no answer within timeoutSeconds 1"
+    assert elapsed < 10, f"{elapsed:.1f} s against timeoutSeconds 1 and a lookup that hangs for {SLOW_SECONDS} s"
+
+
 def test_a_503_is_retried_once_within_the_deadline() -> None:
     prom = FakeProm([(503, {"status": "error", "errorType": "unavailable", "error": "starting"}), vector("7"),
                      (503, {}), (503, {"status": "error", "errorType": "unavailable", "error": "still starting"})])
@@ -128,6 +215,36 @@ def test_answers_become_values_or_errors(answer: tuple[int, dict[str, Any]], err
         assert (read.value, read.error) == (-5.0, None)  # passed on: the engine says it cannot be right
     else:
         assert read.error is not None and read.error.startswith(error), read.error
+
+
+def by_pod(*values: tuple[str, str]) -> tuple[int, dict[str, Any]]:
+    return 200, {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"pod": pod}, "value": [1.7e9, value]} for pod, value in values]}}
+
+
+CPU = MetricSpec.model_validate({"name": "cpu", "usageQuery": "u", "requestQuery": "r",
+                                 "target": {"type": "Utilization", "averageUtilization": 70}})
+
+
+@pytest.mark.parametrize("broken", ["NaN", "+Inf", "-Inf"])
+def test_a_pod_whose_usage_is_not_a_number_is_a_pod_without_a_metric(broken: str) -> None:
+    """As the HPA treats a pod with no sample: the engine counts it as missing, and the snapshot stays JSON."""
+    prom = FakeProm([by_pod(("w-1", broken), ("w-2", "300")), by_pod(("w-1", "1000"), ("w-2", "1000"))])
+    try:
+        read = PrometheusSource(prom.url, timeout=5).read([CPU], STATE)["cpu"]
+    finally:
+        prom.close()
+    assert read.error is None and read.pods is not None
+    assert [(p.name, p.usage, p.request) for p in read.pods] == [("w-1", None, 1000.0), ("w-2", 300.0, 1000.0)]
+
+
+def test_a_pod_whose_request_is_not_a_number_fails_the_metric() -> None:
+    prom = FakeProm([by_pod(("w-1", "300"), ("w-2", "300")), by_pod(("w-1", "NaN"), ("w-2", "1000"))])
+    try:
+        read = PrometheusSource(prom.url, timeout=5).read([CPU], STATE)["cpu"]
+    finally:
+        prom.close()
+    assert read.error == "prometheus: NaN (e.g. a rate over no requests)"
 
 
 # --- `opsctl scale decide` when every metric fails: exit 1, the reason on stderr, the output printed ---

@@ -100,16 +100,13 @@ def run(settings: Settings, policy: AutoscalingPolicy, names: list[str] | None =
     chosen = policy.select(names)
     source = PrometheusSource(_prometheus_url(policy, settings), policy.prometheus.timeoutSeconds)
     outcomes = []
-    try:
-        with connect_db(settings) as conn:
-            for name, svc in chosen.items():
-                try:
-                    outcomes.append(_cycle(conn, settings, name, svc, source, apply, force, clock(), targets))
-                except OpsError as exc:
-                    outcomes.append(Outcome(name, error=exc.message))
-            history.prune(conn, clock())
-    finally:
-        source.close()
+    with connect_db(settings) as conn:
+        for name, svc in chosen.items():
+            try:
+                outcomes.append(_cycle(conn, settings, name, svc, source, apply, force, clock(), targets))
+            except OpsError as exc:
+                outcomes.append(Outcome(name, error=exc.message))
+        history.prune(conn, clock())
     return outcomes
 
 
