@@ -8,7 +8,9 @@ most one token, an unterminated string included (it runs to the end of the text,
 then refuses it with a line).
 
 It only counts: whether the text is JSON at all is left to the parser. Used by snapshot files
-(:mod:`opsctl.scaling.snapshot`); :mod:`core.inputs` walks parsed values, which have no text.
+(:mod:`opsctl.scaling.snapshot`). :mod:`core.inputs` checks depth on parsed values instead
+(``check_json``), because it also checks values that pydantic built without a text; where its
+decoder gives up with a ``RecursionError`` it has the text and could name the path with this.
 """
 
 from __future__ import annotations
