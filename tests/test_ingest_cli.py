@@ -309,3 +309,30 @@ def test_a_path_that_does_not_exist_is_a_usage_error_even_beside_good_ones(
     code, out, err = run(capsys, api, tenant.api_key, str(tmp_path / "good.md"), str(tmp_path / "absent"))
     assert code == 2 and out == "" and err.strip() == f"error: {tmp_path}/absent: no such file or directory"
     assert jobs_in(conn) == 0
+
+
+def test_send_refuses_a_file_by_the_apis_answer_and_sends_none_of_its_later_documents() -> None:
+    """A stand-in for the API that refuses any request holding a document marked bad: a file split over
+    two batches, refused in the second, is refused with what had been accepted before; its third batch
+    is never sent, and the other files are."""
+    from opsctl.loader import BatchRefused, send
+    from opsctl.readers import Source
+
+    requests: list[list[str]] = []
+
+    def post(_client: Any, batch: list[Document]) -> list[int]:
+        requests.append([d["external_id"] for d in batch])
+        if any(d.get("bad") for d in batch):
+            raise BatchRefused("422 validation_error: documents.0.metadata: not an object")
+        return list(range(len(batch)))
+
+    big = Source(Path("big.jsonl"), [{"external_id": f"big#{i}", "text": "x", "bad": i == 3} for i in range(6)])
+    small = Source(Path("small.md"), [{"external_id": "small", "text": "y"}])
+    seen: list[Refusal] = []
+    sent = send(None, [small, big], batch_size=3, on_refused=seen.append, post=post)  # type: ignore[arg-type]
+    assert requests == [["small", "big#0", "big#1"],  # accepted
+                        ["big#2", "big#3", "big#4"],  # refused: one file only, so the file is refused
+                        ]  # big#5 is not sent
+    assert seen == sent.refused == [Refusal(Path("big.jsonl"), "the API refused it: 422 validation_error: "
+                                    "documents.0.metadata: not an object (2 of its 6 documents were accepted before)")]
+    assert (sent.documents, len(sent.job_ids)) == (3, 3)
