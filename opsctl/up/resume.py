@@ -60,6 +60,10 @@ def workers_to_start(requested: int | None, database_url: str, policy_dir: Path,
     found = local_service(policy_dir, api_url)
     last = None
     if found is not None:
-        with connect(database_url, autocommit=True) as conn:
-            last = last_count(conn, found[0])
+        try:
+            with connect(database_url, autocommit=True) as conn:
+                last = last_count(conn, found[0])
+        except Exception as exc:  # resuming is a convenience: it never stops the start
+            log.warning("workers: cannot read the autoscaler's last count (%s: %s); starting the default",
+                        type(exc).__name__, exc)
     return initial_workers(None, last, found[1] if found else None, now)
