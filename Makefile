@@ -28,10 +28,12 @@ system-deps:
 	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "install these Debian packages and rerun: $$missing" >&2; exit 1; fi; }
 
-## start the whole system on this machine (Ctrl-C stops it)
+## start the whole system on this machine (Ctrl-C stops it); options of `opsctl up` go in ARGS:
+## make up ARGS="--port 8081 --prometheus-port 9091 --workers 4"
+ARGS ?=
 up: $(STAMP)
 	@$(MAKE) --no-print-directory system-deps || echo "continuing without Prometheus" >&2
-	$(VENV)/bin/opsctl up
+	$(VENV)/bin/opsctl up $(ARGS)
 
 ## lint, type-check, then every test against real PostgreSQL, Redis and Prometheus
 test: $(STAMP) system-deps

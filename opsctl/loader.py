@@ -1,4 +1,10 @@
-"""Reading files into documents and sending them to the core in batches, with retries."""
+"""Sending documents to the core in batches, with retries; a file the API refuses does not stop the rest.
+
+The documents come from :mod:`opsctl.readers` (one reader per file format), grouped by file
+(:class:`~opsctl.readers.Source`). A batch the API refuses for what it holds (a 4xx other than
+401/403: a document it finds invalid) is sent again file by file, so only the files it refuses
+are refused, and their documents in later batches are not sent.
+"""
 
 from __future__ import annotations
 
@@ -6,108 +12,34 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from core.errors import ConfigError, OperationFailed, ServiceUnavailable
+from opsctl.readers import Document, Refusal, Source
 
-EXTENSIONS = (".txt", ".md", ".json", ".jsonl")
+T = TypeVar("T")
+
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-def find_files(paths: Iterable[Path]) -> list[Path]:
-    """The files to ingest: each named file, and every supported file under each named directory.
-
-    A path that does not exist, a file of another type and a directory without a supported file
-    are usage errors (``ConfigError``, exit 2) naming the path: nothing is sent.
-    """
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
-            if not inside:
-                raise ConfigError(f"{path}: no {', '.join(EXTENSIONS)} file in this directory or below")
-            found.extend(inside)
-        elif path.is_file():
-            if path.suffix.lower() not in EXTENSIONS:
-                raise ConfigError(f"{path}: unsupported file type (use {', '.join(EXTENSIONS)})")
-            found.append(path)
-        else:
-            raise ConfigError(f"{path}: no such file or directory")
-    return found
+def json_size(doc: Any) -> int:
+    return len(json.dumps(doc, ensure_ascii=False).encode())
 
 
-def _doc(obj: Any, where: str) -> dict[str, Any]:
-    if not isinstance(obj, dict) or "text" not in obj:
-        raise ConfigError(f"{where}: expected an object with at least \"text\" (and \"external_id\")")
-    return obj
-
-
-def read_documents(path: Path, root: Path | None = None) -> Iterator[dict[str, Any]]:
-    """Documents from one file: a text file is one document; JSON holds one or many; JSONL one per line."""
-    name = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text") from exc
-    if suffix in (".txt", ".md"):
-        if text.strip():
-            yield {"external_id": name, "title": path.stem, "text": text}
-        return
-    if suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    raise ConfigError(f"{path}:{number}: not valid JSON: {exc}") from exc
-                yield _with_id(_doc(obj, f"{path}:{number}"), f"{name}#{number}")
-        return
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-    items = data.get("documents") if isinstance(data, dict) and "documents" in data else data
-    if isinstance(items, list):
-        for i, obj in enumerate(items):
-            yield _with_id(_doc(obj, f"{path}[{i}]"), f"{name}#{i}")
-    else:
-        yield _with_id(_doc(items, str(path)), name)
-
-
-def _with_id(doc: dict[str, Any], default: str) -> dict[str, Any]:
-    return doc if doc.get("external_id") else {**doc, "external_id": default}
-
-
-def load_documents(paths: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
-    """The files named by ``paths`` and every document they hold (external ids relative to a named
-    directory); a ``ConfigError`` when they hold no document at all (empty files)."""
-    files = find_files(paths)
-    docs: list[dict[str, Any]] = []
-    for path in files:
-        root = next((p for p in paths if p.is_dir() and path.is_relative_to(p)), None)
-        docs.extend(read_documents(path, root))
-    if not docs:
-        shown = ", ".join(str(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        raise ConfigError(f"nothing to ingest: {shown} hold{'s' if len(files) == 1 else ''} no document "
-                          "(empty text, an empty JSON list or blank JSONL lines)")
-    return files, docs
-
-
-def batches(docs: Iterable[dict[str, Any]], max_docs: int, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+def batches(docs: Iterable[T], max_docs: int, max_bytes: int, size: Callable[[T], int] = json_size,
+            ) -> Iterator[list[T]]:
     """Group documents into requests of at most ``max_docs`` and about ``max_bytes`` of JSON (pure)."""
-    batch: list[dict[str, Any]] = []
-    size = 0
+    batch: list[T] = []
+    total = 0
     for doc in docs:
-        doc_size = len(json.dumps(doc, ensure_ascii=False).encode())
-        if batch and (len(batch) >= max_docs or size + doc_size > max_bytes):
+        doc_size = size(doc)
+        if batch and (len(batch) >= max_docs or total + doc_size > max_bytes):
             yield batch
-            batch, size = [], 0
+            batch, total = [], 0
         batch.append(doc)
-        size += doc_size
+        total += doc_size
     if batch:
         yield batch
 
@@ -119,9 +51,18 @@ def retry_delay(attempt: int, retry_after: str | None) -> float:
     return float(min(30.0, 0.5 * 2 ** (attempt - 1)))
 
 
+class BatchRefused(OperationFailed):
+    """The API refused a batch for what it holds (a 4xx other than 401/403); ``detail``: its answer."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the API refused a batch: {detail}")
+        self.detail = detail
+
+
 def post_batch(client: httpx.Client, batch: list[dict[str, Any]], attempts: int = 6,
                sleep: Callable[[float], None] = time.sleep) -> list[int]:
-    """POST one batch; retry transport errors, 429 and 5xx; returns the job ids."""
+    """POST one batch; retry transport errors, 429 and 5xx; returns the job ids. ``BatchRefused`` when the
+    API refuses what the batch holds, ``ConfigError`` when it refuses the key."""
     last = ""
     for attempt in range(1, attempts + 1):
         try:
@@ -137,11 +78,68 @@ def post_batch(client: httpx.Client, batch: list[dict[str, Any]], attempts: int 
             last = f"{response.status_code} {err['code']}: {err['message']}"
         except (ValueError, KeyError, TypeError):
             last = f"{response.status_code} {response.text[:200]}"
+        if response.status_code in (401, 403):
+            raise ConfigError(f"the API refused a batch: {last}")
         if response.status_code not in RETRY_STATUSES:
-            raise (ConfigError if response.status_code in (401, 403) else OperationFailed)(
-                f"the API refused a batch: {last}")
+            raise BatchRefused(last)
         sleep(retry_delay(attempt, response.headers.get("retry-after")))
     raise ServiceUnavailable(f"gave up after {attempts} attempts: {last}")
+
+
+@dataclass
+class Sent:
+    """What sending some files came to: the job ids, the documents accepted, the files the API refused."""
+
+    job_ids: list[int] = field(default_factory=list)
+    documents: int = 0
+    refused: list[Refusal] = field(default_factory=list)
+
+
+def send(client: httpx.Client, sources: list[Source], batch_size: int, max_bytes: int = 4 * 1024 * 1024, *,
+         on_sent: Callable[[int], None] = lambda _: None, on_refused: Callable[[Refusal], None] = lambda _: None,
+         post: Callable[[httpx.Client, list[Document]], list[int]] = post_batch) -> Sent:
+    """Send every document of ``sources`` in batches. A batch the API refuses (``BatchRefused``) is sent
+    again file by file: a file whose part is refused is refused (``on_refused``) and the rest of its
+    documents are not sent; the other files go on. ``on_sent`` gets the count of documents dealt with
+    (accepted or dropped with their file) after each request, for a progress bar."""
+    sent = Sent()
+    refused: dict[int, str] = {}
+    accepted = [0] * len(sources)
+
+    def refuse(index: int, detail: str) -> None:
+        before = f" ({accepted[index]} of its {len(sources[index].docs)} documents were accepted before)" \
+            if accepted[index] else ""
+        refused[index] = f"the API refused it: {detail}{before}"
+        refusal = Refusal(sources[index].path, refused[index])
+        sent.refused.append(refusal)
+        on_refused(refusal)
+
+    def post_part(part: list[tuple[int, Document]]) -> None:
+        sent.job_ids.extend(post(client, [doc for _, doc in part]))
+        sent.documents += len(part)
+        for index, _ in part:
+            accepted[index] += 1
+
+    items = [(index, doc) for index, source in enumerate(sources) for doc in source.docs]
+    for batch in batches(items, batch_size, max_bytes, size=lambda item: json_size(item[1])):
+        part = [item for item in batch if item[0] not in refused]
+        try:
+            if part:
+                post_part(part)
+        except BatchRefused as whole:
+            by_file: dict[int, list[tuple[int, Document]]] = {}
+            for item in part:
+                by_file.setdefault(item[0], []).append(item)
+            if len(by_file) == 1:
+                refuse(part[0][0], whole.detail)
+            else:
+                for index, own in by_file.items():
+                    try:
+                        post_part(own)
+                    except BatchRefused as exc:
+                        refuse(index, exc.detail)
+        on_sent(len(batch))
+    return sent
 
 
 JOB_STATUSES = ("done", "dead", "pending")  # what `ingest --wait` reports: finished well, gave up, not yet
@@ -167,21 +165,28 @@ class JobCounts:
 
 @dataclass
 class IngestReport:
-    files: int = 0
-    documents: int = 0
+    files: int = 0  # files sent (or empty), not refused
+    documents: int = 0  # documents the API accepted
     job_ids: list[int] = field(default_factory=list)
     jobs: JobCounts | None = None  # with --wait: how the jobs ended
+    refused: list[Refusal] = field(default_factory=list)  # files not sent, and why
+
+    def summary(self) -> str:
+        """``3 files ingested, 1 refused``."""
+        return f"{self.files} file{'s' if self.files != 1 else ''} ingested, {len(self.refused)} refused"
 
     def as_dict(self) -> dict[str, Any]:
-        """What ``-o json|yaml`` prints: counts, and with --wait the jobs by status."""
-        out: dict[str, Any] = {"files": self.files, "documents": self.documents, "jobs": len(set(self.job_ids))}
+        """What ``-o json|yaml`` prints: counts, the refused files, and with --wait the jobs by status."""
+        out: dict[str, Any] = {"files": self.files, "documents": self.documents, "jobs": len(set(self.job_ids)),
+                               "refused": [{"file": str(r.path), "error": r.reason} for r in self.refused]}
         if self.jobs is not None:
             out["statuses"] = self.jobs.statuses()
         return out
 
     def row(self) -> dict[str, Any]:
-        """What the table prints: one row, a column per status (zeros shown)."""
+        """What the table prints: one row, the refused files counted, a column per status (zeros shown)."""
         out = {k: v for k, v in self.as_dict().items() if k != "statuses"}
+        out["refused"] = len(self.refused)
         if self.jobs is not None:
             out.update(zip(JOB_STATUSES, (self.jobs.done, self.jobs.dead, self.jobs.pending), strict=True))
         return out

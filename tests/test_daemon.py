@@ -36,11 +36,13 @@ def env_for(db_url: str, tmp_path: Path, actor: str) -> dict[str, str]:
 
 
 def start_daemon(db_url: str, tmp_path: Path, policy_dir: Path, actor: str, metrics_port: int = 0,
-                 cycle: float = 0.5) -> tuple[subprocess.Popen[bytes], Path]:
+                 cycle: float = 0.5, debug: bool = False) -> tuple[subprocess.Popen[bytes], Path]:
+    """``debug``: every cycle's sentence in the log (without it, a sentence that repeats is not logged)."""
     log = tmp_path / f"{actor}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "opsctl.cli", "daemon", "--policy-dir", str(policy_dir), "--metrics-port",
+            [sys.executable, "-m", "opsctl.cli", *(["--debug"] if debug else []), "daemon", "--policy-dir",
+             str(policy_dir), "--metrics-port",
              str(metrics_port), "--metrics-host", "127.0.0.1", "--cycle-seconds", str(cycle),
              "--stop-grace-seconds", "10"],
             env=env_for(db_url, tmp_path, actor), cwd=tmp_path, stdout=out, stderr=out)
@@ -97,7 +99,8 @@ def test_two_daemons_run_each_scheduled_time_once_and_the_survivor_takes_over(
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "schedule.yaml").write_text(TICK)
-    procs = {actor: start_daemon(db_url, tmp_path, policies, actor) for actor in ("daemon-a@test", "daemon-b@test")}
+    procs = {actor: start_daemon(db_url, tmp_path, policies, actor, debug=True)  # (cycles counted in the log)
+             for actor in ("daemon-a@test", "daemon-b@test")}
     try:
         holder = wait_for(lambda: lock_holder(conn), 30, "a leader")
         leader_pid = int(re.search(r"pid (\d+)$", holder["application_name"]).group(1))  # type: ignore[union-attr]

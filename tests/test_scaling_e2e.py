@@ -21,7 +21,6 @@ import pytest
 
 from core.config import Settings
 from core.embedded import EmbeddedPrometheus, prometheus_binary
-from core.errors import OperationFailed
 from core.workerpool import WorkerPool
 from opsctl.policy import load
 from opsctl.scaling import service
@@ -135,9 +134,9 @@ def test_scale_up_drain_stabilize_scale_down_and_fallback(system: dict[str, Any]
     assert (blind["desired_replicas"], blind["limited_by"], blind["applied"]) == (2, ["fallback"], False), blind
     assert "prometheus: cannot reach" in blind["metrics"][0]["error"]
     assert blind["consecutive_failures"] == 1
-    with pytest.raises(OperationFailed) as failed:  # the daemon's job fails as the command does
-        job_autoscale(system["settings"], system["policies"])
-    sentence = failed.value.message
+    # the daemon's job: the fallback decided, so the run succeeds and says the metrics failed (a blind
+    # autoscaler is alert AutoscalerMetricsUnavailable's, over a window, not a failed job at every start)
+    sentence = job_autoscale(system["settings"], system["policies"])
     assert sentence.startswith("core-worker: keep 2: all 1 metric(s) failed") and "fallback hold" in sentence
     assert httpx.get(f"{api.url}/admin/workers", headers=admin, timeout=10).json()["replicas"] == 2
 

@@ -81,9 +81,9 @@ def test_up_second_terminal_prometheus_ctrl_c_and_resume(tmp_path: Path) -> None
         (docs / "more.jsonl").write_text('{"external_id": "k8s", "text": "Horizontal pod autoscaling"}\n')
         user_env = {**env, "OPSCTL_API_KEY": tenant["api_key"]}
         ingested = json.loads(opsctl("ingest", str(docs), "--wait", "-o", "json", env=user_env).stdout)
-        assert ingested == {"files": 2, "documents": 2, "jobs": 2, "statuses": {"done": 2}}
+        assert ingested == {"files": 2, "documents": 2, "jobs": 2, "refused": [], "statuses": {"done": 2}}
         found = json.loads(opsctl("search", "lazy dog", "--mode", "keyword", "-o", "json", env=user_env).stdout)
-        assert [r["external_id"] for r in found["results"]] == ["fox.txt"]
+        assert [r["external_id"] for r in found["results"]] == ["docs/fox.txt"]
 
         # the embedded scale target, and Prometheus scraping the API and every worker
         admin = {"Authorization": f"Bearer {state['admin_token']}"}
@@ -113,7 +113,7 @@ def test_up_second_terminal_prometheus_ctrl_c_and_resume(tmp_path: Path) -> None
     try:
         wait_for(lambda: ready(api), 90, "the API after restart")
         again = json.loads(opsctl("search", "lazy dog", "--mode", "keyword", "-o", "json", env=user_env).stdout)
-        assert [r["external_id"] for r in again["results"]] == ["fox.txt"]
+        assert [r["external_id"] for r in again["results"]] == ["docs/fox.txt"]
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(90) == 0

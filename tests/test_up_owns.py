@@ -360,4 +360,8 @@ def test_a_second_ctrl_c_while_it_stops_kills_what_is_left_at_once(up: Up) -> No
     text = up_log(data_dir)
     assert "forcing: killing" in text, text[-3000:]
     assert "stopping workers" not in text, "the forced stop still waited for the workers"
+    # the last line says what did not stop cleanly (the terminal has the same)
+    last = text.strip().splitlines()[-1]
+    assert re.search(r"INFO opsctl\.up: stopped, not cleanly: forced by a second signal; the daemon: pid \d+ was "
+                     r"killed by SIGKILL; workers: pid \d+ was killed by SIGKILL", last), last
     assert json.loads((data_dir / "up.json").read_text())["stopped_at"]

@@ -56,7 +56,10 @@ def daemon(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # --debug: every library's lines
+        # a line per job run, not one per scheduler tick or HTTP request (Prometheus, the scale target)
+        for library in ("apscheduler", "httpx", "httpcore"):
+            logging.getLogger(library).setLevel(logging.WARNING)
     directory = resolve_policy_dir(policy_dir)
     if once is not None:
         result = run_once(settings(), directory, once)

@@ -7,12 +7,15 @@ from typing import Any
 import typer
 
 HELP = """Start PostgreSQL, Redis, Prometheus, the core API, its ingest workers and the policy daemon;
-Ctrl-C stops all.
+Ctrl-C stops all, and the last line says whether everything exited cleanly.
 
 Uses OPSCTL_DATABASE_URL / OPSCTL_REDIS_URL / OPSCTL_PROMETHEUS_URL instead of starting its own
-servers when they are set. Running it again resumes on the same data. One per data dir: a
-second one is refused. A child that dies is restarted (see `opsctl status`); if `opsctl up`
-itself is killed, its children stop with it.
+servers when they are set. Running it again resumes on the same data, and with as many workers as
+the autoscaler last left (when that was in the last 24 h and within the policy's min/max; else 2):
+--workers chooses. One per data dir: a second one is refused. A child that dies is restarted (see
+`opsctl status`); if `opsctl up` itself is killed, its children stop with it. From make, pass
+options as ARGS: make up ARGS="--port 8081 --prometheus-port 9091". A Prometheus port in use is
+replaced by a free one (said on start); an API port in use is an error.
 
 Example: opsctl up --workers 4 --port 8080
 """
@@ -20,8 +23,10 @@ Example: opsctl up --workers 4 --port 8080
 
 def up(
     port: int = typer.Option(8080, "--port", help="API port", envvar="OPSCTL_PORT"),
-    workers: int = typer.Option(2, "--workers", min=0, max=64, help="ingest worker processes"),
-    prometheus_port: int = typer.Option(9090, "--prometheus-port", help="port of the embedded Prometheus"),
+    workers: int | None = typer.Option(None, "--workers", min=0, max=64, show_default=False,
+                                       help="ingest worker processes (default: the autoscaler's last count, else 2)"),
+    prometheus_port: int = typer.Option(9090, "--prometheus-port", envvar="OPSCTL_PROMETHEUS_PORT",
+                                        help="port of the embedded Prometheus (a free one if it is in use)"),
     no_prometheus: bool = typer.Option(False, "--no-prometheus", help="do not start Prometheus"),
     no_daemon: bool = typer.Option(False, "--no-daemon", help="do not start the policy daemon (opsctl daemon)"),
 ) -> None:
@@ -29,7 +34,7 @@ def up(
 
     from opsctl.context import settings
     from opsctl.up.system import System
-    from opsctl.up.terminal import setup_logging, silence
+    from opsctl.up.terminal import setup_logging
 
     console = Console(stderr=True, soft_wrap=True)
     system = System(settings(with_state=False, port=port), workers=workers, port=port, prometheus_port=prometheus_port,
@@ -41,31 +46,18 @@ def up(
     except BaseException:
         system.stop()
         raise
-    try:
-        _print_endpoints(console, system)
-    except (OSError, ValueError):  # nobody reads our output any more: serve anyway
-        silence()
+    _print_banner(system)
     system.serve()
 
 
-def _print_endpoints(console: Any, system: Any) -> None:
-    from rich.table import Table
+def _print_banner(system: Any) -> None:
+    """The endpoints and how to try them, on stderr, best-effort (nobody may read it any more)."""
+    import sys
 
-    table = Table(title="opsctl is up", show_edge=False, header_style="bold")
-    table.add_column("ENDPOINT")
-    table.add_column("URL", overflow="fold")
-    for name, url in system.endpoints.items():
-        table.add_row(name, url)
-    table.add_row("data dir", str(system.data_dir))
-    console.print(table)
-    api = system.endpoints["api"]
-    console.print(
-        "\nIn another terminal:\n"
-        "  KEY=$(opsctl tenant create demo -o json \\\n"
-        "        | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"api_key\"])')\n"
-        f"  curl -s -X POST {api}/v1/documents -H \"Authorization: Bearer $KEY\" \\\n"
-        "       -d '{\"documents\": [{\"external_id\": \"hello\", \"text\": \"Hello from opsctl\"}]}'\n"
-        f"  curl -s -X POST {api}/v1/search -H \"Authorization: Bearer $KEY\" -d '{{\"query\": \"hello\"}}'\n"
-        "\nCtrl-C stops everything (a second Ctrl-C forces).",
-        highlight=False, markup=False,
-    )
+    from opsctl.up.banner import banner
+    from opsctl.up.terminal import say
+
+    rows = {**system.endpoints, "data dir": str(system.data_dir),
+            "workers": f"{system.workers} ({system.workers_why})"}
+    activate = f"{sys.prefix}/bin/activate" if sys.prefix != sys.base_prefix else None
+    say("\n".join(banner(rows, system.notes, system.endpoints["api"], activate)))

@@ -7,6 +7,10 @@ reload's included — ends the loop or skips the cycle's work: it is logged with
 the cycle's sentence says what failed. A cycle longer than ``cycle_seconds`` is warned about and
 counted. Between cycles the loop sleeps in short steps, so a flag wakes it at once.
 
+A cycle's sentence is logged at INFO when it says something the previous cycle's did not, and at
+DEBUG when it repeats it (compared without their numbers: "next autoscale in 12 s" counts down every
+cycle): a leader that stays leader writes one line, not one every ``cycle_seconds``.
+
 Subclasses implement :meth:`cycle` and :meth:`reload` (each returns one sentence) and may
 override :meth:`start`, :meth:`shutdown` and :meth:`reload_trigger`. The wall clock comes in as
 ``clock``; durations are measured on ``monotonic``, and ``sleep`` waits: tests pass their own.
@@ -15,6 +19,7 @@ override :meth:`start`, :meth:`shutdown` and :meth:`reload_trigger`. The wall cl
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -26,6 +31,14 @@ from core.db import first_line
 
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 FLAG_POLL_SECONDS = 0.2  # how often a sleeping loop looks at the signal flags
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def gist(sentence: str) -> str:
+    """What a cycle's sentence says, without its numbers (counts, countdowns): what is compared (pure)."""
+    return _NUMBER.sub("#", sentence)
 
 
 class Incrementable(Protocol):
@@ -108,10 +121,13 @@ class ControlLoop:
             self.sleep(min(FLAG_POLL_SECONDS, remaining))
 
     def loop(self) -> None:
+        said: str | None = None  # the gist of the last sentence logged
         while not self.stop_requested:
             began = self.monotonic()
             sentence = self.run_cycle()
-            self.log.info("cycle %d: %s", self.cycle_no, sentence)
+            new = gist(sentence)
+            self.log.log(logging.DEBUG if new == said else logging.INFO, "cycle %d: %s", self.cycle_no, sentence)
+            said = new
             elapsed = self.monotonic() - began
             if elapsed > self.cycle_seconds:
                 if self.overruns is not None:

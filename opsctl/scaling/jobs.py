@@ -14,9 +14,13 @@ if TYPE_CHECKING:
 def job_autoscale(settings: Settings, policy_dir: Path) -> str:
     """Decide and apply every service in ``<policy_dir>/autoscaling.yaml``; one sentence back.
 
-    Raises OperationFailed, after acting on every service it could, when any service failed (it could
-    not be decided or applied, or every one of its metrics failed and its fallback decided): the same
-    rule as ``opsctl scale``'s exit code 1, so a blind autoscaler shows as a failing job.
+    Raises OperationFailed, after acting on every service it could, when a service could not be decided
+    or its decision could not be applied. A service whose metrics all failed is not a failed run: its
+    fallback decided (hold, or the static count), which is the policy working as written, and the
+    sentence says the metrics failed. Metrics that keep failing are what alert
+    AutoscalerMetricsUnavailable watches (``opsctl_scale_metric_errors_total``, over a window), so a
+    daemon that starts before Prometheus' first scrape does not count a failed job at every start.
+    (``opsctl scale`` still exits 1 then: someone asked for a decision from the metrics.)
     """
     from opsctl.policy import load
     from opsctl.scaling import service
@@ -34,6 +38,6 @@ def job_autoscale(settings: Settings, policy_dir: Path) -> str:
             verb = "" if o.applied or not o.decision.change else " (not applied)"
             parts.append(f"{o.service}: {o.decision.reason}{verb}")
     sentence = "; ".join(parts) or "no services in the autoscaling policy"
-    if any(o.failure for o in outcomes):
+    if any(o.error for o in outcomes):
         raise OperationFailed(sentence)
     return sentence

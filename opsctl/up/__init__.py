@@ -6,7 +6,9 @@
 - ``leftovers``: before starting, stop what a dead instance left running;
 - ``supervisor``: restart a child that dies, with backoff; keep ``up.json`` (``record``) current;
 - ``health``: what ``opsctl status`` shows of it;
-- ``terminal``: messages that never stop a shutdown.
+- ``terminal``: messages that never stop a shutdown; ``banner``: what it prints once it runs;
+- ``workers``: how many workers to start (pure), ``resume``: what it reads for that.
 
-The decisions are pure, in ``core.supervision``: ``next_restart`` and ``plan_cleanup``.
+The decisions are pure, in ``core.supervision`` (``next_restart``, ``plan_cleanup``) and
+``workers`` (``initial_workers``).
 """

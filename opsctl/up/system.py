@@ -26,8 +26,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import socket
+import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,9 +38,11 @@ from typing import Any
 
 from core.config import Settings, read_state, write_state
 from core.errors import ServiceUnavailable
-from core.supervision import DATA_DIR_ENV
+from core.supervision import DATA_DIR_ENV, exit_reason
+from opsctl.policy import policy_dir
 from opsctl.up.leftovers import clean_leftovers
 from opsctl.up.lock import InstanceLock
+from opsctl.up.resume import workers_to_start
 from opsctl.up.server import api_server
 from opsctl.up.signals import StopRequested, StopSignals
 from opsctl.up.supervisor import Child, Supervisor
@@ -59,7 +64,7 @@ def port_free(host: str, port: int) -> bool:
 @dataclass
 class System:
     settings: Settings
-    workers: int = 2
+    workers: int | None = None  # None: the autoscaler's last count when recent (opsctl.up.workers), else 2
     port: int = 8080
     prometheus_port: int = 9090
     with_prometheus: bool = True
@@ -77,6 +82,8 @@ class System:
         self.daemon: Any = None
         self.supervisor: Any = None
         self.endpoints: dict[str, str] = {}
+        self.notes: list[str] = []  # what the start chose that the user should know: shown with the endpoints
+        self.workers_why = ""
         self.lock = InstanceLock(self.data_dir)
         self.signals = StopSignals()
 
@@ -112,7 +119,8 @@ class System:
         previous = read_state(self.data_dir)
         admin_token = self.settings.admin_token or previous.get("admin_token") or secrets.token_urlsafe(24)
         if not port_free(self.settings.host, self.port):
-            raise ServiceUnavailable(f"port {self.port} is in use: pass --port")
+            raise ServiceUnavailable(f"port {self.port} is in use: choose another with --port N "
+                                     f"(make up ARGS=\"--port N\", or OPSCTL_PORT=N)")
         step("checking for leftovers of an earlier run")
         clean_leftovers(self.data_dir, self.data_dir / "pg", say=lambda text: log.warning("%s", text))
         self.supervisor = Supervisor(self.data_dir)
@@ -133,6 +141,10 @@ class System:
             self.started.append("postgres")
         step("applying migrations")
         migrate(db_url, s)
+        api_url = f"http://{s.host}:{self.port}"
+        chosen = workers_to_start(self.workers, db_url, policy_dir(), api_url, datetime.now(UTC))
+        self.workers, self.workers_why = chosen.count, chosen.why
+        log.info("workers: %d (%s)", chosen.count, chosen.why)
         redis_url = s.redis_url
         if not redis_url:
             step("starting Redis")
@@ -140,13 +152,16 @@ class System:
             redis_url = self.redis.start(abort=abort)
             self.supervisor.add(Child("redis", self.redis, lambda abort: self.redis.start(abort=abort)))
             self.started.append("redis")
-        api_url = f"http://{s.host}:{self.port}"
         prom_url = s.prometheus_url
         targets_file: Path | None = None
         daemon_port = _free_port() if self.with_daemon else 0
         if not prom_url and self.with_prometheus and prometheus_binary():
             step("starting Prometheus")
-            port = self.prometheus_port if port_free("127.0.0.1", self.prometheus_port) else _free_port()
+            port = self.prometheus_port
+            if not port_free("127.0.0.1", port):
+                port = _free_port()
+                self._note(f"Prometheus: port {self.prometheus_port} is in use, so it listens on {port} (choose with "
+                           f"--prometheus-port N: make up ARGS=\"--prometheus-port N\", or OPSCTL_PROMETHEUS_PORT=N)")
             self.prometheus = EmbeddedPrometheus(
                 self.data_dir / "prometheus", f"{s.host}:{self.port}", port=port,
                 extra_targets=(("opsctl-daemon", f"127.0.0.1:{daemon_port}"),) if daemon_port else ())
@@ -189,6 +204,10 @@ class System:
             self.daemon = DaemonProcess(daemon_env, daemon_port, log_dir=self.data_dir / "logs")  # serve() starts it
             self.endpoints["daemon metrics"] = f"http://127.0.0.1:{daemon_port}/metrics"
         self.supervisor.start()
+
+    def _note(self, text: str) -> None:
+        log.info("%s", text)
+        self.notes.append(text)
 
     def app(self) -> Any:
         from prometheus_client import REGISTRY
@@ -238,39 +257,61 @@ class System:
         self.signals.install()  # (installed by start(); again in case stop() is called without it)
         self.signals.stop.set()  # stopping: the next SIGINT/SIGTERM forces
         force = self.signals.force
-        # (what, the graceful step, the step once forced); every graceful wait gives up when forced
-        steps: list[tuple[str | None, Any, Any]] = [
-            (None, self.supervisor and self.supervisor.stop, None),  # no restarts from here on
-            ("the daemon (its running job finishes)", self.daemon and (lambda: self.daemon.stop(abort=force)),
-             self.daemon and self.daemon.kill),
-            ("workers (each finishes or releases its batch)",
-             self.worker_pool and (lambda: self.worker_pool.stop(abort=force)),
-             self.worker_pool and self.worker_pool.kill_all),
-            (None, self.pool and self.pool.close, None),
-            (None, self.cache and self.cache.close, None),
-            (None, self._unregister_collector, None),
-            ("Prometheus", self.prometheus and (lambda: self.prometheus.stop(abort=force)),
-             self.prometheus and self.prometheus.kill),
-            ("Redis", self.redis and (lambda: self.redis.stop(abort=force)), self.redis and self.redis.kill),
-            ("PostgreSQL", self.pg and (lambda: self.pg.stop(abort=force)), self.pg and self.pg.kill),
-            (None, self._record_stopped, None),
+
+        def live(*servers: Any) -> Callable[[], list[subprocess.Popen[bytes]]]:
+            """The processes of ``servers`` still unreaped before a step: looked at again after it."""
+            return lambda: [p for srv in servers if srv is not None and (p := srv.proc) is not None
+                            and p.returncode is None]
+
+        def live_workers() -> list[subprocess.Popen[bytes]]:
+            return [w.proc for w in self.worker_pool.workers if w.proc.returncode is None] if self.worker_pool else []
+
+        # a child's stop, gracefully and once forced (every graceful wait gives up when forced); None: bookkeeping
+        steps: list[_Step] = [
+            _Step(None, self.supervisor and self.supervisor.stop),  # no restarts from here on
+            _Step("the daemon", self.daemon and (lambda: self.daemon.stop(abort=force)),
+                  self.daemon and self.daemon.kill, live(self.daemon), " (its running job finishes)"),
+            _Step("workers", self.worker_pool and (lambda: self.worker_pool.stop(abort=force)),
+                  self.worker_pool and self.worker_pool.kill_all, live_workers,
+                  " (each finishes or releases its batch)"),
+            _Step(None, self.pool and self.pool.close),
+            _Step(None, self.cache and self.cache.close),
+            _Step(None, self._unregister_collector),
+            _Step("Prometheus", self.prometheus and (lambda: self.prometheus.stop(abort=force)),
+                  self.prometheus and self.prometheus.kill, live(self.prometheus)),
+            _Step("Redis", self.redis and (lambda: self.redis.stop(abort=force)), self.redis and self.redis.kill,
+                  live(self.redis)),
+            _Step("PostgreSQL", self.pg and (lambda: self.pg.stop(abort=force)), self.pg and self.pg.kill,
+                  live(self.pg), stop_signal=signal.SIGINT),  # a fast shutdown
+            _Step(None, self._record_stopped),
         ]
         forcing = False
+        problems: list[str] = []
+        stopped_any = False
         try:
-            for what, graceful, forced in steps:
+            for step in steps:
                 if force.is_set() and not forcing:
                     forcing = True
+                    problems.insert(0, "forced by a second signal")
                     _announce("forcing: killing what is left (PostgreSQL: immediate shutdown)")
-                action = (forced or graceful) if forcing else graceful
+                action = (step.forced or step.graceful) if forcing else step.graceful
                 if not action:
                     continue
-                if what and not forcing:
-                    _announce(f"stopping {what}…")
+                name = step.name or "opsctl up"
+                if step.name and not forcing:
+                    _announce(f"stopping {step.name}{step.detail}…")
+                stopped_any = stopped_any or step.name is not None
+                procs = step.processes()
                 try:
                     action()
                 except Exception as exc:
-                    say(f"stopping {what or 'opsctl up'} failed ({type(exc).__name__}: {exc}); going on")
-                    log.info("stopping %s failed", what or "opsctl up", exc_info=True)
+                    problems.append(f"stopping {name} failed ({type(exc).__name__}: {exc})")
+                    say(f"stopping {name} failed ({type(exc).__name__}: {exc}); going on")
+                    log.info("stopping %s failed", name, exc_info=True)
+                problems += [f"{name}: pid {p.pid} {exit_reason(p.returncode)}" for p in procs
+                             if not step.clean(p.returncode)]
+            if stopped_any:  # (nothing had started: the error that stopped the start says it all)
+                _announce(stop_summary(problems))
         finally:
             self.signals.restore()
             self.lock.release()
@@ -290,6 +331,28 @@ class System:
             state.pop("pid", None)
             state["stopped_at"] = datetime.now(UTC).isoformat()
             write_state(self.data_dir, state)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step of the stop: a child (``name``), or bookkeeping (``name`` None)."""
+
+    name: str | None
+    graceful: Any  # a callable, or a falsy value when there is nothing to stop
+    forced: Any = None  # instead of ``graceful`` once a second signal forces the stop
+    processes: Callable[[], list[subprocess.Popen[bytes]]] = lambda: []  # to check after it
+    detail: str = ""  # said with "stopping <name>"
+    stop_signal: int = signal.SIGTERM  # how it is asked to stop: a death by it is a clean stop (not started yet)
+
+    def clean(self, returncode: int | None) -> bool:
+        return returncode in (0, -self.stop_signal)
+
+
+def stop_summary(problems: list[str]) -> str:
+    """The stop's last line (pure): all clean, or what was not."""
+    if not problems:
+        return "stopped: everything exited cleanly"
+    return "stopped, not cleanly: " + "; ".join(problems)
 
 
 def _announce(text: str) -> None:
