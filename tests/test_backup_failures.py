@@ -283,3 +283,15 @@ def test_debug_is_accepted_anywhere_and_alone_shows_the_traceback(
     assert err.strip().splitlines()[-1].startswith("error: no backups"), err
     code, _, err = run(capsys, *args)
     assert code == 1 and "Traceback" not in err, err
+
+
+def test_verify_shows_sizes_for_people_and_keeps_exact_bytes_in_json(env: Taken,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "backup", "verify", "--policy", str(env.policy), "-o", "json")
+    assert code == 0, err
+    exact = json.loads(out)[0]["bytes"]
+    assert isinstance(exact, int) and exact > 1_000_000
+    code, out, err = run(capsys, "backup", "verify", "--policy", str(env.policy))
+    assert code == 0, err
+    assert f"{exact / 1e6:.1f} MB" in out and str(exact) not in out, out
+    assert "SIZE" in out and "BYTES" not in out, out
