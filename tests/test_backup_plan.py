@@ -128,6 +128,6 @@ def test_ids_are_unique_within_a_second() -> None:
 ])
 def test_recall_hits_count_ties_at_the_kth_distance(exact: list[tuple[str, float]], approx: list[tuple[str, float]],
                                                     hits: int) -> None:
-    from opsctl.backup.drill import recall_hits
+    from opsctl.backup.checks import recall_hits
 
     assert recall_hits(exact, approx) == hits
