@@ -149,3 +149,20 @@ def test_wal_lost_before_the_last_archived_commit_fails_the_drill() -> None:
         report = run_drill(c.settings, c.policy)
         assert not report["passed"]
         assert "recovery ended before configured recovery target was reached" in report["error"], report["error"]
+
+
+def test_a_passing_drill_records_every_backup_of_its_chain_as_verified() -> None:
+    with archived_cluster() as c, c.connect() as conn:
+        acme = company(conn, "acme")
+        add_documents(conn, acme, "a", 2)
+        full = create_backup(c.settings, c.policy)
+        add_documents(conn, acme, "b", 2, seed=1)
+        incr = create_backup(c.settings, c.policy, incremental=True)
+        assert incr.parent == full.id
+        report = run_drill(c.settings, c.policy)
+        assert report["passed"] and report["chain"] == [full.id, incr.id], failure_reason(report)
+        assert report["recovery_target"].startswith("the end of the backup"), report  # nothing committed since
+        repo = repository(c.settings, c.policy)
+        for record in (repo.get(full.id), repo.get(incr.id)):
+            assert record.verified_at is not None and record.verify_result == "ok", record
+            assert record.verified_at >= report["started_at"]

@@ -60,10 +60,12 @@ def taken() -> Iterator[Taken]:
 
 
 @pytest.fixture
-def env(taken: Taken, monkeypatch: pytest.MonkeyPatch) -> Taken:
+def env(taken: Taken, monkeypatch: pytest.MonkeyPatch) -> Iterator[Taken]:
     monkeypatch.setenv("OPSCTL_DATABASE_URL", taken.cluster.url)
     monkeypatch.setenv("OPSCTL_DATA_DIR", str(taken.cluster.root))
-    return taken
+    # a drill records what its verification found in the catalog: each case starts from a good backup
+    with restored(taken.repo.backup_dir(taken.record.id) / "backup.json"):
+        yield taken
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -1,6 +1,6 @@
 """The restore drill (``opsctl restore-test``): restore into a scratch server and prove it works.
 
-Steps: verify the chain → find the recovery target → pg_combinebackup
+Steps: verify the chain (and record it in the catalog) → find the recovery target → pg_combinebackup
 into a scratch dir → recover from the archive and promote → checks → stop → ``pg_checksums --check``.
 The scratch server and directory are removed whatever happens (failure, Ctrl-C, SIGTERM).
 
@@ -101,6 +101,7 @@ def outcome_line(report: dict[str, Any]) -> str:
 def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, backup_id: str,
            target_time: datetime | None, progress: Progress, started: float, now: Clock) -> dict[str, Any]:
     from opsctl.backup.restore import ScratchServer, build_data_dir, load_logical, resolve_chain
+    from opsctl.backup.service import record_verified
     from opsctl.backup.target import archive_end
     from opsctl.backup.verify import segment_size, verify_backup
 
@@ -119,6 +120,7 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
     backup = chain[-1]
     progress(f"verifying {len(chain)} backup(s)", 0.05)
     results = [verify_backup(repo, b) for b in chain]
+    record_verified(repo, chain, results, now())
     bad = [r for r in results if not r.ok]
     if bad:
         figure = f"backup {bad[0].backup_id}: {len(bad[0].problems)} problem(s)"
