@@ -247,9 +247,10 @@ def _check(settings: Any, policy: BackupPolicy, source: Any, url: str, backup: B
         restored_rows = {t: c.row_versions(restored, t, keys[t]) for t in tables if keys[t]}
         found: list[Check] = []
         if "point_in_time" in wanted:
-            if target_time is not None:
-                later = sum(1 for rows in restored_rows.values() for v in rows.values() if v[1] and v[1] > target_time)
-                to, overshoot = target_time.isoformat(), f"{later} row(s) committed after the target" if later else ""
+            if target_time is not None:  # PostgreSQL replays WAL in order up to the first transaction after it
+                to, overshoot = target_time.isoformat(), ""
+                if replayed and replayed > target_time:
+                    overshoot = f"recovery replayed a transaction of {replayed.isoformat()}, after the target"
             else:
                 assert end is not None  # a physical drill without a target time has found its target
                 to, overshoot = end.describe(), ""
