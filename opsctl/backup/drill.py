@@ -134,7 +134,7 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
         progress("finding the last archived commit", 0.1)
         end = archive_end(repo, source, backup, segment_size(repo))
         step("find_target")
-    # a dump holds what was committed when pg_dump took its snapshot, just after its start
+    # the RPO's reference, taken now, before anything is restored (with --target-time: the data at the target)
     newest_source = end.source_newest if end else None if physical else _one(source, NEWEST_COMMIT_SQL)
 
     parent = Path(policy.drill.scratch_dir) if policy.drill.scratch_dir else Path(tempfile.gettempdir())
