@@ -60,10 +60,12 @@ def taken() -> Iterator[Taken]:
 
 
 @pytest.fixture
-def env(taken: Taken, monkeypatch: pytest.MonkeyPatch) -> Taken:
+def env(taken: Taken, monkeypatch: pytest.MonkeyPatch) -> Iterator[Taken]:
     monkeypatch.setenv("OPSCTL_DATABASE_URL", taken.cluster.url)
     monkeypatch.setenv("OPSCTL_DATA_DIR", str(taken.cluster.root))
-    return taken
+    # a drill records what its verification found in the catalog: each case starts from a good backup
+    with restored(taken.repo.backup_dir(taken.record.id) / "backup.json"):
+        yield taken
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -179,7 +181,7 @@ def test_a_failed_drill_names_its_cause_in_table_and_json(env: Taken, capsys: py
     else:
         assert "FAILED" in err
         if named:  # the drill got as far as verifying a backup: the table shows the failed check
-            assert "backup_verify" in out and "False" in out, out
+            assert "backup_verify" in out and "problem(s)" in out, out  # the failed check, however PASSED reads
 
 
 @pytest.mark.parametrize("output", ["table", "json"])
@@ -283,3 +285,15 @@ def test_debug_is_accepted_anywhere_and_alone_shows_the_traceback(
     assert err.strip().splitlines()[-1].startswith("error: no backups"), err
     code, _, err = run(capsys, *args)
     assert code == 1 and "Traceback" not in err, err
+
+
+def test_verify_shows_sizes_for_people_and_keeps_exact_bytes_in_json(env: Taken,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "backup", "verify", "--policy", str(env.policy), "-o", "json")
+    assert code == 0, err
+    exact = json.loads(out)[0]["bytes"]
+    assert isinstance(exact, int) and exact > 1_000_000
+    code, out, err = run(capsys, "backup", "verify", "--policy", str(env.policy))
+    assert code == 0, err
+    assert f"{exact / 1e6:.1f} MB" in out and str(exact) not in out, out
+    assert "SIZE" in out and "BYTES" not in out, out

@@ -91,6 +91,14 @@ def test_choose_backup_for_target(target_day: float | None, expected: str) -> No
     assert choose_backup(backups, target=target).id == expected
 
 
+def test_no_good_backup_names_the_newest_one_that_failed_verification() -> None:
+    bad = rec("F4", "full", 20, 14, bad=True)
+    with pytest.raises(NotFound, match=r"no good physical backup \(F4 failed: x\): run `opsctl backup create`"):
+        choose_backup([bad])
+    with pytest.raises(NotFound, match=r"^no good physical backup: run"):
+        choose_backup([])
+
+
 def test_choose_backup_refuses_targets_before_every_backup_and_broken_chains() -> None:
     with pytest.raises(NotFound):
         choose_backup([F2], target=NOW - timedelta(days=29))
@@ -128,6 +136,6 @@ def test_ids_are_unique_within_a_second() -> None:
 ])
 def test_recall_hits_count_ties_at_the_kth_distance(exact: list[tuple[str, float]], approx: list[tuple[str, float]],
                                                     hits: int) -> None:
-    from opsctl.backup.drill import recall_hits
+    from opsctl.backup.checks import recall_hits
 
     assert recall_hits(exact, approx) == hits

@@ -19,6 +19,11 @@ from core.errors import NotFound, OperationFailed
 CATALOG_FILE = "backup.json"
 
 
+def megabytes(n: int) -> str:
+    """A size for people, as ``backup list`` shows it: ``34.2 MB`` (JSON and YAML keep the bytes)."""
+    return f"{n / 1e6:.1f} MB"
+
+
 @dataclass
 class BackupRecord:
     id: str

@@ -18,7 +18,7 @@ from core.embedded import pg_command, prepare_for_pg_user
 from core.errors import ConfigError, OperationFailed
 from opsctl.backup.catalog import BackupRecord, Repository, new_id
 from opsctl.backup.policy import BackupPolicy
-from opsctl.backup.tools import Progress, dir_size, no_progress
+from opsctl.backup.tools import Progress, dir_size, no_progress, tail
 
 
 def _database_facts(conn: Any) -> dict[str, Any]:
@@ -55,8 +55,7 @@ def _claim(repo: Repository, started: datetime, kind: str) -> tuple[str, Path]:
 
 
 def _failure(label: str, returncode: int, output: str) -> OperationFailed:
-    tail = " | ".join(output.strip().splitlines()[-4:])
-    return OperationFailed(f"{label} failed (exit {returncode}): {tail}")
+    return OperationFailed(f"{label} failed (exit {returncode}): {tail(output)}")
 
 
 def _run_watched(argv: list[str], watch: Path, total: int, progress: Progress, label: str) -> None:

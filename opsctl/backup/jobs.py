@@ -6,11 +6,8 @@ from pathlib import Path
 
 from core.config import Settings
 from core.errors import OperationFailed
+from opsctl.backup.catalog import megabytes as _size
 from opsctl.backup.policy import load_policy
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 def job_backup_full(settings: Settings, policy_dir: Path) -> str:

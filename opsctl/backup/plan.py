@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from core.errors import NotFound
+from opsctl.backup.point import listed
 
 if TYPE_CHECKING:
     from opsctl.backup.catalog import BackupRecord
@@ -83,7 +84,10 @@ def choose_backup(backups: list[BackupRecord], *, target: datetime | None = None
     if not candidates:
         kind = "physical" if physical else "logical"
         when = f" ending before {target.isoformat()}" if target else ""
-        raise NotFound(f"no good {kind} backup{when}: run `opsctl backup create`")
+        bad = [f"{b.id} {b.verify_result}" for b in reversed(backups) if b.physical == physical and not b.good
+               and (target is None or b.stopped <= target)]
+        why = f" ({listed(bad, 1)})" if bad else ""
+        raise NotFound(f"no good {kind} backup{when}{why}: run `opsctl backup create`")
     return max(candidates, key=lambda b: (b.stop_time, b.id))
 
 

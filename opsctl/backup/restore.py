@@ -30,17 +30,19 @@ if TYPE_CHECKING:
 
 
 def recovery_conf(repo: Repository, target_time: datetime | None, *, scratch: bool,
-                  immediate: bool = False) -> list[str]:
+                  immediate: bool = False, target_xid: int | None = None) -> list[str]:
     lines = ["", "# opsctl restore: recovery from the backup repository",
              "archive_mode = off", "archive_command = ''",
              f"restore_command = {_conf_quote(restore_command(repo.wal_dir))}",
              "recovery_target_timeline = 'latest'", "recovery_target_action = 'promote'"]
     if immediate:  # stop as soon as the backup is consistent: exactly its content
         lines += ["recovery_target = 'immediate'"]
+    elif target_xid is not None:  # stop right after this transaction's commit
+        lines += [f"recovery_target_xid = '{int(target_xid)}'", "recovery_target_inclusive = on"]
     elif target_time is not None:
         lines += [f"recovery_target_time = '{target_time.isoformat()}'", "recovery_target_inclusive = on"]
-    if scratch:  # a drill is small and short-lived
-        lines += ["shared_buffers = 128MB", "summarize_wal = off", "listen_addresses = ''"]
+    if scratch:  # a drill is small and short-lived; nothing but the drill assigns transaction ids on it
+        lines += ["shared_buffers = 128MB", "summarize_wal = off", "listen_addresses = ''", "autovacuum = off"]
     return lines
 
 
@@ -52,14 +54,14 @@ def _write_owned(path: Path, text: str, append: bool = False) -> None:
 
 
 def build_data_dir(repo: Repository, chain: list[BackupRecord], target: Path, target_time: datetime | None, *,
-                   scratch: bool, immediate: bool = False) -> None:
+                   scratch: bool, immediate: bool = False, target_xid: int | None = None) -> None:
     """pg_combinebackup the chain into ``target`` (created), then configure recovery.
 
     A scratch copy is not fsynced (it lives for minutes; a crash just fails the drill)."""
     prepare_for_pg_user(target.parent)
     dirs = [str(repo.backup_dir(b.id) / "data") for b in chain]
     run_pg("pg_combinebackup", *(["--no-sync"] if scratch else []), "-o", str(target), *dirs, timeout=None)
-    conf = recovery_conf(repo, target_time, scratch=scratch, immediate=immediate)
+    conf = recovery_conf(repo, target_time, scratch=scratch, immediate=immediate, target_xid=target_xid)
     _write_owned(target / "postgresql.auto.conf", "\n".join(conf) + "\n", append=True)
     _write_owned(target / "recovery.signal", "")
 

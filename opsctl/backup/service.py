@@ -91,13 +91,8 @@ def verify_backups(settings: Settings, policy: BackupPolicy, backup_id: str | No
         if not records and not broken:
             raise OperationFailed(f"no backups in {repo.root}: nothing proves the database can be restored; "
                                   "take one with `opsctl backup create`")
-    results = []
-    for record in records:
-        result = verify_backup(repo, record, tick)
-        record.verified_at = datetime.now(UTC).isoformat()
-        record.verify_result = "ok" if result.ok else result.summary()
-        repo.save(record)
-        results.append(result)
+    results = [verify_backup(repo, record, tick) for record in records]
+    record_verified(repo, records, results, datetime.now(UTC))
     results += [VerifyResult(b.id, problems=[b.message]) for b in broken]
     with maybe_db(settings) as conn:
         for result in results:
@@ -105,6 +100,16 @@ def verify_backups(settings: Settings, policy: BackupPolicy, backup_id: str | No
                   {"ok": result.ok, "problems": result.problems, "files": result.files, "bytes": result.bytes,
                    "wal_segments": result.wal_segments})
     return results
+
+
+def record_verified(repo: Repository, records: list[BackupRecord], results: list[VerifyResult],
+                    at: datetime) -> None:
+    """Write each backup's verification (when, ok or the problem) into its catalog entry, which
+    ``backup list`` shows: ``backup verify`` and every drill verify the same way."""
+    for record, result in zip(records, results, strict=True):
+        record.verified_at = at.isoformat()
+        record.verify_result = "ok" if result.ok else result.summary()
+        repo.save(record)
 
 
 def plan_prune(settings: Settings, policy: BackupPolicy, now: datetime | None = None) -> PrunePlan:

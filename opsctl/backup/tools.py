@@ -23,6 +23,14 @@ def run_pg(tool: str, *args: str, timeout: float | None = None, cwd: Path | None
 
     Output goes through a file, never a pipe: ``pg_ctl start`` leaves the postmaster holding it.
     """
+    code, text = run_pg_status(tool, *args, timeout=timeout, cwd=cwd)
+    if code != 0:
+        raise OperationFailed(f"{tool} failed (exit {code}): {tail(text)}")
+    return text
+
+
+def run_pg_status(tool: str, *args: str, timeout: float | None = None, cwd: Path | None = None) -> tuple[int, str]:
+    """Run a pg tool; its exit code and output (stdout and stderr together), for the caller to judge."""
     with tempfile.TemporaryFile("w+") as out:
         try:
             proc = subprocess.run(pg_command(tool, *args), stdout=out, stderr=subprocess.STDOUT, text=True,
@@ -30,11 +38,12 @@ def run_pg(tool: str, *args: str, timeout: float | None = None, cwd: Path | None
         except subprocess.TimeoutExpired as exc:
             raise OperationFailed(f"{tool} did not finish within {timeout:.0f} s") from exc
         out.seek(0)
-        text = out.read()
-    if proc.returncode != 0:
-        tail = " | ".join(text.strip().splitlines()[-4:])
-        raise OperationFailed(f"{tool} failed (exit {proc.returncode}): {tail}")
-    return text
+        return proc.returncode, out.read()
+
+
+def tail(text: str, lines: int = 4) -> str:
+    """The last lines of a tool's output, on one line."""
+    return " | ".join(text.strip().splitlines()[-lines:])
 
 
 def dir_size(path: Path) -> tuple[int, int]:

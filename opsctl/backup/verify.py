@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import OperationFailed
-from opsctl.backup.catalog import BackupRecord, Repository
+from opsctl.backup.catalog import BackupRecord, Repository, megabytes
 from opsctl.backup.plan import parse_lsn, segments_between
 from opsctl.files import sha256_file
 
@@ -35,7 +35,7 @@ class VerifyResult:
 
     def summary(self) -> str:
         if self.ok:
-            return f"ok: {self.files} files, {self.bytes} bytes, {self.wal_segments} WAL segments"
+            return f"ok: {self.files} files, {megabytes(self.bytes)}, {self.wal_segments} WAL segments"
         more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         return f"failed: {self.problems[0]}{more}"
 

@@ -47,9 +47,15 @@ BACKUP_COLUMNS = [("id", "ID"), ("type", "TYPE"), ("parent", "PARENT"), ("start_
                   ("verified", "VERIFIED")]
 
 
+VERIFY_COLUMNS = [("id", "ID"), ("ok", "OK"), ("files", "FILES"), ("bytes", "SIZE"), ("wal_segments", "WAL SEGMENTS"),
+                  ("problems", "PROBLEMS")]
+
+
 def _row(r: Any) -> dict[str, Any]:
+    from opsctl.backup.catalog import megabytes
+
     data: dict[str, Any] = r.to_json()
-    data["size"] = f"{r.size_bytes / 1e6:.1f} MB"
+    data["size"] = megabytes(r.size_bytes)
     data["verified"] = f"{r.verified_at[:19]} {r.verify_result}" if r.verified_at else "never"
     data["start_time"], data["stop_time"] = r.start_time[:19], r.stop_time[:19]
     data["broken"] = None
@@ -107,12 +113,15 @@ def verify(
 
     Example: opsctl backup verify 20260101-120000F
     """
+    from opsctl.backup.catalog import megabytes
     from opsctl.backup.service import require_ok, verify_backups
 
     s, pol = _ctx(policy)
     results = verify_backups(s, pol, backup_id)
-    emit([{"id": r.backup_id, "ok": r.ok, "files": r.files, "bytes": r.bytes, "wal_segments": r.wal_segments,
-           "problems": "; ".join(r.problems)} for r in results], output)
+    table = output is Output.table  # sizes for people, as `backup list` shows them; -o json/yaml keep the bytes
+    rows = [{"id": r.backup_id, "ok": r.ok, "files": r.files, "bytes": megabytes(r.bytes) if table else r.bytes,
+             "wal_segments": r.wal_segments, "problems": "; ".join(r.problems)} for r in results]
+    emit(rows, output, columns=VERIFY_COLUMNS)
     require_ok(results)
 
 
