@@ -25,6 +25,7 @@ from core.errors import ConfigError
 STATE_FILE = "state.json"
 DEFAULT_DATA_DIR = ".opsctl"
 DEFAULT_CONFIG_FILE = "opsctl.yaml"
+MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few lines; a megabyte is not one
 
 
 class Settings(BaseSettings):
@@ -124,14 +125,16 @@ class Settings(BaseSettings):
 
 
 def _config_file_path() -> Path | None:
+    """``OPSCTL_CONFIG`` (which must exist), else ``./opsctl.yaml`` if anything has that name: a
+    FIFO or a directory there is refused by ``read_text`` rather than skipped or misnamed missing."""
     explicit = os.environ.get("OPSCTL_CONFIG")
     if explicit:
         path = Path(explicit)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file {path} (OPSCTL_CONFIG) does not exist")
         return path
     default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.is_file() else None
+    return default if default.exists() else None
 
 
 def _read_config_file() -> dict[str, Any]:
@@ -139,11 +142,13 @@ def _read_config_file() -> dict[str, Any]:
     if path is None:
         return {}
     from core import safeyaml
+    from core.files import FileProblem, read_text
 
     try:
-        data = safeyaml.parse(path.read_text(encoding="utf-8"))[0] or {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        data = safeyaml.parse(read_text(path, MAX_CONFIG_BYTES, "a settings file"))[0] or {}
+    except FileProblem as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise ConfigError(f"{where}: cannot read: {exc.reason}") from exc
     except yaml.YAMLError as exc:  # safeyaml.Refused included: too deep, an alias bomb, a repeated key
         where = f"{path}:{safeyaml.line_of(exc)}" if safeyaml.line_of(exc) else str(path)
         raise ConfigError(f"{where}: not a valid settings file: {getattr(exc, 'problem', None) or exc}") from exc

@@ -25,9 +25,9 @@ import json
 import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
-from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, ValidationInfo, WithJsonSchema
 
 MAX_DEPTH = 64
 # a year inside Python's range on each side: no offset, and no session time zone reading it back, leaves it
@@ -85,26 +85,81 @@ def _finite_float(literal: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-def parse_json(body: bytes | str) -> Any:
-    """The JSON value of ``body``, or ``InputRefused`` naming the first problem."""
-    if isinstance(body, bytes):
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadEncoding(f"not valid UTF-8 (byte {exc.start})") from exc
-    else:
-        text = body
+def json_media(content_type: str | None) -> bool:
+    """Whether a Content-Type says JSON: ``application/json`` or ``application/…+json`` (any parameters)."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def decode_utf8(body: bytes) -> str:
     try:
-        value = _DECODER.decode(text)
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadEncoding(f"not valid UTF-8 (byte {exc.start})") from exc
+
+
+def parse_json(body: bytes | str) -> Any:
+    """The JSON value of ``body``, or ``InputRefused`` naming the first problem.
+
+    ``bytes`` are decoded as UTF-8 first; a ``str`` may hold anything a Python string can, so its
+    value is always checked in full (``parse_utf8_json`` for text just decoded from bytes)."""
+    if isinstance(body, bytes):
+        return parse_utf8_json(decode_utf8(body))
+    value = _loads(body)
+    check_json(value)
+    return value
+
+
+def parse_utf8_json(text: str) -> Any:
+    """``parse_json`` of text decoded from UTF-8 bytes, which lets most bodies skip the walk.
+
+    NUL and lone surrogates can then only come as ``\\u`` escapes (raw control characters are not
+    JSON, and UTF-8 holds no surrogate), and nesting needs brackets: strings are checked only when
+    the text holds an escape, depth only when it holds more brackets than ``MAX_DEPTH``."""
+    value = _loads(text)
+    escapes = "\\u" in text
+    if escapes or text.count("[") + text.count("{") > MAX_DEPTH:
+        check_json(value, strings=escapes)
+    return value
+
+
+def _loads(text: str) -> Any:
+    try:
+        return _DECODER.decode(text)
     except RecursionError:
         raise NotJson(f"nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # JSONDecodeError, and what the hooks above raise
         raise NotJson(str(exc)) from None
-    # NUL and lone surrogates can only come as \u escapes (raw control characters are not JSON, and
-    # UTF-8 holds no surrogate), and nesting needs brackets: most bodies need no walk at all
-    if not isinstance(body, bytes) or "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH:
-        check_json(value)
-    return value
+
+
+def _bad_string(value: str) -> bool:
+    return "\x00" in value or (not value.isascii() and _SURROGATE.search(value) is not None)
+
+
+def check_json(value: Any, strings: bool = True) -> None:
+    """Refuse a parsed JSON value nested over ``MAX_DEPTH`` or (``strings``) holding NUL or lone
+    surrogates in a string or a key.
+
+    Iterative (no recursion), so any value that ``json.loads`` built is checked in O(size), and
+    cheap: no path is kept per node; when something is wrong, ``_refuse`` walks again to name where."""
+    if isinstance(value, str):
+        if strings and _bad_string(value):
+            _refuse(value)
+        return
+    stack: list[tuple[Any, int]] = [(value, 0)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth >= MAX_DEPTH:
+            _refuse(value)
+        if isinstance(item, dict):
+            if strings and any(_bad_string(key) for key in item):
+                _refuse(value)
+            item = item.values()
+        for child in item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif strings and isinstance(child, str) and _bad_string(child):
+                _refuse(value)
 
 
 def _path(parts: tuple[str | int, ...]) -> str:
@@ -118,10 +173,8 @@ def _check_string(value: str, parts: tuple[str | int, ...], what: str) -> None:
         raise NotJson(f"{_path(parts)}: {what} holds a lone surrogate (not Unicode)")
 
 
-def check_json(value: Any) -> None:
-    """Refuse a parsed JSON value nested over ``MAX_DEPTH`` or holding NUL or lone surrogates.
-
-    Iterative (no recursion), so any value that ``json.loads`` built is checked in O(size)."""
+def _refuse(value: Any) -> NoReturn:
+    """Raise the error of the problem ``check_json`` found in ``value``, naming where it is."""
     stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 0, ())]
     while stack:
         item, depth, parts = stack.pop()
@@ -133,11 +186,10 @@ def check_json(value: Any) -> None:
             if isinstance(item, dict):
                 for key, child in item.items():
                     _check_string(key, (*parts, key), "a key")
-                    if isinstance(child, str | dict | list):
-                        stack.append((child, depth + 1, (*parts, key)))
+                    stack.append((child, depth + 1, (*parts, key)))
             else:
-                stack.extend((child, depth + 1, (*parts, i)) for i, child in enumerate(item)
-                             if isinstance(child, str | dict | list))
+                stack.extend((child, depth + 1, (*parts, i)) for i, child in enumerate(item))
+    raise AssertionError("check_json found a problem that _refuse does not")  # pragma: no cover
 
 
 def to_utc(value: datetime) -> datetime:
@@ -170,8 +222,12 @@ def no_nul(value: str) -> str:
     return value
 
 
-def _checked_json(value: Any) -> Any:
-    check_json(value)
+PARSED = {"parsed": True}  # validation context of a value ``parse_json`` built: checked already
+
+
+def _checked_json(value: Any, info: ValidationInfo) -> Any:
+    if info.context is not PARSED:
+        check_json(value)
     return value
 
 

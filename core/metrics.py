@@ -37,6 +37,14 @@ SEARCH_CACHE = Counter("core_search_cache_requests_total", "Search cache lookups
 DOCUMENT_CACHE = Counter("core_document_cache_requests_total", "Document metadata cache lookups by result",
                          ["result"])
 AUTH_CACHE = Counter("core_auth_cache_requests_total", "API-key lookup cache lookups by result", ["result"])
+WEBHOOK_REPLAYS = Counter(
+    "core_webhook_replay_lookups_total", "Verified webhooks looked up among those answered already: hit (a replay, "
+    "answered again, not charged), miss (a first delivery), error (Redis unavailable: taken as a first delivery)",
+    ["result"])
+CACHE_RESULTS = ("hit", "miss", "error")
+for _counter in (SEARCH_CACHE, DOCUMENT_CACHE, AUTH_CACHE, WEBHOOK_REPLAYS):
+    for _result in CACHE_RESULTS:  # born at 0: Prometheus' increase() then sees the first lookups too
+        _counter.labels(_result)
 SEARCH_SECONDS = Histogram("core_search_seconds", "Search time inside the service by mode and cache result",
                            ["mode", "cached"], buckets=LATENCY_BUCKETS)
 RATE_LIMITED = Counter("core_rate_limited_total", "Requests refused with 429")

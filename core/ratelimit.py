@@ -4,11 +4,13 @@ The API keeps two limiters: one keyed by company, charged only for requests that
 are (a valid key, a verified webhook signature), and one keyed by client address, charged for the
 requests that did not. Neither can be grown without bound: a bucket idle long enough to be full
 again is the same as no bucket and is dropped, and past ``max_keys`` the least recently used one
-goes.
+goes. ``address_bucket`` names the client address's bucket: an IPv6 client gets one per /64 (a
+host usually holds a whole /64, so per address it would get 2**64 buckets).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 from collections import OrderedDict
@@ -55,6 +57,15 @@ class RateLimiter:
                 return 0.0
             return (1 - bucket.tokens) / self.rate
 
+    def peek(self, key: Hashable, now: float) -> float:
+        """What ``take`` would answer, without taking a token: 0 when one is available, else the wait."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return 0.0
+            tokens = min(self.burst, bucket.tokens + max(0.0, now - bucket.updated) * self.rate)
+            return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
     def _drop_idle(self, now: float) -> None:
         """Forget the least recently used buckets that have refilled (amortized O(1) per take)."""
         while self._buckets:
@@ -70,6 +81,20 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def address_bucket(host: str) -> str:
+    """The bucket of a client address: an IPv4 address itself; an IPv6 one its /64 (an IPv4-mapped
+    one its IPv4 address); anything else (a Unix socket's empty host) as it is."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def retry_after_header(seconds: float) -> str:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -166,6 +168,11 @@ def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl
     return Principal(int(row[0]), int(row[1]))
 
 
+def recently_verified(cache: Cache, key: str, ttl: int) -> bool:
+    """Whether this process verified ``key`` within its lookup TTL (its in-process copy): no I/O."""
+    return cache.local.get(auth_key(hash_key(key)), ttl, time.monotonic()) is not None
+
+
 def authenticate(conn: psycopg.Connection[Any], key: str) -> Principal | None:
     row = conn.execute(AUTH_SQL, (hash_key(key),), prepare=True).fetchone()
     return Principal(int(row[0]), int(row[1])) if row else None
@@ -186,8 +193,16 @@ SIGNATURE_TIMESTAMP = re.compile(r"\A[0-9]{1,12}\Z")  # unix seconds, ASCII digi
 SIGNATURE_MAC = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 
 
-def verify_signature(secret: str, header: str | None, body: bytes, now: float, tolerance: int) -> str | None:
-    """Check a webhook signature; returns None when valid, else why not (pure).
+@dataclass(frozen=True)
+class Signed:
+    """A verified signature: its timestamp, and the ``v1`` MAC that matched (lower-case hex)."""
+
+    timestamp: int
+    mac: str
+
+
+def check_signature(secret: str, header: str | None, body: bytes, now: float, tolerance: int) -> Signed | str:
+    """Check a webhook signature: the ``Signed`` it is, or why not (pure).
 
     Any header a client can send is only a reason: a ``t`` must be ASCII digits (at most 12, so
     the clock arithmetic stays exact), a ``v1`` 64 hex digits."""
@@ -207,4 +222,21 @@ def verify_signature(secret: str, header: str | None, body: bytes, now: float, t
     macs = [v.lower() for v in parts.get("v1", []) if SIGNATURE_MAC.match(v)]
     if not any(hmac.compare_digest(expected, candidate) for candidate in macs):
         return "signature does not match"
-    return None
+    return Signed(timestamp, expected)
+
+
+def verify_signature(secret: str, header: str | None, body: bytes, now: float, tolerance: int) -> str | None:
+    """``check_signature``'s reason, or None when the signature is valid (pure)."""
+    checked = check_signature(secret, header, body, now, tolerance)
+    return checked if isinstance(checked, str) else None
+
+
+REPLAY_PREFIX = "opsctl:webhook:"
+
+
+def replay_record(company_id: int, signed: Signed, now: float, tolerance: int) -> tuple[str, int]:
+    """Where the answer to a signed webhook is remembered, and for how long: while its signature
+    could still be accepted (until ``t + tolerance``), so a replay is recognized for as long as it
+    could be sent (pure)."""
+    return (f"{REPLAY_PREFIX}{company_id}:{signed.timestamp}:{signed.mac}",
+            max(1, math.ceil(signed.timestamp + tolerance - now) + 1))

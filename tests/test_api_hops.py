@@ -21,7 +21,8 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     original = anyio.to_thread.run_sync
 
     async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(getattr(func, "__name__", repr(func)))
+        named = getattr(func, "func", func)  # run_in_threadpool hands over a functools.partial
+        seen.append(getattr(named, "__name__", repr(named)))
         return await original(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
@@ -40,3 +41,31 @@ def test_a_search_is_one_hop_cached_or_not(api: RunningApi, tenant: Any, hops: l
         refused = client.post("/v1/search", json={"query": ""})  # refused in the same hop
         assert refused.status_code == 422
         assert len(hops) == 1, hops
+
+
+def test_queueing_documents_is_one_hop_and_a_stranger_none(api: RunningApi, tenant: Any, hops: list[str]) -> None:
+    """Authenticate, parse, validate and store in the route's one worker thread; no key: refused on the
+    event loop (the body not even read)."""
+    with client_for(api, tenant.api_key) as client:
+        accepted = client.post("/v1/documents", json={"documents": [{"external_id": "a", "text": "alpha"}]})
+        assert accepted.status_code == 202
+        assert hops == ["queue_documents"]
+        hops.clear()
+        assert client.post("/v1/documents", content=b"{").status_code == 400  # parsed in the same hop
+        assert hops == ["queue_documents"]
+    hops.clear()
+    with client_for(api, None) as stranger:
+        assert stranger.post("/v1/documents", content=b"{").status_code == 401
+    assert hops == []
+
+
+def test_resizing_the_pool_is_one_hop(settings: Any, hops: list[str]) -> None:
+    from tests.test_bad_input import FakePool
+
+    running = RunningApi(settings, workers=FakePool())
+    try:
+        with client_for(running, "admin-secret") as admin:
+            assert admin.put("/admin/workers", json={"replicas": 2}).status_code == 200
+            assert hops == ["resize"]
+    finally:
+        running.close()

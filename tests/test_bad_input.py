@@ -168,7 +168,9 @@ def test_webhook_bad_bodies(api: RunningApi, tenant: Any, conn: psycopg.Connecti
 
 
 def test_rate_limit_is_429_with_retry_after(settings: Any, tenant: Any) -> None:
-    limited = RunningApi(settings.model_copy(update={"rate_limit_per_second": 1.0, "rate_limit_burst": 3}))
+    from tests.test_api_ratelimit import SLOW
+
+    limited = RunningApi(settings.model_copy(update={"rate_limit_per_second": SLOW, "rate_limit_burst": 3}))
     try:
         with client_for(limited, tenant.api_key) as client:
             statuses = [client.post("/v1/search", json={"query": "x"}) for _ in range(5)]
@@ -180,15 +182,96 @@ def test_rate_limit_is_429_with_retry_after(settings: Any, tenant: Any) -> None:
     assert int(refused.headers["Retry-After"]) >= 1
 
 
+class FakePool:
+    """A worker pool that only records what it was asked (the real one: tests/test_scaling_e2e.py)."""
+
+    def __init__(self) -> None:
+        self.replicas = 1
+
+    def status(self) -> dict[str, Any]:
+        return {"replicas": self.replicas, "running": self.replicas, "stopping": 0, "restarts": 0, "workers": []}
+
+    def resize(self, replicas: int) -> dict[str, Any]:
+        self.replicas = replicas
+        return self.status()
+
+
 def test_admin_requires_token(api: RunningApi) -> None:
     with httpx.Client(base_url=api.url) as client:
         assert_error(client.get("/admin/workers"), 401, "unauthorized")
         assert_error(client.get("/admin/workers", headers={"Authorization": "Bearer wrong"}), 401)
-        no_pool = client.get("/admin/workers", headers={"Authorization": "Bearer admin-secret"})
-        assert_error(no_pool, 409, "no_local_pool")
-        bad = client.put("/admin/workers", headers={"Authorization": "Bearer admin-secret"},
-                         json={"replicas": -1})
-        assert bad.status_code in (409, 422)
+        assert_error(client.put("/admin/workers", content=b"{"), 401, "unauthorized")  # before the body
+        admin = {"Authorization": "Bearer admin-secret"}
+        assert_error(client.get("/admin/workers", headers=admin), 409, "no_local_pool")
+        # a bad body is refused as such, pool or no pool; a good one reaches the (missing) pool
+        assert_error(client.put("/admin/workers", headers=admin, json={"replicas": -1}), 422, "validation_error")
+        assert_error(client.put("/admin/workers", headers=admin, content=b"{"), 400, "invalid_json")
+        assert_error(client.put("/admin/workers", headers=admin, json={"replicas": 2}), 409, "no_local_pool")
+
+
+def test_admin_resizes_the_pool(settings: Any) -> None:
+    pool = FakePool()
+    running = RunningApi(settings, workers=pool)
+    try:
+        with httpx.Client(base_url=running.url, headers={"Authorization": "Bearer admin-secret"}) as client:
+            resized = client.put("/admin/workers", json={"replicas": 3})
+            refused = client.put("/admin/workers", json={"replicas": 65})
+    finally:
+        running.close()
+    assert resized.status_code == 200 and resized.json()["replicas"] == 3 == pool.replicas
+    assert_error(refused, 422, "validation_error")
+    assert pool.replicas == 3
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the bodies the API parsed (its servers run in this process)."""
+    import core.api.body
+
+    seen: list[int] = []
+    original = core.api.body.parse_json
+
+    def counting(body: Any) -> Any:
+        seen.append(len(body))
+        return original(body)
+
+    monkeypatch.setattr(core.api.body, "parse_json", counting)
+    return seen
+
+
+def test_a_body_without_credentials_is_never_parsed(settings: Any, tenant: Any, parses: list[int]) -> None:
+    """No key: 401 (429 once the address failed too often) before the body is parsed, whatever it
+    holds; a made-up key: looked up first, the body still unparsed."""
+    from tests.test_api_ratelimit import SLOW
+
+    limited = RunningApi(settings.model_copy(update={"rate_limit_anonymous_per_second": SLOW,
+                                                     "rate_limit_anonymous_burst": 2}))
+    huge = b"[" * (limited.settings.max_body_bytes - 1)
+    try:
+        with client_for(limited, None) as anonymous:
+            broken = [anonymous.post("/v1/documents", content=b"{").status_code for _ in range(10)]
+            big = anonymous.post("/v1/documents", content=huge)
+            admin = anonymous.put("/admin/workers", content=huge)
+        with httpx.Client(base_url=limited.url, headers={"Authorization": "Bearer ok_made-up"}) as client:
+            made_up = client.post("/v1/documents", content=huge)
+    finally:
+        limited.close()
+    assert broken == [401, 401] + [429] * 8
+    for response in (big, admin, made_up):
+        assert_error(response, 429, "rate_limited")
+    assert parses == []
+
+
+def test_no_key_is_refused_before_the_body_is_even_sent(api: RunningApi) -> None:
+    """The answer comes while the client still holds the whole body back: nothing waited for it."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", api.port), timeout=60) as sock:
+        sock.sendall(b"POST /v1/documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 5000000\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    assert b'"code":"unauthorized"' in answer
 
 
 # -- malformed input that once escaped as 500 (issue 10) -------------------------------------------------------
@@ -414,3 +497,54 @@ def test_a_path_names_exactly_its_document(api: RunningApi, tenant: Any, setting
         assert client.get("/v1/documents/abc").status_code == 200
         assert_error(client.get("/v1/documents/abc%0A"), 404, "not_found")
         assert client.get("/v1/documents/a%0Ab").json()["external_id"] == "a\nb"
+
+
+@pytest.mark.parametrize("signature", [None, "garbage", "t=1,v1=00", f"t={int(time.time())},v1={'0' * 64}"])
+def test_a_webhook_does_not_tell_which_companies_exist(api: RunningApi, tenant: Any, signature: str | None) -> None:
+    """A company that does not exist fails every check exactly as one that does."""
+    def answer(company: int) -> tuple[int, Any]:
+        headers = {"X-Opsctl-Company": str(company)}
+        if signature is not None:
+            headers["X-Opsctl-Signature"] = signature
+        with client_for(api, None) as client:
+            response = client.post("/v1/webhooks/crm", content=b'{"id": "e1", "text": "hi"}', headers=headers)
+        return response.status_code, response.json()
+
+    existing, missing = answer(tenant.company_id), answer(999_999)
+    assert existing == missing
+    assert existing[0] == 401 and existing[1]["error"]["code"] == "bad_signature"
+
+
+@pytest.mark.parametrize(("headers", "query", "named"), [
+    ({"X-Opsctl-Company": "acme"}, "", "X-Opsctl-Company"),
+    ({"X-Opsctl-Company": "0"}, "", "X-Opsctl-Company"),
+    ({"X-Opsctl-Company": "007"}, "", "X-Opsctl-Company"),
+    ({}, "?company=acme", "?company="),
+])
+def test_a_company_named_by_name_is_told_to_use_its_id(api: RunningApi, tenant: Any, headers: dict[str, str],
+                                                       query: str, named: str) -> None:
+    with client_for(api, None) as client:
+        response = client.post(f"/v1/webhooks/crm{query}", content=b"x", headers=headers)
+    message = assert_error(response, 401, "unauthorized")["message"]
+    assert message.startswith(f"{named} must be the company's numeric id"), message
+    assert "opsctl tenant list" in message
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/%201", "/v1/jobs/1%20", "/v1/jobs/1_000", "/v1/jobs/01", "/v1/jobs/+1",
+                                  "/v1/jobs/0", "/v1/jobs/9223372036854775808", "/v1/jobs/%D9%A1"])
+def test_a_job_id_is_its_decimal_digits(api: RunningApi, tenant: Any, path: str) -> None:
+    """Python's int() reads " 1", "1_000" and "01" as numbers: a path naming job 1 must say "1"."""
+    with client_for(api, tenant.api_key) as client:
+        assert client.post("/v1/documents", json={"documents": [GOOD]}).json()["job_ids"] == [1]
+        assert client.get("/v1/jobs/1").status_code == 200
+        assert_error(client.get(httpx.URL(api.url + path)), 422, "validation_error")
+
+
+@pytest.mark.parametrize("path", ["/v1/documents/%20", "/v1/documents/%09%0A", "/v1/documents/%E3%80%80"])
+def test_a_blank_external_id_in_the_path_is_422(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                                path: str) -> None:
+    """The path takes the ids a body takes: a blank one names no document that could exist."""
+    with client_for(api, tenant.api_key) as client:
+        assert_error(client.delete(httpx.URL(api.url + path)), 422, "validation_error")
+        assert_error(client.get(httpx.URL(api.url + path)), 422, "validation_error")
+    assert jobs(conn) == 0

@@ -2,10 +2,12 @@
 
     app.py          create_app(services): the factory
     services.py     Services: settings, pool, cache, embedder, worker pool, the two rate limiters
-    deps.py         dependencies: services, caller, principal (key + rate limit), admin
-    body.py         JsonRoute: every JSON body read by core.inputs.parse_json
+    deps.py         who is calling: screen (no key) on the event loop, authenticate (key + rate limit), admin
+    body.py         JSON bodies: declared with json_body, read by the route, parsed by core.inputs.parse_json
+                    in the route's one worker thread, after authentication
+    intake.py       queueing documents from any route: the request limits, the durable store
     errors.py       ApiError and the handlers: every failure becomes {"error": {"code", "message"}}
-    middleware.py   body size limit, UTF-8 URLs, request duration metrics
+    middleware.py   request duration metrics (499: the client hung up); body size limit, UTF-8 URLs, HEAD
     models.py       the answers' schemas
     openapi.py      /openapi.json, /v1/openapi.json, /docs (offline)
     routers/        one per resource: documents, webhooks, jobs, search, admin, health

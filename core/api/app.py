@@ -14,7 +14,9 @@ ROUTERS = (documents.router, webhooks.router, jobs.router, search.router, admin.
 
 def create_app(services: Services) -> FastAPI:
     """The core's HTTP API over ``services``; serve it with uvicorn (``lifespan="off"``: no startup work)."""
-    app = FastAPI(title="opsctl core", version="1", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    # no slash redirects: a 307 built from the Host header is an open redirect, and not the error shape
+    app = FastAPI(title="opsctl core", version="1", docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  redirect_slashes=False)
     app.state.services = services
     errors.install(app)
     for router in ROUTERS:
@@ -22,7 +24,8 @@ def create_app(services: Services) -> FastAPI:
         # branch resolved on every request, which cost /v1/search ~70 Python calls per request
         app.router.routes.extend(router.routes)
     openapi.install(app, services.settings)
-    # added last is outermost: the guard sees every request first and every byte of its body
-    app.add_middleware(MetricsMiddleware)
+    # added last is outermost: the metrics see every answer, the guard's refusals included; the
+    # guard sees every request before any route and every byte of its body
     app.add_middleware(RequestGuardMiddleware, limit=services.settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, routes=app.router.routes)
     return app

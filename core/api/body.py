@@ -1,69 +1,70 @@
-"""Request bodies: every JSON body is read through ``core.inputs.parse_json``.
+"""Request bodies: read by the route, parsed by ``core.inputs.parse_json`` in the route's one worker thread.
 
-``JsonRoute`` is the route class of every router: FastAPI reads and validates a declared body
-model as usual, but the JSON comes from the core's own parser (UTF-8, RFC 8259, finite numbers,
-Unicode, depth, no NUL), so no body can reach a model, or PostgreSQL, that the parser refused.
-``read_json`` does the same for a route that reads its body itself (``/v1/search``: inside its one
-threadpool hop). A body without ``Content-Type`` is taken as JSON; one sent as anything else is a 415.
+A route with a JSON body declares it with ``json_body(Model)`` (its ``openapi_extra``: the body in
+the OpenAPI document) and reads it itself, in this order:
+
+1. on the event loop, what costs no I/O: no key (or no admin token) is refused before a byte of
+   the body is read (``deps.screen``, ``deps.require_admin``);
+2. on the event loop, the bytes (``await request.body()``);
+3. in one worker thread: authenticate (key lookup, rate limits), ``read_json`` (415, 400, 422),
+   the work. A big or broken body costs the event loop nothing but its bytes.
+
+FastAPI's own body parameters are not used: FastAPI reads and parses a declared body on the event
+loop, with ``json.loads`` (no depth, NaN or NUL rules), before any dependency runs, so it would
+parse a stranger's body before refusing him. ``JsonRoute`` refuses a route that declares one.
+A body without ``Content-Type`` is taken as JSON; one sent as anything else is a 415.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from core.api.errors import ApiError, input_error
-from core.inputs import InputRefused, parse_json
+from core.inputs import PARSED, InputRefused, json_media, parse_json
 
 Model = TypeVar("Model", bound=BaseModel)
 
+BODY_MODELS: list[type[BaseModel]] = []  # every model declared by json_body: their schemas go to OpenAPI
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``openapi_extra`` declaring ``model`` as a route's required JSON body."""
+    if model not in BODY_MODELS:
+        BODY_MODELS.append(model)
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
 
 def check_content_type(content_type: str | None) -> None:
-    if not content_type:
-        return
-    media = content_type.partition(";")[0].strip().lower()
-    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+    if content_type and not json_media(content_type):
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as JSON (Content-Type: application/json), not {content_type[:100]}")
 
 
-def json_value(body: bytes) -> Any:
+def read_json(content_type: str | None, body: bytes, model: type[Model]) -> Model:
+    """``body`` as ``model``: 415, 400 or 422 (pydantic's ``ValidationError``, see ``errors``) if it is not one."""
+    check_content_type(content_type)
     try:
-        return parse_json(body)
+        value = parse_json(body)
     except InputRefused as exc:
         raise input_error(exc) from None
-
-
-def read_json(request: Request, body: bytes, model: type[Model]) -> Model:
-    """``body`` as ``model``: 415, 400 or 422 (pydantic's ``ValidationError``, see ``errors``) if it is not one."""
-    check_content_type(request.headers.get("content-type"))
-    return model.model_validate(json_value(body))
-
-
-class JsonRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = json_value(await self.body())
-        return self._json
-
-
-def resource_router(**kwargs: Any) -> APIRouter:
-    """The router of one resource: JSON bodies through ``JsonRoute``, a body without Content-Type is JSON."""
-    return APIRouter(route_class=JsonRoute, strict_content_type=False, **kwargs)
+    return model.model_validate(value, context=PARSED)
 
 
 class JsonRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        if self.body_field is None:
-            return handler
+    """Every route of the API: one that declares a FastAPI body parameter is refused (see above)."""
 
-        async def json_handler(request: Request) -> Response:
-            check_content_type(request.headers.get("content-type"))
-            return await handler(JsonRequest(request.scope, request.receive))
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.body_field is not None:
+            raise TypeError(f"{self.path}: declare the body with json_body() and read it in the route's "
+                            "worker thread (core.api.body), not as a FastAPI body parameter")
 
-        return json_handler
+
+def resource_router(**kwargs: Any) -> APIRouter:
+    """The router of one resource."""
+    return APIRouter(route_class=JsonRoute, **kwargs)

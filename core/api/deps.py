@@ -1,16 +1,24 @@
 """Dependencies: the services, who is calling (key + rate limit), the admin token.
 
-Every dependency here is ``async`` and does no blocking I/O, so none costs a threadpool hop:
-the key lookup runs in a worker thread. ``PrincipalDep`` does it for routes that hop twice
-(auth, then their work); ``/v1/search`` declares no dependency and calls ``caller_of`` and
-``authenticate`` inside its single hop. They read the request directly rather than through
-sub-dependencies (FastAPI solves each dependency anew on every request), and the security schemes
-they check are declared to OpenAPI by ``TENANT_AUTH`` / ``ADMIN_AUTH``.
+Who is calling is settled in two steps, so that a stranger costs as little as possible:
+
+- ``screen`` (on the event loop, no I/O, before the body is read): no key is a 401, or a 429 once
+  the client's address has failed too often. A route with a body calls it before reading one.
+- ``authenticate`` (blocking: in the route's worker thread, before its body is parsed): an
+  address that has failed too often is refused (429) before any lookup, unless its key is one
+  this process verified within the key-lookup TTL; then the key is looked up (Redis, then
+  PostgreSQL) and the company charged one token.
+
+``PrincipalDep`` does both for routes without a body (two hops: auth, then their work); the routes
+with a body (documents, search, webhooks) call ``screen`` and ``authenticate`` themselves, around
+reading it, so auth, parsing and their work share one hop. Every dependency here is ``async`` and
+does no blocking I/O, so none costs a hop of its own. The security schemes they check are declared
+to OpenAPI by ``TENANT_AUTH`` / ``ADMIN_AUTH``.
 
 Rate limits: a company's bucket is charged only once a request proved it acts for that company
 (a valid key here, a verified signature in the webhook route); a request that fails to
-authenticate is charged to its client address instead (``refuse_stranger``), so nobody can drain
-a tenant's limit by naming it, and fake ids make no buckets.
+authenticate is charged to its client address instead (``refuse_stranger``; an IPv6 client's
+/64), so nobody can drain a tenant's limit by naming it, and fake ids make no buckets.
 """
 
 from __future__ import annotations
@@ -27,8 +35,8 @@ from core import metrics
 from core.api.errors import ApiError, rate_limited
 from core.api.services import Services
 from core.db import read_connection
-from core.ratelimit import retry_after_header
-from core.tenants import Principal, resolve_principal
+from core.ratelimit import address_bucket, retry_after_header
+from core.tenants import Principal, recently_verified, resolve_principal
 
 # what the OpenAPI document declares (``openapi.build``); the headers are read by the functions below
 SECURITY_SCHEMES = {
@@ -38,6 +46,7 @@ SECURITY_SCHEMES = {
 }
 TENANT_AUTH: dict[str, Any] = {"security": [{"ApiKey": []}]}
 ADMIN_AUTH: dict[str, Any] = {"security": [{"AdminToken": []}]}
+MISSING_KEY = "missing API key: send Authorization: Bearer <key>"
 
 
 def services_of(request: Request) -> Services:
@@ -61,41 +70,39 @@ def bearer(request: Request) -> str | None:
 
 @dataclass(slots=True)
 class Caller:
-    """Who sent a request, before anything is looked up: the bearer key (if any) and the address."""
+    """Who sent a request, before anything is looked up: the bearer key (if any) and the address's
+    rate-limit bucket (``core.ratelimit.address_bucket``)."""
 
     key: str | None
     address: str
 
 
 def caller_of(request: Request) -> Caller:
-    return Caller(bearer(request), request.client.host if request.client else "")
-
-
-async def get_caller(request: Request) -> Caller:
-    return caller_of(request)
-
-
-async def get_keyed_caller(request: Request) -> Caller:
-    """The caller of a route that needs a key: no key is a 401 before the body is even validated."""
-    caller = caller_of(request)
-    if caller.key is None:
-        refuse_stranger(services_of(request), caller.address, "unauthorized",
-                        "missing API key: send Authorization: Bearer <key>")
-    return caller
-
-
-CallerDep = Annotated[Caller, Depends(get_caller)]
-KeyedCaller = Annotated[Caller, Depends(get_keyed_caller)]
+    return Caller(bearer(request), address_bucket(request.client.host) if request.client else "")
 
 
 def refuse_stranger(services: Services, address: str, code: str, message: str) -> NoReturn:
     """Refuse a request that failed to authenticate: 401, or 429 once its address has failed too often."""
     wait = services.strangers.take(address, time.monotonic())
     if wait > 0:
-        metrics.RATE_LIMITED.inc()
-        raise rate_limited("too many unauthenticated requests from this address; slow down",
-                           retry_after_header(wait))
+        too_many_strangers(wait)
     raise ApiError(401, code, message)
+
+
+def too_many_strangers(wait: float) -> NoReturn:
+    metrics.RATE_LIMITED.inc()
+    raise rate_limited("too many unauthenticated requests from this address; slow down", retry_after_header(wait))
+
+
+def stranger_wait(services: Services, caller: Caller) -> float:
+    """How long the caller's address must wait, having failed to authenticate too often (0: it need not)."""
+    return services.strangers.peek(caller.address, time.monotonic())
+
+
+def screen(services: Services, caller: Caller) -> None:
+    """No key: 401, or 429 once the address has failed too often (no I/O: call it on the event loop)."""
+    if caller.key is None:
+        refuse_stranger(services, caller.address, "unauthorized", MISSING_KEY)
 
 
 def charge_company(services: Services, company_id: int) -> None:
@@ -106,10 +113,13 @@ def charge_company(services: Services, company_id: int) -> None:
 
 
 def authenticate(services: Services, caller: Caller) -> Principal:
-    """The company a key acts for, charged one token (blocking: call it in a worker thread)."""
+    """The company a screened caller's key acts for, charged one token (blocking: call it in a worker thread)."""
     if caller.key is None:
-        refuse_stranger(services, caller.address, "unauthorized", "missing API key: send Authorization: Bearer <key>")
+        refuse_stranger(services, caller.address, "unauthorized", MISSING_KEY)
     ttl = services.cache.setting("ttl_auth", services.settings.auth_cache_ttl_seconds)
+    wait = stranger_wait(services, caller)
+    if wait > 0 and not recently_verified(services.cache, caller.key, ttl):
+        too_many_strangers(wait)  # before any lookup: a flood of made-up keys costs no query
     with read_connection(services.pool) as conn:
         principal = resolve_principal(conn, services.cache, caller.key, ttl)
     if principal is None:
@@ -118,14 +128,17 @@ def authenticate(services: Services, caller: Caller) -> Principal:
     return principal
 
 
-async def get_principal(request: Request, caller: KeyedCaller) -> Principal:
-    return await run_in_threadpool(authenticate, services_of(request), caller)
+async def get_principal(request: Request) -> Principal:
+    services, caller = services_of(request), caller_of(request)
+    screen(services, caller)
+    return await run_in_threadpool(authenticate, services, caller)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def require_admin(request: Request) -> None:
+    """The admin token, checked before anything else (a body included) is read."""
     services = services_of(request)
     token = services.settings.admin_token
     if not token:

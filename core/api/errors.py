@@ -10,10 +10,11 @@ same errors in the OpenAPI document, so the description and the behaviour share 
     400     invalid_json             the body is not JSON (RFC 8259, finite numbers, Unicode,
                                      nested at most 64 levels)
     400     invalid_encoding         the body, path or query is not UTF-8
-    401     unauthorized             no key, an unknown or revoked key, an unknown company
-    401     bad_signature            a webhook signature missing, malformed, stale or wrong
+    401     unauthorized             no key, an unknown or revoked key, no company id (webhooks)
+    401     bad_signature            a webhook signature missing, malformed, stale or wrong (the
+                                     same for a company that does not exist)
     403     admin_disabled           /admin/* without OPSCTL_ADMIN_TOKEN set
-    404     not_found                no such route, document, job or webhook source
+    404     not_found                no such route (a trailing slash too), document, job or webhook source
     405     method_not_allowed       (with ``Allow``)
     409     no_local_pool            /admin/workers on a process without a worker pool
     413     body_too_large           over ``max_body_bytes``
@@ -113,11 +114,14 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "m
 
 
 def allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
+    """Every method some route serves at this path (Starlette names only the first route's); HEAD
+    wherever GET is (``RequestGuardMiddleware`` serves it)."""
     methods: set[str] = set()
     for route in request.app.router.routes:
         if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 
@@ -171,8 +175,9 @@ def install(app: FastAPI) -> None:
 DESCRIPTIONS = {
     400: "`invalid_json`: the body is not JSON (RFC 8259: no NaN or Infinity, numbers a double holds, "
          "no lone surrogates, nested at most 64 levels); `invalid_encoding`: the body, path or query is not UTF-8",
-    401: "`unauthorized`: no key, or an unknown or revoked one; `bad_signature` (webhooks): the signature is "
-         "missing, malformed, older than the tolerance or wrong",
+    401: "`unauthorized`: no key, or an unknown or revoked one (webhooks: no numeric company id); "
+         "`bad_signature` (webhooks): the signature is missing, malformed, older than the tolerance or wrong, "
+         "whether the named company exists or not",
     403: "`admin_disabled`: the admin API is off (no `OPSCTL_ADMIN_TOKEN`)",
     404: "`not_found`: no such resource (or it belongs to another company)",
     409: "`no_local_pool`: this process manages no worker pool",

@@ -1,14 +1,22 @@
-"""ASGI middleware around the app: UTF-8 URLs and the body size limit, request duration metrics."""
+"""ASGI middleware around the app: request duration metrics (outermost: they see every answer,
+the guard's included), then the guard: UTF-8 URLs, the body size limit, HEAD served as GET."""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute, Match
+
 from core import metrics
 from core.api.errors import ApiError, error_response
+
+log = logging.getLogger("core.api")
+CLIENT_CLOSED = 499  # nginx's status for a client that hung up before it was answered
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[Any]]
@@ -37,7 +45,9 @@ class RequestGuardMiddleware:
     - a path or query that is not UTF-8 once percent-decoded: 400 ``invalid_encoding`` (else a
       ``%FF`` turns into U+FFFD on the way in and a request names a thing nobody sent:
       ``DELETE /v1/documents/%FF%FE`` would queue a delete of ``"\\ufffd\\ufffd"``);
-    - a body over ``limit`` bytes: 413, by Content-Length or while streaming.
+    - a body over ``limit`` bytes: 413, by Content-Length or while streaming;
+
+    and serves ``HEAD`` as ``GET`` wherever ``GET`` is served (the server sends no body for HEAD).
     """
 
     def __init__(self, app: Any, limit: int) -> None:
@@ -48,6 +58,8 @@ class RequestGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "HEAD":  # a copy: the server's own scope must still say HEAD
+            scope = {**scope, "method": "GET"}
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
         query = scope.get("query_string", b"")
         if not (raw_path.isascii() and b"%" not in raw_path and b"%" not in query and query.isascii()):
@@ -96,10 +108,14 @@ class RequestGuardMiddleware:
 
 
 class MetricsMiddleware:
-    """``core_http_request_duration_seconds`` by route template (bounded cardinality)."""
+    """``core_http_request_duration_seconds`` by route template (bounded cardinality).
 
-    def __init__(self, app: Any) -> None:
+    A client that hangs up before it is answered (``ClientDisconnect`` while its body is read) is
+    counted as 499 and logged at debug: it is not a server error, and nothing is left to answer."""
+
+    def __init__(self, app: Any, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,18 +123,28 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        sent = False
 
         async def send_status(message: Any) -> None:
-            nonlocal status
+            nonlocal status, sent
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, sent = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
+        except ClientDisconnect:
+            log.debug("client hung up: %s %s", scope.get("method"), scope.get("path"))
+            if not sent:
+                status = CLIENT_CLOSED
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            metrics.HTTP_DURATION.labels(template, scope.get("method", ""), str(status)).observe(
+            metrics.HTTP_DURATION.labels(self.template(scope), scope.get("method", ""), str(status)).observe(
                 time.perf_counter() - started
             )
+
+    def template(self, scope: Scope) -> str:
+        """The route template; for a request answered before routing (the guard's), found here."""
+        route = scope.get("route")
+        if route is None:
+            route = next((r for r in self.routes if r.matches(scope)[0] is not Match.NONE), None)
+        return getattr(route, "path", None) or "unmatched"

@@ -18,8 +18,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from core.api.body import BODY_MODELS
 from core.api.deps import SECURITY_SCHEMES
-from core.api.routers.search import BODY_MODELS
 from core.inputs import JSON_VALUE_SCHEMA
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def build(app: FastAPI, settings: Settings) -> dict[str, Any]:
     spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     schemas = spec["components"].setdefault("schemas", {})
     schemas["JsonValue"] = JSON_VALUE_SCHEMA
-    for name, schema in body_schemas(BODY_MODELS).items():
+    for name, schema in body_schemas(tuple(BODY_MODELS)).items():
         schemas.setdefault(name, schema)
     for component, prop, keyword, setting in LIMITS:
         schemas[component]["properties"][prop][keyword] = getattr(settings, setting)
@@ -58,7 +58,7 @@ def build(app: FastAPI, settings: Settings) -> dict[str, Any]:
 
 
 def body_schemas(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
-    """The component schemas of bodies that a route reads itself (declared by hand in its
+    """The component schemas of the bodies routes read themselves (``body.json_body`` in their
     ``openapi_extra``), as FastAPI writes them: from routes declaring them, never mounted."""
     routes = []
     for model in models:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.cache import LocalMap
 from core.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -37,3 +39,7 @@ class Services:
         # per client address, charged for requests that failed to authenticate
         self.strangers = RateLimiter(s.rate_limit_anonymous_per_second, s.rate_limit_anonymous_burst,
                                      s.rate_limit_max_buckets)
+        # companies' webhook secrets, kept for auth_cache_ttl_seconds (they never change: no rotation)
+        self.secrets = LocalMap()
+        # what a webhook naming no existing company is checked against: it fails as any wrong signature does
+        self.decoy_secret = "whsec_" + secrets.token_urlsafe(32)

@@ -25,6 +25,13 @@ MAX_EXTERNAL_ID = 512
 MAX_TITLE = 1000
 
 
+def external_id_value(value: str) -> str:
+    """An external id as every route takes it (a body's, a path's): not blank, no NUL."""
+    if not value.strip():
+        raise ValueError("external_id must not be blank")
+    return no_nul(value)
+
+
 class DocumentIn(BaseModel):
     """One document: re-sending an ``external_id`` with the same content is a no-op, new content an update."""
 
@@ -41,9 +48,7 @@ class DocumentIn(BaseModel):
     @field_validator("external_id")
     @classmethod
     def _external_id(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("external_id must not be blank")
-        return no_nul(v)
+        return external_id_value(v)
 
     @field_validator("text")
     @classmethod

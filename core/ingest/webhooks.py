@@ -18,10 +18,10 @@ import re
 from typing import Any
 
 from core.ingest.accept import DocumentIn
-from core.inputs import BadEncoding, NotJson, parse_json
+from core.inputs import NotJson, decode_utf8, json_media, parse_utf8_json
 
 SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-COMPANY_RE = re.compile(r"\A[0-9]{1,18}\Z")  # ASCII digits that fit a bigint ("²".isdigit() is True)
+COMPANY_RE = re.compile(r"\A[1-9][0-9]{0,17}\Z")  # ASCII digits that fit a bigint ("²".isdigit() is True)
 ID_FIELDS = ("id", "event_id", "message_id", "external_id")
 TEXT_FIELDS = ("text", "body", "content", "message", "html")
 TITLE_FIELDS = ("title", "subject")
@@ -29,11 +29,16 @@ META_FIELDS = ("type", "event", "from", "to", "sender", "url")
 TAGS = re.compile(r"<[^>]+>")
 
 
-def company_ref(value: str | None) -> int | None:
-    """The company id an unauthenticated webhook names (header or query), or None if it names none."""
-    if value is None or not COMPANY_RE.match(value):
+def company_ref(value: str | None, where: str = "X-Opsctl-Company") -> int | None:
+    """The company id an unauthenticated webhook names (header or query), None if it names none,
+    or ``ValueError`` saying what a company id looks like when ``value`` is not one (a name, say)."""
+    if value is None:
         return None
-    return int(value) or None
+    if not COMPANY_RE.match(value):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ValueError(f"{where} must be the company's numeric id, e.g. 42 (`opsctl tenant list` shows it), "
+                         f"not {shown!r}")
+    return int(value)
 
 
 def _first(event: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -44,26 +49,17 @@ def _first(event: dict[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
-def declares_json(content_type: str | None) -> bool:
-    """Whether a Content-Type says the body is JSON (``application/json``, ``application/x+json``)."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
 def event_document(source: str, body: bytes, content_type: str | None = None) -> DocumentIn:
     """The document an event body stands for.
 
     Raises ``InputRefused`` (not UTF-8, JSON holding NUL, declared JSON that is not) or pydantic's
     ``ValidationError`` (no usable text): both are the client's to fix."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadEncoding(f"event body is not valid UTF-8 (byte {exc.start})") from exc
+    text = decode_utf8(body)
     digest = hashlib.sha256(body).hexdigest()
     try:
-        event = parse_json(text)
+        event = parse_utf8_json(text)
     except NotJson as exc:
-        if declares_json(content_type):
+        if json_media(content_type):
             raise NotJson(f"the event is sent as {content_type} but is not JSON: {exc}") from exc
         event = None
     if not isinstance(event, dict):

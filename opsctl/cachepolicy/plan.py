@@ -75,6 +75,11 @@ SEARCH_HIT_RATE = ("hits / lookups of the core's core_search_cache_requests_tota
 
 
 Source = Literal["prometheus", "api", "none"]
+# what the hit, miss and error counts of a report are, by source (shown rounded to whole lookups)
+COUNTS: dict[str, str] = {
+    "prometheus": "estimates: Prometheus' increase() over the window, which extrapolates to the window's edges",
+    "api": "exact: the API process's counters since it started",
+}
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,9 @@ class SearchHitRate:
 
 def hit_rate_report(measured: SearchHitRate, target: float | None,
                     policy_error: str | None = None) -> dict[str, Any]:
-    """The hit rate as every command shows it: figures, source, window, definition, the target and
-    the verdict, and ``text``, the one line that `status`, `cache status` and the job print.
+    """The hit rate as every command shows it: figures (whole lookups; ``counts`` says whether they
+    are exact or Prometheus' estimates), source, window, definition, the target and the verdict,
+    and ``text``, the one line that `status`, `cache status` and the job print.
     ``target`` is None when the cache policy could not be read (``policy_error`` says why)."""
     rate = measured.rate
     word = "unknown" if measured.error or target is None else verdict(rate, target)
@@ -129,7 +135,8 @@ def hit_rate_report(measured: SearchHitRate, target: float | None,
         text += f"; target {target * 100:g}%" + (f": {word}" if rate is not None else "")
     return {
         "hit_rate": None if rate is None else round(rate, 4),
-        "hits": round(measured.hits, 2), "misses": round(measured.misses, 2), "errors": round(measured.errors, 2),
+        "hits": round(measured.hits), "misses": round(measured.misses), "errors": round(measured.errors),
+        "counts": None if measured.error else COUNTS.get(measured.source),
         "source": measured.source, "window_seconds": measured.window_seconds, "error": measured.error,
         "definition": SEARCH_HIT_RATE, "target": target, "verdict": word, "policy_error": policy_error,
         "text": text,

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path
+from fastapi import Path, Request
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
-from core import metrics
-from core.api.body import resource_router
-from core.api.deps import TENANT_AUTH, PrincipalDep, ServicesDep
-from core.api.errors import ApiError, responses, validation_error
+from core.api.body import json_body, read_json, resource_router
+from core.api.deps import TENANT_AUTH, Caller, PrincipalDep, ServicesDep, authenticate, caller_of, screen, services_of
+from core.api.errors import ApiError, responses
+from core.api.intake import check_documents, store
 from core.api.models import AcceptedOut, DocumentOut
 from core.api.services import Services
 from core.documents import get_document
-from core.ingest.accept import MAX_EXTERNAL_ID, DocumentIn, DocumentsIn, accept_delete, accept_documents
-from core.inputs import NO_NUL_PATTERN, no_nul
+from core.ingest.accept import MAX_EXTERNAL_ID, DocumentsIn, accept_delete, external_id_value
+from core.inputs import NON_BLANK_PATTERN
 
 router = resource_router(prefix="/v1/documents", tags=["documents"])
 
@@ -37,42 +37,30 @@ class ExternalIdConvertor(Convertor[str]):
 
 register_url_convertor("external_id", ExternalIdConvertor())
 
+# the rules of DocumentIn.external_id: not blank, no NUL (a path may name no document a POST could store)
 ExternalId = Annotated[str, Path(min_length=1, max_length=MAX_EXTERNAL_ID, description="the document's `external_id`, "
-                                 "URL-encoded", json_schema_extra={"pattern": NO_NUL_PATTERN}), AfterValidator(no_nul)]
+                                 "URL-encoded", json_schema_extra={"pattern": NON_BLANK_PATTERN}),
+                       AfterValidator(external_id_value)]
 
 
-def check_text_length(text: str, limit: int, where: str) -> None:
-    if len(text) > limit:
-        raise validation_error(f"{where}: longer than {limit} characters")
-
-
-async def checked_documents(body: DocumentsIn, services: ServicesDep) -> DocumentsIn:
-    """The body, within this process's limits (``max_documents_per_request``, ``max_text_chars``)."""
-    settings = services.settings
-    if len(body.documents) > settings.max_documents_per_request:
-        raise validation_error(f"documents: at most {settings.max_documents_per_request} per request, "
-                               f"got {len(body.documents)}")
-    for i, doc in enumerate(body.documents):
-        check_text_length(doc.text, settings.max_text_chars, f"documents.{i}.text")
-    return body
-
-
-def store(services: Services, company_id: int, docs: list[DocumentIn], source: str) -> list[int]:
-    """Queue ``docs`` durably in one transaction; their job ids (blocking)."""
-    with services.pool.connection() as conn:
-        job_ids = accept_documents(conn, company_id, docs, source)
-    metrics.INGEST_ACCEPTED.labels("api" if source == "api" else "webhook").inc(len(docs))
-    return job_ids
+def queue_documents(services: Services, caller: Caller, content_type: str | None, body: bytes) -> dict[str, Any]:
+    """Authenticate, parse, check, store (blocking: the route's one worker thread)."""
+    principal = authenticate(services, caller)
+    docs = read_json(content_type, body, DocumentsIn).documents
+    check_documents(services.settings, docs)
+    return {"accepted": len(docs), "job_ids": store(services, principal.company_id, docs, "api")}
 
 
 @router.post("", status_code=202, response_model=AcceptedOut, summary="Queue documents for ingest",
-             responses=responses(400, 401, 413, 415, 422, 429, 503), openapi_extra=TENANT_AUTH)
-async def post_documents(principal: PrincipalDep, body: Annotated[DocumentsIn, Depends(checked_documents)],
-                         services: ServicesDep) -> dict[str, Any]:
+             responses=responses(400, 401, 413, 415, 422, 429, 503),
+             openapi_extra={**json_body(DocumentsIn), **TENANT_AUTH})
+async def post_documents(request: Request) -> dict[str, Any]:
     """Answered only once every document is durable: a 202 survives `kill -9` of any process.
     Re-sending an `external_id` with the same content is a no-op (its job again); new content, an update."""
-    job_ids = await run_in_threadpool(store, services, principal.company_id, body.documents, "api")
-    return {"accepted": len(body.documents), "job_ids": job_ids}
+    services, caller = services_of(request), caller_of(request)
+    screen(services, caller)
+    body = await request.body()
+    return await run_in_threadpool(queue_documents, services, caller, request.headers.get("content-type"), body)
 
 
 @router.get("/{external_id:external_id}", response_model=DocumentOut, summary="One document's metadata",

@@ -1,12 +1,12 @@
 """``/v1/search``: the hot path, in one threadpool hop.
 
-The route reads the body on the event loop and does everything else in one worker thread: the
-key lookup and rate limit (``authenticate``), parsing and validating the body (``read_json``:
-the same parser and model a declared body gets), the search. A slow Redis must not block the
+The route refuses a request without a key on the event loop (``screen``), reads the body there
+and does everything else in one worker thread: the key lookup and rate limit (``authenticate``),
+parsing and validating the body (``read_json``), the search. A slow Redis must not block the
 event loop either. It declares no FastAPI dependency or body parameter, on purpose: a sync
 dependency would cost a second hop, and FastAPI solving dependencies and reading a declared body
 costs this route a fifth of its CPU on a cached answer. The body and security are declared to
-OpenAPI by hand (``SEARCH_OPENAPI``). A cached answer is sent as the stored bytes
+OpenAPI by ``json_body`` and ``TENANT_AUTH``. A cached answer is sent as the stored bytes
 (``orjson.Fragment``), never parsed and re-encoded.
 """
 
@@ -20,20 +20,14 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from core.api.body import read_json, resource_router
-from core.api.deps import TENANT_AUTH, authenticate, caller_of, services_of
+from core.api.body import json_body, read_json, resource_router
+from core.api.deps import TENANT_AUTH, Caller, authenticate, caller_of, screen, services_of
 from core.api.errors import responses, validation_error
 from core.api.models import SearchOut
+from core.api.services import Services
 from core.search.retrieve import SearchRequest, search
 
 router = resource_router(tags=["search"])
-
-SEARCH_OPENAPI: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/SearchRequest"}}}},
-    **TENANT_AUTH,
-}
-BODY_MODELS = (SearchRequest,)  # components for the hand-declared bodies above (``openapi.build``)
 
 
 class OrjsonResponse(JSONResponse):
@@ -43,12 +37,11 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def answer(request: Request, body: bytes) -> dict[str, Any]:
+def answer(services: Services, caller: Caller, content_type: str | None, body: bytes) -> dict[str, Any]:
     """Authenticate, validate, search (blocking: the route's one worker thread)."""
-    services = services_of(request)
     settings = services.settings
-    principal = authenticate(services, caller_of(request))
-    req = read_json(request, body, SearchRequest)
+    principal = authenticate(services, caller)
+    req = read_json(content_type, body, SearchRequest)
     if req.k > settings.search_max_k:
         raise validation_error(f"k: at most {settings.search_max_k}")
     ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
@@ -59,9 +52,12 @@ def answer(request: Request, body: bytes) -> dict[str, Any]:
 
 
 @router.post("/v1/search", response_model=SearchOut, summary="Search the company's documents",
-             responses=responses(400, 401, 413, 415, 422, 429, 503), openapi_extra=SEARCH_OPENAPI)
+             responses=responses(400, 401, 413, 415, 422, 429, 503),
+             openapi_extra={**json_body(SearchRequest), **TENANT_AUTH})
 async def post_search(request: Request) -> OrjsonResponse:
     """`hybrid` fuses vector and keyword rankings (reciprocal rank fusion); `vector` is cosine
     similarity; `keyword` matches any of the query's words. Only the caller's company is searched."""
+    services, caller = services_of(request), caller_of(request)
+    screen(services, caller)
     body = await request.body()
-    return OrjsonResponse(await run_in_threadpool(answer, request, body))
+    return OrjsonResponse(await run_in_threadpool(answer, services, caller, request.headers.get("content-type"), body))
