@@ -1,15 +1,26 @@
-"""Printing data the kubectl way: ``-o table|json|yaml``; messages go to stderr."""
+"""Printing data the kubectl way: ``-o table|json|yaml``; messages go to stderr.
+
+JSON and YAML carry the data as it is (booleans, exact byte counts, ISO 8601 timestamps with their
+offset) in UTF-8. The table is for people, and one renderer phrases every cell the same way:
+booleans ``yes``/``no``, lists joined with ``, ``, timestamps in UTC as ``2026-11-26 18:03:27Z``
+(:func:`timestamp`); byte counts read ``32.4 MiB`` where a command passes them through :func:`size`.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
 import typer
+
+from core.humanize import format_bytes, plural
+
+__all__ = ["OUTPUT_OPTION", "Output", "cell", "counted_progress", "emit", "info", "plural", "size", "timestamp"]
 
 
 class Output(StrEnum):
@@ -20,21 +31,61 @@ class Output(StrEnum):
 
 OUTPUT_OPTION = typer.Option(Output.table, "--output", "-o", help="table, json or yaml")
 
+YES, NO = "yes", "no"
+
+
+def size(n: int | float | None) -> str:
+    """A byte count for a table or a sentence: ``32.4 MiB`` (JSON and YAML keep the integer)."""
+    return "" if n is None else format_bytes(n)
+
+
+def timestamp(value: datetime | str | None) -> str:
+    """A moment as every table shows it: UTC, to the second, ``2026-11-26 18:03:27Z``. Takes a
+    datetime or an ISO 8601 string (what JSON output carries); a naive one is taken as UTC, the
+    only zone opsctl stores."""
+    if value is None or value == "":
+        return ""
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cell(value: Any) -> str:
+    """One table cell: what a person reads, never Python's repr."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return YES if value else NO
+    if isinstance(value, datetime):
+        return timestamp(value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {cell(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(cell(v) for v in value)
+    return str(value)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
 
 def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    return json.loads(json.dumps(value, default=_default))
 
 
 def emit(data: Any, output: Output, *, columns: Sequence[tuple[str, str]] | None = None,
          title: str | None = None) -> None:
     """Print ``data`` (a dict or a list of dicts) as a rich table, JSON or YAML on stdout."""
     if output is Output.json:
-        sys.stdout.write(json.dumps(_plain(data), indent=2) + "\n")
+        sys.stdout.write(json.dumps(_plain(data), indent=2, ensure_ascii=False) + "\n")
         return
     if output is Output.yaml:
         import yaml
 
-        sys.stdout.write(yaml.safe_dump(_plain(data), sort_keys=False))
+        sys.stdout.write(yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True))
         return
     from rich.console import Console
     from rich.table import Table
@@ -45,7 +96,7 @@ def emit(data: Any, output: Output, *, columns: Sequence[tuple[str, str]] | None
     for _, header in cols:
         table.add_column(header, overflow="fold")  # ids and names wrap, never end in "…": they get pasted
     for row in rows:
-        table.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in cols))
+        table.add_row(*(cell(row.get(key)) for key, _ in cols))
     # a pipe or a file gets whole rows (like kubectl), a terminal gets rows folded to its width
     Console(width=None if sys.stdout.isatty() else 240).print(table)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -392,6 +393,8 @@ def test_apply_sets_redis_config_and_publishes(settings: Settings, conn: psycopg
         "ttl_search": (None, 120), "ttl_document": (None, 300), "ttl_auth": (None, 30),
         "querylog_max": (None, 500), "querylog_hours": (None, 24)}
     assert client.config_get("maxmemory")["maxmemory"] == str(256 * MB), "a plan changes nothing"
+    table = cli("cache", "apply", "--policy", str(path), settings=settings, tmp_path=tmp_path).stdout
+    assert re.search(r"maxmemory\s+│ 256 MiB\s+│ 64 MiB", table), table
     assert events(conn, "cache.apply") == []
 
     cli("cache", "apply", "--policy", str(path), "--apply", settings=settings, tmp_path=tmp_path)
@@ -400,7 +403,7 @@ def test_apply_sets_redis_config_and_publishes(settings: Settings, conn: psycopg
     assert client.hgetall(POLICY_KEY) == {b"ttl_search": b"120", b"ttl_document": b"300", b"ttl_auth": b"30",
                                           b"querylog_max": b"500", b"querylog_hours": b"24"}
     (row,) = events(conn, "cache.apply")
-    assert row[1] == f"maxmemory={256 * MB} allkeys-lru" and row[2] == f"maxmemory={64 * MB} allkeys-lfu"
+    assert row[1] == "maxmemory 256 MiB allkeys-lru" and row[2] == "maxmemory 64 MiB allkeys-lfu"
 
     again = cli("cache", "apply", "--policy", str(path), "-o", "json", settings=settings, tmp_path=tmp_path)
     assert json.loads(again.stdout) == [] and "already in effect" in again.stderr
@@ -435,6 +438,9 @@ def test_status_figures_match_what_was_done(settings: Settings, tmp_path: Path) 
     shipped = str(project_root() / "policies" / "cache.yaml")
     table = cli("cache", "status", "--policy", shipped, settings=settings, tmp_path=tmp_path).stdout
     assert "keys: search" in table and "memory" in table and "search hit rate" in table and "unknown" in table
+    (memory,) = [line for line in table.splitlines() if line.strip().startswith("memory")]
+    size = r"\d+(\.\d)? (B|KiB|MiB|GiB)"  # sizes a person reads (the exact bytes are in -o json)
+    assert re.search(rf"│ {size} of (unlimited|{size} \(\d+\.\d%\)), allkeys-", memory), memory
     client.close()
 
 
@@ -534,7 +540,7 @@ def test_daemon_job_applies_and_reports(settings: Settings, conn: psycopg.Connec
     client.config_resetstat()
     policy_file(tmp_path, "redis:\n  maxmemory: 32mb\nhitRate:\n  target: 0.8\n")
     first = job_cache_policy(settings, tmp_path / "policies")
-    assert first.startswith(f"6 changes applied (maxmemory {256 * MB} → {32 * MB}, ttl_search unset → 300")
+    assert first.startswith("6 changes applied (maxmemory 256 MiB → 32 MiB, ttl_search unset → 300")
     assert first.endswith("; target 80%")
     assert client.config_get("maxmemory")["maxmemory"] == str(32 * MB)
     second = job_cache_policy(settings, tmp_path / "policies")

@@ -140,7 +140,9 @@ def test_summary_sentences() -> None:
     one = [Change(PUBLISH, "ttl_search", 300, 60)]
     assert summary(one, False) == "1 change planned (ttl_search 300 → 60)"
     assert summary([*one, Change(CONFIG, "maxmemory", None, 5)], True) == \
-        "2 changes applied (ttl_search 300 → 60, maxmemory unset → 5)"
+        "2 changes applied (ttl_search 300 → 60, maxmemory unset → 5 B)"
+    assert summary([Change(CONFIG, "maxmemory", 0, 256 * 1024**2), Change(CONFIG, "maxmemory", 1536 * 1024, 10**9)],
+                   False) == "2 changes planned (maxmemory unlimited → 256 MiB, maxmemory 1.5 MiB → 953.7 MiB)"
 
 
 @pytest.mark.parametrize(("raw", "parsed"), [

@@ -21,6 +21,7 @@ from core.cache import (
     querylog_key,
 )
 from core.errors import ConfigError, ServiceUnavailable
+from core.humanize import format_bytes
 from opsctl.cachepolicy import plan
 from opsctl.cachepolicy.plan import Change, RedisState
 
@@ -99,8 +100,10 @@ def status_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     redis = data["redis"]
     rows.append({"item": "redis keyspace reads (INFO: every key type, since Redis started)",
                  "value": f"{redis['keyspace_hits']} hits, {redis['keyspace_misses']} misses"})
-    rows.append({"item": "memory", "value": f"{redis['used_memory']} / {redis['maxmemory']} bytes "
-                                            f"({redis['maxmemory_policy']})"})
+    used = format_bytes(redis["used_memory"])
+    share = f" ({redis['memory_used_fraction']:.1%})" if redis["memory_used_fraction"] is not None else ""
+    rows.append({"item": "memory", "value": f"{used} of {plan.memory_limit(redis['maxmemory'])}{share}, "
+                                            f"{redis['maxmemory_policy']}"})
     rows.append({"item": "evicted / expired keys", "value": f"{redis['evicted_keys']} / {redis['expired_keys']}"})
     for kind, count in data["keys"].items():
         rows.append({"item": f"keys: {kind}", "value": count})
@@ -131,14 +134,11 @@ def apply(settings: Settings, policy: CachePolicy, *, do_apply: bool, reason: st
         client.close()
     sentence = plan.summary(changes, do_apply)
     if do_apply and changes:
-        _audit(settings, "cache.apply", target="redis", from_state=_config_text(state),
-               to_state=f"maxmemory={policy.redis.maxmemory_bytes} {policy.redis.maxmemoryPolicy}",
+        _audit(settings, "cache.apply", target="redis",
+               from_state=plan.config_text(state.maxmemory, state.maxmemory_policy),
+               to_state=plan.config_text(policy.redis.maxmemory_bytes, policy.redis.maxmemoryPolicy),
                reason=reason, details={"changes": [c.__dict__ for c in changes]})
     return changes, sentence
-
-
-def _config_text(state: RedisState) -> str:
-    return f"maxmemory={state.maxmemory} {state.maxmemory_policy}"
 
 
 def _audit(settings: Settings, action: str, **fields: Any) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from core.humanize import format_bytes
 from opsctl.cachepolicy.policy import CachePolicy
 from opsctl.policy import format_duration
 
@@ -39,8 +40,27 @@ class Change:
     current: str | int | None
     desired: str | int
 
+    def show(self, value: str | int | None) -> str:
+        """A value of this setting as a person reads it: ``maxmemory`` in MiB/GiB (``unlimited``: 0)."""
+        if value is None:
+            return "unset"
+        if self.name == "maxmemory" and isinstance(value, int):
+            return memory_limit(value)
+        return str(value)
+
     def describe(self) -> str:
-        return f"{self.name} {'unset' if self.current is None else self.current} → {self.desired}"
+        return f"{self.name} {self.show(self.current)} → {self.show(self.desired)}"
+
+
+def memory_limit(maxmemory: int) -> str:
+    """Redis's maxmemory as a person reads it (0 is Redis's "no limit")."""
+    return "unlimited" if maxmemory == 0 else format_bytes(maxmemory)
+
+
+def config_text(maxmemory: int, eviction: str) -> str:
+    """Redis's memory settings in one phrase (a ``cache.apply`` event's from and to): ``maxmemory 256 MiB
+    allkeys-lru``."""
+    return f"maxmemory {memory_limit(maxmemory)} {eviction}"
 
 
 def plan_cache(current: RedisState, policy: CachePolicy) -> list[Change]:

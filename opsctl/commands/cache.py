@@ -56,8 +56,11 @@ def apply(
     from opsctl.context import settings
 
     changes, sentence = ops.apply(settings(), _policy(policy), do_apply=do_apply)
-    emit([{"kind": c.kind, "name": c.name, "current": c.current, "desired": c.desired} for c in changes], output,
-         columns=[("kind", "KIND"), ("name", "NAME"), ("current", "CURRENT"), ("desired", "DESIRED")])
+    table = output is Output.table  # maxmemory in MiB; JSON and YAML keep the values as Redis takes them
+    rows: list[dict[str, object]] = [
+        {"kind": c.kind, "name": c.name, "current": c.show(c.current) if table else c.current,
+         "desired": c.show(c.desired) if table else c.desired} for c in changes]
+    emit(rows, output, columns=[("kind", "KIND"), ("name", "NAME"), ("current", "CURRENT"), ("desired", "DESIRED")])
     info(sentence if do_apply or not changes else sentence + "; rerun with --apply to make them")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit, info
+from opsctl.output import OUTPUT_OPTION, Output, emit, info, size
 
 app = typer.Typer(help="Vector (HNSW) indexes: measured recall, ef_search tuning, reindex and vacuum.\n\n"
                        "Example: opsctl index tune --apply", no_args_is_help=True)
@@ -27,10 +27,14 @@ def status(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) 
 
     pol = load_policy(policy)
     rows = run(settings(), pol)
-    emit(rows, output, columns=[("table", "PARTITION"), ("index_bytes", "INDEX BYTES"), ("table_bytes", "TABLE BYTES"),
-                                ("live_tuples", "LIVE"), ("dead_tuples", "DEAD"), ("last_vacuum", "LAST VACUUM"),
-                                (f"recall@{pol.k}", f"RECALL@{pol.k}"), ("ef_search", "EF_SEARCH"),
-                                ("p50_ms", "P50 MS"), ("valid", "VALID")])
+    if output is not Output.table:
+        emit(rows, output)  # sizes in bytes
+        return
+    emit([{**r, "index_bytes": size(r["index_bytes"]), "table_bytes": size(r["table_bytes"])} for r in rows], output,
+         columns=[("table", "PARTITION"), ("index_bytes", "INDEX SIZE"), ("table_bytes", "TABLE SIZE"),
+                  ("live_tuples", "LIVE"), ("dead_tuples", "DEAD"), ("last_vacuum", "LAST VACUUM"),
+                  (f"recall@{pol.k}", f"RECALL@{pol.k}"), ("ef_search", "EF_SEARCH"), ("p50_ms", "P50 MS"),
+                  ("valid", "VALID")])
 
 
 @app.command("tune")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit
+from opsctl.output import OUTPUT_OPTION, Output, emit, plural
 
 app = typer.Typer(help="Validate the YAML policies in policies/.\n\nExample: opsctl policy validate policies/",
                   no_args_is_help=True)
@@ -36,4 +36,4 @@ def validate(
         for problem in problems:
             typer.echo(str(problem), err=True)
     if problems:
-        raise ConfigError(f"{len(problems)} problem(s) in the policies")
+        raise ConfigError(f"{plural(len(problems), 'problem')} in the policies")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.humanize import plural
 from opsctl.vindex.decide import IndexStats, ReindexDecision, TunePoint, needs_reindex
 from opsctl.vindex.policy import VectorIndexPolicy
 
@@ -67,7 +68,7 @@ class Maintenance:
     def sentence(self) -> str:
         fired = [(st, d) for st, d in self.decisions if d.reindex]
         if not fired:
-            return f"{len(self.decisions)} vector index(es) healthy: nothing to rebuild"
+            return f"{plural(len(self.decisions), 'vector index', 'vector indexes')} healthy: nothing to rebuild"
         verb = "rebuilt" if self.applied else "would rebuild"
         return f"{verb} {len(fired)} of {len(self.decisions)}: " + "; ".join(
             f"{st.index} ({', '.join(d.reasons)})" for st, d in fired)
