@@ -32,9 +32,14 @@ from opsctl.commands import up as up_cmd
 app = typer.Typer(
     name="opsctl",
     help="Operate the opsctl core: run it, load and search data, scale, back up, maintain.\n\n"
-    "Example: opsctl up   (then, in a second terminal)   opsctl tenant create acme",
+    "\b\nExample: opsctl up                     (then, in a second terminal:)\n"
+    "         opsctl tenant create acme",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # click's own help layout, for every command below: paragraphs reflowed to the terminal as
+    # written, flags without a type. (Typer's rich panels keep the source's line breaks inside a
+    # paragraph and, in typer 0.29, print a `<bool>` type after every flag, --help included.)
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -45,10 +50,7 @@ def _root(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="state dir of `opsctl up`", envvar="OPSCTL_DATA_DIR"),
     config: Path | None = typer.Option(None, "--config", help="settings file (YAML)", envvar="OPSCTL_CONFIG"),
 ) -> None:
-    """opsctl: the ingest/search core and its operations toolkit.
-
-    Example: opsctl up   (then, in a second terminal)   opsctl tenant create acme
-    """
+    """opsctl: the ingest/search core and its operations toolkit (the help is the app's, above)."""
     if data_dir is not None:
         os.environ["OPSCTL_DATA_DIR"] = str(data_dir)
     if config is not None:
@@ -95,6 +97,12 @@ def lift_debug(args: list[str]) -> list[str]:
     return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
 
 
+def plain_reason(message: str) -> str:
+    """Typer checks values with pydantic, whose messages start with its own error type
+    (``Value error, 'xml' is not one of 'table', 'json', 'yaml'.``): keep the reason only."""
+    return message.removeprefix("Value error, ")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and map errors to one line and an exit code."""
     from core.errors import OpsError
@@ -111,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("aborted\n")
         return 130
     except click.ClickException as exc:
+        if isinstance(exc, click.BadParameter):
+            exc.message = plain_reason(exc.message)
         exc.show()
         return 2 if isinstance(exc, click.UsageError) else exc.exit_code
     except OpsError as exc:

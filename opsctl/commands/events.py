@@ -10,7 +10,9 @@ HELP = """List the audit log: every change opsctl made (scaling, backups, rotati
 changes, reloads). --all adds the routine records that changed nothing: scaling decisions that
 kept the count or were dry runs, daemon job runs, recall measurements, refused reloads.
 
-Example: opsctl events --since 1h --action 'backup.*' -o json     (or: opsctl events --all --action daemon.job)
+\b
+Example: opsctl events --since 1h --action 'backup.*' -o json
+         opsctl events --all --action daemon.job
 """
 
 
@@ -26,7 +28,7 @@ def events(
     from core.errors import ConfigError
     from opsctl.context import connect_db, settings
     from opsctl.daemon.events import hidden_decisions, list_events
-    from opsctl.output import emit, info
+    from opsctl.output import emit, info, plural, timestamp
     from opsctl.policy import parse_duration
 
     try:
@@ -42,9 +44,10 @@ def events(
         emit(rows, output)
     else:
         for row in rows:
+            row["when"] = timestamp(row["at"])
             row["transition"] = f"{row['from'] or ''} → {row['to']}" if row["from"] or row["to"] else ""
-        columns = [("at", "WHEN"), ("actor", "WHO"), ("action", "ACTION"), ("target", "TARGET"),
+        columns = [("id", "ID"), ("when", "WHEN"), ("actor", "WHO"), ("action", "ACTION"), ("target", "TARGET"),
                    ("transition", "FROM → TO"), ("reason", "WHY")]
         emit(rows, output, columns=[*columns, ("kind", "KIND")] if everything else columns)
     if hidden:
-        info(f"{hidden} decisions and job runs not shown: add --all")
+        info(f"{plural(hidden, 'decision or job run', 'decisions and job runs')} not shown: add --all")

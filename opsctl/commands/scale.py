@@ -175,8 +175,9 @@ def explain(
 
     Example: opsctl scale explain 42
     """
-    from core.errors import ConfigError
+    from core.errors import ConfigError, NotFound
     from opsctl.context import settings
+    from opsctl.output import plural, timestamp
     from opsctl.scaling import service
 
     try:
@@ -185,21 +186,42 @@ def explain(
         if policy is not None:
             raise
         pol = None  # no policy here: show the stored decision only
-    result = service.explain(settings(), event_id, pol)
+    s = settings()
+    try:
+        result = service.explain(s, event_id, pol)
+    except NotFound:
+        raise _not_a_decision(s, event_id) from None
     if output is not Output.table:
         emit(result, output)
         return
     stored, replay = result["stored"], result.get("replayed")
-    typer.echo(f"event {event_id} at {result['at']}: {result['service']} "
+    typer.echo(f"event {event_id} at {timestamp(result['at'])}: {result['service']} "
                f"{stored['current_replicas']} → {stored['desired_replicas']}"
                f"{' (applied)' if result['applied'] else ' (not applied)'}")
     typer.echo(f"why: {stored['reason']}")
     emit([{"name": m["name"], "type": m["type"], "value": m["value"], "target": m["target"], "ratio": m["ratio"],
            "proposal": m["proposal"], "error": m["error"]} for m in stored["metrics"]], output)
     hist = result["snapshot"].get("history", {})
-    typer.echo(f"history: {len(hist.get('recommendations', []))} recommendation(s), "
-               f"{len(hist.get('scale_events', []))} scale event(s), "
-               f"{hist.get('consecutive_failures', 0)} failure(s) in a row")
+    typer.echo(f"history: {plural(len(hist.get('recommendations', [])), 'recommendation')}, "
+               f"{plural(len(hist.get('scale_events', [])), 'scale event')}, "
+               f"{plural(hist.get('consecutive_failures', 0), 'failure')} in a row")
     if replay is not None:
         typer.echo("replayed with today's policy: " + ("same decision" if result["same"] else
                                                         f"differs: {replay['reason']}"))
+
+
+def _not_a_decision(s: Any, event_id: int) -> Exception:
+    """What ``event_id`` is when it is no ``scale.decide``: another audit row (a job run, a backup), or none."""
+    from core.errors import NotFound
+    from opsctl.audit import find
+    from opsctl.context import connect_db
+    from opsctl.output import timestamp
+
+    with connect_db(s) as conn:
+        row = find(conn, event_id)
+    ids = "the ids of scaling decisions: `opsctl events --all --action scale.decide`"
+    if row is None:
+        return NotFound(f"no event {event_id} ({ids})")
+    what = row["action"] + (f" of {row['target']}" if row["target"] else "")
+    return NotFound(f"event {event_id} is a {what} at {timestamp(row['at'])}, not a scaling decision: "
+                    f"`scale explain` replays scale.decide events ({ids})")

@@ -10,7 +10,9 @@ HELP = """One screen: replicas vs desired, latency and errors, queue, cache, bac
 partitions, index recall, the daemon's leader and its jobs, the children of `opsctl up` (state,
 restarts), and what needs attention.
 
-Example: opsctl status --watch        (or: opsctl status -o json)
+\b
+Example: opsctl status --watch
+         opsctl status -o json
 """
 
 
