@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -276,6 +277,13 @@ def test_job_and_cli(settings: Settings, conn: psycopg.Connection[Any], world: i
     assert rows[name("documents", -14)]["retention"] == "expired"
     assert rows[name("documents", 0)]["retention"] == "current"
     assert rows["documents_default"]["rows"] == 17 and rows["documents_default"]["rows_exact"] is True
+    # never analyzed, the planner estimates 0 rows: a small partition is counted instead
+    assert (rows[name("documents", 0)]["rows"], rows[name("documents", 0)]["rows_exact"]) == (3, True)
+    assert (rows[name("documents", -14)]["rows"], rows[name("documents", -14)]["rows_exact"]) == (5, True)
+    table = subprocess.run([sys.executable, "-m", "opsctl.cli", "partitions", "list"], env=env,
+                           capture_output=True, text=True, cwd=project_root(), check=True).stdout
+    (current,) = [line for line in table.splitlines() if name("documents", 0) in line]
+    assert re.search(r"│ 3 +│", current), current
     assert rows[name("chunks", 0)]["indexes"] == "ok 4/4"
     plan = subprocess.run([sys.executable, "-m", "opsctl.cli", "partitions", "rotate", "-o", "json"], env=env,
                           capture_output=True, text=True, cwd=project_root(), check=True)
@@ -283,10 +291,27 @@ def test_job_and_cli(settings: Settings, conn: psycopg.Connection[Any], world: i
     assert count(conn, "documents_default") == 17  # a dry run changes nothing
     sentence = job_partition_rotation(settings, policies)
     assert sentence.startswith("applied 2 move_default_rows, 2 detach, 2 archive, 2 drop")
-    assert job_partition_rotation(settings, policies) == "partitions in line with the policy: nothing to do"
+    assert job_partition_rotation(settings, policies) == "nothing to do: partitions in line with the policy"
+    idle = subprocess.run([sys.executable, "-m", "opsctl.cli", "partitions", "rotate"], env=env,
+                          capture_output=True, text=True, cwd=project_root(), check=True)
+    assert idle.stdout == "" and idle.stderr == "nothing to do: partitions in line with the policy\n"
     ok = subprocess.run([sys.executable, "-m", "opsctl.cli", "policy", "validate", "policies/partitions.yaml"],
                         env=env, capture_output=True, text=True, cwd=project_root())
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_big_partition_shows_the_estimate_marked(conn: psycopg.Connection[Any], world: int, tmp_path: Path) -> None:
+    from opsctl.partitions.pg import list_rows
+
+    current = name("documents", 0)
+    conn.execute(f"ANALYZE {current}")  # the planner's figure: 3
+    add_rows(conn, world, month_start(0).replace(day=2), 1, "later")
+    pol = policy_for(tmp_path)
+    rows = {r["partition"]: r for r in list_rows(conn, pol, NOW, exact_up_to=2)}
+    # above the bound: the estimate (3 at ANALYZE), not a count (4 now), and said to be one
+    assert (rows[current]["rows"], rows[current]["rows_exact"]) == (3, False)
+    assert rows[name("documents", 1)]["rows"] == 0 and rows[name("documents", 1)]["rows_exact"] is True
+    assert (rows["documents_default"]["rows"], rows["documents_default"]["rows_exact"]) == (17, True)
 
 
 def test_detach_is_concurrent_when_there_is_no_default_partition(conn: psycopg.Connection[Any], db_url: str,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit, info
+from opsctl.output import OUTPUT_OPTION, Output, emit, info, timestamp
 
 app = typer.Typer(help="Partitions of documents and chunks: list them, rotate them (premake, archive, drop).\n\n"
                        "Example: opsctl partitions rotate --apply", no_args_is_help=True)
@@ -16,7 +16,10 @@ POLICY_OPTION = typer.Option(None, "--policy", help="policy file (default: <poli
 
 @app.command("list")
 def list_(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -> None:
-    """Partitions with range, estimated rows, size, index state, retention; the default's exact rows.
+    """Partitions with range, rows, size, index state, retention.
+
+    ROWS is counted for partitions up to 100,000 rows; a bigger one shows the planner's estimate,
+    marked ~ (-o json: rows_exact false).
 
     Example: opsctl partitions list -o json
     """
@@ -26,6 +29,8 @@ def list_(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -
     from opsctl.partitions.service import list_partitions, load_policy
 
     rows = list_partitions(settings(), load_policy(policy), datetime.now(UTC))
+    if output is Output.table:
+        rows = [{**r, "rows": f"{r['rows']:,}" if r["rows_exact"] else f"~{r['rows']:,}"} for r in rows]
     emit(rows, output, columns=[("table", "TABLE"), ("partition", "PARTITION"), ("range", "RANGE"),
                                 ("rows", "ROWS"), ("size", "SIZE"), ("indexes", "INDEXES"),
                                 ("retention", "RETENTION")])
@@ -41,7 +46,9 @@ def rotate(
 
     Every step is audited and safe to run again after a crash.
 
-    Example: opsctl partitions rotate            (plan)   opsctl partitions rotate --apply
+    \b
+    Example: opsctl partitions rotate            (the plan)
+             opsctl partitions rotate --apply    (act)
     """
     from datetime import UTC, datetime
 
@@ -67,7 +74,10 @@ def rotate(
             result = rotate(s, pol, datetime.now(UTC), apply=True, progress=progress)
     rows = [{**step.as_dict(), "result": done} for step, done in
             zip(result.steps, result.done or [""] * len(result.steps), strict=True)]
-    if output is Output.table:
+    if output is Output.table and not rows:
+        info(result.sentence())  # no empty table: one line
+    elif output is Output.table:
+        rows = [{**r, "start": timestamp(str(r["start"])), "end": timestamp(str(r["end"]))} for r in rows]
         emit(rows, output, columns=[("action", "ACTION"), ("partition", "PARTITION"), ("start", "FROM"),
                                     ("end", "TO"), ("rows", "ROWS"), ("reason", "WHY"),
                                     *([("result", "RESULT")] if apply else [])],

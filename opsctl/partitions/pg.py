@@ -39,6 +39,7 @@ from psycopg import sql
 
 from core.embedded import pg_command
 from core.errors import OperationFailed
+from core.humanize import format_bytes, plural
 from core.partitioning import partition_with
 from opsctl.audit import record
 from opsctl.files import sha256_file
@@ -119,22 +120,31 @@ def partitions(conn: psycopg.Connection[Any], policy: PartitionsPolicy) -> list[
     return [row.partition for row in inspect(conn, policy)]
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+# `partitions list` counts the rows of a partition the planner estimates below this (a bounded scan);
+# bigger ones show the estimate (pg_class.reltuples, 0 until the first ANALYZE), marked as such
+EXACT_ROWS_UP_TO = 100_000
 
 
-def list_rows(conn: psycopg.Connection[Any], policy: PartitionsPolicy, now: datetime) -> list[dict[str, Any]]:
-    """Rows for `opsctl partitions list`: range, rows, size, index state, retention."""
+def _rows(conn: psycopg.Connection[Any], p: Partition, up_to: int) -> tuple[int, bool]:
+    """(rows, exact): the default partition's exact count, else a count when small, else the estimate."""
+    if p.is_default or p.rows > up_to:
+        return p.rows, p.is_default
+    row = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) s").format(_ident(p.name)),
+                       (up_to + 1,)).fetchone()
+    counted = int(row[0]) if row else 0
+    return (counted, True) if counted <= up_to else (p.rows, False)
+
+
+def list_rows(conn: psycopg.Connection[Any], policy: PartitionsPolicy, now: datetime,
+              exact_up_to: int = EXACT_ROWS_UP_TO) -> list[dict[str, Any]]:
+    """Rows for `opsctl partitions list`: range, rows (``rows_exact``: counted, not estimated), size,
+    index state, retention."""
     from opsctl.partitions.plan import interval_range
 
     rows: list[dict[str, Any]] = []
     for row in inspect(conn, policy):
         p = row.partition
+        count, exact = _rows(conn, p, exact_up_to)
         tp = policy.tables[p.table]  # type: ignore[index]
         tz = ZoneInfo(tp.time_zone)
         current = interval_range(p.table, now, tp)
@@ -163,7 +173,7 @@ def list_rows(conn: psycopg.Connection[Any], policy: PartitionsPolicy, now: date
         else:
             index_state = "-"
         rows.append({"table": p.table, "partition": p.name, "range": rng,
-                     "rows": p.rows, "rows_exact": p.is_default, "size": _human(row.size_bytes),
+                     "rows": count, "rows_exact": exact, "size": format_bytes(row.size_bytes),
                      "size_bytes": row.size_bytes, "indexes": index_state, "retention": state})
     return rows
 
@@ -321,7 +331,7 @@ class Rotator:
                 return moved, late
 
         moved, late = _retrying(self.conn, self.policy, f"attach {step.partition}", swap)
-        return f"moved {moved} row(s) out of {default} ({late} arrived during the copy) and attached"
+        return f"moved {plural(moved, 'row')} out of {default} ({late} arrived during the copy) and attached"
 
     # detach -----------------------------------------------------------------------------------
     def _pending(self, name: str) -> bool:
@@ -395,7 +405,7 @@ class Rotator:
         size = dump.stat().st_size
         _audit(self.conn, "partition.archive", step, "detached", "archived", path=dump.name, bytes=size,
                sha256=digest, rows=rows)
-        return f"dumped {rows} row(s), {_human(size)}, sha256 {digest[:12]}…"
+        return f"dumped {plural(rows, 'row')}, {format_bytes(size)}, sha256 {digest[:12]}…"
 
     def _count(self, name: str) -> int:
         row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(name))).fetchone()
@@ -449,7 +459,7 @@ def verify_archive(dump: Path, table: str, expected_rows: int | None = None) -> 
     if expected_rows is not None:
         rows = _dumped_rows(dump)
         if rows != expected_rows:
-            raise OperationFailed(f"archive {dump.name} holds {rows} row(s) but {table} has {expected_rows}: "
+            raise OperationFailed(f"archive {dump.name} holds {plural(rows, 'row')} but {table} has {expected_rows}: "
                                   "not dropping")
         result["rows"] = rows
     return result

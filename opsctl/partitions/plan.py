@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from core.humanize import plural
 from opsctl.partitions.policy import Interval, PartitionsPolicy, TablePolicy
 
 Action = Literal["create", "move_default_rows", "finalize_detach", "detach", "archive", "drop"]
@@ -199,7 +200,7 @@ def _expire_steps(p: Partition, start: datetime, end: datetime, tp: TablePolicy,
 def _plan_table(table: str, parts: Sequence[Partition], tp: TablePolicy, now: datetime) -> list[Step]:
     current = interval_range(table, now, tp)
     cutoff = retention_cutoff(now, tp)
-    keep = f"retention {tp.retention} {tp.interval}(s)"
+    keep = f"retention {plural(tp.retention, tp.interval)}" if tp.retention is not None else "no retention"
     attached = [p for p in parts if p.attached and not p.is_default]
     standalone = [p for p in parts if not p.attached and not p.is_default]
     default = next((p for p in parts if p.is_default), None)
@@ -246,7 +247,7 @@ def _plan_table(table: str, parts: Sequence[Partition], tp: TablePolicy, now: da
             continue  # another interval's partition covers part of it: leave it to that one
         if rows:
             steps.append(Step("move_default_rows", table, r.name, r.start, r.end,
-                              f"{rows} row(s) of this range sit in the default partition", rows))
+                              f"{plural(rows, 'row')} of this range sit in the default partition", rows))
             if expired(r.end):
                 steps += _expire_steps(Partition(table, r.name, r.start, r.end, rows=rows), r.start, r.end, tp,
                                        f"older than {keep}")

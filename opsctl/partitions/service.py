@@ -38,7 +38,7 @@ class Rotation:
 
     def sentence(self) -> str:
         if not self.steps:
-            return "partitions in line with the policy: nothing to do"
+            return "nothing to do: partitions in line with the policy"
         counts: dict[str, int] = {}
         for s in self.steps:
             counts[s.action] = counts.get(s.action, 0) + 1
