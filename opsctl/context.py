@@ -1,12 +1,21 @@
 """How a command finds the running system: flags, then environment, then the config file, then
-the state that ``opsctl up`` wrote into its data dir."""
+the state that ``opsctl up`` wrote into its data dir.
+
+When what it finds does not answer, the message says why in the words of the 3 a.m. engineer: an
+address that ``opsctl up`` published, with ``opsctl up`` gone, is "opsctl up is not running on
+<data dir> (it stopped at …)"; any other address is "cannot connect to PostgreSQL at <host or
+socket>: <the driver's reason>".
+"""
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.config import Settings, load_settings
-from core.errors import ConfigError
+from core.config import DEFAULT_DATA_DIR, Settings, load_settings, read_state
+from core.errors import ConfigError, ServiceUnavailable
 
 if TYPE_CHECKING:
     import httpx
@@ -26,12 +35,22 @@ def database_url(s: Settings) -> str:
 
 
 def connect_db(s: Settings) -> psycopg.Connection[Any]:
-    from core.db import connect
+    from core.db import connect, first_line
 
-    return connect(database_url(s), autocommit=True)
+    url = database_url(s)
+    try:
+        return connect(url, autocommit=True)
+    except ServiceUnavailable as exc:
+        reason = first_line(exc.__cause__ or exc)
+        stopped = up_stopped(s, "database_url")
+        raise ServiceUnavailable(stopped or f"cannot connect to PostgreSQL at {postgres_address(url)}: {reason}") \
+            from exc
 
 
 def api_client(s: Settings, *, key: str | None = None, timeout: float = 30.0) -> httpx.Client:
+    """A client of the core API. A refused connection to the API that ``opsctl up`` published, with
+    ``opsctl up`` gone, raises ServiceUnavailable saying so (before any retry); any other refusal
+    stays an ``httpx.ConnectError`` (callers retry those), its reason without Python's ``[Errno …]``."""
     import httpx
 
     if not s.api_url:
@@ -39,4 +58,68 @@ def api_client(s: Settings, *, key: str | None = None, timeout: float = 30.0) ->
     token = key if key is not None else s.api_key
     if not token:
         raise ConfigError("no API key: pass --api-key or set OPSCTL_API_KEY (see `opsctl tenant create`)")
-    return httpx.Client(base_url=s.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    api_url = s.api_url
+
+    class Explaining(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            try:
+                return super().handle_request(request)
+            except httpx.ConnectError as exc:
+                stopped = up_stopped(s, "api_url")
+                if stopped:
+                    raise ServiceUnavailable(f"the API at {api_url} is not answering: {stopped}") from exc
+                reason = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)) or type(exc).__name__
+                if read_state(s.data_dir).get("api_url") == api_url:
+                    reason += ": is opsctl up running?"
+                raise httpx.ConnectError(reason, request=request) from exc
+
+    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+                        transport=Explaining())
+
+
+def up_stopped(s: Settings, key: str) -> str | None:
+    """Why the address ``s.<key>`` does not answer, when ``opsctl up`` published it in its data dir's
+    state file and is not running any more (it recorded its stop, or its pid is gone); else None."""
+    state = read_state(s.data_dir)
+    if not state.get(key) or state.get(key) != getattr(s, key):
+        return None
+    pid = state.get("pid")
+    if pid is not None and _alive(int(pid)):
+        return None
+    if pid is not None:
+        how = f"its pid {pid} is gone"
+    elif state.get("stopped_at"):
+        from opsctl.output import timestamp
+
+        how = f"it stopped at {timestamp(state['stopped_at'])}"
+    else:
+        how = "it is stopped"
+    start = ("`make up` (or `opsctl up`)" if s.data_dir == Path(DEFAULT_DATA_DIR)
+             else f"`opsctl up --data-dir {s.data_dir}`")
+    return f"opsctl up is not running on {s.data_dir} ({how}): start it with {start}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def postgres_address(url: str) -> str:
+    """Where a PostgreSQL URL points, without credentials: ``host:port``, or the Unix socket's path."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(url)
+    except Exception:  # a malformed URL: the driver's own message says what is wrong with it
+        return "the configured URL"
+    host, port = str(info.get("host") or ""), str(info.get("port") or "5432")
+    if not host:
+        return f"the default socket (port {port})"
+    if host.startswith("/"):
+        return f"{host}/.s.PGSQL.{port}"
+    return f"{host}:{port}"
