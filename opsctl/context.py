@@ -9,7 +9,6 @@ socket>: <the driver's reason>".
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,8 +82,10 @@ def up_stopped(s: Settings, key: str) -> str | None:
     state = read_state(s.data_dir)
     if not state.get(key) or state.get(key) != getattr(s, key):
         return None
+    from core.embedded import pid_alive
+
     pid = state.get("pid")
-    if pid is not None and _alive(int(pid)):
+    if pid is not None and pid_alive(int(pid)):
         return None
     if pid is not None:
         how = f"its pid {pid} is gone"
@@ -97,16 +98,6 @@ def up_stopped(s: Settings, key: str) -> str | None:
     start = ("`make up` (or `opsctl up`)" if s.data_dir == Path(DEFAULT_DATA_DIR)
              else f"`opsctl up --data-dir {s.data_dir}`")
     return f"opsctl up is not running on {s.data_dir} ({how}): start it with {start}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def postgres_address(url: str) -> str:
