@@ -17,7 +17,7 @@ from opsctl.audit import record
 from opsctl.cachepolicy.plan import SearchHitRate, bad_policy_report, hit_rate_report
 from opsctl.daemon.events import list_events
 from opsctl.daemon.leader import LeaderLock
-from opsctl.daemon.status import NO_PROMETHEUS, fetch, summarize
+from opsctl.daemon.status import NO_PROMETHEUS, fetch, render, summarize
 from tests.conftest import project_root
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -117,6 +117,52 @@ def test_summarize(overrides: dict[str, Any], check: Any, attention: list[str]) 
     json.dumps(summary)  # -o json prints exactly this
 
 
+def screen(data: dict[str, Any], width: int = 80) -> str:
+    """The status screen as a terminal of ``width`` columns shows it."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    buf = StringIO()
+    Console(file=buf, width=width).print(render(data))
+    return buf.getvalue()
+
+
+LONG = ("keep 2: backlog 12 / 100 per replica → 1, limited by minReplicas 2; scale-down stabilized over the 300s "
+        "window (highest recommendation 2)")
+
+
+def test_the_screen_fits_80_columns_with_one_line_per_service_and_job() -> None:
+    data = summarize(raw(scale=[{"target": "core-worker", "at": NOW, "from": "2", "to": "2", "reason": LONG,
+                                 "details": {}}],
+                         jobs=[{"target": "autoscale", "at": NOW, "from": None, "to": "ok", "reason": LONG,
+                                "details": {}}]), NOW)
+    text = screen(data)
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert lines[0] == "opsctl status at 2026-11-22 12:00:00Z"
+    assert all(len(line) <= 80 for line in lines), text
+    for name in ("core-worker", "autoscale"):  # the reason cut with "…" on its row, not wrapped below it
+        (row,) = [line for line in lines if f" {name} " in line]
+        assert "keep 2: backlog" in row and row.endswith("…"), text
+    assert "stabilized" not in text and text.count("keep 2: backlog") == 2, text
+    (header,) = [line for line in lines if "SERVICE" in line]
+    assert "REPLICAS" in header and "LAST DECISION" in header, text  # headers on one line
+    assert "n/a: no Prometheus" in lines, text  # said once, the cells say n/a
+    assert LONG in screen(data, width=300)  # whole where the width allows
+
+
+@pytest.mark.parametrize(("recall", "shown"), [
+    (None, "not measured yet (opsctl index status measures it)"),
+    ({"at": NOW - 2 * HOUR, "details": {"recall": {"chunks_p2026_11_embedding_idx": 0.97}}}, "0.97, 2.0h ago"),
+    ({"at": NOW - HOUR, "details": {"recall": {"a": 1.0, "b": 0.9712, "c": None}, "target": 0.95}},
+     "0.971 (lowest of 2 indexes), 1.0h ago"),
+    ({"at": NOW - HOUR, "details": {"recall": {"a": None}}}, "no index held rows to measure (1.0h ago)"),
+])
+def test_index_recall_reads_as_a_figure(recall: dict[str, Any] | None, shown: str) -> None:
+    text = screen(summarize(raw(recall=recall), NOW))
+    assert f"index recall          │ {shown}" in text, text
+
+
 def cli(*args: str, db_url: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
     env.update(OPSCTL_DATABASE_URL=db_url, OPSCTL_DATA_DIR=str(tmp_path / "state"), PYTHONPATH=str(project_root()),
@@ -156,6 +202,7 @@ def test_status_reads_the_real_database(db_url: str, conn: psycopg.Connection[An
     assert table.returncode == 0, table.stderr
     assert "daemon: leader opsctl-daemon daemon@test pid 1" in table.stdout
     assert "search cache hit rate │ unknown: no Prometheus" in table.stdout
+    assert "index recall          │ 0.97, " in table.stdout
     # the hit rate says why it is unknown instead of reading a different counter
     assert printed["cache_hit_rate"]["source"] == "none" and printed["cache_hit_rate"]["hit_rate"] is None
     assert printed["cache_hit_rate"]["text"].startswith("unknown: no Prometheus")

@@ -267,20 +267,58 @@ def _show(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+NOT_MEASURED = "not measured yet (opsctl index status measures it)"
+
+
+def _recall(r: dict[str, Any] | None) -> str:
+    """The newest recall measurement (recall@k per index): the lowest, with its age."""
+    if r is None:
+        return NOT_MEASURED
+    values = r["recall"]
+    if isinstance(values, dict):
+        measured = {name: v for name, v in values.items() if isinstance(v, int | float)}
+        if not measured:
+            return f"no index held rows to measure ({_ago(r['age_seconds'])})"
+        low = min(measured.values())
+        text = f"{round(low, 3)}" if len(measured) == 1 else f"{round(low, 3)} (lowest of {len(measured)} indexes)"
+    else:
+        text = _show(values)
+    return f"{text}, {_ago(r['age_seconds'])}"
+
+
+def _line(text: str) -> Any:
+    """Free text in one table line, cut with "…" where the column ends."""
+    from rich.text import Text
+
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
 def render(data: dict[str, Any]) -> Any:
-    """The summary as rich renderables (one screen)."""
+    """The summary as rich renderables (one screen). Free text (a decision's reason, a job's result)
+    stays on one line, cut with "…" at the terminal's width: -o json has it whole."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    parts: list[Any] = [Text(f"opsctl status at {data['generated_at']}", style="bold")]
-    services = Table(title="services", title_justify="left", show_edge=False, header_style="bold")
-    for col in ("SERVICE", "REPLICAS (now → desired)", "P95 MS", "REQ/S", "ERR/S", "LAST DECISION"):
+    from opsctl.output import timestamp
+
+    parts: list[Any] = [Text(f"opsctl status at {timestamp(data['generated_at'])}", style="bold")]
+    # a figure Prometheus could not give is "n/a" in its cell, and why once, under the table
+    missing = sorted({v.removeprefix("n/a (").removesuffix(")") for s in data["services"]
+                      for v in (s["p95_latency_ms"], s["requests_per_second"], s["errors_per_second"])
+                      if isinstance(v, str)})
+
+    def figure(value: Any) -> str:
+        return "n/a" if isinstance(value, str) else _show(value)
+
+    services = Table(title="services", title_justify="left", show_edge=False, header_style="bold",
+                     caption=f"n/a: {'; '.join(missing)}" if missing else None, caption_justify="left")
+    for col in ("SERVICE", "REPLICAS", "P95 MS", "REQ/S", "ERR/S", "LAST DECISION"):
         services.add_column(col)
     for s in data["services"]:
         replicas = f"{_show(s['current'])} → {_show(s['desired'])}" if s["current"] is not None else "-"
-        services.add_row(s["service"], replicas, _show(s["p95_latency_ms"]), _show(s["requests_per_second"]),
-                         _show(s["errors_per_second"]), _show(s["why"]))
+        services.add_row(s["service"], replicas, figure(s["p95_latency_ms"]), figure(s["requests_per_second"]),
+                         figure(s["errors_per_second"]), _line(_show(s["why"])))
     parts.append(services)
 
     q = data["queue"]
@@ -299,8 +337,7 @@ def render(data: dict[str, Any]) -> Any:
     for table, p in data["partitions"].items():
         health.add_row(f"partitions {table}", f"{p['premade_ahead']} premade ahead, "
                                               f"{p['default_rows']} rows in default")
-    r = data["index_recall"]
-    health.add_row("index recall", f"{r['recall']} ({_ago(r['age_seconds'])})" if r else "not measured")
+    health.add_row("index recall", _recall(data["index_recall"]))
     parts.append(health)
 
     daemon = data["daemon"]
@@ -311,7 +348,7 @@ def render(data: dict[str, Any]) -> Any:
     for j in daemon["jobs"]:
         style = "red" if j["outcome"] == "failed" else None
         jobs.add_row(j["job"], _ago(j["age_seconds"]), Text(str(j["outcome"]), style=style or ""),
-                     str(j["failures_24h"]), _show(j["result"]))
+                     str(j["failures_24h"]), _line(_show(j["result"])))
     parts.append(jobs)
     if data.get("up"):
         parts.append(render_up(data["up"]))
