@@ -83,3 +83,35 @@ def test_a_flag_shows_no_type_and_an_option_its_choices(capsys: pytest.CaptureFi
     text = help_of(("events",), capsys, monkeypatch)
     assert re.search(r"^\s+--all\s+also decisions", text, re.MULTILINE), text
     assert re.search(r"^\s+-o, --output <table\|json\|yaml>", text, re.MULTILINE), text
+
+
+def test_the_readme_names_the_commands_that_are_dry_runs_until_apply() -> None:
+    """README: "… print their plan and change nothing unless `--apply`: `scale`, …; … The others act
+    at once: …": both lists are what the commands really do (the ones with an --apply flag)."""
+    from tests.cli_citations import resolve
+    from tests.conftest import project_root
+
+    text = " ".join((project_root() / "README.md").read_text().split())
+    match = re.search(r"change nothing unless `--apply`: (.+?); `restore` asks before it writes.*?"
+                      r"The others act at once: (.+?)\. ", text)
+    assert match, "README lost its sentence on dry runs"
+    root = root_command()
+
+    def path_of(name: str) -> tuple[str, ...]:
+        path, command, rest = resolve(root, tuple(name.split()))
+        if hasattr(command, "commands") and getattr(command, "default_command", None):  # `scale`: scale decide
+            path, command = [*path, command.default_command], command.commands[command.default_command]
+        assert path and not rest and not hasattr(command, "commands"), f"README names no command {name!r}"
+        return tuple(path)
+
+    def with_apply(path: tuple[str, ...]) -> bool:
+        _, command, _ = resolve(root, path)
+        return any("--apply" in p.opts for p in command.params)
+
+    dry = {path_of(n) for n in re.findall(r"`([a-z -]+)`", match[1])}
+    at_once = {path_of(n) for n in re.findall(r"`([a-z -]+)`", match[2])}
+    every = {p for p in EVERY_COMMAND if p and not hasattr(resolve(root, p)[1], "commands")}
+    assert dry == {p for p in every if with_apply(p)}
+    assert at_once and not any(with_apply(p) for p in at_once)
+    _, restore, _ = resolve(root, ("restore",))
+    assert any("--yes" in p.opts for p in restore.params)
