@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,8 @@ def test_maintain_rebuilds_concurrently_then_vacuums(settings: Settings, conn: p
     assert valid == (True,)
     acts = [r[0] for r in conn.execute("SELECT action FROM ops_log ORDER BY id").fetchall()]  # changes + decisions
     assert acts.count("index.reindex") == 1 and acts.count("index.vacuum") == 1 and "index.recall" in acts
+    (was,) = conn.execute("SELECT from_state FROM ops_events WHERE action = 'index.reindex'").fetchone()
+    assert re.fullmatch(r"\d+(\.\d)? (KiB|MiB)", was), was  # the event reads as a size
     conn.execute("SELECT pg_stat_force_next_flush()")
     # the daemon job: after the vacuum nothing fires any more
     policies = tmp_path / "policies"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.humanize import plural
+from core.humanize import format_bytes, plural
 from opsctl.vindex.decide import IndexStats, ReindexDecision, TunePoint, needs_reindex
 from opsctl.vindex.policy import VectorIndexPolicy
 
@@ -93,7 +93,7 @@ def maintain(settings: Settings, policy: VectorIndexPolicy, *, apply: bool,
             if not decision.reindex:
                 continue
             seconds = reindex_concurrently(database_url(settings), st.index, _forward(progress, st.index))
-            record(conn, "index.reindex", target=st.index, from_state=f"{st.index_bytes} bytes",
+            record(conn, "index.reindex", target=st.index, from_state=format_bytes(st.index_bytes),
                    to_state="rebuilt", reason="; ".join(decision.reasons),
                    details={"seconds": round(seconds, 3), "table": st.table, "live": st.live_tuples,
                             "dead": st.dead_tuples, "recall": st.recall})
