@@ -2,13 +2,15 @@
 
 JSON and YAML carry the data as it is (booleans, exact byte counts, ISO 8601 timestamps with their
 offset) in UTF-8. The table is for people, and one renderer phrases every cell the same way:
-booleans ``yes``/``no``, lists joined with ``, ``, timestamps in UTC as ``2026-11-26 18:03:27Z``
-(:func:`timestamp`); byte counts read ``32.4 MiB`` where a command passes them through :func:`size`.
+booleans ``yes``/``no``, lists joined with ``, ``, moments (datetimes and ISO 8601 strings with an
+offset) in UTC as ``2026-11-26 18:03:27Z`` (:func:`timestamp`); byte counts read ``32.4 MiB`` where a
+command passes them through :func:`size`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,13 +53,18 @@ def timestamp(value: datetime | str | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+# a whole cell that is an ISO 8601 moment with its offset (what JSON output carries)
+_ISO_MOMENT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:\d\d|Z)")
+
+
 def cell(value: Any) -> str:
-    """One table cell: what a person reads, never Python's repr."""
+    """One table cell: what a person reads, never Python's repr. A moment (a datetime, or an ISO
+    8601 string with its offset) reads as :func:`timestamp` does."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return YES if value else NO
-    if isinstance(value, datetime):
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_MOMENT.fullmatch(value)):
         return timestamp(value)
     if isinstance(value, Mapping):
         return ", ".join(f"{k}: {cell(v)}" for k, v in value.items())

@@ -44,17 +44,19 @@ def database(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_a_table_reads_as_words_and_json_and_yaml_keep_the_data(capsys: pytest.CaptureFixture[str]) -> None:
     at = datetime(2026, 11, 26, 19, 3, 27, 512000, tzinfo=timezone(timedelta(hours=1)))
     row = {"name": "b1", "valid": True, "passed": False, "missing": ["daemon_runs:7", "ops_decisions:31"],
-           "recall": {"idx_a": 0.97, "idx_b": 1.0}, "at": at, "none": None}
+           "recall": {"idx_a": 0.97, "idx_b": 1.0}, "at": at, "iso": "2026-11-26T18:03:27+00:00",
+           "day": "2026-11-26", "none": None}
     emit([row], Output.table)
     (header, line) = cells(capsys.readouterr().out)
     assert dict(zip(header, line, strict=True)) == {
         "NAME": "b1", "VALID": "yes", "PASSED": "no", "MISSING": "daemon_runs:7, ops_decisions:31",
-        "RECALL": "idx_a: 0.97, idx_b: 1.0", "AT": "2026-11-26 18:03:27Z", "NONE": ""}
+        "RECALL": "idx_a: 0.97, idx_b: 1.0", "AT": "2026-11-26 18:03:27Z", "ISO": "2026-11-26 18:03:27Z",
+        "DAY": "2026-11-26", "NONE": ""}
     emit([row], Output.json)
     data = json.loads(capsys.readouterr().out)
     assert data == [{"name": "b1", "valid": True, "passed": False, "missing": ["daemon_runs:7", "ops_decisions:31"],
                      "recall": {"idx_a": 0.97, "idx_b": 1.0}, "at": "2026-11-26T19:03:27.512000+01:00",
-                     "none": None}]
+                     "iso": "2026-11-26T18:03:27+00:00", "day": "2026-11-26", "none": None}]
     emit([row], Output.yaml)
     assert yaml.safe_load(capsys.readouterr().out) == data
 
@@ -136,3 +138,12 @@ def test_scale_explain_of_another_event_says_what_it_is(database: str, conn: psy
                    "decisions: `opsctl events --all --action scale.decide`)\n")
     code, _, err = run(capsys, "scale", "explain", str(job + 1000))
     assert code == 1 and err.startswith(f"error: no event {job + 1000} (the ids of scaling decisions: ")
+
+
+def test_a_time_the_data_carries_as_iso_text_reads_the_same(database: str, tenant: Any,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "tenant", "list")
+    header, row = cells(out)
+    assert code == 0 and re.fullmatch(STAMP, dict(zip(header, row, strict=True))["CREATED"]), out
+    code, out, _ = run(capsys, "tenant", "list", "-o", "json")
+    assert datetime.fromisoformat(json.loads(out)[0]["created_at"]).tzinfo is not None

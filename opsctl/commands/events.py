@@ -28,7 +28,7 @@ def events(
     from core.errors import ConfigError
     from opsctl.context import connect_db, settings
     from opsctl.daemon.events import hidden_decisions, list_events
-    from opsctl.output import emit, info, plural, timestamp
+    from opsctl.output import emit, info, plural
     from opsctl.policy import parse_duration
 
     try:
@@ -44,9 +44,8 @@ def events(
         emit(rows, output)
     else:
         for row in rows:
-            row["when"] = timestamp(row["at"])
             row["transition"] = f"{row['from'] or ''} → {row['to']}" if row["from"] or row["to"] else ""
-        columns = [("id", "ID"), ("when", "WHEN"), ("actor", "WHO"), ("action", "ACTION"), ("target", "TARGET"),
+        columns = [("id", "ID"), ("at", "WHEN"), ("actor", "WHO"), ("action", "ACTION"), ("target", "TARGET"),
                    ("transition", "FROM → TO"), ("reason", "WHY")]
         emit(rows, output, columns=[*columns, ("kind", "KIND")] if everything else columns)
     if hidden:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit, info, timestamp
+from opsctl.output import OUTPUT_OPTION, Output, emit, info
 
 app = typer.Typer(help="Partitions of documents and chunks: list them, rotate them (premake, archive, drop).\n\n"
                        "Example: opsctl partitions rotate --apply", no_args_is_help=True)
@@ -77,7 +77,6 @@ def rotate(
     if output is Output.table and not rows:
         info(result.sentence())  # no empty table: one line
     elif output is Output.table:
-        rows = [{**r, "start": timestamp(str(r["start"])), "end": timestamp(str(r["end"]))} for r in rows]
         emit(rows, output, columns=[("action", "ACTION"), ("partition", "PARTITION"), ("start", "FROM"),
                                     ("end", "TO"), ("rows", "ROWS"), ("reason", "WHY"),
                                     *([("result", "RESULT")] if apply else [])],
