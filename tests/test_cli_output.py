@@ -137,7 +137,8 @@ def test_scale_explain_of_another_event_says_what_it_is(database: str, conn: psy
                    "not a scaling decision: `scale explain` replays scale.decide events (the ids of scaling "
                    "decisions: `opsctl events --all --action scale.decide`)\n")
     code, _, err = run(capsys, "scale", "explain", str(job + 1000))
-    assert code == 1 and err.startswith(f"error: no event {job + 1000} (the ids of scaling decisions: ")
+    assert code == 1 and err.startswith(f"error: no scale.decide event {job + 1000}: no audit row has that id (the "
+                                        "ids of scaling decisions: ")
 
 
 def test_a_time_the_data_carries_as_iso_text_reads_the_same(database: str, tenant: Any,

@@ -221,7 +221,7 @@ def _not_a_decision(s: Any, event_id: int) -> Exception:
         row = find(conn, event_id)
     ids = "the ids of scaling decisions: `opsctl events --all --action scale.decide`"
     if row is None:
-        return NotFound(f"no event {event_id} ({ids})")
+        return NotFound(f"no scale.decide event {event_id}: no audit row has that id ({ids})")
     what = row["action"] + (f" of {row['target']}" if row["target"] else "")
     return NotFound(f"event {event_id} is a {what} at {timestamp(row['at'])}, not a scaling decision: "
                     f"`scale explain` replays scale.decide events ({ids})")
