@@ -112,13 +112,21 @@ def info(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
+def stderr_progress(*columns: Any) -> Any:
+    """A transient rich ``Progress`` (``columns``, or rich's defaults) drawn on stderr and only when
+    stderr is a terminal: stdout keeps only the data of ``-o``, and logs and pipes get no bars."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
 @contextmanager
 def counted_progress() -> Iterator[Any]:
-    """A rich progress display on stderr for work counted in items (a bar, done/total, elapsed
-    time), so stdout keeps only the data of ``-o``. Transient; rich draws it on a terminal only."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Progress of work counted in items: a bar, done/total, elapsed time (``stderr_progress``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+    with stderr_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TimeElapsedColumn()) as bar:
         yield bar

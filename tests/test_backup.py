@@ -365,5 +365,5 @@ def test_backup_progress_counts_the_bytes_pg_basebackup_streams_up_to_the_total(
             assert len(streamed) >= 2 and streamed[-1] == 1.0, seen  # its first report, …, its last
             assert all(a < b for a, b in itertools.pairwise(streamed)), seen
             assert seen[-1][1] == 1.0, seen  # nothing after the bar is full
-            assert " MB" in seen[-1][0], seen  # done/total in the step's text
+            assert "iB of " in seen[-1][0], seen  # done and total in the step's text
             add_documents(conn, acme, "b", 3, seed=1)

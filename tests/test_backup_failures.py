@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from core.humanize import format_bytes
 from opsctl.backup.catalog import BackupRecord, Repository
 from opsctl.backup.plan import parse_lsn, segments_between
 from opsctl.backup.service import create_backup, repository
@@ -295,5 +296,5 @@ def test_verify_shows_sizes_for_people_and_keeps_exact_bytes_in_json(env: Taken,
     assert isinstance(exact, int) and exact > 1_000_000
     code, out, err = run(capsys, "backup", "verify", "--policy", str(env.policy))
     assert code == 0, err
-    assert f"{exact / 1e6:.1f} MB" in out and str(exact) not in out, out
+    assert format_bytes(exact) in out and str(exact) not in out, out
     assert "SIZE" in out and "BYTES" not in out, out

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound, OperationFailed
+from core.humanize import format_bytes
 
 CATALOG_FILE = "backup.json"
 
 
 def megabytes(n: int) -> str:
-    """A size for people, as ``backup list`` shows it: ``34.2 MB`` (JSON and YAML keep the bytes)."""
-    return f"{n / 1e6:.1f} MB"
+    """A size for people, as every table shows one: ``32.6 MiB`` (JSON and YAML keep the bytes)."""
+    return format_bytes(n)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 from core.clock import Clock, utcnow
 from core.embedded import pg_command, prepare_for_pg_user
 from core.errors import ConfigError, OperationFailed
+from core.humanize import format_bytes
 from opsctl.backup.catalog import BackupRecord, Repository, new_id
 from opsctl.backup.policy import BackupPolicy
 from opsctl.backup.tools import Progress, dir_size, no_progress, tail
@@ -114,7 +115,7 @@ def _run_basebackup(argv: list[str], progress: Progress) -> None:
             fraction = 1.0 if finished else min(done / total, 0.99)
             if fraction > last:
                 last = fraction
-                progress(f"{label} {done / 1e6:.1f}/{total / 1e6:.1f} MB", fraction)
+                progress(f"{label} {format_bytes(done)} of {format_bytes(total)}", fraction)
         proc.wait()
     except BaseException:
         proc.terminate()

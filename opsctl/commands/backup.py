@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit, info
+from opsctl.output import OUTPUT_OPTION, Output, emit, info, stderr_progress
 
 app = typer.Typer(help="Back up the database into the repository, list, verify and prune backups.\n\n"
                        "Example: opsctl backup create --incremental", no_args_is_help=True)
@@ -21,12 +21,9 @@ POLICY_OPTION = typer.Option(None, "--policy", help="backup policy file (default
 def progress_bar() -> Iterator[Callable[[str, float | None], None]]:
     """A rich progress bar on stderr when it is a terminal (nothing in logs and pipes); the callback
     takes (step, fraction done, or None for a step that keeps the bar where it is)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as bar:
+    with stderr_progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("starting", total=1.0)
 
         def update(step: str, fraction: float | None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit, info
+from opsctl.output import OUTPUT_OPTION, Output, emit, info, stderr_progress
 
 app = typer.Typer(help="Inspect and enforce the cache policy; warm or flush the cache.\n\n"
                        "Example: opsctl cache status -o yaml", no_args_is_help=True)
@@ -75,12 +75,10 @@ def warm(
 
     Example: opsctl cache warm --company 1 --top 20
     """
-    from rich.progress import Progress
-
     from opsctl.cachepolicy import ops
     from opsctl.context import settings
 
-    with Progress(transient=True) as bar:
+    with stderr_progress() as bar:
         task = bar.add_task("warming", total=None)
 
         def step(done: int, total: int) -> None:

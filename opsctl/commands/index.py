@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit, info, size
+from opsctl.output import OUTPUT_OPTION, Output, emit, info, size, stderr_progress
 
 app = typer.Typer(help="Vector (HNSW) indexes: measured recall, ef_search tuning, reindex and vacuum.\n\n"
                        "Example: opsctl index tune --apply", no_args_is_help=True)
@@ -48,14 +48,12 @@ def tune(
 
     Example: opsctl index tune --apply
     """
-    from rich.progress import Progress
-
     from opsctl.context import settings
     from opsctl.vindex.service import load_policy
     from opsctl.vindex.service import tune as run
 
     pol = load_policy(policy)
-    with Progress(transient=True) as bar:
+    with stderr_progress() as bar:
         task = bar.add_task("measuring recall per ef_search", total=None)
         result = run(settings(), pol, apply=apply,
                      on_point=lambda p: bar.update(task, description=f"ef_search {p.ef_search}: recall "
@@ -83,14 +81,14 @@ def maintain(
 
     Example: opsctl index maintain --apply
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from opsctl.context import settings
     from opsctl.vindex.service import load_policy
     from opsctl.vindex.service import maintain as run
 
     pol = load_policy(policy)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True) as bar:
+    with stderr_progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("measuring recall", total=None)
 
         def progress(index: str, phase: str, done: int, total: int) -> None:

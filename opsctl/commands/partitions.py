@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit, info
+from opsctl.output import OUTPUT_OPTION, Output, emit, info, stderr_progress
 
 app = typer.Typer(help="Partitions of documents and chunks: list them, rotate them (premake, archive, drop).\n\n"
                        "Example: opsctl partitions rotate --apply", no_args_is_help=True)
@@ -52,8 +52,6 @@ def rotate(
     """
     from datetime import UTC, datetime
 
-    from rich.progress import Progress
-
     from opsctl.context import settings
     from opsctl.partitions.service import load_policy, rotate
 
@@ -62,7 +60,7 @@ def rotate(
     if not apply:
         result = rotate(s, pol, datetime.now(UTC), apply=False)
     else:
-        with Progress(transient=True) as bar:
+        with stderr_progress() as bar:
             task = bar.add_task("rotating", total=None)
 
             def progress(step: object, phase: str) -> None:
