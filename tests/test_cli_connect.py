@@ -122,3 +122,21 @@ def test_an_api_url_given_by_hand_that_refuses(up_dir: Path, capsys: pytest.Capt
     code, _, err = run(capsys, "search", "refunds", "--api-url", url, "--api-key", "k")
     assert code == 1
     assert err == f"error: cannot reach the API at {url}: Connection refused\n"
+
+
+def test_the_redis_of_a_stopped_opsctl_up(up_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    publish(up_dir, stopped_at=STOPPED_AT, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    code, out, err = run(capsys, "cache", "status")
+    assert (code, out) == (1, "")
+    assert err.strip().splitlines()[-1] == (f"error: opsctl up is not running on {up_dir} (it stopped at "
+                                            f"2026-11-26 18:03:27Z): start it with `opsctl up --data-dir {up_dir}`")
+
+
+def test_a_redis_given_by_hand_that_refuses(up_dir: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("OPSCTL_REDIS_URL", url)
+    code, out, err = run(capsys, "cache", "status")
+    assert (code, out) == (1, "")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: Redis at {url} is unreachable: Error 111 connecting to 127.0.0.1:"), err

@@ -20,6 +20,7 @@ from core.cache import (
     parse_policy_hash,
     querylog_key,
 )
+from core.db import first_line
 from core.errors import ConfigError, ServiceUnavailable
 from core.humanize import format_bytes
 from opsctl.cachepolicy import plan
@@ -42,7 +43,10 @@ def connect_redis(settings: Settings) -> Any:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise ServiceUnavailable(f"Redis is unreachable: {exc}") from exc
+        from opsctl.context import up_stopped
+
+        why = up_stopped(settings, "redis_url") or f"Redis at {settings.redis_url} is unreachable: {first_line(exc)}"
+        raise ServiceUnavailable(why) from exc
     return client
 
 
