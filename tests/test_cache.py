@@ -111,6 +111,7 @@ def test_ttl_change_reaches_the_running_api_without_restart(api: RunningApi, ten
     assert 0 < client.ttl(auth_key(hash_key(tenant.api_key))) <= 3
     (row,) = events(conn, "cache.apply")
     assert {c["name"] for c in row[3]["changes"]} >= {"ttl_search", "ttl_auth"}
+    assert row[1] != row[2] and "ttl_search " in row[1] and "ttl_search 7" in row[2], row  # a TTL change reads as one
     client.close()
 
 
@@ -403,7 +404,8 @@ def test_apply_sets_redis_config_and_publishes(settings: Settings, conn: psycopg
     assert client.hgetall(POLICY_KEY) == {b"ttl_search": b"120", b"ttl_document": b"300", b"ttl_auth": b"30",
                                           b"querylog_max": b"500", b"querylog_hours": b"24"}
     (row,) = events(conn, "cache.apply")
-    assert row[1] == "maxmemory 256 MiB allkeys-lru" and row[2] == "maxmemory 64 MiB allkeys-lfu"
+    assert row[1].startswith("maxmemory 256 MiB, maxmemory-policy allkeys-lru, ttl_search unset"), row[1]
+    assert row[2].startswith("maxmemory 64 MiB, maxmemory-policy allkeys-lfu, ttl_search 120"), row[2]
 
     again = cli("cache", "apply", "--policy", str(path), "-o", "json", settings=settings, tmp_path=tmp_path)
     assert json.loads(again.stdout) == [] and "already in effect" in again.stderr

@@ -139,8 +139,7 @@ def apply(settings: Settings, policy: CachePolicy, *, do_apply: bool, reason: st
     sentence = plan.summary(changes, do_apply)
     if do_apply and changes:
         _audit(settings, "cache.apply", target="redis",
-               from_state=plan.config_text(state.maxmemory, state.maxmemory_policy),
-               to_state=plan.config_text(policy.redis.maxmemory_bytes, policy.redis.maxmemoryPolicy),
+               from_state=plan.changes_text(changes, "current"), to_state=plan.changes_text(changes, "desired"),
                reason=reason, details={"changes": [c.__dict__ for c in changes]})
     return changes, sentence
 

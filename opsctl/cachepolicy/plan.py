@@ -57,10 +57,10 @@ def memory_limit(maxmemory: int) -> str:
     return "unlimited" if maxmemory == 0 else format_bytes(maxmemory)
 
 
-def config_text(maxmemory: int, eviction: str) -> str:
-    """Redis's memory settings in one phrase (a ``cache.apply`` event's from and to): ``maxmemory 256 MiB
-    allkeys-lru``."""
-    return f"maxmemory {memory_limit(maxmemory)} {eviction}"
+def changes_text(changes: list[Change], side: Literal["current", "desired"]) -> str:
+    """One side of ``changes`` in one phrase (a ``cache.apply`` event's from and to): ``maxmemory 256 MiB,
+    maxmemory-policy allkeys-lru, ttl_search 300``; every changed setting, so the two sides always differ."""
+    return ", ".join(f"{c.name} {c.show(getattr(c, side))}" for c in changes)
 
 
 def plan_cache(current: RedisState, policy: CachePolicy) -> list[Change]:
