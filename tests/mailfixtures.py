@@ -138,7 +138,7 @@ def encoded_word(text: str, charset: str = "utf-8", encoding: str = "B") -> str:
     data = text.encode(charset)
     if encoding.upper() == "B":
         return f"=?{charset}?B?{base64.b64encode(data).decode()}?="
-    quoted = "".join(chr(b) if chr(b).isalnum() else f"={b:02X}" for b in data)
+    quoted = "".join(chr(b) if chr(b).isascii() and chr(b).isalnum() else f"={b:02X}" for b in data)
     return f"=?{charset}?Q?{quoted}?="
 
 

@@ -49,9 +49,9 @@ def parse_message(raw: bytes) -> ParsedMessage:
     if len(dict.fromkeys(listed)) > MAX_REFERENCES:
         notes.append(f"References cut to {MAX_REFERENCES} of {len(dict.fromkeys(listed))} ids")
     content = _content(raw, body)
-    own = "\n\n".join(content.body)
+    own = "\n\n".join(text.rstrip() for text in content.body)
     kept = [*content.forwarded, *(f"--- attached file: {name} ---\n{text}" for name, text in content.attached)]
-    body_text = "\n\n".join(part for part in (own, *kept) if part.strip())
+    body_text = "\n\n".join(part.rstrip() for part in (own, *kept) if part.strip())
     index_own = strip_quotes(own, forwarded=is_forward(subject)) if own.strip() else ""
     index_text = "\n\n".join(part for part in (index_own, *kept) if part.strip()) or body_text
     return ParsedMessage(

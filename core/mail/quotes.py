@@ -65,7 +65,8 @@ def strip_quotes(text: str, *, forwarded: bool = False) -> str:
         own.pop()
     dropped = _quoted(own)
     new = [line for index, line in enumerate(own) if index not in dropped and not _MOBILE_FOOTER.match(line)]
-    result = _BLANK_RUN.sub("\n\n", "\n".join(new + kept)).strip()
+    sections = ("\n".join(new).strip(), "\n".join(kept).strip())
+    result = _BLANK_RUN.sub("\n\n", "\n\n".join(section for section in sections if section))
     return result if result else text
 
 
