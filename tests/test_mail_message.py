@@ -68,6 +68,8 @@ def test_a_plain_message_reads_every_header() -> None:
                      "\u4e2d\u6587\u90ae\u4ef6", id="gb2312"),
         pytest.param(mixed(plain("first part"), plain("list footer")), "first part\n\nlist footer",
                      id="mixed-inline-texts-in-order"),
+        pytest.param(html("<div>" * 5000 + "deep text" + "</div>" * 5000), "deep text",
+                     id="html-nested-deeper-than-libxml2-reads"),
     ],
 )
 def test_the_readable_text_of_each_mime_shape(body: object, expected: str) -> None:

@@ -24,6 +24,8 @@ def html_to_text(html: str) -> str:
     try:
         text = _inscriptis(html)
     except Exception:  # lxml refuses some documents (control characters, odd encodings)
+        text = ""
+    if not text.strip():  # refused, or nested deeper than libxml2 reads: the standard library's parser
         text = _plain_text(html)
     return _BLANK_RUN.sub("\n\n", _quote_marked(text)).strip("\n")
 

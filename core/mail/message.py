@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from email import policy
 from email.message import Message
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.parser import BytesParser
+from functools import lru_cache
 
 from core.mail import mime
 from core.mail.headers import addresses, date_of, first_address, header_text
@@ -24,7 +26,22 @@ from core.mail.text import decode, storable
 
 __all__ = ["Attachment", "ParsedMessage", "message_id_of", "normalize_subject", "parse_message"]
 
-_PARSER = BytesParser(policy=policy.default)
+_REGISTRY = HeaderRegistry()
+_CACHED_VALUE = 512  # longer header values are parsed each time (the cache holds short ones only)
+
+
+@lru_cache(maxsize=4096)
+def _cached_header(name: str, value: str) -> BaseHeader:
+    return _REGISTRY(name, value)
+
+
+def _header(name: str, value: str) -> BaseHeader:
+    """policy.default's header objects, each value parsed once: the parser and ``get_content_type``
+    ask for a part's Content-Type a dozen times, and the modern parser is the costly part."""
+    return _cached_header(name, value) if len(value) <= _CACHED_VALUE else _REGISTRY(name, value)
+
+
+_PARSER = BytesParser(policy=policy.default.clone(header_factory=_header))
 
 
 def message_id_of(raw: bytes) -> tuple[str, bool]:

@@ -157,7 +157,7 @@ def _leaf(part: Message, ctype: str, content: Content) -> None:
         text, note = _text_of(part)
         content.note(note)
         name = _filename(part)
-        content.attachments.append(Attachment(name, ctype, len(_payload(part)), True))
+        content.attachments.append(_attachment(part, name, True))
         if text.strip():
             content.attached.append((name or ctype, text))
     else:
@@ -165,8 +165,12 @@ def _leaf(part: Message, ctype: str, content: Content) -> None:
 
 
 def _listed(part: Message, content: Content, note: str | None) -> None:
-    content.attachments.append(Attachment(_filename(part), part.get_content_type(), len(_payload(part)), False))
+    content.attachments.append(_attachment(part, _filename(part), False))
     content.note(note)
+
+
+def _attachment(part: Message, name: str | None, indexed: bool) -> Attachment:
+    return Attachment(name, storable(part.get_content_type())[:255], len(_payload(part)), indexed)
 
 
 def _is_attachment(part: Message) -> bool:
