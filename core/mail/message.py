@@ -11,8 +11,8 @@ the message is parsed); both read the id through ``core.mail.ids.identity``, so 
 from __future__ import annotations
 
 from email import policy
-from email.message import Message
 from email.headerregistry import BaseHeader, HeaderRegistry
+from email.message import Message
 from email.parser import BytesParser
 from functools import lru_cache
 
