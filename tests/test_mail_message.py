@@ -221,3 +221,15 @@ def test_broken_input_gives_what_can_be_read(raw: bytes) -> None:
 def test_a_header_with_nul_and_invalid_utf_8_keeps_the_rest() -> None:
     m = parse_message(b"Subject: a\x00b \xff\r\nMessage-ID: <n\x00ul@x>\r\n\r\nbody")
     assert m.subject == "ab \u00ff" and m.message_id == "nul@x" and m.body_text == "body"
+
+
+def test_an_opaque_smime_signature_is_not_called_encrypted() -> None:
+    m = parsed(body=smime(smime_type="signed-data"))
+    assert "S/MIME signed part not indexed (opaque signature)" in m.notes
+    assert not any(note.startswith("encrypted") for note in m.notes)
+
+
+def test_an_mbox_from_line_before_the_headers_is_no_header() -> None:
+    raw = b"From ann@example.com Mon Mar  4 09:30:00 2024\nMessage-ID: <mbox@x>\nSubject: hi\n\nbody\n"
+    m = parse_message(raw)
+    assert (m.message_id, m.subject, m.body_text) == ("mbox@x", "hi", "body")

@@ -3,6 +3,8 @@
 No I/O here: the store (core.ingest, core.api) calls these with bytes and the ids it looked up.
 
 - ``core.mail.message``: ``parse_message`` (never raises), ``message_id_of``, ``normalize_subject``
+- ``core.mail.model``: ``ParsedMessage`` and ``Attachment`` (re-exported by ``core.mail.message``)
+- ``core.mail.subjects``: subjects without Re/Fwd prefixes and list tags (subject grouping)
 - ``core.mail.ids``: Message-ID normalisation, msg-id lists, the synthetic id
 - ``core.mail.text``: charset decoding with fallbacks, strings PostgreSQL can store
 - ``core.mail.headers``: RFC 2047 headers, addresses, dates

@@ -26,7 +26,7 @@ SYNTHETIC_DOMAIN = "opsctl.synthetic"
 _BRACKETED = re.compile(r"<([^<>]*)>")
 _WHITESPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HEADER_LINE = re.compile(rb"^([\x21-\x39\x3b-\x7e]+):(.*)$", re.DOTALL)  # the email parser's rule
+_HEADER_LINE = re.compile(rb"^([\x21-\x39\x3b-\x7e]*):(.*)$", re.DOTALL)  # the email parser's rule
 _LINE = re.compile(rb"\r?\n")
 _FIRST_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _SYNTHETIC_HEADERS = ("from", "date", "subject", "to")
@@ -40,20 +40,21 @@ def head_and_body(raw: bytes) -> tuple[dict[str, bytes], bytes]:
     match = _FIRST_BLANK_LINE.search(raw)
     head, body = (raw[: match.start()], raw[match.end():]) if match else (raw, b"")
     lines = _LINE.split(head)
-    if lines and lines[0].startswith(b"From "):
-        lines = lines[1:]
     name: str | None = None  # the header the continuation lines belong to; None: not one we keep
     for index, line in enumerate(lines):
         if line[:1] in (b" ", b"\t"):
             if name is not None:
                 headers[name] += b" " + line.strip()
             continue
+        if line.startswith(b"From "):  # an mbox separator (or a stray one): not a header
+            name = None
+            continue
         found = _HEADER_LINE.match(line)
         if not found:
             rest = b"\n".join(lines[index:])
             return headers, rest + (b"\n\n" + body if match else b"")
         name = found.group(1).decode("ascii").lower()
-        if name in headers:  # only the first one counts
+        if not name or name in headers:  # only the first one counts
             name = None
             continue
         headers[name] = found.group(2).strip()

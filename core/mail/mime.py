@@ -147,7 +147,9 @@ def _leaf(part: Message, ctype: str, content: Content) -> None:
     if ctype in _SIGNATURES:
         _listed(part, content, "signature part not indexed")
     elif ctype in _SEALED:
-        _listed(part, content, "encrypted part not indexed")
+        kind = str(part.get_param("smime-type", "") or "")
+        _listed(part, content, "S/MIME signed part not indexed (opaque signature)" if "signed" in kind.lower()
+                else f"encrypted part not indexed ({ctype})")
     elif ctype in _READABLE and not attachment:
         text, note = _text_of(part)
         content.note(note)
