@@ -233,3 +233,17 @@ def test_an_mbox_from_line_before_the_headers_is_no_header() -> None:
     raw = b"From ann@example.com Mon Mar  4 09:30:00 2024\nMessage-ID: <mbox@x>\nSubject: hi\n\nbody\n"
     m = parse_message(raw)
     assert (m.message_id, m.subject, m.body_text) == ("mbox@x", "hi", "body")
+
+
+def test_a_bounce_reads_its_delivery_status() -> None:
+    raw = (b"Message-ID: <bounce@x>\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+           b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\n"
+           b"Final-Recipient: rfc822; bob@example.com\r\nStatus: 5.1.1\r\n--b--\r\n")
+    assert parse_message(raw).body_text == ("Delivery failed.\n\nReporting-MTA: dns; mx.example.com\n\n"
+                                            "Final-Recipient: rfc822; bob@example.com\nStatus: 5.1.1")
+
+
+def test_a_multipart_without_boundary_is_read_as_text() -> None:
+    m = parse_message(b"Subject: x\r\nContent-Type: multipart/mixed\r\n\r\nno boundary given\r\n")
+    assert m.body_text == "no boundary given" and "multipart/mixed without parts: read as text" in m.notes

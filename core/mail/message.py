@@ -5,7 +5,7 @@ headers, empty parts, lying charsets, NUL bytes) gives what can be read, and ``n
 could not. Every string it returns can be stored in PostgreSQL (no NUL, no lone surrogate).
 
 ``message_id_of`` answers the id from the header block alone (cheap: the API answers it before
-the message is parsed); both read the id through ``core.mail.ids.identity``, so they agree.
+the message is parsed); both read the id through ``core.mail.ids.identity_of``, so they agree.
 """
 
 from __future__ import annotations

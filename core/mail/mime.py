@@ -51,15 +51,17 @@ def read(message: Message) -> Content:
 
 
 def raw_header(part: Message, name: str) -> bytes | None:
-    """The raw bytes of a part's first ``name`` header (the parser keeps 8-bit bytes as escapes)."""
-    for key, value in part.raw_items():
-        if key.lower() == name:
-            text = value if isinstance(value, str) else str(value)
-            try:
-                return text.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                return text.encode("utf-8", "replace")
-    return None
+    """The raw bytes of a part's first ``name`` header."""
+    return next((_raw(value) for key, value in part.raw_items() if key.lower() == name), None)
+
+
+def _raw(value: object) -> bytes:
+    """A header value as the bytes it was read from (the parser keeps 8-bit bytes as escapes)."""
+    text = value if isinstance(value, str) else str(value)
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 def _part(part: Message, content: Content, depth: int) -> None:
@@ -68,10 +70,10 @@ def _part(part: Message, content: Content, depth: int) -> None:
         return
     try:
         ctype = part.get_content_type()
-        if part.is_multipart():
-            _multipart(part, ctype, content, depth)
-        elif ctype in ("message/rfc822", "message/global"):
+        if ctype in ("message/rfc822", "message/global"):
             _forwarded(part, content, depth)
+        elif part.is_multipart():
+            _multipart(part, ctype, content, depth)
         else:
             _leaf(part, ctype, content)
     except Exception as exc:  # the email package raises on some hostile headers: skip the part
@@ -85,9 +87,7 @@ def _children(part: Message) -> list[Message]:
 
 def _multipart(part: Message, ctype: str, content: Content, depth: int) -> None:
     children = _children(part)
-    if ctype == "message/rfc822" or ctype == "message/global":
-        _forwarded(part, content, depth)
-    elif ctype == "multipart/alternative":
+    if ctype == "multipart/alternative":
         _alternative(children, content, depth)
     elif ctype == "multipart/signed":
         for index, child in enumerate(children):
@@ -102,7 +102,7 @@ def _multipart(part: Message, ctype: str, content: Content, depth: int) -> None:
                 _listed(child, content, None)
     elif part.get_content_maintype() == "message":  # delivery-status and the like: header blocks
         for child in children:
-            lines = [f"{key}: {header_text(raw_header(child, key.lower()))}" for key in child]
+            lines = [f"{key}: {header_text(_raw(value))}" for key, value in child.raw_items()]
             if lines:
                 content.body.append("\n".join(lines))
     else:
@@ -150,12 +150,14 @@ def _leaf(part: Message, ctype: str, content: Content) -> None:
         kind = str(part.get_param("smime-type", "") or "")
         _listed(part, content, "S/MIME signed part not indexed (opaque signature)" if "signed" in kind.lower()
                 else f"encrypted part not indexed ({ctype})")
-    elif ctype in _READABLE and not attachment:
+    elif (ctype in _READABLE and not attachment) or part.get_content_maintype() == "multipart":
+        if part.get_content_maintype() == "multipart":
+            content.note(f"{ctype} without parts: read as text")
         text, note = _text_of(part)
         content.note(note)
         if text.strip():
             content.body.append(text)
-    elif part.get_content_maintype() in ("text", "multipart"):  # multipart without a boundary: its text
+    elif part.get_content_maintype() == "text":
         text, note = _text_of(part)
         content.note(note)
         name = _filename(part)
