@@ -37,6 +37,8 @@ def test_a_plain_message_reads_every_header() -> None:
     assert (m.message_id, m.synthetic_id, m.subject, m.from_) == (
         "m2@example.com", False, "Re: Plan", "Ann Example <ann@example.com>")
     assert m.to == ("bob@example.com", "Carl <carl@example.com>") and m.cc == ("dana@example.com",)
+    assert parsed(to="undisclosed-recipients:;").to == ()
+    assert parsed(to="team: ann@example.com, bob@example.com;").to == ("ann@example.com", "bob@example.com")
     assert m.date == datetime(2024, 3, 5, 9, 15, tzinfo=UTC)
     assert m.in_reply_to == "m1@example.com" and m.references == ("m0@example.com", "m1@example.com")
     assert m.body_text == "Works for me." and m.attachments == () and m.notes == ()

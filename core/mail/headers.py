@@ -18,6 +18,7 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?[^?\s]+\?[QqBb]\?)")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _WHITESPACE = re.compile(r"\s+")
+_EMPTY_GROUP = re.compile(r"^[^:<>@\"]*:\s*;?\s*$")  # "undisclosed-recipients:;"
 
 
 def header_text(raw: bytes | None) -> str | None:
@@ -81,7 +82,7 @@ def addresses(raw: bytes | None) -> tuple[str, ...]:
     except Exception:  # the parser has failed on hostile input before: keep the text
         pairs = []
     found = tuple(entry for name, address in pairs if (entry := _address(name, address)))
-    if found or not value.strip():
+    if found or not value.strip() or _EMPTY_GROUP.match(value):
         return found
     text = header_text(raw)
     return (text,) if text else ()

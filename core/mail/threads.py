@@ -129,10 +129,7 @@ def thread_tree(members: Sequence[Member]) -> list[Node]:
         for parent, child in pairwise(chain):
             if child.parent is None:  # an existing link stands (JWZ): References disagree often
                 child.link_under(parent)
-        if chain and (own.parent is None or own.parent is not chain[-1]):
-            if own.parent is not None:  # the message's own References are the better word
-                own.parent.children.remove(own)
-                own.parent = None
+        if chain:  # the message's own References are the better word on its parent, loops aside
             own.link_under(chain[-1])
     roots = [c for c in table.values() if c.parent is None]
     return _flatten(_pruned(roots))
