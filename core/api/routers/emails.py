@@ -29,7 +29,8 @@ RFC822 = "message/rfc822"
 MAX_MESSAGE_ID = 512  # core.mail bounds every id to this many characters (a longer one ends in a hash of it)
 RAW_MESSAGE = {"requestBody": {"required": True, "description": "one message as it travels: RFC 5322 headers, a "
                                "blank line, the (MIME) body; any bytes, any charset, up to `max_body_bytes`",
-                               "content": {RFC822: {"schema": {"type": "string", "format": "binary"}}}}}
+                               "content": {RFC822: {"schema": {"type": "string", "format": "binary",
+                                                               "minLength": 1}}}}}
 
 MessageId = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID, description="the Message-ID without angle "
                                 "brackets, URL-encoded (as `POST /v1/emails` answered it)",

@@ -47,7 +47,7 @@ router = resource_router(tags=["webhooks"])
 NAME_THE_COMPANY = "name the company: Authorization: Bearer <key>, or X-Opsctl-Company: <company id>"
 RAW_BODY = {"requestBody": {"required": True, "description": "the event as the sender sends it: a JSON object "
                             "naming `id` and `text` (or `body`, `content`, `message`, `html`), or any text; or one "
-                            "raw e-mail, sent as `message/rfc822` (or to the source `email` as anything but JSON)",
+                            "raw e-mail, sent as `message/rfc822` or to the source `email`",
                             "content": {"application/json": {"schema": {}},
                                         "text/plain": {"schema": {"type": "string"}},
                                         "message/rfc822": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -126,7 +126,7 @@ async def post_webhook(
 ) -> dict[str, Any]:
     """A JSON event names its id and text; any other body is stored as text under its SHA-256, so a
     redelivered event is a no-op, unless it is sent as `application/json` (or `…+json`) and is not
-    JSON: 400. A raw e-mail (`message/rfc822`, or any non-JSON body for the source `email`) is
+    JSON: 400. A raw e-mail (sent as `message/rfc822`, or any body to the source `email`) is
     queued as `POST /v1/emails` does it, duplicates included (`duplicate: true`, nothing written).
     Durable like `POST /v1/documents` once answered; the same signed request sent again while its
     signature is valid gets the same answer."""
