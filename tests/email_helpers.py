@@ -67,3 +67,53 @@ def check_consistent(conn: psycopg.Connection[Any], company_id: int) -> None:
         " AND i.message_id = m.message_id WHERE m.company_id = %s AND i.thread_id IS DISTINCT FROM m.thread_id",
         (company_id,)).fetchone()
     assert every_message_registered == (0,)
+
+
+def synthetic_list(threads: int, seed: int, cross_links: int = 0) -> tuple[list[bytes], set[frozenset[str]]]:
+    """A mailing list in a scrambled arrival order: ``threads`` trees of realistic sizes (most short,
+    a few long), replies naming their whole ancestry (some only their parent, as clients that cut
+    References), plus ``cross_links`` replies that also name a message of another thread (merges).
+    Returns the raw messages and the threads they must end in (connected ids, by union-find)."""
+    import random
+
+    from tests.mailfixtures import message
+
+    rng = random.Random(seed)
+    parent: dict[str, str] = {}
+    union: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while union.setdefault(x, x) != x:
+            x = union[x]
+        return x
+
+    mails: list[tuple[str, tuple[str, ...]]] = []
+    for t in range(threads):
+        members: list[str] = []
+        for i in range(rng.choice([1, 1, 2, 2, 3, 4, 6, 9, 14, 40])):
+            mid = f"t{t}m{i}@list.example"
+            refs: tuple[str, ...] = ()
+            if members:
+                up = rng.choice(members)
+                chain = [up]
+                while chain[-1] in parent:
+                    chain.append(parent[chain[-1]])
+                parent[mid] = up
+                refs = tuple(reversed(chain)) if rng.random() < 0.8 else (up,)
+            members.append(mid)
+            mails.append((mid, refs))
+    for _ in range(cross_links):
+        i, j = rng.randrange(len(mails)), rng.randrange(len(mails))
+        mid, refs = mails[i]
+        mails[i] = (mid, (*refs, mails[j][0])) if mails[j][0] != mid else (mid, refs)
+    for mid, refs in mails:
+        for ref in refs:
+            union[find(ref)] = find(mid)
+    groups: dict[str, set[str]] = {}
+    stored = {mid for mid, _ in mails}
+    for mid in stored:
+        groups.setdefault(find(mid), set()).add(mid)
+    rng.shuffle(mails)
+    raws = [message(message_id=mid, references=refs, in_reply_to=refs[-1] if refs else None, subject="list",
+                    body=f"Message {mid} about list things.\n") for mid, refs in mails]
+    return raws, {frozenset(g) for g in groups.values()}
