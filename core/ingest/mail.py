@@ -138,18 +138,37 @@ def subject_key(parsed: ParsedMessage, group_by_subject: bool) -> str:
     return normalize_subject(parsed.subject)
 
 
-def lock_keys(letters: Sequence[Letter], group_by_subject: bool) -> tuple[list[int], list[str]]:
-    """(company ids, keys) to lock besides the jobs' own: every id named, each subject grouped by."""
-    companies, keys = [], []
-    for letter in letters:
-        for ref in letter.parsed.references:
-            companies.append(letter.job.company_id)
-            keys.append(email_external_id(ref))
-        key = subject_key(letter.parsed, group_by_subject)
-        if key:
-            companies.append(letter.job.company_id)
-            keys.append("subject:" + key)
-    return companies, keys
+STORED_SQL = """
+SELECT m.company_id, m.message_id
+FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, message_id)
+JOIN mail_messages m ON m.company_id = t.company_id AND m.message_id = t.message_id
+"""
+
+
+def stored_messages(conn: psycopg.Connection[Any], letters: Sequence[Letter]) -> set[tuple[int, str]]:
+    """Which of the letters' messages are stored already (their jobs' key locks are held: no other
+    batch can be storing one of them)."""
+    rows = conn.execute(STORED_SQL, columns([(x.job.company_id, x.parsed.message_id) for x in letters]))
+    return {(r[0], r[1]) for r in rows}
+
+
+def lock_names(messages: Sequence[MailIn]) -> tuple[list[int], list[str]]:
+    """(company ids, names) the threading locks: every id the messages name, and each subject they
+    group by (``subject <key>``: ids hold no whitespace, so no id is named so)."""
+    names = sorted({(m.company_id, name) for m in messages for name in (m.message_id, *m.references)}
+                   | {(m.company_id, "subject " + m.subject_key) for m in messages if m.subject_key})
+    return [c for c, _ in names], [n for _, n in names]
+
+
+# One bigint per (company, name), always negative: the job locks use positive bigints (job ids), the
+# document keys the two-int4 form, so these meet neither. Taken in one sorted pass: no deadlock.
+MAIL_LOCKS_SQL = """
+SELECT count(pg_advisory_xact_lock(k)) FROM (
+    SELECT DISTINCT hashtextextended(t.company_id::text || ':' || t.name, 0) | (1::bigint << 63) AS k
+    FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, name)
+    ORDER BY 1
+) s
+"""
 
 
 REGISTRY_SQL = """
@@ -281,11 +300,12 @@ def columns(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
 
 def thread_letters(conn: psycopg.Connection[Any], letters: Sequence[Letter], now: datetime,
                    group_by_subject: bool) -> list[int | None]:
-    """Thread and store ``letters`` (their keys locked by the caller); per letter, its thread, or
-    None for a message stored already (a duplicate: nothing written)."""
+    """Thread and store ``letters`` (none stored already: ``stored_messages``); per letter, its
+    thread. Locks every id they name first: what overlaps with another batch waits for its commit."""
     messages = [MailIn(letter.job.company_id, letter.parsed.message_id, letter.parsed.references,
                        written_at(letter.parsed.date, now), letter.parsed.subject,
                        subject_key(letter.parsed, group_by_subject)) for letter in letters]
+    conn.execute(MAIL_LOCKS_SQL, lock_names(messages))
     known = read_known(conn, messages)
     plan = plan_mail(messages, known.registry, known.stored, known.threads, known.by_subject, group_by_subject)
     if plan.created:

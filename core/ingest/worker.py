@@ -6,8 +6,9 @@ Everything up to the commit is one transaction: a crash anywhere returns the bat
 
 Per key (company, external_id) the worker takes a transaction-level advisory lock, in a fixed
 order, and applies only the newest job of the key; older ones are marked superseded. E-mail jobs
-ride in the same batches: their messages are parsed, their ids locked with the keys, threaded in
-one more read and one more planner (``core.ingest.mail``), and become documents on the same path. A batch
+ride in the same batches: their messages are parsed, become documents on the same path, and are
+threaded last, in one more read and one more planner (``core.ingest.mail``), under locks on the
+ids they name that are held from there to the commit only. A batch
 that fails is retried job by job inside the same transaction (savepoints), so one poison job
 cannot fail its neighbours; failed jobs are retried with exponential backoff until
 ``max_attempts``, then they are ``dead`` with their last error.
@@ -32,7 +33,7 @@ from psycopg.types.json import Jsonb
 from core import metrics
 from core.chunking import chunk_text
 from core.errors import EmbedderError, OpsError
-from core.ingest.mail import Letter, document_payload, lock_keys, read_letter, thread_letters
+from core.ingest.mail import Letter, document_payload, read_letter, stored_messages, thread_letters
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -255,16 +256,17 @@ class IngestProcessor:
     def _apply(self, conn: psycopg.Connection[Any], jobs: list[Job], result: BatchResult) -> None:
         companies = [j.company_id for j in jobs]
         external_ids = [j.external_id for j in jobs]
-        letters = {j.id: read_letter(j) for j in jobs if j.op == "email"}
-        more_companies, more_keys = lock_keys(list(letters.values()), self.settings.mail_group_by_subject)
-        conn.execute(LOCK_KEYS_SQL, (companies + more_companies, external_ids + more_keys))
+        conn.execute(LOCK_KEYS_SQL, (companies, external_ids))
         newest = {(r[0], r[1]): r[2] for r in conn.execute(NEWEST_SQL, (companies, external_ids))}
         existing: dict[tuple[int, str], list[Existing]] = {}
         for r in conn.execute(EXISTING_SQL, (companies, external_ids)):
             existing.setdefault((r[0], r[1]), []).append(Existing(r[2], r[3], bytes(r[4])))
         steps = plan_batch(jobs, newest, existing)
+        letters = {s.job.id: read_letter(s.job) for s in steps if s.action == "email"}
         if letters:
-            steps = self._thread(conn, steps, letters)
+            now: datetime = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+            stored = stored_messages(conn, list(letters.values()))
+            steps = [self._email_step(s, letters[s.job.id], now, stored) if s.job.id in letters else s for s in steps]
 
         removed = [(s.job.company_id, e.document_id, e.created_at) for s in steps for e in s.remove]
         if removed:
@@ -275,6 +277,11 @@ class IngestProcessor:
         writes = [s for s in steps if s.action == "write"]
         if writes:
             result.chunks += self._write(conn, writes)
+        fresh = [letters[s.job.id] for s in writes if s.job.id in letters]
+        if fresh:  # last, so the mail locks are held from here to the commit only
+            threads = thread_letters(conn, fresh, now, self.settings.mail_group_by_subject)
+            outcome = {letter.job.id: f"stored in thread {t}" for letter, t in zip(fresh, threads, strict=True)}
+            steps = [replace(s, outcome=outcome[s.job.id]) if s.job.id in outcome else s for s in steps]
         changed = sorted({s.job.company_id for s in steps if s.action != "noop"})
         if changed:
             conn.execute(BUMP_SQL, (changed,))
@@ -283,23 +290,15 @@ class IngestProcessor:
         for s in steps:
             result.outcomes[s.outcome.split(" ")[0]] = result.outcomes.get(s.outcome.split(" ")[0], 0) + 1
 
-    def _thread(self, conn: psycopg.Connection[Any], steps: list[Step], letters: dict[int, Letter]) -> list[Step]:
-        """Thread and store the batch's e-mail: each "email" step becomes a document write, or a
-        no-op when its message is stored already."""
-        mail = [s for s in steps if s.action == "email"]
-        if not mail:
-            return steps
-        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
-        threads = thread_letters(conn, [letters[s.job.id] for s in mail], now, self.settings.mail_group_by_subject)
-        decided: dict[int, Step] = {}
-        for step, thread in zip(mail, threads, strict=True):
-            if thread is None:
-                decided[step.job.id] = Step(step.job, "noop", "duplicate: the message is stored already")
-            else:
-                job = replace(step.job, payload=document_payload(letters[step.job.id], now),
-                              content_hash=hashlib.sha256(step.job.raw or b"").digest())
-                decided[step.job.id] = Step(job, "write", f"stored in thread {thread}", step.remove)
-        return [decided.get(s.job.id, s) for s in steps]
+    @staticmethod
+    def _email_step(step: Step, letter: Letter, now: datetime, stored: set[tuple[int, str]]) -> Step:
+        """An e-mail job: a no-op when its message is stored already, else its document's write
+        (threaded after the documents are written)."""
+        if (step.job.company_id, letter.parsed.message_id) in stored:
+            return Step(step.job, "noop", "duplicate: the message is stored already")
+        job = replace(step.job, payload=document_payload(letter, now),
+                      content_hash=hashlib.sha256(step.job.raw or b"").digest())
+        return Step(job, "write", "stored", step.remove)
 
     def _write(self, conn: psycopg.Connection[Any], writes: list[Step]) -> int:
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
