@@ -69,3 +69,21 @@ def test_resizing_the_pool_is_one_hop(settings: Any, hops: list[str]) -> None:
             assert hops == ["resize"]
     finally:
         running.close()
+
+
+def test_queueing_an_email_is_one_hop_and_a_stranger_none(api: RunningApi, tenant: Any, hops: list[str]) -> None:
+    """Authenticate, read the Message-ID, check for a duplicate and store in one worker thread."""
+    raw = b"Message-ID: <hop@x>\r\nSubject: hop\r\n\r\nbody\r\n"
+    with client_for(api, tenant.api_key) as client:
+        for duplicate in (False, True):
+            hops.clear()
+            accepted = client.post("/v1/emails", content=raw, headers={"Content-Type": "message/rfc822"})
+            assert accepted.status_code == 202 and accepted.json()["duplicate"] is duplicate
+            assert hops == ["queue_email"]
+        hops.clear()
+        assert client.post("/v1/emails", content=raw, headers={"Content-Type": "text/plain"}).status_code == 415
+        assert hops == ["queue_email"]
+    hops.clear()
+    with client_for(api, None) as stranger:
+        assert stranger.post("/v1/emails", content=raw).status_code == 401
+    assert hops == []

@@ -31,6 +31,7 @@ def test_served_at_both_addresses(api: RunningApi, spec: dict[str, Any]) -> None
         assert client.get("/v1/openapi.json").json() == spec
     assert {path for path, _, _ in operations(spec)} == {
         "/v1/documents", "/v1/documents/{external_id}", "/v1/webhooks/{source}", "/v1/jobs/{job_id}", "/v1/search",
+        "/v1/emails", "/v1/emails/{message_id}", "/v1/threads/{thread_id}",
         "/admin/workers", "/healthz", "/readyz", "/metrics"}
 
 
@@ -56,6 +57,9 @@ EXPECTED_ERRORS = {
     ("post", "/v1/webhooks/{source}"): {"400", "401", "404", "413", "422", "429", "503"},
     ("get", "/v1/jobs/{job_id}"): {"400", "401", "404", "422", "429", "503"},
     ("post", "/v1/search"): {"400", "401", "413", "415", "422", "429", "503"},
+    ("post", "/v1/emails"): {"400", "401", "413", "415", "422", "429", "503"},
+    ("get", "/v1/emails/{message_id}"): {"400", "401", "404", "422", "429", "503"},
+    ("get", "/v1/threads/{thread_id}"): {"400", "401", "404", "422", "429", "503"},
     ("get", "/admin/workers"): {"400", "401", "403", "409", "429"},
     ("put", "/admin/workers"): {"400", "401", "403", "409", "413", "415", "422", "429"},
 }
@@ -82,7 +86,10 @@ def test_every_body_is_described(spec: dict[str, Any]) -> None:
     assert bodies[("post", "/v1/documents")]["content"]["application/json"]["schema"]["$ref"].endswith("/DocumentsIn")
     assert bodies[("post", "/v1/search")]["content"]["application/json"]["schema"]["$ref"].endswith("/SearchRequest")
     assert bodies[("put", "/admin/workers")]["content"]["application/json"]["schema"]["$ref"].endswith("/WorkersIn")
-    assert {"application/json", "text/plain"} <= set(bodies[("post", "/v1/webhooks/{source}")]["content"])
+    webhook_media = set(bodies[("post", "/v1/webhooks/{source}")]["content"])
+    assert {"application/json", "text/plain", "message/rfc822"} <= webhook_media
+    raw = {"type": "string", "format": "binary", "minLength": 1}
+    assert bodies[("post", "/v1/emails")]["content"] == {"message/rfc822": {"schema": raw}}
     document = schemas["DocumentIn"]
     assert set(document["required"]) == {"external_id", "text"}
     assert set(document["properties"]) == {"external_id", "text", "title", "metadata", "created_at"}
@@ -117,3 +124,23 @@ def test_the_docs_page_is_offline_and_complete(api: RunningApi, spec: dict[str, 
         assert f"{method.upper()}</span> {path}" in page
     for name in spec["components"]["schemas"]:
         assert f'id="schema-{name}"' in page
+
+
+def test_the_mail_routes_describe_their_answers(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    paths = spec["paths"]
+    assert paths["/v1/emails"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/EmailAcceptedOut")
+    read = paths["/v1/emails/{message_id}"]["get"]
+    assert set(read["responses"]["200"]["content"]) == {"application/json", "message/rfc822"}
+    assert [p["name"] for p in read["parameters"]] == ["message_id", "raw"]
+    assert set(schemas["EmailOut"]["properties"]) == {
+        "message_id", "thread_id", "subject", "from", "to", "cc", "date", "in_reply_to", "references", "attachments",
+        "notes", "synthetic_id"}
+    assert set(schemas["ThreadOut"]["properties"]) == {
+        "thread_id", "subject", "message_count", "participants", "first_at", "last_at", "messages"}
+    assert set(schemas["ThreadMessageOut"]["properties"]) == {
+        "message_id", "parent", "depth", "ghost", "subject", "from", "date"}
+    assert {"thread_id", "matched_messages"} <= set(schemas["SearchHit"]["properties"])
+    assert schemas["SearchRequest"]["properties"]["group_by"]
+    assert "email" in schemas["JobOut"]["properties"]["op"]["enum"]

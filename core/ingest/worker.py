@@ -5,7 +5,10 @@ A worker claims a batch with ``FOR UPDATE SKIP LOCKED`` and holds an advisory lo
 Everything up to the commit is one transaction: a crash anywhere returns the batch to the queue.
 
 Per key (company, external_id) the worker takes a transaction-level advisory lock, in a fixed
-order, and applies only the newest job of the key; older ones are marked superseded. A batch
+order, and applies only the newest job of the key; older ones are marked superseded. E-mail jobs
+ride in the same batches: their messages are parsed, become documents on the same path, and are
+threaded last, in one more read and one more planner (``core.ingest.mail``), under locks on the
+ids they name that are held from there to the commit only. A batch
 that fails is retried job by job inside the same transaction (savepoints), so one poison job
 cannot fail its neighbours; failed jobs are retried with exponential backoff until
 ``max_attempts``, then they are ``dead`` with their last error.
@@ -14,12 +17,13 @@ cannot fail its neighbours; failed jobs are retried with exponential backoff unt
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +33,7 @@ from psycopg.types.json import Jsonb
 from core import metrics
 from core.chunking import chunk_text
 from core.errors import EmbedderError, OpsError
+from core.ingest.mail import Letter, document_payload, read_letter, stored_messages, thread_letters
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -46,6 +51,7 @@ class Job:
     content_hash: bytes | None
     payload: dict[str, Any] | None
     attempts: int
+    raw: bytes | None = None  # an e-mail job's message
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class Step:
     """What the worker does for one job (the pure part of a batch)."""
 
     job: Job
-    action: str  # "write" | "delete" | "noop"
+    action: str  # "write" | "delete" | "noop" | "email" (threaded next: "write" or a "noop" duplicate)
     outcome: str
     remove: tuple[Existing, ...] = ()
 
@@ -75,6 +81,8 @@ def plan_batch(jobs: Sequence[Job], newest: dict[tuple[int, str], int],
         stored = tuple(existing.get(key, ()))
         if newest_id != job.id:
             steps.append(Step(job, "noop", f"superseded by job {newest_id}"))
+        elif job.op == "email":
+            steps.append(Step(job, "email", "", stored))
         elif job.op == "delete":
             steps.append(Step(job, "delete", "deleted" if stored else "nothing to delete", stored))
         elif len(stored) == 1 and stored[0].content_hash == job.content_hash:
@@ -90,7 +98,7 @@ def backoff_seconds(attempts: int, base: float, cap: float) -> float:
 
 
 CLAIM_SQL = """
-SELECT id, company_id, external_id, op, content_hash, payload, attempts
+SELECT id, company_id, external_id, op, content_hash, payload, attempts, raw
 FROM ingest_jobs
 WHERE status IN ('queued', 'failed') AND run_after <= now()
 ORDER BY id
@@ -142,7 +150,7 @@ RETURNING company_id, external_id, id
 
 FINISH_SQL = """
 UPDATE ingest_jobs j SET status = 'done', attempts = j.attempts + 1, outcome = t.outcome,
-       last_error = NULL, payload = NULL, finished_at = now(), updated_at = now()
+       last_error = NULL, payload = NULL, raw = NULL, finished_at = now(), updated_at = now()
 FROM unnest(%s::bigint[], %s::text[]) AS t(id, outcome)
 WHERE j.id = t.id
 """
@@ -191,8 +199,8 @@ class IngestProcessor:
             rows = conn.execute(CLAIM_SQL, (limit or self.settings.worker_batch_size,)).fetchall()
             if not rows:
                 return result
-            jobs = [Job(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None, r[5], r[6])
-                    for r in rows]
+            jobs = [Job(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None, r[5], r[6],
+                        bytes(r[7]) if r[7] is not None else None) for r in rows]
             result.claimed = len(jobs)
             conn.execute(HOLD_JOBS_SQL, ([j.id for j in jobs],))
             metrics.JOBS_IN_FLIGHT.set(len(jobs))
@@ -254,6 +262,11 @@ class IngestProcessor:
         for r in conn.execute(EXISTING_SQL, (companies, external_ids)):
             existing.setdefault((r[0], r[1]), []).append(Existing(r[2], r[3], bytes(r[4])))
         steps = plan_batch(jobs, newest, existing)
+        letters = {s.job.id: read_letter(s.job) for s in steps if s.action == "email"}
+        if letters:
+            now: datetime = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+            stored = stored_messages(conn, list(letters.values()))
+            steps = [self._email_step(s, letters[s.job.id], now, stored) if s.job.id in letters else s for s in steps]
 
         removed = [(s.job.company_id, e.document_id, e.created_at) for s in steps for e in s.remove]
         if removed:
@@ -264,6 +277,11 @@ class IngestProcessor:
         writes = [s for s in steps if s.action == "write"]
         if writes:
             result.chunks += self._write(conn, writes)
+        fresh = [letters[s.job.id] for s in writes if s.job.id in letters]
+        if fresh:  # last, so the mail locks are held from here to the commit only
+            threads = thread_letters(conn, fresh, now, self.settings.mail_group_by_subject)
+            outcome = {letter.job.id: f"stored in thread {t}" for letter, t in zip(fresh, threads, strict=True)}
+            steps = [replace(s, outcome=outcome[s.job.id]) if s.job.id in outcome else s for s in steps]
         changed = sorted({s.job.company_id for s in steps if s.action != "noop"})
         if changed:
             conn.execute(BUMP_SQL, (changed,))
@@ -271,6 +289,16 @@ class IngestProcessor:
         result.done += len(steps)
         for s in steps:
             result.outcomes[s.outcome.split(" ")[0]] = result.outcomes.get(s.outcome.split(" ")[0], 0) + 1
+
+    @staticmethod
+    def _email_step(step: Step, letter: Letter, now: datetime, stored: set[tuple[int, str]]) -> Step:
+        """An e-mail job: a no-op when its message is stored already, else its document's write
+        (threaded after the documents are written)."""
+        if (step.job.company_id, letter.parsed.message_id) in stored:
+            return Step(step.job, "noop", "duplicate: the message is stored already")
+        job = replace(step.job, payload=document_payload(letter, now),
+                      content_hash=hashlib.sha256(step.job.raw or b"").digest())
+        return Step(job, "write", "stored", step.remove)
 
     def _write(self, conn: psycopg.Connection[Any], writes: list[Step]) -> int:
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
