@@ -41,7 +41,9 @@ reported on stderr with its file (and its number and line in an mbox), the other
 stops after the requests in flight are answered: what was accepted is stored, and running the same
 command again sends the rest (exit 130).
 
-Example: opsctl ingest ./docs examples/notes.jsonl --wait  (or: opsctl ingest ~/Maildir archive.mbox --parallel 8)
+\b
+Example: opsctl ingest ./docs examples/notes.jsonl --wait
+         opsctl ingest ~/Maildir archive.mbox --parallel 8
 """
 
 
