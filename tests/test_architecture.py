@@ -18,12 +18,15 @@ from tests.conftest import project_root
 # the decisions: (inputs, policy, clock) -> plan, tested by tables
 PURE = (
     "core.chunking", "core.partitioning", "core.ratelimit", "core.supervision",
+    "core.ingest.mailplan",
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
     "opsctl.partitions.plan", "opsctl.partitions.policy",
     "opsctl.vindex.decide", "opsctl.vindex.policy",
     "opsctl.backup.plan", "opsctl.backup.policy",
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
     "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health",
+    "core.mail.message", "core.mail.ids", "core.mail.headers", "core.mail.mime", "core.mail.html",
+    "core.mail.quotes", "core.mail.subjects", "core.mail.text", "core.mail.threads",
 )
 IO_LIBRARIES = ("psycopg", "psycopg_pool", "redis", "kubernetes", "httpx", "prometheus_api_client", "requests",
                 "apscheduler", "fastapi", "uvicorn", "psutil")
