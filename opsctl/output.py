@@ -96,14 +96,16 @@ def emit(data: Any, output: Output, *, columns: Sequence[tuple[str, str]] | None
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     rows = data if isinstance(data, list) else [data]
     cols = list(columns) if columns else [(k, k.upper().replace("_", " ")) for k in (rows[0] if rows else {})]
-    table = Table(title=title, show_edge=False, header_style="bold")
+    # cells and title as plain text: "[list] Re: hello" is a subject, not rich markup to drop
+    table = Table(title=None if title is None else Text(title), show_edge=False, header_style="bold")
     for _, header in cols:
         table.add_column(header, overflow="fold")  # ids and names wrap, never end in "…": they get pasted
     for row in rows:
-        table.add_row(*(cell(row.get(key)) for key, _ in cols))
+        table.add_row(*(Text(cell(row.get(key))) for key, _ in cols))
     # a pipe or a file gets whole rows (like kubectl), a terminal gets rows folded to its width
     Console(width=None if sys.stdout.isatty() else 240).print(table)
 
