@@ -206,7 +206,7 @@ def test_the_sample_thread_drawn_read_and_searched(api: RunningApi, tenant: Any,
 
     code, out, _ = opsctl(capsys, api, tenant.api_key, "search", "refund", "--group-by", "thread")
     title, *rows = table(out)
-    assert code == 0 and len(title) == 1 and title[0].startswith("2 threads (")
+    assert code == 0 and len(title) == 1 and title[0].startswith("2 results, one per thread (")
     assert rows[0] == ["#", "SCORE", "THREAD", "MATCHED", "DOCUMENT", "TEXT"]
     assert [(r[2], r[3], r[4]) for r in rows[1:]] == [(thread_id, "6", "email:billing-1@acme.example"),
                                                       (rows[2][2], "2", "email:invoice-march@shop.example")]
@@ -234,3 +234,17 @@ def test_a_thread_merged_away_shows_the_one_it_became(api: RunningApi, tenant: A
     code, out, err = opsctl(capsys, api, tenant.api_key, "threads", "show", str(thread_of["b"]))
     assert code == 0 and err == f"thread {thread_of['b']} was merged into thread {thread_of['a']}\n"
     assert f"thread {thread_of['a']}: first — 3 messages" in out
+
+
+def test_the_mail_docs_cite_real_commands_and_the_sample() -> None:
+    """docs/mail.md cannot drift from the CLI: every `opsctl …` it cites parses, and the tree it shows is the
+    sample's (the test above checks the same rows against the real API)."""
+    from tests.cli_citations import citations_in_markdown, problems, root_command
+
+    text = (project_root() / "docs" / "mail.md").read_text(encoding="utf-8")
+    cited = citations_in_markdown(text, "docs/mail.md")
+    assert {c.argv[0] for c in cited} >= {"ingest", "search", "threads", "emails"}
+    assert [p for c in cited for p in problems(c, root_command())] == []
+    for subject in ("├─ (missing message escalation-1@acme.example)", "│  ├─ Re: [escalation] Refund for order 1042",
+                    "   └─ Re: Refund for order 1042"):
+        assert subject in text

@@ -11,7 +11,8 @@ from opsctl.output import OUTPUT_OPTION, Output, emit, plural
 HELP = """Search your company's documents and e-mail (hybrid, vector or keyword).
 
 A hit on e-mail shows its thread (`opsctl threads show ID` draws it). --group-by thread answers one
-hit per thread, its best match, with how many of the thread's messages matched: k threads.
+hit per thread, its best match, with how many of the thread's messages matched (a document that
+is not mail is a group of its own): k groups.
 
 \b
 Example: opsctl search "refund policy" -k 5 --mode hybrid -o json
@@ -55,6 +56,6 @@ def search(
     if group_by:
         columns.append(("matched", "MATCHED"))
     columns += [("external_id", "DOCUMENT"), ("text", "TEXT")]
-    what = plural(len(rows), "thread" if group_by else "result")
+    what = plural(len(rows), "result") + (", one per thread" if group_by else "")
     took = f"{'cached, ' if body['cached'] else ''}{body['took_ms']:.1f} ms"
     emit(rows, output, columns=columns, title=f"{what} ({took})")
