@@ -190,6 +190,7 @@ class IngestReport:
     jobs: JobCounts | None = None  # with --wait: how the jobs ended
     refused: list[Refusal] = field(default_factory=list)  # files (and messages) not sent, and why
     mail: MailCounts | None = None  # when the run found mail
+    interrupted: bool = False  # Ctrl-C stopped the mail: the rest was not sent
 
     def summary(self) -> str:
         """``3 files ingested, 1 refused`` (with mail: ``…, 40 messages accepted, 2 duplicate, 1 refused``)."""
@@ -197,6 +198,18 @@ class IngestReport:
         if self.mail is not None:
             said += f", {plural(self.mail.accepted, 'message')} accepted, {self.mail.duplicate} duplicate"
         return f"{said}, {len(self.refused)} refused"
+
+    def problems(self, timeout: float) -> list[str]:
+        """Why the run failed (exit 1), if it did: files or messages refused, jobs dead or still pending when
+        ``--timeout`` (``timeout`` seconds) ran out."""
+        problems = [self.summary()] if self.refused else []
+        jobs = self.jobs
+        if jobs is not None and (jobs.dead or jobs.pending):
+            late = f"{jobs.pending} still pending when --timeout ({timeout:g} s) ran out" if jobs.pending else ""
+            dead = f"{jobs.dead} dead (see GET /v1/jobs/ID for the error)" if jobs.dead else ""
+            said = ", ".join(p for p in (f"{jobs.done} done" if jobs.done else "", dead, late) if p)
+            problems.append(f"not every {'document and message' if self.mail else 'document'} was indexed: {said}")
+        return problems
 
     def as_dict(self) -> dict[str, Any]:
         """What ``-o json|yaml`` prints: counts, the messages by outcome when there was mail, the refused

@@ -49,6 +49,7 @@ def test_a_mixed_directory_counts_every_message_exactly(api: RunningApi, tenant:
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     root = write(tmp_path / "inbox", {
         "guide.md": "# How we answer refunds", "one.eml": eml("one@x"),
+        "latin1.eml": eml("latin1@x", "caf\xe9", "d\xe9j\xe0 vu").decode().encode("latin-1"),  # not UTF-8: fine
         "lists/archive.mbox": mbox_of("l1@x", "l2@x") + FROM + b"\n" + FROM + eml("l3@x", body=">From the list"),
         "photo.jpg": b"\xff\xd8\xff\xe0", "Inbox.msf": "mork",
         **maildir(tmp_path, "mail"),
@@ -60,21 +61,23 @@ def test_a_mixed_directory_counts_every_message_exactly(api: RunningApi, tenant:
         f"error: {root}/lists/archive.mbox: message 3 (line 19): an empty message",
         f"error: {root}/mail/cur/1354585900.000266.host:2,S: does not look like a mail message (its first line is "
         "neither a header field nor a 'From' line); --format email sends it as it is",
-        "error: 10 files ingested, 9 messages accepted, 1 duplicate, 2 refused"]
+        "error: 11 files ingested, 10 messages accepted, 1 duplicate, 2 refused"]
     report = json.loads(out)
-    assert report == {"files": 10, "documents": 1, "messages": {"accepted": 9, "duplicate": 1, "refused": 2},
-                      "jobs": 10, "refused": [  # the duplicate answers with m1@x's job
+    assert report == {"files": 11, "documents": 1, "messages": {"accepted": 10, "duplicate": 1, "refused": 2},
+                      "jobs": 11, "refused": [  # the duplicate answers with m1@x's job
                           {"file": f"{root}/lists/archive.mbox", "message": 3, "line": 19,
                            "error": "an empty message"},
                           {"file": f"{root}/mail/cur/1354585900.000266.host:2,S",
                            "error": "does not look like a mail message (its first line is neither a header field "
                                     "nor a 'From' line); --format email sends it as it is"}]}
-    assert email_jobs(conn) == sorted(["one@x", "l1@x", "l2@x", "l3@x", "m1@x", "m2@x", "sent@x", "archived@x",
-                                       "draft@x"])
-    assert drain(api.settings, db_url=api.settings.database_url or "") == 10
+    assert email_jobs(conn) == sorted(["one@x", "latin1@x", "l1@x", "l2@x", "l3@x", "m1@x", "m2@x", "sent@x",
+                                       "archived@x", "draft@x"])
+    assert drain(api.settings, db_url=api.settings.database_url or "") == 11
     with client_for(api, tenant.api_key) as client:
         raw = client.get("/v1/emails/l3@x", params={"raw": 1}).content
+        latin1 = client.get("/v1/emails/latin1@x").json()
     assert raw == eml("l3@x", body="From the list")  # mboxrd: one '>' off
+    assert latin1["subject"] == "caf\xe9"  # 8-bit bytes sent as they are, read by the core
 
 
 def test_a_folder_ingested_again_is_all_duplicates(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],

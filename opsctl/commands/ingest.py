@@ -61,10 +61,9 @@ def ingest(
 ) -> None:
     from core.errors import OperationFailed
     from opsctl.context import api_client, settings
-    from opsctl.loader import IngestReport, JobCounts, send, wait_for_jobs
-    from opsctl.mailsend import send_mail
+    from opsctl.intake import run_ingest
     from opsctl.output import counted_progress
-    from opsctl.readers import Refusal, duplicate_ids, nothing_to_ingest, read_files
+    from opsctl.readers import Refusal, duplicate_ids, read_files
 
     bar: list[Any] = []  # the progress display while it shows: lines go above it
 
@@ -78,56 +77,19 @@ def ingest(
         say(f"error: {refusal}")
 
     inputs = read_files(paths, on_refused=refused, format=format.value)
-    sources = inputs.sources
-    for external_id, files in duplicate_ids(sources):
+    for external_id, files in duplicate_ids(inputs.sources):
         where = ", ".join(dict.fromkeys(str(f) for f in files))
         say(f"warning: {len(files)} documents have the external id {external_id!r} ({where}): the last one sent "
             "replaces the others")
-    report = IngestReport(refused=list(inputs.refused))
-    interrupted = False
     with api_client(settings(api_url=api_url, api_key=api_key)) as client, counted_progress() as progress:
         bar.append(progress)
-        if sources or not inputs.mail:
-            task = progress.add_task("sending", total=sum(len(s.docs) for s in sources))
-            sent = send(client, sources, batch_size, on_sent=lambda n: progress.advance(task, n), on_refused=refused)
-            report.job_ids, report.documents = sent.job_ids, sent.documents
-            report.refused += sent.refused
-            report.files = len(sources) - len(sent.refused)
-        if inputs.mail:
-            mail = progress.add_task("mail", total=sum(m.size for m in inputs.mail), messages=0)
-
-            def done(size: int) -> None:
-                progress.update(mail, advance=size, messages=progress.tasks[mail].fields["messages"] + 1)
-
-            mailed = send_mail(client, inputs.mail, parallel, on_done=done, on_refused=refused)
-            report.files += mailed.files
-            report.job_ids += mailed.job_ids
-            report.refused += mailed.refused
-            report.mail = mailed.counts()
-            interrupted = mailed.interrupted
-            if not interrupted and not (report.documents or report.refused or mailed.accepted + mailed.duplicate):
-                raise nothing_to_ingest([m.path for m in inputs.mail], "no message")
-        if wait and report.job_ids and not interrupted:
-            waiting = progress.add_task("indexing", total=len(set(report.job_ids)))
-
-            def show(counts: JobCounts) -> None:
-                dead = f", {counts.dead} dead" if counts.dead else ""
-                progress.update(waiting, completed=counts.finished, description=f"indexing{dead}")
-
-            report.jobs = wait_for_jobs(client, report.job_ids, timeout, show)
-        elif wait and not interrupted:
-            report.jobs = JobCounts()
+        report = run_ingest(client, inputs, progress, batch_size=batch_size, parallel=parallel, wait=wait,
+                            timeout=timeout, on_refused=refused)
     emit(report.as_dict() if output is not Output.table else report.row(), output)
-    if interrupted:
+    if report.interrupted:
         print(f"interrupted: {report.summary()} before Ctrl-C; the rest was not sent (running the same command "
               "again sends it: what was accepted comes back as duplicates)", file=sys.stderr)
         raise typer.Exit(130)
-    problems = [report.summary()] if report.refused else []
-    jobs = report.jobs
-    if jobs is not None and (jobs.dead or jobs.pending):
-        late = f"{jobs.pending} still pending when --timeout ({timeout:g} s) ran out" if jobs.pending else ""
-        dead = f"{jobs.dead} dead (see GET /v1/jobs/ID for the error)" if jobs.dead else ""
-        said = ", ".join(p for p in (f"{jobs.done} done" if jobs.done else "", dead, late) if p)
-        problems.append(f"not every document was indexed: {said}")
+    problems = report.problems(timeout)
     if problems:
         raise OperationFailed("; ".join(problems))
