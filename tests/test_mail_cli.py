@@ -251,3 +251,23 @@ def test_the_mail_docs_cite_real_commands_and_the_sample() -> None:
     for subject in ("├─ (missing message escalation-1@acme.example)", "│  ├─ Re: [escalation] Refund for order 1042",
                     "   └─ Re: Refund for order 1042"):
         assert subject in text
+
+
+def test_a_message_the_api_refuses_is_reported_by_its_place_and_the_others_go(
+        db_url: str, redis_url: str, tenant: Any, tmp_path: Path, conn: psycopg.Connection[Any],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import make_settings
+
+    api = RunningApi(make_settings(database_url=db_url, redis_url=redis_url, max_body_bytes=2048))
+    try:
+        big = FROM + eml("big@x", body=("x" * 99 + "\n") * 30000) + b"\n"  # 3 MB: refused by Content-Length
+        write(tmp_path, {"list.mbox": mbox_of("a@x") + big + mbox_of("c@x")})
+        code, out, err = opsctl(capsys, api, tenant.api_key, "ingest", str(tmp_path / "list.mbox"), "-o", "json")
+    finally:
+        api.close()
+    assert code == 1 and json.loads(out)["messages"] == {"accepted": 2, "duplicate": 0, "refused": 1}
+    said = lines(err)
+    assert said[0].startswith(f"error: {tmp_path}/list.mbox: message 2 (line 10): the API refused it: 413 "
+                              "body_too_large: "), said
+    assert said[1:] == ["error: 1 file ingested, 2 messages accepted, 0 duplicate, 1 refused"]
+    assert email_jobs(conn) == ["a@x", "c@x"]
