@@ -17,6 +17,7 @@ import typer
 from opsctl.commands import backup as backup_cmd
 from opsctl.commands import cache as cache_cmd
 from opsctl.commands import daemon as daemon_cmd
+from opsctl.commands import emails as emails_cmd
 from opsctl.commands import events as events_cmd
 from opsctl.commands import index as index_cmd
 from opsctl.commands import ingest as ingest_cmd
@@ -27,6 +28,7 @@ from opsctl.commands import scale as scale_cmd
 from opsctl.commands import search as search_cmd
 from opsctl.commands import status as status_cmd
 from opsctl.commands import tenant as tenant_cmd
+from opsctl.commands import threads as threads_cmd
 from opsctl.commands import up as up_cmd
 
 app = typer.Typer(
@@ -66,6 +68,8 @@ app.command("up", help=up_cmd.HELP)(up_cmd.up)
 app.add_typer(tenant_cmd.app, name="tenant")
 app.command("ingest", help=ingest_cmd.HELP)(ingest_cmd.ingest)
 app.command("search", help=search_cmd.HELP)(search_cmd.search)
+app.add_typer(threads_cmd.app, name="threads")
+app.add_typer(emails_cmd.app, name="emails")
 app.add_typer(scale_cmd.app, name="scale")
 backup_cmd.register(app)  # backup, restore-test, restore
 app.add_typer(partitions_cmd.app, name="partitions")

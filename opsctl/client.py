@@ -10,6 +10,16 @@ from core.errors import ConfigError, OperationFailed, ServiceUnavailable
 
 
 def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    """The JSON answer of a request; a transport error or a 4xx/5xx is a one-line OpsError."""
+    return answer(client, method, path, **kwargs).json()
+
+
+def call_raw(client: httpx.Client, method: str, path: str, **kwargs: Any) -> bytes:
+    """The bytes of the answer (``GET /v1/emails/{id}?raw=1``), with the errors of :func:`call`."""
+    return answer(client, method, path, **kwargs).content
+
+
+def answer(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
     try:
         response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
@@ -24,4 +34,4 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
         if response.status_code in (401, 403):
             raise ConfigError(text)
         raise OperationFailed(text)
-    return response.json()
+    return response

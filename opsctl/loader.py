@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 
 from core.errors import ConfigError, OperationFailed, ServiceUnavailable
+from core.humanize import plural
 from opsctl.readers import Document, Refusal, Source
 
 T = TypeVar("T")
@@ -52,38 +53,46 @@ def retry_delay(attempt: int, retry_after: str | None) -> float:
 
 
 class BatchRefused(OperationFailed):
-    """The API refused a batch for what it holds (a 4xx other than 401/403); ``detail``: its answer."""
+    """The API refused a request for what it holds (a 4xx other than 401/403); ``detail``: its answer."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"the API refused a batch: {detail}")
         self.detail = detail
 
 
-def post_batch(client: httpx.Client, batch: list[dict[str, Any]], attempts: int = 6,
-               sleep: Callable[[float], None] = time.sleep) -> list[int]:
-    """POST one batch; retry transport errors, 429 and 5xx; returns the job ids. ``BatchRefused`` when the
-    API refuses what the batch holds, ``ConfigError`` when it refuses the key."""
+def post_retrying(client: httpx.Client, path: str, attempts: int = 6, sleep: Callable[[float], None] = time.sleep,
+                  **request: Any) -> httpx.Response:
+    """POST to ``path`` until the API takes it (its 2xx answer): transport errors, 429 and 5xx are tried
+    again (after Retry-After when the API says it), up to ``attempts`` times (then ``ServiceUnavailable``).
+    ``BatchRefused`` when the API refuses what the request holds, ``ConfigError`` when it refuses the key."""
     last = ""
     for attempt in range(1, attempts + 1):
         try:
-            response = client.post("/v1/documents", json={"documents": batch})
+            response = client.post(path, **request)
         except httpx.TransportError as exc:
             last = f"cannot reach the API: {exc}"
             sleep(retry_delay(attempt, None))
             continue
-        if response.status_code == 202:
-            return list(response.json()["job_ids"])
+        if response.is_success:
+            return response
         try:
             err = response.json()["error"]
             last = f"{response.status_code} {err['code']}: {err['message']}"
         except (ValueError, KeyError, TypeError):
             last = f"{response.status_code} {response.text[:200]}"
         if response.status_code in (401, 403):
-            raise ConfigError(f"the API refused a batch: {last}")
+            raise ConfigError(f"the API refused the key: {last}")
         if response.status_code not in RETRY_STATUSES:
             raise BatchRefused(last)
         sleep(retry_delay(attempt, response.headers.get("retry-after")))
     raise ServiceUnavailable(f"gave up after {attempts} attempts: {last}")
+
+
+def post_batch(client: httpx.Client, batch: list[dict[str, Any]], attempts: int = 6,
+               sleep: Callable[[float], None] = time.sleep) -> list[int]:
+    """POST one batch of documents (:func:`post_retrying`); returns the job ids."""
+    response = post_retrying(client, "/v1/documents", attempts, sleep, json={"documents": batch})
+    return list(response.json()["job_ids"])
 
 
 @dataclass
@@ -163,29 +172,63 @@ class JobCounts:
                 if count}
 
 
+@dataclass(frozen=True)
+class MailCounts:
+    """The messages of a run: accepted (new), duplicate (the company already had that Message-ID: nothing
+    written), refused (by the API, or before sending: too large, not mail)."""
+
+    accepted: int = 0
+    duplicate: int = 0
+    refused: int = 0
+
+
 @dataclass
 class IngestReport:
     files: int = 0  # files sent (or empty), not refused
     documents: int = 0  # documents the API accepted
     job_ids: list[int] = field(default_factory=list)
     jobs: JobCounts | None = None  # with --wait: how the jobs ended
-    refused: list[Refusal] = field(default_factory=list)  # files not sent, and why
+    refused: list[Refusal] = field(default_factory=list)  # files (and messages) not sent, and why
+    mail: MailCounts | None = None  # when the run found mail
+    interrupted: bool = False  # Ctrl-C stopped the mail: the rest was not sent
 
     def summary(self) -> str:
-        """``3 files ingested, 1 refused``."""
-        return f"{self.files} file{'s' if self.files != 1 else ''} ingested, {len(self.refused)} refused"
+        """``3 files ingested, 1 refused`` (with mail: ``…, 40 messages accepted, 2 duplicate, 1 refused``)."""
+        said = f"{plural(self.files, 'file')} ingested"
+        if self.mail is not None:
+            said += f", {plural(self.mail.accepted, 'message')} accepted, {self.mail.duplicate} duplicate"
+        return f"{said}, {len(self.refused)} refused"
+
+    def problems(self, timeout: float) -> list[str]:
+        """Why the run failed (exit 1), if it did: files or messages refused, jobs dead or still pending when
+        ``--timeout`` (``timeout`` seconds) ran out."""
+        problems = [self.summary()] if self.refused else []
+        jobs = self.jobs
+        if jobs is not None and (jobs.dead or jobs.pending):
+            late = f"{jobs.pending} still pending when --timeout ({timeout:g} s) ran out" if jobs.pending else ""
+            dead = f"{jobs.dead} dead (see GET /v1/jobs/ID for the error)" if jobs.dead else ""
+            said = ", ".join(p for p in (f"{jobs.done} done" if jobs.done else "", dead, late) if p)
+            problems.append(f"not every {'document and message' if self.mail else 'document'} was indexed: {said}")
+        return problems
 
     def as_dict(self) -> dict[str, Any]:
-        """What ``-o json|yaml`` prints: counts, the refused files, and with --wait the jobs by status."""
-        out: dict[str, Any] = {"files": self.files, "documents": self.documents, "jobs": len(set(self.job_ids)),
-                               "refused": [{"file": str(r.path), "error": r.reason} for r in self.refused]}
+        """What ``-o json|yaml`` prints: counts, the messages by outcome when there was mail, the refused
+        files and messages, and with --wait the jobs by status."""
+        out: dict[str, Any] = {"files": self.files, "documents": self.documents}
+        if self.mail is not None:
+            out["messages"] = asdict(self.mail)
+        out.update(jobs=len(set(self.job_ids)), refused=[r.as_dict() for r in self.refused])
         if self.jobs is not None:
             out["statuses"] = self.jobs.statuses()
         return out
 
     def row(self) -> dict[str, Any]:
-        """What the table prints: one row, the refused files counted, a column per status (zeros shown)."""
-        out = {k: v for k, v in self.as_dict().items() if k != "statuses"}
+        """What the table prints: one row, the refused files and messages counted, a column per status
+        (zeros shown); with mail, the messages accepted and the duplicates."""
+        out = {k: v for k, v in self.as_dict().items() if k not in ("statuses", "messages")}
+        if self.mail is not None:
+            out = {"files": self.files, "documents": self.documents, "messages": self.mail.accepted,
+                   "duplicates": self.mail.duplicate, **out}
         out["refused"] = len(self.refused)
         if self.jobs is not None:
             out.update(zip(JOB_STATUSES, (self.jobs.done, self.jobs.dead, self.jobs.pending), strict=True))

@@ -96,14 +96,16 @@ def emit(data: Any, output: Output, *, columns: Sequence[tuple[str, str]] | None
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     rows = data if isinstance(data, list) else [data]
     cols = list(columns) if columns else [(k, k.upper().replace("_", " ")) for k in (rows[0] if rows else {})]
-    table = Table(title=title, show_edge=False, header_style="bold")
+    # cells and title as plain text: "[list] Re: hello" is a subject, not rich markup to drop
+    table = Table(title=None if title is None else Text(title), show_edge=False, header_style="bold")
     for _, header in cols:
         table.add_column(header, overflow="fold")  # ids and names wrap, never end in "…": they get pasted
     for row in rows:
-        table.add_row(*(cell(row.get(key)) for key, _ in cols))
+        table.add_row(*(Text(cell(row.get(key))) for key, _ in cols))
     # a pipe or a file gets whole rows (like kubectl), a terminal gets rows folded to its width
     Console(width=None if sys.stdout.isatty() else 240).print(table)
 
@@ -124,9 +126,22 @@ def stderr_progress(*columns: Any) -> Any:
 
 @contextmanager
 def counted_progress() -> Iterator[Any]:
-    """Progress of work counted in items: a bar, done/total, elapsed time (``stderr_progress``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    """Progress of work counted in items: a bar, done/total, elapsed time (``stderr_progress``). A task
+    added with ``messages=0`` counts bytes instead (an mbox's messages are not known before it is read)
+    and shows ``1,204 messages, 3.2 MiB/2.0 GiB``: keep its ``messages`` field up to date."""
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
-    with stderr_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                         TimeElapsedColumn()) as bar:
+    class Counted(ProgressColumn):
+        def __init__(self) -> None:
+            super().__init__()
+            self.items = MofNCompleteColumn()
+
+        def render(self, task: Any) -> Any:
+            if "messages" not in task.fields:
+                return self.items.render(task)
+            return Text(f"{plural(task.fields['messages'], 'message')}, {size(task.completed)}/{size(task.total)}",
+                        style="progress.download")
+
+    with stderr_progress(TextColumn("{task.description}"), BarColumn(), Counted(), TimeElapsedColumn()) as bar:
         yield bar

@@ -1,12 +1,14 @@
-"""Files into documents for ``opsctl ingest``: one reader per format, chosen by the file's suffix.
+"""Files into documents for ``opsctl ingest``: one reader per format, chosen by the file's suffix;
+and which of the files named are mail, sent message by message (:mod:`opsctl.mailreaders`).
 
 A reader gets a file and the file's id, and returns the file's documents (each a dict the API
 takes: ``external_id``, ``text``, …) or raises :class:`Refused` saying why the file cannot be
 sent. A file is all or nothing: one bad line of a JSONL file refuses the file. Readers read
 through :func:`opsctl.files.read_text` (a FIFO is refused instead of hanging; a size limit per
 format) and refuse a text holding NUL characters (a binary file: the API refuses any NUL, and
-``opsctl.loader`` then refuses the file by the API's answer). A new format (mail: ``.eml``,
-``.mbox``) is one more reader in :data:`READERS`.
+``opsctl.loader`` then refuses the file by the API's answer). A new document format is one more
+reader in :data:`READERS`. Mail (``.eml``, mbox, Maildir; any file with ``--format email``) is not
+read here: :func:`find_files` sets it apart, and :mod:`opsctl.mailreaders` streams it.
 
 The file's id is where its documents' default external ids come from: the path from the
 directory named on the command line, that directory's own name included (``opsctl ingest
@@ -20,12 +22,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from core.errors import ConfigError
 from opsctl.files import FileProblem, read_text
+from opsctl.mailreaders import MailFile, MailKind, mail_kind, maildir_place
 
 Document = dict[str, Any]
 TEXT_MAX_BYTES = 10 << 20  # the API's default max_body_bytes: a larger text cannot be sent as one document
@@ -112,25 +115,60 @@ def file_id(path: Path, named: Path) -> str:
     return (Path(name) / path.relative_to(named)).as_posix()
 
 
-def find_files(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
-    """The files to ingest, each with the path named that led to it: each named file, and every file
-    of a supported type under each named directory.
+Format = Literal["auto", "email"]  # by suffix and content, or every file one mail message
+WANTED = f"{', '.join(EXTENSIONS)} or .eml file, mbox or Maildir"
+
+
+def kind_of(path: Path, format: Format = "auto") -> Literal["document"] | MailKind | None:
+    """What ``path`` holds: documents (by suffix, unless it sits in a Maildir), mail (see
+    :func:`opsctl.mailreaders.mail_kind`; any file with ``format="email"``, but a Maildir's ``tmp/``),
+    or nothing to send."""
+    place = maildir_place(path)
+    if place == "tmp":
+        return None
+    if format == "email":
+        return "email"
+    if place is None and path.suffix.lower() in READERS:
+        return "document"
+    return mail_kind(path)
+
+
+@dataclass(frozen=True)
+class Found:
+    """The files of a run: documents (each with the path named that led to it), and mail."""
+
+    documents: list[tuple[Path, Path]] = field(default_factory=list)
+    mail: list[MailFile] = field(default_factory=list)
+
+
+def find_files(paths: Iterable[Path], format: Format = "auto") -> Found:
+    """The files to ingest: each named file, and every file of a supported type under each named
+    directory; documents by suffix (:data:`READERS`), mail by :func:`opsctl.mailreaders.mail_kind`
+    (with ``format="email"``, every file is one message).
 
     A path that does not exist, a named file of another type and a directory without a supported
     file are usage errors (``ConfigError``, exit 2) naming the path: nothing is sent.
     """
-    found: list[tuple[Path, Path]] = []
+    found = Found()
+
+    def take(path: Path, named: Path) -> bool:
+        kind = kind_of(path, format)
+        if kind == "document":
+            found.documents.append((path, named))
+        elif kind is not None:
+            found.mail.append(MailFile.of(path, kind))
+        return kind is not None
+
     for path in paths:
         if path.is_dir():
             # not only regular files: a FIFO or a broken link of a supported type is refused, not skipped
-            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in READERS and not p.is_dir())
-            if not inside:
-                raise ConfigError(f"{path}: no {', '.join(EXTENSIONS)} file in this directory or below")
-            found.extend((p, path) for p in inside)
+            taken = [take(p, path) for p in sorted(path.rglob("*")) if not p.is_dir()]
+            if not any(taken):
+                raise ConfigError(f"{path}: no {WANTED} in this directory or below")
         elif path.exists():  # a file (or a FIFO …, which its reader refuses)
-            if path.suffix.lower() not in READERS:
-                raise ConfigError(f"{path}: unsupported file type (use {', '.join(EXTENSIONS)})")
-            found.append((path, path))
+            if not take(path, path):
+                raise ConfigError(f"{path}: unsupported file type (use {WANTED}; --format email sends any file "
+                                  "as one message)")
         else:
             raise ConfigError(f"{path}: no such file or directory")
     return found
@@ -146,32 +184,58 @@ class Source:
 
 @dataclass(frozen=True)
 class Refusal:
+    """A file, or one message of an mbox (its number and the line of its ``From_`` line), not sent."""
+
     path: Path
     reason: str
+    message: int | None = None
+    line: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        where = f" message {self.message} (line {self.line}):" if self.message is not None else ""
+        return f"{self.path}:{where} {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": str(self.path)}
+        if self.message is not None:
+            out.update(message=self.message, line=self.line)
+        return {**out, "error": self.reason}
+
+
+@dataclass
+class Inputs:
+    """What a run sends: the document files read (with their documents), the files refused, the mail."""
+
+    sources: list[Source]
+    refused: list[Refusal]
+    mail: list[MailFile]
 
 
 def read_files(paths: list[Path], on_refused: Callable[[Refusal], None] = lambda _: None,
-               ) -> tuple[list[Source], list[Refusal]]:
-    """Every file ``paths`` name, read: the sources (files with their documents, empty ones included)
-    and the refusals (each also passed to ``on_refused`` as it happens). Usage errors as in
-    :func:`find_files`, and when the files hold no document at all and none was refused."""
+               format: Format = "auto") -> Inputs:
+    """Every file ``paths`` name: the document files read (empty ones included), the refusals (each also
+    passed to ``on_refused`` as it happens), and the mail files, not read yet. Usage errors as in
+    :func:`find_files`, and when there is no mail and the files hold no document at all and none was
+    refused."""
+    found = find_files(paths, format)
     sources, refused = [], []
-    for path, named in find_files(paths):
+    for path, named in found.documents:
         try:
             sources.append(Source(path, read_file(path, file_id(path, named))))
         except Refused as exc:
             refusal = Refusal(path, exc.reason)
             refused.append(refusal)
             on_refused(refusal)
-    if not refused and not any(source.docs for source in sources):
-        files = [str(source.path) for source in sources]
-        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        raise ConfigError(f"nothing to ingest: {shown} hold{'s' if len(files) == 1 else ''} no document "
-                          "(empty text, an empty JSON list or blank JSONL lines)")
-    return sources, refused
+    if not found.mail and not refused and not any(source.docs for source in sources):
+        raise nothing_to_ingest([source.path for source in sources],
+                                "no document (empty text, an empty JSON list or blank JSONL lines)")
+    return Inputs(sources, refused, found.mail)
+
+
+def nothing_to_ingest(files: list[Path], what: str) -> ConfigError:
+    """The usage error of a run whose ``files`` hold nothing: ``nothing to ingest: a.md holds <what>``."""
+    shown = ", ".join(str(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return ConfigError(f"nothing to ingest: {shown} hold{'s' if len(files) == 1 else ''} {what}")
 
 
 def duplicate_ids(sources: Iterable[Source]) -> Iterator[tuple[str, list[Path]]]:

@@ -38,9 +38,9 @@ def table(out: str) -> list[list[str]]:
 
 
 def load_documents(paths: list[Path]) -> tuple[list[Path], list[Document]]:
-    sources, refused = read_files(paths)
-    assert refused == []
-    return [s.path for s in sources], [doc for s in sources for doc in s.docs]
+    inputs = read_files(paths)
+    assert inputs.refused == [] and inputs.mail == []
+    return [s.path for s in inputs.sources], [doc for s in inputs.sources for doc in s.docs]
 
 
 def jobs_in(conn: psycopg.Connection[Any]) -> int:
@@ -50,8 +50,8 @@ def jobs_in(conn: psycopg.Connection[Any]) -> int:
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda d: d / "absent.jsonl", "absent.jsonl: no such file or directory"),
-    (lambda d: d, "no .txt, .md, .json, .jsonl file in this directory or below"),
-    (lambda d: (d / "scan.pdf").write_bytes(b"%PDF") and d, "no .txt, .md, .json, .jsonl file in this directory"),
+    (lambda d: d, "no .txt, .md, .json, .jsonl or .eml file, mbox or Maildir in this directory or below"),
+    (lambda d: (d / "scan.pdf").write_bytes(b"%PDF") and d, "no .txt, .md, .json, .jsonl or .eml file, mbox or"),
     (lambda d: (d / "empty.txt").write_text("  \n") and d / "empty.txt", "nothing to ingest: "),
     (lambda d: (d / "blank.jsonl").write_text("\n\n") and d, "blank.jsonl holds no document"),
     (lambda d: (d / "none.json").write_text("[]") and d / "none.json", "none.json holds no document"),

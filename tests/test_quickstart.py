@@ -120,6 +120,17 @@ def test_quickstart_runs_against_opsctl_up_with_the_shipped_policies(tmp_path: P
         assert int(ingested["DOCUMENTS"]) > 5 and ingested["DONE"] == ingested["JOBS"], ingested
         assert (ingested["DEAD"], ingested["PENDING"]) == ("0", "0"), ingested
         assert "refund" in next(out for cmd, out in ran if cmd.startswith("opsctl search")).stdout.lower()
+        # the sample mailbox: every message stored and threaded, the refund thread drawn with its missing message
+        (header, row) = table(next(out for cmd, out in ran if cmd.startswith("opsctl ingest examples/mail")).stdout)
+        mailed = dict(zip(header, row, strict=True))
+        assert (mailed["MESSAGES"], mailed["REFUSED"], mailed["DONE"], mailed["PENDING"]) == ("8", "0", "8", "0")
+        email = json.loads(opsctl(["emails", "show", "<billing-1@acme.example>", "-o", "json"], user_env).stdout)
+        grouped = json.loads(opsctl(["search", "refund", "--group-by", "thread", "-o", "json"], user_env).stdout)
+        assert [h["matched_messages"] > 0 for h in grouped["results"] if h.get("thread_id") == email["thread_id"]] \
+            == [True], grouped
+        thread = json.loads(opsctl(["threads", "show", str(email["thread_id"]), "-o", "json"], user_env).stdout)
+        assert thread["message_count"] == 6 and [m["message_id"] for m in thread["messages"] if m["ghost"]] == [
+            "escalation-1@acme.example"]
 
         # every service of the shipped autoscaling policy is decided from its metrics, without an error
         decided = json.loads(opsctl(["scale", "-o", "json"], user_env).stdout)

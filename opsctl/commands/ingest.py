@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,13 @@ import typer
 
 from opsctl.output import OUTPUT_OPTION, Output, emit
 
-HELP = """Ingest .txt, .md, .json and .jsonl files or directories through the API, in batches.
+
+class Format(StrEnum):
+    auto = "auto"
+    email = "email"
+
+
+HELP = """Ingest documents (.txt, .md, .json, .jsonl) and mail (.eml, mbox, Maildir) through the API.
 
 A text file is one document whose external id is its path from the directory named, that
 directory's name included (`opsctl ingest ./docs` gives docs/guide/cache.md; a file named by
@@ -25,13 +32,27 @@ were ingested and refused. A path that does not exist, or files that hold no doc
 a usage error (exit 2) and nothing is sent. --wait shows the jobs finishing (a progress bar on
 stderr) and exits 1 unless every job is done.
 
+Mail goes one message per request, --parallel at a time: .eml files, mbox files (by suffix .mbox
+or .mbx, or by a first line "From <address> <date>"; streamed, whatever their size) and Maildirs
+(cur/ and new/, Maildir++ folders like .Sent/ included, tmp/ skipped). --format email sends every
+file given as one message. A message the company already has (same Message-ID) counts as a
+duplicate and writes nothing, so ingesting a folder again is safe; a message that is refused is
+reported on stderr with its file (and its number and line in an mbox), the others go on. Ctrl-C
+stops after the requests in flight are answered: what was accepted is stored, and running the same
+command again sends the rest (exit 130).
+
+\b
 Example: opsctl ingest ./docs examples/notes.jsonl --wait
+         opsctl ingest ~/Maildir archive.mbox --parallel 8
 """
 
 
 def ingest(
     paths: list[Path] = typer.Argument(..., help="files or directories"),
+    format: Format = typer.Option(Format.auto, "--format", help="auto (by suffix and content) or email (every "
+                                  "file one mail message)"),
     batch_size: int = typer.Option(200, "--batch-size", min=1, max=1000, help="documents per request"),
+    parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="mail messages sent at once"),
     wait: bool = typer.Option(False, "--wait", help="wait until every job is done"),
     timeout: float = typer.Option(600, "--timeout", help="seconds to wait with --wait"),
     api_url: str | None = typer.Option(None, "--api-url", envvar="OPSCTL_API_URL", help="the core API"),
@@ -40,7 +61,7 @@ def ingest(
 ) -> None:
     from core.errors import OperationFailed
     from opsctl.context import api_client, settings
-    from opsctl.loader import IngestReport, JobCounts, send, wait_for_jobs
+    from opsctl.intake import run_ingest
     from opsctl.output import counted_progress
     from opsctl.readers import Refusal, duplicate_ids, read_files
 
@@ -55,36 +76,20 @@ def ingest(
     def refused(refusal: Refusal) -> None:
         say(f"error: {refusal}")
 
-    sources, unreadable = read_files(paths, on_refused=refused)
-    for external_id, files in duplicate_ids(sources):
+    inputs = read_files(paths, on_refused=refused, format=format.value)
+    for external_id, files in duplicate_ids(inputs.sources):
         where = ", ".join(dict.fromkeys(str(f) for f in files))
         say(f"warning: {len(files)} documents have the external id {external_id!r} ({where}): the last one sent "
             "replaces the others")
-    report = IngestReport(refused=list(unreadable))
     with api_client(settings(api_url=api_url, api_key=api_key)) as client, counted_progress() as progress:
         bar.append(progress)
-        task = progress.add_task("sending", total=sum(len(s.docs) for s in sources))
-        sent = send(client, sources, batch_size, on_sent=lambda n: progress.advance(task, n), on_refused=refused)
-        report.job_ids, report.documents = sent.job_ids, sent.documents
-        report.refused += sent.refused
-        report.files = len(sources) - len(sent.refused)
-        if wait and report.job_ids:
-            waiting = progress.add_task("indexing", total=len(set(report.job_ids)))
-
-            def show(counts: JobCounts) -> None:
-                dead = f", {counts.dead} dead" if counts.dead else ""
-                progress.update(waiting, completed=counts.finished, description=f"indexing{dead}")
-
-            report.jobs = wait_for_jobs(client, report.job_ids, timeout, show)
-        elif wait:
-            report.jobs = JobCounts()
+        report = run_ingest(client, inputs, progress, batch_size=batch_size, parallel=parallel, wait=wait,
+                            timeout=timeout, on_refused=refused)
     emit(report.as_dict() if output is not Output.table else report.row(), output)
-    problems = [report.summary()] if report.refused else []
-    jobs = report.jobs
-    if jobs is not None and (jobs.dead or jobs.pending):
-        late = f"{jobs.pending} still pending when --timeout ({timeout:g} s) ran out" if jobs.pending else ""
-        dead = f"{jobs.dead} dead (see GET /v1/jobs/ID for the error)" if jobs.dead else ""
-        said = ", ".join(p for p in (f"{jobs.done} done" if jobs.done else "", dead, late) if p)
-        problems.append(f"not every document was indexed: {said}")
+    if report.interrupted:
+        print(f"interrupted: {report.summary()} before Ctrl-C; the rest was not sent (running the same command "
+              "again sends it: what was accepted comes back as duplicates)", file=sys.stderr)
+        raise typer.Exit(130)
+    problems = report.problems(timeout)
     if problems:
         raise OperationFailed("; ".join(problems))

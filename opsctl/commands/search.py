@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import typer
 
 from opsctl.output import OUTPUT_OPTION, Output, emit, plural
 
-HELP = """Search your company's documents (hybrid, vector or keyword).
+HELP = """Search your company's documents and e-mail (hybrid, vector or keyword).
 
+A hit on e-mail shows its thread (`opsctl threads show ID` draws it). --group-by thread answers one
+hit per thread, its best match, with how many of the thread's messages matched (a document that
+is not mail is a group of its own): k groups.
+
+\b
 Example: opsctl search "refund policy" -k 5 --mode hybrid -o json
+         opsctl search "refund" --group-by thread
 """
+
+
+class GroupBy(StrEnum):
+    thread = "thread"
 
 
 def search(
     query: str = typer.Argument(..., metavar="QUERY", help="what to look for"),
     k: int = typer.Option(10, "-k", min=1, max=100, help="number of results"),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector or keyword"),
+    group_by: GroupBy | None = typer.Option(None, "--group-by", help="thread: one hit per e-mail thread"),
     api_url: str | None = typer.Option(None, "--api-url", envvar="OPSCTL_API_URL", help="the core API"),
     api_key: str | None = typer.Option(None, "--api-key", envvar="OPSCTL_API_KEY", help="a tenant API key"),
     output: Output = OUTPUT_OPTION,
@@ -27,12 +40,22 @@ def search(
         raise typer.BadParameter("the query is blank: say what to look for", param_hint="'QUERY'")
     if mode not in ("hybrid", "vector", "keyword"):
         raise typer.BadParameter("mode is hybrid, vector or keyword", param_hint="'--mode'")
+    request = {"query": query, "k": k, "mode": mode, **({"group_by": group_by.value} if group_by else {})}
     with api_client(settings(api_url=api_url, api_key=api_key)) as client:
-        body = call(client, "POST", "/v1/search", json={"query": query, "k": k, "mode": mode})
+        body = call(client, "POST", "/v1/search", json=request)
     if output is not Output.table:
         emit(body, output)
         return
-    rows = [{"rank": i, "score": f"{r['score']:.4f}", "external_id": r["external_id"],
-             "text": " ".join(r["text"].split())[:100]} for i, r in enumerate(body["results"], start=1)]
-    emit(rows, output, columns=[("rank", "#"), ("score", "SCORE"), ("external_id", "DOCUMENT"), ("text", "TEXT")],
-         title=f"{plural(len(rows), 'result')} ({'cached, ' if body['cached'] else ''}{body['took_ms']:.1f} ms)")
+    hits = body["results"]
+    rows = [{"rank": i, "score": f"{r['score']:.4f}", "external_id": r["external_id"], "thread": r.get("thread_id"),
+             "matched": r.get("matched_messages"), "text": " ".join(r["text"].split())[:100]}
+            for i, r in enumerate(hits, start=1)]
+    columns = [("rank", "#"), ("score", "SCORE")]
+    if group_by or any(r["thread"] is not None for r in rows):
+        columns.append(("thread", "THREAD"))
+    if group_by:
+        columns.append(("matched", "MATCHED"))
+    columns += [("external_id", "DOCUMENT"), ("text", "TEXT")]
+    what = plural(len(rows), "result") + (", one per thread" if group_by else "")
+    took = f"{'cached, ' if body['cached'] else ''}{body['took_ms']:.1f} ms"
+    emit(rows, output, columns=columns, title=f"{what} ({took})")
