@@ -1,0 +1,130 @@
+"""Message ids: normalised, bounded, listed, and made up (stably) when a message has none.
+
+A Message-ID is stored without its angle brackets and whitespace, case kept (RFC 5322 ids are
+case-sensitive), at most ``MAX_ID_LENGTH`` characters: a longer one keeps its start and ends with
+a hash of the whole, so two long ids never meet by truncation.
+
+A message without a usable Message-ID gets ``<hex>@opsctl.synthetic``: a hash of its body and its
+From, Date, Subject and To headers (whitespace collapsed), so re-ingesting the same bytes, or the
+same message re-delivered with other transport headers (Received, Delivered-To, Return-Path,
+X-*), gives the same id. ``head_and_body`` reads the header block itself (never raises, never
+parses MIME), so that ``message_id_of`` is cheap and ``parse_message`` gives the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+from core.mail.text import storable
+
+MAX_ID_LENGTH = 512
+MAX_REFERENCES = 100  # a References header is cut to its first id and its last 99
+SYNTHETIC_DOMAIN = "opsctl.synthetic"
+
+_BRACKETED = re.compile(r"<([^<>]*)>")
+_WHITESPACE = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HEADER_LINE = re.compile(rb"^([\x21-\x39\x3b-\x7e]+):(.*)$", re.DOTALL)  # the email parser's rule
+_LINE = re.compile(rb"\r?\n")
+_FIRST_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_SYNTHETIC_HEADERS = ("from", "date", "subject", "to")
+
+
+def head_and_body(raw: bytes) -> tuple[dict[str, bytes], bytes]:
+    """(the first value of each header, lower-cased name -> unfolded bytes; the body bytes).
+    The header block ends at the first blank line, or at the first line that is neither a header
+    nor a continuation (the email parser's rule too); an mbox ``From `` line is skipped."""
+    headers: dict[str, bytes] = {}
+    match = _FIRST_BLANK_LINE.search(raw)
+    head, body = (raw[: match.start()], raw[match.end():]) if match else (raw, b"")
+    lines = _LINE.split(head)
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]
+    name: str | None = None  # the header the continuation lines belong to; None: not one we keep
+    for index, line in enumerate(lines):
+        if line[:1] in (b" ", b"\t"):
+            if name is not None:
+                headers[name] += b" " + line.strip()
+            continue
+        found = _HEADER_LINE.match(line)
+        if not found:
+            rest = b"\n".join(lines[index:])
+            return headers, rest + (b"\n\n" + body if match else b"")
+        name = found.group(1).decode("ascii").lower()
+        if name in headers:  # only the first one counts
+            name = None
+            continue
+        headers[name] = found.group(2).strip()
+    return headers, body
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def normalize_id(value: str) -> str | None:
+    """A msg-id without brackets and whitespace, bounded; None when nothing is left."""
+    text = _CONTROL.sub("", _WHITESPACE.sub("", storable(value))).strip("<>")
+    if not text:
+        return None
+    if len(text) > MAX_ID_LENGTH:
+        digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+        text = f"{text[: MAX_ID_LENGTH - 33]}~{digest}"
+    return text
+
+
+def id_list(value: bytes | str | None) -> list[str]:
+    """The msg-ids of a References / In-Reply-To value, in order, normalised. Bracketed ids
+    when there are any (In-Reply-To often carries comments too); else whitespace-separated
+    tokens that look like ids (an ``@`` in them), as some clients write them bare."""
+    if not value:
+        return []
+    text = _text(value)
+    found = _BRACKETED.findall(text)
+    tokens = found if found else [token for token in text.split() if "@" in token]
+    return [normalized for token in tokens if (normalized := normalize_id(token)) is not None]
+
+
+def own_id(value: bytes | str | None) -> str | None:
+    """The Message-ID header's id: the first bracketed one, else the whole value."""
+    if not value:
+        return None
+    text = _text(value)
+    found = _BRACKETED.search(text)
+    if found:
+        return normalize_id(found.group(1))
+    return normalize_id(text.split()[0]) if text.split() else None
+
+
+def references_of(own: str, references: Iterable[str], in_reply_to: str | None) -> tuple[str, ...]:
+    """References in order, then In-Reply-To if not among them; no duplicates, never ``own``;
+    at most ``MAX_REFERENCES`` (the first, the root of the thread, and the most recent ones)."""
+    chain = dict.fromkeys(ref for ref in (*references, *([in_reply_to] if in_reply_to else [])) if ref != own)
+    ids = tuple(chain)
+    if len(ids) > MAX_REFERENCES:
+        ids = (ids[0], *ids[len(ids) - MAX_REFERENCES + 1:])
+    return ids
+
+
+def _collapsed(value: bytes) -> bytes:
+    return b" ".join(value.split())
+
+
+def synthetic_id(headers: dict[str, bytes], body: bytes) -> str:
+    """``<hex>@opsctl.synthetic`` from the body and From, Date, Subject, To: stable across
+    re-deliveries (line endings and trailing whitespace of the body do not count)."""
+    digest = hashlib.sha256()
+    for name in _SYNTHETIC_HEADERS:
+        digest.update(name.encode() + b"\0" + _collapsed(headers.get(name, b"")) + b"\0")
+    digest.update(b"\n".join(line.rstrip() for line in _LINE.split(body)).rstrip())
+    return f"{digest.hexdigest()[:40]}@{SYNTHETIC_DOMAIN}"
+
+
+def identity_of(headers: dict[str, bytes], body: bytes) -> tuple[str, bool]:
+    """(message_id, synthetic): the Message-ID header's id, or a synthetic one."""
+    found = own_id(headers.get("message-id"))
+    if found is not None:
+        return found, False
+    return synthetic_id(headers, body), True
