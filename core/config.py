@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     vector_exact_max_rows: int = Field(10_000, ge=0, description="a company with at most this many chunks is "
                                        "searched exactly (every one of its chunks compared; recall 1.0); 0: never")
 
+    # mail
+    mail_group_by_subject: bool = Field(False, description="a message naming no other (no In-Reply-To, no "
+                                        "References) joins the newest thread with its normalized subject; off: "
+                                        "threads are what Message-IDs connect, nothing else")
+    search_group_max_candidates: int = Field(2000, ge=10, description="`group_by: thread`: the most chunks read to "
+                                             "find k threads (from 10 per thread wanted, growing 4x while short)")
+
     # cache
     search_cache_ttl_seconds: int = Field(300, ge=0, description="default; `opsctl cache apply` overrides it live")
     document_cache_ttl_seconds: int = Field(300, ge=0, description="document metadata; default, overridden live")

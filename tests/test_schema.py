@@ -98,7 +98,7 @@ def test_every_btree_index_leads_with_company_id(pg_server: EmbeddedPostgres, db
             JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
             JOIN pg_am am ON am.oid = c.relam
             JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]
-            WHERE t.relname IN ('documents', 'chunks', 'api_keys')
+            WHERE t.relname IN ('documents', 'chunks', 'api_keys', 'mail_threads', 'mail_ids', 'mail_messages')
             """
         ).fetchall()
     by_first = {(r[0], r[2], r[3]) for r in rows}
@@ -107,3 +107,5 @@ def test_every_btree_index_leads_with_company_id(pg_server: EmbeddedPostgres, db
             assert first == "company_id", name
     assert ("chunks_embedding_hnsw_idx", "embedding", "hnsw") in by_first
     assert ("chunks_tsv_idx", "tsv", "gin") in by_first
+    assert {"mail_ids_pkey", "mail_ids_thread_idx", "mail_messages_pkey", "mail_messages_thread_idx",
+            "mail_threads_pkey", "mail_threads_merged_idx", "mail_threads_subject_idx"} <= {r[0] for r in rows}

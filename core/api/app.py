@@ -6,10 +6,11 @@ from fastapi import FastAPI
 
 from core.api import errors, openapi
 from core.api.middleware import MetricsMiddleware, RequestGuardMiddleware
-from core.api.routers import admin, documents, health, jobs, search, webhooks
+from core.api.routers import admin, documents, emails, health, jobs, search, threads, webhooks
 from core.api.services import Services
 
-ROUTERS = (documents.router, webhooks.router, jobs.router, search.router, admin.router, health.router)
+ROUTERS = (documents.router, emails.router, threads.router, webhooks.router, jobs.router, search.router, admin.router,
+           health.router)
 
 
 def create_app(services: Services) -> FastAPI:

@@ -21,8 +21,21 @@ class AcceptedOut(Out):
     job_ids: list[int] = Field(description="one ingest job per document, in request order (`GET /v1/jobs/{id}`)")
 
 
+class EmailAcceptedOut(Out):
+    accepted: int = Field(description="1: queued, durable once this answer is sent; 0: a duplicate, nothing written")
+    job_ids: list[int] = Field(description="the message's ingest job (`GET /v1/jobs/{id}`): the new one, or for a "
+                               "duplicate the one that stored or queued it (empty if that job is gone)")
+    message_id: str = Field(description="the Message-ID without angle brackets, or the id derived from the content "
+                            "when the message has none (stable: sending it again is a duplicate)")
+    duplicate: bool = Field(description="this company has the message stored or queued already")
+
+
 class WebhookAcceptedOut(AcceptedOut):
-    external_id: str = Field(description="the document the event became: `<source>:<event id or body SHA-256>`")
+    external_id: str = Field(description="the document the event became: `<source>:<event id or body SHA-256>`, "
+                             "or `email:<message id>` for a raw message")
+    message_id: str | None = Field(None, description="a raw message (`message/rfc822`, or the source `email`): "
+                                   "its id, as `POST /v1/emails` answers")
+    duplicate: bool | None = Field(None, description="a raw message: stored or queued already (nothing written)")
 
 
 class JobOut(Out):
@@ -31,12 +44,13 @@ class JobOut(Out):
         description="`failed`: waiting to be retried; `dead`: out of attempts")
     attempts: int
     external_id: str
-    op: Literal["upsert", "delete"]
+    op: Literal["upsert", "delete", "email"]
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
     error: str | None = Field(None, description="the last attempt's error")
     outcome: str | None = Field(None, description="what the worker did: `created`, `updated`, `unchanged`, "
-                                "`deleted`, `nothing to delete`, `superseded by job <id>`")
+                                "`deleted`, `nothing to delete`, `superseded by job <id>`; e-mail: `stored in "
+                                "thread <id>`, `duplicate: …`")
 
 
 class DocumentOut(Out):
@@ -56,6 +70,53 @@ class SearchHit(Out):
     chunk_id: int
     text: str
     score: float
+    thread_id: int | None = Field(None, description="a hit on e-mail (`email:<message id>`): its thread now; "
+                                  "absent on other documents")
+    matched_messages: int | None = Field(None, description="`group_by: thread`: how many of the thread's messages "
+                                         "are among the candidates read (absent on other documents)")
+
+
+class AttachmentOut(Out):
+    filename: str | None
+    content_type: str
+    size: int = Field(description="decoded bytes")
+    indexed: bool = Field(description="text attachments are indexed, binary ones are not")
+
+
+class EmailOut(Out):
+    message_id: str
+    thread_id: int = Field(description="its thread now (`GET /v1/threads/{id}`); merges change it")
+    subject: str | None
+    from_: str | None = Field(alias="from", serialization_alias="from")
+    to: list[str]
+    cc: list[str]
+    date: str | None = Field(json_schema_extra={"format": "date-time"},
+                             description="the Date header in UTC; null when missing or unreadable (see `notes`)")
+    in_reply_to: str | None
+    references: list[str] = Field(description="References in order, then In-Reply-To if not among them")
+    attachments: list[AttachmentOut]
+    notes: list[str] = Field(description="what could not be read, e.g. `no Message-ID`, an unparseable Date")
+    synthetic_id: bool = Field(description="the message had no usable Message-ID: its id is derived from its content")
+
+
+class ThreadMessageOut(Out):
+    message_id: str
+    parent: str | None = Field(description="the message it replies to (a ghost's id when that one is not stored)")
+    depth: int
+    ghost: bool = Field(description="referenced by the thread's messages but not stored")
+    subject: str | None
+    from_: str | None = Field(alias="from", serialization_alias="from")
+    date: str | None = Field(json_schema_extra={"format": "date-time"})
+
+
+class ThreadOut(Out):
+    thread_id: int = Field(description="the thread answered: the one asked for, or the one it was merged into")
+    subject: str | None = Field(description="the subject of its oldest message")
+    message_count: int = Field(description="messages stored in it (ghosts not counted)")
+    participants: list[str] = Field(description="everyone who wrote in it, by their first message")
+    first_at: str = Field(json_schema_extra={"format": "date-time"})
+    last_at: str = Field(json_schema_extra={"format": "date-time"})
+    messages: list[ThreadMessageOut] = Field(description="depth-first, oldest sibling first")
 
 
 class SearchOut(Out):

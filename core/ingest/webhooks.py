@@ -1,4 +1,7 @@
-"""Turning a webhook or e-mail event into a document (pure).
+"""Turning a webhook or e-mail event into a document (pure), or telling it is a raw message.
+
+A body sent as ``message/rfc822``, or any body for the source ``email`` that is not declared JSON,
+is one raw e-mail (``is_raw_message``): it goes the way of ``POST /v1/emails``.
 
 A JSON object event names its own id (``id``, ``event_id`` or ``message_id``) and text (``text``,
 ``body``, ``content``, ``message`` or ``html``); a title comes from ``title`` or ``subject``.
@@ -27,6 +30,12 @@ TEXT_FIELDS = ("text", "body", "content", "message", "html")
 TITLE_FIELDS = ("title", "subject")
 META_FIELDS = ("type", "event", "from", "to", "sender", "url")
 TAGS = re.compile(r"<[^>]+>")
+
+
+def is_raw_message(source: str, content_type: str | None) -> bool:
+    """Whether a webhook body is one raw e-mail rather than an event."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return media == "message/rfc822" or (source == "email" and not json_media(content_type))
 
 
 def company_ref(value: str | None, where: str = "X-Opsctl-Company") -> int | None:

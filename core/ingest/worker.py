@@ -5,7 +5,9 @@ A worker claims a batch with ``FOR UPDATE SKIP LOCKED`` and holds an advisory lo
 Everything up to the commit is one transaction: a crash anywhere returns the batch to the queue.
 
 Per key (company, external_id) the worker takes a transaction-level advisory lock, in a fixed
-order, and applies only the newest job of the key; older ones are marked superseded. A batch
+order, and applies only the newest job of the key; older ones are marked superseded. E-mail jobs
+ride in the same batches: their messages are parsed, their ids locked with the keys, threaded in
+one more read and one more planner (``core.ingest.mail``), and become documents on the same path. A batch
 that fails is retried job by job inside the same transaction (savepoints), so one poison job
 cannot fail its neighbours; failed jobs are retried with exponential backoff until
 ``max_attempts``, then they are ``dead`` with their last error.
@@ -14,12 +16,13 @@ cannot fail its neighbours; failed jobs are retried with exponential backoff unt
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +32,7 @@ from psycopg.types.json import Jsonb
 from core import metrics
 from core.chunking import chunk_text
 from core.errors import EmbedderError, OpsError
+from core.ingest.mail import Letter, document_payload, lock_keys, read_letter, thread_letters
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -46,6 +50,7 @@ class Job:
     content_hash: bytes | None
     payload: dict[str, Any] | None
     attempts: int
+    raw: bytes | None = None  # an e-mail job's message
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Step:
     """What the worker does for one job (the pure part of a batch)."""
 
     job: Job
-    action: str  # "write" | "delete" | "noop"
+    action: str  # "write" | "delete" | "noop" | "email" (threaded next: "write" or a "noop" duplicate)
     outcome: str
     remove: tuple[Existing, ...] = ()
 
@@ -75,6 +80,8 @@ def plan_batch(jobs: Sequence[Job], newest: dict[tuple[int, str], int],
         stored = tuple(existing.get(key, ()))
         if newest_id != job.id:
             steps.append(Step(job, "noop", f"superseded by job {newest_id}"))
+        elif job.op == "email":
+            steps.append(Step(job, "email", "", stored))
         elif job.op == "delete":
             steps.append(Step(job, "delete", "deleted" if stored else "nothing to delete", stored))
         elif len(stored) == 1 and stored[0].content_hash == job.content_hash:
@@ -90,7 +97,7 @@ def backoff_seconds(attempts: int, base: float, cap: float) -> float:
 
 
 CLAIM_SQL = """
-SELECT id, company_id, external_id, op, content_hash, payload, attempts
+SELECT id, company_id, external_id, op, content_hash, payload, attempts, raw
 FROM ingest_jobs
 WHERE status IN ('queued', 'failed') AND run_after <= now()
 ORDER BY id
@@ -142,7 +149,7 @@ RETURNING company_id, external_id, id
 
 FINISH_SQL = """
 UPDATE ingest_jobs j SET status = 'done', attempts = j.attempts + 1, outcome = t.outcome,
-       last_error = NULL, payload = NULL, finished_at = now(), updated_at = now()
+       last_error = NULL, payload = NULL, raw = NULL, finished_at = now(), updated_at = now()
 FROM unnest(%s::bigint[], %s::text[]) AS t(id, outcome)
 WHERE j.id = t.id
 """
@@ -191,8 +198,8 @@ class IngestProcessor:
             rows = conn.execute(CLAIM_SQL, (limit or self.settings.worker_batch_size,)).fetchall()
             if not rows:
                 return result
-            jobs = [Job(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None, r[5], r[6])
-                    for r in rows]
+            jobs = [Job(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None, r[5], r[6],
+                        bytes(r[7]) if r[7] is not None else None) for r in rows]
             result.claimed = len(jobs)
             conn.execute(HOLD_JOBS_SQL, ([j.id for j in jobs],))
             metrics.JOBS_IN_FLIGHT.set(len(jobs))
@@ -248,12 +255,16 @@ class IngestProcessor:
     def _apply(self, conn: psycopg.Connection[Any], jobs: list[Job], result: BatchResult) -> None:
         companies = [j.company_id for j in jobs]
         external_ids = [j.external_id for j in jobs]
-        conn.execute(LOCK_KEYS_SQL, (companies, external_ids))
+        letters = {j.id: read_letter(j) for j in jobs if j.op == "email"}
+        more_companies, more_keys = lock_keys(list(letters.values()), self.settings.mail_group_by_subject)
+        conn.execute(LOCK_KEYS_SQL, (companies + more_companies, external_ids + more_keys))
         newest = {(r[0], r[1]): r[2] for r in conn.execute(NEWEST_SQL, (companies, external_ids))}
         existing: dict[tuple[int, str], list[Existing]] = {}
         for r in conn.execute(EXISTING_SQL, (companies, external_ids)):
             existing.setdefault((r[0], r[1]), []).append(Existing(r[2], r[3], bytes(r[4])))
         steps = plan_batch(jobs, newest, existing)
+        if letters:
+            steps = self._thread(conn, steps, letters)
 
         removed = [(s.job.company_id, e.document_id, e.created_at) for s in steps for e in s.remove]
         if removed:
@@ -271,6 +282,24 @@ class IngestProcessor:
         result.done += len(steps)
         for s in steps:
             result.outcomes[s.outcome.split(" ")[0]] = result.outcomes.get(s.outcome.split(" ")[0], 0) + 1
+
+    def _thread(self, conn: psycopg.Connection[Any], steps: list[Step], letters: dict[int, Letter]) -> list[Step]:
+        """Thread and store the batch's e-mail: each "email" step becomes a document write, or a
+        no-op when its message is stored already."""
+        mail = [s for s in steps if s.action == "email"]
+        if not mail:
+            return steps
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        threads = thread_letters(conn, [letters[s.job.id] for s in mail], now, self.settings.mail_group_by_subject)
+        decided: dict[int, Step] = {}
+        for step, thread in zip(mail, threads, strict=True):
+            if thread is None:
+                decided[step.job.id] = Step(step.job, "noop", "duplicate: the message is stored already")
+            else:
+                job = replace(step.job, payload=document_payload(letters[step.job.id], now),
+                              content_hash=hashlib.sha256(step.job.raw or b"").digest())
+                decided[step.job.id] = Step(job, "write", f"stored in thread {thread}", step.remove)
+        return [decided.get(s.job.id, s) for s in steps]
 
     def _write(self, conn: psycopg.Connection[Any], writes: list[Step]) -> int:
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]

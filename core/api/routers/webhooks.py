@@ -36,19 +36,21 @@ from core.api.deps import (
     too_many_strangers,
 )
 from core.api.errors import ApiError, responses
-from core.api.intake import check_text_length, store
+from core.api.intake import check_text_length, store, store_email
 from core.api.models import WebhookAcceptedOut
 from core.api.services import Services
-from core.ingest.webhooks import SOURCE_RE, company_ref, event_document
+from core.ingest.webhooks import SOURCE_RE, company_ref, event_document, is_raw_message
 from core.tenants import check_signature, company_secret, replay_record
 
 router = resource_router(tags=["webhooks"])
 
 NAME_THE_COMPANY = "name the company: Authorization: Bearer <key>, or X-Opsctl-Company: <company id>"
 RAW_BODY = {"requestBody": {"required": True, "description": "the event as the sender sends it: a JSON object "
-                            "naming `id` and `text` (or `body`, `content`, `message`, `html`), or any text",
+                            "naming `id` and `text` (or `body`, `content`, `message`, `html`), or any text; or one "
+                            "raw e-mail, sent as `message/rfc822` (or to the source `email` as anything but JSON)",
                             "content": {"application/json": {"schema": {}},
-                                        "text/plain": {"schema": {"type": "string"}}}}}
+                                        "text/plain": {"schema": {"type": "string"}},
+                                        "message/rfc822": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 def known_secret(services: Services, company_id: int) -> str | None:
@@ -95,16 +97,21 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
         return replayed
     if stranger:
         charge_company(services, company_id)
-    doc = event_document(source, body, content_type)
-    check_text_length(doc.text, services.settings.max_text_chars, "event text")
-    answer = {"accepted": 1, "job_ids": store(services, company_id, [doc], f"webhook:{source}"),
-              "external_id": doc.external_id}
+    answer: dict[str, Any]
+    if is_raw_message(source, content_type):
+        answer = store_email(services, company_id, body, f"webhook:{source}")
+    else:
+        doc = event_document(source, body, content_type)
+        check_text_length(doc.text, services.settings.max_text_chars, "event text")
+        answer = {"accepted": 1, "job_ids": store(services, company_id, [doc], f"webhook:{source}"),
+                  "external_id": doc.external_id}
     services.cache.set_raw(record, orjson.dumps(answer), ttl)
     return answer
 
 
 @router.post("/v1/webhooks/{source}", status_code=202, response_model=WebhookAcceptedOut,
-             summary="Receive a signed event", openapi_extra={**RAW_BODY, "security": [{"ApiKey": []}, {}]},
+             response_model_exclude_none=True, summary="Receive a signed event",
+             openapi_extra={**RAW_BODY, "security": [{"ApiKey": []}, {}]},
              responses=responses(400, 401, 404, 413, 422, 429, 503))
 async def post_webhook(
     request: Request, services: ServicesDep,
@@ -119,8 +126,10 @@ async def post_webhook(
 ) -> dict[str, Any]:
     """A JSON event names its id and text; any other body is stored as text under its SHA-256, so a
     redelivered event is a no-op, unless it is sent as `application/json` (or `…+json`) and is not
-    JSON: 400. Durable like `POST /v1/documents` once answered; the same signed request sent again
-    while its signature is valid gets the same answer."""
+    JSON: 400. A raw e-mail (`message/rfc822`, or any non-JSON body for the source `email`) is
+    queued as `POST /v1/emails` does it, duplicates included (`duplicate: true`, nothing written).
+    Durable like `POST /v1/documents` once answered; the same signed request sent again while its
+    signature is valid gets the same answer."""
     if not SOURCE_RE.match(source):
         raise ApiError(404, "not_found", "unknown webhook source: use [a-z0-9_.-], up to 64 characters")
     caller = caller_of(request)

@@ -1,0 +1,340 @@
+"""E-mail through the ingest queue: the durable accept, and the worker's mail stage (docs/email.md).
+
+Accept (the API's thread): one transaction under an advisory lock on the company's Message-ID, so
+two concurrent sends of one message queue one job: a message this company has stored, or has
+queued (a job not dead), is answered with that job and nothing is written.
+
+The worker's stage, per batch, inside the batch's transaction (``IngestProcessor._apply``):
+
+1. every message is parsed (``core.mail.parse_message``: pure, never raises);
+2. the batch's key locks cover every id the messages name (own, In-Reply-To, References) and,
+   when grouping by subject, their subjects: two workers holding messages that share an id are
+   serialized there, so they cannot both start a thread for it;
+3. ONE registry read (``mail_ids``, index lookups) for all those ids, then the threads they name
+   are locked ``FOR UPDATE`` in id order with their counters. A thread found merged away
+   meanwhile (by a batch that held other ids of it) sends the stage back to the registry read,
+   inside a savepoint, so locks are always taken in order;
+4. the pure plan (``core.ingest.mailplan.plan_mail``), then the writes, each one statement over
+   the whole batch: new threads, counters, merges (the smaller threads' registry and message rows
+   rewritten, their thread rows kept with ``merged_into``), new ids, the messages (COPY), and the
+   documents through the worker's own path.
+
+A parse problem is never a failed job: the parser gives what it can read, with notes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from core.ingest.mailplan import MailIn, MailPlan, ThreadState, plan_mail
+from core.mail.message import ParsedMessage, normalize_subject, parse_message
+from core.mail.text import storable
+
+if TYPE_CHECKING:
+    from core.ingest.worker import Job
+
+EMAIL_PREFIX = "email:"
+RAW_LEVEL = 6  # zlib: a 3 to 4x smaller original for a few dozen microseconds per message
+LOCK_TRIES = 20  # registry re-reads when threads keep being merged under the batch (each one means progress)
+
+
+def email_external_id(message_id: str) -> str:
+    return EMAIL_PREFIX + message_id
+
+
+def message_id_from(external_id: str) -> str:
+    return external_id.removeprefix(EMAIL_PREFIX)
+
+
+# -- accept (the API) ------------------------------------------------------------------------------------------
+
+ACCEPT_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int, hashtext('accept:' || %s))"
+
+KNOWN_EMAIL_SQL = """
+SELECT job_id, true FROM mail_messages WHERE company_id = %(company)s AND message_id = %(message_id)s
+UNION ALL
+(SELECT id, false FROM ingest_jobs
+ WHERE company_id = %(company)s AND external_id = %(external_id)s AND op = 'email' AND status <> 'dead'
+ ORDER BY id DESC LIMIT 1)
+"""
+
+INSERT_EMAIL_JOB_SQL = """
+INSERT INTO ingest_jobs (company_id, external_id, op, content_hash, raw, source)
+VALUES (%s, %s, 'email', %s, %s, %s) RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class EmailAccepted:
+    job_id: int | None  # None: stored by a job that no longer exists
+    duplicate: bool
+
+
+def accept_email(conn: psycopg.Connection[Any], company_id: int, message_id: str, raw: bytes,
+                 source: str) -> EmailAccepted:
+    """Queue ``raw`` durably unless the company has this message stored or queued already."""
+    from core.ingest.accept import NOTIFY_CHANNEL
+
+    external_id = email_external_id(message_id)
+    with conn.transaction():
+        conn.execute(ACCEPT_LOCK_SQL, (company_id, external_id))
+        rows = conn.execute(KNOWN_EMAIL_SQL, {"company": company_id, "message_id": message_id,
+                                              "external_id": external_id}).fetchall()
+        if rows:
+            job_id = max(rows, key=lambda r: r[1])[0]  # the job that stored it, else the one queued
+            return EmailAccepted(None if job_id is None else int(job_id), True)
+        row = conn.execute(INSERT_EMAIL_JOB_SQL, (company_id, external_id, hashlib.sha256(raw).digest(), raw,
+                                                  source)).fetchone()
+        assert row is not None
+        conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return EmailAccepted(int(row[0]), False)
+
+
+# -- the worker's stage ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Letter:
+    """One e-mail job of a batch, parsed."""
+
+    job: Job
+    parsed: ParsedMessage
+
+
+def read_letter(job: Job) -> Letter:
+    """The job's message, parsed. The id is the one the API answered (its job's key); a parser
+    failure (a bug: it never raises by contract) still stores the bytes, with a note."""
+    message_id = message_id_from(job.external_id)
+    raw = job.raw or b""
+    try:
+        parsed = parse_message(raw)
+    except Exception as exc:  # whatever the bytes do, the message is kept
+        text = storable(raw.decode("utf-8", "replace"))
+        parsed = ParsedMessage(message_id=message_id, synthetic_id=False, subject=None, from_=None, to=(), cc=(),
+                               date=None, in_reply_to=None, references=(), body_text=text, index_text=text,
+                               attachments=(), notes=(storable(f"unreadable: {type(exc).__name__}: {exc}")[:500],))
+    if parsed.message_id != message_id:
+        parsed = replace(parsed, message_id=message_id)
+    return Letter(job, parsed)
+
+
+def written_at(date: datetime | None, now: datetime) -> datetime:
+    """When a message was written, as its document's ``created_at`` (partitions, retention, time
+    filters): its Date, or ``now`` when it has none or one in the future (pure)."""
+    return now if date is None or date > now else date
+
+
+def subject_key(parsed: ParsedMessage, group_by_subject: bool) -> str:
+    """The key a message groups by: only with grouping on, and only for a message naming no other."""
+    if not group_by_subject or parsed.references:
+        return ""
+    return normalize_subject(parsed.subject)
+
+
+def lock_keys(letters: Sequence[Letter], group_by_subject: bool) -> tuple[list[int], list[str]]:
+    """(company ids, keys) to lock besides the jobs' own: every id named, each subject grouped by."""
+    companies, keys = [], []
+    for letter in letters:
+        for ref in letter.parsed.references:
+            companies.append(letter.job.company_id)
+            keys.append(email_external_id(ref))
+        key = subject_key(letter.parsed, group_by_subject)
+        if key:
+            companies.append(letter.job.company_id)
+            keys.append("subject:" + key)
+    return companies, keys
+
+
+REGISTRY_SQL = """
+SELECT i.company_id, i.message_id, i.thread_id, m.message_id IS NOT NULL
+FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, message_id)
+JOIN mail_ids i ON i.company_id = t.company_id AND i.message_id = t.message_id
+LEFT JOIN mail_messages m ON m.company_id = i.company_id AND m.message_id = i.message_id
+"""
+
+SUBJECT_THREADS_SQL = """
+SELECT t.company_id, t.subject_key, h.id
+FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, subject_key)
+CROSS JOIN LATERAL (
+    SELECT id FROM mail_threads
+    WHERE company_id = t.company_id AND subject_key = t.subject_key AND merged_into IS NULL
+    ORDER BY last_at DESC LIMIT 1
+) h
+"""
+
+LOCK_THREADS_SQL = """
+SELECT h.company_id, h.id, h.merged_into, h.message_count, h.first_at, h.last_at, h.subject, h.subject_key
+FROM mail_threads h
+JOIN unnest(%s::bigint[], %s::bigint[]) AS t(company_id, id) ON h.company_id = t.company_id AND h.id = t.id
+ORDER BY h.company_id, h.id
+FOR UPDATE OF h
+"""
+
+NEW_THREAD_IDS_SQL = "SELECT nextval(pg_get_serial_sequence('mail_threads', 'id')) FROM generate_series(1, %s)"
+
+INSERT_THREADS_SQL = """
+INSERT INTO mail_threads (company_id, id, subject, subject_key, message_count, first_at, last_at)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[],
+                     %s::timestamptz[])
+"""
+
+UPDATE_THREADS_SQL = """
+UPDATE mail_threads h SET subject = t.subject, subject_key = t.subject_key, message_count = t.message_count,
+       first_at = t.first_at, last_at = t.last_at
+FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[])
+     AS t(company_id, id, subject, subject_key, message_count, first_at, last_at)
+WHERE h.company_id = t.company_id AND h.id = t.id
+"""
+
+
+
+def _merge_sql(table: str, assign: str, column: str) -> str:
+    return (f"UPDATE {table} x SET {assign}"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(company_id, id, into_id)"
+            f" WHERE x.company_id = t.company_id AND x.{column} = t.id")
+
+
+# a merge, in this order: threads that pointed at the ones folded away point at the survivor (reads
+# take one hop), the folded threads themselves, then their ids and messages (the smaller side)
+MERGE_SQL = (
+    _merge_sql("mail_threads", "merged_into = t.into_id", "merged_into"),
+    _merge_sql("mail_threads", "merged_into = t.into_id, message_count = 0", "id"),
+    _merge_sql("mail_ids", "thread_id = t.into_id", "thread_id"),
+    _merge_sql("mail_messages", "thread_id = t.into_id", "thread_id"),
+)
+
+REGISTER_SQL = """
+INSERT INTO mail_ids (company_id, message_id, thread_id)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])
+"""
+
+COPY_MESSAGES_SQL = (
+    "COPY mail_messages (company_id, message_id, thread_id, synthetic_id, subject, from_addr, to_addrs, cc_addrs,"
+    " sent_at, in_reply_to, refs, attachments, notes, created_at, raw_size, raw_deflate, job_id)"
+    " FROM STDIN WITH (FORMAT BINARY)"
+)
+MESSAGE_TYPES = ["int8", "text", "int8", "bool", "text", "text", "text[]", "text[]", "timestamptz", "text", "text[]",
+                 "jsonb", "text[]", "timestamptz", "int4", "bytea", "int8"]
+
+
+class _ThreadsMoved(Exception):
+    """A thread the batch read was merged away before it was locked: read the registry again."""
+
+
+@dataclass(frozen=True)
+class Known:
+    registry: dict[tuple[int, str], int]
+    stored: set[tuple[int, str]]
+    threads: dict[tuple[int, int], ThreadState]
+    by_subject: dict[tuple[int, str], int]
+
+
+def read_known(conn: psycopg.Connection[Any], messages: Sequence[MailIn]) -> Known:
+    """The registry rows of every id the messages name, and their threads, locked and stable."""
+    ids = sorted({(m.company_id, name) for m in messages for name in (m.message_id, *m.references)})
+    subjects = sorted({(m.company_id, m.subject_key) for m in messages if m.subject_key})
+    for _ in range(LOCK_TRIES):
+        try:
+            with conn.transaction():
+                return _read_and_lock(conn, ids, subjects)
+        except _ThreadsMoved:
+            continue
+    raise RuntimeError(f"threads kept merging under this batch ({LOCK_TRIES} tries); the batch will be retried")
+
+
+def _read_and_lock(conn: psycopg.Connection[Any], ids: list[tuple[int, str]],
+                   subjects: list[tuple[int, str]]) -> Known:
+    registry: dict[tuple[int, str], int] = {}
+    stored: set[tuple[int, str]] = set()
+    for company, name, thread, is_stored in conn.execute(REGISTRY_SQL, columns(ids)):
+        registry[(company, name)] = thread
+        if is_stored:
+            stored.add((company, name))
+    by_subject: dict[tuple[int, str], int] = {}
+    if subjects:
+        by_subject = {(r[0], r[1]): r[2] for r in conn.execute(SUBJECT_THREADS_SQL, columns(subjects))}
+    wanted = sorted({(c, t) for (c, _), t in registry.items()} | {(c, t) for (c, _), t in by_subject.items()})
+    threads: dict[tuple[int, int], ThreadState] = {}
+    if wanted:
+        for row in conn.execute(LOCK_THREADS_SQL, columns(wanted)):
+            if row[2] is not None:
+                raise _ThreadsMoved
+            threads[(row[0], row[1])] = ThreadState(row[3], row[4], row[5], row[6], row[7])
+    if len(threads) != len(wanted):
+        raise RuntimeError(f"mail ids name threads that do not exist: {sorted(set(wanted) - set(threads))[:5]}")
+    return Known(registry, stored, threads, by_subject)
+
+
+def columns(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """Rows as one list per column (the arguments of an ``unnest``)."""
+    if not rows:
+        return ()
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+def thread_letters(conn: psycopg.Connection[Any], letters: Sequence[Letter], now: datetime,
+                   group_by_subject: bool) -> list[int | None]:
+    """Thread and store ``letters`` (their keys locked by the caller); per letter, its thread, or
+    None for a message stored already (a duplicate: nothing written)."""
+    messages = [MailIn(letter.job.company_id, letter.parsed.message_id, letter.parsed.references,
+                       written_at(letter.parsed.date, now), letter.parsed.subject,
+                       subject_key(letter.parsed, group_by_subject)) for letter in letters]
+    known = read_known(conn, messages)
+    plan = plan_mail(messages, known.registry, known.stored, known.threads, known.by_subject, group_by_subject)
+    if plan.created:
+        ids = sorted(int(r[0]) for r in conn.execute(NEW_THREAD_IDS_SQL, (len(plan.created),)))
+        plan = plan.numbered(ids)
+    write_plan(conn, plan)
+    store_messages(conn, letters, messages, plan)
+    return list(plan.thread_of)
+
+
+def _thread_rows(writes: Sequence[Any]) -> tuple[list[Any], ...]:
+    return columns([(w.company_id, w.thread_id, w.state.subject, w.state.subject_key, w.state.message_count,
+                     w.state.first_at, w.state.last_at) for w in writes])
+
+
+def write_plan(conn: psycopg.Connection[Any], plan: MailPlan) -> None:
+    if plan.created:
+        conn.execute(INSERT_THREADS_SQL, _thread_rows(plan.created))
+    if plan.changed:
+        conn.execute(UPDATE_THREADS_SQL, _thread_rows(plan.changed))
+    if plan.merged:
+        merges = columns([(m.company_id, m.thread_id, m.into) for m in plan.merged])
+        for statement in MERGE_SQL:
+            conn.execute(statement, merges)
+    if plan.registered:
+        conn.execute(REGISTER_SQL, columns(plan.registered))
+
+
+def store_messages(conn: psycopg.Connection[Any], letters: Sequence[Letter], messages: Sequence[MailIn],
+                   plan: MailPlan) -> None:
+    with conn.cursor().copy(COPY_MESSAGES_SQL) as copy:
+        copy.set_types(MESSAGE_TYPES)
+        for letter, message, thread in zip(letters, messages, plan.thread_of, strict=True):
+            if thread is None:
+                continue
+            p, raw = letter.parsed, letter.job.raw or b""
+            attachments = [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
+                            "indexed": a.indexed} for a in p.attachments]
+            copy.write_row((message.company_id, p.message_id, thread, p.synthetic_id, p.subject, p.from_, list(p.to),
+                            list(p.cc), p.date, p.in_reply_to, list(p.references), Jsonb(attachments), list(p.notes),
+                            message.at, len(raw), zlib.compress(raw, RAW_LEVEL), letter.job.id))
+
+
+def document_payload(letter: Letter, now: datetime) -> dict[str, Any]:
+    """The document a stored message becomes: its index text (no quotes, no signature), titled by its subject."""
+    p = letter.parsed
+    at = written_at(p.date, now)
+    metadata: dict[str, Any] = {"type": "email"}
+    if p.from_:
+        metadata["from"] = p.from_
+    return {"text": p.index_text, "title": p.subject[:1000] if p.subject else None, "metadata": metadata,
+            "created_at": at.isoformat()}
