@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.mail_bench import documents_corpus, expected_threads, read_deliveries, server_ids, write_deliveries
 from bench.mailcorpus import (
     KINDS,
     LONG_THREAD_SIZES,
@@ -31,6 +32,7 @@ from bench.mailcorpus import (
     write_maildir,
     write_mbox,
 )
+from core.chunking import chunk_text
 
 N = 8000
 SEED = 11
@@ -269,3 +271,31 @@ def test_the_command_writes_a_maildir(tmp_path: Path, capsys: pytest.CaptureFixt
     files = [p for sub in ("cur", "new") for p in (tmp_path / "md" / sub).iterdir()]
     assert len(files) >= 150
     assert "messages" in capsys.readouterr().err
+
+
+# --- the mail suite's own pieces (bench/mail_bench.py) ----------------------------------------------
+
+
+def test_deliveries_reach_the_load_process_byte_for_byte(tmp_path: Path) -> None:
+    small = build_mailcorpus(300, 5)
+    write_deliveries(tmp_path / "d.bin", small)
+    assert read_deliveries(tmp_path / "d.bin") == [(m.company, m.raw) for m in small.mails]
+
+
+def test_messages_without_an_id_are_expected_under_the_parsers_content_id(corpus: MailCorpus) -> None:
+    from core.mail.message import message_id_of
+
+    ids = server_ids(corpus)
+    no_id = [m for m in corpus.distinct() if m.message_id is None]
+    assert no_id
+    for mail in no_id:
+        assert ids[(mail.company, mail.key)] == message_id_of(mail.raw)[0]
+    assert len(set(ids.values())) >= len(ids) - sum(1 for m in corpus.distinct() if "crosspost" in m.kinds)
+    expected = expected_threads(corpus, ids)
+    assert sum(len(g) for g in expected["A"]) == sum(1 for m in corpus.distinct() if m.company == "A")
+
+
+def test_documents_of_the_same_text_leave_out_blank_ones_and_chunk_like_the_service() -> None:
+    docs = documents_corpus([("A", "s", "One. " * 400), ("B", "", "  \n"), ("B", "t", "short")], 800, 100)
+    assert [(d.company, d.text[:5]) for d in docs.docs] == [("A", "One. "), ("B", "short")]
+    assert docs.n_chunks == len(chunk_text("One. " * 400, 800, 100)) + 1
