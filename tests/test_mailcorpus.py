@@ -299,3 +299,17 @@ def test_documents_of_the_same_text_leave_out_blank_ones_and_chunk_like_the_serv
     docs = documents_corpus([("A", "s", "One. " * 400), ("B", "", "  \n"), ("B", "t", "short")], 800, 100)
     assert [(d.company, d.text[:5]) for d in docs.docs] == [("A", "One. "), ("B", "short")]
     assert docs.n_chunks == len(chunk_text("One. " * 400, 800, 100)) + 1
+
+
+def test_the_stripping_figure_reads_every_mailbox_shape(corpus: MailCorpus, tmp_path: Path) -> None:
+    from bench.mail_strip import measure, messages_in
+
+    mails = corpus.of("B")[:120]
+    write_mbox(tmp_path / "list.mbox", mails[:40])
+    write_maildir(tmp_path / "Maildir", mails[40:80])
+    write_eml(tmp_path / "eml", mails[80:])
+    assert sorted(r for p in ("list.mbox", "Maildir", "eml") for r in messages_in(tmp_path / p)) == \
+        sorted(m.raw for m in mails)
+    sizes = measure([tmp_path / "list.mbox", tmp_path / "Maildir", tmp_path / "eml"], 800, 100)
+    assert sizes.messages == 120 and sizes.replies == sum(1 for m in mails if m.references or m.in_reply_to)
+    assert 0 < sizes.index_bytes < sizes.body_bytes and 0 < sizes.index_chunks < sizes.body_chunks
