@@ -223,9 +223,10 @@ def post_until_done(stack: Stack, conn: psycopg.Connection[Any], load: LoadProce
     return Posted(posted, finished_at, stages, cpu)
 
 
-def service_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int, timeout: float) -> ServiceIngest:
+def service_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int, timeout: float,
+                   batch_docs: int = POST_BATCH_DOCS) -> ServiceIngest:
     keys = {name: t.api_key for name, t in stack.tenants.items()}
-    batches = post_batches(corpus, keys)
+    batches = post_batches(corpus, keys, batch_docs)
     workers = [w for w in stack.workers.workers if w.alive()]
     with stack.connect(autocommit=True) as conn:
         conn.execute("CHECKPOINT")
