@@ -44,11 +44,11 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)
 
-## every benchmark: the core (ingest, search, recall), then autoscaling, data lifecycle, cache and
-## backup suites, each printing its figures next to the raw baseline of the same run.
+## every benchmark: the core (ingest, search, recall), then autoscaling, data lifecycle, cache,
+## backup and mail suites, each printing its figures next to the raw baseline of the same run.
 ## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
 BENCH_ARGS ?=
-BENCH_SUITES := scale lifecycle cache backup
+BENCH_SUITES := scale lifecycle cache backup mail
 bench: $(STAMP)
 	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
 	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \

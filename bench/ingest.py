@@ -16,6 +16,7 @@ queue holds no queued or failed job.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bench.corpus import Corpus, Doc
-from bench.load import LoadProcess, post_documents
+from bench.load import LoadProcess, RunResult, post_documents
 from bench.profile import ActivitySampler, meter_for, scrape_workers
 from bench.stack import Stack
 from bench.stats import percentile
@@ -191,25 +192,46 @@ def _wait_for_queue(conn: psycopg.Connection[Any], posting: Any, deadline: float
         time.sleep(POLL_SECONDS)
 
 
-def service_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int, timeout: float) -> ServiceIngest:
+@dataclass(frozen=True)
+class Posted:
+    """One load run until the queue drained: the clients' figures, when the last job finished
+    (time.time()), the workers' sampled stages and every process's CPU during the run."""
+
+    run: RunResult
+    finished_at: float
+    stages: dict[str, float]
+    cpu: dict[str, Any]
+
+
+def post_until_done(stack: Stack, conn: psycopg.Connection[Any], load: LoadProcess, timeout: float,
+                    fn: Callable[..., RunResult], *args: Any) -> Posted:
+    """Run ``fn(*args)`` in the load process, sampled and metered, until every POST has returned
+    and no job is queued or failed; a failed request fails the run."""
+    sampler = ActivitySampler(stack.db_url)
+    meter = meter_for(stack, load.pid)
+    meter.start()
+    sampler.start()
+    posting = load.submit(fn, *args)
+    try:
+        finished_at = _wait_for_queue(conn, posting, time.monotonic() + timeout)
+    finally:
+        stages = sampler.stop()
+    cpu = meter.stop()
+    posted = posting.result()
+    if posted.errors:
+        raise RuntimeError(f"{len(posted.errors)} POSTs failed; first: {posted.errors[0]}")
+    return Posted(posted, finished_at, stages, cpu)
+
+
+def service_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int, timeout: float,
+                   batch_docs: int = POST_BATCH_DOCS) -> ServiceIngest:
     keys = {name: t.api_key for name, t in stack.tenants.items()}
-    batches = post_batches(corpus, keys)
+    batches = post_batches(corpus, keys, batch_docs)
     workers = [w for w in stack.workers.workers if w.alive()]
     with stack.connect(autocommit=True) as conn:
         conn.execute("CHECKPOINT")
-        sampler = ActivitySampler(stack.db_url)
-        meter = meter_for(stack, load.pid)
-        meter.start()
-        sampler.start()
-        posting = load.submit(post_documents, stack.api_url, batches, clients)
-        try:
-            finished_at = _wait_for_queue(conn, posting, time.monotonic() + timeout)
-        finally:
-            stages = sampler.stop()
-        cpu = meter.stop()
-        posted = posting.result()
-        if posted.errors:
-            raise RuntimeError(f"{len(posted.errors)} POSTs failed; first: {posted.errors[0]}")
+        run = post_until_done(stack, conn, load, timeout, post_documents, stack.api_url, batches, clients)
+        posted, finished_at, stages, cpu = run.run, run.finished_at, run.stages, run.cpu
         stored = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]  # type: ignore[index]
         jobs, dead = conn.execute(COUNTS_SQL).fetchone()  # type: ignore[misc]
     if jobs != len(corpus.docs) or dead:

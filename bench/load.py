@@ -123,8 +123,13 @@ class LeanHttpClient:
         self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> HttpResponse:
-        data = None if body is None else json.dumps(body).encode()
-        sent = {"Content-Type": "application/json", **(headers or {})} if data is not None else dict(headers or {})
+        """``body``: bytes as they are (with the caller's Content-Type), anything else as JSON."""
+        if isinstance(body, bytes):
+            data: bytes | None = body
+            sent = dict(headers or {})
+        else:
+            data = None if body is None else json.dumps(body).encode()
+            sent = {"Content-Type": "application/json", **(headers or {})} if data is not None else dict(headers or {})
         try:
             self.conn.request(method, path, body=data, headers=sent)
             response = self.conn.getresponse()

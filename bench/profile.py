@@ -41,6 +41,8 @@ STAGES = (
 PYTHON_IN_TXN = "worker Python inside the transaction (chunk, embed, build rows)"
 IDLE = "worker idle (no job claimed)"
 API_BACKENDS = "PostgreSQL backends of the API"
+WORKER_BACKENDS = "PostgreSQL backends of workers"
+WORKER_PROCESSES = "worker processes (Python)"
 BENCH_BACKENDS = "PostgreSQL backends of the benchmark (raw SQL, polling, sampling)"
 EXITED_BACKENDS = "PostgreSQL processes that exited (short sessions, autovacuum workers)"
 BENCH_PROCESS = "bench process (API, raw COPY client, polling)"
@@ -191,13 +193,13 @@ class CpuMeter:
         groups: defaultdict[str, float] = defaultdict(float)
         for pid, seconds in delta.items():
             if pid in self.worker_pids:
-                groups["worker processes (Python)"] += seconds
+                groups[WORKER_PROCESSES] += seconds
             elif pid == self.load_pid:
                 groups[LOAD_PROCESS] += seconds
             elif pid == os.getpid():
                 groups[BENCH_PROCESS] += seconds
             elif apps.get(pid) == WORKER_APP:
-                groups["PostgreSQL backends of workers"] += seconds
+                groups[WORKER_BACKENDS] += seconds
             elif apps.get(pid) == API_APP:
                 groups[API_BACKENDS] += seconds
             elif apps.get(pid) == BENCH_APP:
