@@ -6,6 +6,8 @@ and mail sent as an mbox threaded exactly like the same mail sent one message pe
 
 from __future__ import annotations
 
+import random
+import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -137,6 +139,46 @@ def test_at_most_max_documents_per_request_messages(db_url: str, redis_url: str,
             assert post_mbox(client, mbox(*(message(message_id=f"{i}@x") for i in range(3))))["accepted"] == 3
     finally:
         api.close()
+
+
+def test_concurrent_mboxes_sharing_messages_queue_each_once(settings: Any, tenant: Any,
+                                                            conn: psycopg.Connection[Any]) -> None:
+    """Six mboxes of the same messages in different orders, and the same messages one by one, at once:
+    the accept locks are taken in one order, so no request deadlocks (a 5xx) and each message is queued once."""
+    raws = [message(message_id=f"c{i}@x") for i in range(30)]
+    api = RunningApi(settings.model_copy(update={"rate_limit_burst": 10**6}))
+    answers: list[dict[str, Any]] = []
+    start = threading.Barrier(7, timeout=60)
+
+    def send_mbox(seed: int) -> None:
+        shuffled = random.Random(seed).sample(raws, len(raws))
+        with client_for(api, tenant.api_key) as client:
+            start.wait()
+            answers.extend(post_mbox(client, mbox(*shuffled))["messages"])
+
+    def send_alone() -> None:
+        with client_for(api, tenant.api_key) as client:
+            start.wait()
+            for raw in raws:
+                answer = post_email(client, raw)
+                answers.append({"message_id": answer["message_id"], "job_id": answer["job_ids"][0],
+                                "duplicate": answer["duplicate"]})
+
+    try:
+        threads = [threading.Thread(target=send_mbox, args=(seed,)) for seed in range(6)]
+        threads.append(threading.Thread(target=send_alone))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        api.close()
+    assert len(answers) == 7 * 30, "every request answered 202"
+    for i in range(30):
+        mine = [a for a in answers if a["message_id"] == f"c{i}@x"]
+        assert sum(not a["duplicate"] for a in mine) == 1, mine
+        assert len({a["job_id"] for a in mine}) == 1, "every duplicate names the one job"
+    assert jobs(conn) == 30
 
 
 def test_each_company_has_its_own_mail(api: RunningApi, tenant: Any, other_tenant: Any, db_url: str) -> None:
