@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from core.ingest.mailaccept import Known, Planned, plan_emails
+from core.ingest.mailaccept import Known, Planned, accept_emails, plan_emails
 from core.mail.mbox import mbox_entry
 from core.mail.message import message_id_of
 from tests.conftest import RunningApi, client_for, drain, make_settings
@@ -61,6 +61,46 @@ def jobs(conn: psycopg.Connection[Any]) -> int:
 ])
 def test_plan_emails(ids: list[str], known: dict[str, Known], plan: list[Planned]) -> None:
     assert plan_emails(ids, known) == plan
+
+
+COUNTERS_SQL = """
+SELECT c.relname, pg_stat_get_xact_tuples_returned(c.oid) FROM pg_class c
+WHERE c.oid IN (SELECT unnest(%(tables)s::regclass[])
+                UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = ANY(%(tables)s::regclass[]))
+"""
+
+
+def rows_read(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Rows read so far in this transaction from mail_messages, ingest_jobs and each of their indexes."""
+    tables = ["mail_messages", "ingest_jobs"]
+    return {r[0]: int(r[1]) for r in conn.execute(COUNTERS_SQL, {"tables": tables}).fetchall()}
+
+
+def test_the_accept_probes_the_ids_of_the_body_not_the_companys_mail(
+        db_url: str, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    """With statements the connection used while the tables were empty (the plans a fresh deployment
+    would cache), accepting an mbox into a company holding thousands of messages reads only the
+    rows of the ids it names."""
+    company = tenant.company_id
+    with psycopg.connect(db_url) as api_conn:
+        for i in range(8):
+            accept_emails(api_conn, company, [(f"warm{i}@x", b"x\n"), (f"warm{i}b@x", b"y\n")], "api")
+        conn.execute("DELETE FROM ingest_jobs")
+        conn.execute("""INSERT INTO mail_messages (company_id, message_id, thread_id, synthetic_id, to_addrs, cc_addrs,
+                                                   refs, attachments, notes, created_at, raw_size, raw_deflate, job_id)
+                        SELECT %s, 's' || n || '@seed', n / 40, false, '{}', '{}', '{}', '[]', '{}', now(), 0, '', n
+                        FROM generate_series(1, 3000) n""", (company,))
+        conn.execute("""INSERT INTO ingest_jobs (company_id, external_id, op, status)
+                        SELECT %s, 'email:s' || n || '@seed', 'email', 'done' FROM generate_series(1, 3000) n""",
+                     (company,))
+        with api_conn.transaction():
+            before = rows_read(api_conn)
+            answers = accept_emails(api_conn, company, [("s7@seed", b"a\n"), ("new1@x", b"b\n"),
+                                                        ("new2@x", b"c\n")], "api")
+            after = rows_read(api_conn)
+    assert [a.duplicate for a in answers] == [True, False, False] and answers[0].job_id == 7
+    read = {name: after[name] - before[name] for name in after if after[name] > before[name]}
+    assert sum(read.values()) <= 6, read
 
 
 def test_an_mbox_is_queued_in_one_request_and_every_message_stored_byte_exact(
