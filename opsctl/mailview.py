@@ -42,10 +42,26 @@ def wrap_guides(prefix: str) -> str:
     return prefix[: -len(BRANCH)] + (THROUGH if prefix.endswith(BRANCH) else EMPTY)
 
 
+TEXT_ROOM = 20  # the cells a node's text keeps however deep it is: the drawing gives way past that
+
+
+def fit_drawing(prefix: str, room: int) -> tuple[str, str]:
+    """(the drawing before a node's first line, before its wrapped lines) in at most ``room`` cells: a
+    node too deep for that keeps the end of its drawing after ``…`` (its own connector and its nearest
+    ancestors' lines), so every node past that depth starts its text in the same column."""
+    guides = wrap_guides(prefix)
+    if len(prefix) <= room:  # the connectors are one cell each
+        return prefix, guides
+    if room < 2:
+        return "", ""
+    return "…" + prefix[len(prefix) - room + 1:], " " + guides[len(guides) - room + 1:]
+
+
 @dataclass(frozen=True)
 class TreeCell:
     """A node of a drawn tree as a table cell: ``text`` after its ``prefix``, its wrapped lines after
-    ``wrap_guides(prefix)``, so that a subject folded by a narrow terminal stays inside its branch.
+    ``wrap_guides(prefix)``, so that a subject folded by a narrow terminal stays inside its branch
+    (``fit_drawing``: a node deeper than the column allows keeps ``TEXT_ROOM`` cells for its text).
     ``str()`` is the cell on one line."""
 
     prefix: str
@@ -59,17 +75,16 @@ class TreeCell:
         from rich.measure import Measurement
 
         longest_word = max((cell_len(word) for word in self.text.split()), default=0)
-        return Measurement(cell_len(self.prefix) + min(longest_word, 20), cell_len(str(self))).with_maximum(
-            options.max_width)
+        return Measurement(min(len(self.prefix), TEXT_ROOM) + min(longest_word, TEXT_ROOM),
+                           cell_len(str(self))).with_maximum(options.max_width)
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
-        from rich.cells import cell_len
         from rich.text import Text
 
-        width = max(options.max_width - cell_len(self.prefix), 1)
-        guides = wrap_guides(self.prefix)
+        first, rest = fit_drawing(self.prefix, options.max_width - TEXT_ROOM)
+        width = max(options.max_width - len(first), 1)
         for index, line in enumerate(Text(self.text).wrap(console, width, overflow="fold")):
-            yield Text(self.prefix if index == 0 else guides) + line
+            yield Text(first if index == 0 else rest) + line
 
 
 def thread_rows(thread: Mapping[str, Any]) -> list[dict[str, Any]]:

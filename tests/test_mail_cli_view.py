@@ -124,3 +124,36 @@ def test_a_blank_message_id_has_no_path(blank: str) -> None:
     from opsctl.mailview import email_path
 
     assert email_path(blank) is None
+
+
+def test_a_thread_deeper_than_the_terminal_is_wide_still_shows_its_subjects(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # a long back-and-forth nests 40 deep: its drawing would take the whole column; past the room the
+    # column has, a node keeps the end of its drawing ("…" first) and its subject stays readable
+    from opsctl.output import Output, emit
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    messages = [node(f"m{i}@x", i, f"m{i - 1}@x" if i else None, subject="Re: the invoice for March")
+                for i in range(40)]
+    emit(thread_rows({**THREAD, "messages": messages}), Output.table,
+         columns=[("message", "MESSAGE"), ("from", "FROM"), ("date", "DATE"), ("message_id", "MESSAGE ID")])
+    column = message_column(capsys.readouterr().out)
+    assert len(column) <= 2 * len(messages), column
+    assert sum("Re: the invoice" in line for line in column) == len(messages), column
+    assert any(line.lstrip().startswith("…") for line in column)
+
+
+@pytest.mark.parametrize(("prefix", "room", "drawn"), [
+    ("", 10, ("", "")),
+    ("├─ ", 10, ("├─ ", "│  ")),
+    ("│  └─ ", 6, ("│  └─ ", "│     ")),  # fits exactly
+    ("│  │  ├─ ", 7, ("…│  ├─ ", " │  │  ")),  # the end of the drawing, its own connector kept
+    ("   └─ ", 4, ("…└─ ", "    ")),
+    ("│  ├─ ", 1, ("", "")),  # no room at all: the text alone
+])
+def test_a_deep_drawing_fits_its_room(prefix: str, room: int, drawn: tuple[str, str]) -> None:
+    from opsctl.mailview import fit_drawing
+
+    assert fit_drawing(prefix, room) == drawn
+    assert all(len(part) <= max(room, 0) for part in drawn)
