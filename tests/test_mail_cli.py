@@ -237,6 +237,10 @@ def test_a_thread_merged_away_shows_the_one_it_became(api: RunningApi, tenant: A
     code, out, err = opsctl(capsys, api, tenant.api_key, "threads", "show", str(thread_of["b"]))
     assert code == 0 and err == f"thread {thread_of['b']} was merged into thread {thread_of['a']}\n"
     assert f"thread {thread_of['a']}: first — 3 messages" in out
+    for output in ("json", "yaml"):  # stdout the API's answer as it is, stderr the same note
+        code, out, err = opsctl(capsys, api, tenant.api_key, "threads", "show", str(thread_of["b"]), "-o", output)
+        assert code == 0 and err == f"thread {thread_of['b']} was merged into thread {thread_of['a']}\n"
+        assert yaml.safe_load(out)["thread_id"] == thread_of["a"]
 
 
 def test_the_mail_docs_cite_real_commands_and_the_sample() -> None:
