@@ -9,6 +9,7 @@ as field/value rows.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from core.humanize import format_bytes, plural
@@ -33,17 +34,71 @@ def tree_prefixes(depths: Sequence[int]) -> list[str]:
     return prefixes
 
 
+def wrap_guides(prefix: str) -> str:
+    """The drawing before the second and later lines of a node whose text wraps: its ancestors' lines,
+    and its own line down to its next sibling while one follows (``├─`` becomes ``│``, ``└─`` blank)."""
+    if not prefix:
+        return ""
+    return prefix[: -len(BRANCH)] + (THROUGH if prefix.endswith(BRANCH) else EMPTY)
+
+
+TEXT_ROOM = 20  # the cells a node's text keeps however deep it is: the drawing gives way past that
+
+
+def fit_drawing(prefix: str, room: int) -> tuple[str, str]:
+    """(the drawing before a node's first line, before its wrapped lines) in at most ``room`` cells: a
+    node too deep for that keeps the end of its drawing after ``…`` (its own connector and its nearest
+    ancestors' lines), so every node past that depth starts its text in the same column."""
+    guides = wrap_guides(prefix)
+    if len(prefix) <= room:  # the connectors are one cell each
+        return prefix, guides
+    if room < 2:
+        return "", ""
+    return "…" + prefix[len(prefix) - room + 1:], " " + guides[len(guides) - room + 1:]
+
+
+@dataclass(frozen=True)
+class TreeCell:
+    """A node of a drawn tree as a table cell: ``text`` after its ``prefix``, its wrapped lines after
+    ``wrap_guides(prefix)``, so that a subject folded by a narrow terminal stays inside its branch
+    (``fit_drawing``: a node deeper than the column allows keeps ``TEXT_ROOM`` cells for its text).
+    ``str()`` is the cell on one line."""
+
+    prefix: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.prefix + self.text
+
+    def __rich_measure__(self, console: Any, options: Any) -> Any:
+        from rich.cells import cell_len
+        from rich.measure import Measurement
+
+        longest_word = max((cell_len(word) for word in self.text.split()), default=0)
+        return Measurement(min(len(self.prefix), TEXT_ROOM) + min(longest_word, TEXT_ROOM),
+                           cell_len(str(self))).with_maximum(options.max_width)
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.text import Text
+
+        first, rest = fit_drawing(self.prefix, options.max_width - TEXT_ROOM)
+        width = max(options.max_width - len(first), 1)
+        for index, line in enumerate(Text(self.text).wrap(console, width, overflow="fold")):
+            yield Text(first if index == 0 else rest) + line
+
+
 def thread_rows(thread: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per node of ``GET /v1/threads/{id}``'s ``messages``: the tree and subject, from, date, id."""
+    """One row per node of ``GET /v1/threads/{id}``'s ``messages``: the tree and subject (a ``TreeCell``),
+    from, date, id."""
     messages = thread["messages"]
     rows = []
     for prefix, node in zip(tree_prefixes([m["depth"] for m in messages]), messages, strict=True):
         if node["ghost"]:
-            rows.append({"message": f"{prefix}(missing message {node['message_id']})", "from": None, "date": None,
-                         "message_id": None})
+            rows.append({"message": TreeCell(prefix, f"(missing message {node['message_id']})"), "from": None,
+                         "date": None, "message_id": None})
         else:
-            rows.append({"message": prefix + (node.get("subject") or "(no subject)"), "from": node.get("from"),
-                         "date": node.get("date"), "message_id": node["message_id"]})
+            rows.append({"message": TreeCell(prefix, node.get("subject") or "(no subject)"),
+                         "from": node.get("from"), "date": node.get("date"), "message_id": node["message_id"]})
     return rows
 
 
@@ -60,6 +115,18 @@ def attachment_line(attachment: Mapping[str, Any]) -> str:
     indexed = "indexed" if attachment.get("indexed") else "not indexed"
     return (f"{attachment.get('filename') or '(no name)'} ({attachment['content_type']}, "
             f"{format_bytes(attachment['size'])}, {indexed})")
+
+
+def email_path(message_id: str) -> str | None:
+    """``GET /v1/emails/{id}``'s path for a Message-ID as a person gives it: bare, in its brackets, or as
+    its header has it (a comment after it, a space inside, longer than the core keeps). The id is
+    normalised as the core stored it (``core.mail.ids``), then URL-encoded whole; None when it is blank."""
+    from urllib.parse import quote
+
+    from core.mail.ids import normalize_id, own_id
+
+    bare = own_id(message_id) if "<" in message_id else normalize_id(message_id)
+    return f"/v1/emails/{quote(bare, safe='')}" if bare else None
 
 
 EMAIL_FIELDS = (("message_id", "message id"), ("thread_id", "thread"), ("subject", "subject"), ("from", "from"),

@@ -104,8 +104,9 @@ def emit(data: Any, output: Output, *, columns: Sequence[tuple[str, str]] | None
     table = Table(title=None if title is None else Text(title), show_edge=False, header_style="bold")
     for _, header in cols:
         table.add_column(header, overflow="fold")  # ids and names wrap, never end in "…": they get pasted
-    for row in rows:
-        table.add_row(*(Text(cell(row.get(key))) for key, _ in cols))
+    for row in rows:  # a cell that draws itself (``__rich_console__``) is drawn so; the rest as plain text
+        table.add_row(*(value if hasattr(value := row.get(key), "__rich_console__") else Text(cell(value))
+                        for key, _ in cols))
     # a pipe or a file gets whole rows (like kubectl), a terminal gets rows folded to its width
     Console(width=None if sys.stdout.isatty() else 240).print(table)
 

@@ -273,6 +273,10 @@ def test_a_thread_merged_away_shows_the_one_it_became(api: RunningApi, tenant: A
     code, out, err = opsctl(capsys, api, tenant.api_key, "threads", "show", str(thread_of["b"]))
     assert code == 0 and err == f"thread {thread_of['b']} was merged into thread {thread_of['a']}\n"
     assert f"thread {thread_of['a']}: first — 3 messages" in out
+    for output in ("json", "yaml"):  # stdout the API's answer as it is, stderr the same note
+        code, out, err = opsctl(capsys, api, tenant.api_key, "threads", "show", str(thread_of["b"]), "-o", output)
+        assert code == 0 and err == f"thread {thread_of['b']} was merged into thread {thread_of['a']}\n"
+        assert yaml.safe_load(out)["thread_id"] == thread_of["a"]
 
 
 def test_the_mail_docs_cite_real_commands_and_the_sample() -> None:
@@ -307,3 +311,17 @@ def test_a_message_the_api_refuses_is_reported_by_its_place_and_the_others_go(
                               "body_too_large: "), said
     assert said[1:] == ["error: 1 file ingested, 2 messages accepted, 0 duplicate, 1 refused"]
     assert email_jobs(conn) == ["a@x", "c@x"]
+
+
+def test_a_message_is_shown_by_its_id_as_its_header_has_it(api: RunningApi, tenant: Any, tmp_path: Path, db_url: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # copied from the mail as it is: a comment after the id, a space inside it, longer than the core keeps
+    header = "<" + "x" * 600 + " @long.example> (sent by a broken client)"
+    write(tmp_path, {"long.eml": eml("placeholder@x").replace(b"<placeholder@x>", header.encode())})
+    assert opsctl(capsys, api, tenant.api_key, "ingest", str(tmp_path / "long.eml"))[0] == 0
+    drain(api.settings, db_url)
+    code, out, err = opsctl(capsys, api, tenant.api_key, "emails", "show", header, "-o", "json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["message_id"].startswith("x" * 400) and len(json.loads(out)["message_id"]) == 512
+    code, out, _ = opsctl(capsys, api, tenant.api_key, "emails", "show", header, "--raw")
+    assert code == 0 and header in out

@@ -40,7 +40,7 @@ THREAD = {"thread_id": 7, "subject": "Cache", "message_count": 3, "participants"
 
 
 def test_a_thread_as_rows_with_its_ghost() -> None:
-    assert thread_rows(THREAD) == [
+    assert [{**row, "message": str(row["message"])} for row in thread_rows(THREAD)] == [
         {"message": "Cache", "from": "Ann <ann@x>", "date": "2026-01-05T09:00:00+00:00", "message_id": "root@x"},
         {"message": "└─ (missing message gone@x)", "from": None, "date": None, "message_id": None},
         {"message": "   ├─ Re: Cache", "from": "Bob <bob@x>", "date": "2026-01-05T09:00:00+00:00",
@@ -62,3 +62,98 @@ def test_a_message_as_field_value_rows() -> None:
         "date": None, "in reply to": "z@x", "references": "y@x\nz@x",
         "attachments": "invoice.pdf (application/pdf, 1.2 MiB, not indexed)\n(no name) (text/plain, 300 B, indexed)",
         "notes": "unparseable Date: 'yesterday'", "id from content": False}
+
+
+LONG = ("Re: [RFC][PATCH 04/10] cifs: define server-level cache index objects and register them with FS-Cache "
+        "so that a later mount of the same server finds its cookies again")
+
+
+def message_column(out: str) -> list[str]:
+    """The MESSAGE column of a rendered thread table, one string a line (the header row gives its width)."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "MESSAGE" in line and "┃" in line)
+    width = lines[header].index("┃")
+    return [line[:width] for line in lines[header + 2:]]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_subject_wrapped_in_a_narrow_terminal_keeps_the_tree_drawn(
+        width: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # a long subject folds over several lines: each of them stays inside its node's branch (the lines of
+    # its ancestors and, while a sibling follows, its own), so the tree reads the same at any width
+    from opsctl.output import Output, emit
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    messages = [node("root@x", 0, None, subject=LONG), node("a@x", 1, "root@x", subject=LONG),
+                node("a1@x", 2, "a@x", subject=LONG), node("b@x", 1, "root@x", subject=LONG),
+                node("b1@x", 2, "b@x", subject="Re: short")]
+    emit(thread_rows({**THREAD, "messages": messages}), Output.table,
+         columns=[("message", "MESSAGE"), ("from", "FROM"), ("date", "DATE"), ("message_id", "MESSAGE ID")])
+    column = message_column(capsys.readouterr().out)
+    starts = [i for i, line in enumerate(column) if line.lstrip(" │").startswith(("├─", "└─", "Re: [RFC]"))
+              and (i == 0 or "─ " in line)]
+    assert len(starts) == 5 and len(column) > 5, column  # the subjects did wrap
+    guides = ["", "│  ", "│     ", "   ", "      "]  # before each node's wrapped lines
+    for node_index, (start, end) in enumerate(zip(starts, [*starts[1:], len(column)], strict=True)):
+        for line in column[start + 1:end]:
+            text = line[1:]  # the cell's padding
+            assert text.startswith(guides[node_index]) and text[len(guides[node_index]):][:1] not in (" ", ""), \
+                (node_index, line, column)
+
+
+@pytest.mark.parametrize("header", [
+    "<billing-1@acme.example>", "billing-1@acme.example", "  <billing-1@acme.example>  ",
+    "<a/b%c+d e@x.example>",  # a space inside the brackets: the core keeps the id without it
+    "<" + "n" * 700 + "@long.example>",  # longer than the core keeps: it is stored as its start and a hash
+    "<Case@Sensitive.example> (comment)", "<a@x>\t"])
+def test_a_message_id_given_as_its_header_has_it_finds_the_stored_message(header: str) -> None:
+    from urllib.parse import unquote
+
+    from core.mail.message import parse_message
+    from opsctl.mailview import email_path
+
+    stored = parse_message(f"Message-ID: {header}\nSubject: x\n\nbody\n".encode()).message_id
+    path = email_path(header)
+    assert path.startswith("/v1/emails/") and "/" not in path.removeprefix("/v1/emails/")
+    assert unquote(path.removeprefix("/v1/emails/")) == stored
+
+
+@pytest.mark.parametrize("blank", ["", "  ", "<>", "< >"])
+def test_a_blank_message_id_has_no_path(blank: str) -> None:
+    from opsctl.mailview import email_path
+
+    assert email_path(blank) is None
+
+
+def test_a_thread_deeper_than_the_terminal_is_wide_still_shows_its_subjects(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # a long back-and-forth nests 40 deep: its drawing would take the whole column; past the room the
+    # column has, a node keeps the end of its drawing ("…" first) and its subject stays readable
+    from opsctl.output import Output, emit
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    messages = [node(f"m{i}@x", i, f"m{i - 1}@x" if i else None, subject="Re: the invoice for March")
+                for i in range(40)]
+    emit(thread_rows({**THREAD, "messages": messages}), Output.table,
+         columns=[("message", "MESSAGE"), ("from", "FROM"), ("date", "DATE"), ("message_id", "MESSAGE ID")])
+    column = message_column(capsys.readouterr().out)
+    assert len(column) <= 2 * len(messages), column
+    assert sum("Re: the invoice" in line for line in column) == len(messages), column
+    assert any(line.lstrip().startswith("…") for line in column)
+
+
+@pytest.mark.parametrize(("prefix", "room", "drawn"), [
+    ("", 10, ("", "")),
+    ("├─ ", 10, ("├─ ", "│  ")),
+    ("│  └─ ", 6, ("│  └─ ", "│     ")),  # fits exactly
+    ("│  │  ├─ ", 7, ("…│  ├─ ", " │  │  ")),  # the end of the drawing, its own connector kept
+    ("   └─ ", 4, ("…└─ ", "    ")),
+    ("│  ├─ ", 1, ("", "")),  # no room at all: the text alone
+])
+def test_a_deep_drawing_fits_its_room(prefix: str, room: int, drawn: tuple[str, str]) -> None:
+    from opsctl.mailview import fit_drawing
+
+    assert fit_drawing(prefix, room) == drawn
+    assert all(len(part) <= max(room, 0) for part in drawn)

@@ -17,7 +17,7 @@ app = typer.Typer(help="Read ingested e-mail by Message-ID.\n\nExample: opsctl e
 @app.command("show")
 def show(
     message_id: str = typer.Argument(..., metavar="MESSAGE_ID", help="the Message-ID, with or without <angle "
-                                     "brackets>"),
+                                     "brackets>, or as its header has it"),
     raw: bool = typer.Option(False, "--raw", help="print the original message, byte for byte, to stdout"),
     api_url: str | None = typer.Option(None, "--api-url", envvar="OPSCTL_API_URL", help="the core API"),
     api_key: str | None = typer.Option(None, "--api-key", envvar="OPSCTL_API_KEY", help="a tenant API key"),
@@ -31,16 +31,14 @@ def show(
     Example: opsctl emails show '<abc123@mail.example.com>' --raw > message.eml
     """
     import sys
-    from urllib.parse import quote
 
     from opsctl.client import call, call_raw
     from opsctl.context import api_client, settings
-    from opsctl.mailview import email_rows
+    from opsctl.mailview import email_path, email_rows
 
-    bare = message_id.strip().removeprefix("<").removesuffix(">").strip()
-    if not bare:
+    path = email_path(message_id)
+    if path is None:
         raise typer.BadParameter("the Message-ID is blank", param_hint="'MESSAGE_ID'")
-    path = f"/v1/emails/{quote(bare, safe='')}"
     with api_client(settings(api_url=api_url, api_key=api_key)) as client:
         if raw:
             sys.stdout.buffer.write(call_raw(client, "GET", path, params={"raw": 1}))

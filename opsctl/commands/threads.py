@@ -21,7 +21,7 @@ def show(
     """Draw a thread: its messages depth-first, each under the one it replies to, oldest first, with
     subject, sender and date; a message the others refer to that was never ingested shows as
     "(missing message <id>)". A thread merged into another (a message linking them arrived) shows the
-    one it became. -o json|yaml print the API's answer as it is.
+    one it became (and says so on stderr). -o json|yaml print the API's answer as it is.
 
     Example: opsctl threads show 42 -o json
     """
@@ -32,10 +32,10 @@ def show(
 
     with api_client(settings(api_url=api_url, api_key=api_key)) as client:
         thread = call(client, "GET", f"/v1/threads/{thread_id}")
+    if thread["thread_id"] != thread_id:  # on stderr whatever -o: stdout stays the answer alone
+        info(f"thread {thread_id} was merged into thread {thread['thread_id']}")
     if output is not Output.table:
         emit(thread, output)
         return
-    if thread["thread_id"] != thread_id:
-        info(f"thread {thread_id} was merged into thread {thread['thread_id']}")
     emit(thread_rows(thread), output, title=thread_title(thread, timestamp),
          columns=[("message", "MESSAGE"), ("from", "FROM"), ("date", "DATE"), ("message_id", "MESSAGE ID")])
