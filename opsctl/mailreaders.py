@@ -4,9 +4,10 @@ Mail comes in three shapes (:func:`mail_kind` tells which a file is, by its plac
 line; :mod:`opsctl.readers` walks the paths named and asks it):
 
 - a **message file**: ``.eml``, or any file in a Maildir's ``cur/`` or ``new/`` (names like
-  ``1354585346.000260:2,S``). A Maildir is a directory holding ``cur/`` and ``new/``; Maildir++
-  folders (``.Sent/``, ``.Archive.2024/``) are Maildirs inside it. A Maildir's ``tmp/`` holds
-  deliveries in progress and its dotfiles are not messages: both are skipped. A message file must
+  ``1354585346.000260:2,S``). A Maildir is a directory holding ``cur/`` or ``new/`` (either: git and
+  tarballs drop an empty one; ``tmp/`` alone does not make one); Maildir++ folders (``.Sent/``,
+  ``.Archive.2024/``) are Maildirs inside it. A Maildir's ``tmp/`` holds deliveries in progress and
+  its dotfiles are not messages: both are skipped. A message file must
   look like mail (its first line a header field or a ``From`` line), so a stray file is refused
   by name rather than stored as a message; ``--format email`` (kind ``email``) sends any file as
   it is.
@@ -54,7 +55,9 @@ def looks_like_message(head: bytes) -> bool:
 
 
 def is_maildir(directory: Path) -> bool:
-    return all((directory / box).is_dir() for box in MAILDIR_BOXES)
+    """Whether ``directory`` holds a ``cur/`` or a ``new/`` (git, tarballs and copies drop an empty one,
+    so either is enough; ``tmp/``, deliveries in progress, does not count)."""
+    return any((directory / box).is_dir() for box in MAILDIR_BOXES)
 
 
 def maildir_place(path: Path) -> Literal["box", "tmp"] | None:

@@ -223,3 +223,23 @@ def test_a_50_mb_mbox_is_read_with_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (seen, total) == (count, path.stat().st_size)
     assert peak < 1 << 20, f"peak {peak} bytes while reading a {total}-byte mbox"
+
+
+@pytest.mark.parametrize("files", [
+    {"lkml/cur/1382298587.000001.mbox:2,": eml("c@x")},  # git and tarballs drop an empty new/
+    {"lkml/new/1382298587.000001.host": eml("c@x")},  # ... or an empty cur/
+    {"lkml/cur/1382298587.000001.mbox:2,": eml("c@x"), "lkml/tmp/1382298588.000002.host": eml("half@x")},
+])
+def test_a_maildir_with_one_box_is_a_maildir_and_its_tmp_still_skipped(tmp_path: Path,
+                                                                        files: dict[str, bytes | str]) -> None:
+    root = write(tmp_path, files) / "lkml"
+    found = find_files([root])
+    assert [(m.path.relative_to(root).as_posix(), m.kind) for m in found.mail] == [
+        (name.removeprefix("lkml/"), "message") for name in files if "/tmp/" not in name]
+    assert kind_of(root / "tmp" / "1382298588.000002.host") is None
+
+
+def test_tmp_alone_does_not_make_a_maildir(tmp_path: Path) -> None:
+    root = write(tmp_path, {"d/tmp/1.host": eml("t@x")}) / "d"
+    with pytest.raises(ConfigError, match="no .txt, .md, .json, .jsonl or .eml file, mbox or Maildir"):
+        find_files([root])
