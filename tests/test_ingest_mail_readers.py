@@ -241,5 +241,5 @@ def test_a_maildir_with_one_box_is_a_maildir_and_its_tmp_still_skipped(tmp_path:
 
 def test_tmp_alone_does_not_make_a_maildir(tmp_path: Path) -> None:
     root = write(tmp_path, {"d/tmp/1.host": eml("t@x")}) / "d"
-    with pytest.raises(ConfigError, match="no .txt, .md, .json, .jsonl or .eml file, mbox or Maildir"):
+    with pytest.raises(ConfigError, match=r"no \.txt, \.md, \.json, \.jsonl or \.eml file, mbox or Maildir"):
         find_files([root])
