@@ -22,14 +22,13 @@ from core.api.intake import store_email, store_mbox
 from core.api.models import EmailAcceptedOut, EmailOut, MboxAcceptedOut
 from core.api.services import Services
 from core.emails import get_email, get_raw
-from core.ingest.accept import external_id_value
 from core.inputs import NON_BLANK_PATTERN
+from core.mail.lookup import MAX_ASKED, asked_id
 
 router = resource_router(prefix="/v1/emails", tags=["emails"])
 
 RFC822 = "message/rfc822"
 MBOX = "application/mbox"
-MAX_MESSAGE_ID = 512  # core.mail bounds every id to this many characters (a longer one ends in a hash of it)
 RAW_MESSAGE = {"requestBody": {"required": True, "description": "`message/rfc822`: one message as it travels: RFC "
                                "5322 headers, a blank line, the (MIME) body; any bytes, any charset. "
                                "`application/mbox` (RFC 4155): several messages, each after a `From <address> "
@@ -39,10 +38,23 @@ RAW_MESSAGE = {"requestBody": {"required": True, "description": "`message/rfc822
                                            MBOX: {"schema": {"type": "string", "format": "binary",
                                                              "minLength": 1}}}}}
 
-MessageId = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID, description="the Message-ID without angle "
-                                "brackets, URL-encoded (as `POST /v1/emails` answered it)",
+
+
+def message_id_value(value: str) -> str:
+    """The stored id a path's Message-ID names (``core.mail.lookup.asked_id``: what ``opsctl emails show``
+    asks for too); a ``ValueError`` (422) when it names none."""
+    found = asked_id(value)
+    if found is None:
+        raise ValueError("no Message-ID in it: give the id, with or without its angle brackets")
+    return found
+
+
+MessageId = Annotated[str, Path(min_length=1, max_length=MAX_ASKED, description="the Message-ID, URL-encoded: as "
+                                "`POST /v1/emails` answered it, or in its angle brackets, or as its header has it "
+                                "(a comment after it, a space inside, longer than the 512 characters the core "
+                                "keeps): it is normalised as the stored id was",
                                 json_schema_extra={"pattern": NON_BLANK_PATTERN}),
-                      AfterValidator(external_id_value)]
+                      AfterValidator(message_id_value)]
 
 
 def media_type(content_type: str | None) -> str:
