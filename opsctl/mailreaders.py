@@ -7,7 +7,9 @@ line; :mod:`opsctl.readers` walks the paths named and asks it):
   ``1354585346.000260:2,S``). A Maildir is a directory holding ``cur/`` or ``new/`` (either: git and
   tarballs drop an empty one; ``tmp/`` alone does not make one); Maildir++ folders (``.Sent/``,
   ``.Archive.2024/``) are Maildirs inside it. A Maildir's ``tmp/`` holds deliveries in progress and
-  its dotfiles are not messages: both are skipped. A message file must
+  its dotfiles are not messages: both are skipped. A file named like a Maildir message (its name
+  ends in the info ``:2,`` and flags, ``1354585346.000260:2,S``) is one wherever it lies: a folder
+  of messages copied out of their Maildir (notmuch's test corpora hold such files). A message file must
   look like mail (its first line a header field or a ``From`` line), so a stray file is refused
   by name rather than stored as a message; ``--format email`` (kind ``email``) sends any file as
   it is.
@@ -46,6 +48,7 @@ MAIL_SUFFIXES: dict[str, MailKind] = {".eml": "message", ".mbox": "mbox", ".mbx"
 MAILDIR_BOXES = ("cur", "new")
 
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")  # a field name (printable ASCII but ':') and its colon
+_MAILDIR_NAME = re.compile(r":2,[A-Za-z]*\Z")  # a Maildir message's info: version 2 and its flags (S, RS …)
 
 
 def looks_like_message(head: bytes) -> bool:
@@ -82,6 +85,8 @@ def mail_kind(path: Path) -> MailKind | None:
     place = maildir_place(path)
     if place is not None:
         return "message" if place == "box" and not path.name.startswith(".") else None
+    if _MAILDIR_NAME.search(path.name) and not path.name.startswith("."):
+        return "message"
     kind = MAIL_SUFFIXES.get(path.suffix.lower())
     if kind is None and starts_like_mbox(path):
         return "mbox"

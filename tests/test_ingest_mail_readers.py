@@ -146,6 +146,9 @@ def test_a_maildir_tree(tmp_path: Path) -> None:
     ("scan.pdf", b"%PDF-1.7\n", None),
     ("README", "From here on, read this\n", None),
     ("message.txt", eml("t@x"), "document"),  # a text file stays a document
+    ("1354585346.000260.host:2,S", eml("m@x"), "message"),  # named like a Maildir message, out of its box
+    ("01:2,", eml("m@x"), "message"), ("07:2,RS", "not mail", "message"),  # refused when read
+    ("notes:2", "x", None), ("a:2,S.bak", "x", None),
 ])
 def test_the_kind_of_a_file_by_suffix_and_content(tmp_path: Path, name: str, content: str | bytes,
                                                    kind: str | None) -> None:
