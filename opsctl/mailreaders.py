@@ -5,7 +5,8 @@ line; :mod:`opsctl.readers` walks the paths named and asks it):
 
 - a **message file**: ``.eml``, or any file in a Maildir's ``cur/`` or ``new/`` (names like
   ``1354585346.000260:2,S``). A Maildir is a directory holding ``cur/`` or ``new/`` (either: git and
-  tarballs drop an empty one; ``tmp/`` alone does not make one); Maildir++ folders (``.Sent/``,
+  tarballs drop an empty one; ``tmp/`` alone does not make one; in one with a single box, a document
+  by its suffix, ``.md`` …, stays a document); Maildir++ folders (``.Sent/``,
   ``.Archive.2024/``) are Maildirs inside it. A Maildir's ``tmp/`` holds deliveries in progress and
   its dotfiles are not messages: both are skipped. A file named like a Maildir message (its name
   ends in the info ``:2,`` and flags, ``1354585346.000260:2,S``) is one wherever it lies: a folder
@@ -61,6 +62,12 @@ def is_maildir(directory: Path) -> bool:
     """Whether ``directory`` holds a ``cur/`` or a ``new/`` (git, tarballs and copies drop an empty one,
     so either is enough; ``tmp/``, deliveries in progress, does not count)."""
     return any((directory / box).is_dir() for box in MAILDIR_BOXES)
+
+
+def has_both_boxes(directory: Path) -> bool:
+    """Whether ``directory`` holds ``cur/`` and ``new/``: a Maildir beyond doubt. One with a single box
+    may also be a folder of documents that has a ``new/`` (see :func:`opsctl.readers.kind_of`)."""
+    return all((directory / box).is_dir() for box in MAILDIR_BOXES)
 
 
 def maildir_place(path: Path) -> Literal["box", "tmp"] | None:

@@ -246,3 +246,18 @@ def test_tmp_alone_does_not_make_a_maildir(tmp_path: Path) -> None:
     root = write(tmp_path, {"d/tmp/1.host": eml("t@x")}) / "d"
     with pytest.raises(ConfigError, match=r"no \.txt, \.md, \.json, \.jsonl or \.eml file, mbox or Maildir"):
         find_files([root])
+
+
+def test_documents_in_folders_named_new_cur_or_tmp_stay_documents(tmp_path: Path) -> None:
+    """A folder of notes with a ``new/`` (or ``cur/``) is not taken for a Maildir that lost a box: its
+    documents are sent as documents, and those in its ``tmp/`` are not skipped as deliveries."""
+    root = write(tmp_path, {"notes/new/ideas.md": "# ideas", "notes/tmp/draft.txt": "a draft",
+                            "notes/new/1.host:2,S": eml("n@x")}) / "notes"
+    found = find_files([root])
+    assert [(p.relative_to(root).as_posix(), n) for p, n in found.documents] == [
+        ("new/ideas.md", root), ("tmp/draft.txt", root)]
+    assert [m.path.relative_to(root).as_posix() for m in found.mail] == ["new/1.host:2,S"]
+    # in a Maildir with both boxes, any file of a box is a message (the Maildir tree test), tmp/ is skipped
+    write(root, {"cur/": ""})
+    assert kind_of(root / "new" / "ideas.md") == "message"
+    assert kind_of(root / "tmp" / "draft.txt") is None
