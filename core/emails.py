@@ -3,13 +3,15 @@
 A thread is read in one statement (one snapshot): the thread row asked for, or the survivor it
 was merged into (one hop: every merge repoints the threads that pointed at those it folds away),
 and its messages, which ``core.mail.threads.thread_tree`` turns into the tree (JWZ, ghosts where
-a missing message joins branches). Mail rows do not depend on documents: a month of documents
-dropped by retention leaves its mail readable here, only out of search.
+a missing message joins branches); its time span is that of its messages' dates (:func:`thread_span`).
+Mail rows do not depend on documents: a month of documents dropped by retention leaves its mail
+readable here, only out of search.
 """
 
 from __future__ import annotations
 
 import zlib
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from core.db import read_connection
@@ -30,10 +32,10 @@ THREAD_SQL = """
 WITH asked AS (
     SELECT coalesce(merged_into, id) AS id FROM mail_threads WHERE company_id = %(company)s AND id = %(thread)s
 ), thread AS (
-    SELECT h.id, h.subject, h.message_count, h.first_at, h.last_at
+    SELECT h.id, h.subject, h.message_count
     FROM mail_threads h JOIN asked ON h.company_id = %(company)s AND h.id = asked.id
 )
-SELECT thread.id, thread.subject, thread.message_count, thread.first_at, thread.last_at,
+SELECT thread.id, thread.subject, thread.message_count,
        m.message_id, m.in_reply_to, m.refs, m.sent_at, m.subject, m.from_addr
 FROM thread LEFT JOIN mail_messages m ON m.company_id = %(company)s AND m.thread_id = thread.id
 """
@@ -68,9 +70,10 @@ def get_thread(pool: ConnectionPool, company_id: int, thread_id: int) -> dict[st
     if not rows:
         return None
     head = rows[0]
-    members = [Member(r[5], r[6], tuple(r[7]), r[8], r[9], r[10]) for r in rows if r[5] is not None]
+    members = [Member(r[3], r[4], tuple(r[5]), r[6], r[7], r[8]) for r in rows if r[3] is not None]
+    first_at, last_at = thread_span(members)
     return {"thread_id": int(head[0]), "subject": head[1], "message_count": head[2],
-            "participants": participants(members), "first_at": _iso(head[3]), "last_at": _iso(head[4]),
+            "participants": participants(members), "first_at": _iso(first_at), "last_at": _iso(last_at),
             "messages": [{"message_id": n.message_id, "parent": n.parent, "depth": n.depth, "ghost": n.ghost,
                           "subject": n.member.subject if n.member else None,
                           "from": n.member.from_ if n.member else None,
@@ -81,3 +84,12 @@ def participants(members: list[Member]) -> list[str]:
     """Everyone who wrote in the thread, in the order of their first message (undated ones last) (pure)."""
     dated = sorted(members, key=lambda m: (m.date is None, m.date.timestamp() if m.date else 0.0, m.message_id))
     return list(dict.fromkeys(m.from_ for m in dated if m.from_))
+
+
+def thread_span(members: list[Member]) -> tuple[datetime | None, datetime | None]:
+    """The earliest and the latest Date of the thread's messages, as each message shows it; an undated
+    message does not count, and a thread with no dated message has no span: (None, None) (pure).
+    Not the thread row's ``first_at``/``last_at``: those count an undated message at its arrival (they
+    order threads for subject grouping), which a reader would take for when it was written."""
+    dates = [m.date for m in members if m.date is not None]
+    return (min(dates), max(dates)) if dates else (None, None)

@@ -4,9 +4,13 @@ Mail comes in three shapes (:func:`mail_kind` tells which a file is, by its plac
 line; :mod:`opsctl.readers` walks the paths named and asks it):
 
 - a **message file**: ``.eml``, or any file in a Maildir's ``cur/`` or ``new/`` (names like
-  ``1354585346.000260:2,S``). A Maildir is a directory holding ``cur/`` and ``new/``; Maildir++
-  folders (``.Sent/``, ``.Archive.2024/``) are Maildirs inside it. A Maildir's ``tmp/`` holds
-  deliveries in progress and its dotfiles are not messages: both are skipped. A message file must
+  ``1354585346.000260:2,S``). A Maildir is a directory holding ``cur/`` or ``new/`` (either: git and
+  tarballs drop an empty one; ``tmp/`` alone does not make one; in one with a single box, a document
+  by its suffix, ``.md`` …, stays a document); Maildir++ folders (``.Sent/``,
+  ``.Archive.2024/``) are Maildirs inside it. A Maildir's ``tmp/`` holds deliveries in progress and
+  its dotfiles are not messages: both are skipped. A file named like a Maildir message (its name
+  ends in the info ``:2,`` and flags, ``1354585346.000260:2,S``) is one wherever it lies: a folder
+  of messages copied out of their Maildir (notmuch's test corpora hold such files). A message file must
   look like mail (its first line a header field or a ``From`` line), so a stray file is refused
   by name rather than stored as a message; ``--format email`` (kind ``email``) sends any file as
   it is.
@@ -45,6 +49,7 @@ MAIL_SUFFIXES: dict[str, MailKind] = {".eml": "message", ".mbox": "mbox", ".mbx"
 MAILDIR_BOXES = ("cur", "new")
 
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")  # a field name (printable ASCII but ':') and its colon
+_MAILDIR_NAME = re.compile(r":2,[A-Za-z]*\Z")  # a Maildir message's info: version 2 and its flags (S, RS …)
 
 
 def looks_like_message(head: bytes) -> bool:
@@ -54,6 +59,14 @@ def looks_like_message(head: bytes) -> bool:
 
 
 def is_maildir(directory: Path) -> bool:
+    """Whether ``directory`` holds a ``cur/`` or a ``new/`` (git, tarballs and copies drop an empty one,
+    so either is enough; ``tmp/``, deliveries in progress, does not count)."""
+    return any((directory / box).is_dir() for box in MAILDIR_BOXES)
+
+
+def has_both_boxes(directory: Path) -> bool:
+    """Whether ``directory`` holds ``cur/`` and ``new/``: a Maildir beyond doubt. One with a single box
+    may also be a folder of documents that has a ``new/`` (see :func:`opsctl.readers.kind_of`)."""
     return all((directory / box).is_dir() for box in MAILDIR_BOXES)
 
 
@@ -79,6 +92,8 @@ def mail_kind(path: Path) -> MailKind | None:
     place = maildir_place(path)
     if place is not None:
         return "message" if place == "box" and not path.name.startswith(".") else None
+    if _MAILDIR_NAME.search(path.name) and not path.name.startswith("."):
+        return "message"
     kind = MAIL_SUFFIXES.get(path.suffix.lower())
     if kind is None and starts_like_mbox(path):
         return "mbox"

@@ -120,12 +120,13 @@ def attachment_line(attachment: Mapping[str, Any]) -> str:
 def email_path(message_id: str) -> str | None:
     """``GET /v1/emails/{id}``'s path for a Message-ID as a person gives it: bare, in its brackets, or as
     its header has it (a comment after it, a space inside, longer than the core keeps). The id is
-    normalised as the core stored it (``core.mail.ids``), then URL-encoded whole; None when it is blank."""
+    normalised as the core stored it (``core.mail.lookup.asked_id``, as the API does too), then URL-encoded
+    whole; None when it is blank."""
     from urllib.parse import quote
 
-    from core.mail.ids import normalize_id, own_id
+    from core.mail.lookup import asked_id
 
-    bare = own_id(message_id) if "<" in message_id else normalize_id(message_id)
+    bare = asked_id(message_id)
     return f"/v1/emails/{quote(bare, safe='')}" if bare else None
 
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from core.errors import ConfigError
 from opsctl.files import FileProblem, read_text
-from opsctl.mailreaders import MailFile, MailKind, mail_kind, maildir_place
+from opsctl.mailreaders import MailFile, MailKind, has_both_boxes, mail_kind, maildir_place
 
 Document = dict[str, Any]
 TEXT_MAX_BYTES = 10 << 20  # the API's default max_body_bytes: a larger text cannot be sent as one document
@@ -123,8 +123,12 @@ WANTED = f"{', '.join(EXTENSIONS)} or .eml file, mbox or Maildir"
 def kind_of(path: Path, format: Format = "auto") -> Literal["document"] | MailKind | None:
     """What ``path`` holds: documents (by suffix, unless it sits in a Maildir), mail (see
     :func:`opsctl.mailreaders.mail_kind`; any file with ``format="email"``, but a Maildir's ``tmp/``),
-    or nothing to send."""
+    or nothing to send. A directory with one box (``new/`` or ``cur/``) is a Maildir that lost the
+    other, or a folder of documents with such a subfolder: there a document by its suffix stays a
+    document, in ``tmp/`` too, so that no note is refused as mail nor skipped as a delivery."""
     place = maildir_place(path)
+    if place is not None and path.suffix.lower() in READERS and not has_both_boxes(path.parent.parent):
+        place = None
     if place == "tmp":
         return None
     if format == "email":

@@ -548,3 +548,14 @@ def test_a_blank_external_id_in_the_path_is_422(api: RunningApi, tenant: Any, co
         assert_error(client.delete(httpx.URL(api.url + path)), 422, "validation_error")
         assert_error(client.get(httpx.URL(api.url + path)), 422, "validation_error")
     assert jobs(conn) == 0
+
+
+@pytest.mark.parametrize("kind", ["job", "thread"])
+@pytest.mark.parametrize("digits", ["9223372036854775808", "12345678901234567890", "9" * 5000])
+def test_an_id_past_the_largest_says_it_is_out_of_range(api: RunningApi, tenant: Any, kind: str, digits: str) -> None:
+    """A 20-digit id is decimal digits: the answer names the real limit, not the digits."""
+    with client_for(api, tenant.api_key) as client:
+        message = assert_error(client.get(f"/v1/{kind}s/{digits}"), 422, "validation_error")["message"]
+        assert f"a {kind} id is at most 9223372036854775807 (out of range)" in message, message
+        assert "decimal digits" not in message
+        assert "decimal digits" in assert_error(client.get(f"/v1/{kind}s/1_000"), 422, "validation_error")["message"]

@@ -146,6 +146,9 @@ def test_a_maildir_tree(tmp_path: Path) -> None:
     ("scan.pdf", b"%PDF-1.7\n", None),
     ("README", "From here on, read this\n", None),
     ("message.txt", eml("t@x"), "document"),  # a text file stays a document
+    ("1354585346.000260.host:2,S", eml("m@x"), "message"),  # named like a Maildir message, out of its box
+    ("01:2,", eml("m@x"), "message"), ("07:2,RS", "not mail", "message"),  # refused when read
+    ("notes:2", "x", None), ("a:2,S.bak", "x", None),
 ])
 def test_the_kind_of_a_file_by_suffix_and_content(tmp_path: Path, name: str, content: str | bytes,
                                                    kind: str | None) -> None:
@@ -223,3 +226,38 @@ def test_a_50_mb_mbox_is_read_with_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (seen, total) == (count, path.stat().st_size)
     assert peak < 1 << 20, f"peak {peak} bytes while reading a {total}-byte mbox"
+
+
+@pytest.mark.parametrize("files", [
+    {"lkml/cur/1382298587.000001.mbox:2,": eml("c@x")},  # git and tarballs drop an empty new/
+    {"lkml/new/1382298587.000001.host": eml("c@x")},  # ... or an empty cur/
+    {"lkml/cur/1382298587.000001.mbox:2,": eml("c@x"), "lkml/tmp/1382298588.000002.host": eml("half@x")},
+])
+def test_a_maildir_with_one_box_is_a_maildir_and_its_tmp_still_skipped(tmp_path: Path,
+                                                                        files: dict[str, bytes | str]) -> None:
+    root = write(tmp_path, files) / "lkml"
+    found = find_files([root])
+    assert [(m.path.relative_to(root).as_posix(), m.kind) for m in found.mail] == [
+        (name.removeprefix("lkml/"), "message") for name in files if "/tmp/" not in name]
+    assert kind_of(root / "tmp" / "1382298588.000002.host") is None
+
+
+def test_tmp_alone_does_not_make_a_maildir(tmp_path: Path) -> None:
+    root = write(tmp_path, {"d/tmp/1.host": eml("t@x")}) / "d"
+    with pytest.raises(ConfigError, match=r"no \.txt, \.md, \.json, \.jsonl or \.eml file, mbox or Maildir"):
+        find_files([root])
+
+
+def test_documents_in_folders_named_new_cur_or_tmp_stay_documents(tmp_path: Path) -> None:
+    """A folder of notes with a ``new/`` (or ``cur/``) is not taken for a Maildir that lost a box: its
+    documents are sent as documents, and those in its ``tmp/`` are not skipped as deliveries."""
+    root = write(tmp_path, {"notes/new/ideas.md": "# ideas", "notes/tmp/draft.txt": "a draft",
+                            "notes/new/1.host:2,S": eml("n@x")}) / "notes"
+    found = find_files([root])
+    assert [(p.relative_to(root).as_posix(), n) for p, n in found.documents] == [
+        ("new/ideas.md", root), ("tmp/draft.txt", root)]
+    assert [m.path.relative_to(root).as_posix() for m in found.mail] == ["new/1.host:2,S"]
+    # in a Maildir with both boxes, any file of a box is a message (the Maildir tree test), tmp/ is skipped
+    write(root, {"cur/": ""})
+    assert kind_of(root / "new" / "ideas.md") == "message"
+    assert kind_of(root / "tmp" / "draft.txt") is None

@@ -302,13 +302,13 @@ def test_documents_of_the_same_text_leave_out_blank_ones_and_chunk_like_the_serv
 
 
 def test_the_stripping_figure_reads_every_mailbox_shape(corpus: MailCorpus, tmp_path: Path) -> None:
-    from bench.mail_strip import measure, messages_in
+    from bench.mail_strip import deliveries, measure
 
     mails = corpus.of("B")[:120]
     write_mbox(tmp_path / "list.mbox", mails[:40])
     write_maildir(tmp_path / "Maildir", mails[40:80])
     write_eml(tmp_path / "eml", mails[80:])
-    assert sorted(r for p in ("list.mbox", "Maildir", "eml") for r in messages_in(tmp_path / p)) == \
+    assert sorted(r for p in ("list.mbox", "Maildir", "eml") for r in deliveries(tmp_path / p)) == \
         sorted(m.raw for m in mails)
     sizes = measure([tmp_path / "list.mbox", tmp_path / "Maildir", tmp_path / "eml"], 800, 100)
     assert sizes.messages == 120 and sizes.replies == sum(1 for m in mails if m.references or m.in_reply_to)

@@ -128,8 +128,10 @@ class ThreadOut(Out):
     subject: str | None = Field(description="the subject of its oldest message")
     message_count: int = Field(description="messages stored in it (ghosts not counted)")
     participants: list[str] = Field(description="everyone who wrote in it, by their first message")
-    first_at: str = Field(json_schema_extra={"format": "date-time"})
-    last_at: str = Field(json_schema_extra={"format": "date-time"})
+    first_at: str | None = Field(json_schema_extra={"format": "date-time"},
+                                 description="the earliest Date of its messages; null when none has a date")
+    last_at: str | None = Field(json_schema_extra={"format": "date-time"},
+                                description="the latest Date of its messages; null when none has a date")
     messages: list[ThreadMessageOut] = Field(description="depth-first, oldest sibling first")
 
 

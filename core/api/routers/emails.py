@@ -24,12 +24,12 @@ from core.api.services import Services
 from core.emails import get_email, get_raw
 from core.ingest.accept import external_id_value
 from core.inputs import NON_BLANK_PATTERN
+from core.mail.lookup import MAX_ASKED, asked_id
 
 router = resource_router(prefix="/v1/emails", tags=["emails"])
 
 RFC822 = "message/rfc822"
 MBOX = "application/mbox"
-MAX_MESSAGE_ID = 512  # core.mail bounds every id to this many characters (a longer one ends in a hash of it)
 RAW_MESSAGE = {"requestBody": {"required": True, "description": "`message/rfc822`: one message as it travels: RFC "
                                "5322 headers, a blank line, the (MIME) body; any bytes, any charset. "
                                "`application/mbox` (RFC 4155): several messages, each after a `From <address> "
@@ -39,8 +39,11 @@ RAW_MESSAGE = {"requestBody": {"required": True, "description": "`message/rfc822
                                            MBOX: {"schema": {"type": "string", "format": "binary",
                                                              "minLength": 1}}}}}
 
-MessageId = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID, description="the Message-ID without angle "
-                                "brackets, URL-encoded (as `POST /v1/emails` answered it)",
+MessageId = Annotated[str, Path(min_length=1, max_length=MAX_ASKED, description="the Message-ID, URL-encoded: as "
+                                "`POST /v1/emails` answered it, or in its angle brackets, or as its header has it "
+                                "(a comment after it, a space inside, longer than the 512 characters the core "
+                                "keeps): it is normalised as the stored id was (one that normalises to nothing, "
+                                "such as `<>`, names no message: 404)",
                                 json_schema_extra={"pattern": NON_BLANK_PATTERN}),
                       AfterValidator(external_id_value)]
 
@@ -91,13 +94,17 @@ async def post_email(request: Request) -> dict[str, Any]:
 async def get_email_route(principal: PrincipalDep, message_id: MessageId, services: ServicesDep,
                           raw: Annotated[bool, Query(description="the original bytes, as `message/rfc822`")] = False,
                           ) -> Any:
-    """A message of the caller's company (another company's is a 404, as is an id only referenced)."""
+    """A message of the caller's company (another company's is a 404, as is an id only referenced).
+    The id is normalised as the stored one was (`core.mail.lookup.asked_id`, as `opsctl emails show`)."""
+    stored = asked_id(message_id)
+    if stored is None:
+        raise ApiError(404, "not_found", f"no e-mail {message_id!r}: it holds no Message-ID")
     if raw:
-        original = await run_in_threadpool(get_raw, services.pool, principal.company_id, message_id)
+        original = await run_in_threadpool(get_raw, services.pool, principal.company_id, stored)
         if original is None:
-            raise ApiError(404, "not_found", f"no e-mail {message_id!r}")
+            raise ApiError(404, "not_found", f"no e-mail {stored!r}")
         return Response(original, media_type=RFC822)
-    found = await run_in_threadpool(get_email, services.pool, principal.company_id, message_id)
+    found = await run_in_threadpool(get_email, services.pool, principal.company_id, stored)
     if found is None:
-        raise ApiError(404, "not_found", f"no e-mail {message_id!r}")
+        raise ApiError(404, "not_found", f"no e-mail {stored!r}")
     return found
