@@ -19,6 +19,17 @@ _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?[^?\s]+\?[QqBb]\?)")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _WHITESPACE = re.compile(r"\s+")
 _EMPTY_GROUP = re.compile(r"^[^:<>@\"]*:\s*;?\s*$")  # "undisclosed-recipients:;"
+# Address lists in their common shapes ("Name <a@b>", "\"Last, First\" <a@b>", "a@b", comma-separated),
+# which email.utils.getaddresses reads into (name, address) exactly as these groups hold them
+_WORD = r'[^ \t\r\n()<>@,:;"\[\]\\]+'  # an atom of a display name (a dot is part of it)
+_ATOM = r'[^ \t\r\n()<>@,:;".\[\]\\]+'
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+_ENTRY = (rf'[ \t]*(?:(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<words>{_WORD}(?:[ \t]+{_WORD})*))?[ \t]*'
+          rf"<(?P<routed>{_ADDR_SPEC})>|(?P<bare>{_ADDR_SPEC}))[ \t]*")
+_UNNAMED_ENTRY = re.sub(r"\(\?P<\w+>", "(?:", _ENTRY)
+_SIMPLE_LIST = re.compile(rf"{_UNNAMED_ENTRY}(?:,{_UNNAMED_ENTRY})*")
+_SIMPLE_ENTRY = re.compile(_ENTRY)
+_BLANKS = re.compile(r"[ \t]+")
 
 
 def header_text(raw: bytes | None) -> str | None:
@@ -77,15 +88,25 @@ def addresses(raw: bytes | None) -> tuple[str, ...]:
     if raw is None:
         return ()
     value = decode(raw, "utf-8")[0]
-    try:
-        pairs = getaddresses([value])
-    except Exception:  # the parser has failed on hostile input before: keep the text
-        pairs = []
+    pairs = _pairs(value)
     found = tuple(entry for name, address in pairs if (entry := _address(name, address)))
     if found or not value.strip() or _EMPTY_GROUP.match(value):
         return found
     text = header_text(raw)
     return (text,) if text else ()
+
+
+def _pairs(value: str) -> list[tuple[str, str]]:
+    """(display name, address) of each entry, as ``email.utils.getaddresses`` reads them; the
+    common shapes without it (its character-by-character reader is the costly part)."""
+    if _SIMPLE_LIST.fullmatch(value):
+        return [(entry["quoted"] if entry["quoted"] is not None else " ".join(_BLANKS.split(entry["words"] or "")),
+                 entry["routed"]) if entry["bare"] is None else ("", entry["bare"])
+                for entry in _SIMPLE_ENTRY.finditer(value)]
+    try:
+        return getaddresses([value])
+    except Exception:  # the parser has failed on hostile input before: keep the text
+        return []
 
 
 def _address(name: str, address: str) -> str:

@@ -1,0 +1,78 @@
+"""The shortcuts of mail parsing answer what the long way answers: address lists read without
+email.utils.getaddresses, and quote stripping that looks at a line only when the text holds a word
+that line could match."""
+
+from __future__ import annotations
+
+import re
+import sys
+from email.utils import getaddresses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.mailcorpus import build_mailcorpus
+from core.mail import quotes
+from core.mail.headers import _pairs
+from core.mail.message import parse_message
+from tests.test_mail_quotes import BOTTOM_POST, GMAIL_TOP_POST, GMAIL_WRAPPED_ATTRIBUTION, INLINE, OUTLOOK
+
+ADDRESS_LISTS = [
+    "Ann Example <ann@example.com>", "ann@example.com", '"Example, Ann" <ann@example.com>',
+    "Ann <ann@example.com>, bob@example.org,\t\"Carl\" <carl.c@mail.example.net>", "<only@example.com>",
+    "=?utf-8?q?Zo=C3=AB?= Smith <zoe@example.com>", "Dr. Bob . Jr <b@x.y>", "\u00a0Ann\u00a0 <a@b>", '"" <a@b>',
+]
+ADDRESS_PIECES = ["Ann", "Bob Smith", '"Smith, Ann"', '"a\\"b"', "<", ">", "@", ",", " ", "\t", ".", "(c)", ":", ";",
+                  "a@b", "a.b@c.d", "<a@b>", "=?utf-8?q?x?=", "[1.2.3.4]", "\u00e9", "\u00a0", "\r\n", "\\", '"']
+
+
+@pytest.mark.parametrize("value", ADDRESS_LISTS)
+def test_common_address_lists_read_as_getaddresses_reads_them(value: str) -> None:
+    assert _pairs(value) == getaddresses([value])
+
+
+@given(st.lists(st.sampled_from(ADDRESS_PIECES), max_size=12).map("".join))
+@settings(max_examples=1000, deadline=None)
+def test_any_address_list_reads_as_getaddresses_reads_it(value: str) -> None:
+    assert _pairs(value) == getaddresses([value])
+
+
+EVERY_WORD = " ".join([*quotes._FORWARD_WORDS, *quotes._ORIGINAL_WORDS, *quotes._MOBILE_FOOTER_WORDS, "from:", "-- ",
+                       ">"])
+
+
+def test_the_words_are_found_however_a_pattern_matches_their_letters() -> None:
+    """Every character the patterns match case-insensitively to a letter of a word (K for k, long s
+    for s, dotted and dotless i...) folds to that letter."""
+    everything = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    letters = set("".join([*quotes._FORWARD_WORDS, *quotes._ORIGINAL_WORDS, *quotes._MOBILE_FOOTER_WORDS,
+                           "fromvondedavanfrånfra"]))
+    for letter in letters:
+        for char in re.findall(re.escape(letter), everything, re.IGNORECASE):
+            assert quotes.folded(char) == letter.lower(), (letter, char)
+
+
+TEXTS = [GMAIL_TOP_POST, GMAIL_WRAPPED_ATTRIBUTION, BOTTOM_POST, INLINE, OUTLOOK,
+         "Thanks\n\nSENT FROM MY IPHONE", "x\n\u017fent from my iphone", "---------- Forwarded message ---------\nhi",
+         "fyi\n\nFROM: a\nSENT: b\nSUBJECT: c\n\nold", "ok\n-- \nAnn"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize("forwarded", [False, True])
+def test_quote_stripping_as_when_every_line_is_looked_at(text: str, forwarded: bool) -> None:
+    assert quotes.strip_quotes(text, forwarded=forwarded) == quotes._strip(text, forwarded, EVERY_WORD)
+
+
+def test_the_synthetic_list_strips_as_when_every_line_is_looked_at() -> None:
+    for mail in build_mailcorpus(800, 12).mails:
+        text = parse_message(mail.raw).body_text
+        assert quotes.strip_quotes(text) == quotes._strip(text, False, EVERY_WORD)
+
+
+@given(st.lists(st.sampled_from([*TEXTS, "> ", ">", "\n", "On Monday Ann wrote:", " ", "Original", "-----",
+                                 "Von: x", "Gesendet:", "Betreff: y", "\u0130", "\u212a"]), max_size=20).map("".join),
+       st.booleans())
+@settings(max_examples=500, deadline=None)
+def test_any_text_strips_as_when_every_line_is_looked_at(text: str, forwarded: bool) -> None:
+    assert quotes.strip_quotes(text, forwarded=forwarded) == quotes._strip(text, forwarded, EVERY_WORD)
