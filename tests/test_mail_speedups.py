@@ -1,6 +1,6 @@
-"""The shortcuts of mail parsing answer what the long way answers: address lists read without
-email.utils.getaddresses, and quote stripping that looks at a line only when the text holds a word
-that line could match."""
+"""The shortcuts of mail parsing answer what the long way answers: header blocks read with one
+pattern, address lists read without email.utils.getaddresses, and quote stripping that looks at a
+line only when the text holds a word that line could match."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import sys
 from email.utils import getaddresses
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.mailcorpus import build_mailcorpus
 from core.mail import quotes
 from core.mail.headers import _pairs
+from core.mail.ids import _read_lines, head_and_body
 from core.mail.message import parse_message
+from tests.test_mail_properties import header_soup, mutated
 from tests.test_mail_quotes import BOTTOM_POST, GMAIL_TOP_POST, GMAIL_WRAPPED_ATTRIBUTION, INLINE, OUTLOOK
 
 ADDRESS_LISTS = [
@@ -76,3 +78,14 @@ def test_the_synthetic_list_strips_as_when_every_line_is_looked_at() -> None:
 @settings(max_examples=500, deadline=None)
 def test_any_text_strips_as_when_every_line_is_looked_at(text: str, forwarded: bool) -> None:
     assert quotes.strip_quotes(text, forwarded=forwarded) == quotes._strip(text, forwarded, EVERY_WORD)
+
+
+def test_plain_header_blocks_read_as_line_by_line() -> None:
+    for mail in build_mailcorpus(800, 13).mails:
+        assert head_and_body(mail.raw) == _read_lines(mail.raw)
+
+
+@given(st.one_of(header_soup(), mutated(), st.binary(max_size=300)))
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_header_block_reads_as_line_by_line(raw: bytes) -> None:
+    assert head_and_body(raw) == _read_lines(raw)

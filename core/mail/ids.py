@@ -30,12 +30,26 @@ _HEADER_LINE = re.compile(rb"^([\x21-\x39\x3b-\x7e]*):(.*)$", re.DOTALL)  # the 
 _LINE = re.compile(rb"\r?\n")
 _FIRST_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _SYNTHETIC_HEADERS = ("from", "date", "subject", "to")
+# A header block of "Name: value" lines and their continuations only (no mbox "From " line, no
+# stray line, no empty name): read with one pattern, the way the line-by-line loop reads it
+_FIELD = rb"[\x21-\x39\x3b-\x7e]+:[^\n]*(?:\n[ \t][^\n]*)*"
+_PLAIN_HEAD = re.compile(rb"%s(?:\n%s)*" % (_FIELD, _FIELD))
+_FIELDS = re.compile(rb"^([\x21-\x39\x3b-\x7e]+):([^\n]*)((?:\n[ \t][^\n]*)*)", re.MULTILINE)
 
 
 def head_and_body(raw: bytes) -> tuple[dict[str, bytes], bytes]:
     """(the first value of each header, lower-cased name -> unfolded bytes; the body bytes).
     The header block ends at the first blank line, or at the first line that is neither a header
     nor a continuation (the email parser's rule too); an mbox ``From `` line is skipped."""
+    match = _FIRST_BLANK_LINE.search(raw)
+    head, body = (raw[: match.start()], raw[match.end():]) if match else (raw, b"")
+    if _PLAIN_HEAD.fullmatch(head):
+        return _fields(head), body
+    return _read_lines(raw)
+
+
+def _read_lines(raw: bytes) -> tuple[dict[str, bytes], bytes]:
+    """``head_and_body`` line by line (any header block)."""
     headers: dict[str, bytes] = {}
     match = _FIRST_BLANK_LINE.search(raw)
     head, body = (raw[: match.start()], raw[match.end():]) if match else (raw, b"")
@@ -59,6 +73,17 @@ def head_and_body(raw: bytes) -> tuple[dict[str, bytes], bytes]:
             continue
         headers[name] = found.group(2).strip()
     return headers, body
+
+
+def _fields(head: bytes) -> dict[str, bytes]:
+    """The headers of a plain header block (``_PLAIN_HEAD``), as the loop above reads them."""
+    headers: dict[str, bytes] = {}
+    for field in _FIELDS.finditer(head):
+        key = field.group(1).decode("ascii").lower()
+        if key not in headers:
+            value, folded = field.group(2).strip(), field.group(3)
+            headers[key] = b" ".join([value, *(line.strip() for line in folded.split(b"\n")[1:])]) if folded else value
+    return headers
 
 
 def _text(value: bytes | str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from functools import lru_cache
 
 _NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
 _FALLBACKS = ("utf-8", "cp1252", "latin-1")
@@ -17,11 +18,12 @@ _FALLBACKS = ("utf-8", "cp1252", "latin-1")
 
 def storable(text: str) -> str:
     """``text`` without NUL (PostgreSQL text refuses it) and with lone surrogates replaced."""
-    if not _NOT_STORABLE.search(text):
+    if (text.isascii() and "\x00" not in text) or not _NOT_STORABLE.search(text):
         return text
     return _NOT_STORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
 
 
+@lru_cache(maxsize=512)
 def codec_of(charset: str | None) -> str | None:
     """The Python text codec for a MIME charset name, or None when there is none."""
     if not charset or len(charset) > 64:
