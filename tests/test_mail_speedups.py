@@ -40,7 +40,7 @@ def test_any_address_list_reads_as_getaddresses_reads_it(value: str) -> None:
     assert _pairs(value) == getaddresses([value])
 
 
-EVERY_WORD = " ".join([*quotes._FORWARD_WORDS, *quotes._ORIGINAL_WORDS, *quotes._MOBILE_FOOTER_WORDS, "from:", "-- ",
+EVERY_WORD = "\n".join([*quotes._FORWARD_WORDS, *quotes._ORIGINAL_WORDS, *quotes._MOBILE_FOOTER_WORDS, "from:", "-- ",
                        ">"])
 
 

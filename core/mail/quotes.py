@@ -56,7 +56,7 @@ _BLANK_RUN = re.compile(r"\n{3,}")
 _FORWARD_WORDS = ("forwarded", "weitergeleitet", "transféré", "reenviado", "inoltrato", "doorgestuurd", "réexpédié")
 _ORIGINAL_WORDS = ("original", "ursprüngliche", "origine", "oorspronkelijk")
 _MOBILE_FOOTER_WORDS = ("sent", "get outlook", "von meinem", "envoyé de mon", "enviado desde mi")
-_HEADER_FROM_WORDS = re.compile(r"(?:from|von|de|da|van|från|fra)\s*:")
+_HEADER_FROM_WORDS = re.compile(r"^[^\S\n]*\*?(?:from|von|de|da|van|från|fra)[^\S\n]*:", re.MULTILINE)
 _UNFOLDED = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}  # dotted I, dotless i, long s, Kelvin sign
 _FOLD = str.maketrans(_UNFOLDED)
 
@@ -112,15 +112,14 @@ def _forward_start(lines: list[str], forwarded: bool, lowered: str) -> int:
 def _cut(lines: list[str], lowered: str) -> int:
     """Where the quoted original (Outlook) or the signature starts: the rest is left out.
     ``lowered``: the lines (or more) joined, folded."""
-    signature = _SIGNATURE in lowered
+    end = lines.index(_SIGNATURE) if _SIGNATURE in lowered and _SIGNATURE in lines else len(lines)
     original = _holds(lowered, _ORIGINAL_WORDS)
     header = _HEADER_FROM_WORDS.search(lowered) is not None
-    if signature or original or header:
-        for index, line in enumerate(lines):
-            if (signature and line == _SIGNATURE) or (original and _ORIGINAL.match(line)) or (
-                    header and _header_block(lines, index)):
+    if original or header:
+        for index in range(end):
+            if (original and _ORIGINAL.match(lines[index])) or (header and _header_block(lines, index)):
                 return index
-    return len(lines)
+    return end
 
 
 def _header_block(lines: list[str], index: int) -> bool:
@@ -134,7 +133,7 @@ def _header_block(lines: list[str], index: int) -> bool:
 
 def _quoted(lines: list[str]) -> set[int]:
     """The indexes of quoted lines and of the attribution lines that introduce quoted blocks."""
-    dropped = {index for index, line in enumerate(lines) if _QUOTED.match(line)}
+    dropped = {index for index, line in enumerate(lines) if line.lstrip()[:1] == ">"}  # _QUOTED, faster
     for index in sorted(dropped):
         if index - 1 in dropped:
             continue  # not the start of a block

@@ -18,9 +18,17 @@ _FALLBACKS = ("utf-8", "cp1252", "latin-1")
 
 def storable(text: str) -> str:
     """``text`` without NUL (PostgreSQL text refuses it) and with lone surrogates replaced."""
-    if (text.isascii() and "\x00" not in text) or not _NOT_STORABLE.search(text):
+    if "\x00" not in text and (text.isascii() or _encodes(text)):  # a lone surrogate does not encode
         return text
     return _NOT_STORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=512)
