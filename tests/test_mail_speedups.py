@@ -40,16 +40,15 @@ def test_any_address_list_reads_as_getaddresses_reads_it(value: str) -> None:
     assert _pairs(value) == getaddresses([value])
 
 
-EVERY_WORD = "\n".join([*quotes._FORWARD_WORDS, *quotes._ORIGINAL_WORDS, *quotes._MOBILE_FOOTER_WORDS, "from:", "-- ",
-                       ">"])
+WORDS = [*quotes._FORWARD_WORDS, *quotes._ORIGINAL_WORDS, *quotes._SUBJECT_WORDS, *quotes._MOBILE_FOOTER_WORDS]
+EVERY_WORD = "\n".join([*WORDS, "from:", "-- ", ">"])
 
 
 def test_the_words_are_found_however_a_pattern_matches_their_letters() -> None:
     """Every character the patterns match case-insensitively to a letter of a word (K for k, long s
     for s, dotted and dotless i...) folds to that letter."""
     everything = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
-    letters = set("".join([*quotes._FORWARD_WORDS, *quotes._ORIGINAL_WORDS, *quotes._MOBILE_FOOTER_WORDS,
-                           "fromvondedavanfrånfra"]))
+    letters = set("".join([*WORDS, "fromvondedavanfrånfra"]))
     for letter in letters:
         for char in re.findall(re.escape(letter), everything, re.IGNORECASE):
             assert quotes.folded(char) == letter.lower(), (letter, char)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from core.mail.text import single_blank_lines
+
 _QUOTED = re.compile(r"^\s*>")
 _ATTRIBUTION_END = re.compile(
     r"(?:\bwrote|\bwrites|\bschrieb\b.*|\ba écrit|\bescribió|\bha scritto|\bschreef\b.*|\bescreveu|\bskrev\b.*)"
@@ -50,11 +52,11 @@ _MOBILE_FOOTER = re.compile(
     r"von meinem (?:iphone|ipad|smartphone|android[\w ]*|samsung[\w ]*) gesendet|"
     r"envoyé de mon (?:iphone|ipad|smartphone|android)|"
     r"enviado desde mi (?:iphone|ipad|smartphone|android|samsung[\w ]*))\s*\.?\s*$", re.IGNORECASE)
-_BLANK_RUN = re.compile(r"\n{3,}")
 # A line can match the patterns above only when the whole text, folded as they match case-insensitively,
 # holds one of these words: a look at the text spares most messages the line-by-line scans.
 _FORWARD_WORDS = ("forwarded", "weitergeleitet", "transféré", "reenviado", "inoltrato", "doorgestuurd", "réexpédié")
 _ORIGINAL_WORDS = ("original", "ursprüngliche", "origine", "oorspronkelijk")
+_SUBJECT_WORDS = ("subject", "betreff", "objet", "asunto", "oggetto", "onderwerp", "ämne", "emne")
 _MOBILE_FOOTER_WORDS = ("sent", "get outlook", "von meinem", "envoyé de mon", "enviado desde mi")
 _HEADER_FROM_WORDS = re.compile(r"^[^\S\n]*\*?(?:from|von|de|da|van|från|fra)[^\S\n]*:", re.MULTILINE)
 _UNFOLDED = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}  # dotted I, dotless i, long s, Kelvin sign
@@ -93,14 +95,15 @@ def _strip(text: str, forwarded: bool, lowered: str) -> str:
     new = [line for index, line in enumerate(own)
            if index not in dropped and not (footer and _MOBILE_FOOTER.match(line))]
     sections = ("\n".join(new).strip(), "\n".join(kept).strip())
-    result = _BLANK_RUN.sub("\n\n", "\n\n".join(section for section in sections if section))
+    result = single_blank_lines("\n\n".join(section for section in sections if section))
     return result if result else text
 
 
 def _forward_start(lines: list[str], forwarded: bool, lowered: str) -> int:
     """Where forwarded content starts (len(lines): nowhere). ``lowered``: the lines joined, folded."""
     marker = _holds(lowered, _FORWARD_WORDS)
-    outlook = forwarded and (_holds(lowered, _ORIGINAL_WORDS) or _HEADER_FROM_WORDS.search(lowered) is not None)
+    outlook = forwarded and (_holds(lowered, _ORIGINAL_WORDS) or (
+        _holds(lowered, _SUBJECT_WORDS) and _HEADER_FROM_WORDS.search(lowered) is not None))
     if marker or outlook:
         for index, line in enumerate(lines):
             if (marker and _FORWARD.match(line)) or (
@@ -114,7 +117,7 @@ def _cut(lines: list[str], lowered: str) -> int:
     ``lowered``: the lines (or more) joined, folded."""
     end = lines.index(_SIGNATURE) if _SIGNATURE in lowered and _SIGNATURE in lines else len(lines)
     original = _holds(lowered, _ORIGINAL_WORDS)
-    header = _HEADER_FROM_WORDS.search(lowered) is not None
+    header = _holds(lowered, _SUBJECT_WORDS) and _HEADER_FROM_WORDS.search(lowered) is not None
     if original or header:
         for index in range(end):
             if (original and _ORIGINAL.match(lines[index])) or (header and _header_block(lines, index)):

@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 
 _NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
+_BLANK_RUN = re.compile(r"\n{3,}")
 _FALLBACKS = ("utf-8", "cp1252", "latin-1")
 
 
@@ -21,6 +22,11 @@ def storable(text: str) -> str:
     if "\x00" not in text and (text.isascii() or _encodes(text)):  # a lone surrogate does not encode
         return text
     return _NOT_STORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+
+
+def single_blank_lines(text: str) -> str:
+    """``text`` with runs of blank lines cut to one."""
+    return _BLANK_RUN.sub("\n\n", text) if "\n\n\n" in text else text
 
 
 def _encodes(text: str) -> bool:
