@@ -11,6 +11,7 @@ import binascii
 import re
 from datetime import UTC, datetime
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import lru_cache
 
 from core.mail.text import decode, storable
 
@@ -82,9 +83,11 @@ def _word_bytes(encoding: str, payload: str) -> bytes:
         return data
 
 
+@lru_cache(maxsize=4096)
 def addresses(raw: bytes | None) -> tuple[str, ...]:
     """``Name <addr@host>`` (or the bare address) for each address of an address header, display
-    names decoded; a value that is not a list of addresses is kept as one readable entry."""
+    names decoded; a value that is not a list of addresses is kept as one readable entry. Cached:
+    the same people write and are written to all day."""
     if raw is None:
         return ()
     value = decode(raw, "utf-8")[0]
