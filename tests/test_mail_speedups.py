@@ -1,18 +1,20 @@
 """The shortcuts of mail parsing answer what the long way answers: header blocks read with one
 pattern, address lists read without email.utils.getaddresses, and quote stripping that looks at a
-line only when the text holds a word that line could match."""
+line only when the text holds a word that line could match; and the parse figure of the bench."""
 
 from __future__ import annotations
 
 import re
 import sys
 from email.utils import getaddresses
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.mailcorpus import build_mailcorpus
+from bench import mail_strip
+from bench.mailcorpus import build_mailcorpus, write_mbox
 from core.mail import quotes
 from core.mail.headers import _pairs
 from core.mail.ids import _read_lines, head_and_body
@@ -88,3 +90,9 @@ def test_plain_header_blocks_read_as_line_by_line() -> None:
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_header_block_reads_as_line_by_line(raw: bytes) -> None:
     assert head_and_body(raw) == _read_lines(raw)
+
+
+def test_the_stripping_figure_says_what_parsing_costs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_mbox(tmp_path / "list.mbox", build_mailcorpus(30, 14).mails[:30])
+    assert mail_strip.main([str(tmp_path / "list.mbox")]) == 0
+    assert re.search(r"parse_message: [\d,]+ µs of CPU per message \(30 messages\)", capsys.readouterr().out)
