@@ -17,7 +17,7 @@ from bench import mail_strip
 from bench.mailcorpus import build_mailcorpus, write_mbox
 from core.mail import quotes
 from core.mail.headers import _pairs
-from core.mail.ids import _read_lines, head_and_body
+from core.mail.ids import _FIRST_BLANK_LINE, _blank_line, _read_lines, head_and_body
 from core.mail.message import parse_message
 from tests.test_mail_properties import header_soup, mutated
 from tests.test_mail_quotes import BOTTOM_POST, GMAIL_TOP_POST, GMAIL_WRAPPED_ATTRIBUTION, INLINE, OUTLOOK
@@ -96,3 +96,17 @@ def test_the_stripping_figure_says_what_parsing_costs(tmp_path: Path, capsys: py
     write_mbox(tmp_path / "list.mbox", build_mailcorpus(30, 14).mails[:30])
     assert mail_strip.main([str(tmp_path / "list.mbox")]) == 0
     assert re.search(r"parse_message: [\d,]+ µs of CPU per message \(30 messages\)", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("raw", [b"", b"a: b", b"a: b\n\nc", b"a: b\r\n\r\nc", b"a\r\n\nb", b"a\n\r\nb", b"\n\n",
+                                 b"a\n\r\r\nb\n\nc", b"a\r\r\n\r\nb", b"\r\n\r\n", b"x\n\r\n\n"])
+def test_the_blank_line_is_found_where_the_pattern_finds_it(raw: bytes) -> None:
+    found = _FIRST_BLANK_LINE.search(raw)
+    assert _blank_line(raw) == ((found.start(), found.end()) if found else None)
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"a", b": "]), max_size=12).map(b"".join))
+@settings(max_examples=500, deadline=None)
+def test_any_blank_line_is_found_where_the_pattern_finds_it(raw: bytes) -> None:
+    found = _FIRST_BLANK_LINE.search(raw)
+    assert _blank_line(raw) == ((found.start(), found.end()) if found else None)

@@ -41,11 +41,24 @@ def head_and_body(raw: bytes) -> tuple[dict[str, bytes], bytes]:
     """(the first value of each header, lower-cased name -> unfolded bytes; the body bytes).
     The header block ends at the first blank line, or at the first line that is neither a header
     nor a continuation (the email parser's rule too); an mbox ``From `` line is skipped."""
-    match = _FIRST_BLANK_LINE.search(raw)
-    head, body = (raw[: match.start()], raw[match.end():]) if match else (raw, b"")
+    blank = _blank_line(raw)
+    head, body = (raw[: blank[0]], raw[blank[1]:]) if blank else (raw, b"")
     if _PLAIN_HEAD.fullmatch(head):
         return _fields(head), body
     return _read_lines(raw)
+
+
+def _blank_line(raw: bytes) -> tuple[int, int] | None:
+    """Where the first blank line is, as ``_FIRST_BLANK_LINE.search`` finds it (start, end)."""
+    lf = raw.find(b"\n\n")
+    crlf = raw.find(b"\n\r\n", 0, len(raw) if lf < 0 else lf + 2)  # one before the first LF LF
+    if crlf >= 0:
+        at, end = crlf, crlf + 3
+    elif lf >= 0:
+        at, end = lf, lf + 2
+    else:
+        return None
+    return (at - 1 if at and raw[at - 1] == 0x0D else at), end
 
 
 def _read_lines(raw: bytes) -> tuple[dict[str, bytes], bytes]:
