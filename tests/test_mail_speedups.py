@@ -26,9 +26,11 @@ ADDRESS_LISTS = [
     "Ann Example <ann@example.com>", "ann@example.com", '"Example, Ann" <ann@example.com>',
     "Ann <ann@example.com>, bob@example.org,\t\"Carl\" <carl.c@mail.example.net>", "<only@example.com>",
     "=?utf-8?q?Zo=C3=AB?= Smith <zoe@example.com>", "Dr. Bob . Jr <b@x.y>", "\u00a0Ann\u00a0 <a@b>", '"" <a@b>',
+    "\u00a0@Ann", "<\u00a0.x@b>", "x\u00a0y@b", "Bob \u00a0 <a@b>",
 ]
 ADDRESS_PIECES = ["Ann", "Bob Smith", '"Smith, Ann"', '"a\\"b"', "<", ">", "@", ",", " ", "\t", ".", "(c)", ":", ";",
-                  "a@b", "a.b@c.d", "<a@b>", "=?utf-8?q?x?=", "[1.2.3.4]", "\u00e9", "\u00a0", "\r\n", "\\", '"']
+                  "a@b", "a.b@c.d", "<a@b>", "=?utf-8?q?x?=", "[1.2.3.4]", "\u00e9", "\u00a0", "\r\n", "\\", '"',
+                  "\u2028", "\x0b", "\x85", "\u3000", "-", "'"]
 
 
 @pytest.mark.parametrize("value", ADDRESS_LISTS)

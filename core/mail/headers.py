@@ -23,7 +23,7 @@ _EMPTY_GROUP = re.compile(r"^[^:<>@\"]*:\s*;?\s*$")  # "undisclosed-recipients:;
 # Address lists in their common shapes ("Name <a@b>", "\"Last, First\" <a@b>", "a@b", comma-separated),
 # which email.utils.getaddresses reads into (name, address) exactly as these groups hold them
 _WORD = r'[^ \t\r\n()<>@,:;"\[\]\\]+'  # an atom of a display name (a dot is part of it)
-_ATOM = r'[^ \t\r\n()<>@,:;".\[\]\\]+'
+_ATOM = r'[^\s()<>@,:;".\[\]\\]+'  # no blank at all: getaddrspec drops an atom that strip() empties
 _ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
 _ENTRY = (rf'[ \t]*(?:(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<words>{_WORD}(?:[ \t]+{_WORD})*))?[ \t]*'
           rf"<(?P<routed>{_ADDR_SPEC})>|(?P<bare>{_ADDR_SPEC}))[ \t]*")
