@@ -93,7 +93,7 @@ def _strip(text: str, forwarded: bool, lowered: str) -> str:
     dropped = _quoted(own) if ">" in lowered else set()
     footer = _holds(lowered, _MOBILE_FOOTER_WORDS)
     new = [line for index, line in enumerate(own)
-           if index not in dropped and not (footer and _MOBILE_FOOTER.match(line))]
+           if index not in dropped and not (footer and _MOBILE_FOOTER.match(line))] if dropped or footer else own
     sections = ("\n".join(new).strip(), "\n".join(kept).strip())
     result = single_blank_lines("\n\n".join(section for section in sections if section))
     return result if result else text
