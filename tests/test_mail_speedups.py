@@ -19,6 +19,7 @@ from core.mail import quotes
 from core.mail.headers import _pairs
 from core.mail.ids import _FIRST_BLANK_LINE, _blank_line, _read_lines, head_and_body
 from core.mail.message import parse_message
+from core.mail.text import CACHED_LENGTH, cached_when_short
 from tests.test_mail_properties import header_soup, mutated
 from tests.test_mail_quotes import BOTTOM_POST, GMAIL_TOP_POST, GMAIL_WRAPPED_ATTRIBUTION, INLINE, OUTLOOK
 
@@ -112,3 +113,16 @@ def test_the_blank_line_is_found_where_the_pattern_finds_it(raw: bytes) -> None:
 def test_any_blank_line_is_found_where_the_pattern_finds_it(raw: bytes) -> None:
     found = _FIRST_BLANK_LINE.search(raw)
     assert _blank_line(raw) == ((found.start(), found.end()) if found else None)
+
+
+def test_only_short_values_are_remembered() -> None:
+    calls: list[str] = []
+
+    @cached_when_short
+    def shout(value: str) -> str:
+        calls.append(value)
+        return value.upper()
+
+    long = "x" * (CACHED_LENGTH + 1)
+    assert [shout("ab"), shout("ab"), shout(long), shout(long)] == ["AB", "AB", long.upper(), long.upper()]
+    assert calls == ["ab", long, long]

@@ -11,9 +11,8 @@ import binascii
 import re
 from datetime import UTC, datetime
 from email.utils import getaddresses, parsedate_to_datetime
-from functools import lru_cache
 
-from core.mail.text import decode, storable
+from core.mail.text import cached_when_short, decode, storable
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?[^?\s]+\?[QqBb]\?)")
@@ -33,9 +32,10 @@ _SIMPLE_ENTRY = re.compile(_ENTRY)
 _BLANKS = re.compile(r"[ \t]+")
 
 
+@cached_when_short
 def header_text(raw: bytes | None) -> str | None:
     """The readable value of one header: 8-bit bytes as UTF-8 (else cp1252), encoded words
-    decoded, whitespace collapsed; None when the header is absent."""
+    decoded, whitespace collapsed; None when the header is absent. Cached: a thread's subject recurs."""
     if raw is None:
         return None
     return storable(_WHITESPACE.sub(" ", decode_words(decode(raw, "utf-8")[0])).strip())
@@ -83,7 +83,7 @@ def _word_bytes(encoding: str, payload: str) -> bytes:
         return data
 
 
-@lru_cache(maxsize=4096)
+@cached_when_short
 def addresses(raw: bytes | None) -> tuple[str, ...]:
     """``Name <addr@host>`` (or the bare address) for each address of an address header, display
     names decoded; a value that is not a list of addresses is kept as one readable entry. Cached:

@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from core.mail.text import storable
+from core.mail.text import cached_when_short, storable
 
 MAX_ID_LENGTH = 512
 MAX_REFERENCES = 100  # a References header is cut to its first id and its last 99
@@ -103,6 +103,7 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+@cached_when_short
 def normalize_id(value: str) -> str | None:
     """A msg-id without brackets and whitespace, bounded; None when nothing is left."""
     text = _CONTROL.sub("", _WHITESPACE.sub("", storable(value))).strip("<>")

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import codecs
 import re
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, wraps
+from typing import TypeVar
+
+_Value = TypeVar("_Value", bound="str | bytes | None")
+_Result = TypeVar("_Result")
+CACHED_LENGTH = 512  # longer values are computed each time: a cache of short ones cannot grow big
 
 _NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
 _BLANK_RUN = re.compile(r"\n{3,}")
@@ -22,6 +28,18 @@ def storable(text: str) -> str:
     if "\x00" not in text and (text.isascii() or _encodes(text)):  # a lone surrogate does not encode
         return text
     return _NOT_STORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+
+
+def cached_when_short(function: Callable[[_Value], _Result]) -> Callable[[_Value], _Result]:
+    """``function`` (pure, one argument) remembering its answers for the last 4,096 values of at
+    most ``CACHED_LENGTH`` characters (mail repeats its senders, subjects and message ids)."""
+    cached = lru_cache(maxsize=4096)(function)
+
+    @wraps(function)
+    def call(value: _Value) -> _Result:
+        return cached(value) if value is None or len(value) <= CACHED_LENGTH else function(value)
+
+    return call
 
 
 def single_blank_lines(text: str) -> str:
