@@ -20,6 +20,7 @@ from core.mail import mime
 from core.mail.headers import addresses, date_of, first_address, header_text
 from core.mail.ids import MAX_REFERENCES, head_and_body, id_list, identity_of, references_of
 from core.mail.model import Attachment, ParsedMessage
+from core.mail.parts import read_parts
 from core.mail.quotes import strip_quotes
 from core.mail.subjects import is_forward, normalize_subject
 from core.mail.text import decode, storable
@@ -58,13 +59,14 @@ def parse_message(raw: bytes) -> ParsedMessage:
     subject = header_text(headers.get("subject"))
     date, date_note = date_of(headers.get("date"))
     notes += [date_note] if date_note else []
-    replied = [ref for ref in id_list(headers.get("in-reply-to")) if ref != message_id]
+    answered = id_list(headers.get("in-reply-to"))
+    replied = [ref for ref in answered if ref != message_id]
     listed = id_list(headers.get("references"))
-    if message_id in listed or message_id in id_list(headers.get("in-reply-to")):
+    if message_id in listed or message_id in answered:
         notes.append("self-reference dropped")
     references = references_of(message_id, listed, replied[0] if replied else None)
-    if len(dict.fromkeys(listed)) > MAX_REFERENCES:
-        notes.append(f"References cut to {MAX_REFERENCES} of {len(dict.fromkeys(listed))} ids")
+    if (distinct := len(dict.fromkeys(listed))) > MAX_REFERENCES:
+        notes.append(f"References cut to {MAX_REFERENCES} of {distinct} ids")
     content = _content(raw, body)
     own = "\n\n".join(text.rstrip() for text in content.body)
     kept = [*content.forwarded, *(f"--- attached file: {name} ---\n{text}" for name, text in content.attached)]
@@ -89,6 +91,12 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _content(raw: bytes, body: bytes) -> mime.Content:
+    tree = read_parts(raw)  # well-formed mail, read at once; the email package reads the rest
+    return mime.read(tree) if tree is not None else email_content(raw, body)
+
+
+def email_content(raw: bytes, body: bytes) -> mime.Content:
+    """The parts as the standard library's email package reads them (any input)."""
     try:
         message: Message = _PARSER.parsebytes(raw)
     except Exception as exc:  # the email package failed on these bytes: the body as text
