@@ -1,5 +1,5 @@
-"""One run of ``opsctl ingest``: the documents in batches (:mod:`opsctl.loader`), then the mail message by
-message (:mod:`opsctl.mailsend`), then with ``wait`` the jobs, each step shown on a progress display;
+"""One run of ``opsctl ingest``: the documents in batches (:mod:`opsctl.loader`), then the mail in batches
+of messages (:mod:`opsctl.mailsend`), then with ``wait`` the jobs, each step shown on a progress display;
 the outcome is an :class:`~opsctl.loader.IngestReport` the command prints."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def run_ingest(client: httpx.Client, inputs: Inputs, progress: Any, *, batch_siz
             dealt[0] += 1
             progress.update(mail, advance=size, messages=dealt[0])
 
-        mailed = send_mail(client, inputs.mail, parallel, on_done=done, on_refused=on_refused)
+        mailed = send_mail(client, inputs.mail, parallel, on_done=done, on_refused=on_refused, batch_size=batch_size)
         report.files += mailed.files
         report.job_ids += mailed.job_ids
         report.refused += mailed.refused

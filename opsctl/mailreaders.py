@@ -11,14 +11,13 @@ line; :mod:`opsctl.readers` walks the paths named and asks it):
   by name rather than stored as a message; ``--format email`` (kind ``email``) sends any file as
   it is.
 - an **mbox**: ``.mbox``/``.mbx``, or a file of any name whose first line is an mbox ``From_``
-  line (``From <address> <date>``, the date as ctime writes it: month name, time, year). Its
-  messages are what lies between such lines (without them and the blank line the mbox adds after
-  each message); a line ``>From``, ``>>From`` … loses one ``>`` (mboxrd, and mboxo's ``>From``).
-  A ``From`` line of a body that lacks a date (``From here on …``) does not split a message.
+  line (``From <address> <date>``); its messages are split by :mod:`core.mail.mbox` (the code the
+  API splits ``application/mbox`` bodies with: ``From_`` lines, the trailing blank line, mboxrd
+  ``>From`` unquoting).
 - anything else is not mail.
 
 Memory holds one message at a time, whatever the file's size: an mbox is read in lines of at most
-64 KiB and split as it is read (:func:`split_mbox`, pure, over any iterable of lines), and a
+64 KiB and split as it is read (``core.mail.mbox.split_mbox``, pure, over any iterable of lines), and a
 message over ``max_bytes`` is counted, not held, then refused by its place (message number and
 line). Problems with a whole file (not a regular file, unreadable, not an mbox) are ``FileProblem``;
 problems with one message are its ``problem``: the other messages still go.
@@ -29,33 +28,23 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from core.mail.mbox import MAX_BYTES as MESSAGE_MAX_BYTES
+from core.mail.mbox import NotAnMbox, is_from_line, split_mbox
 from opsctl.files import FileProblem
 
 MailKind = Literal["message", "email", "mbox"]  # a file that must look like mail, any file sent as is, an mbox
 
-MESSAGE_MAX_BYTES = 10 << 20  # the API's default max_body_bytes: a larger message cannot be sent in one request
 LINE_MAX = 64 << 10  # an mbox is read in pieces of at most this: a file without newlines cannot fill memory
 MAIL_SUFFIXES: dict[str, MailKind] = {".eml": "message", ".mbox": "mbox", ".mbx": "mbox"}
 MAILDIR_BOXES = ("cur", "new")
 
-_MONTH = rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-# From <address> <date>: a ctime-like date (mutt's is_from): a month name, hh:mm, a four-digit year, in any order
-_FROM_LINE = re.compile(rb"From [^ \t\r\n]+[ \t]+(?=.*\b" + _MONTH + rb"\b)(?=.*\b\d{1,2}:\d\d\b)(?=.*\b\d{4}\b)"
-                        rb"[^\r\n]*\r?\n?")
-_ESCAPED_FROM = re.compile(rb">+From ")
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")  # a field name (printable ASCII but ':') and its colon
-_BLANK = (b"\n", b"\r\n")
-
-
-def is_from_line(line: bytes) -> bool:
-    """Whether ``line`` separates two messages of an mbox: ``From <address> <date>`` (pure)."""
-    return line.startswith(b"From ") and _FROM_LINE.fullmatch(line) is not None
 
 
 def looks_like_message(head: bytes) -> bool:
@@ -127,65 +116,9 @@ class Message:
     problem: str | None = None
 
 
-@dataclass(frozen=True)
-class Part:
-    """A message of an mbox, as :func:`split_mbox` finds it: ``raw`` None when it was over the limit."""
-
-    number: int
-    line: int
-    raw: bytes | None
-    size: int
-
-
 def too_large(max_bytes: int) -> str:
     return (f"larger than {max_bytes / (1 << 20):g} MiB, the most one request carries (the API's max_body_bytes): "
             "not sent")
-
-
-def split_mbox(lines: Iterable[bytes], max_bytes: int = MESSAGE_MAX_BYTES) -> Iterator[Part]:
-    """The messages of an mbox given as its lines (pieces of lines are fine: a piece that does not
-    end in a newline is continued by the next one), one at a time (pure).
-
-    Blank lines before the first ``From_`` line are allowed; anything else there is a FileProblem
-    (not an mbox). A message over ``max_bytes`` is counted but not held (``raw`` None).
-    """
-    number = line_no = start = size = kept = 0
-    held: list[bytes] | None = []
-    at_line_start = True
-    last_blank = False
-
-    def finish() -> Part:
-        if held is None:
-            return Part(number, start, None, size)
-        body = held[:-1] if last_blank else held  # the blank line the mbox adds after each message
-        return Part(number, start, b"".join(body), size)
-
-    for piece in lines:
-        starts_line, at_line_start = at_line_start, piece.endswith(b"\n")
-        line_no += starts_line
-        if starts_line and is_from_line(piece):
-            if number:
-                yield finish()
-                size = 0
-            number, start, held, kept, last_blank = number + 1, line_no, [], 0, False
-            size += len(piece)
-            continue
-        size += len(piece)
-        if not number:
-            if piece.strip():
-                raise FileProblem(f"not an mbox: line {line_no} comes before any 'From <address> <date>' line")
-            continue
-        if starts_line and _ESCAPED_FROM.match(piece):
-            piece = piece[1:]
-        last_blank = starts_line and piece in _BLANK
-        if held is not None:
-            kept += len(piece)
-            if kept > max_bytes:
-                held = None
-            else:
-                held.append(piece)
-    if number:
-        yield finish()
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -218,6 +151,8 @@ def messages(mail: MailFile, max_bytes: int = MESSAGE_MAX_BYTES) -> Iterator[Mes
                 else:
                     problem = None
                 yield Message(mail.path, part.raw or b"", part.size, part.number, part.line, problem)
+        except NotAnMbox as exc:
+            raise FileProblem(str(exc)) from None
         except OSError as exc:
             raise FileProblem(f"unreadable after message {read}: {exc.strerror or exc}") from exc
 

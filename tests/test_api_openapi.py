@@ -89,7 +89,8 @@ def test_every_body_is_described(spec: dict[str, Any]) -> None:
     webhook_media = set(bodies[("post", "/v1/webhooks/{source}")]["content"])
     assert {"application/json", "text/plain", "message/rfc822"} <= webhook_media
     raw = {"type": "string", "format": "binary", "minLength": 1}
-    assert bodies[("post", "/v1/emails")]["content"] == {"message/rfc822": {"schema": raw}}
+    assert bodies[("post", "/v1/emails")]["content"] == {"message/rfc822": {"schema": raw},
+                                                         "application/mbox": {"schema": raw}}
     document = schemas["DocumentIn"]
     assert set(document["required"]) == {"external_id", "text"}
     assert set(document["properties"]) == {"external_id", "text", "title", "metadata", "created_at"}
@@ -129,8 +130,10 @@ def test_the_docs_page_is_offline_and_complete(api: RunningApi, spec: dict[str, 
 def test_the_mail_routes_describe_their_answers(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
     paths = spec["paths"]
-    assert paths["/v1/emails"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/EmailAcceptedOut")
+    accepted = paths["/v1/emails"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
+    assert [one["$ref"].rsplit("/", 1)[1] for one in accepted["anyOf"]] == ["EmailAcceptedOut", "MboxAcceptedOut"]
+    assert set(schemas["MboxAcceptedOut"]["properties"]) == {"accepted", "job_ids", "messages"}
+    assert set(schemas["EmailQueuedOut"]["properties"]) == {"message_id", "job_id", "duplicate"}
     read = paths["/v1/emails/{message_id}"]["get"]
     assert set(read["responses"]["200"]["content"]) == {"application/json", "message/rfc822"}
     assert [p["name"] for p in read["parameters"]] == ["message_id", "raw"]

@@ -26,7 +26,7 @@ PURE = (
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
     "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health",
     "core.mail.message", "core.mail.ids", "core.mail.headers", "core.mail.mime", "core.mail.html",
-    "core.mail.quotes", "core.mail.subjects", "core.mail.text", "core.mail.threads",
+    "core.mail.quotes", "core.mail.subjects", "core.mail.text", "core.mail.threads", "core.mail.mbox",
 )
 IO_LIBRARIES = ("psycopg", "psycopg_pool", "redis", "kubernetes", "httpx", "prometheus_api_client", "requests",
                 "apscheduler", "fastapi", "uvicorn", "psutil")

@@ -13,15 +13,7 @@ import pytest
 
 from core.errors import ConfigError
 from opsctl.files import FileProblem
-from opsctl.mailreaders import (
-    MailFile,
-    Message,
-    Part,
-    is_from_line,
-    looks_like_message,
-    messages,
-    split_mbox,
-)
+from opsctl.mailreaders import MailFile, Message, looks_like_message, messages
 from opsctl.readers import find_files, kind_of, read_files
 
 FROM = b"From alice@example.com Mon Jan  5 09:00:00 2026\n"
@@ -49,24 +41,6 @@ def write(root: Path, files: dict[str, bytes | str]) -> Path:
     return root
 
 
-@pytest.mark.parametrize(("line", "separates"), [
-    (FROM, True),
-    (b"From MAILER-DAEMON Fri Jul  8 12:08:34 2011\n", True),
-    (b"From - Mon Jan 01 00:00:00 2001\r\n", True),  # Thunderbird
-    (b"From alice@example.com Tue, 12 Mar 2024 10:00:00 +0000\n", True),  # an RFC 5322 date
-    (b"From 1790324521@xxx Mon Jan 01 00:00:00 +0000 2024\n", True),  # Gmail's takeout
-    (b"From alice@example.com Mon Jan  5 09:00:00 2026", True),  # the last line, no newline
-    (b"From here on, we meet at the usual place\n", False),  # a body line: no date
-    (b"From alice@example.com\n", False),
-    (b"From 9:30 to 2024\n", False),  # no month
-    (b">From alice@example.com Mon Jan  5 09:00:00 2026\n", False),  # escaped
-    (b"from alice@example.com Mon Jan  5 09:00:00 2026\n", False),
-    (b"From  Mon Jan  5 09:00:00 2026\n", False),  # no address
-])
-def test_from_lines(line: bytes, separates: bool) -> None:
-    assert is_from_line(line) is separates
-
-
 @pytest.mark.parametrize(("head", "mail"), [
     (b"Message-ID: <a@x>\n", True),
     (b"Return-Path: <a@x>\r\nReceived: from x\r\n", True),
@@ -80,44 +54,6 @@ def test_from_lines(line: bytes, separates: bool) -> None:
 ])
 def test_a_message_file_must_look_like_mail(head: bytes, mail: bool) -> None:
     assert looks_like_message(head) is mail
-
-
-@pytest.mark.parametrize(("lines", "expected"), [
-    # two messages; the blank line the mbox adds after each is not part of it; line numbers of the From lines
-    ([FROM, b"Subject: a\n", b"\n", b"one\n", b"\n", FROM, b"Subject: b\n", b"\n", b"two\n"],
-     [Part(1, 1, b"Subject: a\n\none\n", n(FROM, b"Subject: a\n\none\n\n")),
-      Part(2, 6, b"Subject: b\n\ntwo\n", n(FROM, b"Subject: b\n\ntwo\n"))]),
-    # mboxrd and mboxo: one '>' comes off '>From ' and '>>From ', only at the start of a line
-    ([FROM, b"S: a\n", b"\n", b">From the start\n", b">>From quoted\n", b"x >From kept\n", b">Fromage\n"],
-     [Part(1, 1, b"S: a\n\nFrom the start\n>From quoted\nx >From kept\n>Fromage\n",
-           n(FROM, b"S: a\n\n>From the start\n>>From quoted\nx >From kept\n>Fromage\n"))]),
-    # a body line 'From …' without a date does not split the message, even after a blank line
-    ([FROM, b"S: a\n", b"\n", b"From here on, we meet\n"],
-     [Part(1, 1, b"S: a\n\nFrom here on, we meet\n", n(FROM, b"S: a\n\nFrom here on, we meet\n"))]),
-    # CRLF mbox, blank lines before the first From line
-    ([b"\r\n", b"From - Mon Jan 01 00:00:00 2001\r\n", b"S: a\r\n", b"\r\n", b"x\r\n", b"\r\n"],
-     [Part(1, 2, b"S: a\r\n\r\nx\r\n", n(b"\r\nFrom - Mon Jan 01 00:00:00 2001\r\nS: a\r\n\r\nx\r\n\r\n"))]),
-    # pieces of a long line: a piece that starts with 'From …' but does not start a line is body
-    ([FROM, b"S: a\n", b"\n", b"xxxx", FROM, b"tail\n"],
-     [Part(1, 1, b"S: a\n\nxxxx" + FROM + b"tail\n", n(FROM, b"S: a\n\nxxxx", FROM, b"tail\n"))]),
-    # a From line right after a From line: an empty message
-    ([FROM, FROM, b"S: b\n"], [Part(1, 1, b"", n(FROM)), Part(2, 2, b"S: b\n", n(FROM, b"S: b\n"))]),
-    ([], []),
-    ([b"\n", b"\n"], []),
-])
-def test_split_mbox(lines: list[bytes], expected: list[Part]) -> None:
-    assert list(split_mbox(lines)) == expected
-
-
-def test_a_message_over_the_limit_is_counted_not_held_and_the_next_one_is_read() -> None:
-    big = [FROM, b"S: big\n", b"\n", *[b"x" * 99 + b"\n"] * 20, b"\n"]
-    parts = list(split_mbox([*big, FROM, b"S: small\n"], max_bytes=1000))
-    assert parts == [Part(1, 1, None, n(*big)), Part(2, 25, b"S: small\n", n(FROM, b"S: small\n"))]
-
-
-def test_text_before_the_first_from_line_is_not_an_mbox() -> None:
-    with pytest.raises(FileProblem, match="not an mbox: line 2 comes before any 'From <address> <date>' line"):
-        list(split_mbox([b"\n", b"Subject: hi\n", FROM]))
 
 
 MBOX = (FROM + eml("one@x", "first") + b"\n"
@@ -158,6 +94,9 @@ def test_a_file_that_is_one_message(tmp_path: Path) -> None:
 
 
 def test_a_file_that_cannot_be_read_is_a_file_problem(tmp_path: Path) -> None:
+    (tmp_path / "notes.mbox").write_bytes(b"\nSubject: hi\n" + FROM)
+    with pytest.raises(FileProblem, match="not an mbox: line 2 comes before any 'From <address> <date>' line"):
+        read_all(tmp_path / "notes.mbox")
     os.mkfifo(tmp_path / "pipe.eml")
     (tmp_path / "gone.mbox").symlink_to(tmp_path / "nowhere")
     with pytest.raises(FileProblem, match="not a regular file"):

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import yaml
 
+from core.mail.mbox import mbox_entry
 from tests.conftest import RunningApi, client_for, drain, project_root
 from tests.test_ingest_cli import lines, table
 from tests.test_ingest_mail_readers import FROM, eml, maildir, write
@@ -80,6 +81,40 @@ def test_a_mixed_directory_counts_every_message_exactly(api: RunningApi, tenant:
     assert latin1["subject"] == "caf\xe9"  # 8-bit bytes sent as they are, read by the core
 
 
+def test_mail_goes_in_batches_and_every_message_is_stored_byte_exact(
+        api: RunningApi, tenant: Any, tmp_path: Path, conn: psycopg.Connection[Any],
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsctl import mailsend
+
+    quoting = [eml(f"q{i}@x", body=f"From here on\n>From the list\n>>From deeper\nFrom x Mon Jan  5 09:00:00 2026\n{i}")
+               for i in range(5)]
+    no_id = b"Subject: no id\r\nFrom: ann@x\r\n\r\nno Message-ID, an id from the bytes\r\n"
+    files = {"list.mbox": b"".join(mbox_entry(m) or b"" for m in quoting),
+             "no-newline.eml": eml("tail@x").rstrip(b"\n"), "no-id.eml": no_id, **maildir(tmp_path, "Maildir")}
+    root = write(tmp_path / "box", files)
+    sent: list[str] = []
+    real = mailsend.post_retrying
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        sent.append(kwargs["headers"]["Content-Type"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mailsend, "post_retrying", counting)
+    code, out, err = opsctl(capsys, api, tenant.api_key, "ingest", str(root), "--batch-size", "3", "-o", "json")
+    assert code == 0 and lines(err) == [], err
+    assert json.loads(out)["messages"] == {"accepted": 12, "duplicate": 0, "refused": 0}
+    # 11 messages an mbox carries, 3 per request; the one without a last newline alone, as it is
+    assert sorted(sent) == ["application/mbox"] * 4 + ["message/rfc822"]
+    drain(api.settings, api.settings.database_url or "")
+    with client_for(api, tenant.api_key) as client:
+        for i, raw in enumerate(quoting):
+            assert client.get(f"/v1/emails/q{i}@x", params={"raw": 1}).content == raw, "mboxrd: one '>' off each"
+        assert client.get("/v1/emails/tail@x", params={"raw": 1}).content == eml("tail@x").rstrip(b"\n")
+        assert client.get("/v1/emails/m1@x", params={"raw": 1}).content == eml("m1@x")
+        alone = client.post("/v1/emails", content=no_id, headers={"Content-Type": "message/rfc822"}).json()
+        assert alone["duplicate"] is True, "the same bytes, so the same id derived from them as sent alone"
+
+
 def test_a_folder_ingested_again_is_all_duplicates(api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = opsctl(capsys, api, tenant.api_key, "ingest", str(SAMPLE))
@@ -136,10 +171,11 @@ def test_ctrl_c_mid_ingest_leaves_every_accepted_message_durable_and_the_rest_un
         return response
 
     monkeypatch.setattr(mailsend, "post_retrying", post_then_ctrl_c)
-    code, out, err = opsctl(capsys, api, tenant.api_key, "ingest", str(tmp_path / "big.mbox"), "-o", "json")
+    code, out, err = opsctl(capsys, api, tenant.api_key, "ingest", str(tmp_path / "big.mbox"), "--batch-size", "4",
+                            "-o", "json")
     report = json.loads(out)
     accepted = report["messages"]["accepted"]
-    assert code == 130 and 5 <= accepted == answered < len(ids), (accepted, answered)
+    assert code == 130 and 5 * 4 <= accepted == 4 * answered < len(ids), (accepted, answered)  # whole batches
     assert lines(err) == [f"interrupted: 1 file ingested, {accepted} messages accepted, 0 duplicate, 0 refused before "
                           "Ctrl-C; the rest was not sent (running the same command again sends it: what was accepted "
                           "comes back as duplicates)"]

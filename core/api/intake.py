@@ -1,6 +1,6 @@
 """Queueing documents and messages, for every route that takes them in (``/v1/documents``,
-``/v1/emails``, webhooks): this process's limits on what a request may hold, and the durable store
-(blocking: call it in the route's worker thread)."""
+``/v1/emails`` one message or an mbox, webhooks): this process's limits on what a request may hold,
+and the durable store (blocking: call it in the route's worker thread)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from core import metrics
 from core.api.errors import validation_error
 from core.ingest.accept import DocumentIn, accept_documents
 from core.ingest.mail import accept_email, email_external_id
+from core.ingest.mailaccept import accept_emails
+from core.mail.mbox import NotAnMbox, lines_of, split_mbox
 from core.mail.message import message_id_of
 
 if TYPE_CHECKING:
@@ -53,3 +55,37 @@ def store_email(services: Services, company_id: int, raw: bytes, source: str) ->
             "job_ids": [] if accepted.job_id is None else [accepted.job_id],
             "message_id": message_id, "duplicate": accepted.duplicate,
             "external_id": email_external_id(message_id)}
+
+
+def mbox_messages(body: bytes, limit: int) -> list[bytes]:
+    """The messages of an ``application/mbox`` body (``core.mail.mbox``: as ``opsctl ingest`` writes
+    them), else a 422 saying why: not an mbox, no message, over ``limit``, an empty message."""
+    try:
+        parts = list(split_mbox(lines_of(body), max_bytes=len(body)))
+    except NotAnMbox as exc:
+        raise validation_error(f"{exc}: send the messages as an mbox (RFC 4155), each after a "
+                               "'From <address> <date>' line") from None
+    if not parts:
+        raise validation_error("the body holds no message: send an mbox (RFC 4155), each message after a "
+                               "'From <address> <date>' line")
+    if len(parts) > limit:
+        raise validation_error(f"messages: at most {limit} per request (max_documents_per_request), got {len(parts)}")
+    for part in parts:
+        if not (part.raw or b"").strip():
+            raise validation_error(f"message {part.number} (line {part.line}) is empty")
+    return [part.raw or b"" for part in parts]
+
+
+def store_mbox(services: Services, company_id: int, body: bytes, source: str) -> dict[str, Any]:
+    """Queue every message of an mbox durably in one transaction (all or nothing), each unless the
+    company has its Message-ID stored or queued or the body has it earlier; the answer of
+    ``POST /v1/emails`` with ``Content-Type: application/mbox``."""
+    raws = mbox_messages(body, services.settings.max_documents_per_request)
+    ids = [message_id_of(raw)[0] for raw in raws]
+    with services.pool.connection() as conn:
+        answers = accept_emails(conn, company_id, list(zip(ids, raws, strict=True)), source)
+    new = [a.job_id for a in answers if not a.duplicate and a.job_id is not None]
+    metrics.INGEST_ACCEPTED.labels("email" if source == "api" else "webhook").inc(len(new))
+    return {"accepted": len(new), "job_ids": new,
+            "messages": [{"message_id": mid, "job_id": a.job_id, "duplicate": a.duplicate}
+                         for mid, a in zip(ids, answers, strict=True)]}

@@ -30,6 +30,20 @@ class EmailAcceptedOut(Out):
     duplicate: bool = Field(description="this company has the message stored or queued already")
 
 
+class EmailQueuedOut(Out):
+    message_id: str = Field(description="as `POST /v1/emails` answers for one message")
+    job_id: int | None = Field(description="its ingest job: the new one, or for a duplicate the one that stored or "
+                               "queued it (null if that job is gone)")
+    duplicate: bool = Field(description="this company has the message stored or queued already, or the body has "
+                            "it earlier: nothing written for it")
+
+
+class MboxAcceptedOut(Out):
+    accepted: int = Field(description="messages queued, durable once this answer is sent (all of them or none)")
+    job_ids: list[int] = Field(description="the new jobs, in body order (`GET /v1/jobs/{id}`)")
+    messages: list[EmailQueuedOut] = Field(description="one per message of the body, in body order")
+
+
 class WebhookAcceptedOut(AcceptedOut):
     external_id: str = Field(description="the document the event became: `<source>:<event id or body SHA-256>`, "
                              "or `email:<message id>` for a raw message")

@@ -32,9 +32,10 @@ were ingested and refused. A path that does not exist, or files that hold no doc
 a usage error (exit 2) and nothing is sent. --wait shows the jobs finishing (a progress bar on
 stderr) and exits 1 unless every job is done.
 
-Mail goes one message per request, --parallel at a time: .eml files, mbox files (by suffix .mbox
-or .mbx, or by a first line "From <address> <date>"; streamed, whatever their size) and Maildirs
-(cur/ and new/, Maildir++ folders like .Sent/ included, tmp/ skipped). --format email sends every
+Mail goes in batches of --batch-size messages (one mbox per request, --parallel requests at a
+time): .eml files, mbox files (by suffix .mbox or .mbx, or by a first line "From <address>
+<date>"; streamed, whatever their size) and Maildirs (cur/ and new/, Maildir++ folders like .Sent/
+included, tmp/ skipped). --format email sends every
 file given as one message. A message the company already has (same Message-ID) counts as a
 duplicate and writes nothing, so ingesting a folder again is safe; a message that is refused is
 reported on stderr with its file (and its number and line in an mbox), the others go on. Ctrl-C
@@ -51,8 +52,9 @@ def ingest(
     paths: list[Path] = typer.Argument(..., help="files or directories"),
     format: Format = typer.Option(Format.auto, "--format", help="auto (by suffix and content) or email (every "
                                   "file one mail message)"),
-    batch_size: int = typer.Option(200, "--batch-size", min=1, max=1000, help="documents per request"),
-    parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="mail messages sent at once"),
+    batch_size: int = typer.Option(200, "--batch-size", min=1, max=1000,
+                                   help="documents (or mail messages) per request"),
+    parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="mail requests sent at once"),
     wait: bool = typer.Option(False, "--wait", help="wait until every job is done"),
     timeout: float = typer.Option(600, "--timeout", help="seconds to wait with --wait"),
     api_url: str | None = typer.Option(None, "--api-url", envvar="OPSCTL_API_URL", help="the core API"),

@@ -1,8 +1,10 @@
-"""``/v1/emails``: queue one raw message (202 once durable), read one stored message or its original bytes.
+"""``/v1/emails``: queue one raw message or a whole mbox (202 once durable), read one stored message or its
+original bytes.
 
 ``POST`` reads the body on the event loop and does the rest in one worker thread, like
-``/v1/documents``: authenticate, check the media type, read the message's id from its headers
-(``core.mail.message_id_of``: the body is not parsed here, the worker does that), store the job.
+``/v1/documents``: authenticate, check the media type, split an mbox (``core.mail.mbox``), read each
+message's id from its headers (``core.mail.message_id_of``: the body is not parsed here, the worker
+does that), store the jobs (an mbox in one transaction: all or none).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from core.api.body import resource_router
 from core.api.deps import TENANT_AUTH, Caller, PrincipalDep, ServicesDep, authenticate, caller_of, screen, services_of
 from core.api.errors import ApiError, responses
-from core.api.intake import store_email
-from core.api.models import EmailAcceptedOut, EmailOut
+from core.api.intake import store_email, store_mbox
+from core.api.models import EmailAcceptedOut, EmailOut, MboxAcceptedOut
 from core.api.services import Services
 from core.emails import get_email, get_raw
 from core.ingest.accept import external_id_value
@@ -26,11 +28,16 @@ from core.inputs import NON_BLANK_PATTERN
 router = resource_router(prefix="/v1/emails", tags=["emails"])
 
 RFC822 = "message/rfc822"
+MBOX = "application/mbox"
 MAX_MESSAGE_ID = 512  # core.mail bounds every id to this many characters (a longer one ends in a hash of it)
-RAW_MESSAGE = {"requestBody": {"required": True, "description": "one message as it travels: RFC 5322 headers, a "
-                               "blank line, the (MIME) body; any bytes, any charset, up to `max_body_bytes`",
-                               "content": {RFC822: {"schema": {"type": "string", "format": "binary",
-                                                               "minLength": 1}}}}}
+RAW_MESSAGE = {"requestBody": {"required": True, "description": "`message/rfc822`: one message as it travels: RFC "
+                               "5322 headers, a blank line, the (MIME) body; any bytes, any charset. "
+                               "`application/mbox` (RFC 4155): several messages, each after a `From <address> "
+                               "<date>` line and followed by a blank line, `>From` lines quoted (mboxrd), at most "
+                               "`max_documents_per_request` messages. Either up to `max_body_bytes`.",
+                               "content": {RFC822: {"schema": {"type": "string", "format": "binary", "minLength": 1}},
+                                           MBOX: {"schema": {"type": "string", "format": "binary",
+                                                             "minLength": 1}}}}}
 
 MessageId = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID, description="the Message-ID without angle "
                                 "brackets, URL-encoded (as `POST /v1/emails` answered it)",
@@ -38,29 +45,38 @@ MessageId = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID, descrip
                       AfterValidator(external_id_value)]
 
 
-def rfc822_media(content_type: str | None) -> bool:
-    """Whether a body is sent as one message: ``message/rfc822`` (any parameters), or with no type at all."""
-    return content_type is None or content_type.partition(";")[0].strip().lower() == RFC822
+def media_type(content_type: str | None) -> str:
+    """The media type of a ``Content-Type`` (without parameters, lower case); none at all is one message."""
+    return RFC822 if content_type is None else content_type.partition(";")[0].strip().lower()
 
 
 def queue_email(services: Services, caller: Caller, content_type: str | None, body: bytes) -> dict[str, Any]:
     """Authenticate, check, store (blocking: the route's one worker thread)."""
     principal = authenticate(services, caller)
-    if not rfc822_media(content_type):
-        raise ApiError(415, "unsupported_media_type",
-                       f"send the raw message as Content-Type: {RFC822}, not {(content_type or '')[:100]}")
+    media = media_type(content_type)
+    if media == MBOX:
+        return store_mbox(services, principal.company_id, body, "api")
+    if media != RFC822:
+        raise ApiError(415, "unsupported_media_type", f"send one raw message as Content-Type: {RFC822}, or several as "
+                       f"{MBOX}, not {(content_type or '')[:100]}")
     answer = store_email(services, principal.company_id, body, "api")
     del answer["external_id"]
     return answer
 
 
-@router.post("", status_code=202, response_model=EmailAcceptedOut, summary="Queue one raw e-mail for ingest",
+@router.post("", status_code=202, response_model=EmailAcceptedOut | MboxAcceptedOut,
+             summary="Queue one raw e-mail, or an mbox of them, for ingest",
              responses=responses(400, 401, 413, 415, 422, 429, 503), openapi_extra={**RAW_MESSAGE, **TENANT_AUTH})
 async def post_email(request: Request) -> dict[str, Any]:
     """Answered once the message is durable. The worker parses it (MIME, charsets, attachments),
     threads it (Message-ID, In-Reply-To, References) and indexes its text without quoted earlier
     messages or signature; the original stays readable (`?raw=1`). A message this company has stored
-    or queued already (same Message-ID) is a duplicate: `accepted: 0`, its job, nothing written."""
+    or queued already (same Message-ID) is a duplicate: `accepted: 0`, its job, nothing written.
+
+    An mbox (`Content-Type: application/mbox`) is answered once all its messages are durable (one
+    transaction: all or none; a body that is not an mbox, holds no message, an empty one or too many
+    is a 422): `accepted` new messages, their `job_ids`, and per message in body order its
+    `message_id`, `job_id` and `duplicate` (as above, and for a Message-ID met earlier in the body)."""
     services, caller = services_of(request), caller_of(request)
     screen(services, caller)
     body = await request.body()

@@ -1,0 +1,109 @@
+"""Accepting many raw messages at once (``POST /v1/emails`` with an mbox): one transaction, all or nothing.
+
+The same answers as the one-message accept (``core.ingest.mail.accept_email``), for a whole mailbox
+in four statements: the company's accept locks on every Message-ID of the body (the very locks the
+one-message accept takes, in one order: two requests sharing ids cannot deadlock, and a message
+sent at once alone and in an mbox is queued once), one read of those ids stored or queued, the
+pure plan (:func:`plan_emails`: a duplicate of stored mail, of queued mail or of an earlier message
+of the body is answered with that job), one insert of the new jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from core.ingest.accept import NOTIFY_CHANNEL
+from core.ingest.mail import EmailAccepted, email_external_id
+
+
+@dataclass(frozen=True)
+class Known:
+    """A Message-ID the company has: stored (by ``job_id``, None when that job is gone) or queued."""
+
+    job_id: int | None
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One message of the body: queued (not a ``duplicate``), or answered with the ``job_id`` of the
+    company's copy, or with the new job of the body's message number ``same_as`` (0-based)."""
+
+    duplicate: bool
+    job_id: int | None = None
+    same_as: int | None = None
+
+
+def plan_emails(message_ids: Sequence[str], known: Mapping[str, Known]) -> list[Planned]:
+    """What to do with each message of a body, in body order (pure): a Message-ID the company has is
+    a duplicate of its job, one met earlier in the body a duplicate of that message, the rest queued."""
+    first: dict[str, int] = {}
+    plan = []
+    for index, message_id in enumerate(message_ids):
+        if message_id in known:
+            plan.append(Planned(True, job_id=known[message_id].job_id))
+        elif message_id in first:
+            plan.append(Planned(True, same_as=first[message_id]))
+        else:
+            first[message_id] = index
+            plan.append(Planned(False))
+    return plan
+
+
+LOCK_ALL_SQL = """
+SELECT count(pg_advisory_xact_lock(%(company)s::int, k))
+FROM (SELECT DISTINCT hashtext('accept:' || e) AS k FROM unnest(%(external_ids)s::text[]) AS e ORDER BY k) AS keys
+"""
+
+KNOWN_EMAILS_SQL = """
+SELECT t.message_id, m.job_id, m.message_id IS NOT NULL, j.id
+FROM unnest(%(message_ids)s::text[], %(external_ids)s::text[]) AS t(message_id, external_id)
+LEFT JOIN mail_messages m ON m.company_id = %(company)s AND m.message_id = t.message_id
+LEFT JOIN LATERAL (SELECT id FROM ingest_jobs
+                   WHERE company_id = %(company)s AND external_id = t.external_id AND op = 'email' AND status <> 'dead'
+                   ORDER BY id DESC LIMIT 1) AS j ON true
+WHERE m.message_id IS NOT NULL OR j.id IS NOT NULL
+"""
+
+INSERT_EMAIL_JOBS_SQL = """
+INSERT INTO ingest_jobs (company_id, external_id, op, content_hash, raw, source)
+SELECT %s, t.external_id, 'email', t.content_hash, t.raw, %s
+FROM unnest(%s::text[], %s::bytea[], %s::bytea[]) WITH ORDINALITY AS t(external_id, content_hash, raw, ord)
+ORDER BY t.ord
+RETURNING id
+"""
+
+
+def read_known(conn: psycopg.Connection[Any], company_id: int, message_ids: Sequence[str]) -> dict[str, Known]:
+    """The ids among ``message_ids`` this company has stored (the job that stored it) or queued (the
+    newest job not dead), as the one-message accept reads them."""
+    distinct = sorted(set(message_ids))
+    rows = conn.execute(KNOWN_EMAILS_SQL, {"company": company_id, "message_ids": distinct,
+                                           "external_ids": [email_external_id(m) for m in distinct]}).fetchall()
+    return {r[0]: Known(None if r[1] is None else int(r[1])) if r[2] else Known(int(r[3])) for r in rows}
+
+
+def accept_emails(conn: psycopg.Connection[Any], company_id: int, messages: Sequence[tuple[str, bytes]],
+                  source: str) -> list[EmailAccepted]:
+    """Queue the (message_id, raw) ``messages`` durably in one transaction, each unless the company has
+    it stored or queued already or an earlier one of ``messages`` has its id; the answer per message."""
+    ids = [message_id for message_id, _ in messages]
+    with conn.transaction():
+        conn.execute(LOCK_ALL_SQL, {"company": company_id, "external_ids": sorted({email_external_id(m) for m in ids})})
+        plan = plan_emails(ids, read_known(conn, company_id, ids))
+        fresh = [i for i, planned in enumerate(plan) if not planned.duplicate]
+        new_ids: list[int] = []
+        if fresh:
+            rows = conn.execute(INSERT_EMAIL_JOBS_SQL, (
+                company_id, source, [email_external_id(ids[i]) for i in fresh],
+                [hashlib.sha256(messages[i][1]).digest() for i in fresh], [messages[i][1] for i in fresh])).fetchall()
+            new_ids = [int(r[0]) for r in rows]
+            conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    queued = dict(zip(fresh, new_ids, strict=True))
+    return [EmailAccepted(queued[i], False) if not p.duplicate
+            else EmailAccepted(queued[p.same_as] if p.same_as is not None else p.job_id, True)
+            for i, p in enumerate(plan)]
