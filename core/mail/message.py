@@ -20,6 +20,7 @@ from core.mail import mime
 from core.mail.headers import addresses, date_of, first_address, header_text
 from core.mail.ids import MAX_REFERENCES, head_and_body, id_list, identity_of, references_of
 from core.mail.model import Attachment, ParsedMessage
+from core.mail.parts import read_parts
 from core.mail.quotes import strip_quotes
 from core.mail.subjects import is_forward, normalize_subject
 from core.mail.text import decode, storable
@@ -89,6 +90,12 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _content(raw: bytes, body: bytes) -> mime.Content:
+    tree = read_parts(raw)  # well-formed mail, read at once; the email package reads the rest
+    return mime.read(tree) if tree is not None else email_content(raw, body)
+
+
+def email_content(raw: bytes, body: bytes) -> mime.Content:
+    """The parts as the standard library's email package reads them (any input)."""
     try:
         message: Message = _PARSER.parsebytes(raw)
     except Exception as exc:  # the email package failed on these bytes: the body as text

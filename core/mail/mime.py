@@ -19,6 +19,7 @@ from email.message import Message
 from core.mail.headers import decode_words, header_text
 from core.mail.html import html_to_text
 from core.mail.model import Attachment
+from core.mail.parts import Part
 from core.mail.text import decode, storable
 
 MAX_DEPTH = 32  # nested multiparts and forwarded messages read; deeper ones are noted
@@ -27,6 +28,8 @@ _SIGNATURES = frozenset({"application/pgp-signature", "application/pkcs7-signatu
 _SEALED = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime", "application/pgp-encrypted"})
 _FORWARDED_HEADERS = ("from", "date", "subject", "to", "cc")
 _READABLE = ("text/plain", "text/html")
+
+MimePart = Message | Part  # the email package's tree, or the fast path's (core.mail.parts)
 
 
 @dataclass
@@ -44,13 +47,13 @@ class Content:
             self.notes.append(storable(text))
 
 
-def read(message: Message) -> Content:
+def read(message: MimePart) -> Content:
     content = Content()
     _part(message, content, 0)
     return content
 
 
-def raw_header(part: Message, name: str) -> bytes | None:
+def raw_header(part: MimePart, name: str) -> bytes | None:
     """The raw bytes of a part's first ``name`` header."""
     return next((_raw(value) for key, value in part.raw_items() if key.lower() == name), None)
 
@@ -64,7 +67,7 @@ def _raw(value: object) -> bytes:
         return text.encode("utf-8", "replace")
 
 
-def _part(part: Message, content: Content, depth: int) -> None:
+def _part(part: MimePart, content: Content, depth: int) -> None:
     if depth > MAX_DEPTH:
         content.note(f"parts nested deeper than {MAX_DEPTH} levels not read")
         return
@@ -80,12 +83,12 @@ def _part(part: Message, content: Content, depth: int) -> None:
         content.note(f"unreadable part skipped ({type(exc).__name__})")
 
 
-def _children(part: Message) -> list[Message]:
+def _children(part: MimePart) -> list[MimePart]:
     payload = part.get_payload()
-    return [child for child in payload if isinstance(child, Message)] if isinstance(payload, list) else []
+    return [child for child in payload if isinstance(child, (Message, Part))] if isinstance(payload, list) else []
 
 
-def _multipart(part: Message, ctype: str, content: Content, depth: int) -> None:
+def _multipart(part: MimePart, ctype: str, content: Content, depth: int) -> None:
     children = _children(part)
     if ctype == "multipart/alternative":
         _alternative(children, content, depth)
@@ -110,7 +113,7 @@ def _multipart(part: Message, ctype: str, content: Content, depth: int) -> None:
             _part(child, content, depth + 1)
 
 
-def _alternative(children: list[Message], content: Content, depth: int) -> None:
+def _alternative(children: list[MimePart], content: Content, depth: int) -> None:
     """The plain-text version when it has text, else the HTML one, else the last (richest) part."""
     for wanted in _READABLE:
         for child in children:
@@ -124,7 +127,7 @@ def _alternative(children: list[Message], content: Content, depth: int) -> None:
         _part(children[-1], content, depth + 1)
 
 
-def _forwarded(part: Message, content: Content, depth: int) -> None:
+def _forwarded(part: MimePart, content: Content, depth: int) -> None:
     children = _children(part)
     if not children:
         _leaf(part, "text/plain", content)
@@ -142,7 +145,7 @@ def _forwarded(part: Message, content: Content, depth: int) -> None:
         content.note(f"forwarded message: {note}")
 
 
-def _leaf(part: Message, ctype: str, content: Content) -> None:
+def _leaf(part: MimePart, ctype: str, content: Content) -> None:
     attachment = _is_attachment(part)
     if ctype in _SIGNATURES:
         _listed(part, content, "signature part not indexed")
@@ -168,20 +171,20 @@ def _leaf(part: Message, ctype: str, content: Content) -> None:
         _listed(part, content, None)
 
 
-def _listed(part: Message, content: Content, note: str | None) -> None:
+def _listed(part: MimePart, content: Content, note: str | None) -> None:
     content.attachments.append(_attachment(part, _filename(part), False))
     content.note(note)
 
 
-def _attachment(part: Message, name: str | None, indexed: bool) -> Attachment:
+def _attachment(part: MimePart, name: str | None, indexed: bool) -> Attachment:
     return Attachment(name, storable(part.get_content_type())[:255], len(_payload(part)), indexed)
 
 
-def _is_attachment(part: Message) -> bool:
+def _is_attachment(part: MimePart) -> bool:
     return part.get_content_disposition() == "attachment" or _filename(part) is not None
 
 
-def _filename(part: Message) -> str | None:
+def _filename(part: MimePart) -> str | None:
     try:
         name = part.get_filename()
     except Exception:  # a Content-Disposition the parameter parser cannot read
@@ -192,7 +195,7 @@ def _filename(part: Message) -> str | None:
     return name or None
 
 
-def _payload(part: Message) -> bytes:
+def _payload(part: MimePart) -> bytes:
     try:
         data = part.get_payload(decode=True)
     except Exception:  # a transfer encoding the email package cannot undo
@@ -200,7 +203,7 @@ def _payload(part: Message) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
-def _text_of(part: Message) -> tuple[str, str | None]:
+def _text_of(part: MimePart) -> tuple[str, str | None]:
     try:
         charset = part.get_content_charset()
     except Exception:
