@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    max_documents_per_request: int = Field(1000, ge=1)
+    max_documents_per_request: int = Field(1000, ge=1, description="documents per POST /v1/documents, and "
+                                           "messages per mbox (application/mbox) POST /v1/emails")
     max_text_chars: int = Field(2_000_000, ge=1)
     rate_limit_per_second: float = Field(100.0, gt=0, description="per tenant, per API process; charged only "
                                          "for authenticated requests (a valid key, a verified webhook)")

@@ -1,5 +1,6 @@
 """Files into documents for ``opsctl ingest``: one reader per format, chosen by the file's suffix;
-and which of the files named are mail, sent message by message (:mod:`opsctl.mailreaders`).
+and which of the files named are mail, read message by message (:mod:`opsctl.mailreaders`) and sent in batches
+(:mod:`opsctl.mailsend`).
 
 A reader gets a file and the file's id, and returns the file's documents (each a dict the API
 takes: ``external_id``, ``text``, …) or raises :class:`Refused` saying why the file cannot be

@@ -6,6 +6,8 @@ and mail sent as an mbox threaded exactly like the same mail sent one message pe
 
 from __future__ import annotations
 
+import random
+import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -13,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from core.ingest.mailaccept import Known, Planned, plan_emails
+from core.ingest.mailaccept import Known, Planned, accept_emails, plan_emails
 from core.mail.mbox import mbox_entry
 from core.mail.message import message_id_of
 from tests.conftest import RunningApi, client_for, drain, make_settings
@@ -59,6 +61,46 @@ def jobs(conn: psycopg.Connection[Any]) -> int:
 ])
 def test_plan_emails(ids: list[str], known: dict[str, Known], plan: list[Planned]) -> None:
     assert plan_emails(ids, known) == plan
+
+
+COUNTERS_SQL = """
+SELECT c.relname, pg_stat_get_xact_tuples_returned(c.oid) FROM pg_class c
+WHERE c.oid IN (SELECT unnest(%(tables)s::regclass[])
+                UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = ANY(%(tables)s::regclass[]))
+"""
+
+
+def rows_read(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Rows read so far in this transaction from mail_messages, ingest_jobs and each of their indexes."""
+    tables = ["mail_messages", "ingest_jobs"]
+    return {r[0]: int(r[1]) for r in conn.execute(COUNTERS_SQL, {"tables": tables}).fetchall()}
+
+
+def test_the_accept_probes_the_ids_of_the_body_not_the_companys_mail(
+        db_url: str, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    """With statements the connection used while the tables were empty (the plans a fresh deployment
+    would cache), accepting an mbox into a company holding thousands of messages reads only the
+    rows of the ids it names."""
+    company = tenant.company_id
+    with psycopg.connect(db_url) as api_conn:
+        for i in range(8):
+            accept_emails(api_conn, company, [(f"warm{i}@x", b"x\n"), (f"warm{i}b@x", b"y\n")], "api")
+        conn.execute("DELETE FROM ingest_jobs")
+        conn.execute("""INSERT INTO mail_messages (company_id, message_id, thread_id, synthetic_id, to_addrs, cc_addrs,
+                                                   refs, attachments, notes, created_at, raw_size, raw_deflate, job_id)
+                        SELECT %s, 's' || n || '@seed', n / 40, false, '{}', '{}', '{}', '[]', '{}', now(), 0, '', n
+                        FROM generate_series(1, 3000) n""", (company,))
+        conn.execute("""INSERT INTO ingest_jobs (company_id, external_id, op, status)
+                        SELECT %s, 'email:s' || n || '@seed', 'email', 'done' FROM generate_series(1, 3000) n""",
+                     (company,))
+        with api_conn.transaction():
+            before = rows_read(api_conn)
+            answers = accept_emails(api_conn, company, [("s7@seed", b"a\n"), ("new1@x", b"b\n"),
+                                                        ("new2@x", b"c\n")], "api")
+            after = rows_read(api_conn)
+    assert [a.duplicate for a in answers] == [True, False, False] and answers[0].job_id == 7
+    read = {name: after[name] - before[name] for name in after if after[name] > before[name]}
+    assert sum(read.values()) <= 6, read
 
 
 def test_an_mbox_is_queued_in_one_request_and_every_message_stored_byte_exact(
@@ -137,6 +179,46 @@ def test_at_most_max_documents_per_request_messages(db_url: str, redis_url: str,
             assert post_mbox(client, mbox(*(message(message_id=f"{i}@x") for i in range(3))))["accepted"] == 3
     finally:
         api.close()
+
+
+def test_concurrent_mboxes_sharing_messages_queue_each_once(settings: Any, tenant: Any,
+                                                            conn: psycopg.Connection[Any]) -> None:
+    """Six mboxes of the same messages in different orders, and the same messages one by one, at once:
+    the accept locks are taken in one order, so no request deadlocks (a 5xx) and each message is queued once."""
+    raws = [message(message_id=f"c{i}@x") for i in range(30)]
+    api = RunningApi(settings.model_copy(update={"rate_limit_burst": 10**6}))
+    answers: list[dict[str, Any]] = []
+    start = threading.Barrier(7, timeout=60)
+
+    def send_mbox(seed: int) -> None:
+        shuffled = random.Random(seed).sample(raws, len(raws))
+        with client_for(api, tenant.api_key) as client:
+            start.wait()
+            answers.extend(post_mbox(client, mbox(*shuffled))["messages"])
+
+    def send_alone() -> None:
+        with client_for(api, tenant.api_key) as client:
+            start.wait()
+            for raw in raws:
+                answer = post_email(client, raw)
+                answers.append({"message_id": answer["message_id"], "job_id": answer["job_ids"][0],
+                                "duplicate": answer["duplicate"]})
+
+    try:
+        threads = [threading.Thread(target=send_mbox, args=(seed,)) for seed in range(6)]
+        threads.append(threading.Thread(target=send_alone))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        api.close()
+    assert len(answers) == 7 * 30, "every request answered 202"
+    for i in range(30):
+        mine = [a for a in answers if a["message_id"] == f"c{i}@x"]
+        assert sum(not a["duplicate"] for a in mine) == 1, mine
+        assert len({a["job_id"] for a in mine}) == 1, "every duplicate names the one job"
+    assert jobs(conn) == 30
 
 
 def test_each_company_has_its_own_mail(api: RunningApi, tenant: Any, other_tenant: Any, db_url: str) -> None:

@@ -59,14 +59,18 @@ SELECT count(pg_advisory_xact_lock(%(company)s::int, k))
 FROM (SELECT DISTINCT hashtext('accept:' || e) AS k FROM unnest(%(external_ids)s::text[]) AS e ORDER BY k) AS keys
 """
 
+# One primary-key probe per id, whatever the planner knows: LATERAL ... LIMIT 1 cannot become a hash
+# join over the table, and the statement is planned at each call (``prepare=False``): a plan cached
+# while mail_messages was empty reads the company's whole mail through its thread index per call.
 KNOWN_EMAILS_SQL = """
-SELECT t.message_id, m.job_id, m.message_id IS NOT NULL, j.id
+SELECT t.message_id, m.job_id, m.stored IS NOT NULL, j.id
 FROM unnest(%(message_ids)s::text[], %(external_ids)s::text[]) AS t(message_id, external_id)
-LEFT JOIN mail_messages m ON m.company_id = %(company)s AND m.message_id = t.message_id
+LEFT JOIN LATERAL (SELECT true AS stored, job_id FROM mail_messages
+                   WHERE company_id = %(company)s AND message_id = t.message_id LIMIT 1) AS m ON true
 LEFT JOIN LATERAL (SELECT id FROM ingest_jobs
                    WHERE company_id = %(company)s AND external_id = t.external_id AND op = 'email' AND status <> 'dead'
                    ORDER BY id DESC LIMIT 1) AS j ON true
-WHERE m.message_id IS NOT NULL OR j.id IS NOT NULL
+WHERE m.stored OR j.id IS NOT NULL
 """
 
 INSERT_EMAIL_JOBS_SQL = """
@@ -83,7 +87,8 @@ def read_known(conn: psycopg.Connection[Any], company_id: int, message_ids: Sequ
     newest job not dead), as the one-message accept reads them."""
     distinct = sorted(set(message_ids))
     rows = conn.execute(KNOWN_EMAILS_SQL, {"company": company_id, "message_ids": distinct,
-                                           "external_ids": [email_external_id(m) for m in distinct]}).fetchall()
+                                           "external_ids": [email_external_id(m) for m in distinct]},
+                        prepare=False).fetchall()
     return {r[0]: Known(None if r[1] is None else int(r[1])) if r[2] else Known(int(r[3])) for r in rows}
 
 
