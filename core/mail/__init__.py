@@ -9,6 +9,8 @@ No I/O here: the store (core.ingest, core.api) calls these with bytes and the id
 - ``core.mail.text``: charset decoding with fallbacks, strings PostgreSQL can store
 - ``core.mail.headers``: RFC 2047 headers, addresses, dates
 - ``core.mail.mime``: the MIME tree -> readable text, attachments, notes
+- ``core.mail.parts``: the MIME tree of well-formed mail cut straight from the bytes (the email
+  package reads the rest, with the same answers)
 - ``core.mail.html``: HTML -> text, blockquotes rendered as ``>`` quotes
 - ``core.mail.quotes``: quoted earlier messages and signatures left out of the index
 - ``core.mail.threads``: ``plan_assignment`` (which thread a message joins) and ``thread_tree``

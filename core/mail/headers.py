@@ -12,18 +12,30 @@ import re
 from datetime import UTC, datetime
 from email.utils import getaddresses, parsedate_to_datetime
 
-from core.mail.text import decode, storable
+from core.mail.text import cached_when_short, decode, storable
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?[^?\s]+\?[QqBb]\?)")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _WHITESPACE = re.compile(r"\s+")
 _EMPTY_GROUP = re.compile(r"^[^:<>@\"]*:\s*;?\s*$")  # "undisclosed-recipients:;"
+# Address lists in their common shapes ("Name <a@b>", "\"Last, First\" <a@b>", "a@b", comma-separated),
+# which email.utils.getaddresses reads into (name, address) exactly as these groups hold them
+_WORD = r'[^ \t\r\n()<>@,:;"\[\]\\]+'  # an atom of a display name (a dot is part of it)
+_ATOM = r'[^\s()<>@,:;".\[\]\\]+'  # no blank at all: getaddrspec drops an atom that strip() empties
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+_ENTRY = (rf'[ \t]*(?:(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<words>{_WORD}(?:[ \t]+{_WORD})*))?[ \t]*'
+          rf"<(?P<routed>{_ADDR_SPEC})>|(?P<bare>{_ADDR_SPEC}))[ \t]*")
+_UNNAMED_ENTRY = re.sub(r"\(\?P<\w+>", "(?:", _ENTRY)
+_SIMPLE_LIST = re.compile(rf"{_UNNAMED_ENTRY}(?:,{_UNNAMED_ENTRY})*")
+_SIMPLE_ENTRY = re.compile(_ENTRY)
+_BLANKS = re.compile(r"[ \t]+")
 
 
+@cached_when_short
 def header_text(raw: bytes | None) -> str | None:
     """The readable value of one header: 8-bit bytes as UTF-8 (else cp1252), encoded words
-    decoded, whitespace collapsed; None when the header is absent."""
+    decoded, whitespace collapsed; None when the header is absent. Cached: a thread's subject recurs."""
     if raw is None:
         return None
     return storable(_WHITESPACE.sub(" ", decode_words(decode(raw, "utf-8")[0])).strip())
@@ -71,21 +83,33 @@ def _word_bytes(encoding: str, payload: str) -> bytes:
         return data
 
 
+@cached_when_short
 def addresses(raw: bytes | None) -> tuple[str, ...]:
     """``Name <addr@host>`` (or the bare address) for each address of an address header, display
-    names decoded; a value that is not a list of addresses is kept as one readable entry."""
+    names decoded; a value that is not a list of addresses is kept as one readable entry. Cached:
+    the same people write and are written to all day."""
     if raw is None:
         return ()
     value = decode(raw, "utf-8")[0]
-    try:
-        pairs = getaddresses([value])
-    except Exception:  # the parser has failed on hostile input before: keep the text
-        pairs = []
+    pairs = _pairs(value)
     found = tuple(entry for name, address in pairs if (entry := _address(name, address)))
     if found or not value.strip() or _EMPTY_GROUP.match(value):
         return found
     text = header_text(raw)
     return (text,) if text else ()
+
+
+def _pairs(value: str) -> list[tuple[str, str]]:
+    """(display name, address) of each entry, as ``email.utils.getaddresses`` reads them; the
+    common shapes without it (its character-by-character reader is the costly part)."""
+    if _SIMPLE_LIST.fullmatch(value):
+        return [(entry["quoted"] if entry["quoted"] is not None else " ".join(_BLANKS.split(entry["words"] or "")),
+                 entry["routed"]) if entry["bare"] is None else ("", entry["bare"])
+                for entry in _SIMPLE_ENTRY.finditer(value)]
+    try:
+        return getaddresses([value])
+    except Exception:  # the parser has failed on hostile input before: keep the text
+        return []
 
 
 def _address(name: str, address: str) -> str:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+from core.mail.text import single_blank_lines
+
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters, removed from the input first
 _QUOTE_OPEN = re.compile(r"<blockquote\b[^>]*>", re.IGNORECASE)
 _QUOTE_CLOSE = re.compile(r"</blockquote\s*>", re.IGNORECASE)
-_BLANK_RUN = re.compile(r"\n{3,}")
 
 
 def html_to_text(html: str) -> str:
@@ -27,7 +28,8 @@ def html_to_text(html: str) -> str:
         text = ""
     if not text.strip():  # refused, or nested deeper than libxml2 reads: the standard library's parser
         text = _plain_text(html)
-    return _BLANK_RUN.sub("\n\n", _quote_marked(text)).strip("\n")
+    text = _quote_marked(text)
+    return single_blank_lines(text).strip("\n")
 
 
 def _inscriptis(html: str) -> str:

@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from core.mail.text import storable
+from core.mail.text import cached_when_short, storable
 
 MAX_ID_LENGTH = 512
 MAX_REFERENCES = 100  # a References header is cut to its first id and its last 99
@@ -30,12 +30,39 @@ _HEADER_LINE = re.compile(rb"^([\x21-\x39\x3b-\x7e]*):(.*)$", re.DOTALL)  # the 
 _LINE = re.compile(rb"\r?\n")
 _FIRST_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _SYNTHETIC_HEADERS = ("from", "date", "subject", "to")
+# A header block of "Name: value" lines and their continuations only (no mbox "From " line, no
+# stray line, no empty name): read with one pattern, the way the line-by-line loop reads it
+_FIELD = rb"[\x21-\x39\x3b-\x7e]+:[^\n]*(?:\n[ \t][^\n]*)*"
+_PLAIN_HEAD = re.compile(rb"%s(?:\n%s)*" % (_FIELD, _FIELD))
+_FIELDS = re.compile(rb"^([\x21-\x39\x3b-\x7e]+):([^\n]*)((?:\n[ \t][^\n]*)*)", re.MULTILINE)
 
 
 def head_and_body(raw: bytes) -> tuple[dict[str, bytes], bytes]:
     """(the first value of each header, lower-cased name -> unfolded bytes; the body bytes).
     The header block ends at the first blank line, or at the first line that is neither a header
     nor a continuation (the email parser's rule too); an mbox ``From `` line is skipped."""
+    blank = _blank_line(raw)
+    head, body = (raw[: blank[0]], raw[blank[1]:]) if blank else (raw, b"")
+    if _PLAIN_HEAD.fullmatch(head):
+        return _fields(head), body
+    return _read_lines(raw)
+
+
+def _blank_line(raw: bytes) -> tuple[int, int] | None:
+    """Where the first blank line is, as ``_FIRST_BLANK_LINE.search`` finds it (start, end)."""
+    lf = raw.find(b"\n\n")
+    crlf = raw.find(b"\n\r\n", 0, len(raw) if lf < 0 else lf + 2)  # one before the first LF LF
+    if crlf >= 0:
+        at, end = crlf, crlf + 3
+    elif lf >= 0:
+        at, end = lf, lf + 2
+    else:
+        return None
+    return (at - 1 if at and raw[at - 1] == 0x0D else at), end
+
+
+def _read_lines(raw: bytes) -> tuple[dict[str, bytes], bytes]:
+    """``head_and_body`` line by line (any header block)."""
     headers: dict[str, bytes] = {}
     match = _FIRST_BLANK_LINE.search(raw)
     head, body = (raw[: match.start()], raw[match.end():]) if match else (raw, b"")
@@ -61,10 +88,22 @@ def head_and_body(raw: bytes) -> tuple[dict[str, bytes], bytes]:
     return headers, body
 
 
+def _fields(head: bytes) -> dict[str, bytes]:
+    """The headers of a plain header block (``_PLAIN_HEAD``), as the loop above reads them."""
+    headers: dict[str, bytes] = {}
+    for field in _FIELDS.finditer(head):
+        key = field.group(1).decode("ascii").lower()
+        if key not in headers:
+            value, folded = field.group(2).strip(), field.group(3)
+            headers[key] = b" ".join([value, *(line.strip() for line in folded.split(b"\n")[1:])]) if folded else value
+    return headers
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+@cached_when_short
 def normalize_id(value: str) -> str | None:
     """A msg-id without brackets and whitespace, bounded; None when nothing is left."""
     text = _CONTROL.sub("", _WHITESPACE.sub("", storable(value))).strip("<>")

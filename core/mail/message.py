@@ -59,13 +59,14 @@ def parse_message(raw: bytes) -> ParsedMessage:
     subject = header_text(headers.get("subject"))
     date, date_note = date_of(headers.get("date"))
     notes += [date_note] if date_note else []
-    replied = [ref for ref in id_list(headers.get("in-reply-to")) if ref != message_id]
+    answered = id_list(headers.get("in-reply-to"))
+    replied = [ref for ref in answered if ref != message_id]
     listed = id_list(headers.get("references"))
-    if message_id in listed or message_id in id_list(headers.get("in-reply-to")):
+    if message_id in listed or message_id in answered:
         notes.append("self-reference dropped")
     references = references_of(message_id, listed, replied[0] if replied else None)
-    if len(dict.fromkeys(listed)) > MAX_REFERENCES:
-        notes.append(f"References cut to {MAX_REFERENCES} of {len(dict.fromkeys(listed))} ids")
+    if (distinct := len(dict.fromkeys(listed))) > MAX_REFERENCES:
+        notes.append(f"References cut to {MAX_REFERENCES} of {distinct} ids")
     content = _content(raw, body)
     own = "\n\n".join(text.rstrip() for text in content.body)
     kept = [*content.forwarded, *(f"--- attached file: {name} ---\n{text}" for name, text in content.attached)]

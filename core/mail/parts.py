@@ -38,6 +38,10 @@ _DISPOSITION = re.compile(rb"(" + _TOKEN + rb")(" + _PARAMS + rb")")
 _ENCODING = re.compile(_TOKEN)
 _BOUNDARY_END = re.compile(rb"(--)?[ \t]*(?:\r\n|\r|\n)?$")  # what follows "--boundary" on its line
 _READ = (b"content-type", b"content-transfer-encoding", b"content-disposition")
+# A header block of "Name: value" lines and continuations ended by a blank line, read with one pattern
+_PLAIN_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\n(?:[ \t][^\n]*\n)*)*\r?\n")
+_READ_FIELD = re.compile(rb"^(content-(?:type|transfer-encoding|disposition)):[ \t]*([^\n]*\n(?:[ \t][^\n]*\n)*)",
+                         re.MULTILINE | re.IGNORECASE)
 
 
 class Unsupported(Exception):
@@ -124,43 +128,26 @@ def read_parts(raw: bytes) -> Part | None:
     """The MIME tree of ``raw``, or None when it is not a shape read here."""
     if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
         return None  # a lone CR ends a line for the email package: not worth the subtlety
-    lines = raw.splitlines(keepends=True)
     try:
-        return _part(lines, 0, len(lines), top=True)
+        return _part(raw, 0, len(raw), top=True)
     except Unsupported:
         return None
 
 
-def _part(lines: list[bytes], start: int, end: int, *, top: bool = False) -> Part:
-    """The part in ``lines[start:end]`` (a subpart ends before its parent's next boundary line)."""
-    headers: dict[bytes, bytes] = {}
-    name: bytes | None = None  # the header continuation lines belong to (None: not one we read)
-    index = start
-    while index < end:
-        line = lines[index]
-        if not _HEADER.match(line):
-            if line in (b"\n", b"\r\n"):
-                index += 1
-            break  # else the line starts the body (the email package's rule)
-        index += 1
-        if line[0] in b" \t":
-            if name is not None:
-                headers[name] += line
-            continue
-        if line.startswith(b"From "):
-            raise Unsupported("From line")
-        colon = line.index(b":")
-        key = line[:colon].lower()
-        name = key if key in _READ and key not in headers and colon else None
-        if name is not None:
-            headers[name] = line[colon + 1 :].lstrip(b" \t")
-    for key, value in headers.items():  # unfolded as policy.default does: line ends removed
-        headers[key] = value.replace(b"\r", b"").replace(b"\n", b"")
+def _line_end(raw: bytes, start: int, end: int) -> int:
+    """Where the line starting at ``start`` ends (after its line feed), within ``end``."""
+    found = raw.find(b"\n", start, end)
+    return end if found < 0 else found + 1
+
+
+def _part(raw: bytes, start: int, end: int, *, top: bool = False) -> Part:
+    """The part in ``raw[start:end]`` (a subpart ends before its parent's next boundary line)."""
+    headers, at = _headers(raw, start, end)
     ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     if ctype.startswith(b"message/") or ctype == b"multipart/digest":
         raise Unsupported("message part")
     if not ctype.startswith(b"multipart/"):
-        body = b"".join(lines[index:end])
+        body = raw[at:end]
         if not top:  # the line end before a boundary belongs to the boundary
             body = body[:-2] if body.endswith(b"\r\n") else body[:-1] if body.endswith(b"\n") else body
         return Part(headers, body, None)
@@ -168,23 +155,66 @@ def _part(lines: list[bytes], start: int, end: int, *, top: bool = False) -> Par
     boundary = part.get_param("boundary")
     if not isinstance(boundary, str) or not boundary.rstrip():
         raise Unsupported("no boundary")
-    part._children = _subparts(lines, index, end, b"--" + boundary.rstrip().encode())
+    part._children = _subparts(raw, at, end, b"--" + boundary.rstrip().encode())
     return part
 
 
-def _subparts(lines: list[bytes], start: int, end: int, separator: bytes) -> list[Part]:
-    marks = [(index, bool(found.group(1))) for index in range(start, end)
-             if lines[index].startswith(separator)
-             and (found := _BOUNDARY_END.match(lines[index], len(separator))) is not None]
-    if not marks or marks[0][1] or not any(close for _, close in marks):
+def _headers(raw: bytes, start: int, end: int) -> tuple[dict[bytes, bytes], int]:
+    """The Content-* headers of the part at ``start`` (lower-cased names, unfolded values, the
+    first of each) and where its body starts."""
+    headers: dict[bytes, bytes] = {}
+    block = _PLAIN_BLOCK.match(raw, start, end)
+    if block is not None:
+        for field in _READ_FIELD.finditer(raw, start, block.end()):
+            headers.setdefault(field.group(1).lower(), field.group(2))
+        at = block.end()
+    else:
+        name: bytes | None = None  # the header continuation lines belong to (None: not one we read)
+        at = start
+        while at < end:
+            stop = _line_end(raw, at, end)
+            line = raw[at:stop]
+            if not _HEADER.match(line):
+                if line in (b"\n", b"\r\n"):
+                    at = stop
+                break  # else the line starts the body (the email package's rule)
+            at = stop
+            if line[0] in b" \t":
+                if name is not None:
+                    headers[name] += line
+                continue
+            if line.startswith(b"From "):
+                raise Unsupported("From line")
+            colon = line.index(b":")
+            key = line[:colon].lower()
+            name = key if key in _READ and key not in headers and colon else None
+            if name is not None:
+                headers[name] = line[colon + 1 :].lstrip(b" \t")
+    for key, value in headers.items():  # unfolded as policy.default does: line ends removed
+        headers[key] = value.replace(b"\r", b"").replace(b"\n", b"")
+    return headers, at
+
+
+def _subparts(raw: bytes, start: int, end: int, separator: bytes) -> list[Part]:
+    """The parts between the boundary lines in ``raw[start:end]``."""
+    marks: list[tuple[int, int, bool]] = []  # boundary lines: start, end, whether the closing one
+    at = raw.find(separator, start, end)
+    while at >= 0:
+        if at == start or raw[at - 1] == 0x0A:  # at the start of a line
+            stop = _line_end(raw, at, end)
+            found = _BOUNDARY_END.match(raw, at + len(separator), stop)
+            if found is not None:
+                marks.append((at, stop, bool(found.group(1))))
+        at = raw.find(separator, at + 1, end)
+    if not marks or marks[0][2] or not any(close for _, _, close in marks):
         raise Unsupported("no opening or closing boundary")
     children: list[Part] = []
-    for (index, close), (following, _) in itertools.pairwise(marks):
+    for (_, stop, close), (following, _, _) in itertools.pairwise(marks):
         if close:
             break
-        if following == index + 1:
+        if following == stop:
             raise Unsupported("boundary lines in a row")
-        children.append(_part(lines, index + 1, following))
+        children.append(_part(raw, stop, following))
     return children
 
 

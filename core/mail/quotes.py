@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from core.mail.text import single_blank_lines
+
 _QUOTED = re.compile(r"^\s*>")
 _ATTRIBUTION_END = re.compile(
     r"(?:\bwrote|\bwrites|\bschrieb\b.*|\ba écrit|\bescribió|\bha scritto|\bschreef\b.*|\bescreveu|\bskrev\b.*)"
@@ -50,40 +52,77 @@ _MOBILE_FOOTER = re.compile(
     r"von meinem (?:iphone|ipad|smartphone|android[\w ]*|samsung[\w ]*) gesendet|"
     r"envoyé de mon (?:iphone|ipad|smartphone|android)|"
     r"enviado desde mi (?:iphone|ipad|smartphone|android|samsung[\w ]*))\s*\.?\s*$", re.IGNORECASE)
-_BLANK_RUN = re.compile(r"\n{3,}")
+# A line can match the patterns above only when the whole text, folded as they match case-insensitively,
+# holds one of these words: a look at the text spares most messages the line-by-line scans.
+_FORWARD_WORDS = ("forwarded", "weitergeleitet", "transféré", "reenviado", "inoltrato", "doorgestuurd", "réexpédié")
+_ORIGINAL_WORDS = ("original", "ursprüngliche", "origine", "oorspronkelijk")
+_SUBJECT_WORDS = ("subject", "betreff", "objet", "asunto", "oggetto", "onderwerp", "ämne", "emne")
+_MOBILE_FOOTER_WORDS = ("sent", "get outlook", "von meinem", "envoyé de mon", "enviado desde mi")
+_HEADER_FROM_WORDS = re.compile(r"^[^\S\n]*\*?(?:from|von|de|da|van|från|fra)[^\S\n]*:", re.MULTILINE)
+_UNFOLDED = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}  # dotted I, dotless i, long s, Kelvin sign
+_FOLD = str.maketrans(_UNFOLDED)
+
+
+def folded(text: str) -> str:
+    """``text`` lower-cased so that a word the patterns match case-insensitively is in it."""
+    if any(char in text for char in _UNFOLDED):
+        text = text.translate(_FOLD)
+    return text.lower()
+
+
+def _holds(text: str, words: tuple[str, ...]) -> bool:
+    return any(word in text for word in words)
 
 
 def strip_quotes(text: str, *, forwarded: bool = False) -> str:
     """``text`` without quoted earlier messages and the signature; ``text`` itself when that
     would leave nothing. ``forwarded``: the message forwards another (its subject says so), so an
     Outlook header block starts forwarded content, which is kept."""
+    return _strip(text, forwarded, folded(text))
+
+
+def _strip(text: str, forwarded: bool, lowered: str) -> str:
+    """``strip_quotes``; ``lowered``: ``text`` folded, where the words that let a line match are
+    looked for (a string holding them all makes every line be looked at)."""
     lines = text.split("\n")
-    start = _forward_start(lines, forwarded)
+    start = _forward_start(lines, forwarded, lowered)
     own, kept = lines[:start], lines[start:]
-    own = own[: _cut(own)]
+    own = own[: _cut(own, lowered)]
     while own and (_SEPARATOR.match(own[-1]) or not own[-1].strip()):
         own.pop()
-    dropped = _quoted(own)
-    new = [line for index, line in enumerate(own) if index not in dropped and not _MOBILE_FOOTER.match(line)]
+    dropped = _quoted(own) if ">" in lowered else set()
+    footer = _holds(lowered, _MOBILE_FOOTER_WORDS)
+    new = [line for index, line in enumerate(own)
+           if index not in dropped and not (footer and _MOBILE_FOOTER.match(line))] if dropped or footer else own
     sections = ("\n".join(new).strip(), "\n".join(kept).strip())
-    result = _BLANK_RUN.sub("\n\n", "\n\n".join(section for section in sections if section))
+    result = single_blank_lines("\n\n".join(section for section in sections if section))
     return result if result else text
 
 
-def _forward_start(lines: list[str], forwarded: bool) -> int:
-    """Where forwarded content starts (len(lines): nowhere)."""
-    for index, line in enumerate(lines):
-        if _FORWARD.match(line) or (forwarded and (_ORIGINAL.match(line) or _header_block(lines, index))):
-            return index
+def _forward_start(lines: list[str], forwarded: bool, lowered: str) -> int:
+    """Where forwarded content starts (len(lines): nowhere). ``lowered``: the lines joined, folded."""
+    marker = _holds(lowered, _FORWARD_WORDS)
+    outlook = forwarded and (_holds(lowered, _ORIGINAL_WORDS) or (
+        _holds(lowered, _SUBJECT_WORDS) and _HEADER_FROM_WORDS.search(lowered) is not None))
+    if marker or outlook:
+        for index, line in enumerate(lines):
+            if (marker and _FORWARD.match(line)) or (
+                    outlook and (_ORIGINAL.match(line) or _header_block(lines, index))):
+                return index
     return len(lines)
 
 
-def _cut(lines: list[str]) -> int:
-    """Where the quoted original (Outlook) or the signature starts: the rest is left out."""
-    for index, line in enumerate(lines):
-        if line == _SIGNATURE or _ORIGINAL.match(line) or _header_block(lines, index):
-            return index
-    return len(lines)
+def _cut(lines: list[str], lowered: str) -> int:
+    """Where the quoted original (Outlook) or the signature starts: the rest is left out.
+    ``lowered``: the lines (or more) joined, folded."""
+    end = lines.index(_SIGNATURE) if _SIGNATURE in lowered and _SIGNATURE in lines else len(lines)
+    original = _holds(lowered, _ORIGINAL_WORDS)
+    header = _holds(lowered, _SUBJECT_WORDS) and _HEADER_FROM_WORDS.search(lowered) is not None
+    if original or header:
+        for index in range(end):
+            if (original and _ORIGINAL.match(lines[index])) or (header and _header_block(lines, index)):
+                return index
+    return end
 
 
 def _header_block(lines: list[str], index: int) -> bool:
@@ -97,7 +136,7 @@ def _header_block(lines: list[str], index: int) -> bool:
 
 def _quoted(lines: list[str]) -> set[int]:
     """The indexes of quoted lines and of the attribution lines that introduce quoted blocks."""
-    dropped = {index for index, line in enumerate(lines) if _QUOTED.match(line)}
+    dropped = {index for index, line in enumerate(lines) if line.lstrip()[:1] == ">"}  # _QUOTED, faster
     for index in sorted(dropped):
         if index - 1 in dropped:
             continue  # not the start of a block

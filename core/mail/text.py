@@ -10,18 +10,52 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Callable
+from functools import lru_cache, wraps
+from typing import TypeVar
+
+_Value = TypeVar("_Value", bound="str | bytes | None")
+_Result = TypeVar("_Result")
+CACHED_LENGTH = 512  # longer values are computed each time: a cache of short ones cannot grow big
 
 _NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
+_BLANK_RUN = re.compile(r"\n{3,}")
 _FALLBACKS = ("utf-8", "cp1252", "latin-1")
 
 
 def storable(text: str) -> str:
     """``text`` without NUL (PostgreSQL text refuses it) and with lone surrogates replaced."""
-    if not _NOT_STORABLE.search(text):
+    if "\x00" not in text and (text.isascii() or _encodes(text)):  # a lone surrogate does not encode
         return text
     return _NOT_STORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
 
 
+def cached_when_short(function: Callable[[_Value], _Result]) -> Callable[[_Value], _Result]:
+    """``function`` (pure, one argument) remembering its answers for the last 4,096 values of at
+    most ``CACHED_LENGTH`` characters (mail repeats its senders, subjects and message ids)."""
+    cached = lru_cache(maxsize=4096)(function)
+
+    @wraps(function)
+    def call(value: _Value) -> _Result:
+        return cached(value) if value is None or len(value) <= CACHED_LENGTH else function(value)
+
+    return call
+
+
+def single_blank_lines(text: str) -> str:
+    """``text`` with runs of blank lines cut to one."""
+    return _BLANK_RUN.sub("\n\n", text) if "\n\n\n" in text else text
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=512)
 def codec_of(charset: str | None) -> str | None:
     """The Python text codec for a MIME charset name, or None when there is none."""
     if not charset or len(charset) > 64:
