@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.mail_bench import documents_corpus, expected_threads, read_deliveries, server_ids, write_deliveries
+from bench.mail_bench import (
+    delivery_batches,
+    documents_corpus,
+    expected_threads,
+    read_deliveries,
+    server_ids,
+    write_deliveries,
+)
 from bench.mailcorpus import (
     KINDS,
     LONG_THREAD_SIZES,
@@ -280,6 +287,25 @@ def test_deliveries_reach_the_load_process_byte_for_byte(tmp_path: Path) -> None
     small = build_mailcorpus(300, 5)
     write_deliveries(tmp_path / "d.bin", small)
     assert read_deliveries(tmp_path / "d.bin") == [(m.company, m.raw) for m in small.mails]
+
+
+@pytest.mark.parametrize(("per_post", "max_bytes"), [(1, 1 << 20), (3, 1 << 20), (200, 1 << 20), (200, 25)])
+def test_mbox_requests_hold_one_companys_deliveries_in_order_within_both_limits(per_post: int,
+                                                                              max_bytes: int) -> None:
+    deliveries = [(c, b"x" * size) for c, size in
+                  [("A", 10), ("B", 10), ("A", 10), ("A", 10), ("B", 30), ("A", 10), ("C", 5), ("A", 10), ("B", 1)]]
+    batches = delivery_batches(deliveries, per_post, max_bytes)
+    assert sorted(i for _, members in batches for i in members) == list(range(len(deliveries)))
+    for company, members in batches:
+        assert all(deliveries[i][0] == company for i in members) and members == sorted(members)
+        assert len(members) <= per_post
+        assert len(members) == 1 or sum(len(deliveries[i][1]) for i in members) <= max_bytes
+    per_company = {c: [i for _, ms in batches if _ == c for i in ms] for c in "ABC"}
+    assert per_company == {c: [i for i, d in enumerate(deliveries) if d[0] == c] for c in "ABC"}
+    if per_post == 1:
+        assert [members for _, members in batches] == [[i] for i in range(len(deliveries))]
+    if (per_post, max_bytes) == (3, 1 << 20):
+        assert batches[0] == ("A", [0, 2, 3])  # sent once full, before the others' open bodies
 
 
 def test_messages_without_an_id_are_expected_under_the_parsers_content_id(corpus: MailCorpus) -> None:

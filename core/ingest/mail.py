@@ -87,7 +87,7 @@ def accept_email(conn: psycopg.Connection[Any], company_id: int, message_id: str
     with conn.transaction():
         conn.execute(ACCEPT_LOCK_SQL, (company_id, external_id))
         rows = conn.execute(KNOWN_EMAIL_SQL, {"company": company_id, "message_id": message_id,
-                                              "external_id": external_id}).fetchall()
+                                              "external_id": external_id}, prepare=False).fetchall()
         if rows:
             job_id = max(rows, key=lambda r: r[1])[0]  # the job that stored it, else the one queued
             return EmailAccepted(None if job_id is None else int(job_id), True)
@@ -138,17 +138,24 @@ def subject_key(parsed: ParsedMessage, group_by_subject: bool) -> str:
     return normalize_subject(parsed.subject)
 
 
+# Every read of the mail tables by key is one primary-key probe per key, whatever the planner knows:
+# a LATERAL subquery with LIMIT 1 cannot be flattened into a hash join over the whole table (what a
+# plain JOIN with unnest becomes on a young table), and these statements are planned at each call
+# (``prepare=False``): a plan cached while the tables were empty probes mail_messages through its
+# thread index by company alone, reading the company's whole mail per key (tests/test_email_cost.py).
 STORED_SQL = """
-SELECT m.company_id, m.message_id
+SELECT t.company_id, t.message_id
 FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, message_id)
-JOIN mail_messages m ON m.company_id = t.company_id AND m.message_id = t.message_id
+CROSS JOIN LATERAL (SELECT FROM mail_messages m
+                    WHERE m.company_id = t.company_id AND m.message_id = t.message_id LIMIT 1) m
 """
 
 
 def stored_messages(conn: psycopg.Connection[Any], letters: Sequence[Letter]) -> set[tuple[int, str]]:
     """Which of the letters' messages are stored already (their jobs' key locks are held: no other
     batch can be storing one of them)."""
-    rows = conn.execute(STORED_SQL, columns([(x.job.company_id, x.parsed.message_id) for x in letters]))
+    rows = conn.execute(STORED_SQL, columns([(x.job.company_id, x.parsed.message_id) for x in letters]),
+                        prepare=False)
     return {(r[0], r[1]) for r in rows}
 
 
@@ -172,10 +179,12 @@ SELECT count(pg_advisory_xact_lock(k)) FROM (
 
 
 REGISTRY_SQL = """
-SELECT i.company_id, i.message_id, i.thread_id, m.message_id IS NOT NULL
+SELECT t.company_id, t.message_id, i.thread_id, m.stored IS NOT NULL
 FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, message_id)
-JOIN mail_ids i ON i.company_id = t.company_id AND i.message_id = t.message_id
-LEFT JOIN mail_messages m ON m.company_id = i.company_id AND m.message_id = i.message_id
+CROSS JOIN LATERAL (SELECT thread_id FROM mail_ids i
+                    WHERE i.company_id = t.company_id AND i.message_id = t.message_id LIMIT 1) i
+LEFT JOIN LATERAL (SELECT true AS stored FROM mail_messages m
+                   WHERE m.company_id = t.company_id AND m.message_id = t.message_id LIMIT 1) m ON true
 """
 
 SUBJECT_THREADS_SQL = """
@@ -188,12 +197,11 @@ CROSS JOIN LATERAL (
 ) h
 """
 
+# locked in the order given (the caller sorts): the LATERAL probe runs once per pair, in that order
 LOCK_THREADS_SQL = """
 SELECT h.company_id, h.id, h.merged_into, h.message_count, h.first_at, h.last_at, h.subject, h.subject_key
-FROM mail_threads h
-JOIN unnest(%s::bigint[], %s::bigint[]) AS t(company_id, id) ON h.company_id = t.company_id AND h.id = t.id
-ORDER BY h.company_id, h.id
-FOR UPDATE OF h
+FROM unnest(%s::bigint[], %s::bigint[]) AS t(company_id, id)
+CROSS JOIN LATERAL (SELECT * FROM mail_threads h WHERE h.company_id = t.company_id AND h.id = t.id FOR UPDATE) h
 """
 
 NEW_THREAD_IDS_SQL = "SELECT nextval(pg_get_serial_sequence('mail_threads', 'id')) FROM generate_series(1, %s)"
@@ -204,20 +212,22 @@ SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int
                      %s::timestamptz[])
 """
 
+# The updates join the rows to change with unnest; the trailing ``= ANY`` pins (the same company
+# and thread ids again: ``pinned``) keep the target's scan on its index whatever the statistics say.
 UPDATE_THREADS_SQL = """
 UPDATE mail_threads h SET subject = t.subject, subject_key = t.subject_key, message_count = t.message_count,
        first_at = t.first_at, last_at = t.last_at
 FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[])
      AS t(company_id, id, subject, subject_key, message_count, first_at, last_at)
-WHERE h.company_id = t.company_id AND h.id = t.id
+WHERE h.company_id = t.company_id AND h.id = t.id AND h.company_id = ANY(%s::bigint[]) AND h.id = ANY(%s::bigint[])
 """
-
 
 
 def _merge_sql(table: str, assign: str, column: str) -> str:
     return (f"UPDATE {table} x SET {assign}"
             " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(company_id, id, into_id)"
-            f" WHERE x.company_id = t.company_id AND x.{column} = t.id")
+            f" WHERE x.company_id = t.company_id AND x.{column} = t.id"
+            f" AND x.company_id = ANY(%s::bigint[]) AND x.{column} = ANY(%s::bigint[])")
 
 
 # a merge, in this order: threads that pointed at the ones folded away point at the survivor (reads
@@ -272,7 +282,7 @@ def _read_and_lock(conn: psycopg.Connection[Any], ids: list[tuple[int, str]],
                    subjects: list[tuple[int, str]]) -> Known:
     registry: dict[tuple[int, str], int] = {}
     stored: set[tuple[int, str]] = set()
-    for company, name, thread, is_stored in conn.execute(REGISTRY_SQL, columns(ids)):
+    for company, name, thread, is_stored in conn.execute(REGISTRY_SQL, columns(ids), prepare=False):
         registry[(company, name)] = thread
         if is_stored:
             stored.add((company, name))
@@ -291,6 +301,11 @@ def _read_and_lock(conn: psycopg.Connection[Any], ids: list[tuple[int, str]],
     return Known(registry, stored, threads, by_subject)
 
 
+def pinned(args: tuple[list[Any], ...]) -> tuple[list[Any], ...]:
+    """The arguments of an update joined with ``unnest``, then its first two columns again (the ``= ANY`` pins)."""
+    return (*args, args[0], args[1])
+
+
 def columns(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     """Rows as one list per column (the arguments of an ``unnest``)."""
     if not rows:
@@ -301,10 +316,12 @@ def columns(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
 def thread_letters(conn: psycopg.Connection[Any], letters: Sequence[Letter], now: datetime,
                    group_by_subject: bool) -> list[int | None]:
     """Thread and store ``letters`` (none stored already: ``stored_messages``); per letter, its
-    thread. Locks every id they name first: what overlaps with another batch waits for its commit."""
+    thread. Locks every id they name first: what overlaps with another batch waits for its commit,
+    so the rows are built (and the originals deflated) before."""
     messages = [MailIn(letter.job.company_id, letter.parsed.message_id, letter.parsed.references,
                        written_at(letter.parsed.date, now), letter.parsed.subject,
                        subject_key(letter.parsed, group_by_subject)) for letter in letters]
+    rows = [message_row(letter, message) for letter, message in zip(letters, messages, strict=True)]
     conn.execute(MAIL_LOCKS_SQL, lock_names(messages))
     known = read_known(conn, messages)
     plan = plan_mail(messages, known.registry, known.stored, known.threads, known.by_subject, group_by_subject)
@@ -312,7 +329,7 @@ def thread_letters(conn: psycopg.Connection[Any], letters: Sequence[Letter], now
         ids = sorted(int(r[0]) for r in conn.execute(NEW_THREAD_IDS_SQL, (len(plan.created),)))
         plan = plan.numbered(ids)
     write_plan(conn, plan)
-    store_messages(conn, letters, messages, plan)
+    store_messages(conn, rows, plan.thread_of)
     return list(plan.thread_of)
 
 
@@ -325,28 +342,36 @@ def write_plan(conn: psycopg.Connection[Any], plan: MailPlan) -> None:
     if plan.created:
         conn.execute(INSERT_THREADS_SQL, _thread_rows(plan.created))
     if plan.changed:
-        conn.execute(UPDATE_THREADS_SQL, _thread_rows(plan.changed))
+        conn.execute(UPDATE_THREADS_SQL, pinned(_thread_rows(plan.changed)))
     if plan.merged:
-        merges = columns([(m.company_id, m.thread_id, m.into) for m in plan.merged])
+        merges = pinned(columns([(m.company_id, m.thread_id, m.into) for m in plan.merged]))
         for statement in MERGE_SQL:
             conn.execute(statement, merges)
     if plan.registered:
         conn.execute(REGISTER_SQL, columns(plan.registered))
 
 
-def store_messages(conn: psycopg.Connection[Any], letters: Sequence[Letter], messages: Sequence[MailIn],
-                   plan: MailPlan) -> None:
+THREAD_COLUMN = 2  # of a message row: filled in once the plan says the thread
+
+
+def message_row(letter: Letter, message: MailIn) -> list[Any]:
+    """The ``mail_messages`` row of a letter (``COPY_MESSAGES_SQL``'s columns), its thread not known yet."""
+    p, raw = letter.parsed, letter.job.raw or b""
+    attachments = [{"filename": a.filename, "content_type": a.content_type, "size": a.size, "indexed": a.indexed}
+                   for a in p.attachments]
+    return [message.company_id, p.message_id, None, p.synthetic_id, p.subject, p.from_, list(p.to), list(p.cc),
+            p.date, p.in_reply_to, list(p.references), Jsonb(attachments), list(p.notes), message.at, len(raw),
+            zlib.compress(raw, RAW_LEVEL), letter.job.id]
+
+
+def store_messages(conn: psycopg.Connection[Any], rows: Sequence[list[Any]], threads: Sequence[int | None]) -> None:
+    """COPY the message rows, each in its thread (``None``: stored already, skipped)."""
     with conn.cursor().copy(COPY_MESSAGES_SQL) as copy:
         copy.set_types(MESSAGE_TYPES)
-        for letter, message, thread in zip(letters, messages, plan.thread_of, strict=True):
-            if thread is None:
-                continue
-            p, raw = letter.parsed, letter.job.raw or b""
-            attachments = [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
-                            "indexed": a.indexed} for a in p.attachments]
-            copy.write_row((message.company_id, p.message_id, thread, p.synthetic_id, p.subject, p.from_, list(p.to),
-                            list(p.cc), p.date, p.in_reply_to, list(p.references), Jsonb(attachments), list(p.notes),
-                            message.at, len(raw), zlib.compress(raw, RAW_LEVEL), letter.job.id))
+        for row, thread in zip(rows, threads, strict=True):
+            if thread is not None:
+                row[THREAD_COLUMN] = thread
+                copy.write_row(row)
 
 
 def document_payload(letter: Letter, now: datetime) -> dict[str, Any]:
