@@ -1,8 +1,5 @@
-"""E-mail through the ingest queue: the durable accept, and the worker's mail stage (docs/email.md).
-
-Accept (the API's thread): one transaction under an advisory lock on the company's Message-ID, so
-two concurrent sends of one message queue one job: a message this company has stored, or has
-queued (a job not dead), is answered with that job and nothing is written.
+"""E-mail through the ingest queue: the worker's mail stage (docs/mail.md). The durable accept (the
+API's side: one message or an mbox, through the same code) is ``core.ingest.mailaccept``.
 
 The worker's stage, per batch, inside the batch's transaction (``IngestProcessor._apply``):
 
@@ -24,7 +21,6 @@ A parse problem is never a failed job: the parser gives what it can read, with n
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -52,50 +48,6 @@ def email_external_id(message_id: str) -> str:
 
 def message_id_from(external_id: str) -> str:
     return external_id.removeprefix(EMAIL_PREFIX)
-
-
-# -- accept (the API) ------------------------------------------------------------------------------------------
-
-ACCEPT_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int, hashtext('accept:' || %s))"
-
-KNOWN_EMAIL_SQL = """
-SELECT job_id, true FROM mail_messages WHERE company_id = %(company)s AND message_id = %(message_id)s
-UNION ALL
-(SELECT id, false FROM ingest_jobs
- WHERE company_id = %(company)s AND external_id = %(external_id)s AND op = 'email' AND status <> 'dead'
- ORDER BY id DESC LIMIT 1)
-"""
-
-INSERT_EMAIL_JOB_SQL = """
-INSERT INTO ingest_jobs (company_id, external_id, op, content_hash, raw, source)
-VALUES (%s, %s, 'email', %s, %s, %s) RETURNING id
-"""
-
-
-@dataclass(frozen=True)
-class EmailAccepted:
-    job_id: int | None  # None: stored by a job that no longer exists
-    duplicate: bool
-
-
-def accept_email(conn: psycopg.Connection[Any], company_id: int, message_id: str, raw: bytes,
-                 source: str) -> EmailAccepted:
-    """Queue ``raw`` durably unless the company has this message stored or queued already."""
-    from core.ingest.accept import NOTIFY_CHANNEL
-
-    external_id = email_external_id(message_id)
-    with conn.transaction():
-        conn.execute(ACCEPT_LOCK_SQL, (company_id, external_id))
-        rows = conn.execute(KNOWN_EMAIL_SQL, {"company": company_id, "message_id": message_id,
-                                              "external_id": external_id}, prepare=False).fetchall()
-        if rows:
-            job_id = max(rows, key=lambda r: r[1])[0]  # the job that stored it, else the one queued
-            return EmailAccepted(None if job_id is None else int(job_id), True)
-        row = conn.execute(INSERT_EMAIL_JOB_SQL, (company_id, external_id, hashlib.sha256(raw).digest(), raw,
-                                                  source)).fetchone()
-        assert row is not None
-        conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-    return EmailAccepted(int(row[0]), False)
 
 
 # -- the worker's stage ----------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""Accepting many raw messages at once (``POST /v1/emails`` with an mbox): one transaction, all or nothing.
+"""Accepting raw messages (``POST /v1/emails``, one message or an mbox; the signed webhooks): one
+transaction, all or nothing.
 
-The same answers as the one-message accept (``core.ingest.mail.accept_email``), for a whole mailbox
-in four statements: the company's accept locks on every Message-ID of the body (the very locks the
-one-message accept takes, in one order: two requests sharing ids cannot deadlock, and a message
-sent at once alone and in an mbox is queued once), one read of those ids stored or queued, the
-pure plan (:func:`plan_emails`: a duplicate of stored mail, of queued mail or of an earlier message
-of the body is answered with that job), one insert of the new jobs.
+One message is a batch of one (:func:`accept_email`), so both forms take the same locks and apply
+the same duplicate rule, in four statements whatever the count: the company's accept locks on every
+Message-ID of the body (in one order: two requests sharing ids cannot deadlock, and a message sent
+at once alone and in an mbox is queued once), one read of those ids stored or queued, the pure plan
+(:func:`plan_emails`: a duplicate of stored mail, of queued mail or of an earlier message of the
+body is answered with that job), one insert of the new jobs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from typing import Any
 import psycopg
 
 from core.ingest.accept import NOTIFY_CHANNEL
-from core.ingest.mail import EmailAccepted, email_external_id
+from core.ingest.mail import email_external_id
+
+
+@dataclass(frozen=True)
+class EmailAccepted:
+    """The answer for one message: its new job, or (a ``duplicate``) the job of the company's copy."""
+
+    job_id: int | None  # None: stored by a job that no longer exists
+    duplicate: bool
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ RETURNING id
 
 def read_known(conn: psycopg.Connection[Any], company_id: int, message_ids: Sequence[str]) -> dict[str, Known]:
     """The ids among ``message_ids`` this company has stored (the job that stored it) or queued (the
-    newest job not dead), as the one-message accept reads them."""
+    newest job not dead)."""
     distinct = sorted(set(message_ids))
     rows = conn.execute(KNOWN_EMAILS_SQL, {"company": company_id, "message_ids": distinct,
                                            "external_ids": [email_external_id(m) for m in distinct]},
@@ -112,3 +121,9 @@ def accept_emails(conn: psycopg.Connection[Any], company_id: int, messages: Sequ
     return [EmailAccepted(queued[i], False) if not p.duplicate
             else EmailAccepted(queued[p.same_as] if p.same_as is not None else p.job_id, True)
             for i, p in enumerate(plan)]
+
+
+def accept_email(conn: psycopg.Connection[Any], company_id: int, message_id: str, raw: bytes,
+                 source: str) -> EmailAccepted:
+    """Queue one message durably unless the company has it stored or queued already: a batch of one."""
+    return accept_emails(conn, company_id, [(message_id, raw)], source)[0]
