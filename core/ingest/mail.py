@@ -111,11 +111,12 @@ def stored_messages(conn: psycopg.Connection[Any], letters: Sequence[Letter]) ->
     return {(r[0], r[1]) for r in rows}
 
 
-def lock_names(messages: Sequence[MailIn]) -> tuple[list[int], list[str]]:
+def lock_names(messages: Sequence[MailIn], also: Sequence[tuple[int, str]] = ()) -> tuple[list[int], list[str]]:
     """(company ids, names) the threading locks: every id the messages name, and each subject they
-    group by (``subject <key>``: ids hold no whitespace, so no id is named so)."""
+    group by (``subject <key>``: ids hold no whitespace, so no id is named so), and the (company,
+    id) pairs ``also`` (the batch's deleted messages: every mail lock of a batch in one sorted pass)."""
     names = sorted({(m.company_id, name) for m in messages for name in (m.message_id, *m.references)}
-                   | {(m.company_id, "subject " + m.subject_key) for m in messages if m.subject_key})
+                   | {(m.company_id, "subject " + m.subject_key) for m in messages if m.subject_key} | set(also))
     return [c for c, _ in names], [n for _, n in names]
 
 
@@ -221,6 +222,12 @@ def read_known(conn: psycopg.Connection[Any], messages: Sequence[MailIn]) -> Kno
     """The registry rows of every id the messages name, and their threads, locked and stable."""
     ids = sorted({(m.company_id, name) for m in messages for name in (m.message_id, *m.references)})
     subjects = sorted({(m.company_id, m.subject_key) for m in messages if m.subject_key})
+    return read_ids(conn, ids, subjects)
+
+
+def read_ids(conn: psycopg.Connection[Any], ids: list[tuple[int, str]], subjects: list[tuple[int, str]]) -> Known:
+    """The registry rows of ``ids`` (sorted (company, id) pairs) and of the newest thread of each
+    subject key, and their threads, locked ``FOR UPDATE`` in order and stable (none merged away)."""
     for _ in range(LOCK_TRIES):
         try:
             with conn.transaction():
@@ -266,15 +273,16 @@ def columns(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
 
 
 def thread_letters(conn: psycopg.Connection[Any], letters: Sequence[Letter], now: datetime,
-                   group_by_subject: bool) -> list[int | None]:
+                   group_by_subject: bool, lock_also: Sequence[tuple[int, str]] = ()) -> list[int | None]:
     """Thread and store ``letters`` (none stored already: ``stored_messages``); per letter, its
-    thread. Locks every id they name first: what overlaps with another batch waits for its commit,
-    so the rows are built (and the originals deflated) before."""
+    thread. Locks every id they name first, and the (company, id) pairs ``lock_also`` in the same
+    pass: what overlaps with another batch waits for its commit, so the rows are built (and the
+    originals deflated) before."""
     messages = [MailIn(letter.job.company_id, letter.parsed.message_id, letter.parsed.references,
                        written_at(letter.parsed.date, now), letter.parsed.subject,
                        subject_key(letter.parsed, group_by_subject)) for letter in letters]
     rows = [message_row(letter, message) for letter, message in zip(letters, messages, strict=True)]
-    conn.execute(MAIL_LOCKS_SQL, lock_names(messages))
+    conn.execute(MAIL_LOCKS_SQL, lock_names(messages, lock_also))
     known = read_known(conn, messages)
     plan = plan_mail(messages, known.registry, known.stored, known.threads, known.by_subject, group_by_subject)
     if plan.created:
