@@ -244,6 +244,10 @@ THREAD_CASES: tuple[ThreadCase, ...] = (
     _case("broken-references-header",  # garbage around the ids still links what can be read
           [Mail("a@x"), Mail("b@x", raw_references="<a@x>,, junk <<>> (comment <not-an-id>", minute=1)],
           {"a@x", "b@x"}),
+    _case("references-without-an-at-sign",  # old git send-email wrote "In-Reply-To: <yes>": no link
+          [Mail("a@x", (), "yes", subject="[PATCH] one"), Mail("b@x", ("yes",), "yes", minute=1, subject="[PATCH] two"),
+           Mail("c@x", ("b@x", "yes"), "yes", minute=2, subject="Re: [PATCH] two")],
+          {"a@x"}, {"b@x", "c@x"}),
     _case("unrelated-same-subject",  # no subject grouping by default
           [Mail("a@x", subject="Lunch?"), Mail("b@x", subject="Re: Lunch?", minute=1)], {"a@x"}, {"b@x"}),
 )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.ingest.mail import written_at
-from core.ingest.mailplan import PROVISIONAL, MailIn, MailPlan, Merge, ThreadState, ThreadWrite, plan_mail
+from core.ingest.mailplan import PROVISIONAL, MailIn, MailPlan, Merge, Remaining, ThreadState, ThreadWrite, plan_mail
 
 T0 = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
 P0, P1 = PROVISIONAL, PROVISIONAL + 1
@@ -135,3 +135,52 @@ def test_grouping_by_subject_within_a_batch() -> None:
     (None, T0), (at(-5), at(-5)), (at(5), T0), (T0, T0)])
 def test_written_at_is_the_date_unless_missing_or_in_the_future(date: datetime | None, expected: datetime) -> None:
     assert written_at(date, T0) == expected
+
+
+# A thread whose messages were all deleted keeps its row (its ids stay registered) with no message:
+# the next message it gets starts its counters again, and merged into another it adds nothing.
+EMPTY = ThreadState(0, at(-500), at(-400), None, "")
+
+STATES = [
+    ("add to a live thread", state(2, 0, 10).add(at(-5), "Older", "older"), state(3, -5, 10, "Older", "older")),
+    ("add to an empty thread starts its span", EMPTY.add(at(7), "Re: x", ""), state(1, 7, 7, "Re: x")),
+    ("add a subjectless message to an empty thread", EMPTY.add(at(7), None, ""), state(1, 7, 7, None)),
+    ("absorb an empty thread", state(2, 0, 10).absorb(EMPTY), state(2, 0, 10)),
+    ("an empty thread absorbs a live one", EMPTY.absorb(state(2, 0, 10)), state(2, 0, 10)),
+]
+
+
+@pytest.mark.parametrize(("name", "found", "expected"), STATES, ids=[s[0] for s in STATES])
+def test_thread_states(name: str, found: ThreadState, expected: ThreadState) -> None:
+    assert found == expected
+
+
+def test_a_message_naming_an_emptied_thread_joins_it_afresh() -> None:
+    plan = plan_mail([mail("again", "gone", minute=3)], {(1, "gone"): 5}, set(), {(1, 5): EMPTY}, {}, False)
+    assert plan.thread_of == (5,)
+    assert plan.changed == (ThreadWrite(1, 5, state(1, 3, 3)),)
+
+
+def test_an_emptied_thread_merged_into_a_live_one_leaves_its_span() -> None:
+    plan = plan_mail([mail("d", "gone", "a", minute=20)], {(1, "gone"): 5, (1, "a"): 7}, set(),
+                     {(1, 5): EMPTY, (1, 7): state(2, 0, 10)}, {}, False)
+    assert plan.thread_of == (7,) and plan.merged == (Merge(1, 5, 7),)
+    assert plan.changed == (ThreadWrite(1, 7, state(3, 0, 20)),)
+
+
+REMAINING = [
+    # (name, what is left, grouping by subject, the thread after)
+    ("nothing left", Remaining(0, None, None, None, False), False, ThreadState(0, at(-500), at(-400), None, "")),
+    ("one left", Remaining(1, at(10), at(10), "Re: Kickoff", False), False, state(1, 10, 10, "Re: Kickoff")),
+    ("grouping: an unreferenced oldest message keys the thread", Remaining(2, at(0), at(9), "Re: Lunch?", True),
+     True, state(2, 0, 9, "Re: Lunch?", "lunch?")),
+    ("grouping: a referencing oldest message does not", Remaining(2, at(0), at(9), "Re: Lunch?", False), True,
+     state(2, 0, 9, "Re: Lunch?", "")),
+    ("grouping off", Remaining(2, at(0), at(9), "Lunch?", True), False, state(2, 0, 9, "Lunch?", "")),
+]
+
+
+@pytest.mark.parametrize(("name", "left", "grouping", "expected"), REMAINING, ids=[r[0] for r in REMAINING])
+def test_a_thread_after_deletes_counts_what_is_left(name: str, left: Remaining, grouping: bool,
+                                                     expected: ThreadState) -> None:
+    assert left.state(ThreadState(5, at(-500), at(-400), "Gone", "gone"), grouping) == expected

@@ -34,11 +34,25 @@ def test_a_long_id_is_bounded_and_two_long_ids_with_one_prefix_stay_apart() -> N
     assert bounded == own_id(f"<{first}>".encode())
 
 
-def test_id_lists_keep_order_and_read_bare_ids() -> None:
-    assert id_list(b"<a@x> <b@x>\r\n\t<c@x>") == ["a@x", "b@x", "c@x"]
-    assert id_list(b"<a@x> (Bob's message of Monday)") == ["a@x"]
-    assert id_list(b"a@x b@x") == ["a@x", "b@x"]
-    assert id_list(b"your message of yesterday") == []
+@pytest.mark.parametrize(
+    ("header", "ids", "ignored"),
+    [
+        pytest.param(b"<a@x> <b@x>\r\n\t<c@x>", ["a@x", "b@x", "c@x"], [], id="in-order"),
+        pytest.param(b"<a@x> (Bob's message of Monday)", ["a@x"], [], id="comment"),
+        pytest.param(b"a@x b@x", ["a@x", "b@x"], [], id="bare-ids"),
+        pytest.param(b"your message of yesterday", [], [], id="bare-words-are-no-ids"),
+        pytest.param(b"<yes>", [], ["yes"], id="git-send-email-yes"),
+        pytest.param(b"<a@x> <yes> <b@x>", ["a@x", "b@x"], ["yes"], id="yes-among-ids"),
+        pytest.param(b"<1234.5678> <a@x>", ["a@x"], ["1234.5678"], id="no-at-sign"),
+        pytest.param(b"<a@>", ["a@"], [], id="an-at-sign-is-enough"),
+        pytest.param(b"<<>> <a@x>", ["a@x"], [], id="empty-brackets-skipped"),
+        pytest.param(("<" + "a" * 600 + "@x>").encode(), [own_id(("<" + "a" * 600 + "@x>").encode())], [],
+                     id="a-long-id-bounded-past-its-at-sign-is-kept"),
+    ],
+)
+def test_id_lists_keep_order_and_ignore_ids_without_an_at_sign(header: bytes, ids: list[str],
+                                                               ignored: list[str]) -> None:
+    assert id_list(header) == (ids, ignored)
 
 
 def test_references_drop_self_and_duplicates_and_append_in_reply_to() -> None:

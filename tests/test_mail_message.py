@@ -187,6 +187,34 @@ def test_self_references_are_dropped_and_noted() -> None:
     assert m.references == ("a@x",) and m.in_reply_to is None and "self-reference dropped" in m.notes
 
 
+@pytest.mark.parametrize(
+    ("options", "in_reply_to", "references", "ignored"),
+    [
+        pytest.param({"in_reply_to": "yes"}, None, (), ["yes"], id="in-reply-to-yes-alone"),
+        pytest.param({"in_reply_to": "yes", "references": ["a@x", "b@x"]}, None, ("a@x", "b@x"), ["yes"],
+                     id="parent-falls-back-to-the-last-reference"),
+        pytest.param({"in_reply_to": "b@x", "references": ["yes", "a@x"]}, "b@x", ("a@x", "b@x"), ["yes"],
+                     id="yes-among-the-references"),
+        pytest.param({"references": ["a@x", "yes", "1234.5678"]}, None, ("a@x",), ["yes", "1234.5678"],
+                     id="two-ignored-two-notes"),
+        pytest.param({"in_reply_to": "b@x", "references": ["a@x"]}, "b@x", ("a@x", "b@x"), [], id="valid-ids-no-note"),
+    ],
+)
+def test_references_without_an_at_sign_are_ignored_and_noted(options: dict[str, object], in_reply_to: str | None,
+                                                            references: tuple[str, ...], ignored: list[str]) -> None:
+    m = parsed(message_id="m9@x", **options)
+    assert (m.in_reply_to, m.references) == (in_reply_to, references)
+    assert [note for note in m.notes if note.startswith("reference without")] == [
+        f'reference without "@" ignored: {ref}' for ref in ignored]
+
+
+@pytest.mark.parametrize("own", ["yes", "1234.5678", "local-part-only"])
+def test_the_own_message_id_is_kept_without_an_at_sign(own: str) -> None:
+    m = parsed(message_id=own, in_reply_to="a@x")
+    assert (m.message_id, m.synthetic_id, m.references) == (own, False, ("a@x",))
+    assert not [note for note in m.notes if "@" in note or "Message-ID" in note]
+
+
 def test_ten_thousand_references_are_bounded_and_noted() -> None:
     m = parsed(references=[f"r{i}@x" for i in range(10_000)])
     assert len(m.references) == 100 and "References cut to 100 of 10000 ids" in m.notes

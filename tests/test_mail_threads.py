@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from core.mail.message import parse_message
 from core.mail.threads import Assignment, Member, Node, ThreadRef, plan_assignment, thread_tree
 from tests.mailfixtures import THREAD_CASES, ThreadCase
+from tests.mailfixtures import message as raw_message
 
 
 @pytest.mark.parametrize(
@@ -181,6 +182,23 @@ def shape(nodes: list[Node]) -> list[tuple[str, str | None, int, bool]]:
 )
 def test_thread_tree(members: list[Member], expected: list[tuple[str, str | None, int, bool]]) -> None:
     assert shape(thread_tree(members)) == expected
+
+
+def test_messages_naming_yes_are_no_children_of_a_ghost_yes() -> None:
+    """Old git send-email's "In-Reply-To: <yes>": two unrelated patches naming it stay apart, and
+    a reply naming it hangs under its last valid reference (JWZ's fallback), not under "yes"."""
+    raws = [raw_message(message_id="p1@lkml", subject="[PATCH] one", in_reply_to="yes", references=["yes"]),
+            raw_message(message_id="p2@lkml", subject="[PATCH] two", in_reply_to="yes", date=T0 + timedelta(days=400)),
+            raw_message(message_id="r2@lkml", subject="Re: [PATCH] two", in_reply_to="yes", references=["p2@lkml"],
+                    date=T0 + timedelta(days=401))]
+    members = [Member(p.message_id, p.in_reply_to, p.references, p.date, p.subject, p.from_)
+               for p in map(parse_message, raws)]
+    store = Store()
+    for m in members:
+        store.add([m.message_id, *m.references])
+    assert store.partition() == {frozenset({"p1@lkml"}), frozenset({"p2@lkml", "r2@lkml"})}
+    assert shape(thread_tree(members[1:])) == [("p2@lkml", None, 0, False), ("r2@lkml", "p2@lkml", 1, False)]
+    assert shape(thread_tree(members[:1])) == [("p1@lkml", None, 0, False)]
 
 
 def test_a_message_referencing_fifty_ids_hangs_under_the_last() -> None:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from core.mail.subjects import normalize_subject
 from core.mail.threads import ThreadRef, plan_assignment
 
 PROVISIONAL = 1 << 62
@@ -42,7 +43,11 @@ class MailIn:
 
 @dataclass(frozen=True)
 class ThreadState:
-    """A thread's counters: how many messages, their time span, the subject of its oldest message."""
+    """A thread's counters: how many messages, their time span, the subject of its oldest message.
+
+    A thread whose messages were all deleted keeps its row (its ids stay registered: a message naming
+    one of them joins it) with ``message_count`` 0 and its old span: its next message starts the
+    counters again, and folded into another thread it adds nothing."""
 
     message_count: int
     first_at: datetime
@@ -51,16 +56,35 @@ class ThreadState:
     subject_key: str
 
     def add(self, at: datetime, subject: str | None, subject_key: str) -> ThreadState:
-        older = at < self.first_at
-        take = subject is not None and (older or self.subject is None)
-        return ThreadState(self.message_count + 1, min(self.first_at, at), max(self.last_at, at),
-                           subject if take else self.subject, subject_key if take else self.subject_key)
+        return self.absorb(ThreadState(1, at, at, subject, subject_key))
 
     def absorb(self, other: ThreadState) -> ThreadState:
+        if not other.message_count:
+            return self
+        if not self.message_count:
+            return other
         take = other.subject is not None and (other.first_at < self.first_at or self.subject is None)
         return ThreadState(self.message_count + other.message_count, min(self.first_at, other.first_at),
                            max(self.last_at, other.last_at), other.subject if take else self.subject,
                            other.subject_key if take else self.subject_key)
+
+
+@dataclass(frozen=True)
+class Remaining:
+    """What a thread holds after deletes, as one aggregate read over its messages says it."""
+
+    message_count: int
+    first_at: datetime | None  # of its messages' created_at (None: no message left)
+    last_at: datetime | None
+    subject: str | None  # of its oldest message with a subject
+    unreferenced: bool  # that message names no other (only such a message groups by subject)
+
+    def state(self, before: ThreadState, group_by_subject: bool) -> ThreadState:
+        """The thread's counters now (an emptied thread keeps its old span: the columns are NOT NULL)."""
+        if not self.message_count or self.first_at is None or self.last_at is None:
+            return ThreadState(0, before.first_at, before.last_at, None, "")
+        key = normalize_subject(self.subject) if group_by_subject and self.unreferenced and self.subject else ""
+        return ThreadState(self.message_count, self.first_at, self.last_at, self.subject, key)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from core.mail.text import cached_when_short, storable
 
@@ -115,16 +116,35 @@ def normalize_id(value: str) -> str | None:
     return text
 
 
-def id_list(value: bytes | str | None) -> list[str]:
+class IdList(NamedTuple):
+    """The msg-ids of a References / In-Reply-To value, and the bracketed tokens that are none."""
+
+    ids: list[str]      # in order, normalised
+    ignored: list[str]  # bracketed but without "@" (old git send-email's "<yes>"), normalised
+
+
+def id_list(value: bytes | str | None) -> IdList:
     """The msg-ids of a References / In-Reply-To value, in order, normalised. Bracketed ids
     when there are any (In-Reply-To often carries comments too); else whitespace-separated
-    tokens that look like ids (an ``@`` in them), as some clients write them bare."""
+    tokens that look like ids (an ``@`` in them), as some clients write them bare.
+
+    A msg-id is ``<id-left@id-right>`` (RFC 5322): a bracketed token without an ``@`` names no
+    message and is ignored (listed in ``ignored``). Old git send-email wrote ``In-Reply-To: <yes>``
+    when its user answered "yes" to its prompt; taken as an id, ``yes`` joins every such patch,
+    years apart, into one thread under a ghost. The ``@`` is looked for before an id is bounded
+    (a bounded id may have lost it)."""
     if not value:
-        return []
+        return IdList([], [])
     text = _text(value)
     found = _BRACKETED.findall(text)
     tokens = found if found else [token for token in text.split() if "@" in token]
-    return [normalized for token in tokens if (normalized := normalize_id(token)) is not None]
+    ids: list[str] = []
+    ignored: list[str] = []
+    for token in tokens:
+        normalized = normalize_id(token)
+        if normalized is not None:
+            (ids if "@" in token else ignored).append(normalized)
+    return IdList(ids, ignored)
 
 
 def own_id(value: bytes | str | None) -> str | None:

@@ -59,11 +59,12 @@ def parse_message(raw: bytes) -> ParsedMessage:
     subject = header_text(headers.get("subject"))
     date, date_note = date_of(headers.get("date"))
     notes += [date_note] if date_note else []
-    answered = id_list(headers.get("in-reply-to"))
+    answered, ignored = id_list(headers.get("in-reply-to"))
     replied = [ref for ref in answered if ref != message_id]
-    listed = id_list(headers.get("references"))
+    listed, ignored_listed = id_list(headers.get("references"))
     if message_id in listed or message_id in answered:
         notes.append("self-reference dropped")
+    notes += [f'reference without "@" ignored: {ref}' for ref in dict.fromkeys([*ignored_listed, *ignored])]
     references = references_of(message_id, listed, replied[0] if replied else None)
     if (distinct := len(dict.fromkeys(listed))) > MAX_REFERENCES:
         notes.append(f"References cut to {MAX_REFERENCES} of {distinct} ids")

@@ -25,7 +25,8 @@ class ParsedMessage:
     date: datetime | None      # timezone-aware UTC; None when missing or unparseable (noted)
     in_reply_to: str | None    # the first msg-id of In-Reply-To, without brackets
     references: tuple[str, ...]  # References in order, then In-Reply-To if not in it; no duplicates,
-                                 # never the message's own id (a self-reference is dropped)
+                                 # never the message's own id (a self-reference is dropped); in both,
+                                 # an id without "@" is ignored and noted (the own id is kept as it is)
     body_text: str             # the readable text: text/plain preferred, HTML converted to text
     index_text: str            # body_text without quoted earlier messages and the signature
     attachments: tuple[Attachment, ...]
