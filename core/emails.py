@@ -64,13 +64,14 @@ def get_raw(pool: ConnectionPool, company_id: int, message_id: str) -> bytes | N
 
 
 def get_thread(pool: ConnectionPool, company_id: int, thread_id: int) -> dict[str, Any] | None:
-    """The thread (or the one it was merged into) as a tree, depth-first, oldest sibling first; or None."""
+    """The thread (or the one it was merged into) as a tree, depth-first, oldest sibling first; or None
+    (none of this company's, or one whose messages were all deleted: its row stays, its ids name it)."""
     with read_connection(pool) as conn:
         rows = conn.execute(THREAD_SQL, {"company": company_id, "thread": thread_id}, prepare=True).fetchall()
-    if not rows:
+    members = [Member(r[3], r[4], tuple(r[5]), r[6], r[7], r[8]) for r in rows if r[3] is not None]
+    if not members:
         return None
     head = rows[0]
-    members = [Member(r[3], r[4], tuple(r[5]), r[6], r[7], r[8]) for r in rows if r[3] is not None]
     first_at, last_at = thread_span(members)
     return {"thread_id": int(head[0]), "subject": head[1], "message_count": head[2],
             "participants": participants(members), "first_at": _iso(first_at), "last_at": _iso(last_at),

@@ -7,14 +7,30 @@ from typing import Any
 import httpx
 import psycopg
 
+from core.mail.mbox import mbox_entry
 from core.mail.message import message_id_of
 from tests.mailfixtures import ThreadCase
 
 RFC822 = {"Content-Type": "message/rfc822"}
+MBOX = {"Content-Type": "application/mbox"}
 
 
 def post_email(client: httpx.Client, raw: bytes) -> dict[str, Any]:
-    response = client.post("/v1/emails", content=raw, headers=RFC822)
+    return posted(client, raw, RFC822)
+
+
+def mbox(*raws: bytes) -> bytes:
+    entries = [mbox_entry(raw) for raw in raws]
+    assert all(entries), "test mail ends in a newline"
+    return b"".join(e for e in entries if e)
+
+
+def post_mbox(client: httpx.Client, body: bytes) -> dict[str, Any]:
+    return posted(client, body, MBOX)
+
+
+def posted(client: httpx.Client, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    response = client.post("/v1/emails", content=body, headers=headers)
     assert response.status_code == 202, response.text
     answer: dict[str, Any] = response.json()
     return answer
@@ -40,8 +56,9 @@ def threads_of(conn: psycopg.Connection[Any], company_id: int) -> set[frozenset[
 
 
 def check_consistent(conn: psycopg.Connection[Any], company_id: int) -> None:
-    """The mail tables agree: every id and message in a live thread, every count right, every
-    merged thread empty and pointing at a live one (one hop)."""
+    """The mail tables agree: every id and message in a live thread, every count right, a live thread
+    without messages only when they were deleted, every merged thread empty and pointing at a live
+    one (one hop)."""
     bad_ids = conn.execute(
         "SELECT count(*) FROM mail_ids i JOIN mail_threads h ON h.company_id = i.company_id AND h.id = i.thread_id"
         " WHERE i.company_id = %s AND h.merged_into IS NOT NULL", (company_id,)).fetchone()
@@ -56,7 +73,12 @@ def check_consistent(conn: psycopg.Connection[Any], company_id: int) -> None:
         " AND m.thread_id = h.id) FROM mail_threads h WHERE h.company_id = %s AND h.merged_into IS NULL",
         (company_id,)).fetchall()
     assert all(r[1] == r[2] for r in counts), counts
-    assert all(r[1] > 0 for r in counts), "a live thread without messages"
+    # a live thread without messages is one whose messages were all deleted: its ids still name it
+    emptied = conn.execute(
+        "SELECT h.id, h.subject, h.subject_key, (SELECT count(*) FROM mail_ids i WHERE i.company_id = h.company_id"
+        " AND i.thread_id = h.id) FROM mail_threads h WHERE h.company_id = %s AND h.merged_into IS NULL"
+        " AND h.message_count = 0", (company_id,)).fetchall()
+    assert all(r[1] is None and r[2] == "" and r[3] > 0 for r in emptied), emptied
     chains = conn.execute(
         "SELECT count(*) FROM mail_threads h"
         " JOIN mail_threads s ON s.company_id = h.company_id AND s.id = h.merged_into"

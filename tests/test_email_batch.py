@@ -16,26 +16,10 @@ import psycopg
 import pytest
 
 from core.ingest.mailaccept import Known, Planned, accept_emails, plan_emails
-from core.mail.mbox import mbox_entry
 from core.mail.message import message_id_of
 from tests.conftest import RunningApi, client_for, drain, make_settings
-from tests.email_helpers import post_email, synthetic_list, threads_of
+from tests.email_helpers import MBOX, mbox, post_email, post_mbox, synthetic_list, threads_of
 from tests.mailfixtures import message
-
-MBOX = {"Content-Type": "application/mbox"}
-
-
-def mbox(*raws: bytes) -> bytes:
-    entries = [mbox_entry(raw) for raw in raws]
-    assert all(entries), "test mail ends in a newline"
-    return b"".join(e for e in entries if e)
-
-
-def post_mbox(client: httpx.Client, body: bytes) -> dict[str, Any]:
-    response = client.post("/v1/emails", content=body, headers=MBOX)
-    assert response.status_code == 202, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
 
 
 def refused(client: httpx.Client, body: bytes, status: int = 422,

@@ -16,7 +16,7 @@ from pgvector.psycopg import register_vector
 
 from core.config import Settings
 from core.embed import make_embedder
-from core.ingest.mail import accept_email
+from core.ingest.mailaccept import accept_email
 from core.ingest.worker import IngestProcessor
 from core.mail.message import message_id_of
 from tests.email_helpers import check_consistent, threads_of

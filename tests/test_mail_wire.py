@@ -17,8 +17,7 @@ import pytest
 
 from core.config import Settings
 from core.embed import make_embedder
-from core.ingest.mail import accept_email
-from core.ingest.mailaccept import accept_emails
+from core.ingest.mailaccept import accept_email, accept_emails
 from core.ingest.worker import IngestProcessor
 from core.mail.message import message_id_of
 from tests.mailfixtures import message, plain

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from core import metrics
 from core.api.errors import validation_error
 from core.ingest.accept import DocumentIn, accept_documents
-from core.ingest.mail import accept_email, email_external_id
-from core.ingest.mailaccept import accept_emails
+from core.ingest.mail import email_external_id
+from core.ingest.mailaccept import accept_email, accept_emails
 from core.mail.mbox import NotAnMbox, split_mbox_bytes
 from core.mail.message import message_id_of
 

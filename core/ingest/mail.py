@@ -1,8 +1,5 @@
-"""E-mail through the ingest queue: the durable accept, and the worker's mail stage (docs/email.md).
-
-Accept (the API's thread): one transaction under an advisory lock on the company's Message-ID, so
-two concurrent sends of one message queue one job: a message this company has stored, or has
-queued (a job not dead), is answered with that job and nothing is written.
+"""E-mail through the ingest queue: the worker's mail stage (docs/mail.md). The durable accept (the
+API's side: one message or an mbox, through the same code) is ``core.ingest.mailaccept``.
 
 The worker's stage, per batch, inside the batch's transaction (``IngestProcessor._apply``):
 
@@ -24,7 +21,6 @@ A parse problem is never a failed job: the parser gives what it can read, with n
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -52,50 +48,6 @@ def email_external_id(message_id: str) -> str:
 
 def message_id_from(external_id: str) -> str:
     return external_id.removeprefix(EMAIL_PREFIX)
-
-
-# -- accept (the API) ------------------------------------------------------------------------------------------
-
-ACCEPT_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int, hashtext('accept:' || %s))"
-
-KNOWN_EMAIL_SQL = """
-SELECT job_id, true FROM mail_messages WHERE company_id = %(company)s AND message_id = %(message_id)s
-UNION ALL
-(SELECT id, false FROM ingest_jobs
- WHERE company_id = %(company)s AND external_id = %(external_id)s AND op = 'email' AND status <> 'dead'
- ORDER BY id DESC LIMIT 1)
-"""
-
-INSERT_EMAIL_JOB_SQL = """
-INSERT INTO ingest_jobs (company_id, external_id, op, content_hash, raw, source)
-VALUES (%s, %s, 'email', %s, %s, %s) RETURNING id
-"""
-
-
-@dataclass(frozen=True)
-class EmailAccepted:
-    job_id: int | None  # None: stored by a job that no longer exists
-    duplicate: bool
-
-
-def accept_email(conn: psycopg.Connection[Any], company_id: int, message_id: str, raw: bytes,
-                 source: str) -> EmailAccepted:
-    """Queue ``raw`` durably unless the company has this message stored or queued already."""
-    from core.ingest.accept import NOTIFY_CHANNEL
-
-    external_id = email_external_id(message_id)
-    with conn.transaction():
-        conn.execute(ACCEPT_LOCK_SQL, (company_id, external_id))
-        rows = conn.execute(KNOWN_EMAIL_SQL, {"company": company_id, "message_id": message_id,
-                                              "external_id": external_id}, prepare=False).fetchall()
-        if rows:
-            job_id = max(rows, key=lambda r: r[1])[0]  # the job that stored it, else the one queued
-            return EmailAccepted(None if job_id is None else int(job_id), True)
-        row = conn.execute(INSERT_EMAIL_JOB_SQL, (company_id, external_id, hashlib.sha256(raw).digest(), raw,
-                                                  source)).fetchone()
-        assert row is not None
-        conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-    return EmailAccepted(int(row[0]), False)
 
 
 # -- the worker's stage ----------------------------------------------------------------------------------------
@@ -159,11 +111,12 @@ def stored_messages(conn: psycopg.Connection[Any], letters: Sequence[Letter]) ->
     return {(r[0], r[1]) for r in rows}
 
 
-def lock_names(messages: Sequence[MailIn]) -> tuple[list[int], list[str]]:
+def lock_names(messages: Sequence[MailIn], also: Sequence[tuple[int, str]] = ()) -> tuple[list[int], list[str]]:
     """(company ids, names) the threading locks: every id the messages name, and each subject they
-    group by (``subject <key>``: ids hold no whitespace, so no id is named so)."""
+    group by (``subject <key>``: ids hold no whitespace, so no id is named so), and the (company,
+    id) pairs ``also`` (the batch's deleted messages: every mail lock of a batch in one sorted pass)."""
     names = sorted({(m.company_id, name) for m in messages for name in (m.message_id, *m.references)}
-                   | {(m.company_id, "subject " + m.subject_key) for m in messages if m.subject_key})
+                   | {(m.company_id, "subject " + m.subject_key) for m in messages if m.subject_key} | set(also))
     return [c for c, _ in names], [n for _, n in names]
 
 
@@ -269,6 +222,12 @@ def read_known(conn: psycopg.Connection[Any], messages: Sequence[MailIn]) -> Kno
     """The registry rows of every id the messages name, and their threads, locked and stable."""
     ids = sorted({(m.company_id, name) for m in messages for name in (m.message_id, *m.references)})
     subjects = sorted({(m.company_id, m.subject_key) for m in messages if m.subject_key})
+    return read_ids(conn, ids, subjects)
+
+
+def read_ids(conn: psycopg.Connection[Any], ids: list[tuple[int, str]], subjects: list[tuple[int, str]]) -> Known:
+    """The registry rows of ``ids`` (sorted (company, id) pairs) and of the newest thread of each
+    subject key, and their threads, locked ``FOR UPDATE`` in order and stable (none merged away)."""
     for _ in range(LOCK_TRIES):
         try:
             with conn.transaction():
@@ -314,15 +273,16 @@ def columns(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
 
 
 def thread_letters(conn: psycopg.Connection[Any], letters: Sequence[Letter], now: datetime,
-                   group_by_subject: bool) -> list[int | None]:
+                   group_by_subject: bool, lock_also: Sequence[tuple[int, str]] = ()) -> list[int | None]:
     """Thread and store ``letters`` (none stored already: ``stored_messages``); per letter, its
-    thread. Locks every id they name first: what overlaps with another batch waits for its commit,
-    so the rows are built (and the originals deflated) before."""
+    thread. Locks every id they name first, and the (company, id) pairs ``lock_also`` in the same
+    pass: what overlaps with another batch waits for its commit, so the rows are built (and the
+    originals deflated) before."""
     messages = [MailIn(letter.job.company_id, letter.parsed.message_id, letter.parsed.references,
                        written_at(letter.parsed.date, now), letter.parsed.subject,
                        subject_key(letter.parsed, group_by_subject)) for letter in letters]
     rows = [message_row(letter, message) for letter, message in zip(letters, messages, strict=True)]
-    conn.execute(MAIL_LOCKS_SQL, lock_names(messages))
+    conn.execute(MAIL_LOCKS_SQL, lock_names(messages, lock_also))
     known = read_known(conn, messages)
     plan = plan_mail(messages, known.registry, known.stored, known.threads, known.by_subject, group_by_subject)
     if plan.created:

@@ -1,11 +1,12 @@
-"""Accepting many raw messages at once (``POST /v1/emails`` with an mbox): one transaction, all or nothing.
+"""Accepting raw messages (``POST /v1/emails``, one message or an mbox; the signed webhooks): one
+transaction, all or nothing.
 
-The same answers as the one-message accept (``core.ingest.mail.accept_email``), for a whole mailbox
-in four statements: the company's accept locks on every Message-ID of the body (the very locks the
-one-message accept takes, in one order: two requests sharing ids cannot deadlock, and a message
-sent at once alone and in an mbox is queued once), one read of those ids stored or queued, the
-pure plan (:func:`plan_emails`: a duplicate of stored mail, of queued mail or of an earlier message
-of the body is answered with that job), one insert of the new jobs.
+One message is a batch of one (:func:`accept_email`), so both forms take the same locks and apply
+the same duplicate rule, in four statements whatever the count: the company's accept locks on every
+Message-ID of the body (in one order: two requests sharing ids cannot deadlock, and a message sent
+at once alone and in an mbox is queued once), one read of those ids stored or queued, the pure plan
+(:func:`plan_emails`: a duplicate of stored mail, of queued mail or of an earlier message of the
+body is answered with that job), one insert of the new jobs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from typing import Any
 import psycopg
 
 from core.ingest.accept import NOTIFY_CHANNEL
-from core.ingest.mail import EmailAccepted, email_external_id
+from core.ingest.mail import email_external_id
+
+
+@dataclass(frozen=True)
+class EmailAccepted:
+    """The answer for one message: its new job, or (a ``duplicate``) the job of the company's copy."""
+
+    job_id: int | None  # None: stored by a job that no longer exists
+    duplicate: bool
 
 
 @dataclass(frozen=True)
@@ -62,15 +71,19 @@ FROM (SELECT DISTINCT hashtext('accept:' || e) AS k FROM unnest(%(external_ids)s
 # One primary-key probe per id, whatever the planner knows: LATERAL ... LIMIT 1 cannot become a hash
 # join over the table, and the statement is planned at each call (``prepare=False``): a plan cached
 # while mail_messages was empty reads the company's whole mail through its thread index per call.
+# The newest job of the key still to run decides first: an e-mail job is the copy queued; a delete
+# (``DELETE /v1/emails/{id}``) means the stored copy is on its way out, so the message is queued
+# again (the newest word wins, as for documents). Then the copy stored. A job done is no copy: its
+# message is stored, or was deleted, or never was (superseded by a delete).
 KNOWN_EMAILS_SQL = """
-SELECT t.message_id, m.job_id, m.stored IS NOT NULL, j.id
+SELECT t.message_id, m.job_id, m.stored IS NOT NULL, j.id, j.op
 FROM unnest(%(message_ids)s::text[], %(external_ids)s::text[]) AS t(message_id, external_id)
 LEFT JOIN LATERAL (SELECT true AS stored, job_id FROM mail_messages
                    WHERE company_id = %(company)s AND message_id = t.message_id LIMIT 1) AS m ON true
-LEFT JOIN LATERAL (SELECT id FROM ingest_jobs
-                   WHERE company_id = %(company)s AND external_id = t.external_id AND op = 'email' AND status <> 'dead'
+LEFT JOIN LATERAL (SELECT id, op FROM ingest_jobs
+                   WHERE company_id = %(company)s AND external_id = t.external_id AND status IN ('queued', 'failed')
                    ORDER BY id DESC LIMIT 1) AS j ON true
-WHERE m.stored OR j.id IS NOT NULL
+WHERE j.op = 'email' OR (m.stored AND j.id IS NULL)
 """
 
 # the bytea arrays are sent in binary (``%b``): as text, every raw message would be hex-escaped by
@@ -85,13 +98,13 @@ RETURNING id
 
 
 def read_known(conn: psycopg.Connection[Any], company_id: int, message_ids: Sequence[str]) -> dict[str, Known]:
-    """The ids among ``message_ids`` this company has stored (the job that stored it) or queued (the
-    newest job not dead), as the one-message accept reads them."""
+    """The ids among ``message_ids`` this company has queued (its e-mail job still to run) or stored
+    (the job that stored it; not when a delete of it is still to run)."""
     distinct = sorted(set(message_ids))
     rows = conn.execute(KNOWN_EMAILS_SQL, {"company": company_id, "message_ids": distinct,
                                            "external_ids": [email_external_id(m) for m in distinct]},
                         prepare=False).fetchall()
-    return {r[0]: Known(None if r[1] is None else int(r[1])) if r[2] else Known(int(r[3])) for r in rows}
+    return {r[0]: Known(int(r[3])) if r[4] == "email" else Known(None if r[1] is None else int(r[1])) for r in rows}
 
 
 def accept_emails(conn: psycopg.Connection[Any], company_id: int, messages: Sequence[tuple[str, bytes]],
@@ -114,3 +127,9 @@ def accept_emails(conn: psycopg.Connection[Any], company_id: int, messages: Sequ
     return [EmailAccepted(queued[i], False) if not p.duplicate
             else EmailAccepted(queued[p.same_as] if p.same_as is not None else p.job_id, True)
             for i, p in enumerate(plan)]
+
+
+def accept_email(conn: psycopg.Connection[Any], company_id: int, message_id: str, raw: bytes,
+                 source: str) -> EmailAccepted:
+    """Queue one message durably unless the company has it stored or queued already: a batch of one."""
+    return accept_emails(conn, company_id, [(message_id, raw)], source)[0]

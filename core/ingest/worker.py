@@ -33,7 +33,16 @@ from psycopg.types.json import Jsonb
 from core import metrics
 from core.chunking import chunk_text
 from core.errors import EmbedderError, OpsError
-from core.ingest.mail import Letter, document_payload, read_letter, stored_messages, thread_letters
+from core.ingest.mail import (
+    EMAIL_PREFIX,
+    Letter,
+    document_payload,
+    message_id_from,
+    read_letter,
+    stored_messages,
+    thread_letters,
+)
+from core.ingest.maildelete import delete_messages
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -264,8 +273,9 @@ class IngestProcessor:
             existing.setdefault((r[0], r[1]), []).append(Existing(r[2], r[3], bytes(r[4])))
         steps = plan_batch(jobs, newest, existing)
         letters = {s.job.id: read_letter(s.job) for s in steps if s.action == "email"}
+        now: datetime | None = None
         if letters:
-            now: datetime = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+            now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
             stored = stored_messages(conn, list(letters.values()))
             steps = [self._email_step(s, letters[s.job.id], now, stored) if s.job.id in letters else s for s in steps]
 
@@ -279,10 +289,10 @@ class IngestProcessor:
         if writes:
             result.chunks += self._write(conn, writes)
         fresh = [letters[s.job.id] for s in writes if s.job.id in letters]
-        if fresh:  # last, so the mail locks are held from here to the commit only
-            threads = thread_letters(conn, fresh, now, self.settings.mail_group_by_subject)
-            outcome = {letter.job.id: f"stored in thread {t}" for letter, t in zip(fresh, threads, strict=True)}
-            steps = [replace(s, outcome=outcome[s.job.id]) if s.job.id in outcome else s for s in steps]
+        gone = {(s.job.company_id, message_id_from(s.job.external_id)): s.job.id for s in steps
+                if s.action == "delete" and s.job.external_id.startswith(EMAIL_PREFIX)}
+        if fresh or gone:  # last, so the mail locks are held from here to the commit only
+            steps = self._mail_stage(conn, steps, fresh, gone, now)
         changed = sorted({s.job.company_id for s in steps if s.action != "noop"})
         if changed:
             conn.execute(BUMP_SQL, (changed,))
@@ -290,6 +300,21 @@ class IngestProcessor:
         result.done += len(steps)
         for s in steps:
             result.outcomes[s.outcome.split(" ")[0]] = result.outcomes.get(s.outcome.split(" ")[0], 0) + 1
+
+    def _mail_stage(self, conn: psycopg.Connection[Any], steps: list[Step], fresh: list[Letter],
+                    gone: dict[tuple[int, str], int], now: datetime | None) -> list[Step]:
+        """Thread and store the new messages (``now``: the batch's time, read with its letters),
+        delete the messages of the mail documents deleted (every mail lock in one pass); the steps
+        with their outcomes."""
+        group_by_subject = self.settings.mail_group_by_subject
+        outcome: dict[int, str] = {}
+        if fresh:
+            assert now is not None, "new messages come with the batch's time"
+            threads = thread_letters(conn, fresh, now, group_by_subject, list(gone))
+            outcome = {letter.job.id: f"stored in thread {t}" for letter, t in zip(fresh, threads, strict=True)}
+        deleted = delete_messages(conn, list(gone), group_by_subject, locked=bool(fresh))
+        outcome.update({gone[key]: "deleted" for key in deleted})
+        return [replace(s, outcome=outcome[s.job.id]) if s.job.id in outcome else s for s in steps]
 
     @staticmethod
     def _email_step(step: Step, letter: Letter, now: datetime, stored: set[tuple[int, str]]) -> Step:

@@ -1,5 +1,5 @@
 """``/v1/emails``: queue one raw message or a whole mbox (202 once durable), read one stored message or its
-original bytes.
+original bytes, queue a message's delete.
 
 ``POST`` reads the body on the event loop and does the rest in one worker thread, like
 ``/v1/documents``: authenticate, check the media type, split an mbox (``core.mail.mbox``), read each
@@ -19,10 +19,11 @@ from core.api.body import resource_router
 from core.api.deps import TENANT_AUTH, Caller, PrincipalDep, ServicesDep, authenticate, caller_of, screen, services_of
 from core.api.errors import ApiError, responses
 from core.api.intake import store_email, store_mbox
-from core.api.models import EmailAcceptedOut, EmailOut, MboxAcceptedOut
+from core.api.models import AcceptedOut, EmailAcceptedOut, EmailOut, MboxAcceptedOut
 from core.api.services import Services
 from core.emails import get_email, get_raw
-from core.ingest.accept import external_id_value
+from core.ingest.accept import accept_delete, external_id_value
+from core.ingest.mail import email_external_id
 from core.inputs import NON_BLANK_PATTERN
 from core.mail.lookup import MAX_ASKED, asked_id
 
@@ -86,6 +87,14 @@ async def post_email(request: Request) -> dict[str, Any]:
     return await run_in_threadpool(queue_email, services, caller, request.headers.get("content-type"), body)
 
 
+def stored_id(message_id: str) -> str:
+    """The id a message asked for is stored under (``asked_id``); a 404 when it holds none (``<>``)."""
+    stored = asked_id(message_id)
+    if stored is None:
+        raise ApiError(404, "not_found", f"no e-mail {message_id!r}: it holds no Message-ID")
+    return stored
+
+
 @router.get("/{message_id:external_id}", response_model=EmailOut, summary="One stored e-mail",
             responses={200: {"content": {RFC822: {"schema": {"type": "string", "format": "binary"}}},
                              "description": "the message's headers as read; with `raw=1`, its original bytes"},
@@ -96,9 +105,7 @@ async def get_email_route(principal: PrincipalDep, message_id: MessageId, servic
                           ) -> Any:
     """A message of the caller's company (another company's is a 404, as is an id only referenced).
     The id is normalised as the stored one was (`core.mail.lookup.asked_id`, as `opsctl emails show`)."""
-    stored = asked_id(message_id)
-    if stored is None:
-        raise ApiError(404, "not_found", f"no e-mail {message_id!r}: it holds no Message-ID")
+    stored = stored_id(message_id)
     if raw:
         original = await run_in_threadpool(get_raw, services.pool, principal.company_id, stored)
         if original is None:
@@ -108,3 +115,21 @@ async def get_email_route(principal: PrincipalDep, message_id: MessageId, servic
     if found is None:
         raise ApiError(404, "not_found", f"no e-mail {stored!r}")
     return found
+
+
+@router.delete("/{message_id:external_id}", status_code=202, response_model=AcceptedOut,
+               summary="Queue the delete of a stored e-mail", responses=responses(400, 401, 404, 422, 429, 503),
+               openapi_extra=TENANT_AUTH)
+async def delete_email(principal: PrincipalDep, message_id: MessageId, services: ServicesDep) -> dict[str, Any]:
+    """The delete of its document (`DELETE /v1/documents/email:<id>`), durable like an ingest: the worker
+    deletes the message whole (its document, its headers, its original). Its id stays in the thread's
+    registry: the thread keeps its shape (the message a ghost where others name it) and its merges, and
+    the message sent again is stored again, into the same thread. The id is normalised as `GET` does;
+    an id the company has no message under (another company's) is a no-op job, as for documents."""
+    stored = stored_id(message_id)
+
+    def delete() -> int:
+        with services.pool.connection() as conn:
+            return accept_delete(conn, principal.company_id, email_external_id(stored))
+
+    return {"accepted": 1, "job_ids": [await run_in_threadpool(delete)]}
