@@ -2,7 +2,7 @@
 wire protocol show: the job's copy is stored as it is (no pglz compression on insert, no
 decompression when the worker reads it: the worker deflates it once for ``mail_messages``), and the
 bytes travel in binary both ways (as text, a bytea is hex-escaped by one side and parsed by the other,
-twice its size)."""
+twice its size), as the mail stage's arrays do (as text, psycopg escapes each element in Python)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,13 @@ def test_the_worker_claims_the_messages_in_binary(settings: Settings, conn: psyc
         with traced(worker, tmp_path / "trace") as read:
             result = processor.run_batch(worker)
         assert result.done == 3 and result.outcomes == {"stored": 3}
-        assert result_formats(bind_of(read(), "FOR UPDATE SKIP LOCKED")) == [1]
+        trace = read()
+        assert result_formats(bind_of(trace, "FOR UPDATE SKIP LOCKED")) == [1]
+        # the mail stage's arrays (id locks, registry read, new threads, new ids) travel in binary
+        for statement in ("pg_advisory_xact_lock(k)", "SELECT thread_id FROM mail_ids", "INSERT INTO mail_threads",
+                          "INSERT INTO mail_ids"):
+            formats = parameter_formats(bind_of(trace, statement))
+            assert formats and set(formats) == {1}, statement
     rows = conn.execute("SELECT raw_size, message_id FROM mail_messages ORDER BY message_id").fetchall()
     assert rows == [(len(raw), message_id_of(raw)[0]) for raw in RAWS]
     assert conn.execute("SELECT count(*) FROM ingest_jobs WHERE raw IS NOT NULL").fetchone() == (0,)
