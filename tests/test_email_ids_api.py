@@ -45,3 +45,20 @@ def test_an_id_that_normalises_to_nothing_names_no_message(api: RunningApi, tena
     assert answer.status_code == 404, answer.text
     assert "holds no Message-ID" in answer.json()["error"]["message"]
     assert blank.status_code == 422, "a blank id is refused as before"
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_the_longest_id_a_path_may_hold_reaches_the_api_and_a_longer_one_is_a_json_422(
+        api: RunningApi, tenant: Any, method: str) -> None:
+    """URL-encoded, an id of MAX_ASKED four-byte characters still fits the request line the HTTP server
+    reads (it answers a longer one itself, a text/plain 400): so every id the API takes reaches it,
+    and one longer than it takes is the API's JSON 422."""
+    from core.mail.lookup import MAX_ASKED
+
+    with client_for(api, tenant.api_key) as client:
+        longest = client.request(method, "/v1/emails/" + quote("\U0001f60d" * MAX_ASKED, safe=""))
+        longer = client.request(method, "/v1/emails/" + quote("\U0001f60d" * (MAX_ASKED + 1), safe=""))
+    assert (longest.status_code, longest.headers["content-type"]) == (
+        {"GET": 404, "DELETE": 202}[method], "application/json")
+    assert (longer.status_code, longer.headers["content-type"]) == (422, "application/json")
+    assert longer.json()["error"]["code"] == "validation_error"

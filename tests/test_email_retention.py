@@ -1,5 +1,6 @@
 """Retention: a month of documents and chunks dropped (as `opsctl partitions rotate` does) takes that
-month's mail out of search and leaves every message and thread readable; new mail still threads."""
+month's mail out of search and leaves every message and thread readable; new mail still threads, and
+a delete still deletes a message whose document is gone."""
 
 from __future__ import annotations
 
@@ -41,7 +42,15 @@ def test_a_dropped_month_leaves_mail_readable_and_threaded(api: RunningApi, tena
                                    references=["old@x", "reply@x"]))
         drain(api.settings, db_url)
         hits = client.post("/v1/search", json={"query": "walrus", "mode": "keyword", "group_by": "thread"}).json()
-    assert threads_of(conn, tenant.company_id) == {frozenset({"old@x", "reply@x", "late@x"})}
+        assert threads_of(conn, tenant.company_id) == {frozenset({"old@x", "reply@x", "late@x"})}
+        check_consistent(conn, tenant.company_id)
+        assert [(h["external_id"], h["thread_id"], h["matched_messages"]) for h in hits["results"]] == \
+            [("email:late@x", thread, 1)]
+        # a message whose document retention dropped is still deleted whole by its delete
+        deleted = client.delete("/v1/emails/old@x").json()["job_ids"][0]
+        drain(api.settings, db_url)
+        assert client.get(f"/v1/jobs/{deleted}").json()["outcome"] == "deleted"
+        assert client.get("/v1/emails/old@x").status_code == 404
+        assert client.get(f"/v1/threads/{thread}").json()["message_count"] == 2
+    assert threads_of(conn, tenant.company_id) == {frozenset({"reply@x", "late@x"})}
     check_consistent(conn, tenant.company_id)
-    assert [(h["external_id"], h["thread_id"], h["matched_messages"]) for h in hits["results"]] == \
-        [("email:late@x", thread, 1)]

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from core.mail.ids import normalize_id, own_id
 
-MAX_ASKED = 16 << 10  # a Message-ID header longer than this (far past RFC 5322's 998 a line) is not an id
+# A Message-ID header longer than this (far past RFC 5322's 998 a line) is not an id. And a path must
+# reach the app: URL-encoded, a character takes up to 12 bytes (4 UTF-8 bytes, each %XX), so 4,096
+# of them are at most 48 KiB, under the request line the HTTP server reads (uvicorn with httptools
+# answers a longer one itself: a text/plain 400, not the API's JSON 422).
+MAX_ASKED = 4 << 10
 
 
 def asked_id(given: str) -> str | None:
