@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.mail.mbox import FROM_LINE, NotAnMbox, Part, is_from_line, lines_of, mbox_entry, split_mbox
+from core.mail.mbox import FROM_LINE, NotAnMbox, Part, is_from_line, lines_of, mbox_entry, split_mbox, split_mbox_bytes
 
 FROM = b"From alice@example.com Mon Jan  5 09:00:00 2026\n"
 
@@ -62,17 +64,21 @@ def test_from_lines(line: bytes, separates: bool) -> None:
 ])
 def test_split_mbox(lines: list[bytes], expected: list[Part]) -> None:
     assert list(split_mbox(lines)) == expected
+    assert split_mbox_bytes(b"".join(lines)) == expected, "the same mbox held whole"
 
 
 def test_a_message_over_the_limit_is_counted_not_held_and_the_next_one_is_read() -> None:
     big = [FROM, b"S: big\n", b"\n", *[b"x" * 99 + b"\n"] * 20, b"\n"]
     parts = list(split_mbox([*big, FROM, b"S: small\n"], max_bytes=1000))
     assert parts == [Part(1, 1, None, n(*big)), Part(2, 25, b"S: small\n", n(FROM, b"S: small\n"))]
+    assert split_mbox_bytes(b"".join([*big, FROM, b"S: small\n"]), max_bytes=1000) == parts
 
 
 def test_text_before_the_first_from_line_is_not_an_mbox() -> None:
     with pytest.raises(NotAnMbox, match="not an mbox: line 2 comes before any 'From <address> <date>' line"):
         list(split_mbox([b"\n", b"Subject: hi\n", FROM]))
+    with pytest.raises(NotAnMbox, match="not an mbox: line 2 comes before any 'From <address> <date>' line"):
+        split_mbox_bytes(b"\n" + b"Subject: hi\n" + FROM)
 
 
 def test_lines_are_cut_at_newlines_only() -> None:
@@ -103,3 +109,20 @@ def test_messages_written_then_split_come_back_byte_exact(messages: list[bytes])
     body = b"".join(e for e in map(mbox_entry, carried) if e is not None)
     assert [p.raw for p in split_mbox(lines_of(body))] == carried
     assert [p.raw for p in split_mbox(lines_of(b"\n\r\n" + body))] == carried, "blank lines before the first"
+
+
+def _split_or_error(split: Callable[[], list[Part]]) -> list[Part] | str:
+    try:
+        return split()
+    except NotAnMbox as exc:
+        return str(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(LINE, max_size=30).map(b"".join), st.integers(min_value=0, max_value=60))
+def test_an_mbox_held_whole_splits_as_its_lines_do(data: bytes, max_bytes: int) -> None:
+    """``split_mbox_bytes`` (the API's, over a body) equals ``split_mbox`` over the body's lines (the
+    CLI's, over a file as it is read): messages, line numbers, sizes, the limit, the errors."""
+    for body in (data, FROM + data, b"\n" + FROM + data):
+        whole = _split_or_error(lambda body=body: split_mbox_bytes(body, max_bytes))  # type: ignore[misc]
+        assert whole == _split_or_error(lambda body=body: list(split_mbox(lines_of(body), max_bytes)))  # type: ignore[misc]

@@ -11,7 +11,7 @@ from core.api.errors import validation_error
 from core.ingest.accept import DocumentIn, accept_documents
 from core.ingest.mail import email_external_id
 from core.ingest.mailaccept import accept_email, accept_emails
-from core.mail.mbox import NotAnMbox, lines_of, split_mbox
+from core.mail.mbox import NotAnMbox, split_mbox_bytes
 from core.mail.message import message_id_of
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def mbox_messages(body: bytes, limit: int) -> list[bytes]:
     """The messages of an ``application/mbox`` body (``core.mail.mbox``: as ``opsctl ingest`` writes
     them), else a 422 saying why: not an mbox, no message, over ``limit``, an empty message."""
     try:
-        parts = list(split_mbox(lines_of(body), max_bytes=len(body)))
+        parts = split_mbox_bytes(body, max_bytes=len(body))
     except NotAnMbox as exc:
         raise validation_error(f"{exc}: send the messages as an mbox (RFC 4155), each after a "
                                "'From <address> <date>' line") from None

@@ -90,6 +90,8 @@ def subject_key(parsed: ParsedMessage, group_by_subject: bool) -> str:
     return normalize_subject(parsed.subject)
 
 
+# The stage's arrays travel in binary (``%b``): psycopg writes a text array element by element in
+# Python, escaping each one, and PostgreSQL parses it back; a binary one is packed, and read as is.
 # Every read of the mail tables by key is one primary-key probe per key, whatever the planner knows:
 # a LATERAL subquery with LIMIT 1 cannot be flattened into a hash join over the whole table (what a
 # plain JOIN with unnest becomes on a young table), and these statements are planned at each call
@@ -97,7 +99,7 @@ def subject_key(parsed: ParsedMessage, group_by_subject: bool) -> str:
 # thread index by company alone, reading the company's whole mail per key (tests/test_email_cost.py).
 STORED_SQL = """
 SELECT t.company_id, t.message_id
-FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, message_id)
+FROM unnest(%b::bigint[], %b::text[]) AS t(company_id, message_id)
 CROSS JOIN LATERAL (SELECT FROM mail_messages m
                     WHERE m.company_id = t.company_id AND m.message_id = t.message_id LIMIT 1) m
 """
@@ -125,7 +127,7 @@ def lock_names(messages: Sequence[MailIn], also: Sequence[tuple[int, str]] = ())
 MAIL_LOCKS_SQL = """
 SELECT count(pg_advisory_xact_lock(k)) FROM (
     SELECT DISTINCT hashtextextended(t.company_id::text || ':' || t.name, 0) | (1::bigint << 63) AS k
-    FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, name)
+    FROM unnest(%b::bigint[], %b::text[]) AS t(company_id, name)
     ORDER BY 1
 ) s
 """
@@ -133,7 +135,7 @@ SELECT count(pg_advisory_xact_lock(k)) FROM (
 
 REGISTRY_SQL = """
 SELECT t.company_id, t.message_id, i.thread_id, m.stored IS NOT NULL
-FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, message_id)
+FROM unnest(%b::bigint[], %b::text[]) AS t(company_id, message_id)
 CROSS JOIN LATERAL (SELECT thread_id FROM mail_ids i
                     WHERE i.company_id = t.company_id AND i.message_id = t.message_id LIMIT 1) i
 LEFT JOIN LATERAL (SELECT true AS stored FROM mail_messages m
@@ -142,7 +144,7 @@ LEFT JOIN LATERAL (SELECT true AS stored FROM mail_messages m
 
 SUBJECT_THREADS_SQL = """
 SELECT t.company_id, t.subject_key, h.id
-FROM unnest(%s::bigint[], %s::text[]) AS t(company_id, subject_key)
+FROM unnest(%b::bigint[], %b::text[]) AS t(company_id, subject_key)
 CROSS JOIN LATERAL (
     SELECT id FROM mail_threads
     WHERE company_id = t.company_id AND subject_key = t.subject_key AND merged_into IS NULL
@@ -153,7 +155,7 @@ CROSS JOIN LATERAL (
 # locked in the order given (the caller sorts): the LATERAL probe runs once per pair, in that order
 LOCK_THREADS_SQL = """
 SELECT h.company_id, h.id, h.merged_into, h.message_count, h.first_at, h.last_at, h.subject, h.subject_key
-FROM unnest(%s::bigint[], %s::bigint[]) AS t(company_id, id)
+FROM unnest(%b::bigint[], %b::bigint[]) AS t(company_id, id)
 CROSS JOIN LATERAL (SELECT * FROM mail_threads h WHERE h.company_id = t.company_id AND h.id = t.id FOR UPDATE) h
 """
 
@@ -161,8 +163,8 @@ NEW_THREAD_IDS_SQL = "SELECT nextval(pg_get_serial_sequence('mail_threads', 'id'
 
 INSERT_THREADS_SQL = """
 INSERT INTO mail_threads (company_id, id, subject, subject_key, message_count, first_at, last_at)
-SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[],
-                     %s::timestamptz[])
+SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::int[], %b::timestamptz[],
+                     %b::timestamptz[])
 """
 
 # The updates join the rows to change with unnest; the trailing ``= ANY`` pins (the same company
@@ -170,17 +172,17 @@ SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int
 UPDATE_THREADS_SQL = """
 UPDATE mail_threads h SET subject = t.subject, subject_key = t.subject_key, message_count = t.message_count,
        first_at = t.first_at, last_at = t.last_at
-FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[])
+FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::timestamptz[])
      AS t(company_id, id, subject, subject_key, message_count, first_at, last_at)
-WHERE h.company_id = t.company_id AND h.id = t.id AND h.company_id = ANY(%s::bigint[]) AND h.id = ANY(%s::bigint[])
+WHERE h.company_id = t.company_id AND h.id = t.id AND h.company_id = ANY(%b::bigint[]) AND h.id = ANY(%b::bigint[])
 """
 
 
 def _merge_sql(table: str, assign: str, column: str) -> str:
     return (f"UPDATE {table} x SET {assign}"
-            " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(company_id, id, into_id)"
+            " FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[]) AS t(company_id, id, into_id)"
             f" WHERE x.company_id = t.company_id AND x.{column} = t.id"
-            f" AND x.company_id = ANY(%s::bigint[]) AND x.{column} = ANY(%s::bigint[])")
+            f" AND x.company_id = ANY(%b::bigint[]) AND x.{column} = ANY(%b::bigint[])")
 
 
 # a merge, in this order: threads that pointed at the ones folded away point at the survivor (reads
@@ -194,7 +196,7 @@ MERGE_SQL = (
 
 REGISTER_SQL = """
 INSERT INTO mail_ids (company_id, message_id, thread_id)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[])
 """
 
 COPY_MESSAGES_SQL = (

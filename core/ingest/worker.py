@@ -205,7 +205,8 @@ class IngestProcessor:
         result = BatchResult()
         started = time.perf_counter()
         with conn.transaction():
-            rows = conn.execute(CLAIM_SQL, (limit or self.settings.worker_batch_size,)).fetchall()
+            # binary: an e-mail job's raw message comes as its bytes, not hex-escaped text
+            rows = conn.execute(CLAIM_SQL, (limit or self.settings.worker_batch_size,), binary=True).fetchall()
             if not rows:
                 return result
             jobs = [Job(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None, r[5], r[6],

@@ -80,6 +80,8 @@ CREATE TABLE ingest_jobs (
     finished_at   timestamptz,
     raw           bytea  -- 0011: an e-mail job's message, cleared once done
 );
+-- 0012: the raw message stored as it is (read once by the worker, which deflates it for mail_messages)
+ALTER TABLE ingest_jobs ALTER COLUMN raw SET STORAGE EXTERNAL;
 CREATE INDEX ingest_jobs_key_idx ON ingest_jobs (company_id, external_id, id);
 -- the queue: workers claim across companies, oldest first ('failed' = waiting to be retried)
 CREATE INDEX ingest_jobs_pending_idx ON ingest_jobs (id) WHERE status IN ('queued', 'failed');
