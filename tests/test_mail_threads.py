@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.mailcorpus import id_components
 from core.mail.message import parse_message
 from core.mail.threads import Assignment, Member, Node, ThreadRef, plan_assignment, thread_tree
 from tests.mailfixtures import THREAD_CASES, ThreadCase
@@ -77,24 +78,7 @@ class Store:
 
 def components(messages: Iterable[Sequence[str]]) -> set[frozenset[str]]:
     """The connected components of the id graph (message -- each id it references), messages only."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    own = set()
-    for ids in messages:
-        own.add(ids[0])
-        for ref in ids[1:]:
-            parent[find(ref)] = find(ids[0])
-    groups: dict[str, set[str]] = {}
-    for message in own:
-        groups.setdefault(find(message), set()).add(message)
-    return {frozenset(g) for g in groups.values()}
+    return set(id_components(messages))
 
 
 @pytest.mark.parametrize("case", THREAD_CASES, ids=[c.name for c in THREAD_CASES])
