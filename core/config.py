@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # where things are
     data_dir: Path = Field(Path(DEFAULT_DATA_DIR), description="state of `opsctl up`: database, Redis, backups")
     database_url: str | None = Field(None, description="PostgreSQL URL; unset: the embedded server")
+    database_replica_urls: list[str] = Field(default_factory=list, description="streaming standbys that searches "
+                                             "may read from (docs/replicas.md); env: a JSON list. `opsctl up "
+                                             "--replicas N` fills it for its API")
+    replica_max_lag_seconds: float = Field(5.0, ge=0, description="a search reads from a replica only while its "
+                                           "replay lag is under this bound; 0: never")
+    replica_check_seconds: float = Field(1.0, gt=0, description="how often the API measures each replica's lag")
     redis_url: str | None = Field(None, description="Redis URL; unset: the embedded redis-server")
     prometheus_url: str | None = Field(None, description="Prometheus URL; unset: the embedded one")
     api_url: str | None = Field(None, description="the core API, for CLI commands")
@@ -176,7 +182,7 @@ class _FileSource(PydanticBaseSettingsSource):
 class _StateSource(PydanticBaseSettingsSource):
     """Connection settings that a running ``opsctl up`` published in its data dir."""
 
-    KEYS = ("database_url", "redis_url", "prometheus_url", "api_url", "admin_token")
+    KEYS = ("database_url", "database_replica_urls", "redis_url", "prometheus_url", "api_url", "admin_token")
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False

@@ -148,7 +148,9 @@ def ensure_partitions(conn: psycopg.Connection[Any], now: datetime, ahead: int =
 
 
 def make_pool(url: str, settings: Settings, *, name: str = "core", min_size: int | None = None,
-              max_size: int | None = None) -> ConnectionPool:
+              max_size: int | None = None, wait: bool = True) -> ConnectionPool:
+    """A pool of configured connections; ``wait``: open at least ``min_size`` now (else fail), or
+    not (connections are made in the background, and on demand)."""
     from pgvector.psycopg import register_vector
     from psycopg_pool import ConnectionPool
 
@@ -168,6 +170,9 @@ def make_pool(url: str, settings: Settings, *, name: str = "core", min_size: int
         open=False,
         timeout=10,
     )
+    if not wait:
+        pool.open(wait=False)
+        return pool
     try:
         pool.open(wait=True, timeout=30)
     except Exception as exc:

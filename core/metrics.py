@@ -47,6 +47,12 @@ for _counter in (SEARCH_CACHE, DOCUMENT_CACHE, AUTH_CACHE, WEBHOOK_REPLAYS):
         _counter.labels(_result)
 SEARCH_SECONDS = Histogram("core_search_seconds", "Search time inside the service by mode and cache result",
                            ["mode", "cached"], buckets=LATENCY_BUCKETS)
+SEARCH_READS = Counter("core_search_reads_total", "Searches read from the database, by where they read "
+                       "(primary|replica) and why (docs/replicas.md)", ["target", "reason"])
+REPLICA_LAG = Gauge("core_db_replica_lag_seconds", "Replay lag of each read replica at its last check "
+                    "(0: replayed all the primary had; NaN: unreachable)", ["replica"])
+REPLICA_UP = Gauge("core_db_replica_up", "Whether the API's last check reached the replica (1) or not (0)",
+                   ["replica"])
 RATE_LIMITED = Counter("core_rate_limited_total", "Requests refused with 429")
 WORKERS = Gauge("core_workers", "Ingest worker processes of the local pool", ["state"])
 CHILD_RESTARTS = Counter("opsctl_up_child_restarts_total",

@@ -18,7 +18,7 @@ from tests.conftest import project_root
 # the decisions: (inputs, policy, clock) -> plan, tested by tables
 PURE = (
     "core.chunking", "core.partitioning", "core.ratelimit", "core.supervision",
-    "core.ingest.mailplan",
+    "core.ingest.mailplan", "core.replicas.route",
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
     "opsctl.partitions.plan", "opsctl.partitions.policy",
     "opsctl.vindex.decide", "opsctl.vindex.policy",

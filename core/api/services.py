@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from core.cache import Cache
     from core.config import Settings
     from core.embed import Embedder
+    from core.replicas.reader import ReplicaSet
 
 
 class WorkerPoolControl(Protocol):
@@ -31,6 +32,7 @@ class Services:
     cache: Cache
     embedder: Embedder
     workers: WorkerPoolControl | None = None
+    replicas: ReplicaSet | None = None  # read replicas for searches (core.replicas.reader.make_replicas)
 
     def __post_init__(self) -> None:
         s = self.settings

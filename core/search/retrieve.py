@@ -37,14 +37,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from core import metrics
 from core.cache import search_key
-from core.db import read_connection
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
+from core.replicas.reader import read
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from core.cache import Cache
     from core.embed import Embedder
+    from core.replicas.reader import ReplicaSet
     from core.tenants import Principal
 
 RRF_K = 60
@@ -306,11 +307,13 @@ def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
 
 
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
-           ttl: int, exact_max_rows: int, max_candidates: int = 2000) -> dict[str, Any]:
+           ttl: int, exact_max_rows: int, max_candidates: int = 2000,
+           replicas: ReplicaSet | None = None) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database.
 
     ``exact_max_rows`` is the setting ``vector_exact_max_rows`` (0: always HNSW); ``max_candidates``
-    ``search_group_max_candidates``.
+    ``search_group_max_candidates``; ``replicas``: read from one when it is fresh enough
+    (``core.replicas.reader.read``: never older than ``principal.data_version``).
     From the cache (this process's near cache, then Redis), ``results`` is the stored JSON as an
     ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``)."""
     started = time.perf_counter()
@@ -320,10 +323,14 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
         return {"results": orjson.Fragment(cached), "cached": True, "took_ms": round(took, 3)}
-    with read_connection(pool) as conn:  # single statements: no BEGIN/ROLLBACK round trips
+
+    def answer(conn: Any) -> list[dict[str, Any]]:
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
-        results = retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates)
+        return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates)
+
+    # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
+    results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer)
     cache.set_raw(key, orjson.dumps(results), ttl, near=True)
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)

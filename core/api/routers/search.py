@@ -46,7 +46,7 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
         raise validation_error(f"k: at most {settings.search_max_k}")
     ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
     found = search(services.pool, services.cache, services.embedder, principal, req, ttl,
-                   settings.vector_exact_max_rows, settings.search_group_max_candidates)
+                   settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas)
     services.cache.log_query(principal.company_id, req.canonical(), time.time())
     return found
 
