@@ -42,6 +42,8 @@ class Settings(BaseSettings):
                                              "--replicas N` fills it for its API")
     replica_max_lag_seconds: float = Field(5.0, ge=0, description="a search reads from a replica only while its "
                                            "replay lag is under this bound; 0: never")
+    replicas: int = Field(0, ge=0, le=8, description="streaming standbys of the embedded PostgreSQL that `opsctl "
+                          "up` starts (`--replicas N`)")
     replica_check_seconds: float = Field(1.0, gt=0, description="how often the API measures each replica's lag")
     redis_url: str | None = Field(None, description="Redis URL; unset: the embedded redis-server")
     prometheus_url: str | None = Field(None, description="Prometheus URL; unset: the embedded one")

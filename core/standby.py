@@ -86,6 +86,10 @@ class EmbeddedStandby(EmbeddedPostgres):
             raise ServiceUnavailable(f"{self.name}: the primary is not running")
         return super().start(timeout, abort)
 
+    def restart(self, abort: Abort) -> str:
+        """The supervisor's restart: the same start."""
+        return self.start(abort=abort)
+
     def _ensure_database(self) -> None:
         """Nothing to create: a standby holds the primary's databases, read-only."""
 

@@ -27,7 +27,15 @@ from psycopg_pool import PoolTimeout
 
 from core import metrics
 from core.db import first_line, make_pool, read_connection
-from core.replicas.route import PRIMARY_NO_REPLICAS, Measured, Route, choose, fresh_enough, replay_lag
+from core.replicas.route import (
+    PRIMARY_NO_REPLICAS,
+    Measured,
+    Route,
+    choose,
+    fresh_enough,
+    replay_lag,
+    replica_names,
+)
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -44,11 +52,6 @@ COMPANY_VERSION_SQL = "SELECT data_version FROM companies WHERE id = %s"
 CONNECT_TIMEOUT = 2  # seconds: a replica that does not answer by then is down for this check
 # what a failing replica raises: the search goes to the primary
 REPLICA_FAILURES = (psycopg.OperationalError, psycopg.errors.SerializationFailure, PoolTimeout)
-
-
-def replica_names(count: int) -> list[str]:
-    """``replica-1`` … in the order of ``database_replica_urls`` (what ``opsctl up`` names its standbys)."""
-    return [f"replica-{i}" for i in range(1, count + 1)]
 
 
 class ReplicaSet:

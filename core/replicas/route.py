@@ -53,6 +53,11 @@ class Route:
 PRIMARY_NO_REPLICAS = Route("primary", "no_replicas")
 
 
+def replica_names(count: int) -> list[str]:
+    """``replica-1`` … in the order of ``database_replica_urls`` (what ``opsctl up`` names its standbys)."""
+    return [f"replica-{i}" for i in range(1, count + 1)]
+
+
 def choose(replicas: list[Measured], max_lag_seconds: float) -> Route:
     """The replica to read from, or the primary and why (the table in the module docstring)."""
     if not replicas:

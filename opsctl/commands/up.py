@@ -15,9 +15,11 @@ the autoscaler last left (when that was in the last 24 h and within the policy's
 --workers chooses. One per data dir: a second one is refused. A child that dies is restarted (see
 `opsctl status`); if `opsctl up` itself is killed, its children stop with it. From make, pass
 options as ARGS: make up ARGS="--port 8081 --prometheus-port 9091". A Prometheus port in use is
-replaced by a free one (said on start); an API port in use is an error.
+replaced by a free one (said on start); an API port in use is an error. --replicas N starts N
+streaming standbys of the embedded PostgreSQL (<data dir>/replica-K) that searches read from while
+they keep up (docs/replicas.md).
 
-Example: opsctl up --workers 4 --port 8080
+Example: opsctl up --workers 4 --port 8080 --replicas 1
 """
 
 
@@ -29,6 +31,9 @@ def up(
                                         help="port of the embedded Prometheus (a free one if it is in use)"),
     no_prometheus: bool = typer.Option(False, "--no-prometheus", help="do not start Prometheus"),
     no_daemon: bool = typer.Option(False, "--no-daemon", help="do not start the policy daemon (opsctl daemon)"),
+    replicas: int | None = typer.Option(None, "--replicas", min=0, max=8, show_default=False,
+                                        help="streaming standbys of the embedded PostgreSQL that searches read "
+                                             "from (default: the setting `replicas`, OPSCTL_REPLICAS, else 0)"),
 ) -> None:
     from rich.console import Console
 
@@ -37,8 +42,10 @@ def up(
     from opsctl.up.terminal import setup_logging
 
     console = Console(stderr=True, soft_wrap=True)
-    system = System(settings(with_state=False, port=port), workers=workers, port=port, prometheus_port=prometheus_port,
-                    with_prometheus=not no_prometheus, with_daemon=not no_daemon)
+    own = settings(with_state=False, port=port)
+    system = System(own, workers=workers, port=port, prometheus_port=prometheus_port,
+                    with_prometheus=not no_prometheus, with_daemon=not no_daemon,
+                    replicas=own.replicas if replicas is None else replicas)
     setup_logging(system.data_dir / "logs" / "up.log")
     try:
         with console.status("starting…") as status:

@@ -49,7 +49,8 @@ def recorded_processes(record: dict[str, Any]) -> list[Recorded]:
         if not isinstance(child, dict):
             continue
         name = str(child.get("name"))
-        sig, session, last = STOPPING.get(name, DEFAULT_STOPPING)
+        # a standby (replica-K) is a postmaster too
+        sig, session, last = STOPPING.get("postgres" if name.startswith("replica-") else name, DEFAULT_STOPPING)
         for proc in child.get("processes") or []:
             try:
                 out.append(Recorded(name, int(proc["pid"]), float(proc["created"]), sig, session, last))

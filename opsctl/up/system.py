@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings, read_state, write_state
-from core.errors import ServiceUnavailable
+from core.errors import ConfigError, ServiceUnavailable
+from core.replicas.route import replica_names
 from core.supervision import DATA_DIR_ENV, exit_reason
 from opsctl.policy import policy_dir
 from opsctl.up.leftovers import clean_leftovers
@@ -69,11 +70,14 @@ class System:
     prometheus_port: int = 9090
     with_prometheus: bool = True
     with_daemon: bool = True
+    replicas: int = 0  # streaming standbys of the embedded PostgreSQL (opsctl.up.replicas)
     started: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_dir = self.settings.data_dir.resolve()
         self.pg: Any = None
+        self.standbys: list[Any] = []  # core.standby.EmbeddedStandby, started after the primary
+        self.read_replicas: Any = None  # core.replicas.reader.ReplicaSet of the API
         self.redis: Any = None
         self.prometheus: Any = None
         self.pool: Any = None
@@ -141,6 +145,12 @@ class System:
             self.started.append("postgres")
         step("applying migrations")
         migrate(db_url, s)
+        replica_urls = list(s.database_replica_urls)
+        if self.replicas:
+            if self.pg is None:
+                raise ConfigError("--replicas starts standbys of the embedded PostgreSQL: with OPSCTL_DATABASE_URL "
+                                  "set, name your replicas in OPSCTL_DATABASE_REPLICA_URLS instead")
+            replica_urls = self._start_standbys(step, abort)
         api_url = f"http://{s.host}:{self.port}"
         chosen = workers_to_start(self.workers, db_url, policy_dir(), api_url, datetime.now(UTC))
         self.workers, self.workers_why = chosen.count, chosen.why
@@ -172,7 +182,8 @@ class System:
                                       lambda abort: self.prometheus.start(abort=abort)))
             self.started.append("prometheus")
 
-        self.settings = s.model_copy(update={"database_url": db_url, "redis_url": redis_url,
+        self.settings = s.model_copy(update={"database_url": db_url, "database_replica_urls": replica_urls,
+                                             "redis_url": redis_url,
                                              "prometheus_url": prom_url, "api_url": api_url,
                                              "admin_token": admin_token})
         env = {"OPSCTL_DATABASE_URL": db_url, "OPSCTL_REDIS_URL": redis_url,
@@ -188,11 +199,14 @@ class System:
         self.pool = make_pool(db_url, self.settings)
         self.cache = Cache(redis_url, self.settings.redis_timeout_seconds)
         self.endpoints = {"api": api_url, "metrics": f"{api_url}/metrics", "database": db_url,
+                          **{name: url for name, url in zip(replica_names(len(replica_urls)), replica_urls,
+                                                            strict=True)},
                           "redis": redis_url}
         if prom_url:
             self.endpoints["prometheus"] = prom_url
         write_state(self.data_dir, {
-            "data_dir": str(self.data_dir), "database_url": db_url, "redis_url": redis_url,
+            "data_dir": str(self.data_dir), "database_url": db_url, "database_replica_urls": replica_urls,
+            "redis_url": redis_url,
             "prometheus_url": prom_url, "api_url": api_url, "admin_token": admin_token, "pid": os.getpid(),
             "started_at": datetime.now(UTC).isoformat(),
         })
@@ -205,6 +219,22 @@ class System:
             self.endpoints["daemon metrics"] = f"http://127.0.0.1:{daemon_port}/metrics"
         self.supervisor.start()
 
+    def _start_standbys(self, step: Callable[[str], None], abort: Any) -> list[str]:
+        """Start (copying the primary the first time) standbys 1..N, supervised; their URLs."""
+        from core.standby import EmbeddedStandby, drop_stale_slots
+
+        for index in range(1, self.replicas + 1):
+            standby = EmbeddedStandby.of(self.pg, index)
+            copying = "" if standby.initialised() else ": copying the primary"
+            step(f"starting {standby.name} (a streaming standby{copying})")
+            standby.start(abort=abort)
+            self.standbys.append(standby)
+            self.supervisor.add(Child(standby.name, standby, standby.restart))
+            self.started.append(standby.name)
+        for slot in drop_stale_slots(self.pg, keep=self.replicas):
+            self._note(f"dropped the replication slot {slot} of a standby this start does not run")
+        return [standby.url for standby in self.standbys]
+
     def _note(self, text: str) -> None:
         log.info("%s", text)
         self.notes.append(text)
@@ -214,10 +244,13 @@ class System:
 
         from core.api import Services, create_app
         from core.metrics import QueueCollector
+        from core.replicas.reader import make_replicas
 
         self.collector = QueueCollector(self.pool)
         REGISTRY.register(self.collector)
-        return create_app(Services(self.settings, self.pool, self.cache, self.embedder, self.worker_pool))
+        self.read_replicas = make_replicas(self.settings, self.pool)
+        return create_app(Services(self.settings, self.pool, self.cache, self.embedder, self.worker_pool,
+                                   self.read_replicas))
 
     # -- run -----------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -274,6 +307,7 @@ class System:
             _Step("workers", self.worker_pool and (lambda: self.worker_pool.stop(abort=force)),
                   self.worker_pool and self.worker_pool.kill_all, live_workers,
                   " (each finishes or releases its batch)"),
+            _Step(None, self.read_replicas and self.read_replicas.close),
             _Step(None, self.pool and self.pool.close),
             _Step(None, self.cache and self.cache.close),
             _Step(None, self._unregister_collector),
@@ -281,6 +315,8 @@ class System:
                   self.prometheus and self.prometheus.kill, live(self.prometheus)),
             _Step("Redis", self.redis and (lambda: self.redis.stop(abort=force)), self.redis and self.redis.kill,
                   live(self.redis)),
+            *[_Step(sb.name, lambda sb=sb: sb.stop(abort=force), sb.kill, live(sb), stop_signal=signal.SIGINT)
+              for sb in reversed(self.standbys)],
             _Step("PostgreSQL", self.pg and (lambda: self.pg.stop(abort=force)), self.pg and self.pg.kill,
                   live(self.pg), stop_signal=signal.SIGINT),  # a fast shutdown
             _Step(None, self._record_stopped),
