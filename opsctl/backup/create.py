@@ -129,8 +129,45 @@ def _run_basebackup(argv: list[str], progress: Progress) -> None:
 
 
 
+def _one_value(conn: Any, statement: str, *args: Any) -> Any:
+    row = conn.execute(statement, args or None).fetchone()
+    assert row is not None
+    return row[0]
+
+
+STANDBY_REPLAY_TIMEOUT = 600.0  # seconds for a standby to replay the primary's checkpoint
+
+
+def checkpoint_replayed(primary: Any, standby_url: str, progress: Progress,
+                        timeout: float = STANDBY_REPLAY_TIMEOUT) -> None:
+    """A checkpoint on the primary, replayed by the standby, before an incremental backup from it.
+
+    A standby cannot checkpoint: a backup from it starts at its last restartpoint, made at a
+    checkpoint record it replayed. After little activity that is older than where the parent backup
+    ended, and PostgreSQL refuses the incremental ("manifest requires WAL from final timeline …").
+    A fresh checkpoint, once replayed, lets ``-c fast`` make the restartpoint the backup starts at."""
+    import psycopg
+
+    progress("a checkpoint on the primary, for the standby to start the backup at", None)
+    primary.execute("CHECKPOINT")
+    target = _one_value(primary, "SELECT pg_current_wal_lsn()")
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(standby_url, autocommit=True) as standby:
+        while not _one_value(standby, "SELECT coalesce(pg_last_wal_replay_lsn() >= %s, false)", target):
+            if time.monotonic() > deadline:
+                raise OperationFailed(f"the standby did not replay the primary's checkpoint (at {target}) within "
+                                      f"{timeout:.0f} s: is its replay paused or lagging? (runbook ReplicaLagHigh)")
+            time.sleep(0.05)
+
+
 def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool = False, fsync: bool = True,
-                    progress: Progress = no_progress, now: Clock = utcnow) -> BackupRecord:
+                    progress: Progress = no_progress, now: Clock = utcnow,
+                    standby_url: str | None = None) -> BackupRecord:
+    """A base backup of the cluster ``conn`` (the primary) is connected to, streamed from ``url``, or
+    from the streaming standby at ``standby_url`` (docs/replicas.md): the same files, the standby's
+    disk and CPU instead of the primary's. A standby does not archive WAL, so once the copy ends the
+    primary closes its current segment and the backup waits until the WAL it needs is archived."""
+    from opsctl.backup.archive import switch_and_wait
     from opsctl.backup.verify import archived_segments, read_manifest
 
     check_archiving(conn, repo)
@@ -144,18 +181,27 @@ def create_physical(conn: Any, url: str, repo: Repository, *, incremental: bool 
     started = now()
     backup_id, folder = _claim(repo, started, kind)
     data = folder / "data"
-    args = ["-d", url, "-D", str(data), "-Fp", "-X", "none", "--manifest-checksums=SHA256", "-c", "fast",
+    args = ["-d", standby_url or url, "-D", str(data), "-Fp", "-X", "none", "--manifest-checksums=SHA256", "-c", "fast",
             "--progress", "-l", f"opsctl {backup_id}", *([] if fsync else ["--no-sync"])]
     if parent is not None:
         args.append(f"--incremental={repo.backup_dir(parent.id) / 'data' / 'backup_manifest'}")
     try:
+        if parent is not None and standby_url:
+            checkpoint_replayed(conn, standby_url, progress)
         _run_basebackup(pg_command("pg_basebackup", *args), progress)
         manifest = read_manifest(data)
         ranges = manifest["WAL-Ranges"]
         # pg_basebackup returns once the server has archived the WAL the backup needs (no -X, no
         # --no-wait): nothing to switch or wait for, only to confirm it reached this repository
-        _, missing = archived_segments(repo, int(ranges[-1]["Timeline"]), ranges[0]["Start-LSN"],
-                                       ranges[-1]["End-LSN"], facts["wal_segment_size"])
+        def missing_wal() -> list[str]:
+            return archived_segments(repo, int(ranges[-1]["Timeline"]), ranges[0]["Start-LSN"],
+                                     ranges[-1]["End-LSN"], facts["wal_segment_size"])[1]
+
+        missing = missing_wal()
+        if missing and standby_url:  # the primary still writes the segment where the standby's copy ended
+            progress("archiving the WAL the backup needs (on the primary)", None)
+            switch_and_wait(conn, repo.wal_dir)
+            missing = missing_wal()
         if missing:
             raise OperationFailed(f"the server archived WAL segment(s) {', '.join(missing)} but they are not in "
                                   f"{repo.wal_dir}: check archive_command")

@@ -67,6 +67,8 @@ class BackupPolicy(PolicyModel):
     compression: Literal["none", "gzip"] = Field(default="gzip", description="logical dumps (physical stay plain for "
                                                                      "pg_combinebackup)")
     compression_level: int = Field(default=6, ge=0, le=9)
+    from_standby: bool = Field(default=False, description="physical backups streamed from the first read replica "
+                               "(database_replica_urls), not the primary; `opsctl backup create --from-standby`")
     fsync: bool = Field(default=True, description="sync backups to disk (off only for throwaway test setups)")
     targets: Targets = Field(default_factory=Targets)
     drill: Drill = Field(default_factory=Drill)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import OperationFailed, ServiceUnavailable
+from core.errors import ConfigError, OperationFailed, ServiceUnavailable
 from opsctl.backup.catalog import BackupRecord, BrokenEntry, Repository
 from opsctl.backup.policy import BackupPolicy, load_policy
 from opsctl.backup.tools import Progress, no_progress
@@ -56,19 +56,29 @@ def audit(conn: Any, action: str, target: str, reason: str, details: dict[str, A
 
 
 def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool = False, logical: bool | None = None,
-                  progress: Progress = no_progress) -> BackupRecord:
+                  from_standby: bool | None = None, progress: Progress = no_progress) -> BackupRecord:
+    """A backup into the repository; ``from_standby`` (default: the policy's ``from_standby``): a
+    physical one streamed from the first replica of ``database_replica_urls``."""
     from opsctl.backup.create import create_logical, create_physical
     from opsctl.context import connect_db, database_url
 
     repo = repository(settings, policy)
     url = database_url(settings)
     use_logical = policy.mode == "logical" if logical is None else logical
+    standby_url = None
+    if (policy.from_standby if from_standby is None else from_standby) and not use_logical:
+        if not settings.database_replica_urls:
+            raise ConfigError("a backup from a standby needs a replica: start `opsctl up --replicas 1`, or set "
+                              "OPSCTL_DATABASE_REPLICA_URLS")
+        standby_url = settings.database_replica_urls[0]
     with connect_db(settings) as conn:
         if use_logical:
             record = create_logical(conn, url, repo, policy, progress=progress)
         else:
-            record = create_physical(conn, url, repo, incremental=incremental, fsync=policy.fsync, progress=progress)
-        audit(conn, "backup.create", record.id, f"{record.type} backup", record.to_json())
+            record = create_physical(conn, url, repo, incremental=incremental, fsync=policy.fsync, progress=progress,
+                                     standby_url=standby_url)
+        audit(conn, "backup.create", record.id, f"{record.type} backup{' from a standby' if standby_url else ''}",
+              {**record.to_json(), "from_standby": standby_url is not None})
     return record
 
 

@@ -69,18 +69,22 @@ def _broken_row(b: Any) -> dict[str, Any]:
 def create(
     incremental: bool = typer.Option(False, "--incremental", help="incremental on the newest physical backup"),
     logical: bool = typer.Option(False, "--logical", help="pg_dump instead of a physical backup"),
+    from_standby: bool | None = typer.Option(None, "--from-standby/--from-primary", show_default=False,
+                                             help="stream the physical backup from the first read replica "
+                                                  "(default: the policy's from_standby, else the primary)"),
     policy: Path | None = POLICY_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Take a backup into the repository (physical full by default) and catalogue it.
 
-    Example: opsctl backup create --incremental
+    Example: opsctl backup create --incremental --from-standby
     """
     from opsctl.backup.service import create_backup
 
     s, pol = _ctx(policy)
     with progress_bar() as update:
-        record = create_backup(s, pol, incremental=incremental, logical=True if logical else None, progress=update)
+        record = create_backup(s, pol, incremental=incremental, logical=True if logical else None,
+                               from_standby=from_standby, progress=update)
     emit(_row(record), output, columns=BACKUP_COLUMNS)
 
 
