@@ -51,3 +51,14 @@ def test_replay_lag(primary: int, replay: int | None, age: float | None, expecte
 def test_describe_says_where_and_why() -> None:
     assert choose([Measured("replica-2", True, 0.0)], 5).describe() == "read from replica-2 (fresh)"
     assert choose([], 5).describe() == "read from the primary (no_replicas)"
+
+
+def test_the_replica_docs_cite_real_commands() -> None:
+    """docs/replicas.md cannot drift from the CLI: every `opsctl …` it cites parses."""
+    from tests.cli_citations import citations_in_markdown, problems, root_command
+    from tests.conftest import project_root
+
+    text = (project_root() / "docs" / "replicas.md").read_text(encoding="utf-8")
+    cited = citations_in_markdown(text, "docs/replicas.md")
+    assert {c.argv[0] for c in cited} >= {"up", "backup"}
+    assert [p for c in cited for p in problems(c, root_command())] == []
