@@ -73,3 +73,15 @@ def test_up_with_a_replica(tmp_path: Path) -> None:
     assert code == 0, log.read_text()[-3000:]
     assert not (data_dir / "replica-1" / "postmaster.pid").exists(), "the standby stopped cleanly"
     assert not (data_dir / "pg" / "postmaster.pid").exists()
+
+
+def test_replicas_of_an_external_database_are_refused_as_a_config_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
+    env.update(OPSCTL_DATA_DIR=str(tmp_path / "state"), HOME_DIR=str(tmp_path), PYTHONPATH=str(project_root()),
+               OPSCTL_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    proc = opsctl("up", "--replicas", "1", "--port", str(free_port()), "--no-prometheus", "--no-daemon", env=env,
+                  check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --replicas starts standbys of the embedded PostgreSQL: with OPSCTL_DATABASE_URL set, name your "
+        "replicas in OPSCTL_DATABASE_REPLICA_URLS instead")

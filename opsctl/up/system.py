@@ -130,6 +130,9 @@ class System:
         self.supervisor = Supervisor(self.data_dir)
 
         s = self.settings
+        if self.replicas and s.database_url:
+            raise ConfigError("--replicas starts standbys of the embedded PostgreSQL: with OPSCTL_DATABASE_URL set, "
+                              "name your replicas in OPSCTL_DATABASE_REPLICA_URLS instead")
         db_url = s.database_url
         if not db_url:
             step("starting PostgreSQL")
@@ -145,12 +148,7 @@ class System:
             self.started.append("postgres")
         step("applying migrations")
         migrate(db_url, s)
-        replica_urls = list(s.database_replica_urls)
-        if self.replicas:
-            if self.pg is None:
-                raise ConfigError("--replicas starts standbys of the embedded PostgreSQL: with OPSCTL_DATABASE_URL "
-                                  "set, name your replicas in OPSCTL_DATABASE_REPLICA_URLS instead")
-            replica_urls = self._start_standbys(step, abort)
+        replica_urls = self._start_standbys(step, abort) if self.replicas else list(s.database_replica_urls)
         api_url = f"http://{s.host}:{self.port}"
         chosen = workers_to_start(self.workers, db_url, policy_dir(), api_url, datetime.now(UTC))
         self.workers, self.workers_why = chosen.count, chosen.why
