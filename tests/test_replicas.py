@@ -143,3 +143,29 @@ def test_a_stopped_replica_sends_searches_to_the_primary(api: RunningApi, tenant
         standby.start()
     wait_caught_up(replicated)
     assert sample("core_db_replica_up") == 1.0
+
+
+def test_stale_slots_are_dropped_and_a_standby_without_its_slot_is_copied_afresh(
+        pg_server: EmbeddedPostgres, standby: EmbeddedStandby) -> None:
+    from core.standby import drop_stale_slots
+
+    if not standby.running():
+        standby.start()
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_physical_replication_slot('opsctl_replica_3')")
+        conn.execute("SELECT pg_create_physical_replication_slot('someone_elses')")
+        try:
+            assert drop_stale_slots(pg_server, keep=1) == ["opsctl_replica_3"]  # replica-1's own slot is kept
+            slots = {r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots")}
+            assert {"opsctl_replica_1", "someone_elses"} <= slots and "opsctl_replica_3" not in slots
+        finally:
+            conn.execute("SELECT pg_drop_replication_slot('someone_elses')")
+        # the slot of a stopped standby is lost (a restored primary has none): the next start copies it again
+        standby.stop(mode="fast")
+        marker = standby.data_dir / "opsctl-test-marker"
+        marker.write_text("from the old copy")
+        conn.execute("SELECT pg_drop_replication_slot('opsctl_replica_1')")
+    standby.start()
+    assert not marker.exists() and (standby.data_dir / "standby.signal").exists()
+    with psycopg.connect(standby.admin_url, autocommit=True) as replica:
+        assert replica.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
