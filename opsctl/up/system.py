@@ -213,10 +213,11 @@ class System:
         from prometheus_client import REGISTRY
 
         from core.api import Services, create_app
-        from core.metrics import QueueCollector
+        from core.metrics import api_collectors
 
-        self.collector = QueueCollector(self.pool)
-        REGISTRY.register(self.collector)
+        self.collectors = api_collectors(self.pool, self.cache)
+        for collector in self.collectors:
+            REGISTRY.register(collector)
         return create_app(Services(self.settings, self.pool, self.cache, self.embedder, self.worker_pool))
 
     # -- run -----------------------------------------------------------------------------------
@@ -317,11 +318,11 @@ class System:
             self.lock.release()
 
     def _unregister_collector(self) -> None:
-        if getattr(self, "collector", None) is not None:
-            from prometheus_client import REGISTRY
+        from prometheus_client import REGISTRY
 
-            REGISTRY.unregister(self.collector)
-            del self.collector
+        for collector in getattr(self, "collectors", ()):
+            REGISTRY.unregister(collector)
+        self.collectors = []
 
     def _record_stopped(self) -> None:
         if self.supervisor is not None:
