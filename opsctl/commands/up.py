@@ -39,7 +39,7 @@ def up(
     console = Console(stderr=True, soft_wrap=True)
     system = System(settings(with_state=False, port=port), workers=workers, port=port, prometheus_port=prometheus_port,
                     with_prometheus=not no_prometheus, with_daemon=not no_daemon)
-    setup_logging(system.data_dir / "logs" / "up.log")
+    setup_logging(system.data_dir / "logs" / "up.log", system.settings.log_format)
     try:
         with console.status("starting…") as status:
             system.start(progress=lambda text: status.update(text + "…"))

@@ -176,7 +176,7 @@ class System:
                                              "prometheus_url": prom_url, "api_url": api_url,
                                              "admin_token": admin_token})
         env = {"OPSCTL_DATABASE_URL": db_url, "OPSCTL_REDIS_URL": redis_url,
-               "OPSCTL_DATA_DIR": str(self.data_dir)}
+               "OPSCTL_DATA_DIR": str(self.data_dir), "OPSCTL_LOG_FORMAT": s.log_format}
         step(f"starting {self.workers} workers")
         self.worker_pool = WorkerPool(env=env, replicas=self.workers, log_dir=self.data_dir / "logs",
                                       targets_file=targets_file)
@@ -225,8 +225,10 @@ class System:
         """Serve the API until SIGINT/SIGTERM/SIGHUP, then stop everything (a second signal forces)."""
         import uvicorn
 
+        # json: uvicorn's own records go through the root logger's JSON handler, not its text config
+        log_config = uvicorn.config.LOGGING_CONFIG if self.settings.log_format == "text" else None
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=10)
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=10, log_config=log_config)
         server = api_server(config, self.signals)
         if self.daemon is not None:
             import threading
