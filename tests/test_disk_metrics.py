@@ -4,13 +4,16 @@ what statvfs says about each, and the daemon's /metrics serving them."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.config import Settings
 from opsctl.backup.policy import BackupPolicy
 from opsctl.daemon.disks import DiskCollector, disk_families, host_volumes, spool_path, statvfs, volume_paths
 from tests.conftest import free_port, make_settings
@@ -86,28 +89,36 @@ def test_collector_measures_at_most_once_per_interval_and_survives_a_bad_policy(
     assert free.samples == [] and size.samples == []
 
 
-def test_the_daemon_serves_its_volumes(db_url: str, tmp_path: Path) -> None:
+def daemon_metrics(settings: Settings, policies: Path, check: Callable[[Any], None]) -> list[Any]:
+    """The samples a real daemon's /metrics serves, after ``check(daemon)``."""
     from opsctl.daemon.service import Daemon, DaemonConfig
 
-    data_dir = tmp_path / "data"
-    (data_dir / "pg").mkdir(parents=True)
-    (data_dir / "pg" / "PG_VERSION").write_text("18\n")
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "backup.yaml").write_text(f"kind: backup\nrepository: {tmp_path / 'repo'}\n")
     port = free_port()
-    daemon = Daemon(make_settings(database_url=db_url, data_dir=data_dir),
-                    DaemonConfig(policies, metrics_port=port, metrics_host="127.0.0.1"))
-    assert daemon.volumes() == {"data": data_dir.resolve() / "pg", "wal": data_dir.resolve() / "pg" / "pg_wal",
-                                "repository": tmp_path / "repo"}
+    daemon = Daemon(settings, DaemonConfig(policies, metrics_port=port, metrics_host="127.0.0.1"))
+    check(daemon)
     assert daemon.exporter is not None
     daemon.exporter.start()
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         daemon.exporter.stop()
-    found = {(s.name, s.labels["volume"]): s.value for f in text_string_to_metric_families(text)
-             for s in f.samples if s.name.startswith("opsctl_disk_")}
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def test_the_daemon_serves_its_volumes(db_url: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "pg").mkdir(parents=True)
+    (data_dir / "pg" / "PG_VERSION").write_text("18\n")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "backup.yaml").write_text(f"kind: backup\nrepository: {tmp_path / 'repo'}\n")
+
+    def check(daemon: Any) -> None:
+        assert daemon.volumes() == {"data": data_dir.resolve() / "pg", "wal": data_dir.resolve() / "pg" / "pg_wal",
+                                    "repository": tmp_path / "repo"}
+
+    samples = daemon_metrics(make_settings(database_url=db_url, data_dir=data_dir), policies, check)
+    found = {(s.name, s.labels["volume"]): s.value for s in samples if s.name.startswith("opsctl_disk_")}
     size = os.statvfs(tmp_path).f_blocks * os.statvfs(tmp_path).f_frsize
     assert {volume for _, volume in found} == {"data", "wal", "repository"}
     assert found[("opsctl_disk_size_bytes", "repository")] == size

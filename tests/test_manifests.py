@@ -33,7 +33,7 @@ OPSCTL_METRICS = {
     "opsctl_backup_last_success_timestamp_seconds", "opsctl_partitions_premade_ahead", "opsctl_partition_default_rows",
     "opsctl_vector_index_recall", "opsctl_scale_desired_replicas", "opsctl_scale_current_replicas",
     "opsctl_scale_max_replicas", "opsctl_scale_metric_errors_total",
-    "opsctl_disk_free_bytes", "opsctl_disk_size_bytes",
+    "opsctl_disk_free_bytes", "opsctl_disk_size_bytes", "opsctl_certificate_expiry_timestamp_seconds",
 }
 
 
@@ -302,7 +302,7 @@ def test_promtool_check_rules(built: list[dict[str, Any]], tmp_path: Path) -> No
     proc = subprocess.run([need("promtool"), "check", "rules", str(rules_file(built, tmp_path))],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 26 rules found" in proc.stdout
+    assert "SUCCESS: 27 rules found" in proc.stdout
 
 
 def test_promtool_unit_tests_cover_firing_and_quiet_cases(built: list[dict[str, Any]], tmp_path: Path) -> None:

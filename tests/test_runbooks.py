@@ -25,7 +25,8 @@ ALERTS = ["IngestBacklogHigh", "IngestJobsDead", "SearchLatencyHigh", "ErrorRate
           "PartitionsNotPremade", "DefaultPartitionHasRows", "VectorIndexRecallLow", "CacheHitRateLow",
           "DaemonNoLeader", "DaemonJobFailing", "DaemonPoliciesNotLoaded", "DatabaseConnectionsSaturated",
           "ContainerCpuThrottled", "ContainerMemoryNearLimit", "ContainerOOMKilled", "DiskNearlyFull", "DiskFillingUp",
-          "DatabaseConnectionsNearMax", "DatabasePoolWaits", "RedisMemoryHigh", "RedisEvicting"]
+          "DatabaseConnectionsNearMax", "DatabasePoolWaits", "RedisMemoryHigh", "RedisEvicting",
+          "CertificateExpiringSoon"]
 SECTIONS = ["## What it means", "## User impact", "## Diagnosis", "## Remediation", "## Escalate when"]
 
 

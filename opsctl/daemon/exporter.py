@@ -1,6 +1,7 @@
 """The daemon's HTTP server: ``/metrics`` — its own counters (:mod:`opsctl.daemon.metrics`), the
-state gauges read from the database at scrape time (:mod:`opsctl.daemon.state_metrics`) and the
-free space of this host's volumes (:mod:`opsctl.daemon.disks`) — and
+state gauges read from the database at scrape time (:mod:`opsctl.daemon.state_metrics`), the
+free space of this host's volumes (:mod:`opsctl.daemon.disks`) and the expiry of the certificates
+its connections use (:mod:`opsctl.daemon.certs`) — and
 ``/readyz``: 200 while a valid policy set is in force, 503 while the replica has none (its set at
 start was refused), so a rollout of a bad ConfigMap stops at the first new pod instead of
 replacing the replicas that still enforce the previous set. Any other path serves the metrics.
@@ -33,12 +34,13 @@ class _Quiet(WSGIRequestHandler):
 
 class Exporter:
     def __init__(self, url: str, port: int, host: str, ready: Callable[[], bool] = lambda: True,
-                 volumes: Callable[[], dict[str, Path]] = dict) -> None:
+                 volumes: Callable[[], dict[str, Path]] = dict, certificates: Callable[[], list[Any]] = list) -> None:
         self.url = url
         self.port = port
         self.host = host
         self.ready = ready
         self.volumes = volumes
+        self.certificates = certificates
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._collectors: list[Any] = []
@@ -63,6 +65,7 @@ class Exporter:
         from prometheus_client import REGISTRY
 
         from core.db import connect
+        from opsctl.daemon.certs import CertificateCollector
         from opsctl.daemon.disks import DiskCollector
         from opsctl.daemon.state_metrics import StateCollector
 
@@ -76,7 +79,7 @@ class Exporter:
         self._thread = threading.Thread(target=self._server.serve_forever, name="opsctl-metrics", daemon=True)
         self._thread.start()
         self._collectors = [StateCollector(lambda: connect(self.url, autocommit=True, connect_timeout=5)),
-                            DiskCollector(self.volumes)]
+                            DiskCollector(self.volumes), CertificateCollector(self.certificates)]
         for collector in self._collectors:
             REGISTRY.register(collector)
 

@@ -79,7 +79,8 @@ class Daemon(ControlLoop):
         self.jobs = Jobs(settings, self.url, self.lock, self.name, clock, self._snapshot, lambda: self.stop_requested)
         self.prune = Pruner(self.url, config.retention)
         self.exporter = (Exporter(self.url, config.metrics_port, config.metrics_host, ready=self.enforcing,
-                                  volumes=self.volumes) if config.metrics_port else None)
+                                  volumes=self.volumes, certificates=self.certificates)
+                         if config.metrics_port else None)
         self._snapshot_root = Path(tempfile.mkdtemp(prefix="opsctl-daemon-"))
         self._seen_signature: Any = None
         self.policies: PolicySet | None = None  # the set in force; None until a valid set has loaded
@@ -100,6 +101,14 @@ class Daemon(ControlLoop):
 
         directory = self.policies.snapshot if self.policies is not None else self.config.policy_dir
         return host_volumes(self.settings.data_dir, load_policy(directory=directory))
+
+    def certificates(self) -> list[Any]:
+        """The certificate files of this replica's database and Redis connections (``opsctl.daemon.certs``)."""
+        import os
+
+        from opsctl.daemon.certs import connection_files
+
+        return connection_files(self.settings, os.environ, Path.home())
 
     def _snapshot(self) -> Path:
         assert self.policies is not None, "no job runs before a valid set has loaded"
