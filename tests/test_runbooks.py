@@ -202,3 +202,10 @@ def test_installed_package_ships_and_finds_the_runbooks(tmp_path: Path) -> None:
 def test_runbook_help_has_an_example(command: list[str]) -> None:
     proc = opsctl(*command, "--help")
     assert proc.returncode == 0 and "Example: opsctl runbook" in proc.stdout, proc.stdout
+
+
+def test_the_runbook_index_lists_every_runbook() -> None:
+    index = (RUNBOOKS / "README.md").read_text()
+    listed = re.findall(r"^\| \[(\w+)\]\((\w+)\.md\) \|", index, re.MULTILINE)
+    assert [name for name, _ in listed] == [file for _, file in listed]
+    assert sorted(name for name, _ in listed) == sorted(ALERTS)
