@@ -19,8 +19,9 @@ the answer carries it back in ``X-Request-ID``.
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
+import os
 import re
 import sys
 import uuid
@@ -28,6 +29,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 Component = Literal["api", "worker", "daemon", "cli"]
 LogFormat = Literal["text", "json"]
@@ -51,14 +54,33 @@ class RequestInfo:
 CURRENT: ContextVar[RequestInfo | None] = ContextVar("opsctl_request", default=None)
 
 
+class _Ids:
+    """New request ids: 32 hex digits, a random per-process prefix and a counter (a fresh prefix in
+    a forked child): unique without a system call per request (uuid4 reads the kernel's random
+    source every time, ~5x the cost)."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16]
+        self.counter = itertools.count()
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_ids = _Ids()
+
+
 def request_id(header: bytes | None) -> str:
-    """The id of a request: the client's ``X-Request-ID``, sanitised and bounded, or a new one (pure
-    but for the random id)."""
+    """The id of a request: the client's ``X-Request-ID``, sanitised and bounded, or a new one."""
     if header:
         kept = _UNSAFE.sub("", header.decode("latin-1"))[:REQUEST_ID_MAX]
         if kept:
             return kept
-    return uuid.uuid4().hex
+    return _ids.new()
 
 
 def note_company(company_id: int) -> None:
@@ -109,7 +131,7 @@ class JsonFormatter(logging.Formatter):
         return doc
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(self.document(record), default=str)
+        return orjson.dumps(self.document(record), default=str).decode()
 
 
 def configure_json(component: Component, handler: logging.Handler | None = None) -> logging.Handler:
