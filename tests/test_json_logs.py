@@ -159,3 +159,16 @@ def test_a_500_carries_its_request_id() -> None:
     finally:
         logs.CURRENT.reset(token)
     assert response.status_code == 500 and response.headers["x-request-id"] == "req-500"
+
+
+def test_made_ids_differ_across_processes_and_a_forked_child() -> None:
+    code = ("import os\nfrom core.logs import request_id\nfirst = request_id(None)\nr, w = os.pipe()\n"
+            "pid = os.fork()\nif pid == 0:\n    os.write(w, request_id(None).encode())\n    os._exit(0)\n"
+            "os.waitpid(pid, 0)\nprint(first, os.read(r, 64).decode(), request_id(None))")
+    run = [sys.executable, "-c", code]
+    one = subprocess.run(run, capture_output=True, text=True, cwd=project_root(), check=True).stdout.split()
+    two = subprocess.run(run, capture_output=True, text=True, cwd=project_root(), check=True).stdout.split()
+    ids = one + two
+    assert len(set(ids)) == 6 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    prefixes = {i[:16] for i in ids}
+    assert len(prefixes) == 4  # each process its own; the parent's two ids share theirs
