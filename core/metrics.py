@@ -72,11 +72,12 @@ FROM ingest_jobs j WHERE j.status IN ('queued', 'failed')
 """
 
 
-# client backends (not the server's own processes) against max_connections minus the superuser
-# reserve: what is left for applications
+# client backends (not the server's own processes) against max_connections minus the reserves
+# (superusers'; PostgreSQL 16+ also pg_use_reserved_connections'): what is left for applications
 CONNECTIONS_SQL = """
 SELECT count(*) FILTER (WHERE backend_type = 'client backend'),
        current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+         - coalesce(current_setting('reserved_connections', true)::int, 0)
 FROM pg_stat_activity
 """
 
@@ -134,8 +135,9 @@ class QueueCollector(Collector):
         (waiting, in_flight, oldest, dead), (server_open, server_max) = stats
         yield GaugeMetricFamily("core_db_server_connections", "Client connections open on the database server "
                                 "(pg_stat_activity, every client)", value=server_open)
-        yield GaugeMetricFamily("core_db_server_max_connections", "max_connections minus "
-                                "superuser_reserved_connections of the database server", value=server_max)
+        yield GaugeMetricFamily("core_db_server_max_connections", "max_connections minus the reserved "
+                                "connections (superuser_reserved_connections, reserved_connections)",
+                                value=server_max)
         yield GaugeMetricFamily("core_ingest_queue_depth", "Jobs waiting for a worker (not in flight)",
                                 value=waiting)
         yield GaugeMetricFamily("core_ingest_queue_in_flight", "Jobs held by a worker right now (from the database)",

@@ -105,6 +105,7 @@ def test_the_api_exports_redis_pool_waits_and_server_connections(api: RunningApi
         open_now = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
                                 ).fetchone()[0]
         limit = conn.execute("SELECT current_setting('max_connections')::int "
-                             "- current_setting('superuser_reserved_connections')::int").fetchone()[0]
+                             "- current_setting('superuser_reserved_connections')::int "
+                             "- current_setting('reserved_connections')::int").fetchone()[0]
     assert metrics["core_db_server_max_connections"] == limit > 0
     assert 1 <= metrics["core_db_server_connections"] <= open_now + 5
