@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="a tenant API key, for `opsctl ingest|search`")
     admin_token: str | None = Field(None, description="guards /admin/*")
 
+    # logs
+    log_format: Literal["text", "json"] = Field("text", description="text: lines for people (as always); json: "
+                                                "one JSON object per line on stderr for log pipelines (time, "
+                                                "level, component, request_id, company_id, route, status, "
+                                                "latency_ms, message), the API's access log included")
+
     # embeddings
     embedder: Literal["hash", "minilm", "openai"] = "hash"
     embed_dim: int = Field(384, ge=8, le=16000, description="vector dimension stored in the database")

@@ -4,6 +4,10 @@ Per-process metrics (requests, jobs, embeds, cache) are exported by each process
 gauges are read from the database at scrape time by the API only (``QueueCollector``), so there
 is one source of truth: use ``max(core_ingest_queue_depth)`` across API replicas, and
 ``sum(core_ingest_jobs_in_flight)`` across workers (each worker exports its own in-flight jobs).
+The same read gives the server's connections against its ``max_connections``
+(``core_db_server_connections``, ``core_db_server_max_connections``: the server's numbers, the
+same from every replica, so ``max()`` across them), and Redis's memory comes from
+``core.redis_metrics``; ``api_collectors`` is the set an API process registers.
 """
 
 from __future__ import annotations
@@ -74,6 +78,22 @@ FROM ingest_jobs j WHERE j.status IN ('queued', 'failed')
 """
 
 
+# client backends (not the server's own processes) against max_connections minus the reserves
+# (superusers'; PostgreSQL 16+ also pg_use_reserved_connections'): what is left for applications
+CONNECTIONS_SQL = """
+SELECT count(*) FILTER (WHERE backend_type = 'client backend'),
+       current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+         - coalesce(current_setting('reserved_connections', true)::int, 0)
+FROM pg_stat_activity
+"""
+
+
+def server_connections(conn: Any) -> tuple[int, int]:
+    """(client connections open on the server, connections available to non-superusers)."""
+    row = conn.execute(CONNECTIONS_SQL).fetchone()
+    return int(row[0]), int(row[1])
+
+
 def queue_stats(conn: Any) -> tuple[int, int, float, int]:
     """(waiting, in flight, oldest pending age in seconds, dead) straight from the database."""
     row = conn.execute(QUEUE_SQL).fetchone()
@@ -86,15 +106,15 @@ class QueueCollector(Collector):
     def __init__(self, pool: ConnectionPool, min_interval: float = 1.0) -> None:
         self.pool = pool
         self.min_interval = min_interval
-        self._cached: tuple[float, tuple[int, int, float, int]] | None = None
+        self._cached: tuple[float, tuple[tuple[int, int, float, int], tuple[int, int]]] | None = None
 
-    def _stats(self) -> tuple[int, int, float, int] | None:
+    def _stats(self) -> tuple[tuple[int, int, float, int], tuple[int, int]] | None:
         now = time.monotonic()
         if self._cached and now - self._cached[0] < self.min_interval:
             return self._cached[1]
         try:
             with self.pool.connection(timeout=2) as conn:
-                stats = queue_stats(conn)
+                stats = queue_stats(conn), server_connections(conn)
         except Exception:
             return None
         self._cached = (now, stats)
@@ -112,9 +132,18 @@ class QueueCollector(Collector):
         conns.add_metric(["waiting"], pool_stats.get("requests_waiting", 0))
         conns.add_metric(["max"], self.pool.max_size)
         yield conns
+        pool_waits = GaugeMetricFamily("core_db_pool_waiting", "Requests waiting for a connection, by pool",
+                                       labels=["pool"])
+        pool_waits.add_metric(["primary"], pool_stats.get("requests_waiting", 0))
+        yield pool_waits
         if stats is None:
             return
-        waiting, in_flight, oldest, dead = stats
+        (waiting, in_flight, oldest, dead), (server_open, server_max) = stats
+        yield GaugeMetricFamily("core_db_server_connections", "Client connections open on the database server "
+                                "(pg_stat_activity, every client)", value=server_open)
+        yield GaugeMetricFamily("core_db_server_max_connections", "max_connections minus the reserved "
+                                "connections (superuser_reserved_connections, reserved_connections)",
+                                value=server_max)
         yield GaugeMetricFamily("core_ingest_queue_depth", "Jobs waiting for a worker (not in flight)",
                                 value=waiting)
         yield GaugeMetricFamily("core_ingest_queue_in_flight", "Jobs held by a worker right now (from the database)",
@@ -122,3 +151,10 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("core_ingest_oldest_pending_seconds", "Age of the oldest unfinished job",
                                 value=oldest)
         yield GaugeMetricFamily("core_ingest_jobs_dead", "Jobs that exhausted their attempts", value=dead)
+
+
+def api_collectors(pool: ConnectionPool, cache: Any, min_interval: float = 1.0) -> list[Collector]:
+    """What an API process registers: the queue, pool and server gauges, and Redis's memory."""
+    from core.redis_metrics import RedisCollector
+
+    return [QueueCollector(pool, min_interval), RedisCollector(lambda: cache.client)]

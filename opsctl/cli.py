@@ -57,7 +57,15 @@ def _root(
         os.environ["OPSCTL_DATA_DIR"] = str(data_dir)
     if config is not None:
         os.environ["OPSCTL_CONFIG"] = str(config)
-    if debug:
+    if os.environ.get("OPSCTL_LOG_FORMAT") == "json":  # the CLI's own records; up and daemon set theirs
+        import logging
+
+        from core.logs import configure_json
+
+        configure_json("cli")
+        if debug:
+            logging.getLogger().setLevel(logging.DEBUG)
+    elif debug:
         import logging
 
         logging.basicConfig(level=logging.DEBUG)

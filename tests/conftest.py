@@ -137,15 +137,16 @@ class RunningApi:
 
         from core.api import Services, create_app
         from core.embed import make_embedder
-        from core.metrics import QueueCollector
+        from core.metrics import api_collectors
 
         assert settings.database_url
         self.settings = settings
         self.pool = make_pool(settings.database_url, settings)
         self.cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
         self.embedder = make_embedder(settings)
-        self.collector = QueueCollector(self.pool, min_interval=0)
-        REGISTRY.register(self.collector)
+        self.collectors = api_collectors(self.pool, self.cache, min_interval=0)
+        for collector in self.collectors:
+            REGISTRY.register(collector)
         self.services = Services(settings, self.pool, self.cache, self.embedder, workers)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -165,7 +166,8 @@ class RunningApi:
 
         self.server.should_exit = True
         self.thread.join(10)
-        REGISTRY.unregister(self.collector)
+        for collector in self.collectors:
+            REGISTRY.unregister(collector)
         self.pool.close()
         self.cache.close()
 

@@ -24,7 +24,10 @@ ALERTS = ["IngestBacklogHigh", "IngestJobsDead", "SearchLatencyHigh", "ErrorRate
           "AutoscalerMetricsUnavailable", "BackupStale", "RestoreDrillFailed", "RestoreDrillStale",
           "PartitionsNotPremade", "DefaultPartitionHasRows", "VectorIndexRecallLow", "CacheHitRateLow",
           "DaemonNoLeader", "DaemonJobFailing", "DaemonPoliciesNotLoaded", "DatabaseConnectionsSaturated",
-          "ReplicaLagHigh", "ReplicaDown"]
+          "ReplicaLagHigh", "ReplicaDown",
+          "ContainerCpuThrottled", "ContainerMemoryNearLimit", "ContainerOOMKilled", "DiskNearlyFull", "DiskFillingUp",
+          "DatabaseConnectionsNearMax", "DatabasePoolWaits", "RedisMemoryHigh", "RedisEvicting",
+          "CertificateExpiringSoon"]
 SECTIONS = ["## What it means", "## User impact", "## Diagnosis", "## Remediation", "## Escalate when"]
 
 
@@ -200,3 +203,10 @@ def test_installed_package_ships_and_finds_the_runbooks(tmp_path: Path) -> None:
 def test_runbook_help_has_an_example(command: list[str]) -> None:
     proc = opsctl(*command, "--help")
     assert proc.returncode == 0 and "Example: opsctl runbook" in proc.stdout, proc.stdout
+
+
+def test_the_runbook_index_lists_every_runbook() -> None:
+    index = (RUNBOOKS / "README.md").read_text()
+    listed = re.findall(r"^\| \[(\w+)\]\((\w+)\.md\) \|", index, re.MULTILINE)
+    assert [name for name, _ in listed] == [file for _, file in listed]
+    assert sorted(name for name, _ in listed) == sorted(ALERTS)

@@ -31,7 +31,7 @@ from typing import Annotated, Any, NoReturn
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from core import metrics
+from core import logs, metrics
 from core.api.errors import ApiError, rate_limited
 from core.api.services import Services
 from core.db import read_connection
@@ -124,6 +124,7 @@ def authenticate(services: Services, caller: Caller) -> Principal:
         principal = resolve_principal(conn, services.cache, caller.key, ttl)
     if principal is None:
         refuse_stranger(services, caller.address, "unauthorized", "unknown or revoked API key")
+    logs.note_company(principal.company_id)
     charge_company(services, principal.company_id)
     return principal
 

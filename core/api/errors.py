@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
+from core import logs
 from core.inputs import BadEncoding, InputRefused, NotJson
 
 log = logging.getLogger("core.api")
@@ -156,7 +157,8 @@ async def _overloaded(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.error("unexpected error", exc_info=exc)
-    return error_response(500, "internal", "internal error")
+    info = logs.CURRENT.get()  # answered outside the middleware that adds it to every other answer
+    return error_response(500, "internal", "internal error", {"X-Request-ID": info.request_id} if info else None)
 
 
 def install(app: FastAPI) -> None:

@@ -1,5 +1,6 @@
-"""ASGI middleware around the app: request duration metrics (outermost: they see every answer,
-the guard's included), then the guard: UTF-8 URLs, the body size limit, HEAD served as GET."""
+"""ASGI middleware around the app: request duration metrics, the request id and the access log
+(outermost: they see every answer, the guard's included), then the guard: UTF-8 URLs, the body
+size limit, HEAD served as GET."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 
-from core import metrics
+from core import logs, metrics
 from core.api.errors import ApiError, error_response
 
 log = logging.getLogger("core.api")
@@ -107,11 +108,21 @@ class RequestGuardMiddleware:
         await error_response(error.status_code, error.code, error.message)(scope, receive, send)
 
 
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of request header ``name`` (lower case)."""
+    return next((value for key, value in scope.get("headers", []) if key == name), None)
+
+
 class MetricsMiddleware:
-    """``core_http_request_duration_seconds`` by route template (bounded cardinality).
+    """``core_http_request_duration_seconds`` by route template (bounded cardinality), the request
+    id (``X-Request-ID`` in, the same or a new one out: :mod:`core.logs`) and the access log line.
 
     A client that hangs up before it is answered (``ClientDisconnect`` while its body is read) is
-    counted as 499 and logged at debug: it is not a server error, and nothing is left to answer."""
+    counted as 499 and logged at debug: it is not a server error, and nothing is left to answer.
+
+    The request's :data:`core.logs.CURRENT` is set and never reset: each request runs in a task of
+    its own (its own context), and a 500 is logged and answered by Starlette's outermost error
+    middleware, after this one has returned, which must still see it."""
 
     def __init__(self, app: Any, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
@@ -124,11 +135,15 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500
         sent = False
+        info = logs.RequestInfo(logs.request_id(header(scope, b"x-request-id")))
+        logs.CURRENT.set(info)
+        echo = (b"x-request-id", info.request_id.encode("ascii"))
 
         async def send_status(message: Any) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status, sent = message["status"], True
+                message = {**message, "headers": [*message.get("headers", []), echo]}
             await send(message)
 
         try:
@@ -138,9 +153,9 @@ class MetricsMiddleware:
             if not sent:
                 status = CLIENT_CLOSED
         finally:
-            metrics.HTTP_DURATION.labels(self.template(scope), scope.get("method", ""), str(status)).observe(
-                time.perf_counter() - started
-            )
+            elapsed, route, method = time.perf_counter() - started, self.template(scope), scope.get("method", "")
+            metrics.HTTP_DURATION.labels(route, method, str(status)).observe(elapsed)
+            logs.access(info, route, method, status, elapsed)
 
     def template(self, scope: Scope) -> str:
         """The route template; for a request answered before routing (the guard's), found here."""

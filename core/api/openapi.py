@@ -32,6 +32,9 @@ acts for exactly one company. `/admin/*` takes the admin token (`OPSCTL_ADMIN_TO
 
 Every error is `{"error": {"code", "message"}}` with a 4xx for anything a client sent; a refused
 request writes nothing. A 202 on ingest means the documents are durable.
+
+Every answer carries `X-Request-ID`: the one the request sent (characters outside
+`A-Z a-z 0-9 . _ : / + = @ -` dropped, at most 128 kept) or a new one; the service's logs carry it.
 """
 
 # (component, property, JSON Schema keyword, setting): limits this process was configured with

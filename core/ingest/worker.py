@@ -413,13 +413,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from core.config import load_settings
     from core.embed import make_embedder
+    from core.logs import configure as configure_logs
 
     parser = argparse.ArgumentParser(prog="core-worker", description="Run one ingest worker.")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on this port (0: none)")
     parser.add_argument("--metrics-host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker[%(process)d] %(levelname)s %(message)s")
     settings = load_settings()
+    configure_logs("worker", settings.log_format, "%(asctime)s worker[%(process)d] %(levelname)s %(message)s")
     if not settings.database_url:
         print("core-worker: OPSCTL_DATABASE_URL is not set", file=sys.stderr)
         return 2

@@ -45,6 +45,7 @@ def daemon(
     import sys
 
     from core.errors import ConfigError
+    from core.logs import configure_json
     from opsctl.context import settings
     from opsctl.daemon.retention import Retention
     from opsctl.daemon.runner import run_once
@@ -53,7 +54,13 @@ def daemon(
     from opsctl.policy import parse_duration
     from opsctl.policy import policy_dir as resolve_policy_dir
 
-    if not logging.getLogger().handlers:
+    current = settings()
+    if current.log_format == "json":  # --debug included: every record as JSON, from DEBUG up
+        debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        configure_json("daemon")
+        if debug:
+            logging.getLogger().setLevel(logging.DEBUG)
+    elif not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # --debug: every library's lines
@@ -62,7 +69,7 @@ def daemon(
             logging.getLogger(library).setLevel(logging.WARNING)
     directory = resolve_policy_dir(policy_dir)
     if once is not None:
-        result = run_once(settings(), directory, once)
+        result = run_once(current, directory, once)
         emit(result.details(), output, columns=[("job", "JOB"), ("outcome", "OUTCOME"),
                                                 ("duration_seconds", "SECONDS"),
                                                 ("sentence" if result.outcome == "ok" else "error", "RESULT")])
@@ -73,7 +80,7 @@ def daemon(
         raise ConfigError(f"--keep-decisions: {exc}") from None
     config = DaemonConfig(directory, cycle_seconds=cycle_seconds, stop_grace_seconds=stop_grace_seconds,
                           metrics_port=metrics_port, metrics_host=metrics_host, retention=retention)
-    abandoned = Daemon(settings(), config).run()
+    abandoned = Daemon(current, config).run()
     if abandoned:  # their threads cannot be stopped: leave without waiting for them
         logging.shutdown()
         sys.stderr.flush()

@@ -46,7 +46,7 @@ def up(
     system = System(own, workers=workers, port=port, prometheus_port=prometheus_port,
                     with_prometheus=not no_prometheus, with_daemon=not no_daemon,
                     replicas=own.replicas if replicas is None else replicas)
-    setup_logging(system.data_dir / "logs" / "up.log")
+    setup_logging(system.data_dir / "logs" / "up.log", system.settings.log_format)
     try:
         with console.status("starting…") as status:
             system.start(progress=lambda text: status.update(text + "…"))

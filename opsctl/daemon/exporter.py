@@ -1,5 +1,7 @@
-"""The daemon's HTTP server: ``/metrics`` — its own counters (:mod:`opsctl.daemon.metrics`) and the
-state gauges read from the database at scrape time (:mod:`opsctl.daemon.state_metrics`) — and
+"""The daemon's HTTP server: ``/metrics`` — its own counters (:mod:`opsctl.daemon.metrics`), the
+state gauges read from the database at scrape time (:mod:`opsctl.daemon.state_metrics`), the
+free space of this host's volumes (:mod:`opsctl.daemon.disks`) and the expiry of the certificates
+its connections use (:mod:`opsctl.daemon.certs`) — and
 ``/readyz``: 200 while a valid policy set is in force, 503 while the replica has none (its set at
 start was refused), so a rollout of a bad ConfigMap stops at the first new pod instead of
 replacing the replicas that still enforce the previous set. Any other path serves the metrics.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -30,14 +33,17 @@ class _Quiet(WSGIRequestHandler):
 
 
 class Exporter:
-    def __init__(self, url: str, port: int, host: str, ready: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, url: str, port: int, host: str, ready: Callable[[], bool] = lambda: True,
+                 volumes: Callable[[], dict[str, Path]] = dict, certificates: Callable[[], list[Any]] = list) -> None:
         self.url = url
         self.port = port
         self.host = host
         self.ready = ready
+        self.volumes = volumes
+        self.certificates = certificates
         self._server: Any = None
         self._thread: threading.Thread | None = None
-        self._collector: Any = None
+        self._collectors: list[Any] = []
 
     def _app(self) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
         from prometheus_client import REGISTRY, make_wsgi_app
@@ -59,6 +65,8 @@ class Exporter:
         from prometheus_client import REGISTRY
 
         from core.db import connect
+        from opsctl.daemon.certs import CertificateCollector
+        from opsctl.daemon.disks import DiskCollector
         from opsctl.daemon.state_metrics import StateCollector
 
         try:
@@ -70,8 +78,10 @@ class Exporter:
             raise ConfigError(f"cannot serve /metrics on port {self.port}: {exc}") from exc
         self._thread = threading.Thread(target=self._server.serve_forever, name="opsctl-metrics", daemon=True)
         self._thread.start()
-        self._collector = StateCollector(lambda: connect(self.url, autocommit=True, connect_timeout=5))
-        REGISTRY.register(self._collector)
+        self._collectors = [StateCollector(lambda: connect(self.url, autocommit=True, connect_timeout=5)),
+                            DiskCollector(self.volumes), CertificateCollector(self.certificates)]
+        for collector in self._collectors:
+            REGISTRY.register(collector)
 
     def stop(self) -> None:
         """Stop serving, close the listening socket and wait for the server's thread: the port is free
@@ -84,6 +94,6 @@ class Exporter:
             if self._thread is not None:
                 self._thread.join()
             self._server = self._thread = None
-        if self._collector is not None:
-            REGISTRY.unregister(self._collector)
-            self._collector = None
+        for collector in self._collectors:
+            REGISTRY.unregister(collector)
+        self._collectors = []

@@ -78,7 +78,8 @@ class Daemon(ControlLoop):
         self.leading = False  # what this replica last acted as; the lock may drop it from any thread
         self.jobs = Jobs(settings, self.url, self.lock, self.name, clock, self._snapshot, lambda: self.stop_requested)
         self.prune = Pruner(self.url, config.retention)
-        self.exporter = (Exporter(self.url, config.metrics_port, config.metrics_host, ready=self.enforcing)
+        self.exporter = (Exporter(self.url, config.metrics_port, config.metrics_host, ready=self.enforcing,
+                                  volumes=self.volumes, certificates=self.certificates)
                          if config.metrics_port else None)
         self._snapshot_root = Path(tempfile.mkdtemp(prefix="opsctl-daemon-"))
         self._seen_signature: Any = None
@@ -91,6 +92,23 @@ class Daemon(ControlLoop):
     def enforcing(self) -> bool:
         """Whether a valid policy set is in force (the readiness of this replica)."""
         return self.policies is not None
+
+    def volumes(self) -> dict[str, Path]:
+        """This host's volumes (``opsctl_disk_*_bytes``), from the backup policy in force (the files'
+        while no valid set has loaded: the disks fill up all the same)."""
+        from opsctl.backup.policy import load_policy
+        from opsctl.daemon.disks import host_volumes
+
+        directory = self.policies.snapshot if self.policies is not None else self.config.policy_dir
+        return host_volumes(self.settings.data_dir, load_policy(directory=directory))
+
+    def certificates(self) -> list[Any]:
+        """The certificate files of this replica's database and Redis connections (``opsctl.daemon.certs``)."""
+        import os
+
+        from opsctl.daemon.certs import connection_files
+
+        return connection_files(self.settings, os.environ, Path.home())
 
     def _snapshot(self) -> Path:
         assert self.policies is not None, "no job runs before a valid set has loaded"

@@ -185,7 +185,7 @@ class System:
                                              "prometheus_url": prom_url, "api_url": api_url,
                                              "admin_token": admin_token})
         env = {"OPSCTL_DATABASE_URL": db_url, "OPSCTL_REDIS_URL": redis_url,
-               "OPSCTL_DATA_DIR": str(self.data_dir)}
+               "OPSCTL_DATA_DIR": str(self.data_dir), "OPSCTL_LOG_FORMAT": s.log_format}
         step(f"starting {self.workers} workers")
         self.worker_pool = WorkerPool(env=env, replicas=self.workers, log_dir=self.data_dir / "logs",
                                       targets_file=targets_file)
@@ -241,11 +241,12 @@ class System:
         from prometheus_client import REGISTRY
 
         from core.api import Services, create_app
-        from core.metrics import QueueCollector
+        from core.metrics import api_collectors
         from core.replicas.reader import make_replicas
 
-        self.collector = QueueCollector(self.pool)
-        REGISTRY.register(self.collector)
+        self.collectors = api_collectors(self.pool, self.cache)
+        for collector in self.collectors:
+            REGISTRY.register(collector)
         self.read_replicas = make_replicas(self.settings, self.pool)
         return create_app(Services(self.settings, self.pool, self.cache, self.embedder, self.worker_pool,
                                    self.read_replicas))
@@ -255,8 +256,10 @@ class System:
         """Serve the API until SIGINT/SIGTERM/SIGHUP, then stop everything (a second signal forces)."""
         import uvicorn
 
+        # json: uvicorn's own records go through the root logger's JSON handler, not its text config
+        log_config = uvicorn.config.LOGGING_CONFIG if self.settings.log_format == "text" else None
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=10)
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=10, log_config=log_config)
         server = api_server(config, self.signals)
         if self.daemon is not None:
             import threading
@@ -351,11 +354,11 @@ class System:
             self.lock.release()
 
     def _unregister_collector(self) -> None:
-        if getattr(self, "collector", None) is not None:
-            from prometheus_client import REGISTRY
+        from prometheus_client import REGISTRY
 
-            REGISTRY.unregister(self.collector)
-            del self.collector
+        for collector in getattr(self, "collectors", ()):
+            REGISTRY.unregister(collector)
+        self.collectors = []
 
     def _record_stopped(self) -> None:
         if self.supervisor is not None:

@@ -22,8 +22,15 @@ from pathlib import Path
 LOGGERS = ("opsctl.up", "core.workerpool")
 
 
+_json = False  # log_format json: what say() writes is a JSON line too (setup_logging sets it)
+
+
 def say(text: str) -> None:
-    """Write a line on stderr if it can be written; never raise."""
+    """Write a line on stderr if it can be written (with ``log_format: json``, as one JSON object); never raise."""
+    if _json:
+        from core.logs import json_line
+
+        text = json_line("api", "opsctl.up", text)
     try:
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
@@ -65,10 +72,15 @@ class OneLineFormatter(logging.Formatter):
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(log_file: Path) -> None:
+def setup_logging(log_file: Path, log_format: str = "text") -> None:
     """Warnings of ``opsctl up`` (a child died, was restarted) on stderr, and everything in ``log_file``;
-    other libraries' warnings in ``log_file`` only, one line each."""
+    other libraries' warnings in ``log_file`` only, one line each. With ``log_format`` json, every
+    line on stderr and in ``log_file`` is a JSON object (:mod:`core.logs`), and stderr also gets the
+    API's access log and errors; ``opsctl up``'s own progress still goes to the file only."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    if log_format == "json":
+        _setup_json(log_file)
+        return
     libraries = logging.FileHandler(log_file)
     libraries.setFormatter(OneLineFormatter(FORMAT))
     libraries.setLevel(logging.WARNING)
@@ -86,3 +98,16 @@ def setup_logging(log_file: Path) -> None:
         logger.addHandler(to_file)
         logger.addHandler(to_terminal)
         logger.propagate = False
+
+
+def _setup_json(log_file: Path) -> None:
+    global _json
+    from core.logs import JsonFormatter, configure_json
+
+    to_terminal = configure_json("api", _QuietStreamHandler(sys.stderr))
+    # as in text: the progress of the start and the stop is said (say()), its records stay in the file
+    to_terminal.addFilter(lambda r: r.levelno >= logging.WARNING or not r.name.startswith(LOGGERS))
+    to_file = logging.FileHandler(log_file)
+    to_file.setFormatter(JsonFormatter("api"))
+    logging.getLogger().addHandler(to_file)
+    _json = True

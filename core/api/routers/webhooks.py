@@ -23,7 +23,7 @@ import orjson
 from fastapi import Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from core import metrics
+from core import logs, metrics
 from core.api.body import resource_router
 from core.api.deps import (
     Caller,
@@ -90,6 +90,7 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
         if stranger:
             refuse_stranger(services, caller.address, "bad_signature", problem)
         raise ApiError(401, "bad_signature", problem)
+    logs.note_company(company_id)  # the signature proved it
     record, ttl = replay_record(company_id, checked, now, tolerance)
     answered, _ = services.cache.get_raw(record, metrics.WEBHOOK_REPLAYS)
     if answered is not None:  # this very request was answered already: the same answer, no charge, no write
