@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     # where things are
     data_dir: Path = Field(Path(DEFAULT_DATA_DIR), description="state of `opsctl up`: database, Redis, backups")
     database_url: str | None = Field(None, description="PostgreSQL URL; unset: the embedded server")
+    database_pool_mode: Literal["session", "transaction"] = Field(
+        "session", description="what `database_url` is: PostgreSQL or a session pooler (session), or a "
+        "transaction pooler such as PgBouncer or Supavisor in transaction mode (transaction): no server-side "
+        "prepared statements, per-transaction settings only, and what needs a session goes to "
+        "`database_direct_url`")
+    database_direct_url: str | None = Field(
+        None, description="PostgreSQL URL with a session of its own (direct, or a session-mode pooler) for "
+        "LISTEN, advisory locks (daemon leader, migrations, partition rotation), DDL and backups; "
+        "unset: database_url")
     redis_url: str | None = Field(None, description="Redis URL; unset: the embedded redis-server")
     prometheus_url: str | None = Field(None, description="Prometheus URL; unset: the embedded one")
     api_url: str | None = Field(None, description="the core API, for CLI commands")
@@ -113,7 +122,15 @@ class Settings(BaseSettings):
             raise ValueError("chunk_overlap must be smaller than chunk_size")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
+        if self.database_pool_mode == "transaction" and not (self.database_url and self.database_direct_url):
+            raise ValueError("database_pool_mode transaction needs database_url (the pooler) and "
+                             "database_direct_url (a session for LISTEN, advisory locks, DDL and backups)")
         return self
+
+    @property
+    def direct_url(self) -> str | None:
+        """The URL for what needs a session of its own (see ``database_direct_url``)."""
+        return self.database_direct_url or self.database_url
 
     @property
     def state_path(self) -> Path:

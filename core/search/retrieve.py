@@ -4,8 +4,9 @@ Keyword search matches any of the query's words (stemmed, English) and ranks by 
 so more matching words and closer ones rank higher.
 
 Vector search runs with ``hnsw.iterative_scan = relaxed_order`` (set on every pooled
-connection) inside a materialized CTE that is re-sorted, so a company filter still returns k
-results in exact distance order (pgvector >= 0.8).
+connection, or in the search's own transaction behind a transaction pooler: ``core.pooler``)
+inside a materialized CTE that is re-sorted, so a company filter still returns k results in
+exact distance order (pgvector >= 0.8).
 
 A company holding few chunks is searched exactly instead (``use_exact``): the graph is built over
 every company's rows, so a filter keeping a small share of them makes the HNSW search both lossy
@@ -37,8 +38,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from core import metrics
 from core.cache import search_key
-from core.db import read_connection
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
+from core.pooler import search_connection
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -320,7 +321,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
         return {"results": orjson.Fragment(cached), "cached": True, "took_ms": round(took, 3)}
-    with read_connection(pool) as conn:  # single statements: no BEGIN/ROLLBACK round trips
+    with search_connection(pool) as conn:  # session mode: single statements, no BEGIN/ROLLBACK round trips
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
         results = retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates)

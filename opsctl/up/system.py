@@ -139,10 +139,11 @@ class System:
                             self.pg.data_dir, self.pg.pid())
             self.supervisor.add(Child("postgres", self.pg, lambda abort: self.pg.start(abort=abort)))
             self.started.append("postgres")
+        direct_url = s.direct_url or db_url  # a session of its own (migrations take an advisory lock)
         step("applying migrations")
-        migrate(db_url, s)
+        migrate(direct_url, s)
         api_url = f"http://{s.host}:{self.port}"
-        chosen = workers_to_start(self.workers, db_url, policy_dir(), api_url, datetime.now(UTC))
+        chosen = workers_to_start(self.workers, direct_url, policy_dir(), api_url, datetime.now(UTC))
         self.workers, self.workers_why = chosen.count, chosen.why
         log.info("workers: %d (%s)", chosen.count, chosen.why)
         redis_url = s.redis_url
@@ -176,7 +177,8 @@ class System:
                                              "prometheus_url": prom_url, "api_url": api_url,
                                              "admin_token": admin_token})
         env = {"OPSCTL_DATABASE_URL": db_url, "OPSCTL_REDIS_URL": redis_url,
-               "OPSCTL_DATA_DIR": str(self.data_dir)}
+               "OPSCTL_DATA_DIR": str(self.data_dir), "OPSCTL_DATABASE_POOL_MODE": s.database_pool_mode,
+               **({"OPSCTL_DATABASE_DIRECT_URL": s.database_direct_url} if s.database_direct_url else {})}
         step(f"starting {self.workers} workers")
         self.worker_pool = WorkerPool(env=env, replicas=self.workers, log_dir=self.data_dir / "logs",
                                       targets_file=targets_file)
