@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     # vector index
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
-    hnsw_ef_search: int = Field(500, ge=1, le=1000, description="set on every connection only when configured; "
+    hnsw_ef_search: int = Field(500, ge=1, le=1000, description="set on every connection (on every search behind a "
+                                "transaction pooler) only when configured; "
                                 "unset: the database's default (500, tuned by `opsctl index tune --apply`)")
 
     # ingest queue
@@ -238,5 +239,7 @@ def load_settings(*, with_state: bool = True, **overrides: Any) -> Settings:
         return Settings(**given) if with_state else OwnSettings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a rule across settings (_check): its own sentence names them
+            raise ConfigError(f"invalid settings: {first.get('ctx', {}).get('error') or first['msg']}") from exc
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc

@@ -60,6 +60,18 @@ def test_pool_mode_settings(given: dict[str, Any], direct: str | None, error: st
     assert s.direct_url == direct
 
 
+def test_a_transaction_pooler_without_a_direct_url_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_cli_connect import run
+
+    monkeypatch.setenv("OPSCTL_DATABASE_URL", "postgresql://pooler:6543/x")
+    monkeypatch.setenv("OPSCTL_DATABASE_POOL_MODE", "transaction")
+    code, out, err = run(capsys, "status")
+    assert code == 2 and out == ""
+    assert err.strip() == ("error: invalid settings: database_pool_mode transaction needs database_url (the pooler) "
+                           "and database_direct_url (a session for LISTEN, advisory locks, DDL and backups)")
+
+
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({}, (("hnsw.iterative_scan", "relaxed_order"),)),
     ({"hnsw_ef_search": 40}, (("hnsw.iterative_scan", "relaxed_order"), ("hnsw.ef_search", "40"))),
