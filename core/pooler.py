@@ -21,14 +21,14 @@ made once per pooled connection, as before: no extra round trip per search.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal
 
+import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 if TYPE_CHECKING:
-    import psycopg
-
     from core.config import Settings
 
 PoolMode = Literal["session", "transaction"]
@@ -57,6 +57,13 @@ def apply_settings(conn: psycopg.Connection[Any], settings: tuple[Setting, ...],
         conn.execute(SET_CONFIG_SQL, (local, [n for n, _ in settings], [v for _, v in settings]))
 
 
+def begin_with(settings: tuple[Setting, ...]) -> sql.Composed:
+    """``BEGIN`` and the settings for that transaction only, as one simple-protocol message: one round
+    trip where ``conn.transaction()`` and :func:`apply_settings` would take two."""
+    calls = [sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(v)) for n, v in settings]
+    return sql.SQL("BEGIN; SELECT {}").format(sql.SQL(", ").join(calls)) if calls else sql.Composed([sql.SQL("BEGIN")])
+
+
 class CorePool(ConnectionPool):  # type: ignore[type-arg]
     """The core's connection pool, knowing whether ``search_settings`` are per session or per
     transaction (see :func:`search_connection`)."""
@@ -64,22 +71,33 @@ class CorePool(ConnectionPool):  # type: ignore[type-arg]
     def __init__(self, url: str, *, mode: PoolMode, search: tuple[Setting, ...], **kwargs: Any) -> None:
         self.mode: PoolMode = mode
         self.search_settings = search
+        self.begin_search = begin_with(search)
         super().__init__(url, **kwargs)
 
 
 @contextmanager
-def search_connection(pool: ConnectionPool) -> Iterator[psycopg.Connection[Any]]:
-    """A pooled connection for a search's statements with the search settings in effect.
+def search_connection(pool: ConnectionPool, *, vector: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection for a search's statements with the search settings in effect (``vector``:
+    the search may read the HNSW index; a keyword search needs none of them).
 
     Session mode: autocommit (each statement its own snapshot, no BEGIN/ROLLBACK round trips); the
     pool set the settings on the session when it opened the connection. Transaction mode: one
-    transaction that sets them locally first, so they hold for exactly these statements."""
+    transaction whose first message sets them locally (:func:`begin_with`), so they hold for
+    exactly these statements; committed at the end, rolled back on an error."""
+    from psycopg.pq import TransactionStatus
+
     from core.db import read_connection
 
-    if not isinstance(pool, CorePool) or pool.mode == "session":
-        with read_connection(pool) as conn:
+    with read_connection(pool) as conn:
+        if not isinstance(pool, CorePool) or pool.mode == "session" or not vector:
             yield conn
-        return
-    with pool.connection() as conn, conn.transaction():
-        apply_settings(conn, pool.search_settings, local=True)
-        yield conn
+            return
+        conn.execute(pool.begin_search)
+        try:
+            yield conn
+        except BaseException:
+            if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                with suppress(psycopg.Error):  # a broken connection: the pool discards it
+                    conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

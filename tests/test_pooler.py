@@ -133,6 +133,8 @@ def test_search_settings_hold_in_the_search_and_leak_nowhere(pooled_settings: Se
                                " pg_backend_pid()").fetchone()
             assert row is not None and row[:2] == ("37", "relaxed_order")
             assert conn.prepare_threshold is (None if mode == "transaction" else 5)
+        with search_connection(pool, vector=False) as conn:  # a keyword search: autocommit, no settings needed
+            assert conn.autocommit and conn.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
         if mode == "transaction":
             value, backend = setting_and_backend(settings.database_url, "hnsw.ef_search")
             assert backend == row[2], "the same server connection, next client"
@@ -282,3 +284,29 @@ def test_rotation_behind_the_pooler_is_one_at_a_time(pooled_settings: Settings, 
     result = rotate(pooled_settings, policy_for(tmp_path), NOW, apply=True, progress=second_rotation)
     assert refused and "another partition rotation is running" in refused[0]
     assert result.done and count(conn, "documents_default") == 0
+
+
+@pytest.mark.parametrize("settings", [(), (("hnsw.ef_search", "12"),), (("hnsw.ef_search", "12"), ("work_mem", "6MB"))])
+def test_begin_with_sets_locally_in_one_message(conn: psycopg.Connection[Any], settings: Any) -> None:
+    from core.pooler import begin_with
+
+    conn.execute(begin_with(settings))
+    assert conn.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
+    for name, value in settings:
+        assert conn.execute("SELECT current_setting(%s)", (name,)).fetchone() == (value,)
+    conn.execute("ROLLBACK")
+    assert conn.execute("SHOW hnsw.ef_search").fetchone() == (DEFAULT_EF,)
+
+
+def test_a_failed_search_statement_rolls_back_and_the_connection_serves_again(pooled_settings: Settings) -> None:
+    assert pooled_settings.database_url
+    pool = make_pool(pooled_settings.database_url, pooled_settings, min_size=1, max_size=1)
+    try:
+        with pytest.raises(psycopg.errors.UndefinedTable), search_connection(pool) as conn:
+            conn.execute("SELECT * FROM no_such_table")
+        with search_connection(pool) as again:
+            assert again is conn
+            assert again.execute("SHOW hnsw.iterative_scan").fetchone() == ("relaxed_order",)
+        assert not again.autocommit and again.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+    finally:
+        pool.close()

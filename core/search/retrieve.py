@@ -321,7 +321,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
         return {"results": orjson.Fragment(cached), "cached": True, "took_ms": round(took, 3)}
-    with search_connection(pool) as conn:  # session mode: single statements, no BEGIN/ROLLBACK round trips
+    with search_connection(pool, vector=req.mode is not Mode.keyword) as conn:  # core.pooler: trips it costs
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
         results = retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates)
