@@ -297,16 +297,3 @@ def test_begin_with_sets_locally_in_one_message(conn: psycopg.Connection[Any], s
     conn.execute("ROLLBACK")
     assert conn.execute("SHOW hnsw.ef_search").fetchone() == (DEFAULT_EF,)
 
-
-def test_a_failed_search_statement_rolls_back_and_the_connection_serves_again(pooled_settings: Settings) -> None:
-    assert pooled_settings.database_url
-    pool = make_pool(pooled_settings.database_url, pooled_settings, min_size=1, max_size=1)
-    try:
-        with pytest.raises(psycopg.errors.UndefinedTable), search_connection(pool) as conn:
-            conn.execute("SELECT * FROM no_such_table")
-        with search_connection(pool) as again:
-            assert again is conn
-            assert again.execute("SHOW hnsw.iterative_scan").fetchone() == ("relaxed_order",)
-        assert not again.autocommit and again.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
-    finally:
-        pool.close()
