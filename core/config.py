@@ -194,7 +194,8 @@ class _FileSource(PydanticBaseSettingsSource):
 class _StateSource(PydanticBaseSettingsSource):
     """Connection settings that a running ``opsctl up`` published in its data dir."""
 
-    KEYS = ("database_url", "redis_url", "prometheus_url", "api_url", "admin_token")
+    KEYS = ("database_url", "database_pool_mode", "database_direct_url", "redis_url", "prometheus_url", "api_url",
+            "admin_token")
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False

@@ -19,6 +19,14 @@ from pathlib import Path
 MISSING = ("pgbouncer is not installed: the transaction-pooler tests need Debian's `pgbouncer` "
            "(make system-deps, or apt-get install pgbouncer)")
 START_SECONDS = 20
+DEBIAN_PATH = Path("/usr/sbin/pgbouncer")  # not on a non-root user's PATH
+
+
+def binary() -> str:
+    found = shutil.which("pgbouncer") or (str(DEBIAN_PATH) if DEBIAN_PATH.exists() else None)
+    if found is None:
+        raise RuntimeError(MISSING)
+    return found
 
 
 def _free_port() -> int:
@@ -69,9 +77,7 @@ class PgBouncer:
         return ini
 
     def start(self) -> None:
-        binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
-        if binary is None:
-            raise RuntimeError(MISSING)
+        program = binary()
         from core.embedded import PG_SYSTEM_USER, prepare_for_pg_user
 
         prepare_for_pg_user(self.root)  # as root: owned by pgserver, its parents traversable
@@ -81,7 +87,7 @@ class PgBouncer:
             ini = self._write_config()
             if os.geteuid() == 0:
                 shutil.chown(ini, PG_SYSTEM_USER)
-            self.proc = subprocess.Popen([*argv_prefix, binary, str(ini)], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([*argv_prefix, program, str(ini)], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + START_SECONDS
             while self.proc.poll() is None and time.monotonic() < deadline:

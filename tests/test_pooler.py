@@ -72,6 +72,27 @@ def test_a_transaction_pooler_without_a_direct_url_is_a_usage_error(capsys: pyte
                            "and database_direct_url (a session for LISTEN, advisory locks, DDL and backups)")
 
 
+def test_the_state_of_opsctl_up_carries_the_pool_mode_and_the_direct_url(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second terminal finds the pooler setup that `opsctl up` ran with, not just its URL."""
+    from core.config import load_settings, write_state
+
+    monkeypatch.setenv("OPSCTL_DATA_DIR", str(tmp_path))
+    write_state(tmp_path, {"database_url": "postgresql://pooler:6543/x", "database_pool_mode": "transaction",
+                           "database_direct_url": "postgresql://db:5432/x"})
+    s = load_settings()
+    assert (s.database_pool_mode, s.direct_url) == ("transaction", "postgresql://db:5432/x")
+
+
+def test_a_missing_pgbouncer_fails_the_pooler_tests_saying_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import tests.pgbouncer as bouncer
+
+    monkeypatch.setattr(bouncer.shutil, "which", lambda name: None)
+    monkeypatch.setattr(bouncer, "DEBIAN_PATH", tmp_path / "no-pgbouncer")
+    with pytest.raises(RuntimeError, match="pgbouncer is not installed"):
+        bouncer.PgBouncer(tmp_path, tmp_path, 5432).start()
+
+
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({}, (("hnsw.iterative_scan", "relaxed_order"),)),
     ({"hnsw_ef_search": 40}, (("hnsw.iterative_scan", "relaxed_order"), ("hnsw.ef_search", "40"))),

@@ -194,8 +194,9 @@ class System:
         if prom_url:
             self.endpoints["prometheus"] = prom_url
         write_state(self.data_dir, {
-            "data_dir": str(self.data_dir), "database_url": db_url, "redis_url": redis_url,
-            "prometheus_url": prom_url, "api_url": api_url, "admin_token": admin_token, "pid": os.getpid(),
+            "data_dir": str(self.data_dir), "database_url": db_url, "database_pool_mode": s.database_pool_mode,
+            "database_direct_url": s.database_direct_url, "redis_url": redis_url, "prometheus_url": prom_url,
+            "api_url": api_url, "admin_token": admin_token, "pid": os.getpid(),
             "started_at": datetime.now(UTC).isoformat(),
         })
         if self.with_daemon:
