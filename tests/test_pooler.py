@@ -186,7 +186,7 @@ RAW_MAIL = (b"From: Ann <ann@example.com>\r\nTo: desk@example.com\r\nSubject: Re
 
 @pytest.fixture
 def pooled_api(pooled_settings: Settings) -> Iterator[RunningApi]:
-    running = RunningApi(pooled_settings)
+    running = RunningApi(pooled_settings.model_copy(update={"hnsw_ef_search": 64}))
     yield running
     running.close()
 
@@ -198,10 +198,21 @@ def wait_until(predicate: Any, what: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_ingest_and_search_through_the_pooler(pooled_api: RunningApi, tenant: Any,
-                                              conn: psycopg.Connection[Any]) -> None:
+def test_ingest_and_search_through_the_pooler(pooled_api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.search.retrieve as retrieve
     from core.embed import make_embedder
     from core.ingest.worker import Worker
+
+    seen: list[tuple[str, Any]] = []  # (mode, the settings in effect where the search's statements run)
+    answer = retrieve.retrieve_answer
+
+    def spy(conn: psycopg.Connection[Any], embedder: Any, company_id: int, req: Any, *args: Any) -> Any:
+        seen.append((req.mode.value, conn.execute("SELECT current_setting('hnsw.ef_search'),"
+                                                  " current_setting('hnsw.iterative_scan', true)").fetchone()))
+        return answer(conn, embedder, company_id, req, *args)
+
+    monkeypatch.setattr(retrieve, "retrieve_answer", spy)
 
     settings = pooled_api.settings.model_copy(update={"worker_poll_seconds": 0.2})
     worker = Worker(settings, make_embedder(settings))
@@ -228,12 +239,17 @@ def test_ingest_and_search_through_the_pooler(pooled_api: RunningApi, tenant: An
     assert row == (10, 0)
     assert conn.execute("SELECT count(*) FROM mail_messages").fetchone() == (1,)
     for mode in ("vector", "keyword", "hybrid"):
-        for exact_max_rows in (10_000, 0):  # exact, then the HNSW index with the settings of the transaction
+        for exact_max_rows, k in ((10_000, 2), (0, 3)):  # exact, then the HNSW index (another k: not cached)
             pooled_api.settings.vector_exact_max_rows = exact_max_rows
-            found = search(pooled_api, tenant.api_key, "how many days for refunds", mode=mode, k=2)
+            found = search(pooled_api, tenant.api_key, "how many days for refunds", mode=mode, k=k)
             assert found["results"] and found["results"][0]["external_id"].startswith("kb-1-"), (mode, found)
     found = search(pooled_api, tenant.api_key, "refund broken parcel order 7", mode="keyword", k=5)
     assert "email:refund-7@example.com" in [r["external_id"] for r in found["results"]]
+    vector_settings = {setting for mode, setting in seen if mode != "keyword"}
+    assert vector_settings == {("64", "relaxed_order")}, "set locally in each vector and hybrid search"
+    # and nowhere else (off, or unset in a backend that has not loaded pgvector yet)
+    assert all(ef == DEFAULT_EF and scan in ("off", "", None) for mode, (ef, scan) in seen if mode == "keyword")
+    assert len(seen) == 7
 
 
 def test_pool_metrics(pooled_api: RunningApi) -> None:
