@@ -4,7 +4,8 @@ It listens on 127.0.0.1 (a free port) and reaches the embedded server through it
 every database by name (``* =``), so each test's own database is reachable through it. Server
 connections are reused most-recently-used first (``server_round_robin = 0``, PgBouncer's default,
 stated here because the leak test relies on it). PgBouncer refuses to run as root: as root it runs
-as PostgreSQL's system user (``pgserver``), which can reach the server's socket.
+as PostgreSQL's system user (``pgserver``), which can reach the server's socket. It is a child of
+the test process that dies with it (``core.procs.spawn``), like the embedded servers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 MISSING = ("pgbouncer is not installed: the transaction-pooler tests need Debian's `pgbouncer` "
            "(make system-deps, or apt-get install pgbouncer)")
@@ -79,16 +81,21 @@ class PgBouncer:
     def start(self) -> None:
         program = binary()
         from core.embedded import PG_SYSTEM_USER, prepare_for_pg_user
+        from core.procs import spawn
 
         prepare_for_pg_user(self.root)  # as root: owned by pgserver, its parents traversable
-        argv_prefix = ["runuser", "-u", PG_SYSTEM_USER, "--"] if os.geteuid() == 0 else []
+        as_user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+            as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         for _ in range(3):  # a free port may be taken before PgBouncer binds it: try another
             self.port = _free_port()
             ini = self._write_config()
-            if os.geteuid() == 0:
-                shutil.chown(ini, PG_SYSTEM_USER)
-            self.proc = subprocess.Popen([*argv_prefix, program, str(ini)], stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            # a child of this process, stopped when it dies (even by kill -9), like the servers
+            self.proc = spawn([program, str(ini)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT, start_new_session=True, **as_user)
             deadline = time.monotonic() + START_SECONDS
             while self.proc.poll() is None and time.monotonic() < deadline:
                 if _answers(self.port):
