@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## system packages the tests need (Debian/Ubuntu): Prometheus and promtool; kubectl for kustomize
+## system packages the tests need (Debian/Ubuntu): Prometheus and promtool; kubectl for kustomize;
+## PgBouncer (the transaction-pooler tests run through it)
 system-deps:
 	@missing=""; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="prometheus"; \
 	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
+	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	[ -z "$$missing" ] || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

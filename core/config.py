@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     replicas: int = Field(0, ge=0, le=8, description="streaming standbys of the embedded PostgreSQL that `opsctl "
                           "up` starts (`--replicas N`)")
     replica_check_seconds: float = Field(1.0, gt=0, description="how often the API measures each replica's lag")
+    database_pool_mode: Literal["session", "transaction"] = Field(
+        "session", description="what `database_url` is: PostgreSQL or a session pooler (session), or a "
+        "transaction pooler such as PgBouncer or Supavisor in transaction mode (transaction): no server-side "
+        "prepared statements, per-transaction settings only, and what needs a session goes to "
+        "`database_direct_url`")
+    database_direct_url: str | None = Field(
+        None, description="PostgreSQL URL with a session of its own (direct, or a session-mode pooler) for "
+        "LISTEN, advisory locks (daemon leader, migrations, partition rotation), DDL and backups; "
+        "unset: database_url")
     redis_url: str | None = Field(None, description="Redis URL; unset: the embedded redis-server")
     prometheus_url: str | None = Field(None, description="Prometheus URL; unset: the embedded one")
     api_url: str | None = Field(None, description="the core API, for CLI commands")
@@ -74,7 +83,8 @@ class Settings(BaseSettings):
     # vector index
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
-    hnsw_ef_search: int = Field(500, ge=1, le=1000, description="set on every connection only when configured; "
+    hnsw_ef_search: int = Field(500, ge=1, le=1000, description="set on every connection (on every search behind a "
+                                "transaction pooler) only when configured; "
                                 "unset: the database's default (500, tuned by `opsctl index tune --apply`)")
 
     # ingest queue
@@ -127,7 +137,15 @@ class Settings(BaseSettings):
             raise ValueError("chunk_overlap must be smaller than chunk_size")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
+        if self.database_pool_mode == "transaction" and not (self.database_url and self.database_direct_url):
+            raise ValueError("database_pool_mode transaction needs database_url (the pooler) and "
+                             "database_direct_url (a session for LISTEN, advisory locks, DDL and backups)")
         return self
+
+    @property
+    def direct_url(self) -> str | None:
+        """The URL for what needs a session of its own (see ``database_direct_url``)."""
+        return self.database_direct_url or self.database_url
 
     @property
     def state_path(self) -> Path:
@@ -190,7 +208,8 @@ class _FileSource(PydanticBaseSettingsSource):
 class _StateSource(PydanticBaseSettingsSource):
     """Connection settings that a running ``opsctl up`` published in its data dir."""
 
-    KEYS = ("database_url", "database_replica_urls", "redis_url", "prometheus_url", "api_url", "admin_token")
+    KEYS = ("database_url", "database_pool_mode", "database_direct_url", "database_replica_urls", "redis_url",
+            "prometheus_url", "api_url", "admin_token")
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False
@@ -235,5 +254,7 @@ def load_settings(*, with_state: bool = True, **overrides: Any) -> Settings:
         return Settings(**given) if with_state else OwnSettings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a rule across settings (_check): its own sentence names them
+            raise ConfigError(f"invalid settings: {first.get('ctx', {}).get('error') or first['msg']}") from exc
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc

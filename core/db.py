@@ -149,20 +149,28 @@ def ensure_partitions(conn: psycopg.Connection[Any], now: datetime, ahead: int =
 
 def make_pool(url: str, settings: Settings, *, name: str = "core", min_size: int | None = None,
               max_size: int | None = None, wait: bool = True) -> ConnectionPool:
-    """A pool of configured connections; ``wait``: open at least ``min_size`` now (else fail), or
-    not (connections are made in the background, and on demand)."""
+    """The core's pool on ``url`` (``database_url``), shaped by ``database_pool_mode`` (``core.pooler``):
+    session mode sets the search settings once per connection, transaction mode per search.
+    ``wait``: open at least ``min_size`` now (else fail), or not (connections are made in the
+    background, and on demand)."""
     from pgvector.psycopg import register_vector
-    from psycopg_pool import ConnectionPool
+
+    from core.pooler import CorePool, apply_settings, connect_kwargs, search_settings
+
+    mode = settings.database_pool_mode
+    search = search_settings(settings)
 
     def configure(conn: psycopg.Connection[Any]) -> None:
         register_vector(conn)
-        conn.execute("SET hnsw.iterative_scan = relaxed_order")
-        if "hnsw_ef_search" in settings.model_fields_set:  # else the database's default (`opsctl index tune`)
-            conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(settings.hnsw_ef_search)))
+        if mode == "session":
+            apply_settings(conn, search, local=False)
         conn.commit()
 
-    pool = ConnectionPool(
+    pool = CorePool(
         url,
+        mode=mode,
+        search=search,
+        kwargs=connect_kwargs(mode),
         min_size=settings.db_pool_min if min_size is None else min_size,
         max_size=settings.db_pool_max if max_size is None else max_size,
         configure=configure,

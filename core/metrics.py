@@ -100,6 +100,21 @@ def queue_stats(conn: Any) -> tuple[int, int, float, int]:
     return int(row[0]), int(row[1]), float(row[2]), int(row[3])
 
 
+POOL_GAUGES = (
+    ("core_db_pool_waiting", "requests_waiting", "Requests waiting for a connection of this pool"),
+    ("core_db_pool_size", "pool_size", "Connections this pool holds (in use, idle, being prepared)"),
+    ("core_db_pool_available", "pool_available", "Idle connections of this pool, ready to hand out"),
+)
+
+
+def pool_gauges(name: str, stats: dict[str, int]) -> Iterator[GaugeMetricFamily]:
+    """``core_db_pool_{waiting,size,available}{pool}`` from psycopg_pool's ``get_stats()``."""
+    for metric, key, help_text in POOL_GAUGES:
+        family = GaugeMetricFamily(metric, help_text, labels=["pool"])
+        family.add_metric([name], stats.get(key, 0))
+        yield family
+
+
 class QueueCollector(Collector):
     """Reads the queue's depth from PostgreSQL when Prometheus scrapes (at most every ``min_interval``)."""
 
@@ -132,10 +147,7 @@ class QueueCollector(Collector):
         conns.add_metric(["waiting"], pool_stats.get("requests_waiting", 0))
         conns.add_metric(["max"], self.pool.max_size)
         yield conns
-        pool_waits = GaugeMetricFamily("core_db_pool_waiting", "Requests waiting for a connection, by pool",
-                                       labels=["pool"])
-        pool_waits.add_metric(["primary"], pool_stats.get("requests_waiting", 0))
-        yield pool_waits
+        yield from pool_gauges(self.pool.name, pool_stats)
         if stats is None:
             return
         (waiting, in_flight, oldest, dead), (server_open, server_max) = stats

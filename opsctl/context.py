@@ -28,9 +28,13 @@ def settings(*, with_state: bool = True, **overrides: Any) -> Settings:
 
 
 def database_url(s: Settings) -> str:
-    if not s.database_url:
+    """The URL opsctl's own connections use (commands and the daemon): ``Settings.direct_url``, a
+    session of its own. They take session advisory locks (leader, rotation), set session settings
+    (TimeZone, lock_timeout, ef_search while tuning), run DDL and backups: nothing a transaction
+    pooler keeps. Behind one, only the data path (the API's pool, the workers' batches) uses it."""
+    if not s.direct_url:
         raise ConfigError("no database: " + NOT_RUNNING.format(var="OPSCTL_DATABASE_URL"))
-    return s.database_url
+    return s.direct_url
 
 
 def connect_db(s: Settings) -> psycopg.Connection[Any]:

@@ -89,6 +89,42 @@ def db_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def pgbouncer(pg_server: EmbeddedPostgres) -> Iterator[Any]:
+    """Debian's PgBouncer in transaction mode in front of this session's server (one per xdist
+    worker, like the server). Missing or failing to start: the tests using it FAIL, saying why."""
+    import shutil
+
+    from tests.pgbouncer import PgBouncer
+
+    root = outside_pytest_tmp("opsctl-test-pgbouncer-")
+    bouncer = PgBouncer(root, pg_server.socket_dir, pg_server.port)
+    try:
+        bouncer.start()
+    except RuntimeError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(str(exc), pytrace=False)
+    yield bouncer
+    bouncer.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pooler_url(pgbouncer: Any, db_url: str) -> str:
+    """This test's database through PgBouncer in transaction mode."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return str(pgbouncer.url(conninfo_to_dict(db_url)["dbname"]))
+
+
+@pytest.fixture
+def pooled_settings(pooler_url: str, db_url: str, redis_url: str) -> Settings:
+    """Settings of a deployment behind a transaction pooler: the data path through PgBouncer, what
+    needs a session (LISTEN, advisory locks, DDL, backups) straight to PostgreSQL."""
+    return make_settings(database_url=pooler_url, database_direct_url=db_url, database_pool_mode="transaction",
+                         redis_url=redis_url, admin_token="admin-secret")
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
     server.start()

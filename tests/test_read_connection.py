@@ -11,6 +11,7 @@ from psycopg.pq import TransactionStatus
 
 from core.config import Settings
 from core.db import make_pool, read_connection, transaction
+from core.pooler import search_connection
 
 
 def test_read_connection_runs_without_a_transaction_and_restores_the_connection(settings: Settings) -> None:
@@ -33,13 +34,20 @@ def test_read_connection_runs_without_a_transaction_and_restores_the_connection(
         pool.close()
 
 
-def test_read_connection_restores_the_connection_after_an_error(settings: Settings) -> None:
+@pytest.mark.parametrize(("settings_fixture", "opener"), [
+    ("settings", read_connection),
+    ("pooled_settings", search_connection),  # through PgBouncer: its own transaction, rolled back
+])
+def test_read_connection_restores_the_connection_after_an_error(request: pytest.FixtureRequest,
+                                                                 settings_fixture: str, opener: Any) -> None:
+    settings: Settings = request.getfixturevalue(settings_fixture)
     assert settings.database_url
     pool = make_pool(settings.database_url, settings, min_size=1, max_size=1)
     try:
-        with pytest.raises(psycopg.errors.UndefinedTable), read_connection(pool) as conn:
+        with pytest.raises(psycopg.errors.UndefinedTable), opener(pool) as conn:
             conn.execute("SELECT * FROM no_such_table")
         with transaction(pool) as writer:
+            assert writer is conn  # the single pooled connection, handed back usable
             row: Any = writer.execute("SELECT count(*) FROM companies").fetchone()
             assert writer.info.transaction_status is TransactionStatus.INTRANS
             assert not writer.autocommit

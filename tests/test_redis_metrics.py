@@ -100,7 +100,7 @@ def test_the_api_exports_redis_pool_waits_and_server_connections(api: RunningApi
     metrics = exposition(httpx.get(f"{api.url}/metrics", timeout=10).text)
     assert metrics["core_redis_up"] == 1 and metrics["core_redis_used_memory_bytes"] > 0
     assert "core_redis_maxmemory_bytes" in metrics and "core_redis_evicted_keys_total" in metrics
-    assert metrics['core_db_pool_waiting{pool="primary"}'] == 0
+    assert metrics['core_db_pool_waiting{pool="core"}'] == 0
     with api.pool.connection() as conn:
         open_now = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
                                 ).fetchone()[0]

@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 
 from core import metrics
 from core.chunking import chunk_text
-from core.errors import EmbedderError, OpsError
+from core.errors import ConfigError, EmbedderError, OpsError
 from core.ingest.mail import (
     EMAIL_PREFIX,
     Letter,
@@ -369,11 +369,17 @@ class IngestProcessor:
 
 
 class Worker:
-    """The worker process's loop: batches while there is work, LISTEN/NOTIFY naps between."""
+    """The worker process's loop: batches while there is work, LISTEN/NOTIFY naps between.
 
-    def __init__(self, settings: Settings, url: str, embedder: Embedder) -> None:
+    Batches go to ``database_url`` (a transaction pooler allowed: no session state, no server-side
+    prepares); LISTEN needs a session of its own, so the listener connects to ``direct_url``."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        if not settings.database_url or not settings.direct_url:
+            raise ConfigError("the ingest worker needs database_url")
         self.settings = settings
-        self.url = url
+        self.url = settings.database_url
+        self.listen_url = settings.direct_url
         self.processor = IngestProcessor(settings, embedder)
         self.stopping = False
 
@@ -384,10 +390,13 @@ class Worker:
         from pgvector.psycopg import register_vector
 
         from core.ingest.accept import NOTIFY_CHANNEL
+        from core.pooler import connect_kwargs
 
+        data_kwargs = connect_kwargs(self.settings.database_pool_mode)
         while not self.stopping:
             try:
-                with psycopg.connect(self.url) as conn, psycopg.connect(self.url, autocommit=True) as listener:
+                with psycopg.connect(self.url, **data_kwargs) as conn, \
+                        psycopg.connect(self.listen_url, autocommit=True) as listener:
                     register_vector(conn)
                     listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self._loop(conn, listener)
@@ -425,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         print("core-worker: OPSCTL_DATABASE_URL is not set", file=sys.stderr)
         return 2
     embedder = make_embedder(settings)
-    worker = Worker(settings, settings.database_url, embedder)
+    worker = Worker(settings, embedder)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     if args.metrics_port:

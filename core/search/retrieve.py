@@ -4,8 +4,9 @@ Keyword search matches any of the query's words (stemmed, English) and ranks by 
 so more matching words and closer ones rank higher.
 
 Vector search runs with ``hnsw.iterative_scan = relaxed_order`` (set on every pooled
-connection) inside a materialized CTE that is re-sorted, so a company filter still returns k
-results in exact distance order (pgvector >= 0.8).
+connection, or in the search's own transaction behind a transaction pooler: ``core.pooler``)
+inside a materialized CTE that is re-sorted, so a company filter still returns k results in
+exact distance order (pgvector >= 0.8).
 
 A company holding few chunks is searched exactly instead (``use_exact``): the graph is built over
 every company's rows, so a filter keeping a small share of them makes the HNSW search both lossy
@@ -330,7 +331,8 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates)
 
     # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
-    results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer)
+    results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
+                      vector=req.mode is not Mode.keyword)
     cache.set_raw(key, orjson.dumps(results), ttl, near=True)
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)

@@ -33,13 +33,13 @@ def policy_for(policy_path: Path | None = None, policy_dir: Path | None = None) 
 @contextmanager
 def maybe_db(settings: Settings) -> Iterator[Any]:
     """A connection to the database when it is reachable, else None (the catalog needs no database)."""
-    if not settings.database_url:
+    if not settings.direct_url:
         yield None
         return
     from core.db import connect
 
     try:
-        conn = connect(settings.database_url, autocommit=True)
+        conn = connect(settings.direct_url, autocommit=True)
     except ServiceUnavailable:
         yield None
         return

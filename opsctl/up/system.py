@@ -146,11 +146,12 @@ class System:
                             self.pg.data_dir, self.pg.pid())
             self.supervisor.add(Child("postgres", self.pg, lambda abort: self.pg.start(abort=abort)))
             self.started.append("postgres")
+        direct_url = s.direct_url or db_url  # a session of its own (migrations take an advisory lock)
         step("applying migrations")
-        migrate(db_url, s)
+        migrate(direct_url, s)
         replica_urls = self._start_standbys(step, abort) if self.replicas else list(s.database_replica_urls)
         api_url = f"http://{s.host}:{self.port}"
-        chosen = workers_to_start(self.workers, db_url, policy_dir(), api_url, datetime.now(UTC))
+        chosen = workers_to_start(self.workers, direct_url, policy_dir(), api_url, datetime.now(UTC))
         self.workers, self.workers_why = chosen.count, chosen.why
         log.info("workers: %d (%s)", chosen.count, chosen.why)
         redis_url = s.redis_url
@@ -185,7 +186,9 @@ class System:
                                              "prometheus_url": prom_url, "api_url": api_url,
                                              "admin_token": admin_token})
         env = {"OPSCTL_DATABASE_URL": db_url, "OPSCTL_REDIS_URL": redis_url,
-               "OPSCTL_DATA_DIR": str(self.data_dir), "OPSCTL_LOG_FORMAT": s.log_format}
+               "OPSCTL_DATA_DIR": str(self.data_dir), "OPSCTL_LOG_FORMAT": s.log_format,
+               "OPSCTL_DATABASE_POOL_MODE": s.database_pool_mode,
+               **({"OPSCTL_DATABASE_DIRECT_URL": s.database_direct_url} if s.database_direct_url else {})}
         step(f"starting {self.workers} workers")
         self.worker_pool = WorkerPool(env=env, replicas=self.workers, log_dir=self.data_dir / "logs",
                                       targets_file=targets_file)
@@ -203,9 +206,10 @@ class System:
         if prom_url:
             self.endpoints["prometheus"] = prom_url
         write_state(self.data_dir, {
-            "data_dir": str(self.data_dir), "database_url": db_url, "database_replica_urls": replica_urls,
-            "redis_url": redis_url,
-            "prometheus_url": prom_url, "api_url": api_url, "admin_token": admin_token, "pid": os.getpid(),
+            "data_dir": str(self.data_dir), "database_url": db_url, "database_pool_mode": s.database_pool_mode,
+            "database_direct_url": s.database_direct_url, "database_replica_urls": replica_urls,
+            "redis_url": redis_url, "prometheus_url": prom_url,
+            "api_url": api_url, "admin_token": admin_token, "pid": os.getpid(),
             "started_at": datetime.now(UTC).isoformat(),
         })
         if self.with_daemon:
