@@ -1,0 +1,164 @@
+"""The container image: `make image` builds it, and it runs. The API container answers /healthz and
+/readyz against the tests' real PostgreSQL and Redis (their Unix sockets mounted in, host network),
+its HEALTHCHECK passes (and fails where nothing runs), it runs as a non-root user, and the final
+stage holds no compiler.
+
+Needs podman, runc and mmdebstrap (make system-deps installs them). It never skips: without them it
+fails and says why. The first build here takes minutes (the base image, then the dependencies);
+later ones reuse both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.embedded import EmbeddedPostgres, EmbeddedRedis
+from tests.conftest import free_port, outside_pytest_tmp, project_root
+
+ROOT = project_root()
+pytestmark = pytest.mark.timeout(1800)  # the first build: base image, dependencies, project
+STARTUP_SECONDS = 180  # a bound on a container that never answers, not a timing claim
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    assert path, f"{tool} must be installed (make system-deps installs podman, runc, mmdebstrap): this test never skips"
+    return path
+
+
+def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([need("podman"), *args], capture_output=True, text=True, timeout=timeout)
+    assert not check or proc.returncode == 0, f"podman {' '.join(args)}: {proc.returncode}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def run_options() -> list[str]:
+    """`podman run` options this machine needs (runc; ulimits within the host's hard limits);
+    none of them is a property of the image."""
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # runc is refused an nproc limit above the kernel's pid_max here, and podman's default is higher
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    nproc = [pid_max if n == resource.RLIM_INFINITY else min(n, pid_max)
+             for n in resource.getrlimit(resource.RLIMIT_NPROC)]
+    return ["--runtime", need("runc"), "--ulimit", f"nofile={nofile[0]}:{nofile[1]}",
+            "--ulimit", f"nproc={nproc[0]}:{nproc[1]}"]
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """`make image`: the tag it builds, opsctl:<version of pyproject.toml>."""
+    need("podman")
+    proc = subprocess.run(["make", "--no-print-directory", "image"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1700)
+    assert proc.returncode == 0, f"make image failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    tag = f"opsctl:{version()}"
+    assert f"{tag}: " in proc.stdout, proc.stdout[-2000:]
+    return tag
+
+
+def version() -> str:
+    import tomllib
+
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+def in_image(image: str, script: str) -> subprocess.CompletedProcess[str]:
+    return podman("run", "--rm", *run_options(), "--entrypoint", "sh", image, "-c", script, check=False)
+
+
+def test_runs_as_a_fixed_non_root_user(image: str) -> None:
+    proc = in_image(image, "id -u; id -g; id -un")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["10001", "10001", "opsctl"]  # the manifests' runAsUser
+    config = podman("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip()
+    assert config == "10001:10001"
+
+
+def test_the_final_stage_has_no_compiler(image: str) -> None:
+    proc = in_image(image, "for c in cc gcc c++ g++ clang cpp ld as make; do command -v $c; done; "
+                           "find / -xdev -type f -perm -u+x "
+                           "\\( -name 'cc1*' -o -name 'gcc*' -o -name '*-linux-gnu-*' \\) -print")
+    assert proc.returncode in (0, 1), proc.stderr
+    assert proc.stdout.strip() == "", f"found in the image: {proc.stdout}"
+
+
+def test_the_image_holds_the_project_and_the_policies(image: str) -> None:
+    proc = in_image(image, "opsctl --help >/dev/null && ls /etc/opsctl/policies && python -c "
+                           "'import opsctl.runbooks as r, sys; print(sys.version_info[:2])'")
+    assert proc.returncode == 0, proc.stderr
+    assert "backup.yaml" in proc.stdout.split() and "(3, 11)" in proc.stdout
+    labels = podman("image", "inspect", "--format", "{{index .Config.Labels \"io.opsctl.model\"}}", image).stdout
+    assert labels.strip() == "none"  # the default build: no torch
+    assert in_image(image, "python -c 'import torch'").returncode != 0
+
+
+@pytest.fixture
+def redis_socket_dir() -> Iterator[tuple[Path, str]]:
+    """A Redis of its own whose socket the container's user may open (the shared one is 0700)."""
+    root = outside_pytest_tmp("opsctl-test-image-redis-")
+    server = EmbeddedRedis(root)
+    url = server.start()
+    root.chmod(0o755)
+    server.socket.chmod(0o777)
+    yield server.socket.parent, url
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def container(image: str, options: list[str], command: list[str]) -> Iterator[str]:
+    name = f"opsctl-test-{os.getpid()}-{time.monotonic_ns()}"
+    podman("run", "--detach", "--name", name, *run_options(), *options, image, *command)
+    try:
+        yield name
+    finally:
+        podman("rm", "--force", "--time", "5", name, check=False)
+
+
+def wait_healthz(name: str, url: str) -> httpx.Response:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        state = podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+        assert state == "running", f"container {state}:\n{podman('logs', name, check=False).stderr[-3000:]}"
+        with contextlib.suppress(httpx.TransportError):
+            response = httpx.get(url, timeout=5)
+            if response.status_code == 200:
+                return response
+        assert time.monotonic() < deadline, f"no 200 from {url}:\n{podman('logs', name, check=False).stderr[-3000:]}"
+        time.sleep(0.5)
+
+
+def test_the_api_container_answers_and_is_healthy(image: str, pg_server: EmbeddedPostgres, db_url: str,
+                                                  redis_socket_dir: tuple[Path, str]) -> None:
+    redis_dir, redis_url = redis_socket_dir
+    port = free_port()
+    options = ["--network", "host",
+            "-v", f"{pg_server.socket_dir}:{pg_server.socket_dir}", "-v", f"{redis_dir}:{redis_dir}",
+            "-e", f"OPSCTL_DATABASE_URL={db_url}", "-e", f"OPSCTL_REDIS_URL={redis_url}",
+            "-e", f"OPSCTL_PORT={port}", "-e", "OPSCTL_ADMIN_TOKEN=admin-secret"]
+    with container(image, options, ["api"]) as name:
+        assert wait_healthz(name, f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text  # PostgreSQL and Redis answer the container
+        check = podman("healthcheck", "run", name, check=False)
+        assert check.returncode == 0, f"HEALTHCHECK failed: {check.stdout} {check.stderr}"
+        top = podman("top", name, "user", "args").stdout
+        assert "opsctl up --workers 0 --no-prometheus --no-daemon" in top and "root" not in top, top
+
+
+def test_the_healthcheck_fails_where_no_service_runs(image: str) -> None:
+    config = podman("image", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", image).stdout
+    assert "opsctl.container.healthcheck" in config  # kept by the docker format
+    with container(image, [], ["sleep", "300"]) as name:
+        check = podman("healthcheck", "run", name, check=False)
+        assert check.returncode != 0
