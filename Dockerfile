@@ -11,8 +11,8 @@ ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE} AS builder
 # none: the hash embedder and OpenAI (no torch); minilm: the local sentence-transformers model
 ARG MODEL=none
-# where torch's CPU-only wheels come from (PyPI's torch for Linux pulls in CUDA)
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# pip's options for torch alone: its CPU-only wheels (PyPI's torch for Linux pulls in CUDA)
+ARG TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 RUN python3 -m venv /opt/opsctl
@@ -20,7 +20,7 @@ RUN python3 -m venv /opt/opsctl
 COPY pyproject.toml image/requirements.py ./
 RUN python3 requirements.py pyproject.toml "$MODEL" > requirements.txt \
  && if grep -q '^torch' requirements.txt; then \
-      /opt/opsctl/bin/pip install --index-url "$TORCH_INDEX_URL" "$(grep '^torch' requirements.txt)"; fi \
+      /opt/opsctl/bin/pip install $TORCH_PIP_ARGS "$(grep '^torch' requirements.txt)"; fi \
  && /opt/opsctl/bin/pip install -r requirements.txt
 COPY README.md ./
 COPY core core

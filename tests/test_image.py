@@ -93,10 +93,13 @@ def test_the_final_stage_has_no_compiler(image: str) -> None:
 
 
 def test_the_image_holds_the_project_and_the_policies(image: str) -> None:
-    proc = in_image(image, "opsctl --help >/dev/null && ls /etc/opsctl/policies && python -c "
-                           "'import opsctl.runbooks as r, sys; print(sys.version_info[:2])'")
+    proc = in_image(image, "opsctl --help >/dev/null && ls /etc/opsctl/policies && "
+                           "opsctl runbook show DaemonPoliciesNotLoaded | head -n 1 && "
+                           "python -c 'import sys; print(sys.version_info[:2])'")
     assert proc.returncode == 0, proc.stderr
     assert "backup.yaml" in proc.stdout.split() and "(3, 11)" in proc.stdout
+    assert "DaemonPoliciesNotLoaded" in proc.stdout  # the runbooks, from the venv's share/
+    assert in_image(image, "python -m pip --version").returncode != 0  # the installers stayed in the builder
     labels = podman("image", "inspect", "--format", "{{index .Config.Labels \"io.opsctl.model\"}}", image).stdout
     assert labels.strip() == "none"  # the default build: no torch
     assert in_image(image, "python -c 'import torch'").returncode != 0
