@@ -1,7 +1,8 @@
-"""The container image: `make image` builds it, and it runs. The API container answers /healthz and
-/readyz against the tests' real PostgreSQL and Redis (their Unix sockets mounted in, host network),
-its HEALTHCHECK passes (and fails where nothing runs), it runs as a non-root user, and the final
-stage holds no compiler.
+"""The container image: `make image` builds it, and it runs. Each role (api, worker, daemon) runs
+against the tests' real PostgreSQL and Redis (their Unix sockets mounted in, host network): the API
+answers /healthz and /readyz, the worker and the daemon serve /metrics, and the HEALTHCHECK passes
+for each (and fails where no role runs). It runs as a fixed non-root user, and the final stage holds
+no compiler.
 
 Needs podman, runc and mmdebstrap (make system-deps installs them). It never skips: without them it
 fails and says why. The first build here takes minutes (the base image, then the dependencies);
@@ -128,7 +129,7 @@ def container(image: str, options: list[str], command: list[str]) -> Iterator[st
         podman("rm", "--force", "--time", "5", name, check=False)
 
 
-def wait_healthz(name: str, url: str) -> httpx.Response:
+def wait_200(name: str, url: str) -> httpx.Response:
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         state = podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
@@ -141,22 +142,42 @@ def wait_healthz(name: str, url: str) -> httpx.Response:
         time.sleep(0.5)
 
 
-def test_the_api_container_answers_and_is_healthy(image: str, pg_server: EmbeddedPostgres, db_url: str,
-                                                  redis_socket_dir: tuple[Path, str]) -> None:
+@pytest.fixture
+def on_test_servers(pg_server: EmbeddedPostgres, db_url: str, redis_socket_dir: tuple[Path, str]) -> list[str]:
+    """`podman run` options: the host network, the tests' PostgreSQL and Redis sockets and URLs."""
     redis_dir, redis_url = redis_socket_dir
-    port = free_port()
-    options = ["--network", "host",
+    return ["--network", "host",
             "-v", f"{pg_server.socket_dir}:{pg_server.socket_dir}", "-v", f"{redis_dir}:{redis_dir}",
             "-e", f"OPSCTL_DATABASE_URL={db_url}", "-e", f"OPSCTL_REDIS_URL={redis_url}",
-            "-e", f"OPSCTL_PORT={port}", "-e", "OPSCTL_ADMIN_TOKEN=admin-secret"]
-    with container(image, options, ["api"]) as name:
-        assert wait_healthz(name, f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+            "-e", "OPSCTL_ADMIN_TOKEN=admin-secret"]
+
+
+def assert_healthy(name: str, command_line: str) -> None:
+    check = podman("healthcheck", "run", name, check=False)
+    assert check.returncode == 0, f"HEALTHCHECK failed: {check.stdout} {check.stderr}"
+    top = podman("top", name, "user", "args").stdout
+    assert command_line in top and "root" not in top, top
+
+
+def test_the_api_container_answers_and_is_healthy(image: str, on_test_servers: list[str]) -> None:
+    port = free_port()
+    with container(image, [*on_test_servers, "-e", f"OPSCTL_PORT={port}"], ["api"]) as name:
+        assert wait_200(name, f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text  # PostgreSQL and Redis answer the container
-        check = podman("healthcheck", "run", name, check=False)
-        assert check.returncode == 0, f"HEALTHCHECK failed: {check.stdout} {check.stderr}"
-        top = podman("top", name, "user", "args").stdout
-        assert "opsctl up --workers 0 --no-prometheus --no-daemon" in top and "root" not in top, top
+        assert_healthy(name, "opsctl up --workers 0 --no-prometheus --no-daemon")
+
+
+@pytest.mark.parametrize(("role", "runs", "metric"), [
+    ("worker", "-m core.ingest.worker --metrics-port 9100 --metrics-host 0.0.0.0", "core_ingest_jobs_in_flight"),
+    ("daemon", "opsctl daemon --metrics-port 9101", "opsctl_daemon_leader"),
+])
+def test_the_worker_and_daemon_containers_serve_metrics_and_are_healthy(
+        image: str, on_test_servers: list[str], role: str, runs: str, metric: str) -> None:
+    port = free_port()  # on the host network: a free port after the role's own (the last one wins)
+    with container(image, on_test_servers, [role, "--metrics-port", str(port)]) as name:
+        assert metric in wait_200(name, f"http://127.0.0.1:{port}/metrics").text
+        assert_healthy(name, runs)
 
 
 def test_the_healthcheck_fails_where_no_service_runs(image: str) -> None:
