@@ -143,10 +143,23 @@ def wait_200(name: str, url: str) -> httpx.Response:
 
 
 @pytest.fixture
-def on_test_servers(pg_server: EmbeddedPostgres, db_url: str, redis_socket_dir: tuple[Path, str]) -> list[str]:
-    """`podman run` options: the host network, the tests' PostgreSQL and Redis sockets and URLs."""
+def data_volume() -> Iterator[Path]:
+    """The data dir's volume, owned by the image's user (an emptyDir with the manifests' fsGroup)."""
+    root = outside_pytest_tmp("opsctl-test-image-data-")
+    os.chown(root, 10001, 10001)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def on_test_servers(pg_server: EmbeddedPostgres, db_url: str, redis_socket_dir: tuple[Path, str],
+                    data_volume: Path) -> list[str]:
+    """`podman run` options: the host network, the tests' PostgreSQL and Redis sockets and URLs, and
+    the manifests' securityContext: a read-only root filesystem (podman gives it a writable /tmp)
+    with the data dir on a volume, no capabilities, no privilege escalation."""
     redis_dir, redis_url = redis_socket_dir
-    return ["--network", "host",
+    return ["--read-only", "-v", f"{data_volume}:/var/lib/opsctl",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--network", "host",
             "-v", f"{pg_server.socket_dir}:{pg_server.socket_dir}", "-v", f"{redis_dir}:{redis_dir}",
             "-e", f"OPSCTL_DATABASE_URL={db_url}", "-e", f"OPSCTL_REDIS_URL={redis_url}",
             "-e", "OPSCTL_ADMIN_TOKEN=admin-secret"]
