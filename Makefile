@@ -44,7 +44,7 @@ image: system-deps
 	image/base.sh $(BASE_IMAGE)
 	podman build --format docker --isolation chroot --layers --build-arg PYTHON_IMAGE=$(BASE_IMAGE) \
 	  $(BUILD_MOUNTS) -t $(IMAGE) $(IMAGE_ARGS) .
-	@podman image inspect --format '$(IMAGE): {{.Size}} bytes' $(IMAGE)
+	@podman image inspect --format '$(IMAGE): {{.Size}} bytes, id {{.Id}}' $(IMAGE)
 
 ## start the whole system on this machine (Ctrl-C stops it); options of `opsctl up` go in ARGS:
 ## make up ARGS="--port 8081 --prometheus-port 9091 --workers 4"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -57,14 +58,15 @@ def run_options() -> list[str]:
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    """`make image`: the tag it builds, opsctl:<version of pyproject.toml>."""
+    """`make image` tags opsctl:<version of pyproject.toml>; the tests use the image id it built
+    (another checkout's `make image` may move the tag meanwhile)."""
     need("podman")
     proc = subprocess.run(["make", "--no-print-directory", "image"], cwd=ROOT, capture_output=True, text=True,
                           timeout=1700)
     assert proc.returncode == 0, f"make image failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    tag = f"opsctl:{version()}"
-    assert f"{tag}: " in proc.stdout, proc.stdout[-2000:]
-    return tag
+    built = re.findall(rf"^opsctl:{re.escape(version())}: \d+ bytes, id ([0-9a-f]{{64}})$", proc.stdout, re.MULTILINE)
+    assert len(built) == 1, proc.stdout[-2000:]
+    return built[0]
 
 
 def version() -> str:
