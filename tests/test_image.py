@@ -201,3 +201,27 @@ def test_the_healthcheck_fails_where_no_service_runs(image: str) -> None:
     with container(image, [], ["sleep", "300"]) as name:
         check = podman("healthcheck", "run", name, check=False)
         assert check.returncode != 0
+
+
+def test_the_build_context_leaves_out_what_is_no_part_of_the_image(image: str, tmp_path: Path) -> None:
+    """.dockerignore: a checkout's venv, state, git, caches, tests and bench data never reach the build."""
+    context = tmp_path / "context"
+    shutil.copytree(ROOT, context, ignore=shutil.ignore_patterns(".git", ".venv", ".opsctl", "*cache*"))
+    for junk in (".venv/bin/python", ".opsctl/pg/base", ".git/HEAD", "core/__pycache__/x.pyc", ".mypy_cache/x",
+                 "bench/results/run.json", "opsctl.egg-info/PKG-INFO", "build/lib/x.py"):
+        (context / junk).parent.mkdir(parents=True, exist_ok=True)
+        (context / junk).write_text("not for the image")
+    (context / "Listing.Dockerfile").write_text(f"FROM {image}\nCOPY . /context\n")
+    tag = f"localhost/opsctl-test-context:{os.getpid()}"
+    podman("build", "--isolation", "chroot", "-f", str(context / "Listing.Dockerfile"), "-t", tag, str(context))
+    try:
+        listing = in_image(tag, "cd /context && find . -mindepth 1 | sort")
+    finally:
+        podman("rmi", tag, check=False)
+    assert listing.returncode == 0, listing.stderr
+    sent = set(listing.stdout.split())
+    assert {"./pyproject.toml", "./README.md", "./core/api", "./opsctl/cli.py", "./policies", "./runbooks",
+            "./image/entrypoint.sh"} <= sent
+    leaked = {p for p in sent if any(part in p.split("/") for part in (
+        ".venv", ".opsctl", ".git", "__pycache__", ".mypy_cache", "bench", "tests", "build", "opsctl.egg-info"))}
+    assert not leaked, sorted(leaked)[:20]
