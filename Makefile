@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test bench bench-quick lint typecheck install system-deps clean
+.PHONY: up test bench bench-quick lint typecheck install system-deps image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,18 +17,36 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## system packages the tests need (Debian/Ubuntu): Prometheus and promtool; kubectl for kustomize;
-## PgBouncer (the transaction-pooler tests run through it)
+## PgBouncer (the transaction-pooler tests run through it); podman, runc and mmdebstrap for the image
+## (make image, tests/test_image.py)
 system-deps:
 	@missing=""; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="prometheus"; \
 	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
 	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
+	for tool in podman runc mmdebstrap; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -z "$$missing" ] || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
 	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "install these Debian packages and rerun: $$missing" >&2; exit 1; fi; }
+
+## the container image opsctl:<version of pyproject.toml> (docs/kubernetes.md). The Dockerfile is a
+## standard one (`docker build .` anywhere); here podman builds it on a local Python base that
+## image/base.sh makes once with mmdebstrap from this machine's apt sources (cached by its tag), with
+## this machine's CA bundle and site pip configuration mounted read-only for pip during the build
+## only. More build options in IMAGE_ARGS: make image IMAGE_ARGS="--build-arg MODEL=minilm"
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= opsctl:$(VERSION)
+BASE_IMAGE ?= localhost/opsctl-base:$(shell . /etc/os-release 2>/dev/null; echo $${VERSION_CODENAME:-none})-$(shell sha256sum image/base.sh | cut -c1-8)
+IMAGE_ARGS ?=
+BUILD_MOUNTS := $(foreach f,/etc/ssl/certs/ca-certificates.crt /etc/pip.conf /etc/xdg/pip,$(if $(wildcard $(f)),-v $(f):$(f):ro))
+image: system-deps
+	image/base.sh $(BASE_IMAGE)
+	podman build --format docker --isolation chroot --layers --build-arg PYTHON_IMAGE=$(BASE_IMAGE) \
+	  $(BUILD_MOUNTS) -t $(IMAGE) $(IMAGE_ARGS) .
+	@podman image inspect --format '$(IMAGE): {{.Size}} bytes, id {{.Id}}' $(IMAGE)
 
 ## start the whole system on this machine (Ctrl-C stops it); options of `opsctl up` go in ARGS:
 ## make up ARGS="--port 8081 --prometheus-port 9091 --workers 4"

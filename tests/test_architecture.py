@@ -24,7 +24,7 @@ PURE = (
     "opsctl.vindex.decide", "opsctl.vindex.policy",
     "opsctl.backup.plan", "opsctl.backup.policy",
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
-    "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health",
+    "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health", "opsctl.container.probe",
     "core.mail.message", "core.mail.ids", "core.mail.headers", "core.mail.mime", "core.mail.html",
     "core.mail.quotes", "core.mail.subjects", "core.mail.text", "core.mail.threads", "core.mail.mbox",
 )

@@ -383,3 +383,21 @@ def test_container_commands_parse(built: list[dict[str, Any]]) -> None:
                            text=True, timeout=60)
     assert usage.returncode == 0, usage.stderr
     assert all(flag in usage.stdout for flag in worker[3:] if flag.startswith("--"))
+
+
+def test_every_container_runs_the_image_make_image_builds_as_its_user(built: list[dict[str, Any]]) -> None:
+    """The tag is `make image`'s (opsctl:<version of pyproject.toml>), the pods' user the Dockerfile's,
+    and the API pods run the API alone (the opsctl-daemon Deployment is the daemon)."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    (user,) = re.findall(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    deployments = [o for o in built if o["kind"] == "Deployment"]
+    assert len(deployments) == 3
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        assert (str(pod["securityContext"]["runAsUser"]), str(pod["securityContext"]["fsGroup"])) == user
+        assert [c["image"] for c in containers(deployment)] == [f"opsctl:{version}"]
+    api = containers(one(built, "Deployment", "core-api"))[0]["command"]
+    assert api[:2] == ["opsctl", "up"] and {"--no-daemon", "--no-prometheus"} <= set(api), api
+    assert api[api.index("--workers") + 1] == "0"
