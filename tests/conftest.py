@@ -111,18 +111,12 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[Any]:
     """A real S3-API server (moto_server) for the session; AWS_* fake-but-set in this process only."""
-    from tests.s3_helpers import FAKE_AWS, MotoServer
+    from bench.s3server import MotoServer, fake_aws
 
-    saved = {k: os.environ.get(k) for k in FAKE_AWS}
-    os.environ.update(FAKE_AWS)
-    server = MotoServer()
-    yield server
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with fake_aws():
+        server = MotoServer()
+        yield server
+        server.stop()
 
 
 @pytest.fixture

@@ -1,60 +1,77 @@
-"""A real S3-API server for tests: moto's server mode (``moto_server``) in its own process.
-
-``MotoServer`` starts it on a free port and waits for its "Running on" line (an event, not a
-sleep); ``make_bucket`` creates a bucket through boto3 (moto's own dependency; opsctl itself
-talks to the store through obstore only). The AWS_* variables are fake but set, in the test
-process only, so obstore signs requests the way it would against AWS.
-"""
+"""A real S3-API server for tests (``bench.s3server.MotoServer``: moto_server in its own process),
+and a fault-injecting proxy in front of it. The AWS_* variables are fake but set, in the test
+process only, so obstore signs requests the way it would against AWS."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import re
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+from bench.s3server import FAKE_AWS, MotoServer, make_bucket
 
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1"}
-_buckets = itertools.count()
+__all__ = ["FAKE_AWS", "FullStoreProxy", "MotoServer", "make_bucket"]
 
 
-class MotoServer:
-    def __init__(self) -> None:
-        self.log = Path(tempfile.mkstemp(prefix="opsctl-moto-", suffix=".log")[1])
-        exe = Path(sys.executable).with_name("moto_server")
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", "0"], stdout=out, stderr=out,
-                                         stdin=subprocess.DEVNULL, env={**os.environ, **FAKE_AWS})
-        deadline = time.monotonic() + 120  # a bound on a hung start, not a margin the test depends on
-        while True:
-            match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", self.log.read_text(errors="replace"))
-            if match:
-                self.port = int(match[1])
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"moto_server did not start: {self.log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.05)
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+class FullStoreProxy:
+    """An honest stand-in for a full store: an HTTP proxy in front of the S3 server that passes
+    requests through until ``budget`` bytes of upload bodies have gone by, then answers every upload
+    the way S3 answers one it will not take (400 ``EntityTooLarge``; MinIO says ``XMinioStorageFull``
+    with 507 when its disks fill). Reads, HEADs and listings keep passing."""
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.unlink(missing_ok=True)
+    def __init__(self, upstream: str, budget: int) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
 
+        target = urlsplit(upstream)
+        state = {"sent": 0}
+        lock = threading.Lock()
 
-def make_bucket(endpoint: str, name: str | None = None) -> str:
-    import boto3
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
 
-    bucket = name or f"opsctl-test-{os.getpid()}-{next(_buckets)}"
-    boto3.client("s3", endpoint_url=endpoint, **{"region_name": FAKE_AWS["AWS_REGION"]}).create_bucket(Bucket=bucket)
-    return bucket
+            def log_message(self, *_: object) -> None:
+                return None
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if self.command in ("PUT", "POST") and length:
+                    with lock:
+                        state["sent"] += length
+                        full = state["sent"] > budget
+                    if full:
+                        error = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>EntityTooLarge</Code>'
+                                 b"<Message>Your proposed upload exceeds the maximum allowed size</Message></Error>")
+                        self.send_response(400)
+                        self.send_header("Content-Type", "application/xml")
+                        self.send_header("Content-Length", str(len(error)))
+                        self.end_headers()
+                        self.wfile.write(error)
+                        return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                head = self.command == "HEAD"  # a HEAD's Content-Length is the object's size: passed on
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection") and (head or k.lower() != "content-length"):
+                        self.send_header(k, v)
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()

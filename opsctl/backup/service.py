@@ -61,6 +61,11 @@ def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool
     from opsctl.context import connect_db, database_url
 
     repo = repository(settings, policy)
+    if policy.remotes:  # a remote repository's configuration (its key) fails now, not after the backup
+        from opsctl.backup.repos import remote
+
+        for config in policy.remotes:
+            remote(policy, config.name)
     url = database_url(settings)
     use_logical = policy.mode == "logical" if logical is None else logical
     with connect_db(settings) as conn:
@@ -69,6 +74,10 @@ def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool
         else:
             record = create_physical(conn, url, repo, incremental=incremental, fsync=policy.fsync, progress=progress)
         audit(conn, "backup.create", record.id, f"{record.type} backup", record.to_json())
+    if policy.remotes:  # off the host: a copy in every remote repository, verified there
+        from opsctl.backup.repos import copy_offsite, require_copied
+
+        require_copied(record, copy_offsite(settings, policy, record, progress))
     return record
 
 
@@ -114,11 +123,15 @@ def record_verified(repo: Repository, records: list[BackupRecord], results: list
 
 def plan_prune(settings: Settings, policy: BackupPolicy, now: datetime | None = None) -> PrunePlan:
     from opsctl.backup.plan import plan_prune as plan
+    from opsctl.backup.repoplan import offsite_pins
     from opsctl.backup.verify import segment_size
 
     repo = repository(settings, policy)
     wal = sorted(p.name for p in repo.wal_dir.iterdir()) if repo.wal_dir.is_dir() else []
-    return plan(repo.list(), wal, policy.retention, now or datetime.now(UTC), segment_size(repo))
+    records = repo.list()
+    # nothing local is deleted before a remote copy of it is verified
+    pins = offsite_pins(records, [r.name for r in policy.remotes]) if policy.offsite_before_prune else {}
+    return plan(records, wal, policy.retention, now or datetime.now(UTC), segment_size(repo), pinned=pins)
 
 
 def apply_prune(settings: Settings, policy: BackupPolicy, plan: PrunePlan) -> None:

@@ -24,8 +24,9 @@ import hashlib
 import io
 import os
 import struct
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,6 +124,8 @@ class Stats:
 
     plain_bytes: int = 0
     stored_bytes: int = 0
+    # decoding: seconds waiting for the store's stream, decrypting, and decompressing (the rest)
+    seconds: dict[str, float] = field(default_factory=lambda: {"download": 0.0, "decrypt": 0.0, "decompress": 0.0})
     _digest: Any = None
 
     def plain(self, block: bytes) -> None:
@@ -264,7 +267,13 @@ def decode(source: Iterable[bytes], key: Key | None, name: str, stats: Stats | N
 
         try:
             with zstandard.ZstdDecompressor().stream_reader(frames, read_across_frames=True) as plain:  # type: ignore[arg-type]
-                while block := plain.read(FRAME_BYTES):
+                while True:
+                    before = time.perf_counter() - stats.seconds["download"] - stats.seconds["decrypt"]
+                    block = plain.read(FRAME_BYTES)
+                    stats.seconds["decompress"] += (time.perf_counter() - stats.seconds["download"]
+                                                    - stats.seconds["decrypt"] - before)
+                    if not block:
+                        break
                     stats.plain(block)
                     yield block
         except zstandard.ZstdError as exc:
@@ -285,7 +294,9 @@ class _Reader:
 
     def read(self, n: int) -> bytes:
         while len(self.buffer) < n:
+            started = time.perf_counter()
             chunk = next(self.chunks, None)
+            self.stats.seconds["download"] += time.perf_counter() - started
             if chunk is None:
                 break
             self.buffer += chunk
@@ -324,12 +335,15 @@ class _Frames(io.RawIOBase):
         if len(body) < length:
             raise CorruptObject(f"{self.name}: truncated inside frame {self.index} ({len(body)} of {length} bytes)")
         if self.cipher is not None:
+            started = time.perf_counter()
             try:
                 body = self.cipher.decrypt(_nonce(self.header.salt, self.index), body,  # type: ignore[attr-defined]
                                            _aad(self.header.raw, self.index, bool(last)))
             except InvalidTag as exc:
                 raise CorruptObject(f"{self.name}: frame {self.index} fails authentication (corrupted, "
                                     "tampered with or cut)") from exc
+            finally:
+                self.reader.stats.seconds["decrypt"] += time.perf_counter() - started
         self.index += 1
         self.body = memoryview(body)
         if last:
