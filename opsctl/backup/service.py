@@ -73,7 +73,8 @@ def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool
             record = create_logical(conn, url, repo, policy, progress=progress)
         else:
             record = create_physical(conn, url, repo, incremental=incremental, fsync=policy.fsync, progress=progress)
-        audit(conn, "backup.create", record.id, f"{record.type} backup", {**record.to_json(), "repo": policy.local_name})
+        audit(conn, "backup.create", record.id, f"{record.type} backup",
+              {**record.to_json(), "repo": policy.local_name})
     if policy.remotes:  # off the host: a copy in every remote repository, verified there
         from opsctl.backup.repos import copy_offsite, require_copied
 
