@@ -218,6 +218,13 @@ def test_remote_prune_follows_that_repository_s_retention(s3_server: Any, s3_buc
         assert not remote.store.list(f"backups/{ids[0]}/") and remote.store.head(manifest_key(ids[1]))
         listed = {b["id"]: b for b in json.loads(cli(c, "backup", "list", "-o", "json", policy=pol).stdout)}
         assert listed[ids[0]]["copies"]["offsite"]["state"] == "pruned" and listed[ids[0]]["repos"] == ["local"]
-        # locally both stay (retention 3), and the local prune may now remove the first: it was verified offsite
         local_plan = json.loads(cli(c, "backup", "prune", "-o", "json", policy=pol).stdout)
-        assert all(r["action"] == "keep" for r in local_plan if r["kind"] == "full")
+        assert all(r["action"] == "keep" for r in local_plan if r["kind"] == "full")  # retention 3 locally
+
+        # the daemon's prune job: the local repository, then each remote one by its own retention
+        from opsctl.backup.jobs import job_backup_prune
+
+        third = json.loads(cli(c, "backup", "create", "-o", "json", policy=pol).stdout)["id"]
+        said = job_backup_prune(c.settings, pol.parent)
+        assert "offsite: prune: remove 1 backup(s)" in said, said
+        assert remote.store.head(manifest_key(ids[1])) is None and remote.store.head(manifest_key(third))

@@ -4,6 +4,7 @@ server process); the S3 failures a backup must name: unreachable, no bucket, a m
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,15 @@ def test_a_store_without_bucket_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="needs a bucket"):
         open_store(StoreSpec("s3"))
+
+
+def test_gcs_and_azure_are_obstore_s_own_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configuration only (no GCS or Azure here): the stores open without a request, and a missing
+    Azure account is a configuration error naming the store."""
+    from core.errors import ConfigError
+
+    for name in [k for k in os.environ if k.startswith(("AZURE_", "GOOGLE_"))]:
+        monkeypatch.delenv(name)
+    assert open_store(StoreSpec("gcs", bucket="bk", prefix="p")).url == "gs://bk/p"
+    with pytest.raises(ConfigError, match=r"az://ctr: .*Account must be specified"):
+        open_store(StoreSpec("azure", bucket="ctr"))
