@@ -63,6 +63,12 @@ def test_a_backup_is_copied_listed_per_repository_and_verified_where_it_is(s3_se
         assert copy["key_id"] == open_remote(policy_of(pol).remotes[0]).key.id  # type: ignore[union-attr]
         assert 0 < copy["stored_bytes"] < copy["plain_bytes"]  # compressed
 
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = (c.root / "metrics" / "opsctl_backup_repository.prom").read_text()
+        gauges = {s.labels["repo"]: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        assert gauges == {"local": created["size_bytes"], "offsite": copy["stored_bytes"]}, gauges
+
         table = cli(c, "backup", "list", policy=pol).stdout
         assert "REPO" in table and "local,offsite" in table
         remote_list = json.loads(cli(c, "backup", "list", "--repo", "offsite", "-o", "json", policy=pol).stdout)

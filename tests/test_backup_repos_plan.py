@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from opsctl.backup.catalog import BackupRecord
 from opsctl.backup.plan import plan_prune
 from opsctl.backup.policy import BackupPolicy, Retention
-from opsctl.backup.repoplan import holders, offsite_pins
+from opsctl.backup.repoplan import holders, offsite_pins, repository_bytes
 from tests.test_backup_plan import F1, F2, F3, I1, I2, I3, NOW, segment_name
 
 S3 = {"name": "offsite", "type": "s3", "bucket": "b"}
@@ -116,3 +116,14 @@ def test_a_backup_that_failed_verification_is_not_pinned() -> None:
 def test_two_remotes_each_must_hold_a_verified_copy() -> None:
     assert offsite_pins([copied(F1, offsite="verified"), copied(F2, offsite="verified", dr="verified")],
                         ["offsite", "dr"]) == {"F1": "no verified copy on dr yet (offsite_before_prune)"}
+
+
+def test_repository_bytes_count_verified_copies_only() -> None:
+    from dataclasses import replace
+
+    a = replace(F1, size_bytes=100, copies={"offsite": {"state": "verified", "stored_bytes": 40},
+                                            "dr": {"state": "failed", "stored_bytes": 7}})
+    b = replace(F2, size_bytes=50, copies={"offsite": {"state": "pruned", "stored_bytes": 20},
+                                           "gone": {"state": "verified", "stored_bytes": 5}})
+    assert repository_bytes([a, b], "local", ["offsite", "dr"]) == {"local": 150, "offsite": 40, "dr": 0}
+    assert repository_bytes([], "local", []) == {"local": 0}

@@ -12,7 +12,7 @@ Layout of a remote repository (under its bucket and prefix)::
     wal/…                              continuous WAL (opsctl.backup.walpush, not this module)
 
 A backup exists in a remote repository when its manifest does. After an upload every object's
-size is checked against the manifest with HEAD requests and the manifest is read back; only then
+size is checked against the manifest (a listing, HEAD for what it lacks) and the manifest is read back; only then
 does the local catalog record the copy as ``verified`` (``BackupRecord.copies``). ``verify --repo``
 goes further: it downloads, decrypts, decompresses and checksums every file.
 """
@@ -183,7 +183,7 @@ def _portable(record: BackupRecord) -> dict[str, Any]:
 
 def check_copy(remote: Remote, backup_id: str, expected: dict[str, Any] | None = None) -> list[str]:
     """The copy's manifest readable (and, when given, what was written), every object there with the
-    stored size the manifest says (HEAD requests; no download)."""
+    stored size the manifest says (a listing, HEAD requests for what it lacks; no download)."""
     try:
         manifest = read_manifest(remote, backup_id)
     except OpsError as exc:
@@ -191,10 +191,17 @@ def check_copy(remote: Remote, backup_id: str, expected: dict[str, Any] | None =
     if expected is not None and manifest != expected:
         return [f"{remote.url}/{manifest_key(backup_id)}: differs from the manifest just written"]
 
-    def size_of(entry: dict[str, Any]) -> str | None:
-        return _size_problem(remote, file_key(backup_id, entry["path"]), entry)
-
     try:
+        # one LIST gives every object's stored size (S3, GCS and Azure list consistently); an object
+        # the listing lacks is asked for by HEAD before it is called missing
+        listed = {o.key: o.size for o in remote.store.list(f"backups/{backup_id}/files/")}
+
+        def size_of(entry: dict[str, Any]) -> str | None:
+            key = file_key(backup_id, entry["path"])
+            if listed.get(key) == entry["stored_size"]:
+                return None
+            return _size_problem(remote, key, entry)
+
         return [p for p in _map(remote, size_of, manifest["files"]) if p]
     except OpsError as exc:
         return [exc.message]

@@ -33,3 +33,14 @@ def offsite_pins(backups: list[BackupRecord], remotes: list[str]) -> dict[str, s
         if missing:
             pins[b.id] = f"no verified copy on {', '.join(missing)} yet (offsite_before_prune)"
     return pins
+
+
+def repository_bytes(backups: list[BackupRecord], local: str, remotes: list[str]) -> dict[str, int]:
+    """Bytes each repository holds, from the local catalog: the local backups' sizes, and per remote
+    repository the stored (encoded) bytes of its verified copies (0 for a repository holding none)."""
+    sizes = {local: sum(b.size_bytes for b in backups), **dict.fromkeys(remotes, 0)}
+    for b in backups:
+        for name, copy in b.copies.items():
+            if name in sizes and name != local and copy.get("state") == "verified":
+                sizes[name] += int(copy.get("stored_bytes") or 0)
+    return sizes

@@ -62,6 +62,7 @@ def copy_offsite(settings: Settings, policy: BackupPolicy, record: BackupRecord,
         record.copies[config.name] = result.copy_state(target, now())
         repo.save(record)
         results.append(result)
+    publish_sizes(settings, policy)
     with maybe_db(settings) as conn:
         for r in results:
             audit(conn, "backup.copy", f"{r.backup_id}@{r.repo}", "verified" if r.ok else f"failed: {r.problems[0]}",
@@ -171,6 +172,7 @@ def apply_prune_in(settings: Settings, policy: BackupPolicy, name: str, plan: Pr
         if name in local.copies:
             local.copies[name]["state"] = "pruned"
             repo.save(local)
+    publish_sizes(settings, policy)
     with maybe_db(settings) as conn:
         audit(conn, "backup.prune", name, plan.summary(), {"repo": name, "removed": gone})
 
@@ -185,3 +187,12 @@ def row_repos(record: BackupRecord, policy: BackupPolicy) -> dict[str, Any]:
     shown = ",".join(held) + "".join(f" ({p})" for p in pending) + (f" (not copied: {','.join(missing)})"
                                                                     if missing else "")
     return {"repo": shown, "repos": held}
+
+
+def publish_sizes(settings: Settings, policy: BackupPolicy) -> None:
+    """``opsctl_backup_repository_bytes{repo}`` after anything that changed what a repository holds."""
+    from opsctl.backup.metrics import publish_repository_bytes
+    from opsctl.backup.repoplan import repository_bytes
+
+    sizes = repository_bytes(_local(settings, policy).list(), policy.local_name, [r.name for r in policy.remotes])
+    publish_repository_bytes(sizes, settings.data_dir)

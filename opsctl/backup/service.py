@@ -79,6 +79,10 @@ def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool
         from opsctl.backup.repos import copy_offsite, require_copied
 
         require_copied(record, copy_offsite(settings, policy, record, progress))
+    else:
+        from opsctl.backup.repos import publish_sizes
+
+        publish_sizes(settings, policy)
     return record
 
 
@@ -145,6 +149,9 @@ def apply_prune(settings: Settings, policy: BackupPolicy, plan: PrunePlan) -> No
     for item in plan.wal:
         if item.action == "remove":
             (repo.wal_dir / item.name).unlink(missing_ok=True)
+    from opsctl.backup.repos import publish_sizes
+
+    publish_sizes(settings, policy)
     with maybe_db(settings) as conn:
         audit(conn, "backup.prune", str(repo.root), plan.summary(),
               {"removed": [i.name for i in plan.backups if i.action == "remove"],
