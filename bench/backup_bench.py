@@ -2,7 +2,13 @@
 steps (pg_basebackup; pg_combinebackup; start to consistent and promoted; count(*) per table), all
 measured in the same run on the same database.
 
-    python -m bench.backup_bench [--size-gb 1] [--quick]
+Off the host (an S3-API server started for the run: moto_server, from the dev extra): a backup copied
+to object storage (zstd 3 + AES-256-GCM) against pg_basebackup plus a plain upload (obstore put) of
+the same bytes; `restore-test --repo` against a plain download plus pg_combinebackup; the
+compressed size ratio. moto keeps objects in one Python process's memory: it is the slowest part
+of these figures, for opsctl and the baselines alike.
+
+    python -m bench.backup_bench [--size-gb 1] [--quick] [--no-offsite]
 
 Target: drill wall time <= 1.2 x (raw combine + start + counts) + the checks' own cost (verify,
 the drill's checks, pg_checksums), reported separately. The machine is shared: figures are noisy.
@@ -123,6 +129,104 @@ def raw_steps(url: str, work: Path, wal_dir: Path, database: str) -> dict[str, f
     return out
 
 
+def plain_transfer(base: Path, endpoint: str, bucket: str, work: Path, parallel: int) -> dict[str, float]:
+    """The baselines of the offsite figures: the raw base backup's files uploaded as they are (obstore
+    put, ``parallel`` at a time, as opsctl copies), downloaded back, and pg_combinebackup on that."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.embedded import prepare_for_pg_user
+    from opsctl.backup.tools import run_pg
+    from opsctl.objectstore.store import StoreSpec, open_store
+
+    store = open_store(StoreSpec("s3", bucket=bucket, prefix="plain", endpoint=endpoint))
+    files = [p.relative_to(base).as_posix() for p in sorted(base.rglob("*")) if p.is_file()]
+    dirs = [p.relative_to(base) for p in base.rglob("*") if p.is_dir()]
+    down = work / "downloaded"
+    prepare_for_pg_user(work)
+
+    def put(rel: str) -> None:
+        store.put(rel, (base / rel).read_bytes())
+
+    def get(rel: str) -> None:
+        (down / rel).write_bytes(b"".join(store.get(rel)))
+
+    out: dict[str, float] = {"plain_bytes": float(sum((base / f).stat().st_size for f in files))}
+    with ThreadPoolExecutor(parallel) as pool:
+        out["plain_upload"] = _timed(lambda: list(pool.map(put, files)))
+        for d in dirs:
+            (down / d).mkdir(parents=True, exist_ok=True)
+        out["plain_download"] = _timed(lambda: list(pool.map(get, files)))
+    combined = work / "combined-download"
+    out["pg_combinebackup_of_download"] = _timed(lambda: run_pg("pg_combinebackup", "--no-sync", "-o",
+                                                                str(combined), str(down)))
+    return out
+
+
+def offsite(env: dict[str, str], root: Path, raw: dict[str, float], console: Console) -> dict[str, Any]:
+    """opsctl backup create with an object-store repository, then restore-test --repo, and the plain
+    baselines, against one moto_server started for the run."""
+    from bench.s3server import MotoServer, fake_aws
+
+    server = MotoServer()
+    try:
+        with fake_aws():
+            fig = _offsite_run(server.endpoint, env, root)
+    finally:
+        server.stop()
+    copy, report = fig["copy"], fig["report"]
+    if copy["state"] != "verified" or not report["passed"]:
+        console.print(f"[red]offsite: copy {copy['state']} {copy.get('error', '')}; drill "
+                      f"{report.get('error') or 'failed checks'}[/red]")
+    return {**fig, "pg_basebackup": raw["pg_basebackup"]}
+
+
+def _offsite_run(endpoint: str, env: dict[str, str], root: Path) -> dict[str, Any]:
+    from bench.s3server import FAKE_AWS, make_bucket
+
+    bucket = make_bucket(endpoint)
+    parallel = 4
+    baseline = plain_transfer(root / "raw" / "base", endpoint, bucket, root / "raw-s3", parallel)
+    env = {**env, **FAKE_AWS, "BENCH_BACKUP_KEY": os.urandom(32).hex()}
+    (root / "backup.yaml").write_text(json.dumps({"repositories": [
+        {"name": "local", "type": "local", "path": str(root / "repo")},
+        {"name": "offsite", "type": "s3", "bucket": bucket, "prefix": "opsctl", "endpoint": endpoint,
+         "parallel": parallel, "compression": {"type": "zstd", "level": 3},
+         "encryption": {"type": "aes-256-gcm", "key_env": "BENCH_BACKUP_KEY"}}]}))
+    t_create, out = opsctl(env, "backup", "create", "-o", "json")
+    copy = json.loads(out)["copies"]["offsite"]
+    t_drill, out = opsctl(env, "restore-test", "--repo", "offsite", "-o", "json")
+    return {"baseline": baseline, "create_with_copy": t_create, "copy": copy, "drill": t_drill,
+            "report": json.loads(out)}
+
+
+def offsite_table(fig: dict[str, Any], console: Console) -> None:
+    base, copy, report = fig["baseline"], fig["copy"], fig["report"]
+    steps, rates = report.get("steps", {}), report.get("throughput", {})
+    restore = steps.get("fetch", 0) + steps.get("combine", 0)
+    rows = [
+        ("backup to object storage: create + copy vs pg_basebackup + plain upload", fig["create_with_copy"],
+         fig["pg_basebackup"] + base["plain_upload"]),
+        ("copy (zstd 3 + AES-256-GCM, checked remotely) vs plain upload", copy["seconds"], base["plain_upload"]),
+        ("restore from object storage: fetch + combine vs plain download + pg_combinebackup", restore,
+         base["plain_download"] + base["pg_combinebackup_of_download"]),
+        ("fetch (download, decrypt, decompress, SHA-256) vs plain download", steps.get("fetch", 0),
+         base["plain_download"]),
+    ]
+    table = Table(title=f"off the host ({copy['plain_bytes'] / 1e6:.0f} MB backup + its WAL, moto_server, "
+                        f"{rates.get('parallel', 4)} streams)")
+    for col in ("figure", "opsctl s", "raw s", "ratio"):
+        table.add_column(col)
+    for name, ours, raw in rows:
+        table.add_row(name, f"{ours:.2f}", f"{raw:.2f}", f"{ours / raw:.2f}x" if raw else "-")
+    console.print(table)
+    console.print(f"compressed size: {copy['stored_bytes'] / 1e6:.1f} MB stored for {copy['plain_bytes'] / 1e6:.1f} MB"
+                  f" (ratio {copy['stored_bytes'] / copy['plain_bytes']:.3f}); the drill from the store "
+                  f"{'passed' if report['passed'] else 'FAILED'} in {fig['drill']:.2f} s")
+    shown = {k.removesuffix("_bytes_per_second"): f"{v / 1e6:.1f} MB/s" for k, v in rates.items()
+             if k.endswith("_bytes_per_second") and v}
+    console.print(f"restore-test --repo bytes/s per step (per stream; fetch: wall): {shown}")
+
+
 def opsctl(env: dict[str, str], *args: str) -> tuple[float, str]:
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "opsctl.cli", *args], env=env, capture_output=True, text=True)
@@ -137,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-gb", type=float, default=1.0, help="database size to load (default 1)")
     parser.add_argument("--quick", action="store_true", help="a 50 MB smoke run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--no-offsite", action="store_true", help="skip the object-storage figures")
     args = parser.parse_args(argv)
     size = int((0.05 if args.quick else args.size_gb) * 1024**3)
     console = Console()
@@ -164,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         t_create, _ = opsctl(env, "backup", "create", "-o", "json")
         t_drill, out = opsctl(env, "restore-test", "-o", "json")
         report = json.loads(out)
+        off = None if args.no_offsite else offsite(env, root, raw, console)
     finally:
         pg.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
@@ -200,9 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"corpus": corpus, "raw": raw, "opsctl_backup_create": t_create,
                "opsctl_restore_test": t_drill, "drill_steps": steps, "budget": budget,
                "target_met": t_drill <= budget, "drill_passed": report["passed"]}
+    if off is not None:
+        offsite_table(off, console)
+        figures["offsite"] = off
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    return 0 if report["passed"] else 1
+    passed = report["passed"] and (off is None or (off["report"]["passed"] and off["copy"]["state"] == "verified"))
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -144,6 +144,25 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A real S3-API server (moto_server) for the session; AWS_* fake-but-set in this process only."""
+    from bench.s3server import MotoServer, fake_aws
+
+    with fake_aws():
+        server = MotoServer()
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: Any) -> str:
+    """A new, empty bucket on the session's S3 server."""
+    from tests.s3_helpers import make_bucket
+
+    return make_bucket(s3_server.endpoint)
+
+
 @pytest.fixture
 def settings(db_url: str, redis_url: str) -> Settings:
     return make_settings(database_url=db_url, redis_url=redis_url, admin_token="admin-secret")

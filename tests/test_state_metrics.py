@@ -28,7 +28,7 @@ def scrape(collector: StateCollector) -> dict[tuple[str, tuple[tuple[str, str], 
 def test_gauges_follow_the_audit_log_and_the_catalog(db_url: str, conn: psycopg.Connection[Any]) -> None:
     collector = StateCollector(lambda: connect(db_url, autocommit=True), min_interval=0, clock=lambda: NOW)
     empty = scrape(collector)
-    assert ("opsctl_backup_last_success_timestamp_seconds", ()) not in empty  # no backup yet: absent, not 0
+    assert not any(name == "opsctl_backup_last_success_timestamp_seconds" for name, _ in empty)  # absent, not 0
     assert not any(name == "opsctl_scale_desired_replicas" for name, _ in empty)
 
     record(conn, "scale.decide", target="core-worker", from_state=2, to_state=5, reason="backlog",
@@ -36,17 +36,25 @@ def test_gauges_follow_the_audit_log_and_the_catalog(db_url: str, conn: psycopg.
     record(conn, "scale.decide", target="core-worker", from_state=5, to_state=4, reason="drained",
            details={"max_replicas": 5})
     record(conn, "backup.create", target="b1", details={"id": "b1"})
+    record(conn, "backup.copy", target="b0@offsite", reason="verified", details={"repo": "offsite"})
+    record(conn, "backup.copy", target="b1@offsite", reason="failed: store unreachable", details={"repo": "offsite"})
+    record(conn, "backup.copy", target="b1@dr", reason="failed: store unreachable", details={"repo": "dr"})
     record(conn, "index.recall", details={"recall": {"chunks_p2026_11_embedding_idx": 0.93}})
     conn.execute("INSERT INTO companies (name, webhook_secret) VALUES ('acme', 's')")
     conn.execute("INSERT INTO documents_default (company_id, external_id, body, content_hash, created_at)"
                  " VALUES (1, 'old', 'x', '\\x00', '1999-01-01')")
     backup_at = conn.execute("SELECT max(at) FROM ops_events WHERE action = 'backup.create'").fetchone()[0]  # type: ignore[index]
+    copied_at = conn.execute("SELECT max(at) FROM ops_events WHERE action = 'backup.copy'"
+                             " AND reason = 'verified'").fetchone()[0]  # type: ignore[index]
 
     got = scrape(collector)
     assert got[("opsctl_scale_current_replicas", (("service", "core-worker"),))] == 5
     assert got[("opsctl_scale_desired_replicas", (("service", "core-worker"),))] == 4
     assert got[("opsctl_scale_max_replicas", (("service", "core-worker"),))] == 5
-    assert got[("opsctl_backup_last_success_timestamp_seconds", ())] == backup_at.timestamp()
+    assert got[("opsctl_backup_last_success_timestamp_seconds", (("repo", "local"),))] == backup_at.timestamp()
+    # per remote repository: the newest VERIFIED copy (a failed one is no backup there; never one: absent)
+    assert got[("opsctl_backup_last_success_timestamp_seconds", (("repo", "offsite"),))] == copied_at.timestamp()
+    assert ("opsctl_backup_last_success_timestamp_seconds", (("repo", "dr"),)) not in got
     assert got[("opsctl_vector_index_recall", (("index", "chunks_p2026_11_embedding_idx"),))] == 0.93
     assert got[("opsctl_partition_default_rows", (("table", "documents"),))] == 1
     assert got[("opsctl_partition_default_rows", (("table", "chunks"),))] == 0

@@ -44,6 +44,9 @@ class BackupRecord:
     verified_at: str | None = None
     verify_result: str | None = None  # "ok" or "failed: <reason>"
     extra: dict[str, Any] = field(default_factory=dict)
+    # remote repository name -> its copy: state (verified | failed | pruned), at, key_id, compression,
+    # stored_bytes, files, error, verified_at, verify_result (opsctl.backup.offsite writes it)
+    copies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def physical(self) -> bool:

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.clock import Clock, utcnow
 from core.errors import ConfigError, OperationFailed, OpsError
@@ -28,10 +28,8 @@ from core.threads import main_thread
 from opsctl.backup.catalog import BackupRecord, Repository, megabytes
 from opsctl.backup.checks import Check
 from opsctl.backup.policy import BackupPolicy
+from opsctl.backup.target import ArchiveEnd
 from opsctl.backup.tools import Progress, no_progress
-
-if TYPE_CHECKING:
-    from opsctl.backup.target import ArchiveEnd
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -49,25 +47,48 @@ def _fail_report(backup: BackupRecord | None, checks: list[Check], started: floa
 
 
 def run_drill(settings: Any, policy: BackupPolicy, *, backup_id: str = "latest", target_time: datetime | None = None,
-              progress: Progress = no_progress, now: Clock = utcnow) -> dict[str, Any]:
-    """Run one drill; returns the report (also stored in ops_events and exposed as gauges)."""
+              progress: Progress = no_progress, now: Clock = utcnow, repo_name: str | None = None) -> dict[str, Any]:
+    """Run one drill; returns the report (also stored in ops_events and exposed as gauges).
+
+    With a remote ``repo_name`` the chain is first downloaded from that repository into a clean scratch
+    directory (decrypted, decompressed, checksummed) and restored from there alone: what a lost host
+    would have. Until WAL is fetched from the remote repository (opsctl.backup.walpush), such a drill
+    recovers to the backup's end point, with the WAL its copy carries."""
     from opsctl.backup.metrics import publish
+    from opsctl.backup.repos import is_remote
     from opsctl.backup.service import audit, repository
     from opsctl.context import connect_db
 
+    remote = is_remote(policy, repo_name)
+    if remote and target_time is not None:
+        raise ConfigError(f"--target-time with --repo {repo_name}: a remote copy restores to its backup's end "
+                          "point until WAL is fetched from that repository; drop --target-time")
     repo = repository(settings, policy)
-    if backup_id != "latest":
+    if backup_id != "latest" and not remote:
         repo.require(backup_id)  # an unknown id is a typo, not a failed drill: NotFound, and nothing recorded
     started = time.monotonic()
     started_at = now()
     with connect_db(settings) as source:
+        fetched: Path | None = None
         try:
-            report = _drill(settings, policy, repo, source, backup_id, target_time, progress, started, now)
+            extra: dict[str, Any] = {}
+            if remote:
+                assert repo_name is not None
+                fetched, repo, extra = _fetch_remote(policy, repo_name, backup_id, progress)
+            report = _drill(settings, policy, repo, source, backup_id, target_time, progress, started, now,
+                            to_backup_end=remote)
+            report["steps"] = {**extra.get("steps", {}), **report["steps"]}
+            if remote:
+                report["throughput"] = {**extra["throughput"], **_combine_rate(report, extra)}
         except ConfigError:
             raise
         except Exception as exc:  # no backup, a tool failed, a check could not run: a failed drill, recorded
             message = exc.message if isinstance(exc, OpsError) else f"{type(exc).__name__}: {exc}"
             report = _fail_report(None, [], started, policy, target_time, message.strip().splitlines()[0])
+        finally:
+            if fetched is not None:
+                shutil.rmtree(fetched, ignore_errors=True)
+        report["repo"] = repo_name or policy.local_name
         report["started_at"] = started_at.isoformat()
         report["duration_seconds"] = time.monotonic() - started
         publish(report, settings.data_dir)
@@ -98,8 +119,54 @@ def outcome_line(report: dict[str, Any]) -> str:
             + ("PASSED" if report["passed"] else "FAILED"))
 
 
+def _scratch_parent(policy: BackupPolicy) -> Path:
+    parent = Path(policy.drill.scratch_dir) if policy.drill.scratch_dir else Path(tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _fetch_remote(policy: BackupPolicy, name: str, backup_id: str,
+                  progress: Progress) -> tuple[Path, Repository, dict[str, Any]]:
+    """Download the chain from remote repository ``name`` into a clean scratch repository; the steps'
+    seconds and bytes/s (download, decrypt, decompress, write)."""
+    from opsctl.backup.offsite import download_chain
+    from opsctl.backup.repos import remote
+
+    target = remote(policy, name)
+    folder = Path(tempfile.mkdtemp(prefix="opsctl-fetch-", dir=_scratch_parent(policy)))
+    wall = time.monotonic()
+    try:
+        got = download_chain(target, backup_id, folder / "repo", progress)
+        wall = time.monotonic() - wall
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    seconds = got.seconds
+    per_step = {"download": got.stored_bytes, "decrypt": got.stored_bytes if target.key else 0,
+                "decompress": got.plain_bytes if target.codec.compression == "zstd" else 0,
+                "write": got.plain_bytes}
+    # per step: its bytes over the seconds spent in it, summed over the parallel streams (a per-stream
+    # rate); fetch: the stored bytes over the wall time of the whole download
+    throughput = {f"{step}_bytes_per_second": round(n / seconds[step]) if seconds.get(step) else None
+                  for step, n in per_step.items() if n}
+    throughput.update(fetch_bytes_per_second=round(got.stored_bytes / wall) if wall else None,
+                      stored_bytes=got.stored_bytes, plain_bytes=got.plain_bytes, parallel=target.config.parallel)
+    steps = {"fetch": round(wall, 3), **{f"fetch_{k}_stream_seconds": round(v, 3) for k, v in seconds.items()}}
+    return folder, got.repo, {"throughput": throughput, "steps": steps, "plain_bytes": got.plain_bytes}
+
+
+def _combine_rate(report: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Bytes/s of the restore's own steps, over the bytes downloaded (the backup chain's plain size)."""
+    out: dict[str, Any] = {}
+    for step in ("combine", "start_to_consistent"):
+        seconds = report["steps"].get(step)
+        out[f"{step}_bytes_per_second"] = round(extra["plain_bytes"] / seconds) if seconds else None
+    return out
+
+
 def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, backup_id: str,
-           target_time: datetime | None, progress: Progress, started: float, now: Clock) -> dict[str, Any]:
+           target_time: datetime | None, progress: Progress, started: float, now: Clock,
+           to_backup_end: bool = False) -> dict[str, Any]:
     from opsctl.backup.restore import ScratchServer, build_data_dir, load_logical, resolve_chain
     from opsctl.backup.service import record_verified
     from opsctl.backup.target import archive_end
@@ -130,16 +197,16 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
                     f"{megabytes(sum(r.bytes for r in results))} match their manifests")]
     step("verify")
     end: ArchiveEnd | None = None
-    if physical and target_time is None:
+    if physical and target_time is None and to_backup_end:  # the copy carries the WAL to its end, no further
+        end = ArchiveEnd(None, None, _one(source, NEWEST_COMMIT_SQL))
+    elif physical and target_time is None:
         progress("finding the last archived commit", 0.1)
         end = archive_end(repo, source, backup, segment_size(repo))
         step("find_target")
     # the RPO's reference, taken now, before anything is restored (with --target-time: the data at the target)
     newest_source = end.source_newest if end else None if physical else _one(source, NEWEST_COMMIT_SQL)
 
-    parent = Path(policy.drill.scratch_dir) if policy.drill.scratch_dir else Path(tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="opsctl-drill-", dir=parent))
+    scratch = Path(tempfile.mkdtemp(prefix="opsctl-drill-", dir=_scratch_parent(policy)))
     server: Any = ScratchServer(scratch / "data", scratch / "run") if physical else LogicalScratch(scratch, backup)
     wanted = set(policy.drill.checks) - (set() if physical else {"point_in_time"})
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread() else None

@@ -32,7 +32,15 @@ def job_backup_prune(settings: Settings, policy_dir: Path) -> str:
     policy = load_policy(directory=policy_dir)
     plan = plan_prune(settings, policy)
     apply_prune(settings, policy, plan)
-    return plan.summary()
+    said = [plan.summary()]
+    if policy.remotes:  # then each remote repository by its own retention
+        from opsctl.backup.repos import apply_prune_in, plan_prune_in
+
+        for config in policy.remotes:
+            remote_plan = plan_prune_in(settings, policy, config.name)
+            apply_prune_in(settings, policy, config.name, remote_plan)
+            said.append(f"{config.name}: {remote_plan.summary()}")
+    return "; ".join(said)
 
 
 def job_restore_drill(settings: Settings, policy_dir: Path) -> str:

@@ -53,3 +53,24 @@ def publish(report: dict[str, Any], data_dir: Path) -> None:
                 gauges[key].set(value)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
+
+
+REPOSITORY_BYTES = ("opsctl_backup_repository_bytes", "bytes held by each backup repository (remote: the stored, "
+                    "encoded bytes of its verified copies, from the local catalog)")
+_REPO_GAUGE = Gauge(*REPOSITORY_BYTES, ["repo"])
+
+
+def repository_textfile(data_dir: Path) -> Path:
+    return data_dir / "metrics" / "opsctl_backup_repository.prom"
+
+
+def publish_repository_bytes(sizes: dict[str, int], data_dir: Path) -> None:
+    """``opsctl_backup_repository_bytes{repo}`` in this process and in a textfile (as the drill's gauges)."""
+    registry = CollectorRegistry()
+    textfile_gauge = Gauge(*REPOSITORY_BYTES, ["repo"], registry=registry)
+    for repo, size in sizes.items():
+        _REPO_GAUGE.labels(repo).set(size)
+        textfile_gauge.labels(repo).set(size)
+    path = repository_textfile(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)

@@ -151,21 +151,27 @@ def _kept_fulls(fulls: list[BackupRecord], retention: Retention, now: datetime) 
 
 
 def plan_prune(backups: list[BackupRecord], wal_files: list[str], retention: Retention, now: datetime,
-               segment_size: int = 16 * 1024 * 1024) -> PrunePlan:
+               segment_size: int = 16 * 1024 * 1024, pinned: dict[str, str] | None = None) -> PrunePlan:
     """What goes and what stays: fulls by the retention rule, incrementals with their chain, WAL
-    from the start of the oldest kept physical backup (history files always stay)."""
+    from the start of the oldest kept physical backup (history files always stay). ``pinned``
+    backups stay whatever the rule says (with the chain they need), for the reason given."""
     plan = PrunePlan()
     by_id = {b.id: b for b in backups}
     keep: dict[str, str] = {}
     for physical in (True, False):
         roots = [b for b in backups if b.physical == physical and b.parent is None]
         keep.update(_kept_fulls(roots, retention, now))
+    for pin_id, why in (pinned or {}).items():
+        node = by_id.get(pin_id)
+        while node is not None:
+            keep.setdefault(node.id, why if node.id == pin_id else f"{pin_id} needs it: {why}")
+            node = by_id.get(node.parent) if node.parent else None
     for b in backups:  # incrementals, oldest first so parents are decided before children
         if b.parent is None:
             continue
         parent = by_id.get(b.parent)
         if parent is not None and parent.id in keep:
-            keep[b.id] = f"its chain ({_root_id(by_id, b)}) is kept"
+            keep.setdefault(b.id, f"its chain ({_root_id(by_id, b)}) is kept")
     for b in backups:
         if b.id in keep:
             plan.backups.append(Item(b.id, b.type, "keep", keep[b.id]))

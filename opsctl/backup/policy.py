@@ -57,8 +57,72 @@ class Drill(PolicyModel):
         return v
 
 
+class RepoCompression(PolicyModel):
+    type: Literal["zstd", "none"] = "zstd"
+    level: int = Field(default=3, ge=1, le=22, description="zstd level (1 fast … 19+ small)")
+
+
+class RepoEncryption(PolicyModel):
+    """AES-256-GCM with a key from a file or an environment variable (never the key itself)."""
+
+    type: Literal["aes-256-gcm"] = "aes-256-gcm"
+    key_file: str | None = None
+    key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RepoEncryption:
+        if (self.key_file is None) == (self.key_env is None):
+            raise ValueError("give exactly one of key_file and key_env")
+        return self
+
+
+class RepositoryConfig(PolicyModel):
+    """One backup repository (pgBackRest's repo1, repo2 …): the local directory backups are taken
+    into, or an object store they are copied to. Credentials come from the environment/profile the
+    object-store library reads (AWS_ACCESS_KEY_ID …), never from here."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    type: Literal["local", "s3", "gcs", "azure"]
+    path: str | None = Field(default=None, description="local: the directory (default <data dir>/backups)")
+    bucket: str | None = Field(default=None, description="s3/gcs: the bucket; azure: the container")
+    prefix: str | None = None
+    endpoint: str | None = Field(default=None, description="MinIO, R2, a test server …; default the provider's")
+    region: str | None = None
+    retention: Retention | None = Field(default=None, description="default: the policy's retention")
+    compression: RepoCompression = Field(default_factory=RepoCompression)
+    encryption: RepoEncryption | None = None
+    timeout_seconds: float = Field(default=60, gt=0, le=3600, description="one request to the store")
+    retries: int = Field(default=3, ge=0, le=20, description="retries of a failed request (with backoff)")
+    parallel: int = Field(default=4, ge=1, le=64, description="files uploaded or downloaded at once")
+
+    @model_validator(mode="after")
+    def _shape(self) -> RepositoryConfig:
+        if self.type == "local":
+            extra = sorted(self.model_fields_set & {"bucket", "prefix", "endpoint", "region", "compression",
+                                                     "encryption"})
+            if extra:
+                raise ValueError(f"a local repository has no {', '.join(extra)} (it holds plain backups that "
+                                 "pg_combinebackup reads)")
+        else:
+            if not self.bucket:
+                raise ValueError(f"a {self.type} repository needs a bucket")
+            if self.path is not None:
+                raise ValueError(f"a {self.type} repository has no path (use bucket and prefix)")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.type != "local"
+
+
 class BackupPolicy(PolicyModel):
     repository: str | None = Field(default=None, description="repository dir; default <data dir>/backups")
+    repositories: list[RepositoryConfig] | None = Field(
+        default=None, description="the repositories: exactly one local (backups are taken there), any number "
+                                  "of object stores they are copied to; default: one local named local")
+    offsite_before_prune: bool = Field(
+        default=True, description="the local repository removes a backup only once every remote repository "
+                                  "has held a verified copy of it")
     mode: Literal["physical", "logical"] = "physical"
     schedule: Schedule = Field(default_factory=Schedule)
     retention: Retention = Field(default_factory=Retention)
@@ -77,10 +141,45 @@ class BackupPolicy(PolicyModel):
     def _check(self) -> BackupPolicy:
         if self.repository is not None and not self.repository.strip():
             raise ValueError("repository must not be empty")
+        if self.repositories is not None:
+            names = [r.name for r in self.repositories]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"repository name(s) used twice: {', '.join(twice)}")
+            local = [r for r in self.repositories if r.type == "local"]
+            if len(local) != 1:
+                raise ValueError(f"repositories: exactly one local repository (backups are taken there), "
+                                 f"not {len(local)}")
+            if self.repository is not None and local[0].path is not None:
+                raise ValueError("repository and the local repository's path both say where backups go: keep one")
         return self
 
+    @property
+    def local_name(self) -> str:
+        return next((r.name for r in self.repositories or [] if r.type == "local"), "local")
+
+    @property
+    def remotes(self) -> list[RepositoryConfig]:
+        """The object-store repositories, in the policy's order."""
+        return [r for r in self.repositories or [] if r.remote]
+
+    def remote(self, name: str) -> RepositoryConfig:
+        """The remote repository ``name``; ValueError naming the known ones."""
+        for r in self.remotes:
+            if r.name == name:
+                return r
+        known = ", ".join(r.name for r in self.remotes) or "none"
+        hint = " (the local one)" if name == self.local_name else ""
+        raise ValueError(f"no remote repository {name!r}{hint} in the backup policy (remote: {known})")
+
+    def retention_of(self, name: str) -> Retention:
+        found = next((r for r in self.repositories or [] if r.name == name), None)
+        return found.retention if found is not None and found.retention is not None else self.retention
+
     def repository_path(self, data_dir: Path) -> Path:
-        return Path(self.repository).expanduser() if self.repository else data_dir / "backups"
+        local = next((r for r in self.repositories or [] if r.type == "local"), None)
+        chosen = local.path if local is not None and local.path else self.repository
+        return Path(chosen).expanduser() if chosen else data_dir / "backups"
 
 
 def load_policy(path: Path | None = None, directory: Path | None = None) -> BackupPolicy:

@@ -63,6 +63,11 @@ def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool
     from opsctl.context import connect_db, database_url
 
     repo = repository(settings, policy)
+    if policy.remotes:  # a remote repository's configuration (its key) fails now, not after the backup
+        from opsctl.backup.repos import remote
+
+        for config in policy.remotes:
+            remote(policy, config.name)
     url = database_url(settings)
     use_logical = policy.mode == "logical" if logical is None else logical
     standby_url = None
@@ -78,7 +83,15 @@ def create_backup(settings: Settings, policy: BackupPolicy, *, incremental: bool
             record = create_physical(conn, url, repo, incremental=incremental, fsync=policy.fsync, progress=progress,
                                      standby_url=standby_url)
         audit(conn, "backup.create", record.id, f"{record.type} backup{' from a standby' if standby_url else ''}",
-              {**record.to_json(), "from_standby": standby_url is not None})
+              {**record.to_json(), "repo": policy.local_name, "from_standby": standby_url is not None})
+    if policy.remotes:  # off the host: a copy in every remote repository, verified there
+        from opsctl.backup.repos import copy_offsite, require_copied
+
+        require_copied(record, copy_offsite(settings, policy, record, progress))
+    else:
+        from opsctl.backup.repos import publish_sizes
+
+        publish_sizes(settings, policy)
     return record
 
 
@@ -124,11 +137,15 @@ def record_verified(repo: Repository, records: list[BackupRecord], results: list
 
 def plan_prune(settings: Settings, policy: BackupPolicy, now: datetime | None = None) -> PrunePlan:
     from opsctl.backup.plan import plan_prune as plan
+    from opsctl.backup.repoplan import offsite_pins
     from opsctl.backup.verify import segment_size
 
     repo = repository(settings, policy)
     wal = sorted(p.name for p in repo.wal_dir.iterdir()) if repo.wal_dir.is_dir() else []
-    return plan(repo.list(), wal, policy.retention, now or datetime.now(UTC), segment_size(repo))
+    records = repo.list()
+    # nothing local is deleted before a remote copy of it is verified
+    pins = offsite_pins(records, [r.name for r in policy.remotes]) if policy.offsite_before_prune else {}
+    return plan(records, wal, policy.retention, now or datetime.now(UTC), segment_size(repo), pinned=pins)
 
 
 def apply_prune(settings: Settings, policy: BackupPolicy, plan: PrunePlan) -> None:
@@ -141,6 +158,9 @@ def apply_prune(settings: Settings, policy: BackupPolicy, plan: PrunePlan) -> No
     for item in plan.wal:
         if item.action == "remove":
             (repo.wal_dir / item.name).unlink(missing_ok=True)
+    from opsctl.backup.repos import publish_sizes
+
+    publish_sizes(settings, policy)
     with maybe_db(settings) as conn:
         audit(conn, "backup.prune", str(repo.root), plan.summary(),
               {"removed": [i.name for i in plan.backups if i.action == "remove"],

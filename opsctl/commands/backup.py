@@ -41,17 +41,21 @@ def _ctx(policy: Path | None) -> tuple[Any, Any]:
 
 BACKUP_COLUMNS = [("id", "ID"), ("type", "TYPE"), ("parent", "PARENT"), ("start_time", "START"),
                   ("stop_time", "STOP"), ("start_lsn", "START LSN"), ("stop_lsn", "STOP LSN"), ("size", "SIZE"),
-                  ("verified", "VERIFIED")]
+                  ("repo", "REPO"), ("verified", "VERIFIED")]
 
 
 VERIFY_COLUMNS = [("id", "ID"), ("ok", "OK"), ("files", "FILES"), ("bytes", "SIZE"), ("wal_segments", "WAL SEGMENTS"),
                   ("problems", "PROBLEMS")]
 
 
-def _row(r: Any) -> dict[str, Any]:
+def _row(r: Any, policy: Any = None, repo: str | None = None) -> dict[str, Any]:
+    """A backup as ``backup list`` shows it; REPO names the repositories holding a verified copy (or,
+    listing a remote repository, that one)."""
     from opsctl.backup.catalog import megabytes
+    from opsctl.backup.repos import row_repos
 
     data: dict[str, Any] = r.to_json()
+    data.update(row_repos(r, policy) if policy is not None and repo is None else {"repo": repo, "repos": [repo]})
     data["size"] = megabytes(r.size_bytes)
     data["verified"] = f"{r.verified_at[:19]} {r.verify_result}" if r.verified_at else "never"
     data["start_time"], data["stop_time"] = r.start_time[:19], r.stop_time[:19]
@@ -85,20 +89,57 @@ def create(
     with progress_bar() as update:
         record = create_backup(s, pol, incremental=incremental, logical=True if logical else None,
                                from_standby=from_standby, progress=update)
-    emit(_row(record), output, columns=BACKUP_COLUMNS)
+    emit(_row(record, pol), output, columns=BACKUP_COLUMNS)
+
+
+@app.command("push")
+def push(
+    backup_id: str | None = typer.Argument(None, help="backup id (copied again); default: every backup some "
+                                                       "remote repository has no verified copy of"),
+    repo: str | None = typer.Option(None, "--repo", help="only this remote repository"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Copy backups to the remote repositories (as `backup create` does after each backup): every file
+    encoded per the repository, the manifest last, then checked there; exit 1 naming a failed copy.
+
+    Example: opsctl backup push --repo offsite
+    """
+    from opsctl.backup.repos import push_missing
+
+    s, pol = _ctx(policy)
+    with progress_bar() as update:
+        results = push_missing(s, pol, backup_id, repo, update)
+    rows = [{"id": r.backup_id, "repo": r.repo, "ok": r.ok, "files": r.files, "plain_bytes": r.plain_bytes,
+             "stored_bytes": r.stored_bytes, "seconds": round(r.seconds, 3), "problems": "; ".join(r.problems)}
+            for r in results]
+    emit(rows, output)
+    if not results:
+        info("every backup has a verified copy in every remote repository")
+    bad = [r for r in results if not r.ok]
+    if bad:
+        from core.errors import OperationFailed
+
+        raise OperationFailed(f"copy of {bad[0].backup_id} to {bad[0].repo} failed: {bad[0].problems[0]}")
 
 
 @app.command("list")
-def list_(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -> None:
-    """List the backups of the repository (read from the repository alone).
+def list_(
+    repo: str | None = typer.Option(None, "--repo", help="list what this repository holds (a remote one is read "
+                                                         "from the store); default: the local catalog"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """List the backups and the repositories holding each (read from the repositories alone).
 
-    Example: opsctl backup list -o json
+    Example: opsctl backup list --repo offsite -o json
     """
-    from opsctl.backup.service import list_backups
+    from opsctl.backup.repos import is_remote, list_in
 
     s, pol = _ctx(policy)
-    records, broken = list_backups(s, pol)
-    emit([_row(r) for r in records] + [_broken_row(b) for b in broken], output, columns=BACKUP_COLUMNS)
+    records, broken = list_in(s, pol, repo)
+    shown = repo if is_remote(pol, repo) else None
+    emit([_row(r, pol, shown) for r in records] + [_broken_row(b) for b in broken], output, columns=BACKUP_COLUMNS)
     for b in broken:
         info(f"warning: {b.message}: `opsctl backup verify` fails until it is repaired or removed")
 
@@ -106,19 +147,26 @@ def list_(policy: Path | None = POLICY_OPTION, output: Output = OUTPUT_OPTION) -
 @app.command("verify")
 def verify(
     backup_id: str | None = typer.Argument(None, help="backup id (with its chain); default: every backup"),
+    repo: str | None = typer.Option(None, "--repo", help="verify the copies in this remote repository "
+                                                         "(downloaded, decrypted, decompressed, checksummed)"),
     policy: Path | None = POLICY_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Check every file against the manifest (size, SHA-256) and the WAL each backup needs; exit 1 naming
-    the first bad file.
+    the first bad file. With --repo, the copy that is in that repository, not the local one.
 
-    Example: opsctl backup verify 20260101-120000F
+    Example: opsctl backup verify 20260101-120000F --repo offsite
     """
     from opsctl.backup.catalog import megabytes
+    from opsctl.backup.repos import is_remote, verify_in
     from opsctl.backup.service import require_ok, verify_backups
 
     s, pol = _ctx(policy)
-    results = verify_backups(s, pol, backup_id)
+    if is_remote(pol, repo):
+        assert repo is not None
+        results = verify_in(s, pol, repo, backup_id)
+    else:
+        results = verify_backups(s, pol, backup_id)
     table = output is Output.table  # sizes for people, as `backup list` shows them; -o json/yaml keep the bytes
     rows = [{"id": r.backup_id, "ok": r.ok, "files": r.files, "bytes": megabytes(r.bytes) if table else r.bytes,
              "wal_segments": r.wal_segments, "problems": "; ".join(r.problems)} for r in results]
@@ -129,17 +177,22 @@ def verify(
 @app.command("prune")
 def prune(
     apply: bool = typer.Option(False, "--apply", help="remove what the plan says (default: show the plan)"),
+    repo: str | None = typer.Option(None, "--repo", help="prune this repository by its own retention "
+                                                         "(default: the local one)"),
     policy: Path | None = POLICY_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Show what retention removes and keeps, and why; remove it with --apply.
+    """Show what retention removes and keeps, and why; remove it with --apply. The local repository
+    keeps every backup a remote repository has not verified a copy of (offsite_before_prune).
 
-    Example: opsctl backup prune --apply
+    Example: opsctl backup prune --repo offsite --apply
     """
+    from opsctl.backup.repos import apply_prune_in, is_remote, plan_prune_in
     from opsctl.backup.service import apply_prune, plan_prune
 
     s, pol = _ctx(policy)
-    plan = plan_prune(s, pol)
+    remote = is_remote(pol, repo)
+    plan = plan_prune_in(s, pol, repo) if remote and repo else plan_prune(s, pol)
     rows = [{"name": i.name, "kind": i.kind, "action": i.action, "reason": i.reason} for i in plan.backups]
     wal_gone = [i.name for i in plan.wal if i.action == "remove"]
     if wal_gone:
@@ -150,7 +203,10 @@ def prune(
                  "reason": f"{len(plan.wal) - len(wal_gone)} file(s) kept"})
     emit(rows, output)
     if apply:
-        apply_prune(s, pol, plan)
+        if remote and repo:
+            apply_prune_in(s, pol, repo, plan)
+        else:
+            apply_prune(s, pol, plan)
         info(plan.summary())
     else:
         info(plan.summary() + " (dry run: pass --apply to act)")
@@ -173,30 +229,38 @@ def _parse_time(value: str | None) -> Any:
 RESTORE_TEST_HELP = """Restore drill: restore a backup (+ WAL to --target-time) into a scratch server, prove the
 point in time and check integrity, counts, checksums, vector indexes and recall, a search and a write;
 report RTO and RPO against the policy. Exit 0 only when every check passed. The scratch server and
-directory are always removed.
+directory are always removed. With --repo NAME the backup comes from that remote repository alone
+(what a lost host would have), with bytes/s per step.
 
-Example: opsctl restore-test --backup latest --target-time 2026-01-01T12:00:00Z -o json
+Example: opsctl restore-test --repo offsite -o json
 """
 
 
 def restore_test(
     backup: str = typer.Option("latest", "--backup", help="backup id or latest"),
     target_time: str | None = typer.Option(None, "--target-time", help="recover to this time (ISO 8601)"),
+    repo: str | None = typer.Option(None, "--repo", help="restore from this remote repository into a clean "
+                                                         "scratch dir (download, decrypt, decompress first)"),
     policy: Path | None = POLICY_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
     from core.errors import OperationFailed
+    from core.humanize import format_bytes
     from opsctl.backup.drill import failure_reason, outcome_line, run_drill
 
     s, pol = _ctx(policy)
     with progress_bar() as update:
-        report = run_drill(s, pol, backup_id=backup, target_time=_parse_time(target_time), progress=update)
+        report = run_drill(s, pol, backup_id=backup, target_time=_parse_time(target_time), progress=update,
+                           repo_name=repo)
     if output is Output.table:
         if report["checks"]:  # a drill stopped before any check (no backup to restore) has no table
             point = f" to {report['recovered_point']}" if report["recovered_point"] else ""
             emit(report["checks"], output, columns=[("name", "CHECK"), ("passed", "PASSED"), ("figure", "FIGURE"),
                                                     ("detail", "DETAIL")],
                  title=f"restore drill of {report['backup']}{point}")
+        for step, rate in (report.get("throughput") or {}).items():
+            if step.endswith("_bytes_per_second") and rate:
+                info(f"{step.removesuffix('_bytes_per_second')}: {format_bytes(rate)}/s")
         info(outcome_line(report))
     else:
         emit(report, output)

@@ -4,7 +4,9 @@ Every daemon replica, leader or not, exports the same values, and a change of le
 nothing: the values come from the audit log and the catalog (the same rows ``opsctl status``
 reads), not from what one process happened to do.
 
-    opsctl_backup_last_success_timestamp_seconds       the newest backup.create event
+    opsctl_backup_last_success_timestamp_seconds{repo} the newest backup.create event (the local
+                                                       repository), the newest verified backup.copy per
+                                                       remote repository
     opsctl_partitions_premade_ahead{table}             partitions starting after this month
     opsctl_partition_default_rows{table}               rows in the default partition (capped)
     opsctl_vector_index_recall{index}                  the newest index.recall measurement
@@ -47,10 +49,16 @@ def _number(text: Any) -> float | None:
 def families(raw: dict[str, Any], summary: dict[str, Any]) -> list[GaugeMetricFamily]:
     """The gauges from ``opsctl status``'s rows (``raw``) and its summary (pure)."""
     out: list[GaugeMetricFamily] = []
+    backups = GaugeMetricFamily("opsctl_backup_last_success_timestamp_seconds",
+                                "Unix time of the newest successful backup (remote: verified copy) per repository",
+                                labels=["repo"])
     if raw.get("backup"):
-        out.append(GaugeMetricFamily("opsctl_backup_last_success_timestamp_seconds",
-                                     "Unix time of the newest successful backup",
-                                     value=raw["backup"]["at"].timestamp()))
+        backups.add_metric([str((raw["backup"].get("details") or {}).get("repo") or "local")],
+                           raw["backup"]["at"].timestamp())
+    for row in raw.get("offsite") or []:
+        backups.add_metric([str(row["repo"])], row["at"].timestamp())
+    if backups.samples:
+        out.append(backups)
     ahead = GaugeMetricFamily("opsctl_partitions_premade_ahead", "Partitions that start after the current month",
                               labels=["table"])
     default = GaugeMetricFamily("opsctl_partition_default_rows", "Rows in the default partition (counted up to 1e6)",

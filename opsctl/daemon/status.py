@@ -33,6 +33,9 @@ SELECT DISTINCT ON (target) target, at, from_state, to_state, reason, details
 FROM ops_log WHERE action = %s ORDER BY target, at DESC, id DESC
 """
 LAST_SQL = "SELECT at, details FROM ops_log WHERE action = %s ORDER BY at DESC, id DESC LIMIT 1"
+# per remote repository, the newest backup copy verified there (opsctl.backup.repos.copy_offsite)
+OFFSITE_SQL = ("SELECT DISTINCT ON (details->>'repo') details->>'repo', at FROM ops_log"
+               " WHERE action = 'backup.copy' AND reason = 'verified' ORDER BY details->>'repo', at DESC, id DESC")
 RELOAD_SQL = ("SELECT at, to_state, reason, target, details FROM ops_log WHERE action = 'daemon.reload'"
               " ORDER BY at DESC, id DESC LIMIT 1")
 FAILURES_SQL = """
@@ -78,6 +81,7 @@ def fetch(conn: Any, prometheus_url: str | None, data_dir: Path | None = None) -
         "jobs": latest("daemon.job"),
         "job_failures_24h": dict(conn.execute(FAILURES_SQL).fetchall()),
         "backup": last("backup.create"),
+        "offsite": [{"repo": r[0], "at": r[1]} for r in conn.execute(OFFSITE_SQL).fetchall()],
         "drill": last("restore.drill"),
         "recall": last("index.recall"),
         "partitions": partitions,
