@@ -6,7 +6,9 @@ twice its size), as the mail stage's arrays do (as text, psycopg escapes each el
 
 from __future__ import annotations
 
+import random
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +19,11 @@ import pytest
 
 from core.config import Settings
 from core.embed import make_embedder
+from core.ingest.mail import deflate_original
 from core.ingest.mailaccept import accept_email, accept_emails
 from core.ingest.worker import IngestProcessor
 from core.mail.message import message_id_of
-from tests.mailfixtures import message, plain
+from tests.mailfixtures import attachment, message, mixed, plain
 
 # compressible (pglz takes anything over about 2 kB that shrinks by a quarter), as real mail is
 BODY = "\n".join(f"Line {n} of a long and repetitive report about the quarterly numbers." for n in range(200))
@@ -122,3 +125,21 @@ def test_a_document_job_claimed_in_binary_reads_its_payload(settings: Settings, 
     row = conn.execute("SELECT body, metadata, content_hash FROM documents WHERE external_id = 'd1'").fetchone()
     assert row is not None and row[0] == "a document" and row[1] == {"k": [1, "v"]}
     assert bytes(row[2]) == DocumentIn(external_id="d1", **payload).content_hash()
+
+
+def test_the_worker_deflates_the_original_with_isa_l_into_a_zlib_stream(settings: Settings,
+                                                                      conn: psycopg.Connection[Any], tenant: Any,
+                                                                      db_url: str) -> None:
+    from tests.conftest import drain
+
+    noise = random.Random(11).randbytes(30_000)  # a binary attachment: base64 of bytes that do not shrink
+    raws = [*RAWS, message(message_id="bin@example.com", body=mixed(plain("see attached"),
+                                                                   attachment("scan.png", noise, "image/png")))]
+    accept_emails(conn, tenant.company_id, [(message_id_of(raw)[0], raw) for raw in raws], "api")
+    assert drain(settings, db_url) == len(raws)
+    stored = [bytes(r[0]) for r in conn.execute("SELECT raw_deflate FROM mail_messages ORDER BY message_id")]
+    ordered = sorted(raws, key=lambda raw: message_id_of(raw)[0])
+    assert stored == [deflate_original(raw) for raw in ordered]  # what the stage stores (was zlib's level 6)
+    assert [zlib.decompress(data) for data in stored] == ordered  # what GET ?raw=1 and older rows read with
+    # the storage figure holds: within 5 % of zlib's level 6 (ISA-L's level 2 is 3 % larger on the bench's mail)
+    assert sum(map(len, stored)) <= 1.05 * sum(len(zlib.compress(raw, 6)) for raw in ordered)

@@ -21,13 +21,13 @@ A parse problem is never a failed job: the parser gives what it can read, with n
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from isal import isal_zlib
 from psycopg.types.json import Jsonb
 
 from core.ingest.mailplan import MailIn, MailPlan, ThreadState, plan_mail
@@ -38,7 +38,10 @@ if TYPE_CHECKING:
     from core.ingest.worker import Job
 
 EMAIL_PREFIX = "email:"
-RAW_LEVEL = 6  # zlib: a 3 to 4x smaller original for a few dozen microseconds per message
+# The original is deflated by ISA-L (``isal``): a standard zlib stream (``zlib.decompress`` reads it, and
+# every row deflated before), 3 % larger than zlib's level 6 on real mail for a sixth of its CPU (about
+# 20 against 130 microseconds for a 7 kB message; zlib's level 1 is still 100).
+RAW_LEVEL = 2  # ISA-L's levels are 0 to 3
 LOCK_TRIES = 20  # registry re-reads when threads keep being merged under the batch (each one means progress)
 
 
@@ -323,7 +326,12 @@ def message_row(letter: Letter, message: MailIn) -> list[Any]:
                    for a in p.attachments]
     return [message.company_id, p.message_id, None, p.synthetic_id, p.subject, p.from_, list(p.to), list(p.cc),
             p.date, p.in_reply_to, list(p.references), Jsonb(attachments), list(p.notes), message.at, len(raw),
-            zlib.compress(raw, RAW_LEVEL), letter.job.id]
+            deflate_original(raw), letter.job.id]
+
+
+def deflate_original(raw: bytes) -> bytes:
+    """The bytes ``mail_messages.raw_deflate`` holds: ``raw`` as a zlib stream (``zlib.decompress`` gives it back)."""
+    return isal_zlib.compress(raw, RAW_LEVEL)
 
 
 def store_messages(conn: psycopg.Connection[Any], rows: Sequence[list[Any]], threads: Sequence[int | None]) -> None:
