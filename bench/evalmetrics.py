@@ -7,16 +7,18 @@ repeats (several chunks of one document) count once, at their first position.
     reciprocal_ranks(...)           1/rank (0 when missing) for each query
     mrr(rr), recall(ranks)          the means over a set of queries
     split(keys, seed)               a deterministic half/half split: "tune" and "test"
+    choose(candidates, tune_score)  the parameter with the best score on the tune half
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, TypeVar
 
 Half = Literal["tune", "test"]
 HALVES: tuple[Half, ...] = ("tune", "test")
+P = TypeVar("P")
 
 
 def distinct(ranked: Iterable[str]) -> list[str]:
@@ -60,3 +62,17 @@ def split(keys: Sequence[str], seed: int) -> dict[Half, list[str]]:
     ranked = sorted(keys, key=lambda key: _order_key(key, seed))
     tune = set(ranked[: (len(ranked) + 1) // 2])
     return {"tune": [k for k in keys if k in tune], "test": [k for k in keys if k not in tune]}
+
+
+def choose(candidates: Sequence[P], tune_score: Callable[[P], float]) -> P:
+    """The candidate with the best score on the tune half; the earliest of equals (list the
+    default first). Only the tune half may choose: the test half reports."""
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    best = candidates[0]
+    best_score = tune_score(best)
+    for candidate in candidates[1:]:
+        value = tune_score(candidate)
+        if value > best_score:
+            best, best_score = candidate, value
+    return best

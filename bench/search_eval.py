@@ -35,15 +35,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from rich.console import Console
 from rich.table import Table
 
-from bench.evalmetrics import HALVES, doc_rank, mrr, recall, split
+from bench.evalmetrics import HALVES, choose, doc_rank, mrr, recall, split
 from bench.manpages import MAN_DIRS, Page, choose_pages, corpus_checksum, man_files
+from core.errors import OpsError
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search-eval.json"
 K = 10
@@ -79,12 +80,20 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (database, logs)")
     a = p.parse_args(argv)
     embedders = tuple(e.strip() for e in a.embedder.split(",") if e.strip())
-    if not embedders:
-        p.error("--embedder: give at least one embedder")
+    offered = embedder_names()
+    if not embedders or not set(embedders) <= set(offered):
+        p.error(f"--embedder: a comma-separated list of {', '.join(offered)}")
     pages = a.pages or (150 if a.quick else 600)
     if pages < 2:
         p.error("--pages must be at least 2")
     return Options(pages, a.seed, embedders, a.output or RESULTS, a.workers, a.keep)
+
+
+def embedder_names() -> tuple[str, ...]:
+    """The embedders the core's settings accept (``OPSCTL_EMBEDDER``)."""
+    from core.config import Settings
+
+    return tuple(get_args(Settings.model_fields["embedder"].annotation))
 
 
 # --- the peer: SQLite FTS5 ---------------------------------------------------------------------
@@ -97,21 +106,28 @@ def fts5_query(text: str) -> str:
     return " OR ".join(f'"{t}"' for t in _FTS5_TOKEN.findall(text))
 
 
+FTS5_TITLE_WEIGHTS = (1.0, 2.0, 3.0, 5.0, 10.0)  # bm25(pages, title, 1.0): the first is FTS5's default
+
+
 class Fts5:
-    """The pages in an in-memory FTS5 table (title, body), ranked by bm25()."""
+    """The pages in an in-memory FTS5 table (title, body), ranked by bm25() with the title's
+    column weight ``title_weight`` (the body's is 1)."""
 
     def __init__(self, pages: Sequence[Page]) -> None:
         self.db = sqlite3.connect(":memory:")
         self.db.execute("CREATE VIRTUAL TABLE pages USING fts5(title, body)")
         self.db.executemany("INSERT INTO pages (title, body) VALUES (?, ?)", [(p.name, p.text) for p in pages])
 
-    def search(self, query: str, k: int = K) -> list[str]:
+    def search(self, query: str, k: int = K, title_weight: float = 1.0) -> list[str]:
         match = fts5_query(query)
         if not match:
             return []
-        rows = self.db.execute("SELECT title FROM pages WHERE pages MATCH ? ORDER BY bm25(pages), rowid LIMIT ?",
-                               (match, k)).fetchall()
+        rows = self.db.execute("SELECT title FROM pages WHERE pages MATCH ? ORDER BY bm25(pages, ?, 1.0), rowid "
+                               "LIMIT ?", (match, title_weight, k)).fetchall()
         return [r[0] for r in rows]
+
+    def ranker(self, title_weight: float) -> Ranker:
+        return lambda query: self.search(query, K, title_weight)
 
 
 # --- scoring -----------------------------------------------------------------------------------
@@ -119,14 +135,17 @@ class Fts5:
 
 @dataclass
 class Score:
-    ranker: str
+    system: str  # fts5, service, raw
+    mode: str  # bm25, keyword, vector, hybrid
     embedder: str | None
-    mrr: dict[str, float]
+    mrr: dict[str, float]  # by half: tune, test, all
     recall: dict[str, float]
     queries: dict[str, int]
-    p50_ms: float
+    p50_ms: float  # per query, measured from this process
     seconds: float
-    ranks: dict[str, int | None] = field(repr=False)
+    ranks: dict[str, int | None] = field(repr=False)  # page -> rank of its page for its query
+    parameters: str = ""  # parameters chosen on the tune half, if any
+    same_as_service: bool | None = None  # raw rows: the rankings equal the service's
 
 
 def percentile50(values: Sequence[float]) -> float:
@@ -134,7 +153,7 @@ def percentile50(values: Sequence[float]) -> float:
     return ordered[len(ordered) // 2] if ordered else 0.0
 
 
-def score(name: str, embedder: str | None, ranker: Ranker, pages: Sequence[Page],
+def score(system: str, mode: str, embedder: str | None, ranker: Ranker, pages: Sequence[Page],
           halves: dict[str, list[str]]) -> Score:
     """Run ``ranker`` on every page's query; MRR@K and recall@K per half."""
     ranks: dict[str, int | None] = {}
@@ -148,7 +167,7 @@ def score(name: str, embedder: str | None, ranker: Ranker, pages: Sequence[Page]
     seconds = time.perf_counter() - started
     per: dict[str, list[int | None]] = {h: [ranks[n] for n in halves[h]] for h in HALVES}
     per["all"] = list(ranks.values())
-    return Score(name, embedder, {h: mrr(r) for h, r in per.items()}, {h: recall(r) for h, r in per.items()},
+    return Score(system, mode, embedder, {h: mrr(r) for h, r in per.items()}, {h: recall(r) for h, r in per.items()},
                  {h: len(r) for h, r in per.items()}, percentile50(took) * 1000, seconds, ranks)
 
 
@@ -230,7 +249,7 @@ def measure_embedder(pages: Sequence[Page], halves: dict[str, list[str]], embedd
     root = Path(tempfile.mkdtemp(prefix=f"opsctl-search-eval-{embedder}-"))
     with running_stack(root, opts.workers, (TENANT,), embedder=embedder) as stack:
         tenant = stack.tenants[TENANT]
-        say(f"[{embedder}] ingesting {len(pages)} pages")
+        say(f"{embedder}: ingesting {len(pages)} pages")
         ingest = _ingest(stack, pages, tenant.api_key, say)
         modes = MODES if with_keyword else MODES[1:]
         local_embedder = make_embedder(stack.settings)
@@ -240,15 +259,17 @@ def measure_embedder(pages: Sequence[Page], halves: dict[str, list[str]], embedd
             conn.commit()
             for mode in modes:
                 label = None if mode == "keyword" else embedder
-                say(f"[{embedder}] service {mode}")
+                say(f"{embedder}: service {mode}")
                 rank, close = service_ranker(stack.api_url, tenant.api_key, mode)
                 try:
-                    scores.append(score(f"service {mode}", label, rank, pages, halves))
+                    service = score("service", mode, label, rank, pages, halves)
                 finally:
                     close()
-                say(f"[{embedder}] raw {mode}")
-                scores.append(score(f"raw {mode}", label,
-                                    raw_ranker(conn, local_embedder, tenant.company_id, mode, exact), pages, halves))
+                say(f"{embedder}: raw {mode}")
+                raw = score("raw", mode, label, raw_ranker(conn, local_embedder, tenant.company_id, mode, exact),
+                            pages, halves)
+                raw.same_as_service = raw.ranks == service.ranks
+                scores.extend((service, raw))
     if opts.keep:
         say(f"kept {root}")
     else:
@@ -282,11 +303,22 @@ def build_corpus(opts: Options) -> tuple[list[Page], dict[str, list[str]], dict[
     return pages, {h: halves[h] for h in HALVES}, facts
 
 
+def fts5_scores(pages: Sequence[Page], halves: dict[str, list[str]], say: Callable[[str], None]) -> list[Score]:
+    """The peer as a user would run it first (default weights), and with the title weight chosen
+    on the tune half."""
+    fts = Fts5(pages)
+    tried = {w: score("fts5", "bm25", None, fts.ranker(w), pages, halves) for w in FTS5_TITLE_WEIGHTS}
+    best = choose(FTS5_TITLE_WEIGHTS, lambda w: tried[w].mrr["tune"])
+    say(f"fts5: title weight {best:g} is best on the tune half")
+    tuned = replace(tried[best], parameters=f"title weight {best:g} (chosen on tune)")
+    return [tried[FTS5_TITLE_WEIGHTS[0]], tuned]
+
+
 def run(opts: Options, say: Callable[[str], None]) -> Results:
     started = time.perf_counter()
     pages, halves, facts = build_corpus(opts)
     say(f"corpus: {facts['pages']} pages of {facts['files']} files, sha256 {facts['sha256'][:16]}")
-    scores = [score("fts5 bm25", None, Fts5(pages).search, pages, halves)]
+    scores = fts5_scores(pages, halves, say)
     stacks: dict[str, Any] = {}
     for i, embedder in enumerate(opts.embedders):
         measured, stacks[embedder] = measure_embedder(pages, halves, embedder, opts, i == 0, say)
@@ -299,15 +331,17 @@ def render(r: Results, console: Console) -> None:
     table = Table(title=f"Known-item search on {c['pages']} manual pages (MRR@{K}, recall@{K}; "
                         f"tune {c['queries']['tune']} / test {c['queries']['test']} queries; "
                         f"corpus sha256 {c['sha256'][:12]})")
-    for col in ("ranker", "embedder", "MRR test", "MRR tune", "recall test", "recall tune", "p50 ms"):
-        table.add_column(col, justify="left" if col in ("ranker", "embedder") else "right")
+    labels = ("system", "mode", "embedder", "MRR test", "MRR tune", "recall test", "recall tune", "p50 ms", "notes")
+    for col in labels:
+        table.add_column(col, justify="right" if col.startswith(("MRR", "recall", "p50")) else "left")
     for s in r.scores:
-        table.add_row(s.ranker, s.embedder or "-", f"{s.mrr['test']:.3f}", f"{s.mrr['tune']:.3f}",
-                      f"{s.recall['test']:.3f}", f"{s.recall['tune']:.3f}", f"{s.p50_ms:.1f}")
+        notes = s.parameters or {True: "= service", False: "DIFFERS from service", None: ""}[s.same_as_service]
+        table.add_row(s.system, s.mode, s.embedder or "-", f"{s.mrr['test']:.3f}", f"{s.mrr['tune']:.3f}",
+                      f"{s.recall['test']:.3f}", f"{s.recall['tune']:.3f}", f"{s.p50_ms:.1f}", notes)
     console.print(table)
     for name, facts in r.stacks.items():
         i = facts["ingest"]
-        console.print(f"[{name}] ingest: {i['pages']} pages, {i['chunks']} chunks in {i['seconds']:.1f}s "
+        console.print(f"{name}: ingest: {i['pages']} pages, {i['chunks']} chunks in {i['seconds']:.1f}s "
                       f"({i['chunks_per_second']:.1f} chunks/s); vector search "
                       f"{'exact (few chunks)' if facts['exact_vector_search'] else 'HNSW'}")
     console.print(f"total {r.seconds:.0f}s")
@@ -332,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"search_eval: {exc}", file=sys.stderr)
         return 1
+    except OpsError as exc:
+        print(f"search_eval: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     render(results, Console())
     write_json(results, opts.output)
     say(f"wrote {opts.output}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.evalmetrics import distinct, doc_rank, mrr, recall, split
+from bench.evalmetrics import choose, distinct, doc_rank, mrr, recall, split
 from bench.manpages import Page, choose_pages, corpus_checksum, description, page_name, parse_page, render, unescape
 from bench.search_eval import Fts5, fts5_query
 
@@ -172,3 +172,26 @@ def test_fts5_peer_ranks_by_bm25_over_title_and_body() -> None:
     assert fts.search("copy files") == ["cp", "rm", "ls"]
     assert fts.search("ls") == ["ls"]  # the title is indexed
     assert fts.search("...") == []
+
+
+@pytest.mark.parametrize(("candidates", "scores", "chosen"), [
+    ([1.0, 2.0, 5.0], {1.0: 0.5, 2.0: 0.7, 5.0: 0.6}, 2.0),
+    ([1.0, 2.0, 5.0], {1.0: 0.7, 2.0: 0.7, 5.0: 0.7}, 1.0),  # equals: the first (the default) stays
+    ([1.0, 2.0], {1.0: 0.1, 2.0: 0.2}, 2.0),
+    ([3.0], {3.0: 0.0}, 3.0),
+])
+def test_choose_takes_the_best_tune_score_and_the_first_of_equals(candidates: list[float], scores: dict[float, float],
+                                                                   chosen: float) -> None:
+    assert choose(candidates, scores.__getitem__) == chosen
+
+
+def test_choose_needs_a_candidate() -> None:
+    with pytest.raises(ValueError, match="no candidates"):
+        choose([], lambda c: 0.0)
+
+
+def test_fts5_title_weight_lifts_a_title_match() -> None:
+    pages = [Page("copy", "", "move data around"), Page("mover", "", "copy copy copy data between disks")]
+    fts = Fts5(pages)
+    assert fts.search("copy") == ["mover", "copy"]
+    assert fts.ranker(10.0)("copy") == ["copy", "mover"]
