@@ -285,10 +285,11 @@ class Results:
     scores: list[Score]
     stacks: dict[str, Any]
     seconds: float
+    queries: list[dict[str, str]]  # name, query, half: what each score's ranks refer to
 
     def as_dict(self) -> dict[str, Any]:
         return {"k": K, "corpus": self.corpus, "stacks": self.stacks, "seconds": round(self.seconds, 1),
-                "scores": [asdict(s) for s in self.scores]}
+                "scores": [asdict(s) for s in self.scores], "queries": self.queries}
 
 
 def build_corpus(opts: Options) -> tuple[list[Page], dict[str, list[str]], dict[str, Any]]:
@@ -323,7 +324,9 @@ def run(opts: Options, say: Callable[[str], None]) -> Results:
     for i, embedder in enumerate(opts.embedders):
         measured, stacks[embedder] = measure_embedder(pages, halves, embedder, opts, i == 0, say)
         scores.extend(measured)
-    return Results(facts, scores, stacks, time.perf_counter() - started)
+    half = {name: h for h, names in halves.items() for name in names}
+    queries = [{"name": p.name, "query": p.query, "half": half[p.name]} for p in pages]
+    return Results(facts, scores, stacks, time.perf_counter() - started, queries)
 
 
 def render(r: Results, console: Console) -> None:
