@@ -11,7 +11,8 @@ escapes pages use; what it does not know it drops (a request line) or keeps as t
 
     man_files(dirs)          the page files (.gz), symlinks and ``.so`` redirects resolved away
     parse_page(name, roff)   -> Page(name, description, text) or None (no usable NAME)
-    choose_pages(...)        a seeded, deterministic sample: unique descriptions, sorted by name
+    choose_pages(...)        a seeded, deterministic sample: unique descriptions, no family over 5 %,
+                             sorted by name
     corpus_checksum(pages)   sha256 over names, queries and texts: runs with equal sums compare
 """
 
@@ -288,18 +289,34 @@ def man_files(dirs: Iterable[Path] = MAN_DIRS) -> list[Path]:
     return sorted(files)
 
 
+def family(name: str) -> str:
+    """A page's family: its name up to the first ``_`` (``gcloud_alpha_compute_disks_list`` → ``gcloud``)."""
+    return name.split("_", 1)[0]
+
+
+def family_cap(n: int) -> int:
+    """The most pages one family may give a corpus of ``n``: 5 %, at least 1."""
+    return max(1, n // 20)
+
+
 def choose_pages(files: Sequence[Path], n: int, seed: int,
                  read: Callable[[Path], str] = read_page) -> list[Page]:
     """``n`` pages drawn in a seeded order from ``files``, sorted by name. A page is skipped when it
-    has no usable NAME line, is a ``.so`` redirect, or its name, description or text was already
-    taken (an alias or a copy: its query would have two right answers)."""
+    has no usable NAME line, is a ``.so`` redirect, its name, description or text was already
+    taken (an alias or a copy: its query would have two right answers), or its family already
+    gave ``family_cap(n)`` pages (one package's generated pages, such as the 16,000 ``gcloud_*`` of
+    google-cloud-cli, would otherwise make most of the corpus)."""
     order = list(files)
     random.Random(seed).shuffle(order)
     chosen: list[Page] = []
     seen: set[str] = set()
+    families: dict[str, int] = {}
+    cap = family_cap(n)
     for path in order:
         if len(chosen) >= n:
             break
+        if families.get(family(page_name(path)), 0) >= cap:
+            continue
         roff = read(path)
         if roff.lstrip().startswith(".so "):
             continue
@@ -310,6 +327,7 @@ def choose_pages(files: Sequence[Path], n: int, seed: int,
         if any(k in seen for k in keys):
             continue
         seen.update(keys)
+        families[family(page.name)] = families.get(family(page.name), 0) + 1
         chosen.append(page)
     return sorted(chosen, key=lambda p: p.name)
 

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from bench.evalmetrics import choose, distinct, doc_rank, mrr, recall, split
-from bench.manpages import Page, choose_pages, corpus_checksum, description, page_name, parse_page, render, unescape
+from bench.manpages import (
+    Page,
+    choose_pages,
+    corpus_checksum,
+    description,
+    family,
+    page_name,
+    parse_page,
+    render,
+    unescape,
+)
 from bench.search_eval import Fts5, fts5_query
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "frobnicate.1"
@@ -195,3 +205,22 @@ def test_fts5_title_weight_lifts_a_title_match() -> None:
     fts = Fts5(pages)
     assert fts.search("copy") == ["mover", "copy"]
     assert fts.ranker(10.0)("copy") == ["copy", "mover"]
+
+
+def test_choose_pages_caps_a_family_at_five_percent() -> None:
+    sources = {f"/m/gen_{i:03d}.1.gz": f".SH NAME\ngen_{i} \\- generated page {i}\n.SH D\ntext {i}"
+               for i in range(100)}
+    sources |= {f"/m/tool{i:02d}.1.gz": f".SH NAME\ntool{i} \\- tool number {i}\n.SH D\ntool text {i}"
+                for i in range(40)}
+    files = [Path(p) for p in sorted(sources)]
+    chosen = choose_pages(files, 40, seed=3, read=lambda p: sources[str(p)])
+    assert len(chosen) == 40
+    assert sum(p.name.startswith("gen_") for p in chosen) == 2  # 5 % of 40
+    assert [family(p.name) for p in chosen].count("gen") == 2
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("gcloud_alpha_compute_disks_list", "gcloud"), ("pg_dump", "pg"), ("git-commit", "git-commit"), ("ls", "ls"),
+])
+def test_family(name: str, expected: str) -> None:
+    assert family(name) == expected
