@@ -42,7 +42,7 @@ from typing import Any, get_args
 from rich.console import Console
 from rich.table import Table
 
-from bench.evalmetrics import HALVES, choose, doc_rank, mrr, recall, split
+from bench.evalmetrics import HALVES, choose, distinct, doc_rank, mrr, recall, split
 from bench.manpages import MAN_DIRS, Page, choose_pages, corpus_checksum, man_files
 from core.errors import OpsError
 
@@ -144,6 +144,7 @@ class Score:
     p50_ms: float  # per query, measured from this process
     seconds: float
     ranks: dict[str, int | None] = field(repr=False)  # page -> rank of its page for its query
+    docs_per_answer: float = 0.0  # distinct pages in an answer of K results (chunks of one page count once)
     parameters: str = ""  # parameters chosen on the tune half, if any
     same_as_service: bool | None = None  # raw rows: the rankings equal the service's
 
@@ -158,17 +159,20 @@ def score(system: str, mode: str, embedder: str | None, ranker: Ranker, pages: S
     """Run ``ranker`` on every page's query; MRR@K and recall@K per half."""
     ranks: dict[str, int | None] = {}
     took: list[float] = []
+    answered = 0
     started = time.perf_counter()
     for page in pages:
         t0 = time.perf_counter()
         ranked = ranker(page.query)
         took.append(time.perf_counter() - t0)
         ranks[page.name] = doc_rank(ranked, page.name, K)
+        answered += len(distinct(ranked[:K]))
     seconds = time.perf_counter() - started
     per: dict[str, list[int | None]] = {h: [ranks[n] for n in halves[h]] for h in HALVES}
     per["all"] = list(ranks.values())
     return Score(system, mode, embedder, {h: mrr(r) for h, r in per.items()}, {h: recall(r) for h, r in per.items()},
-                 {h: len(r) for h, r in per.items()}, percentile50(took) * 1000, seconds, ranks)
+                 {h: len(r) for h, r in per.items()}, percentile50(took) * 1000, seconds, ranks,
+                 answered / len(pages) if pages else 0.0)
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -334,13 +338,15 @@ def render(r: Results, console: Console) -> None:
     table = Table(title=f"Known-item search on {c['pages']} manual pages (MRR@{K}, recall@{K}; "
                         f"tune {c['queries']['tune']} / test {c['queries']['test']} queries; "
                         f"corpus sha256 {c['sha256'][:12]})")
-    labels = ("system", "mode", "embedder", "MRR test", "MRR tune", "recall test", "recall tune", "p50 ms", "notes")
+    labels = ("system", "mode", "embedder", "MRR test", "MRR tune", "recall test", "recall tune", "pages/answer",
+              "p50 ms", "notes")
     for col in labels:
-        table.add_column(col, justify="right" if col.startswith(("MRR", "recall", "p50")) else "left")
+        table.add_column(col, justify="right" if col.startswith(("MRR", "recall", "pages", "p50")) else "left")
     for s in r.scores:
         notes = s.parameters or {True: "= service", False: "DIFFERS from service", None: ""}[s.same_as_service]
         table.add_row(s.system, s.mode, s.embedder or "-", f"{s.mrr['test']:.3f}", f"{s.mrr['tune']:.3f}",
-                      f"{s.recall['test']:.3f}", f"{s.recall['tune']:.3f}", f"{s.p50_ms:.1f}", notes)
+                      f"{s.recall['test']:.3f}", f"{s.recall['tune']:.3f}", f"{s.docs_per_answer:.1f}",
+                      f"{s.p50_ms:.1f}", notes)
     console.print(table)
     for name, facts in r.stacks.items():
         i = facts["ingest"]

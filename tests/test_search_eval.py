@@ -20,7 +20,7 @@ from bench.manpages import (
     render,
     unescape,
 )
-from bench.search_eval import Fts5, fts5_query
+from bench.search_eval import Fts5, fts5_query, score
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "frobnicate.1"
 
@@ -224,3 +224,14 @@ def test_choose_pages_caps_a_family_at_five_percent() -> None:
 ])
 def test_family(name: str, expected: str) -> None:
     assert family(name) == expected
+
+
+def test_score_runs_every_query_and_reports_each_half() -> None:
+    pages = [Page("a", "qa", "x"), Page("b", "qb", "x"), Page("c", "qc", "x"), Page("d", "qd", "x")]
+    answers = {"qa": ["a", "a", "b"], "qb": ["a", "b"], "qc": ["a", "b", "d"], "qd": []}
+    s = score("peer", "bm25", None, answers.__getitem__, pages, {"tune": ["a", "b"], "test": ["c", "d"]})
+    assert s.ranks == {"a": 1, "b": 2, "c": None, "d": None}
+    assert s.mrr == {"tune": 0.75, "test": 0.0, "all": 0.375}
+    assert s.recall == {"tune": 1.0, "test": 0.0, "all": 0.5}
+    assert s.queries == {"tune": 2, "test": 2, "all": 4}
+    assert s.docs_per_answer == (2 + 2 + 3 + 0) / 4
