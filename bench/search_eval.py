@@ -145,6 +145,7 @@ class Score:
     seconds: float
     ranks: dict[str, int | None] = field(repr=False)  # page -> rank of its page for its query
     docs_per_answer: float = 0.0  # distinct pages in an answer of K results (chunks of one page count once)
+    server_p50_ms: float | None = None  # service rows: the API's own took_ms
     parameters: str = ""  # parameters chosen on the tune half, if any
     same_as_service: bool | None = None  # raw rows: the rankings equal the service's
 
@@ -210,8 +211,9 @@ def _ingest(stack: Any, pages: Sequence[Page], key: str, say: Callable[[str], No
     return {"pages": len(docs), "chunks": int(chunks), "seconds": seconds, "chunks_per_second": chunks / seconds}
 
 
-def service_ranker(api_url: str, key: str, mode: str) -> tuple[Ranker, Callable[[], None]]:
-    """POST /v1/search in ``mode`` on one keep-alive connection; the ranker and its closer."""
+def service_ranker(api_url: str, key: str, mode: str, took_ms: list[float]) -> tuple[Ranker, Callable[[], None]]:
+    """POST /v1/search in ``mode`` on one keep-alive connection; the ranker and its closer. Each
+    answer's server-side ``took_ms`` is appended to ``took_ms``."""
     from bench.load import LeanHttpClient
 
     client = LeanHttpClient(api_url)
@@ -221,7 +223,9 @@ def service_ranker(api_url: str, key: str, mode: str) -> tuple[Ranker, Callable[
         response = client.post("/v1/search", json={"query": query, "k": K, "mode": mode}, headers=headers)
         if response.status_code != 200:
             raise RuntimeError(f"POST /v1/search: HTTP {response.status_code}: {response.text[:300]}")
-        return [str(h["external_id"]) for h in response.json()["results"]]
+        body = response.json()
+        took_ms.append(float(body["took_ms"]))
+        return [str(h["external_id"]) for h in body["results"]]
 
     return rank, client.close
 
@@ -264,11 +268,13 @@ def measure_embedder(pages: Sequence[Page], halves: dict[str, list[str]], embedd
             for mode in modes:
                 label = None if mode == "keyword" else embedder
                 say(f"{embedder}: service {mode}")
-                rank, close = service_ranker(stack.api_url, tenant.api_key, mode)
+                took: list[float] = []
+                rank, close = service_ranker(stack.api_url, tenant.api_key, mode, took)
                 try:
                     service = score("service", mode, label, rank, pages, halves)
                 finally:
                     close()
+                service.server_p50_ms = percentile50(took)
                 say(f"{embedder}: raw {mode}")
                 raw = score("raw", mode, label, raw_ranker(conn, local_embedder, tenant.company_id, mode, exact),
                             pages, halves)
@@ -339,14 +345,15 @@ def render(r: Results, console: Console) -> None:
                         f"tune {c['queries']['tune']} / test {c['queries']['test']} queries; "
                         f"corpus sha256 {c['sha256'][:12]})")
     labels = ("system", "mode", "embedder", "MRR test", "MRR tune", "recall test", "recall tune", "pages/answer",
-              "p50 ms", "notes")
+              "p50 ms", "server p50", "notes")
     for col in labels:
-        table.add_column(col, justify="right" if col.startswith(("MRR", "recall", "pages", "p50")) else "left")
+        numeric = col.startswith(("MRR", "recall", "pages", "p50", "server"))
+        table.add_column(col, justify="right" if numeric else "left")
     for s in r.scores:
         notes = s.parameters or {True: "= service", False: "DIFFERS from service", None: ""}[s.same_as_service]
         table.add_row(s.system, s.mode, s.embedder or "-", f"{s.mrr['test']:.3f}", f"{s.mrr['tune']:.3f}",
                       f"{s.recall['test']:.3f}", f"{s.recall['tune']:.3f}", f"{s.docs_per_answer:.1f}",
-                      f"{s.p50_ms:.1f}", notes)
+                      f"{s.p50_ms:.1f}", "-" if s.server_p50_ms is None else f"{s.server_p50_ms:.1f}", notes)
     console.print(table)
     for name, facts in r.stacks.items():
         i = facts["ingest"]
