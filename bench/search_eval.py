@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -248,13 +250,26 @@ MODES = ("keyword", "vector", "hybrid")
 
 def measure_embedder(pages: Sequence[Page], halves: dict[str, list[str]], embedder: str, opts: Options,
                      with_keyword: bool, say: Callable[[str], None]) -> tuple[list[Score], dict[str, Any]]:
+    """Start a stack with ``embedder`` in a temp dir, ingest, score its modes; the dir is removed
+    however this ends (kept with ``--keep``)."""
+    root = Path(tempfile.mkdtemp(prefix=f"opsctl-search-eval-{embedder}-"))
+    try:
+        return _measure_in(root, pages, halves, embedder, opts, with_keyword, say)
+    finally:
+        if opts.keep:
+            say(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _measure_in(root: Path, pages: Sequence[Page], halves: dict[str, list[str]], embedder: str, opts: Options,
+                with_keyword: bool, say: Callable[[str], None]) -> tuple[list[Score], dict[str, Any]]:
     from bench.search import service_searches_exactly
     from bench.stack import running_stack
     from core.embed import make_embedder
     from core.pooler import apply_settings, search_settings
 
     scores: list[Score] = []
-    root = Path(tempfile.mkdtemp(prefix=f"opsctl-search-eval-{embedder}-"))
     with running_stack(root, opts.workers, (TENANT,), embedder=embedder) as stack:
         tenant = stack.tenants[TENANT]
         say(f"{embedder}: ingesting {len(pages)} pages")
@@ -280,12 +295,6 @@ def measure_embedder(pages: Sequence[Page], halves: dict[str, list[str]], embedd
                             pages, halves)
                 raw.same_as_service = raw.ranks == service.ranks
                 scores.extend((service, raw))
-    if opts.keep:
-        say(f"kept {root}")
-    else:
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
     return scores, {"ingest": ingest, "exact_vector_search": exact}
 
 
@@ -373,6 +382,8 @@ def write_json(r: Results, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     err = Console(stderr=True)
+    # `kill PID`: unwind, so the stack stops its database, Redis and workers instead of orphaning them
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     def say(message: str) -> None:
         err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
