@@ -3,9 +3,11 @@
     python -m bench.search_eval [--quick] [--pages N] [--embedder hash[,minilm,...]] [--output FILE]
 
 Corpus (``bench/manpages.py``): N pages (600; 150 with --quick) of /usr/share/man/man1 and man8
-drawn with a fixed seed; a page's NAME description is its query and is removed from its text;
-the title is the page name. The queries are split by a seeded hash into two halves, ``tune``
-(choose parameters on it) and ``test`` (report on it); MRR@10 and recall@10 are given for both.
+drawn with a fixed seed, no page family over 5 %; a page's NAME description is its query and is
+removed from its text; the title is the page name. Ordered by a seeded hash, the queries are cut
+into two equal halves, ``tune`` (choose parameters on it) and ``test`` (report on it); MRR@10 and
+recall@10 are given for both, with the distinct pages per answer and the p50 time per query
+(the client's; for the service also the API's own ``took_ms``).
 
 Rankers, each answering the top 10 for every query (chunks of one page count once, at their
 first position):
@@ -14,7 +16,8 @@ first position):
                         columns title and body, tokenizer unicode61 (the default); the query is
                         the OR of its tokens, cut as unicode61 cuts them (runs of letters and
                         digits, anything else separates), each quoted; ordered by bm25() with
-                        the column weights 1, 1
+                        the column weights 1, 1 (FTS5's default), and again with the title's
+                        weight chosen from FTS5_TITLE_WEIGHTS on the tune half
     service <mode>      POST /v1/search {"mode": keyword|vector|hybrid, "k": 10} to the real core
                         (``bench/stack.py``), documents ingested by POST /v1/documents (one per
                         page, title = page name) through the worker pool
