@@ -4,6 +4,13 @@
 -- a partition's rows are subtracted in the transaction that detaches it (opsctl/partitions/pg.py).
 -- The counts are split over 8 stripes (the writing backend's pid modulo 8) so that concurrent
 -- ingest transactions of one company mostly update different rows; a search sums the stripes.
+-- A chunk's length in words (the positions its tsvector holds), stored with the row: ranking reads it
+-- for every matching chunk.
+CREATE FUNCTION bm25_words(tsv tsvector) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT coalesce(sum(cardinality(u.positions)), 0)::integer FROM unnest(tsv) u
+$$;
+ALTER TABLE chunks ADD COLUMN words integer NOT NULL GENERATED ALWAYS AS (bm25_words(to_tsvector('english', body))) STORED;
+
 CREATE TABLE bm25_terms (
     company_id  bigint NOT NULL,
     term        text NOT NULL,
@@ -30,7 +37,7 @@ SELECT ARRAY[
            ' ON CONFLICT (company_id, term, stripe) DO UPDATE SET chunks = t.chunks + excluded.chunks', source),
     format('INSERT INTO bm25_totals AS t (company_id, stripe, chunks, words)'
            ' SELECT r.company_id, pg_backend_pid() %% 8, $1 * count(*),'
-           ' $1 * coalesce(sum((SELECT sum(cardinality(u.positions)) FROM unnest(r.tsv) u)), 0)'
+           ' $1 * sum(r.words)'
            ' FROM %s r GROUP BY r.company_id ORDER BY r.company_id'
            ' ON CONFLICT (company_id, stripe) DO UPDATE SET chunks = t.chunks + excluded.chunks,'
            ' words = t.words + excluded.words', source)]
