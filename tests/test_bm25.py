@@ -214,3 +214,27 @@ def test_a_new_company_starts_empty(conn: psycopg.Connection[Any]) -> None:
     company = create_company(conn, "empty").company_id
     assert stored(conn, company) == ({}, 0, 0)
     assert retrieve(conn, None, company, SearchRequest(query="anything", mode="keyword")) == []
+
+
+def test_concurrent_writers_of_one_company_do_not_wait_on_each_other(db_url: str, conn: psycopg.Connection[Any],
+                                                                      tenant: Any) -> None:
+    """Eight open transactions write the same words for one company; none waits for another's rows
+    (a wait would end the statement at the lock timeout), each on its own stripe."""
+    vector = "[" + ",".join(["0.5"] * 384) + "]"
+    writers = [psycopg.connect(db_url) for _ in range(8)]
+    try:
+        for i, writer in enumerate(writers):
+            writer.execute("SET lock_timeout = '2s'")
+            writer.execute(
+                "INSERT INTO chunks (company_id, document_id, external_id, ord, body, embedding, created_at)"
+                " VALUES (%s, %s, %s, 0, 'the same key words in every chunk', %s, now())",
+                (tenant.company_id, i, f"w-{i}", vector))
+        for writer in writers:
+            writer.commit()
+    finally:
+        for writer in writers:
+            writer.close()
+    stripes = conn.execute("SELECT count(DISTINCT stripe) FROM bm25_totals WHERE company_id = %s",
+                           (tenant.company_id,)).fetchone()
+    assert stripes == (8,)
+    assert stored(conn, tenant.company_id) == recounted(conn, tenant.company_id)

@@ -246,17 +246,44 @@ CREATE TABLE bm25_totals (
     PRIMARY KEY (company_id, stripe)
 );
 
+-- The stripe a transaction writes a company's counts to: the first of the 8 that no other open
+-- transaction holds (a transaction-level advisory lock, kept to the commit, the choice remembered in
+-- a transaction-local setting), so concurrent writers of one company never wait on each other's
+-- rows, nor deadlock on them; a ninth waits for its stripe.
+CREATE FUNCTION bm25_stripe(company bigint) RETURNS smallint LANGUAGE plpgsql AS $$
+DECLARE
+    setting text := 'opsctl.bm25_stripe_' || company;
+    chosen text := current_setting(setting, true);
+    stripe integer;
+BEGIN
+    IF chosen IS NOT NULL AND chosen <> '' THEN
+        RETURN chosen::smallint;
+    END IF;
+    FOR s IN 0..7 LOOP
+        IF pg_try_advisory_xact_lock(hashtextextended('bm25:' || company || ':' || s, 0)) THEN
+            stripe := s;
+            EXIT;
+        END IF;
+    END LOOP;
+    IF stripe IS NULL THEN
+        stripe := pg_backend_pid() % 8;
+        PERFORM pg_advisory_xact_lock(hashtextextended('bm25:' || company || ':' || stripe, 0));
+    END IF;
+    PERFORM set_config(setting, stripe::text, true);
+    RETURN stripe;
+END $$;
+
 -- The two statements adding (sign $1 = 1) or subtracting (-1) the chunks of the relation named
 -- ``source`` (a table, or a trigger's transition table, which only the trigger's own function sees);
 -- rows are locked in key order, so two transactions never deadlock on them.
 CREATE FUNCTION bm25_statements(source text) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
 SELECT ARRAY[
     format('INSERT INTO bm25_terms AS t (company_id, term, stripe, chunks)'
-           ' SELECT r.company_id, u.lexeme, pg_backend_pid() %% 8, $1 * count(*)'
+           ' SELECT r.company_id, u.lexeme, bm25_stripe(r.company_id), $1 * count(*)'
            ' FROM %s r, unnest(r.tsv) u GROUP BY r.company_id, u.lexeme ORDER BY r.company_id, u.lexeme'
            ' ON CONFLICT (company_id, term, stripe) DO UPDATE SET chunks = t.chunks + excluded.chunks', source),
     format('INSERT INTO bm25_totals AS t (company_id, stripe, chunks, words)'
-           ' SELECT r.company_id, pg_backend_pid() %% 8, $1 * count(*),'
+           ' SELECT r.company_id, bm25_stripe(r.company_id), $1 * count(*),'
            ' $1 * sum(r.words)'
            ' FROM %s r GROUP BY r.company_id ORDER BY r.company_id'
            ' ON CONFLICT (company_id, stripe) DO UPDATE SET chunks = t.chunks + excluded.chunks,'
