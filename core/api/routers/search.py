@@ -58,7 +58,8 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
              openapi_extra={**json_body(SearchRequest), **TENANT_AUTH})
 async def post_search(request: Request) -> OrjsonResponse:
     """`hybrid` fuses vector and keyword rankings (reciprocal rank fusion); `vector` is cosine
-    similarity; `keyword` matches any of the query's words. Only the caller's company is searched."""
+    similarity; `keyword` matches any of the query's words and ranks by BM25 (the company's own
+    word statistics). Only the caller's company is searched."""
     services, caller = services_of(request), caller_of(request)
     screen(services, caller)
     body = await request.body()
