@@ -111,6 +111,10 @@ class Settings(BaseSettings):
                                         "recently used one goes first")
     webhook_tolerance_seconds: int = Field(300, ge=1)
     search_max_k: int = Field(100, ge=1)
+    keyword_bm25_k1: float = Field(1.2, ge=0, description="keyword search (BM25): how fast repeats of a word "
+                                   "stop adding to a chunk's score (0: presence only)")
+    keyword_bm25_b: float = Field(0.75, ge=0, le=1, description="keyword search (BM25): how much a chunk's "
+                                  "length beyond the company's average lowers its score (0: none, 1: in full)")
     vector_exact_max_rows: int = Field(10_000, ge=0, description="a company with at most this many chunks is "
                                        "searched exactly (every one of its chunks compared; recall 1.0); 0: never")
 

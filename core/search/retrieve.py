@@ -1,7 +1,7 @@
 """Company-scoped retrieval: vector (HNSW), keyword (full text) and hybrid (reciprocal rank fusion).
 
-Keyword search matches any of the query's words (stemmed, English) and ranks by ``ts_rank_cd``,
-so more matching words and closer ones rank higher.
+Keyword search matches any of the query's words (stemmed, English) and ranks by BM25 with the
+company's own statistics (``core.search.bm25``), so more matching words and rarer ones rank higher.
 
 Vector search runs with ``hnsw.iterative_scan = relaxed_order`` (set on every pooled
 connection, or in the search's own transaction behind a transaction pooler: ``core.pooler``)
@@ -40,6 +40,7 @@ from core import metrics
 from core.cache import search_key
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
 from core.replicas.reader import read
+from core.search.bm25 import KEYWORD_SQL, Bm25
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -217,13 +218,6 @@ def use_exact(company_rows: int, exact_max_rows: int) -> bool:
     """Search exactly when the company holds at most ``exact_max_rows`` chunks (pure)."""
     return exact_max_rows > 0 and company_rows <= exact_max_rows
 
-KEYWORD_SQL = """
-SELECT id, document_id, external_id, body, ts_rank_cd(tsv, tq) AS score
-FROM chunks, CAST(replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | ') AS tsquery) AS tq
-WHERE company_id = %(company)s AND tsv @@ tq {filters}
-ORDER BY score DESC, id LIMIT %(n)s
-"""
-
 HYBRID_SQL = """
 WITH v AS MATERIALIZED ({vector}), kw AS MATERIALIZED ({keyword})
 SELECT 'v', * FROM v UNION ALL SELECT 'k', * FROM kw
@@ -243,12 +237,13 @@ def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
 
 
 def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest,
-             exact: bool = False, n: int | None = None, query_vector: Any = None) -> list[Hit]:
+             exact: bool = False, n: int | None = None, query_vector: Any = None, bm25: Bm25 = Bm25()) -> list[Hit]:
     """The company's top ``n`` (default k) for ``req``; ``exact``: vector candidates by comparing
-    every row; ``query_vector``: the query's embedding, when the caller has it already."""
+    every row; ``query_vector``: the query's embedding, when the caller has it already; ``bm25``:
+    the keyword ranking's parameters."""
     n = req.k if n is None else n
     where, params = _filters(req.filters)
-    params.update(company=company_id, text=req.query)
+    params.update(company=company_id, text=req.query, k1=bm25.k1, b=bm25.b)
     if req.mode is Mode.keyword:
         params["n"] = n
         return _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
@@ -272,12 +267,12 @@ def embed_query(embedder: Embedder | None, query: str) -> Any:
 
 
 def retrieve_grouped(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
-                     max_candidates: int) -> list[dict[str, Any]]:
+                     max_candidates: int, bm25: Bm25 = Bm25()) -> list[dict[str, Any]]:
     """``group_by: thread``: k groups from 10·k candidates, 4 times more while short (module docstring)."""
     vector = None if req.mode is Mode.keyword else embed_query(embedder, req.query)
     n = max(req.k, min(req.k * 10, max_candidates))
     while True:
-        hits = retrieve(conn, embedder, company_id, req, exact, n, vector)
+        hits = retrieve(conn, embedder, company_id, req, exact, n, vector, bm25)
         threads = threads_of(conn, company_id, hits)
         groups = group_by_thread(hits, threads, req.k)
         if len(groups) >= req.k or len(hits) < n or n >= max_candidates:
@@ -287,11 +282,11 @@ def retrieve_grouped(conn: Any, embedder: Embedder | None, company_id: int, req:
 
 
 def retrieve_answer(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
-                    max_candidates: int) -> list[dict[str, Any]]:
+                    max_candidates: int, bm25: Bm25 = Bm25()) -> list[dict[str, Any]]:
     """The results of ``req`` as the API answers them: hits on e-mail with their thread, or groups."""
     if req.group_by is GroupBy.thread:
-        return retrieve_grouped(conn, embedder, company_id, req, exact, max_candidates)
-    hits = retrieve(conn, embedder, company_id, req, exact)
+        return retrieve_grouped(conn, embedder, company_id, req, exact, max_candidates, bm25)
+    hits = retrieve(conn, embedder, company_id, req, exact, bm25=bm25)
     threads = threads_of(conn, company_id, hits)
     return [h.as_dict(threads.get(h.external_id)) for h in hits]
 
@@ -309,12 +304,12 @@ def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
 
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
            ttl: int, exact_max_rows: int, max_candidates: int = 2000,
-           replicas: ReplicaSet | None = None) -> dict[str, Any]:
+           replicas: ReplicaSet | None = None, bm25: Bm25 = Bm25()) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database.
 
     ``exact_max_rows`` is the setting ``vector_exact_max_rows`` (0: always HNSW); ``max_candidates``
-    ``search_group_max_candidates``; ``replicas``: read from one when it is fresh enough
-    (``core.replicas.reader.read``: never older than ``principal.data_version``).
+    ``search_group_max_candidates``; ``bm25``: the settings ``keyword_bm25_*``; ``replicas``: read
+    from one when it is fresh enough (``core.replicas.reader.read``: never older than ``principal.data_version``).
     From the cache (this process's near cache, then Redis), ``results`` is the stored JSON as an
     ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``)."""
     started = time.perf_counter()
@@ -328,7 +323,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
     def answer(conn: Any) -> list[dict[str, Any]]:
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
-        return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates)
+        return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, bm25)
 
     # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
     results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,

@@ -10,7 +10,9 @@ Locks (pg_partman#796/#834 deadlock around the default partition): every DDL run
 ``lock_timeout`` and is retried with backoff, each transaction touches one table, and locks are
 taken in one order (the parent, then the default partition). ``DETACH … CONCURRENTLY`` is used
 when the table has no default partition; PostgreSQL does not allow it when one exists (the core's
-tables have one), so the plain detach is used, briefly, under the same timeout.
+tables have one), so the plain detach is used, briefly, under the same timeout. ``chunks`` is always
+detached plainly, in one transaction with the subtraction of its rows from keyword search's BM25
+statistics (``core.search.bm25``), so a search never counts rows it can no longer find.
 
 Moving rows out of the default partition keeps them visible throughout: they are copied in
 batches into a standalone table that carries the new partition's indexes and a CHECK constraint
@@ -70,6 +72,10 @@ WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relnamespace = 'public'::re
   AND c.relname LIKE %s
 ORDER BY c.relname
 """
+
+# Tables whose rows feed keyword search's BM25 statistics (migration 0013): a detach subtracts them.
+KEYWORD_STATISTICS = ("chunks",)
+
 
 def _ident(name: str) -> sql.Identifier:
     if not SAFE_NAME.match(name):
@@ -351,6 +357,9 @@ class Rotator:
         part, parent = _ident(step.partition), _ident(step.table)
         if self._pending(step.partition):
             method, stmt = "finalize", sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE").format(parent, part)
+        elif step.table in KEYWORD_STATISTICS:
+            method, stmt = "plain (keyword statistics leave with the rows)", sql.SQL(
+                "ALTER TABLE {} DETACH PARTITION {}").format(parent, part)
         elif _default_of(self.conn, step.table) is None:
             method, stmt = "concurrently", sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(
                 parent, part)
@@ -362,9 +371,18 @@ class Rotator:
         finalize = sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE").format(parent, part)
 
         def run() -> None:
-            # autocommit: CONCURRENTLY cannot run inside a transaction; a concurrent detach cut short
-            # (lock timeout, crash) leaves the partition "detach pending": finalize it on the next try
-            self.conn.execute(finalize if self._pending(step.partition) else stmt)
+            if self._pending(step.partition):
+                # a concurrent detach cut short (lock timeout, crash) is "detach pending": finalize it
+                self.conn.execute(finalize)
+            elif step.table in KEYWORD_STATISTICS:
+                # the rows' BM25 statistics are subtracted in the detach's own transaction; SHARE keeps
+                # writers out of the partition (searches read on) while they are counted
+                with self.conn.transaction():
+                    self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(part))
+                    self.conn.execute("SELECT bm25_apply(%s::regclass, -1)", (step.partition,))
+                    self.conn.execute(stmt)
+            else:  # autocommit: CONCURRENTLY cannot run inside a transaction
+                self.conn.execute(stmt)
 
         _retrying(self.conn, self.policy, f"detach {step.partition}", run)
         _audit(self.conn, "partition.detach", step, "attached", "detached", method=method)

@@ -25,6 +25,7 @@ from core.api.deps import TENANT_AUTH, Caller, authenticate, caller_of, screen, 
 from core.api.errors import responses, validation_error
 from core.api.models import SearchOut
 from core.api.services import Services
+from core.search.bm25 import Bm25
 from core.search.retrieve import SearchRequest, search
 
 router = resource_router(tags=["search"])
@@ -46,7 +47,8 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
         raise validation_error(f"k: at most {settings.search_max_k}")
     ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
     found = search(services.pool, services.cache, services.embedder, principal, req, ttl,
-                   settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas)
+                   settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
+                   Bm25.of(settings))
     services.cache.log_query(principal.company_id, req.canonical(), time.time())
     return found
 
@@ -56,7 +58,8 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
              openapi_extra={**json_body(SearchRequest), **TENANT_AUTH})
 async def post_search(request: Request) -> OrjsonResponse:
     """`hybrid` fuses vector and keyword rankings (reciprocal rank fusion); `vector` is cosine
-    similarity; `keyword` matches any of the query's words. Only the caller's company is searched."""
+    similarity; `keyword` matches any of the query's words and ranks by BM25 (the company's own
+    word statistics). Only the caller's company is searched."""
     services, caller = services_of(request), caller_of(request)
     screen(services, caller)
     body = await request.body()
