@@ -1,0 +1,121 @@
+"""Pure decisions of the WAL pusher: what to push next to each remote repository, what may leave the
+spool, and how far behind each repository is (its push lag: the RPO that a lost host would cost).
+
+Inputs: the spool listing (name, size, mtime: the time ``archive_command`` wrote it), the names each
+remote repository holds *verified* (uploaded, then its size read back), the clock and whether the
+local retention still needs a file. No I/O here; :mod:`opsctl.backup.walpush` acts.
+
+Rules:
+- Files to push: WAL segments, ``.partial`` segments, ``.backup`` and timeline ``.history`` files;
+  nothing else (``archive_command``'s ``*.tmp`` files are half-written).
+- Oldest first (by the time they were archived, then by name), at most ``batch`` per repository.
+- Lag of a repository: the age of its oldest file that is not verified there (0 when none waits).
+- A file leaves the spool only once every repository that must hold it has it verified AND the
+  local retention no longer needs it. When the spool is the local repository's WAL directory,
+  that repository's prune removes WAL, held back by :func:`hold_unpushed` in the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opsctl.backup.plan import PrunePlan
+
+_ARCHIVABLE = re.compile(r"^(?:[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$")
+
+
+def archivable(name: str) -> bool:
+    """Whether ``name`` is a file PostgreSQL archives (segment, partial segment, backup label, history)."""
+    return bool(_ARCHIVABLE.match(name))
+
+
+@dataclass(frozen=True)
+class SpoolFile:
+    name: str
+    size: int
+    mtime: float  # seconds since the epoch: when archive_command wrote it
+
+
+@dataclass(frozen=True)
+class RepoPush:
+    repo: str
+    push: tuple[str, ...]  # the next files to upload there, oldest first
+    waiting: int  # files in the spool not yet verified there
+    lag_seconds: float  # age of the oldest of them; 0 when none waits
+    oldest: str | None  # its name
+
+
+@dataclass(frozen=True)
+class WalPlan:
+    repos: tuple[RepoPush, ...]
+    removable: tuple[str, ...]  # may leave the spool now
+    kept: Mapping[str, str] = field(default_factory=dict)  # verified everywhere but kept: why
+
+    def summary(self) -> str:
+        if not self.repos:
+            return "wal push: no remote repository configured"
+        parts = []
+        for r in self.repos:
+            if r.waiting:
+                parts.append(f"{r.repo}: {len(r.push)} of {r.waiting} waiting to push, lag {r.lag_seconds:.0f} s "
+                             f"(oldest {r.oldest})")
+            else:
+                parts.append(f"{r.repo}: up to date")
+        gone = f"; {len(self.removable)} may leave the spool" if self.removable else ""
+        return "wal push: " + "; ".join(parts) + gone
+
+
+def _order(spool: Sequence[SpoolFile]) -> list[SpoolFile]:
+    return sorted((f for f in spool if archivable(f.name)), key=lambda f: (f.mtime, f.name))
+
+
+def missing_from(name: str, verified: Mapping[str, AbstractSet[str]]) -> list[str]:
+    """The repositories (of ``verified``'s keys) that do not hold ``name`` verified."""
+    return sorted(repo for repo, names in verified.items() if name not in names)
+
+
+def plan_push(spool: Sequence[SpoolFile], verified: Mapping[str, AbstractSet[str]], now: float, *,
+              retained: AbstractSet[str] | None = None, batch: int = 16) -> WalPlan:
+    """The plan for one cycle. ``verified``: for each remote repository that must hold the WAL, the
+    names it holds verified. ``retained``: the names the local retention still needs; ``None`` when
+    the spool is the local repository's WAL directory (its prune removes WAL, not the pusher)."""
+    ordered = _order(spool)
+    repos = []
+    for repo in sorted(verified):
+        waiting = [f for f in ordered if f.name not in verified[repo]]
+        oldest = waiting[0] if waiting else None
+        lag = max(0.0, now - min(f.mtime for f in waiting)) if waiting else 0.0
+        repos.append(RepoPush(repo, tuple(f.name for f in waiting[:batch]), len(waiting), lag,
+                              oldest.name if oldest else None))
+    removable: list[str] = []
+    kept: dict[str, str] = {}
+    for f in ordered:
+        if not verified or missing_from(f.name, verified):
+            continue  # no remote copy yet (or no remote repository at all): stays
+        if retained is None:
+            kept[f.name] = "the spool is the local repository: its prune removes WAL"
+        elif f.name in retained:
+            kept[f.name] = "the local retention still needs it"
+        else:
+            removable.append(f.name)
+    return WalPlan(tuple(repos), tuple(removable), kept)
+
+
+def hold_unpushed(plan: PrunePlan, verified: Mapping[str, AbstractSet[str]]) -> PrunePlan:
+    """``plan`` with every WAL removal of a file not yet verified on every remote repository turned
+    into a keep: the local repository's WAL directory is the spool, and nothing leaves it before its
+    remote copies are verified."""
+    from opsctl.backup.plan import Item
+
+    wal = []
+    for item in plan.wal:
+        missing = missing_from(item.name, verified) if item.action == "remove" else []
+        if missing:
+            item = Item(item.name, item.kind, "keep", f"not yet pushed to {', '.join(missing)}")
+        wal.append(item)
+    return replace(plan, wal=wal)

@@ -1,0 +1,96 @@
+"""The WAL pusher's pure decisions, by tables: what to push next, what may leave the spool, the lag."""
+
+from __future__ import annotations
+
+import pytest
+
+from opsctl.backup.plan import Item, PrunePlan
+from opsctl.backup.walplan import SpoolFile, archivable, hold_unpushed, plan_push
+
+NOW = 10_000.0
+S1, S2, S3 = "000000010000000000000001", "000000010000000000000002", "000000010000000000000003"
+BK = "000000010000000000000002.00000028.backup"
+H2 = "00000002.history"
+T2 = "000000020000000000000003"
+
+
+def spool(*entries: tuple[str, float]) -> list[SpoolFile]:
+    return [SpoolFile(name, 16 << 20, mtime) for name, mtime in entries]
+
+
+SPOOL = spool((S1, 9_000), (S2, 9_400), (BK, 9_401), (S3, 9_800))
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    (S1, True), (BK, True), (H2, True), (S1 + ".partial", True),
+    (S1 + ".tmp", False),  # archive_command's half-written copy
+    ("archive_status", False), ("00000001000000000000000", False), ("0000000100000000000000G1", False),
+    ("000000010000000000000001.backup", False), ("README", False),
+])
+def test_only_files_postgresql_archives_are_pushed(name: str, ok: bool) -> None:
+    assert archivable(name) is ok
+
+
+@pytest.mark.parametrize(("files", "verified", "batch", "push", "waiting", "lag", "oldest"), [
+    # nothing pushed yet: oldest first, the .backup label in its place; lag from the oldest mtime
+    (SPOOL, set(), 16, (S1, S2, BK, S3), 4, 1_000.0, S1),
+    # bounded: at most `batch` per cycle, still oldest first
+    (SPOOL, set(), 2, (S1, S2), 4, 1_000.0, S1),
+    # the oldest are verified: the lag is the age of the oldest one still waiting
+    (SPOOL, {S1, S2}, 16, (BK, S3), 2, 599.0, BK),
+    # a hole (S2 failed, later ones went): S2 is pushed first and the lag is S2's age
+    (SPOOL, {S1, BK, S3}, 16, (S2,), 1, 600.0, S2),
+    # everything verified: nothing to push, lag 0
+    (SPOOL, {S1, S2, BK, S3}, 16, (), 0, 0.0, None),
+    # half-written and foreign files are neither pushed nor counted
+    (spool((S1, 9_000), (S2 + ".tmp", 9_500), ("notes.txt", 1)), set(), 16, (S1,), 1, 1_000.0, S1),
+    # a timeline switch: the history file (archived first) goes before the new timeline's segments
+    (spool((S2, 9_000), (H2, 9_500), (T2, 9_500)), {S2}, 16, (H2, T2), 2, 500.0, H2),
+    # ties on mtime are broken by name; an mtime in the future is no negative lag
+    (spool((S2, 10_500), (S1, 10_500)), set(), 16, (S1, S2), 2, 0.0, S1),
+    # an empty spool: nothing waits
+    ([], set(), 16, (), 0, 0.0, None),
+])
+def test_what_to_push_and_the_lag(files: list[SpoolFile], verified: set[str], batch: int, push: tuple[str, ...],
+                                  waiting: int, lag: float, oldest: str | None) -> None:
+    plan = plan_push(files, {"offsite": verified}, NOW, retained=set(), batch=batch)
+    (repo,) = plan.repos
+    got = (repo.repo, repo.push, repo.waiting, repo.lag_seconds, repo.oldest)
+    assert got == ("offsite", push, waiting, lag, oldest)
+
+
+@pytest.mark.parametrize(("verified", "retained", "removable", "kept"), [
+    # on every repository and not retained: it may go
+    ({"a": {S1, S2}, "b": {S1, S2}}, set(), (S1, S2), {}),
+    # verified on one repository only: it stays (never removed before every copy is verified)
+    ({"a": {S1, S2}, "b": {S1}}, set(), (S1,), {}),
+    ({"a": {S1, S2}, "b": set()}, set(), (), {}),
+    # the local retention still needs it: it stays, and says why
+    ({"a": {S1, S2}}, {S2}, (S1,), {S2: "the local retention still needs it"}),
+    # the spool is the local repository's WAL dir: the pusher removes nothing (its prune does)
+    ({"a": {S1}}, None, (), {S1: "the spool is the local repository: its prune removes WAL"}),
+    # no remote repository at all: nothing leaves the spool
+    ({}, set(), (), {}),
+])
+def test_what_may_leave_the_spool(verified: dict[str, set[str]], retained: set[str] | None,
+                                  removable: tuple[str, ...], kept: dict[str, str]) -> None:
+    plan = plan_push(spool((S1, 9_000), (S2, 9_100)), verified, NOW, retained=retained)
+    assert plan.removable == removable
+    assert dict(plan.kept) == kept
+
+
+def test_each_repository_has_its_own_queue_and_lag() -> None:
+    plan = plan_push(SPOOL, {"gcs": {S1, S2, BK, S3}, "s3": {S1}}, NOW, retained=set())
+    assert [(r.repo, r.push, r.lag_seconds) for r in plan.repos] == [("gcs", (), 0.0), ("s3", (S2, BK, S3), 600.0)]
+    assert plan.summary() == ("wal push: gcs: up to date; s3: 3 of 3 waiting to push, lag 600 s "
+                              f"(oldest {S2}); 1 may leave the spool")
+
+
+def test_the_local_prune_keeps_what_is_not_yet_verified_remotely() -> None:
+    prune = PrunePlan(wal=[Item(S1, "wal", "remove", "before F2"), Item(S2, "wal", "remove", "before F2"),
+                           Item(S3, "wal", "keep", "needed by F2 or later")], wal_cutoff=S3)
+    held = hold_unpushed(prune, {"a": {S1, S2}, "b": {S1}})
+    assert [(i.name, i.action, i.reason) for i in held.wal] == [
+        (S1, "remove", "before F2"), (S2, "keep", "not yet pushed to b"), (S3, "keep", "needed by F2 or later")]
+    assert prune.wal[1].action == "remove"  # the plan given is not changed
+    assert hold_unpushed(prune, {}).wal == prune.wal  # no remote repository: the retention alone decides
