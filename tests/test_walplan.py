@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opsctl.backup.plan import Item, PrunePlan
-from opsctl.backup.walplan import SpoolFile, archivable, hold_unpushed, plan_push
+from opsctl.backup.walplan import SpoolFile, archivable, hold_unpushed, plan_push, retry_after
 
 NOW = 10_000.0
 S1, S2, S3 = "000000010000000000000001", "000000010000000000000002", "000000010000000000000003"
@@ -94,3 +94,9 @@ def test_the_local_prune_keeps_what_is_not_yet_verified_remotely() -> None:
         (S1, "remove", "before F2"), (S2, "keep", "not yet pushed to b"), (S3, "keep", "needed by F2 or later")]
     assert prune.wal[1].action == "remove"  # the plan given is not changed
     assert hold_unpushed(prune, {}).wal == prune.wal  # no remote repository: the retention alone decides
+
+
+@pytest.mark.parametrize(("failures", "delay"), [(0, 0.0), (1, 1.0), (2, 2.0), (3, 4.0), (6, 32.0), (7, 60.0),
+                                                 (1000, 60.0)])
+def test_a_failing_repository_is_retried_later_and_later_up_to_a_minute(failures: int, delay: float) -> None:
+    assert retry_after(failures) == delay

@@ -119,3 +119,11 @@ def hold_unpushed(plan: PrunePlan, verified: Mapping[str, AbstractSet[str]]) -> 
             item = Item(item.name, item.kind, "keep", f"not yet pushed to {', '.join(missing)}")
         wal.append(item)
     return replace(plan, wal=wal)
+
+
+def retry_after(failures: int, first: float = 1.0, cap: float = 60.0) -> float:
+    """Seconds to wait before trying a repository again after ``failures`` failed cycles in a row:
+    1, 2, 4 … up to a minute (0 when nothing failed)."""
+    if failures <= 0:
+        return 0.0
+    return float(min(cap, first * 2 ** min(failures - 1, 32)))
