@@ -108,6 +108,31 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A real S3-API server (moto_server) for the session; AWS_* fake-but-set in this process only."""
+    from tests.s3_helpers import FAKE_AWS, MotoServer
+
+    saved = {k: os.environ.get(k) for k in FAKE_AWS}
+    os.environ.update(FAKE_AWS)
+    server = MotoServer()
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server: Any) -> str:
+    """A new, empty bucket on the session's S3 server."""
+    from tests.s3_helpers import make_bucket
+
+    return make_bucket(s3_server.endpoint)
+
+
 @pytest.fixture
 def settings(db_url: str, redis_url: str) -> Settings:
     return make_settings(database_url=db_url, redis_url=redis_url, admin_token="admin-secret")
