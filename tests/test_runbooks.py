@@ -23,7 +23,8 @@ RUNBOOKS = ROOT / "runbooks"
 ALERTS = ["IngestBacklogHigh", "IngestJobsDead", "SearchLatencyHigh", "ErrorRateHigh", "ScalingAtMaxReplicas",
           "AutoscalerMetricsUnavailable", "BackupStale", "RestoreDrillFailed", "RestoreDrillStale",
           "PartitionsNotPremade", "DefaultPartitionHasRows", "VectorIndexRecallLow", "CacheHitRateLow",
-          "DaemonNoLeader", "DaemonJobFailing", "DaemonPoliciesNotLoaded", "DatabaseConnectionsSaturated"]
+          "DaemonNoLeader", "DaemonJobFailing", "DaemonPoliciesNotLoaded", "DatabaseConnectionsSaturated",
+          "WalPushLagging", "WalPushFailing"]
 SECTIONS = ["## What it means", "## User impact", "## Diagnosis", "## Remediation", "## Escalate when"]
 
 

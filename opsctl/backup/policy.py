@@ -57,6 +57,60 @@ class Drill(PolicyModel):
         return v
 
 
+class RepoCompression(PolicyModel):
+    type: Literal["zstd", "none"] = "zstd"
+    level: int = Field(default=3, ge=1, le=22, description="zstd level")
+
+
+class RepoEncryption(PolicyModel):
+    """AES-256-GCM; the key (32 bytes: raw, hex or base64) from a file or an environment variable."""
+
+    type: Literal["aes-256-gcm"] = "aes-256-gcm"
+    key_file: str | None = None
+    key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RepoEncryption:
+        if (self.key_file is None) == (self.key_env is None):
+            raise ValueError("encryption needs exactly one of key_file and key_env")
+        return self
+
+
+class RepositorySpec(PolicyModel):
+    """One repository (pgBackRest's repo1, repo2 …): the local directory or an object store.
+    Credentials are never here: the object-store library reads them from the environment/profile."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    type: Literal["local", "s3", "gcs", "azure"]
+    path: str | None = Field(default=None, description="local: the directory; default <data dir>/backups")
+    bucket: str | None = None
+    prefix: str | None = None
+    endpoint: str | None = Field(default=None, description="S3-compatible servers (MinIO, R2, moto …)")
+    region: str | None = None
+    retention: Retention = Field(default_factory=Retention)
+    compression: RepoCompression = Field(default_factory=RepoCompression)
+    encryption: RepoEncryption | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> RepositorySpec:
+        if self.type != "local" and not self.bucket:
+            raise ValueError(f"repository {self.name}: a {self.type} repository needs a bucket")
+        if self.type == "local" and self.bucket:
+            raise ValueError(f"repository {self.name}: a local repository has a path, not a bucket")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.type != "local"
+
+
+class WalPush(PolicyModel):
+    spool: str | None = Field(default=None, description="where archive_command puts WAL when no repository is "
+                                                        "local; default <data dir>/wal-spool")
+    max_lag_seconds: float = Field(default=300, gt=0, le=30 * 86400,
+                                   description="the push lag (RPO) the WalPushLagging alert allows")
+
+
 class BackupPolicy(PolicyModel):
     repository: str | None = Field(default=None, description="repository dir; default <data dir>/backups")
     mode: Literal["physical", "logical"] = "physical"
@@ -70,12 +124,41 @@ class BackupPolicy(PolicyModel):
     fsync: bool = Field(default=True, description="sync backups to disk (off only for throwaway test setups)")
     targets: Targets = Field(default_factory=Targets)
     drill: Drill = Field(default_factory=Drill)
+    repositories: list[RepositorySpec] | None = Field(
+        default=None, description="absent: one local repository named local at `repository:`")
+    wal_push: WalPush = Field(default_factory=WalPush)
 
     @model_validator(mode="after")
     def _check(self) -> BackupPolicy:
         if self.repository is not None and not self.repository.strip():
             raise ValueError("repository must not be empty")
+        names = [r.name for r in self.repositories or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"repository names must be unique: {', '.join(names)}")
+        if self.repositories is not None and not self.repositories:
+            raise ValueError("repositories must name at least one repository (or be left out)")
+        if sum(1 for r in self.repositories or [] if not r.remote) > 1:
+            raise ValueError("at most one local repository")
         return self
+
+    @property
+    def remote_repositories(self) -> list[RepositorySpec]:
+        return [r for r in self.repositories or [] if r.remote]
+
+    def local_repository(self) -> RepositorySpec | None:
+        """The local repository: the one of type local, or the implicit one when none is listed."""
+        if self.repositories is None:
+            return RepositorySpec(name="local", type="local", path=self.repository, retention=self.retention)
+        return next((r for r in self.repositories if not r.remote), None)
+
+    def wal_dir(self, data_dir: Path) -> tuple[Path, bool]:
+        """Where ``archive_command`` writes WAL, and whether it is the local repository's WAL dir (which
+        doubles as the spool of the remote repositories) rather than a spool alone."""
+        local = self.local_repository()
+        if local is not None:
+            root = Path(local.path).expanduser() if local.path else data_dir / "backups"
+            return root / "wal", True
+        return (Path(self.wal_push.spool).expanduser() if self.wal_push.spool else data_dir / "wal-spool"), False
 
     def repository_path(self, data_dir: Path) -> Path:
         return Path(self.repository).expanduser() if self.repository else data_dir / "backups"

@@ -115,10 +115,14 @@ def record_verified(repo: Repository, records: list[BackupRecord], results: list
 def plan_prune(settings: Settings, policy: BackupPolicy, now: datetime | None = None) -> PrunePlan:
     from opsctl.backup.plan import plan_prune as plan
     from opsctl.backup.verify import segment_size
+    from opsctl.backup.walplan import hold_unpushed
+    from opsctl.backup.walpush import verified
 
     repo = repository(settings, policy)
     wal = sorted(p.name for p in repo.wal_dir.iterdir()) if repo.wal_dir.is_dir() else []
-    return plan(repo.list(), wal, policy.retention, now or datetime.now(UTC), segment_size(repo))
+    planned = plan(repo.list(), wal, policy.retention, now or datetime.now(UTC), segment_size(repo))
+    # the local WAL dir is the remote repositories' spool: nothing leaves it before they hold it verified
+    return hold_unpushed(planned, verified(settings.data_dir.resolve(), policy))
 
 
 def apply_prune(settings: Settings, policy: BackupPolicy, plan: PrunePlan) -> None:
