@@ -100,3 +100,10 @@ def test_the_local_prune_keeps_what_is_not_yet_verified_remotely() -> None:
                                                  (1000, 60.0)])
 def test_a_failing_repository_is_retried_later_and_later_up_to_a_minute(failures: int, delay: float) -> None:
     assert retry_after(failures) == delay
+
+
+def test_wal_order_puts_history_first_then_segments_by_position_across_timelines() -> None:
+    from opsctl.backup.walplan import wal_order
+
+    names = [T2, S3, H2, BK, S1, S2 + ".partial", S2]
+    assert sorted(names, key=wal_order) == [H2, S1, S2, BK, S2 + ".partial", S3, T2]

@@ -346,3 +346,37 @@ def test_opsctl_up_runs_the_pusher_only_when_wal_has_somewhere_to_go(
         (tmp_path / "backup.yaml").write_text(yaml.safe_dump(policy))
     monkeypatch.setenv("OPSCTL_POLICY_DIR", str(tmp_path))
     assert pushes_wal() is runs
+
+
+# -- 5. restores: a local copy of the remote archive ------------------------------------------------
+def test_wal_archived_by_postgresql_goes_to_the_remote_repository_and_comes_back_whole(
+        s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from opsctl.backup.archive import switch_and_wait
+    from opsctl.backup.walpush import fetch_from
+    from tests.backup_helpers import add_documents, archived_cluster, company
+
+    monkeypatch.setenv("OPSCTL_TEST_WAL_KEY", KEY)
+    offsite = s3_repo("offsite", s3_bucket, f"http://127.0.0.1:{s3_server.port}", prefix="pg/", encrypted=True)
+    with archived_cluster(repositories=[offsite]) as cluster:
+        spool, is_repository = cluster.policy.wal_dir(cluster.root)
+        assert (spool, is_repository) == (cluster.root / "wal-spool", False)
+        with cluster.connect() as conn:
+            add_documents(conn, company(conn, "acme"), "doc", 20)
+            first = switch_and_wait(conn, spool)
+            add_documents(conn, company(conn, "beta"), "doc", 20)
+            last = switch_and_wait(conn, spool)
+        archived = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in spool.iterdir()
+                    if p.is_file() and not p.name.endswith(".tmp")}
+        assert {first, last} <= set(archived)
+        pusher = pusher_for(cluster.root, cluster.policy)
+        sentence = pusher.cycle()
+        assert sentence.startswith(f"wal push: offsite: pushed {len(archived)}, up to date"), sentence
+        assert not any(p.name in archived for p in spool.iterdir())  # verified remotely: left the spool
+
+        back = cluster.root / "restore-wal"
+        names = fetch_from(remote_for(cluster.policy, "offsite"), back, first=first)
+        assert names[0] == first and names[-1] == last
+        assert {n: hashlib.sha256((back / n).read_bytes()).hexdigest() for n in names} == {
+            n: h for n, h in archived.items() if n >= first}

@@ -34,6 +34,14 @@ def archivable(name: str) -> bool:
     return bool(_ARCHIVABLE.match(name))
 
 
+def wal_order(name: str) -> tuple[str, str, str]:
+    """A sort key putting archived files in WAL order: by segment (log and segment number), then by
+    timeline, then by name; a ``.history`` file before every segment (it is needed to switch)."""
+    if name.endswith(".history"):
+        return ("", name[:8], name)
+    return (name[8:24], name[:8], name)
+
+
 @dataclass(frozen=True)
 class SpoolFile:
     name: str

@@ -358,6 +358,28 @@ def fetch_wal(remote: Remote, segment: str, dest: Path) -> bool:
     return fetch(remote, segment, dest)
 
 
+def fetch_from(remote: Remote, dest_dir: Path, first: str | None = None, parallel: int = 4) -> list[str]:
+    """Every WAL file the repository holds from segment ``first`` on (all of them without it; timeline
+    history files always), fetched and decoded into ``dest_dir``: a local archive for a restore to
+    read with a plain ``cp`` restore_command (no interpreter started per segment, and nothing the
+    server's system user must be able to run). Returns the names, in WAL order; raises naming the
+    first file that cannot be read or decoded."""
+    from opsctl.backup.walplan import wal_order
+
+    names = [info.key.removeprefix("wal/") for info in remote.store.list("wal/")]
+    wanted = sorted((n for n in names if archivable(n) and (first is None or n.endswith(".history")
+                                                            or wal_order(n) >= wal_order(first))), key=wal_order)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(name: str) -> None:
+        if not fetch(remote, name, dest_dir / name):
+            raise OperationFailed(f"{remote.url}/{wal_key(name)} was listed but is gone")
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="wal-fetch") as pool:
+        list(pool.map(one, wanted))
+    return wanted
+
+
 def restore_command(repo: str, data_dir: Path, policy_path: Path | None = None) -> str:
     """A ``restore_command`` that fetches each WAL file from the remote repository ``repo``
     (``opsctl wal fetch``, with this interpreter): what a restore from that repository replays."""
