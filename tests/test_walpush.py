@@ -244,6 +244,8 @@ def test_kill_9_in_the_middle_of_an_upload_counts_nothing_as_pushed(
     assert s.marks("offsite") == set()  # not counted as pushed
     remote = remote_for(s.policy, "offsite")
     assert remote.store.head(wal_key(seg(1))) is None  # and the store keeps no half object
+    left = list((s.data_dir / "wal-push" / "tmp").iterdir())  # the encoded copy it was uploading
+    assert [p.name.split(".")[:3] for p in left] == [["offsite", seg(1), str(proc.pid)]]
     status = opsctl("wal", "status", "-o", "json", "--policy", str(s.policy_file), env=env)
     assert status.returncode == 0, status.stderr
     assert [(r["repo"], r["waiting"], r["oldest"]) for r in yaml.safe_load(status.stdout)] == [("offsite", 1, seg(1))]
@@ -252,6 +254,7 @@ def test_kill_9_in_the_middle_of_an_upload_counts_nothing_as_pushed(
     assert again.stdout.strip() == "wal push: offsite: pushed 1, up to date; removed 1 from the spool"
     assert fetch_wal(remote, seg(1), tmp_path / "back")
     assert (tmp_path / "back").read_bytes() == data
+    assert list((s.data_dir / "wal-push" / "tmp").iterdir()) == []  # the next pusher removed the dead one's
 
 
 def test_push_once_exits_1_naming_the_store_when_it_is_unreachable(

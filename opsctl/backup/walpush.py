@@ -186,6 +186,20 @@ class Pusher:
         self.marks = {r.name: Marks(self.state_dir, r.name, r.url) for r in self.remotes}
         self.states = {r.name: RepoState() for r in self.remotes}
         self.pushed_last_cycle = 0
+        self._clean_scratch()
+
+    def _clean_scratch(self) -> None:
+        """Remove the encoded copies a killed pusher left (named ``<repo>.<file>.<pid>.<thread>``)."""
+        from core.embedded import pid_alive
+
+        scratch = self.state_dir / "tmp"
+        if not scratch.is_dir():
+            return
+        for path in scratch.iterdir():
+            parts = path.name.split(".")
+            pid = int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
+            if pid is None or pid == os.getpid() or not pid_alive(pid):
+                path.unlink(missing_ok=True)
 
     def plan(self) -> WalPlan:
         files = read_spool(self.spool)
@@ -228,11 +242,7 @@ class Pusher:
             size = upload(remote, self.spool / name, self.state_dir / "tmp")
             self.marks[remote.name].add(name, size)
             return size
-        except FileNotFoundError as exc:
-            if not (self.spool / name).exists():  # removed from the spool meanwhile: nothing to push
-                return OperationFailed(f"{name} left the spool before it was pushed")
-            return exc
-        except Exception as exc:  # a store error, a codec error: counted, retried later
+        except Exception as exc:  # a store error, a codec error, a full disk: counted, retried later
             return exc
 
     def _note(self, repo: str, pushed: int, failed: list[str], now: float) -> None:
