@@ -82,8 +82,8 @@ def test_what_may_leave_the_spool(verified: dict[str, set[str]], retained: set[s
 def test_each_repository_has_its_own_queue_and_lag() -> None:
     plan = plan_push(SPOOL, {"gcs": {S1, S2, BK, S3}, "s3": {S1}}, NOW, retained=set())
     assert [(r.repo, r.push, r.lag_seconds) for r in plan.repos] == [("gcs", (), 0.0), ("s3", (S2, BK, S3), 600.0)]
-    assert plan.summary() == ("wal push: gcs: up to date; s3: 3 of 3 waiting to push, lag 600 s "
-                              f"(oldest {S2}); 1 may leave the spool")
+    assert [(r.waiting, r.oldest) for r in plan.repos] == [(0, None), (3, S2)]
+    assert plan.removable == (S1,)  # on both
 
 
 def test_the_local_prune_keeps_what_is_not_yet_verified_remotely() -> None:

@@ -64,19 +64,6 @@ class WalPlan:
     removable: tuple[str, ...]  # may leave the spool now
     kept: Mapping[str, str] = field(default_factory=dict)  # verified everywhere but kept: why
 
-    def summary(self) -> str:
-        if not self.repos:
-            return "wal push: no remote repository configured"
-        parts = []
-        for r in self.repos:
-            if r.waiting:
-                parts.append(f"{r.repo}: {len(r.push)} of {r.waiting} waiting to push, lag {r.lag_seconds:.0f} s "
-                             f"(oldest {r.oldest})")
-            else:
-                parts.append(f"{r.repo}: up to date")
-        gone = f"; {len(self.removable)} may leave the spool" if self.removable else ""
-        return "wal push: " + "; ".join(parts) + gone
-
 
 def _order(spool: Sequence[SpoolFile]) -> list[SpoolFile]:
     return sorted((f for f in spool if archivable(f.name)), key=lambda f: (f.mtime, f.name))

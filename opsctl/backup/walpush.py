@@ -232,7 +232,7 @@ class Pusher:
         self.pushed_last_cycle = sum(pushed.values())
         after = self.plan()
         removed = self._remove(after)
-        self._forget_gone(after)
+        self._forget_gone()
         if self.metrics is not None:
             self.metrics.update(after, self.states, {r: len(f) for r, f in failed.items()})
         return self._sentence(after, pushed, failed, removed)
@@ -266,7 +266,7 @@ class Pusher:
                 removed += 1
         return removed
 
-    def _forget_gone(self, plan: WalPlan) -> None:
+    def _forget_gone(self) -> None:
         """Drop the marks of files no longer in the spool (pruned from the local repository, or pushed
         everywhere and removed): what is not in the spool is never planned again."""
         present = {f.name for f in read_spool(self.spool)}
