@@ -383,3 +383,56 @@ def test_wal_archived_by_postgresql_goes_to_the_remote_repository_and_comes_back
         assert names[0] == first and names[-1] == last
         assert {n: hashlib.sha256((back / n).read_bytes()).hexdigest() for n in names} == {
             n: h for n, h in archived.items() if n >= first}
+
+
+def test_opsctl_up_supervises_the_pusher_and_prometheus_scrapes_its_lag(
+        tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
+    import json
+
+    import psycopg
+
+    from core.embedded import prometheus_binary
+    from tests.conftest import free_port, outside_pytest_tmp
+    from tests.test_up import prom_query, ready, start_up, wait_for
+
+    assert prometheus_binary(), "Prometheus must be installed (make test installs it): this test never skips"
+    data_dir = outside_pytest_tmp("opsctl-test-walpush-") / "state"
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "backup.yaml").write_text(yaml.safe_dump({"repositories": [
+        {"name": "local", "type": "local"}, s3_repo("offsite", s3_bucket, f"http://127.0.0.1:{s3_server.port}")]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
+    env.update(OPSCTL_DATA_DIR=str(data_dir), HOME_DIR=str(tmp_path), PYTHONPATH=str(project_root()))
+    port, prom_port = free_port(), free_port()
+    log = tmp_path / "up.log"
+    proc = start_up(env, port, prom_port, log)
+
+    def child() -> dict[str, Any] | None:
+        record = json.loads((data_dir / "up.json").read_text()) if (data_dir / "up.json").exists() else {}
+        return next((c for c in record.get("children", []) if c["name"] == "wal-push"), None)
+
+    try:
+        wait_for(lambda: ready(f"http://127.0.0.1:{port}"), 90, "the API")
+        first = wait_for(lambda: (c := child()) and c["state"] == "running" and c["processes"] and c, 30,
+                         "the pusher in up.json")
+        url = json.loads((data_dir / "state.json").read_text())["database_url"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE wal_push_probe AS SELECT generate_series(1, 1000) AS n")
+            segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]  # type: ignore[index]
+            conn.execute("SELECT pg_switch_wal()")
+        prom = f"http://127.0.0.1:{prom_port}"
+        wait_for(lambda: prom_query(prom, 'opsctl_wal_last_push_timestamp_seconds{job="opsctl-wal-push",'
+                                          'repo="offsite"} > 0'), 90, "Prometheus to see a push")
+        remote = remote_for(BackupPolicy.model_validate(yaml.safe_load((tmp_path / "policies" / "backup.yaml")
+                                                                       .read_text())), "offsite")
+        wait_for(lambda: remote.store.head(wal_key(segment)), 90, "the switched segment on the remote repository")
+
+        os.kill(first["processes"][0]["pid"], signal.SIGKILL)
+        wait_for(lambda: (c := child()) and c["restarts"] == 1 and c["state"] == "running", 60,
+                 "the supervisor to restart the pusher")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(90)
+    assert code == 0, log.read_text()[-3000:]
+    assert "stopping the WAL pusher" in log.read_text()
+    leftovers = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], f"processes left running: {leftovers}"
