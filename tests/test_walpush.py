@@ -152,6 +152,10 @@ def test_wal_archived_while_the_store_is_down_is_pushed_when_it_comes_back_and_t
     assert (s.metric("opsctl_wal_push_lag_seconds", "offsite"), s.metric("opsctl_wal_spool_segments", "offsite"),
             s.metric("opsctl_wal_push_failures_total", "offsite")) == (200, 2, 2)
 
+    s.now = 9_200.5  # within the retry delay (1 s after one failed cycle): not tried again
+    assert s.pusher.cycle() == "wal push: offsite: 2 waiting, lag 200 s"
+    assert s.metric("opsctl_wal_push_failures_total", "offsite") == 2
+
     s.now = 9_500  # still down: the lag grows, failures are counted
     assert "2 waiting, lag 500 s" in s.pusher.cycle()
     assert s.metric("opsctl_wal_push_lag_seconds", "offsite") == 500
