@@ -62,12 +62,17 @@ class Remote:
         return self.store.url
 
 
+def store_spec(config: RepositoryConfig) -> StoreSpec:
+    """Where ``config``'s objects live (its ``url`` names the store without opening it)."""
+    return StoreSpec(config.type, bucket=config.bucket, prefix=config.prefix, endpoint=config.endpoint,
+                     region=config.region, timeout_seconds=config.timeout_seconds, retries=config.retries)
+
+
 def open_remote(config: RepositoryConfig) -> Remote:
     """Open ``config``'s store and load its key (a key problem is a configuration error, exit 2)."""
-    spec = StoreSpec(config.type, bucket=config.bucket, prefix=config.prefix, endpoint=config.endpoint,
-                     region=config.region, timeout_seconds=config.timeout_seconds, retries=config.retries)
     key = load_key(config.encryption.key_file, config.encryption.key_env) if config.encryption else None
-    return Remote(config, open_store(spec), Codec(config.compression.type, config.compression.level, key), key)
+    return Remote(config, open_store(store_spec(config)), Codec(config.compression.type, config.compression.level, key),
+                  key)
 
 
 def file_key(backup_id: str, rel: str) -> str:
