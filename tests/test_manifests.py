@@ -331,7 +331,8 @@ def test_promtool_unit_tests_can_fail(built: list[dict[str, Any]], tmp_path: Pat
     """The harness is not vacuous: a wrong expectation makes promtool fail."""
     rules_file(built, tmp_path)
     case = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
-        "interval": "1m", "input_series": [{"series": 'opsctl_restore_drill_success{pod="a"}', "values": "1x20"}],
+        "interval": "1m", "input_series": [{"series": 'opsctl_restore_drill_success{pod="a",repo="local"}',
+                                         "values": "1x20"}],
         "alert_rule_test": [{"eval_time": "10m", "alertname": "RestoreDrillFailed",
                              "exp_alerts": [{"exp_labels": {"severity": "critical"}}]}]}]}
     (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(case))
