@@ -30,6 +30,7 @@ from opsctl.commands import status as status_cmd
 from opsctl.commands import tenant as tenant_cmd
 from opsctl.commands import threads as threads_cmd
 from opsctl.commands import up as up_cmd
+from opsctl.commands import wal as wal_cmd
 
 app = typer.Typer(
     name="opsctl",
@@ -80,6 +81,7 @@ app.add_typer(threads_cmd.app, name="threads")
 app.add_typer(emails_cmd.app, name="emails")
 app.add_typer(scale_cmd.app, name="scale")
 backup_cmd.register(app)  # backup, restore-test, restore
+app.add_typer(wal_cmd.app, name="wal")
 app.add_typer(partitions_cmd.app, name="partitions")
 app.add_typer(index_cmd.app, name="index")
 app.add_typer(cache_cmd.app, name="cache")

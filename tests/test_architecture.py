@@ -22,7 +22,7 @@ PURE = (
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
     "opsctl.partitions.plan", "opsctl.partitions.policy",
     "opsctl.vindex.decide", "opsctl.vindex.policy",
-    "opsctl.backup.plan", "opsctl.backup.policy", "opsctl.backup.repoplan",
+    "opsctl.backup.plan", "opsctl.backup.policy", "opsctl.backup.repoplan", "opsctl.backup.walplan",
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
     "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health", "opsctl.container.probe",
     "core.mail.message", "core.mail.ids", "core.mail.headers", "core.mail.mime", "core.mail.html",

@@ -109,7 +109,7 @@ def test_point_in_time_drill_and_restore_hold_exactly_the_rows_up_to_the_target(
         drill_row = conn.execute("SELECT details FROM ops_events WHERE action = 'restore.drill'").fetchone()
         assert drill_row is not None and drill_row[0]["passed"] is True and "rto_seconds" in drill_row[0]
         prom = (c.root / "metrics" / "opsctl_restore_drill.prom").read_text()
-        assert "opsctl_restore_drill_success 1.0" in prom
+        assert 'opsctl_restore_drill_success{repo="local"} 1.0' in prom
 
         # the same recovery for real, into a directory, started the way the command says
         target = outside_pytest_tmp("opsctl-test-restore-") / "pgdata"
@@ -226,7 +226,8 @@ def test_ctrl_c_during_a_drill_leaves_no_scratch_server(tmp_path: Path) -> None:
         add_documents(conn, company(conn, "acme"), "x", 2)
         nothing = run_drill(c.settings, c.policy)  # no backup yet: a failed drill, recorded and alerting
         assert not nothing["passed"] and "no good physical backup" in nothing["error"]
-        assert "opsctl_restore_drill_success 0.0" in (c.root / "metrics" / "opsctl_restore_drill.prom").read_text()
+        prom = (c.root / "metrics" / "opsctl_restore_drill.prom").read_text()
+        assert 'opsctl_restore_drill_success{repo="local"} 0.0' in prom
         create_backup(c.settings, c.policy)
         scratch_parent = outside_pytest_tmp("opsctl-test-drill-scratch-")
         policy = write_policy(c, drill={"scratch_dir": str(scratch_parent)})

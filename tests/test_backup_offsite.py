@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,41 @@ def test_restore_test_from_the_object_store_alone(s3_server: Any, s3_bucket: str
         assert ("decrypt_bytes_per_second" in rates) == encrypt
         assert rates["stored_bytes"] < rates["plain_bytes"]
         assert not list(Path(c.root).glob("opsctl-fetch-*"))  # the scratch download is gone
+
+
+def test_restore_test_from_the_store_replays_the_pushed_wal_to_the_latest_point_or_a_target_time(
+        s3_server: Any, s3_bucket: str, keys: None) -> None:
+    from opsctl.backup.archive import switch_and_wait
+
+    with archived_cluster() as c, c.connect() as conn:
+        acme = company(conn, "acme")
+        add_documents(conn, acme, "early", 5)
+        pol = offsite_policy(c, remote_config(s3_server.endpoint, s3_bucket))
+        created = json.loads(cli(c, "backup", "create", "-o", "json", policy=pol).stdout)
+        between = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        add_documents(conn, acme, "late", 3)  # written after the backup: only the WAL holds it
+        late = conn.execute("SELECT (pg_last_committed_xact()).timestamp").fetchone()[0]  # type: ignore[index]
+        assert late > between
+        switch_and_wait(conn, c.root / "repo" / "wal")
+        pushed = cli(c, "wal", "push", "--once", policy=pol)
+        assert "offsite: pushed" in pushed.stdout, pushed.stdout
+        shutil.rmtree(c.root / "repo")  # the whole local repository is lost: backups and WAL
+
+        run = cli(c, "restore-test", "--repo", "offsite", "-o", "json", policy=pol, check=False)
+        report = json.loads(run.stdout)
+        assert run.returncode == 0 and report["passed"], (report.get("error"), report["checks"])
+        assert report["backup"] == created["id"] and report["repo"] == "offsite"
+        assert datetime.fromisoformat(report["last_replayed_commit"]) >= late  # the later write is back
+        assert report["throughput"]["wal_files"] >= 1 and report["throughput"]["fetch_wal_bytes_per_second"] > 0
+
+        run = cli(c, "restore-test", "--repo", "offsite", "--target-time", between.isoformat(), "-o", "json",
+                  policy=pol, check=False)
+        report = json.loads(run.stdout)
+        assert run.returncode == 0 and report["passed"], (run.stderr, report.get("error"), report.get("checks"))
+        assert report["target_time"] == between.isoformat()
+        assert datetime.fromisoformat(report["last_replayed_commit"]) <= between  # the later write is not
+        # (and point_in_time passed: the restored rows are exactly the source's committed by the target)
+        assert not list(Path(c.root).glob("opsctl-fetch-*"))
 
 
 def test_an_unreachable_store_fails_the_copy_and_local_prune_keeps_the_backup(s3_server: Any, keys: None) -> None:

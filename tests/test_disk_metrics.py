@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -33,10 +32,13 @@ def test_volume_paths(repository: Path, spool: Path | None, embedded: bool, expe
     assert volume_paths(D, repository, spool, embedded) == expected
 
 
-def test_spool_is_the_policys_when_it_names_one() -> None:
-    assert spool_path(BackupPolicy(), D) == D / "wal-spool"
-    pushing = SimpleNamespace(wal_push=SimpleNamespace(spool="/var/spool/opsctl"))
-    assert spool_path(pushing, D) == Path("/var/spool/opsctl")
+PUSHING = {"repositories": [{"name": "disk", "type": "local", "path": "/srv/backups"},
+                            {"name": "offsite", "type": "s3", "bucket": "b"}]}
+
+
+def test_the_spool_is_the_local_repositorys_wal_dir_when_wal_is_pushed() -> None:
+    assert spool_path(BackupPolicy(), D) is None  # no remote repository: no WAL is pushed
+    assert spool_path(BackupPolicy.model_validate(PUSHING), D) == Path("/srv/backups/wal")
 
 
 def test_host_volumes_look_at_what_exists(tmp_path: Path) -> None:
@@ -44,9 +46,13 @@ def test_host_volumes_look_at_what_exists(tmp_path: Path) -> None:
     assert host_volumes(tmp_path, policy) == {"repository": tmp_path / "elsewhere" / "repo"}
     (tmp_path / "pg").mkdir()
     (tmp_path / "pg" / "PG_VERSION").write_text("18\n")
-    (tmp_path / "wal-spool").mkdir()
+    (tmp_path / "backups" / "wal").mkdir(parents=True)
     assert host_volumes(tmp_path, BackupPolicy()) == {
-        "data": tmp_path / "pg", "wal": tmp_path / "pg" / "pg_wal", "spool": tmp_path / "wal-spool",
+        "data": tmp_path / "pg", "wal": tmp_path / "pg" / "pg_wal", "repository": tmp_path / "backups"}
+    pushing = BackupPolicy.model_validate({"repositories": [{"name": "local", "type": "local"},
+                                                            {"name": "offsite", "type": "s3", "bucket": "b"}]})
+    assert host_volumes(tmp_path, pushing) == {
+        "data": tmp_path / "pg", "wal": tmp_path / "pg" / "pg_wal", "spool": tmp_path / "backups" / "wal",
         "repository": tmp_path / "backups"}
 
 

@@ -32,6 +32,8 @@ OPSCTL_METRICS = {
     "opsctl_restore_drill_duration_seconds", "opsctl_restore_drill_success", "opsctl_changes_total",
     "opsctl_backup_last_success_timestamp_seconds", "opsctl_partitions_premade_ahead", "opsctl_partition_default_rows",
     "opsctl_vector_index_recall", "opsctl_scale_desired_replicas", "opsctl_scale_current_replicas",
+    "opsctl_wal_push_lag_seconds", "opsctl_wal_push_max_lag_seconds", "opsctl_wal_push_failures_total",
+    "opsctl_wal_last_push_timestamp_seconds", "opsctl_wal_spool_segments",
     "opsctl_scale_max_replicas", "opsctl_scale_metric_errors_total",
     "opsctl_disk_free_bytes", "opsctl_disk_size_bytes", "opsctl_certificate_expiry_timestamp_seconds",
 }
@@ -303,7 +305,7 @@ def test_promtool_check_rules(built: list[dict[str, Any]], tmp_path: Path) -> No
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rules = sum(len(group["rules"]) for group in one(built, "PrometheusRule", "opsctl")["spec"]["groups"])
-    assert rules >= 19 and f"SUCCESS: {rules} rules found" in proc.stdout  # the replicas', host and earlier alerts
+    assert rules >= 21 and f"SUCCESS: {rules} rules found" in proc.stdout  # the WAL push, replicas', host and earlier
 
 
 def test_promtool_unit_tests_cover_firing_and_quiet_cases(built: list[dict[str, Any]], tmp_path: Path) -> None:
@@ -329,7 +331,8 @@ def test_promtool_unit_tests_can_fail(built: list[dict[str, Any]], tmp_path: Pat
     """The harness is not vacuous: a wrong expectation makes promtool fail."""
     rules_file(built, tmp_path)
     case = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
-        "interval": "1m", "input_series": [{"series": 'opsctl_restore_drill_success{pod="a"}', "values": "1x20"}],
+        "interval": "1m", "input_series": [{"series": 'opsctl_restore_drill_success{pod="a",repo="local"}',
+                                         "values": "1x20"}],
         "alert_rule_test": [{"eval_time": "10m", "alertname": "RestoreDrillFailed",
                              "exp_alerts": [{"exp_labels": {"severity": "critical"}}]}]}]}
     (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(case))

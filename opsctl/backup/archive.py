@@ -3,6 +3,11 @@
 The ``archive_command`` runs as the server's system user. It copies to a temporary name, syncs
 and renames, so a reader never sees half a segment; a segment already archived with the same
 content is success (PostgreSQL retries after crashes), with different content a failure.
+
+It writes only to a local directory (``cmp``, ``cp``, ``sync``, ``mv``: no network, so a slow or
+unreachable object store never holds the database's archiving up): the local repository's WAL
+dir, which doubles as the spool that ``opsctl wal push`` empties towards the remote
+repositories (the local prune holds what they do not hold verified yet).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def server_conf(policy: BackupPolicy, data_dir: Path) -> tuple[str, ...]:
     lines = ["summarize_wal = on", "track_commit_timestamp = on"]
     if policy.mode != "physical":
         return tuple(lines)
-    wal_dir = policy.repository_path(data_dir).resolve() / "wal"
+    wal_dir = policy.wal_dir(data_dir).resolve()
     prepare_for_pg_user(wal_dir.parent)
     prepare_for_pg_user(wal_dir)
     lines += ["archive_mode = on", f"archive_command = {_conf_quote(archive_command(wal_dir))}",

@@ -51,18 +51,15 @@ def run_drill(settings: Any, policy: BackupPolicy, *, backup_id: str = "latest",
     """Run one drill; returns the report (also stored in ops_events and exposed as gauges).
 
     With a remote ``repo_name`` the chain is first downloaded from that repository into a clean scratch
-    directory (decrypted, decompressed, checksummed) and restored from there alone: what a lost host
-    would have. Until WAL is fetched from the remote repository (opsctl.backup.walpush), such a drill
-    recovers to the backup's end point, with the WAL its copy carries."""
+    directory (decrypted, decompressed, checksummed), with the WAL pushed there from the backup's start
+    on (opsctl.backup.walpush), and restored from there alone: what a lost host would have. It
+    recovers to the last commit in that WAL (or to ``target_time``)."""
     from opsctl.backup.metrics import publish
     from opsctl.backup.repos import is_remote
     from opsctl.backup.service import audit, repository
     from opsctl.context import connect_db
 
     remote = is_remote(policy, repo_name)
-    if remote and target_time is not None:
-        raise ConfigError(f"--target-time with --repo {repo_name}: a remote copy restores to its backup's end "
-                          "point until WAL is fetched from that repository; drop --target-time")
     repo = repository(settings, policy)
     if backup_id != "latest" and not remote:
         repo.require(backup_id)  # an unknown id is a typo, not a failed drill: NotFound, and nothing recorded
@@ -74,9 +71,9 @@ def run_drill(settings: Any, policy: BackupPolicy, *, backup_id: str = "latest",
             extra: dict[str, Any] = {}
             if remote:
                 assert repo_name is not None
-                fetched, repo, extra = _fetch_remote(policy, repo_name, backup_id, progress)
+                fetched, repo, extra = _fetch_remote(policy, repo_name, backup_id, target_time, progress)
             report = _drill(settings, policy, repo, source, backup_id, target_time, progress, started, now,
-                            to_backup_end=remote)
+                            archived_here=not remote)
             report["steps"] = {**extra.get("steps", {}), **report["steps"]}
             if remote:
                 report["throughput"] = {**extra["throughput"], **_combine_rate(report, extra)}
@@ -125,10 +122,12 @@ def _scratch_parent(policy: BackupPolicy) -> Path:
     return parent
 
 
-def _fetch_remote(policy: BackupPolicy, name: str, backup_id: str,
+def _fetch_remote(policy: BackupPolicy, name: str, backup_id: str, target_time: datetime | None,
                   progress: Progress) -> tuple[Path, Repository, dict[str, Any]]:
-    """Download the chain from remote repository ``name`` into a clean scratch repository; the steps'
-    seconds and bytes/s (download, decrypt, decompress, write)."""
+    """Download the chain from remote repository ``name`` into a clean scratch repository, then the WAL
+    pushed there from the chosen backup's start on into that repository's WAL dir (which the restore
+    reads with its plain ``cp`` restore_command); the steps' seconds and bytes/s (download, decrypt,
+    decompress, write, WAL)."""
     from opsctl.backup.offsite import download_chain
     from opsctl.backup.repos import remote
 
@@ -136,8 +135,11 @@ def _fetch_remote(policy: BackupPolicy, name: str, backup_id: str,
     folder = Path(tempfile.mkdtemp(prefix="opsctl-fetch-", dir=_scratch_parent(policy)))
     wall = time.monotonic()
     try:
-        got = download_chain(target, backup_id, folder / "repo", progress)
+        got = download_chain(target, backup_id, folder / "repo", progress, target=target_time)
         wall = time.monotonic() - wall
+        wal_wall = time.monotonic()
+        wal_files, wal_bytes = _fetch_wal(target, got.repo, got.chain[-1], progress)
+        wal_wall = time.monotonic() - wal_wall
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -150,9 +152,28 @@ def _fetch_remote(policy: BackupPolicy, name: str, backup_id: str,
     throughput = {f"{step}_bytes_per_second": round(n / seconds[step]) if seconds.get(step) else None
                   for step, n in per_step.items() if n}
     throughput.update(fetch_bytes_per_second=round(got.stored_bytes / wall) if wall else None,
-                      stored_bytes=got.stored_bytes, plain_bytes=got.plain_bytes, parallel=target.config.parallel)
-    steps = {"fetch": round(wall, 3), **{f"fetch_{k}_stream_seconds": round(v, 3) for k, v in seconds.items()}}
+                      stored_bytes=got.stored_bytes, plain_bytes=got.plain_bytes, parallel=target.config.parallel,
+                      wal_files=wal_files, wal_bytes=wal_bytes,
+                      fetch_wal_bytes_per_second=round(wal_bytes / wal_wall) if wal_bytes and wal_wall else None)
+    steps = {"fetch": round(wall, 3), **{f"fetch_{k}_stream_seconds": round(v, 3) for k, v in seconds.items()},
+             "fetch_wal": round(wal_wall, 3)}
     return folder, got.repo, {"throughput": throughput, "steps": steps, "plain_bytes": got.plain_bytes}
+
+
+def _fetch_wal(target: Any, repo: Repository, backup: BackupRecord, progress: Progress) -> tuple[int, int]:
+    """The WAL the remote repository holds from ``backup``'s first segment on (and every history
+    file), decoded into ``repo``'s WAL dir; (files, plain bytes). Nothing for a logical backup."""
+    from opsctl.backup.plan import parse_lsn, segment_name, segment_number
+    from opsctl.backup.verify import segment_size
+    from opsctl.backup.walpush import fetch_from
+
+    if not (backup.physical and backup.start_lsn and backup.timeline):
+        return 0, 0
+    size = segment_size(repo)
+    first = segment_name(backup.timeline, segment_number(parse_lsn(backup.start_lsn), size), size)
+    progress(f"fetching WAL from {target.name} (from {first} on)", None)
+    names = fetch_from(target, repo.wal_dir, first=first, parallel=target.config.parallel)
+    return len(names), sum((repo.wal_dir / n).stat().st_size for n in names)
 
 
 def _combine_rate(report: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +187,10 @@ def _combine_rate(report: dict[str, Any], extra: dict[str, Any]) -> dict[str, An
 
 def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, backup_id: str,
            target_time: datetime | None, progress: Progress, started: float, now: Clock,
-           to_backup_end: bool = False) -> dict[str, Any]:
+           archived_here: bool = True) -> dict[str, Any]:
+    """``archived_here``: ``repo`` is where the source archives its WAL (the local repository), so the
+    segment it archived last must be there; a copy fetched from a remote repository holds what was
+    pushed, which may lag (the push lag shows in the RPO)."""
     from opsctl.backup.restore import ScratchServer, build_data_dir, load_logical, resolve_chain
     from opsctl.backup.service import record_verified
     from opsctl.backup.target import archive_end
@@ -197,11 +221,9 @@ def _drill(settings: Any, policy: BackupPolicy, repo: Repository, source: Any, b
                     f"{megabytes(sum(r.bytes for r in results))} match their manifests")]
     step("verify")
     end: ArchiveEnd | None = None
-    if physical and target_time is None and to_backup_end:  # the copy carries the WAL to its end, no further
-        end = ArchiveEnd(None, None, _one(source, NEWEST_COMMIT_SQL))
-    elif physical and target_time is None:
+    if physical and target_time is None:
         progress("finding the last archived commit", 0.1)
-        end = archive_end(repo, source, backup, segment_size(repo))
+        end = archive_end(repo, source, backup, segment_size(repo), archived_here=archived_here)
         step("find_target")
     # the RPO's reference, taken now, before anything is restored (with --target-time: the data at the target)
     newest_source = end.source_newest if end else None if physical else _one(source, NEWEST_COMMIT_SQL)

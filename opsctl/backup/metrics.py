@@ -1,5 +1,7 @@
-"""Prometheus gauges of the restore drill, in this process (the daemon's /metrics) and as a textfile
-(``<data dir>/metrics/opsctl_restore_drill.prom``) for one-off CLI runs."""
+"""Prometheus gauges of the restore drill, per repository drilled (``repo``: the local one, or the
+remote one of ``restore-test --repo``), in this process (the daemon's /metrics) and as a textfile
+(``<data dir>/metrics/opsctl_restore_drill.prom``) for one-off CLI runs. The textfile keeps the
+other repositories' series: a drill from the object store never overwrites the local drill's."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
 
 NAMES = {
     "success": ("opsctl_restore_drill_success", "1 if the last restore drill passed every check, else 0"),
@@ -20,7 +23,7 @@ NAMES = {
 
 def _gauges(registry: CollectorRegistry | None) -> dict[str, Gauge]:
     kwargs: dict[str, Any] = {"registry": registry} if registry is not None else {}
-    return {key: Gauge(name, doc, **kwargs) for key, (name, doc) in NAMES.items()}
+    return {key: Gauge(name, doc, ["repo"], **kwargs) for key, (name, doc) in NAMES.items()}
 
 
 _PROCESS: dict[str, Gauge] = _gauges(None)
@@ -30,27 +33,41 @@ def textfile(data_dir: Path) -> Path:
     return data_dir / "metrics" / "opsctl_restore_drill.prom"
 
 
-def _last_success_from(path: Path) -> float:
+def read_textfile(path: Path) -> dict[str, dict[str, float]]:
+    """repo → {key of NAMES: value} of a drill textfile (empty when there is none or it does not parse;
+    series without a ``repo`` label, from before drills had one, are left out)."""
+    by_name = {name: key for key, (name, _) in NAMES.items()}
+    found: dict[str, dict[str, float]] = {}
     try:
-        for line in path.read_text().splitlines():
-            if line.startswith(NAMES["last_success"][0] + " "):
-                return float(line.split()[1])
+        families = list(text_string_to_metric_families(path.read_text()))
     except (OSError, ValueError):
-        pass
-    return 0.0
+        return found
+    for family in families:
+        for sample in family.samples:
+            if sample.name in by_name and "repo" in sample.labels:
+                found.setdefault(sample.labels["repo"], {})[by_name[sample.name]] = float(sample.value)
+    return found
 
 
 def publish(report: dict[str, Any], data_dir: Path) -> None:
+    """The gauges of the drill of ``report["repo"]``; the textfile keeps every other repository's."""
     path = textfile(data_dir)
-    last = time.time() if report["passed"] else _last_success_from(path)
+    repo = str(report["repo"])
+    previous = read_textfile(path)
+    last = time.time() if report["passed"] else previous.get(repo, {}).get("last_success", 0.0)
     values = {"success": 1.0 if report["passed"] else 0.0, "last_success": last,
               "duration": float(report.get("duration_seconds") or 0), "rto": float(report.get("rto_seconds") or 0),
               "rpo": float(report.get("rpo_seconds") or 0)}
     registry = CollectorRegistry()
-    for gauges in (_PROCESS, _gauges(registry)):
+    in_file = _gauges(registry)
+    for other, kept in previous.items():
+        if other != repo:
+            for key, value in kept.items():
+                in_file[key].labels(other).set(value)
+    for gauges in (_PROCESS, in_file):
         for key, value in values.items():
             if key != "last_success" or value:
-                gauges[key].set(value)
+                gauges[key].labels(repo).set(value)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
 

@@ -62,12 +62,17 @@ class Remote:
         return self.store.url
 
 
+def store_spec(config: RepositoryConfig) -> StoreSpec:
+    """Where ``config``'s objects live (its ``url`` names the store without opening it)."""
+    return StoreSpec(config.type, bucket=config.bucket, prefix=config.prefix, endpoint=config.endpoint,
+                     region=config.region, timeout_seconds=config.timeout_seconds, retries=config.retries)
+
+
 def open_remote(config: RepositoryConfig) -> Remote:
     """Open ``config``'s store and load its key (a key problem is a configuration error, exit 2)."""
-    spec = StoreSpec(config.type, bucket=config.bucket, prefix=config.prefix, endpoint=config.endpoint,
-                     region=config.region, timeout_seconds=config.timeout_seconds, retries=config.retries)
     key = load_key(config.encryption.key_file, config.encryption.key_env) if config.encryption else None
-    return Remote(config, open_store(spec), Codec(config.compression.type, config.compression.level, key), key)
+    return Remote(config, open_store(store_spec(config)), Codec(config.compression.type, config.compression.level, key),
+                  key)
 
 
 def file_key(backup_id: str, rel: str) -> str:
@@ -313,15 +318,17 @@ class Download:
                                                                "decompress": 0.0, "write": 0.0})
 
 
-def download_chain(remote: Remote, backup_id: str, into: Path, progress: Progress = no_progress) -> Download:
-    """Download ``backup_id`` and the chain it needs from ``remote`` into a new local repository at
-    ``into`` (catalog entries, files, and each backup's WAL in the repository's wal/), checking every
-    file's size and SHA-256 against the manifest as it lands."""
+def download_chain(remote: Remote, backup_id: str, into: Path, progress: Progress = no_progress,
+                   target: datetime | None = None) -> Download:
+    """Download ``backup_id`` (``latest``: the newest good one that ended by ``target``) and the chain
+    it needs from ``remote`` into a new local repository at ``into`` (catalog entries, files, and each
+    backup's WAL in the repository's wal/), checking every file's size and SHA-256 against the
+    manifest as it lands."""
     from core.embedded import prepare_for_pg_user
     from opsctl.backup.plan import chain_of
 
     records, _ = list_remote(remote)
-    chosen = _choose(records, backup_id, remote)
+    chosen = _choose(records, backup_id, remote, target)
     chain = chain_of(records, chosen.id)
     repo = Repository(into)
     for path in (repo.root, repo.backups_dir, repo.wal_dir):
@@ -366,7 +373,7 @@ def _download_file(remote: Remote, key: str, target: Path, entry: dict[str, Any]
     return stats
 
 
-def _choose(records: list[BackupRecord], backup_id: str, remote: Remote) -> BackupRecord:
+def _choose(records: list[BackupRecord], backup_id: str, remote: Remote, target: datetime | None) -> BackupRecord:
     from core.errors import NotFound
     from opsctl.backup.plan import choose_backup
 
@@ -376,7 +383,7 @@ def _choose(records: list[BackupRecord], backup_id: str, remote: Remote) -> Back
     try:
         if backup_id != "latest":
             return choose_backup(records, backup_id=backup_id)
-        return choose_backup(records, physical=any(r.physical for r in records))
+        return choose_backup(records, target=target, physical=any(r.physical for r in records))
     except NotFound as exc:
         raise NotFound(f"{exc.message} (repository {remote.name})") from exc
 

@@ -115,6 +115,14 @@ class RepositoryConfig(PolicyModel):
         return self.type != "local"
 
 
+class WalPush(PolicyModel):
+    """WAL off the host: ``archive_command`` writes each segment into the local repository's WAL dir,
+    which doubles as the spool ``opsctl wal push`` empties towards every remote repository."""
+
+    max_lag_seconds: float = Field(default=300, gt=0, le=30 * 86400,
+                                   description="the push lag (RPO) the WalPushLagging alert allows")
+
+
 class BackupPolicy(PolicyModel):
     repository: str | None = Field(default=None, description="repository dir; default <data dir>/backups")
     repositories: list[RepositoryConfig] | None = Field(
@@ -136,6 +144,7 @@ class BackupPolicy(PolicyModel):
     fsync: bool = Field(default=True, description="sync backups to disk (off only for throwaway test setups)")
     targets: Targets = Field(default_factory=Targets)
     drill: Drill = Field(default_factory=Drill)
+    wal_push: WalPush = Field(default_factory=WalPush)
 
     @model_validator(mode="after")
     def _check(self) -> BackupPolicy:
@@ -176,7 +185,13 @@ class BackupPolicy(PolicyModel):
         found = next((r for r in self.repositories or [] if r.name == name), None)
         return found.retention if found is not None and found.retention is not None else self.retention
 
+    def wal_dir(self, data_dir: Path) -> Path:
+        """Where ``archive_command`` writes WAL: the local repository's WAL dir, also the spool of the
+        remote repositories (the local prune removes WAL from it, never before they hold it verified)."""
+        return self.repository_path(data_dir) / "wal"
+
     def repository_path(self, data_dir: Path) -> Path:
+        """The local repository's directory: its ``path``, else ``repository:``, else <data dir>/backups."""
         local = next((r for r in self.repositories or [] if r.type == "local"), None)
         chosen = local.path if local is not None and local.path else self.repository
         return Path(chosen).expanduser() if chosen else data_dir / "backups"

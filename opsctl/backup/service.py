@@ -139,13 +139,17 @@ def plan_prune(settings: Settings, policy: BackupPolicy, now: datetime | None = 
     from opsctl.backup.plan import plan_prune as plan
     from opsctl.backup.repoplan import offsite_pins
     from opsctl.backup.verify import segment_size
+    from opsctl.backup.walplan import hold_unpushed
+    from opsctl.backup.walpush import verified
 
     repo = repository(settings, policy)
     wal = sorted(p.name for p in repo.wal_dir.iterdir()) if repo.wal_dir.is_dir() else []
     records = repo.list()
     # nothing local is deleted before a remote copy of it is verified
     pins = offsite_pins(records, [r.name for r in policy.remotes]) if policy.offsite_before_prune else {}
-    return plan(records, wal, policy.retention, now or datetime.now(UTC), segment_size(repo), pinned=pins)
+    planned = plan(records, wal, policy.retention, now or datetime.now(UTC), segment_size(repo), pinned=pins)
+    # the local WAL dir is the remote repositories' spool: nothing leaves it before they hold it verified
+    return hold_unpushed(planned, verified(settings.data_dir.resolve(), policy))
 
 
 def apply_prune(settings: Settings, policy: BackupPolicy, plan: PrunePlan) -> None:

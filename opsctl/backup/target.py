@@ -69,12 +69,14 @@ def commits_in(repo: Repository, timeline: int, segno: int, size: int) -> list[W
     return parse_commits(out)
 
 
-def archive_end(repo: Repository, source: Any, backup: BackupRecord, size: int) -> ArchiveEnd:
+def archive_end(repo: Repository, source: Any, backup: BackupRecord, size: int,
+                archived_here: bool = True) -> ArchiveEnd:
     """The last commit in the archive after ``backup`` ended (walking back from the newest segment),
-    checking that every segment from the backup's end to it is archived, whole."""
+    checking that every segment from the backup's end to it is archived, whole. ``archived_here``:
+    ``repo`` is the one the source archives into, so the segment it archived last must be there."""
     row = source.execute(SOURCE_SQL).fetchone()
     newest, timeline, last_archived = row[0], int(row[1]), row[2]
-    if last_archived and len(last_archived) == 24 and is_wal_file(last_archived) \
+    if archived_here and last_archived and len(last_archived) == 24 and is_wal_file(last_archived) \
             and not (repo.wal_dir / last_archived).is_file():
         raise OperationFailed(f"{repo.wal_dir / last_archived}: the server archived this WAL segment but it is not "
                               "in the repository (the archive lost it)")

@@ -229,10 +229,11 @@ def _parse_time(value: str | None) -> Any:
 RESTORE_TEST_HELP = """Restore drill: restore a backup (+ WAL to --target-time) into a scratch server, prove the
 point in time and check integrity, counts, checksums, vector indexes and recall, a search and a write;
 report RTO and RPO against the policy. Exit 0 only when every check passed. The scratch server and
-directory are always removed. With --repo NAME the backup comes from that remote repository alone
-(what a lost host would have), with bytes/s per step.
+directory are always removed. With --repo NAME the backup and the WAL pushed there (opsctl wal push)
+come from that remote repository alone (what a lost host would have), recovering to the last commit
+pushed or to --target-time, with bytes/s per step.
 
-Example: opsctl restore-test --repo offsite -o json
+Example: opsctl restore-test --repo offsite --target-time 2026-01-01T12:00:00Z -o json
 """
 
 

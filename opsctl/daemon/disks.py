@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 VOLUMES = ("data", "wal", "spool", "repository")
 NAMES = ("opsctl_disk_free_bytes", "opsctl_disk_size_bytes")
-DEFAULT_SPOOL = "wal-spool"
 
 
 def volume_paths(data_dir: Path, repository: Path, spool: Path | None, embedded_pg: bool) -> dict[str, Path]:
@@ -52,17 +51,16 @@ def volume_paths(data_dir: Path, repository: Path, spool: Path | None, embedded_
     return paths
 
 
-def spool_path(policy: Any, data_dir: Path) -> Path:
-    """The WAL push spool: the backup policy's ``wal_push.spool`` when it has one, else ``<data dir>/wal-spool``."""
-    configured = getattr(getattr(policy, "wal_push", None), "spool", None)
-    return Path(configured).expanduser() if configured else data_dir / DEFAULT_SPOOL
+def spool_path(policy: Any, data_dir: Path) -> Path | None:
+    """The WAL push spool (the local repository's WAL dir) when WAL is pushed to a remote repository, else None."""
+    return policy.wal_dir(data_dir) if policy.remotes else None
 
 
 def host_volumes(data_dir: Path, policy: Any) -> dict[str, Path]:
     """The volumes of this host (reads only whether directories exist)."""
     data_dir = data_dir.resolve()
     spool = spool_path(policy, data_dir)
-    return volume_paths(data_dir, policy.repository_path(data_dir), spool if spool.is_dir() else None,
+    return volume_paths(data_dir, policy.repository_path(data_dir), spool if spool and spool.is_dir() else None,
                         embedded_pg=(data_dir / "pg" / "PG_VERSION").is_file())
 
 

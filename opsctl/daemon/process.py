@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from core.procs import output_file, spawn
 from core.threads import Abort
@@ -38,6 +39,12 @@ KILL_MARGIN_SECONDS = 15.0  # after the daemon's own stop grace: time to record 
 
 @dataclass
 class DaemonProcess:
+    """The daemon (and the template of ``opsctl up``'s other long-running opsctl children:
+    ``opsctl.up.walpush.WalPushProcess`` changes the command, the log file and the name)."""
+
+    log_name: ClassVar[str] = "daemon.log"
+    label: ClassVar[str] = "the daemon"
+
     env: dict[str, str]
     metrics_port: int
     log_dir: Path | None = None
@@ -79,10 +86,10 @@ class DaemonProcess:
 
     def _spawn(self) -> None:
         env = {**os.environ, "OPSCTL_ACTOR": f"daemon@{socket.gethostname()}", **self.env}
-        with output_file(self.log_dir, "daemon.log") as out:
+        with output_file(self.log_dir, self.log_name) as out:
             self.proc = spawn(self.command(), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                               start_new_session=True)
-        log.info("started the daemon (pid %d, metrics on :%d)", self.proc.pid, self.metrics_port)
+        log.info("started %s (pid %d, metrics on :%d)", self.label, self.proc.pid, self.metrics_port)
 
     def stop(self, abort: Abort | None = None) -> None:
         """SIGTERM (the running job gets the daemon's stop grace), then kill what is left: at the end of
@@ -95,7 +102,7 @@ class DaemonProcess:
             os.kill(self.proc.pid, signal.SIGTERM)  # unreaped: the PID is still the daemon's
             stopped = self._dead_unreaped(self.stop_grace_seconds + KILL_MARGIN_SECONDS, abort)
             if not stopped and not (abort is not None and abort.is_set()):
-                log.warning("the daemon did not stop in time; killing it")
+                log.warning("%s did not stop in time; killing it", self.label)
         self.kill()
 
     def kill(self) -> None:

@@ -52,6 +52,15 @@ from opsctl.up.terminal import say
 log = logging.getLogger("opsctl.up")
 
 
+def pushes_wal() -> bool:
+    """Whether the backup policy has the embedded server's WAL shipped off the host (physical mode and
+    a remote repository): then ``opsctl up`` runs ``opsctl wal push --loop`` as a supervised child."""
+    from opsctl.backup.policy import load_policy
+
+    policy = load_policy()
+    return policy.mode == "physical" and bool(policy.remotes)
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -84,6 +93,7 @@ class System:
         self.cache: Any = None
         self.worker_pool: Any = None
         self.daemon: Any = None
+        self.wal_push: Any = None  # opsctl.up.walpush.WalPushProcess, when a remote repository is configured
         self.supervisor: Any = None
         self.endpoints: dict[str, str] = {}
         self.notes: list[str] = []  # what the start chose that the user should know: shown with the endpoints
@@ -164,6 +174,7 @@ class System:
         prom_url = s.prometheus_url
         targets_file: Path | None = None
         daemon_port = _free_port() if self.with_daemon else 0
+        wal_push_port = _free_port() if self.pg is not None and pushes_wal() else 0
         if not prom_url and self.with_prometheus and prometheus_binary():
             step("starting Prometheus")
             port = self.prometheus_port
@@ -173,7 +184,8 @@ class System:
                            f"--prometheus-port N: make up ARGS=\"--prometheus-port N\", or OPSCTL_PROMETHEUS_PORT=N)")
             self.prometheus = EmbeddedPrometheus(
                 self.data_dir / "prometheus", f"{s.host}:{self.port}", port=port,
-                extra_targets=(("opsctl-daemon", f"127.0.0.1:{daemon_port}"),) if daemon_port else ())
+                extra_targets=tuple((job, f"127.0.0.1:{port}") for job, port in
+                                    (("opsctl-daemon", daemon_port), ("opsctl-wal-push", wal_push_port)) if port))
             targets_file = self.prometheus.worker_targets_file
             self.prometheus.data_dir.mkdir(parents=True, exist_ok=True)
             prom_url = self.prometheus.start(abort=abort)
@@ -212,6 +224,15 @@ class System:
             "api_url": api_url, "admin_token": admin_token, "pid": os.getpid(),
             "started_at": datetime.now(UTC).isoformat(),
         })
+        if wal_push_port:
+            step("starting the WAL pusher")
+            from opsctl.up.walpush import WalPushProcess
+
+            self.wal_push = WalPushProcess(env, wal_push_port, log_dir=self.data_dir / "logs")
+            self.wal_push.start()
+            self.supervisor.add(Child("wal-push", self.wal_push, self.wal_push.restart))
+            self.started.append("wal-push")
+            self.endpoints["wal push metrics"] = f"http://127.0.0.1:{wal_push_port}/metrics"
         if self.with_daemon:
             from opsctl.daemon.process import DaemonProcess
 
@@ -309,6 +330,8 @@ class System:
             _Step(None, self.supervisor and self.supervisor.stop),  # no restarts from here on
             _Step("the daemon", self.daemon and (lambda: self.daemon.stop(abort=force)),
                   self.daemon and self.daemon.kill, live(self.daemon), " (its running job finishes)"),
+            _Step("the WAL pusher", self.wal_push and (lambda: self.wal_push.stop(abort=force)),
+                  self.wal_push and self.wal_push.kill, live(self.wal_push), " (its uploads under way finish)"),
             _Step("workers", self.worker_pool and (lambda: self.worker_pool.stop(abort=force)),
                   self.worker_pool and self.worker_pool.kill_all, live_workers,
                   " (each finishes or releases its batch)"),
