@@ -59,16 +59,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)
 
 ## every benchmark: the core (ingest, search, recall), then autoscaling, data lifecycle, cache,
-## backup and mail suites, each printing its figures next to the raw baseline of the same run.
+## backup and mail suites, each printing its figures next to the raw baseline of the same run, then the
+## search-quality evaluation (MRR@10 on real manual pages: the service's modes, raw SQL, SQLite FTS5).
 ## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
 BENCH_ARGS ?=
-BENCH_SUITES := scale lifecycle cache backup mail
+BENCH_SUITES := scale_bench lifecycle_bench cache_bench backup_bench mail_bench search_eval
 bench: $(TORCH_STAMP)
 	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
 	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \
 	for suite in $(BENCH_SUITES); do \
-	  echo "== python -m bench.$${suite}_bench $(BENCH_ARGS)"; \
-	  $(PY) -m bench.$${suite}_bench $(BENCH_ARGS) || failed="$$failed $$suite"; \
+	  echo "== python -m bench.$${suite} $(BENCH_ARGS)"; \
+	  $(PY) -m bench.$${suite} $(BENCH_ARGS) || failed="$$failed $$suite"; \
 	done; \
 	[ -z "$$failed" ] || { echo "benchmarks that failed: $$failed" >&2; exit 1; }
 
