@@ -63,7 +63,7 @@ lint: $(STAMP)
 ## search-quality evaluation (MRR@10 on real manual pages: the service's modes, raw SQL, SQLite FTS5).
 ## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
 BENCH_ARGS ?=
-BENCH_SUITES := scale_bench lifecycle_bench cache_bench backup_bench mail_bench search_eval
+BENCH_SUITES := scale_bench lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench
 bench: $(TORCH_STAMP)
 	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
 	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \
