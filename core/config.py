@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1, le=2048)
     embed_precision: Literal["int8", "float32"] = Field("int8", description="onnx: int8 (dynamic quantization, "
                                                         "~1.8x faster) or float32 (the torch model's exact vectors)")
-    embed_threads: int = Field(0, ge=0, le=256, description="onnx: ONNX Runtime's threads per embedding call; "
-                               "0: one per core")
+    embed_threads: int = Field(1, ge=0, le=256, description="onnx: ONNX Runtime's threads per embedding call "
+                               "(0: one per core); 1 uses a core's CPU best, and the workers share the cores out")
     model_cache_dir: Path | None = Field(None, description="onnx: where the built model file is kept; unset: "
                                          "$XDG_CACHE_HOME/opsctl/models (~/.cache/opsctl/models)")
     openai_base_url: str = "https://api.openai.com/v1"

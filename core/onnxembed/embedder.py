@@ -53,7 +53,7 @@ class OnnxMiniLMEmbedder:
         *,
         precision: Precision = "int8",
         batch_size: int = 32,
-        threads: int = 0,
+        threads: int = 1,
         cache_dir: Path | None = None,
         model_dir: Path | None = None,
     ) -> None:
@@ -113,6 +113,8 @@ class OnnxMiniLMEmbedder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
+        # idle threads sleep instead of spinning: on cores shared with other workers, spinning only burns CPU
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return tokenizer, session
