@@ -2,7 +2,7 @@
 
     Embedder            the protocol: ``name``, ``dim``, ``embed(texts) -> float32 (n, dim)``
     ├── HashEmbedder    feature hashing of word unigrams and bigrams; no model, no network
-    ├── OnnxMiniLMEmbedder  all-MiniLM-L6-v2 int8 on ONNX Runtime, no torch (core.onnxembed; extra ``onnx``)
+    ├── OnnxMiniLMEmbedder  all-MiniLM-L6-v2 on ONNX Runtime, no torch (core.onnxembed; extra ``onnx``)
     ├── MiniLMEmbedder  sentence-transformers all-MiniLM-L6-v2 (384-d), offline (extra ``minilm``)
     └── OpenAIEmbedder  any OpenAI-compatible ``POST {base_url}/embeddings``
 

@@ -44,14 +44,15 @@ def bundled_model_dir() -> Path:
 
 
 class OnnxMiniLMEmbedder:
-    """all-MiniLM-L6-v2 (384-d), int8 by default; the model file is built once on first use."""
+    """all-MiniLM-L6-v2 (384-d), float32 (the model's own vectors) or int8; the model file is built
+    once on first use."""
 
     dim = DIM
 
     def __init__(
         self,
         *,
-        precision: Precision = "int8",
+        precision: Precision = "float32",
         batch_size: int = 32,
         threads: int = 1,
         cache_dir: Path | None = None,
