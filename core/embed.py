@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]
 
 MINILM_DIM = 384
-ONNX_MAX_BATCH = 32  # longer batches pad more and run no faster on CPU (bench/embed_bench.py)
+ONNX_MAX_BATCH = 8  # longer batches pad more: 8 embeds 10-40 % more chunks per CPU-second than 32 (bench.embed_bench)
 # Native output sizes of well-known OpenAI models; text-embedding-3-* can shorten theirs.
 OPENAI_NATIVE_DIMS = {
     "text-embedding-3-small": 1536,
