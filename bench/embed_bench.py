@@ -74,7 +74,7 @@ def main() -> None:
     p.add_argument("--output", type=Path, default=RESULTS, help=f"JSON report (default {RESULTS})")
     a = p.parse_args()
     n = a.chunks or (64 if a.quick else 256)
-    configs = [(32, 1)] if a.quick else [(8, 1), (32, 1), (8, 0), (32, 0)]
+    configs = [(8, 1)] if a.quick else [(8, 1), (32, 1), (8, 0), (32, 0)]
     console = Console()
     cache = Path(tempfile.mkdtemp(prefix="opsctl-embed-bench-"))
     rows: list[dict[str, Any]] = []
