@@ -16,8 +16,10 @@ printed, with the load average, and a JSON report is written.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -76,7 +78,8 @@ def main() -> None:
     n = a.chunks or (64 if a.quick else 256)
     configs = [(8, 1)] if a.quick else [(8, 1), (32, 1), (8, 0), (32, 0)]
     console = Console()
-    cache = Path(tempfile.mkdtemp(prefix="opsctl-embed-bench-"))
+    cache = Path(tempfile.mkdtemp(prefix="opsctl-embed-bench-"))  # the model files built for this run
+    atexit.register(shutil.rmtree, cache, True)
     rows: list[dict[str, Any]] = []
     quality: dict[str, dict[str, float]] = {}
     for corpus, texts in corpora(n).items():
