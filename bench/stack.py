@@ -140,6 +140,8 @@ def _worker_env(settings: Settings, db_url: str) -> dict[str, str]:
         "OPSCTL_DATA_DIR": str(settings.data_dir),
         "OPSCTL_EMBEDDER": settings.embedder,
         "OPSCTL_EMBED_DIM": str(settings.embed_dim),
+        "OPSCTL_EMBED_PRECISION": settings.embed_precision,
+        "OPSCTL_EMBED_THREADS": str(settings.embed_threads),
         "OPSCTL_CHUNK_SIZE": str(settings.chunk_size),
         "OPSCTL_CHUNK_OVERLAP": str(settings.chunk_overlap),
         "OPSCTL_WORKER_BATCH_SIZE": str(settings.worker_batch_size),
@@ -158,7 +160,7 @@ def _create_tenants(url: str, names: tuple[str, ...]) -> dict[str, Tenant]:
 @contextmanager
 def running_stack(root: Path, replicas: int, tenant_names: tuple[str, ...],
                   embedder: str = EMBEDDER) -> Iterator[Stack]:
-    """Start everything under ``root`` (``embedder``: ``hash`` or ``minilm``, both 384-d); stop it
+    """Start everything under ``root`` (``embedder``: ``hash``, ``onnx`` or ``minilm``, all 384-d); stop it
     all (reverse order) when the block exits."""
     os.environ["OPSCTL_DATA_DIR"] = str(root / "data")  # never read a developer's state file
     with ExitStack() as cleanup:

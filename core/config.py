@@ -67,9 +67,18 @@ class Settings(BaseSettings):
                                                 "latency_ms, message), the API's access log included")
 
     # embeddings
-    embedder: Literal["hash", "minilm", "openai"] = "hash"
+    embedder: Literal["hash", "onnx", "minilm", "openai"] = Field(
+        "hash", description="hash: no model (the library's default); onnx: all-MiniLM-L6-v2 on ONNX Runtime "
+        "(`make up`'s default); minilm: the same model on torch; openai: an OpenAI-compatible API")
     embed_dim: int = Field(384, ge=8, le=16000, description="vector dimension stored in the database")
     embed_batch_size: int = Field(64, ge=1, le=2048)
+    embed_precision: Literal["float32", "int8"] = Field(
+        "float32", description="onnx: float32 (the torch model's exact vectors) or int8 (dynamic quantization: "
+        "~1.7x the chunks per CPU-second, but vector MRR@10 0.015 lower on bench.search_eval)")
+    embed_threads: int = Field(1, ge=0, le=256, description="onnx: ONNX Runtime's threads per embedding call "
+                               "(0: one per core); 1 uses a core's CPU best, and the workers share the cores out")
+    model_cache_dir: Path | None = Field(None, description="onnx: where the built model file is kept; unset: "
+                                         "$XDG_CACHE_HOME/opsctl/models (~/.cache/opsctl/models)")
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str | None = None
     openai_model: str = "text-embedding-3-small"

