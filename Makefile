@@ -37,11 +37,13 @@ up: $(STAMP)
 	@$(MAKE) --no-print-directory system-deps || echo "continuing without Prometheus" >&2
 	$(VENV)/bin/opsctl up $(ARGS)
 
-## lint, type-check, then every test against real PostgreSQL, Redis and Prometheus
+## lint, type-check, then every test against real PostgreSQL, Redis and Prometheus, in parallel:
+## TEST_WORKERS pytest-xdist workers (auto: one per CPU), each with its own servers; TEST_WORKERS=0 is serial
+TEST_WORKERS ?= auto
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)
 	$(VENV)/bin/mypy core opsctl
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)
