@@ -38,12 +38,16 @@ up: $(STAMP)
 	$(VENV)/bin/opsctl up $(ARGS)
 
 ## lint, type-check, then every test against real PostgreSQL, Redis and Prometheus, in parallel:
-## TEST_WORKERS pytest-xdist workers (auto: one per CPU), each with its own servers; TEST_WORKERS=0 is serial
+## TEST_WORKERS pytest-xdist workers (auto: one per CPU), each with its own servers; TEST_WORKERS=0 is serial.
+## The tests marked `serial` run alone afterwards; both passes run, either failing fails the target.
 TEST_WORKERS ?= auto
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)
 	$(VENV)/bin/mypy core opsctl
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	failed=0; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m 'not serial' || failed=1; \
+	$(PY) -m pytest -q -m serial || failed=1; \
+	exit $$failed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)

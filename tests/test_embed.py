@@ -153,6 +153,7 @@ def test_hash_is_the_same_in_another_process(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1] == HashEmbedder(64).embed(texts).tobytes()
 
 
+@pytest.mark.serial  # a figure of one core: not next to other workers
 def test_hash_throughput_meets_target() -> None:
     """The target: at least 5,000 texts of 800 characters per second on one core."""
     words = [f"word{i}" for i in range(5000)]
