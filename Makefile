@@ -67,11 +67,17 @@ up: $(STAMP)
 	@$(MAKE) --no-print-directory system-deps || echo "continuing without Prometheus" >&2
 	OPSCTL_EMBEDDER=$${OPSCTL_EMBEDDER:-onnx} $(VENV)/bin/opsctl up $(ARGS)
 
-## lint, type-check, then every test against real PostgreSQL, Redis and Prometheus
+## lint, type-check, then every test against real PostgreSQL, Redis and Prometheus, in parallel:
+## TEST_WORKERS pytest-xdist workers (auto: one per CPU), each with its own servers; TEST_WORKERS=0 is serial.
+## The tests marked `serial` run alone afterwards; both passes run, either failing fails the target.
+TEST_WORKERS ?= auto
 test: $(TORCH_STAMP) system-deps
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)
 	$(VENV)/bin/mypy core opsctl
-	$(PY) -m pytest -q
+	failed=0; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m 'not serial' || failed=1; \
+	$(PY) -m pytest -q -m serial || failed=1; \
+	exit $$failed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core opsctl tests $(wildcard bench)

@@ -71,9 +71,12 @@ def _ensure_system_user(name: str) -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=True, capture_output=True)
-        entry = pwd.getpwnam(name)
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                              capture_output=True)
+        try:  # another process (a parallel test worker, a second `opsctl up`) may have just added it
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise subprocess.CalledProcessError(made.returncode, made.args, made.stdout, made.stderr) from None
     return entry.pw_uid, entry.pw_gid
 
 

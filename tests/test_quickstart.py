@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.embedded import prometheus_binary
 from tests.cli_citations import Citation, citations_in_markdown, problems, root_command
 from tests.conftest import free_port, outside_pytest_tmp, project_root
@@ -77,6 +79,7 @@ def opsctl(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
                           text=True, timeout=600)
 
 
+@pytest.mark.serial  # the whole system, every server and worker of `opsctl up`: alone, not next to other workers
 def test_quickstart_runs_against_opsctl_up_with_the_shipped_policies(tmp_path: Path) -> None:
     assert prometheus_binary(), "Prometheus must be installed (make test installs it): this test never skips"
     data_dir = outside_pytest_tmp("opsctl-test-quickstart-") / "state"

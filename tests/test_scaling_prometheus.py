@@ -35,11 +35,14 @@ class FakeProm:
         self.answers = list(answers or [])
         self.queries: list[str] = []
         self.release = threading.Event()
+        self.arrived = threading.Condition()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                owner.queries.append(self.path)
+                with owner.arrived:
+                    owner.queries.append(self.path)
+                    owner.arrived.notify_all()
                 if not owner.answers:
                     owner.release.wait(HANG_SECONDS)
                     return
@@ -59,6 +62,13 @@ class FakeProm:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def received(self, count: int) -> list[str]:
+        """The queries once ``count`` have reached the handler: the client may give up on its deadline
+        before this server's thread (on a loaded machine) has read the request."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.queries) >= count, timeout=HANG_SECONDS)
+            return list(self.queries)
 
     def close(self) -> None:
         self.release.set()
@@ -95,8 +105,9 @@ def test_a_hanging_prometheus_costs_one_deadline_for_all_queries(hanging: FakePr
         assert read[later].error == ("prometheus: deadline exceeded: timeoutSeconds 1 was spent before this "
                                      "query (one deadline for all of a service's queries)")
     # the first query waited for the deadline and was not retried; the others were never sent
-    assert len(hanging.queries) == 1 and "backlog_query" in hanging.queries[0]
-    assert "timeout=" in hanging.queries[0]  # Prometheus is told the time left, too
+    queries = hanging.received(1)
+    assert len(queries) == 1 and "backlog_query" in queries[0]
+    assert "timeout=" in queries[0]  # Prometheus is told the time left, too
 
 
 class SlowServer:
@@ -288,4 +299,4 @@ def test_scale_decide_exits_1_when_every_metric_failed(tmp_path: Path, settings:
     assert (decision["limited_by"], decision["applied"], decision["consecutive_failures"]) == (["fallback"], False, 1)
     assert err == ("error: core-worker: keep 2: all 2 metric(s) failed (backlog: prometheus: deadline exceeded: "
                    "no answer within timeoutSeconds 1) 1 time(s) in a row, limited by fallback hold\n")
-    assert len(hanging.queries) == 1
+    assert len(hanging.received(1)) == 1
