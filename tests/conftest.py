@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import threading
 import time
@@ -27,6 +28,14 @@ from core.embedded import EmbeddedPostgres, EmbeddedRedis, pg_url
 
 TEMPLATE = "opsctl_template"
 _counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started in the background by a non-interactive shell (CI scripts do) inherits SIGINT
+    ignored, and so would every process a test starts: the Ctrl-C tests would test nothing. Give
+    the test process Python's own handler; the processes it starts get the default back on exec."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
