@@ -10,7 +10,11 @@ import pytest
 
 from core.embedded import _ensure_system_user
 
-pytestmark = pytest.mark.skipif(shutil.which("useradd") is None, reason="useradd is not installed")
+
+@pytest.fixture(autouse=True)
+def _useradd() -> None:
+    """The embedded servers need `useradd` (Debian's passwd) as root: its absence fails, never skips."""
+    assert shutil.which("useradd"), "useradd must be installed (Debian's passwd package): this test never skips"
 
 
 def test_a_user_another_process_has_just_added_is_used_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
