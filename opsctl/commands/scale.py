@@ -12,12 +12,13 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from opsctl.commands.simulate import simulate as _simulate
 from opsctl.output import OUTPUT_OPTION, Output, emit, info
 
 HELP = ("Decide (and with --apply, set) replica counts from the autoscaling policy: HPA math, explained.\n\n"
         "Example: opsctl scale core-worker --apply")
 
-SUBCOMMANDS = ("decide", "set", "pause", "resume", "explain")
+SUBCOMMANDS = ("decide", "set", "pause", "resume", "explain", "simulate")
 
 
 class _DecideByDefault(TyperGroup):
@@ -32,6 +33,8 @@ class _DecideByDefault(TyperGroup):
 
 
 app = typer.Typer(help=HELP, cls=_DecideByDefault)
+
+app.command("simulate")(_simulate)
 
 POLICY_OPTION = typer.Option(None, "--policy", "-p", help="autoscaling policy file "
                              "(default: <policy dir>/autoscaling.yaml; OPSCTL_POLICY_DIR)")

@@ -1,0 +1,165 @@
+"""``opsctl scale simulate SERVICE``: replay a load trace through the autoscaling policy (thin: parse, run, print)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from opsctl.output import OUTPUT_OPTION, Output, emit, info
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def moment(text: str, now: datetime) -> datetime:
+    """``2026-11-20T09:00:00Z``, ``now`` or ``-6h`` (``s``, ``m``, ``h``, ``d`` before now)."""
+    from core.errors import ConfigError
+
+    if text == "now":
+        return now
+    if text.startswith("-") and text[-1:] in _UNITS:
+        try:
+            return now - timedelta(seconds=float(text[1:-1]) * _UNITS[text[-1]])
+        except ValueError:
+            pass
+    try:
+        at = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a time: ISO 8601 (2026-11-20T09:00:00Z), now, "
+                          "or -6h / -30m / -2d") from None
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _shape(text: str) -> tuple[str, dict[str, float]]:
+    from core.errors import ConfigError
+    from opsctl.simulate.model import SimulationError
+    from opsctl.simulate.shapes import parse_params
+
+    name, _, params = text.partition(":")
+    try:
+        return name, parse_params([p for p in params.split(",") if p])
+    except SimulationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _rows(outcome: Any) -> list[dict[str, Any]]:
+    results = list(outcome.results) + ([outcome.predicted] if outcome.predicted is not None else [])
+    rows = []
+    for r in results:
+        s = r.summary
+        rows.append({"policy": r.name, "replica_minutes": f"{s.replica_minutes:.1f}",
+                     "underprovisioned": f"{s.underprovisioned_seconds:g} s",
+                     "slo_violation": "" if s.slo_violation_seconds is None else f"{s.slo_violation_seconds:g} s",
+                     "max_backlog": f"{s.max_backlog:.6g}", "scale_events": s.scale_events, "flaps": s.flaps,
+                     "time_to_capacity": f"{s.time_to_capacity_seconds:g} s"})
+    return rows
+
+
+def simulate(
+    service: str = typer.Argument(..., help="service of the autoscaling policy"),
+    policy: Path | None = typer.Option(None, "--policy", "-p", help="autoscaling policy file "
+                                       "(default: <policy dir>/autoscaling.yaml; OPSCTL_POLICY_DIR)"),
+    trace_file: Path | None = typer.Option(None, "--trace", help="CSV: time (seconds or ISO 8601), demand "
+                                           "(work units/s), optional columns named like the policy's metrics"),
+    shape: str | None = typer.Option(None, "--shape", help="what-if demand: step|ramp|spike|diurnal with "
+                                     "NAME=NUMBER parameters, e.g. step:base=2,peak=40,at=60,duration=1800"),
+    since: str | None = typer.Option(None, "--from", help="Prometheus history from (ISO 8601, now, -6h)"),
+    until: str = typer.Option("now", "--to", help="Prometheus history to"),
+    step: float = typer.Option(15.0, "--step", help="seconds between history samples"),
+    demand_query: str | None = typer.Option(None, "--demand-query", help="PromQL of the demand (work units/s); "
+                                            "default: reconstructed from the policy's backlog or Utilization"),
+    replicas_query: str | None = typer.Option(None, "--replicas-query", help="PromQL of the ready replicas "
+                                              "(default: the target's gauge)"),
+    throughput_query: str | None = typer.Option(None, "--throughput-query", help="PromQL of the work served per "
+                                                "second: measures --capacity from the history"),
+    capacity: float | None = typer.Option(None, "--capacity", help="work units/s one ready replica serves "
+                                          "(default: the calibration file, OPSCTL_CALIBRATION)"),
+    startup: float = typer.Option(0.0, "--startup", help="seconds from a scale-up to a ready replica"),
+    sync: float = typer.Option(15.0, "--sync", help="seconds between decisions (the HPA's 15)"),
+    lag: float = typer.Option(0.0, "--lag", help="seconds the metrics lag (scrape interval, query window)"),
+    replicas: int | None = typer.Option(None, "--replicas", min=0, help="replicas at the start "
+                                        "(default: minReplicas, at least 1)"),
+    slo: float | None = typer.Option(None, "--slo", help="latency SLO in seconds (default: the policy's "
+                                     "latency or waiting-time Value target)"),
+    against: list[str] | None = typer.Option(None, "--against", help="compare with hpa-default or another "
+                                             "policy FILE (repeatable)"),
+    tune_: bool = typer.Option(False, "--tune", help="search target and behaviour for the cheapest policy "
+                               "whose SLO violation is no worse; print the YAML diff"),
+    forecast: bool = typer.Option(False, "--forecast", help="preview a seasonal predictive scale-up (needs a "
+                                  "season of history; never scales in) and its MAPE"),
+    season: float = typer.Option(86400.0, "--season", help="seconds of the forecast's season"),
+    plot: Path | None = typer.Option(None, "--plot", help="write the chart to FILE.html or FILE.svg"),
+    chart: bool = typer.Option(True, "--chart/--no-chart", help="draw the chart in the terminal (table output)"),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Replay a load trace through the policy's own decide(), tick by tick: cost, shortfall, SLO, flaps.
+
+    Demand comes from --trace FILE, --shape, or the service's Prometheus history (--from/--to).
+    Nothing is read from or done to the running system except Prometheus with --from. Exit 2 for a
+    bad trace (file:line), policy or option.
+
+    Example: opsctl scale simulate core-worker --capacity 40 --shape step:peak=600,duration=1800 --against hpa-default
+    """
+    from core.errors import ConfigError
+    from opsctl.context import settings
+    from opsctl.output import counted_progress
+    from opsctl.simulate import chart as charts
+    from opsctl.simulate.history import Window
+    from opsctl.simulate.service import Request, run, tuned_diff
+
+    if plot is not None and plot.suffix.lower() not in (".html", ".htm", ".svg"):
+        raise ConfigError(f"--plot {plot}: write .html or .svg")
+    from opsctl.commands.scale import _policy
+
+    pol = _policy(policy)
+    s = settings()
+    window = None
+    if since is not None:
+        now = datetime.now(UTC)
+        window = Window(moment(since, now), moment(until, now), step)
+    shape_name, params = _shape(shape) if shape is not None else (None, {})
+    req = Request(service=service, trace_file=trace_file, shape=shape_name, shape_params=params, window=window,
+                  prometheus_url=pol.prometheus.url or s.prometheus_url, demand_query=demand_query,
+                  replicas_query=replicas_query, throughput_query=throughput_query, capacity=capacity,
+                  startup=startup, sync=sync, lag=lag, start_replicas=replicas, slo=slo,
+                  against=tuple(against or ()), tune=tune_, forecast=forecast, season=season)
+    with counted_progress() as bar:
+        def progress(total: int) -> Callable[[], None]:
+            task = bar.add_task("tuning", total=total)
+            return lambda: bar.advance(task)
+
+        outcome = run(pol, req, s.data_dir, progress)
+    if plot is not None:
+        results = list(outcome.results) + ([outcome.predicted] if outcome.predicted is not None else [])
+        text = charts.svg(results, outcome.model.capacity, service) if plot.suffix.lower() == ".svg" \
+            else charts.html_page(results, outcome.model.capacity, service)
+        plot.write_text(text, encoding="utf-8")
+        info(f"chart written to {plot}")
+    if output is not Output.table:
+        emit(outcome.as_dict(), output)
+        return
+    info(outcome.source)
+    emit(_rows(outcome), output, columns=[
+        ("policy", "POLICY"), ("replica_minutes", "REPLICA-MINUTES"), ("underprovisioned", "UNDER-PROVISIONED"),
+        ("slo_violation", "SLO VIOLATION"), ("max_backlog", "MAX BACKLOG"), ("scale_events", "SCALE EVENTS"),
+        ("flaps", "FLAPS"), ("time_to_capacity", "TIME TO CAPACITY")])
+    if chart:
+        typer.echo(charts.terminal(outcome.results, outcome.model.capacity))
+    if outcome.forecast is not None:
+        mape = "n/a" if outcome.forecast.mape is None else f"{outcome.forecast.mape:g} %"
+        typer.echo(f"forecast (season {outcome.forecast.season:g} s): MAPE {mape} over "
+                   f"{outcome.forecast.points} points; preview only, never scales in")
+    if outcome.tuned is not None:
+        diff = tuned_diff(service, outcome.tuned)
+        if diff:
+            typer.echo(f"tuned ({outcome.tuned.tried} policies tried): "
+                       f"{outcome.tuned.best.summary.replica_minutes:.1f} replica-minutes instead of "
+                       f"{outcome.tuned.current.summary.replica_minutes:.1f}, SLO violation no worse")
+            typer.echo(diff, nl=False)
+        else:
+            typer.echo(f"tuned ({outcome.tuned.tried} policies tried): the current policy is the cheapest "
+                       "with its SLO violation")
+
