@@ -134,7 +134,7 @@ def test_an_unmodelled_metric_is_refused_unless_the_trace_gives_it() -> None:
     ({"capacity": 1, "startup": -1}, "startup"), ({"capacity": 1, "slo": 0}, "slo"),
     ({"capacity": math.nan}, "capacity"),
 ])
-def test_a_model_refuses_impossible_numbers(fields: dict[str, float], reason: str) -> None:
+def test_a_model_refuses_impossible_numbers(fields: dict[str, Any], reason: str) -> None:
     with pytest.raises(SimulationError, match=reason):
         Model(**fields)
 

@@ -105,10 +105,13 @@ def _capacity(req: Request, policy: ServicePolicy, data_dir: Path | None) -> tup
                       "serves), or --throughput-query with --from/--to, or run the calibration (opsctl capacity)")
 
 
-def _trace(req: Request, policy: ServicePolicy, capacity: float) -> tuple[Trace, str]:
+def _one_source(req: Request) -> None:
     given = [x for x in (req.trace_file, req.shape, req.window) if x is not None]
     if len(given) != 1:
         raise ConfigError("give one of --trace FILE, --shape NAME or --from/--to (Prometheus history)")
+
+
+def _trace(req: Request, policy: ServicePolicy, capacity: float) -> tuple[Trace, str]:
     if req.trace_file is not None:
         return trace.read(req.trace_file, [m.name for m in policy.metrics]), f"trace {req.trace_file}"
     if req.shape is not None:
@@ -126,6 +129,7 @@ def run(policy: AutoscalingPolicy, req: Request, data_dir: Path | None = None,
         progress: Callable[[int], Callable[[], None]] | None = None) -> Outcome:
     """Simulate ``req``; ``progress(total)`` returns the callback the tuner ticks."""
     svc = policy.select([req.service])[req.service]
+    _one_source(req)
     try:
         capacity, where = _capacity(req, svc, data_dir)
         tr, source = _trace(req, svc, capacity)
