@@ -68,6 +68,7 @@ def opsctl(capsys: pytest.CaptureFixture[str], *args: str, code: int = 0) -> tup
     ("time,demand,cpu\n0,1,3\n", 1, "column(s) cpu are not metrics of the policy"),
     ("time,demand,backlog\n0,1,-1\n", 2, "backlog -1 is negative"),
     ("time,demand\n", None, "no rows after the header"),
+    ("time,demand\n0,4\n", None, "one row after the header: a trace needs two or more"),
     ("", None, "empty: expected a header line"),
 ])
 def test_bad_traces_name_the_file_and_line(text: str, line: int | None, reason: str) -> None:
@@ -165,8 +166,8 @@ def test_tune_prints_a_yaml_diff(env: Path, capsys: pytest.CaptureFixture[str]) 
 def test_forecast_needs_a_day_and_reports_its_mape(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, err = opsctl(capsys, "core-worker", "--shape", STEP, "--capacity", "40", "--forecast", code=2)
     assert "needs at least one season" in err
-    out, _ = opsctl(capsys, "core-worker", "--shape", "diurnal:base=10,peak=400,duration=172800,step=300",
-                    "--capacity", "40", "--forecast", "-o", "json")
+    out, _ = opsctl(capsys, "core-worker", "--shape", "diurnal:base=10,peak=400,period=3600,duration=7200,step=60",
+                    "--capacity", "40", "--forecast", "--season", "3600", "-o", "json")
     data = json.loads(out)
     assert data["forecast"]["mape"] == 0.0 and data["forecast"]["never_scales_in"] is True
     assert data["forecast"]["name"] == "policy+forecast"

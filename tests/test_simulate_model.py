@@ -89,6 +89,18 @@ def test_metric_lag_shows_decisions_the_past() -> None:
     assert "no sample yet" in run.timeline[0].reason
 
 
+@pytest.mark.parametrize("sync, lag, times", [
+    (15.0, 0.0, [0, 15, 30, 45]),
+    (10.5, 0.0, [0, 11, 21, 32, 42, 53]),  # the first second at or after each multiple
+    (20.0, 7.5, [0, 20, 40]),
+])
+def test_decisions_come_at_each_sync_and_read_the_second_lag_before(sync: float, lag: float,
+                                                                      times: list[int]) -> None:
+    run = replay("w", policy([CPU]), flat(1.0, 60), Model(capacity=1.0, sync=sync, lag=lag))
+    assert [p.t for p in run.timeline] == times
+    assert ("no sample yet" in run.timeline[0].reason) == (lag > 0)
+
+
 def test_scale_down_removes_starting_replicas_first() -> None:
     pol = policy([CPU], behavior={"scaleDown": {"stabilizationWindowSeconds": 0}})
     # 40/s needs 80 at 50 %: capped at 50; then demand drops to nothing
@@ -257,11 +269,12 @@ def test_a_forecast_raises_decisions_and_never_lowers_them() -> None:
 
 def test_a_predictive_preview_shortens_the_shortfall_of_a_repeating_day() -> None:
     pol = policy([CPU])
-    times = tuple(60.0 * i for i in range(2 * 1440))  # two days of 30/s from 09:00 to 17:00, 1/s otherwise
-    days = Trace(times, tuple(30.0 if 32400 <= t % 86400 < 61200 else 1.0 for t in times), 60.0)
+    # two "days" of an hour each (the season): 30/s for the middle 20 minutes, 1/s otherwise
+    times = tuple(60.0 * i for i in range(2 * 60))
+    days = Trace(times, tuple(30.0 if 1200 <= t % 3600 < 2400 else 1.0 for t in times), 60.0)
     model = Model(capacity=1.0, startup=300.0)
     reactive = simulate("w", "policy", pol, days, model).summary
-    floor = forecast.floor(days, pol, 1.0, lead=model.startup + model.sync)
+    floor = forecast.floor(days, pol, 1.0, lead=model.startup + model.sync, season=3600)
     from opsctl.simulate.summary import summarize
 
     predicted = summarize(replay("w", pol, days, model, floor), model, 300)

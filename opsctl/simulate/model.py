@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from opsctl.scaling.engine import Decision, decide
 from opsctl.scaling.policy import MetricSpec, ServicePolicy
@@ -155,8 +155,7 @@ class Point:
                 "ready_replicas": self.ready_replicas, "backlog": round(self.backlog, 6)}
 
 
-@dataclass(frozen=True)
-class Second:
+class Second(NamedTuple):
     """One second of the replay, for the summary: what ran, what was asked, what waited."""
 
     t: float
@@ -281,25 +280,30 @@ def replay(name: str, policy: ServicePolicy, trace: Trace, model: Model,
     failures, last_active = 0, None
     total = math.ceil(trace.duration - EPSILON)
     # the seconds whose metrics a decision reads: each sync's, ``lag`` earlier
-    read_at = {math.floor(k * model.sync - model.lag + EPSILON) for k in range(int(total // model.sync) + 2)}
+    # decisions at the first second at or after each multiple of ``sync``; each reads the metrics of
+    # the second ``lag`` before it
+    sync_ticks = sorted({math.ceil(k * model.sync - EPSILON) for k in range(int(total // model.sync) + 2)})
+    read_at = {math.floor(tick - model.lag + EPSILON) for tick in sync_ticks}
+    due = set(sync_ticks)
     samples: dict[int, dict[str, MetricSample]] = {}
     timeline: list[Point] = []
     seconds: list[Second] = []
     decisions: list[Decision] = []
     changes: list[tuple[float, int]] = []
-    syncs = 0
+    row, rows = 0, len(trace.times)
     for tick in range(total):
         t = float(tick)
         if svc.starting:
             svc.become_ready(t)
-        demand = trace.demand_at(t)
+        while row + 1 < rows and trace.times[row + 1] <= t + EPSILON:
+            row += 1
+        demand = trace.demand[row]
         if tick in read_at:
             samples[tick] = _metrics(policy, kinds, trace, model, svc, t, demand)
-        if t + EPSILON >= syncs * model.sync:
-            syncs += 1
+        if tick in due:
             now = start + timedelta(seconds=t)
             seen = t - model.lag
-            metrics = samples.pop(math.floor(seen + EPSILON)) if seen >= -EPSILON else {
+            metrics = samples[math.floor(seen + EPSILON)] if seen >= -EPSILON else {
                 spec.name: MetricSample(error="no sample yet (metric lag)") for spec in policy.metrics}
             _prune(recs, now - keep - timedelta(seconds=1))
             _prune(events, now - keep - timedelta(seconds=1))

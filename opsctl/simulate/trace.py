@@ -131,10 +131,11 @@ def parse(text: str, file: str, metrics: Iterable[str] = ()) -> Trace:
                 raise TraceError(file, line, f"the trace is longer than {MAX_TRACE_SECONDS} s (31 days)")
     except csv.Error as exc:
         raise TraceError(file, rows.line_num, f"not CSV: {exc}") from None
-    if not times:
-        raise TraceError(file, None, "no rows after the header")
+    if len(times) < 2:
+        raise TraceError(file, None, f"{'one row' if times else 'no rows'} after the header: a trace needs two or "
+                                     "more (the interval between them is how long each row lasts)")
     offset = times[0]
-    step = times[1] - times[0] if len(times) > 1 else 1.0
+    step = times[1] - times[0]
     return Trace(tuple(t - offset for t in times), tuple(demand), step,
                  {h: tuple(v) for h, v in columns.items()}, start)
 
