@@ -180,6 +180,8 @@ def test_forecast_needs_a_day_and_reports_its_mape(env: Path, capsys: pytest.Cap
     (("--shape", "wave:peak=1,duration=60", "--capacity", "1"), "unknown shape 'wave'"),
     (("--shape", STEP, "--capacity", "-1"), "capacity must be a positive number"),
     (("--from", "yesterday", "--capacity", "1"), "'yesterday' is not a time"),
+    (("--from", "-1h", "--to", "-2h", "--capacity", "1"), "must be after --from"),
+    (("--from", "-30d", "--step", "15", "--capacity", "1"), "Prometheus answers at most 11000; raise --step"),
 ])
 def test_usage_errors_exit_2(env: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
                              reason: str) -> None:

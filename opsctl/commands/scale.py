@@ -34,8 +34,6 @@ class _DecideByDefault(TyperGroup):
 
 app = typer.Typer(help=HELP, cls=_DecideByDefault)
 
-app.command("simulate")(_simulate)
-
 POLICY_OPTION = typer.Option(None, "--policy", "-p", help="autoscaling policy file "
                              "(default: <policy dir>/autoscaling.yaml; OPSCTL_POLICY_DIR)")
 
@@ -228,3 +226,6 @@ def _not_a_decision(s: Any, event_id: int) -> Exception:
     what = row["action"] + (f" of {row['target']}" if row["target"] else "")
     return NotFound(f"event {event_id} is a {what} at {timestamp(row['at'])}, not a scaling decision: "
                     f"`scale explain` replays scale.decide events ({ids})")
+
+
+app.command("simulate")(_simulate)

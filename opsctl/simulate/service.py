@@ -88,7 +88,7 @@ def _capacity(req: Request, policy: ServicePolicy, data_dir: Path | None) -> tup
     if req.capacity is not None:
         return req.capacity, "--capacity"
     if req.throughput_query is not None:
-        if req.window is None or req.prometheus_url is None:
+        if req.window is None or not req.prometheus_url:
             raise ConfigError("--throughput-query measures capacity from Prometheus history: give --from/--to")
         from opsctl.simulate.history import measure_capacity
 
@@ -117,7 +117,7 @@ def _trace(req: Request, policy: ServicePolicy, capacity: float) -> tuple[Trace,
     if req.shape is not None:
         return shapes.make(req.shape, req.shape_params), f"shape {req.shape}"
     assert req.window is not None
-    if req.prometheus_url is None:
+    if not req.prometheus_url:
         raise ConfigError("no Prometheus: set prometheus.url in the policy or OPSCTL_PROMETHEUS_URL")
     from opsctl.simulate.history import read_trace
 
