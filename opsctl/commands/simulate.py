@@ -155,9 +155,11 @@ def simulate(
     if outcome.tuned is not None:
         diff = tuned_diff(service, outcome.tuned)
         if diff:
-            typer.echo(f"tuned ({outcome.tuned.tried} policies tried): "
-                       f"{outcome.tuned.best.summary.replica_minutes:.1f} replica-minutes instead of "
-                       f"{outcome.tuned.current.summary.replica_minutes:.1f}, SLO violation no worse")
+            best, was = outcome.tuned.best.summary, outcome.tuned.current.summary
+            typer.echo(f"tuned ({outcome.tuned.tried} policies tried): {best.replica_minutes:.1f} replica-minutes "
+                       f"instead of {was.replica_minutes:.1f}, SLO violation no worse; under-provisioned "
+                       f"{best.underprovisioned_seconds:g} s instead of {was.underprovisioned_seconds:g} s, "
+                       f"max backlog {best.max_backlog:.6g} instead of {was.max_backlog:.6g}")
             typer.echo(diff, nl=False)
         else:
             typer.echo(f"tuned ({outcome.tuned.tried} policies tried): the current policy is the cheapest "

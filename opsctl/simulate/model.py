@@ -207,6 +207,8 @@ class _Service:
 
     def flow(self, t: float, arrivals: float, capacity: float) -> None:
         """One second: ``arrivals`` join the queue, ``ready * capacity`` is served from its head."""
+        if not self.queue and arrivals <= self.ready * capacity:
+            return  # all served within the second: nothing waits
         if arrivals > 0:
             self.queue.append([t, arrivals])
             self.backlog += arrivals
