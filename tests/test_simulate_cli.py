@@ -37,7 +37,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "autoscaling.yaml").write_text(POLICY)
     monkeypatch.setenv("OPSCTL_POLICY_DIR", str(tmp_path))
     monkeypatch.setenv("OPSCTL_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("OPSCTL_CALIBRATION", raising=False)
+    monkeypatch.delenv("OPSCTL_CAPACITY_FILE", raising=False)
     return tmp_path
 
 
@@ -189,16 +189,19 @@ def test_usage_errors_exit_2(env: Path, capsys: pytest.CaptureFixture[str], args
     assert reason in err and err.count("\n") == 1
 
 
-def test_the_calibration_file_gives_the_default_capacity(env: Path, capsys: pytest.CaptureFixture[str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    calibration = env / "calibration.json"
-    calibration.write_text(json.dumps({"services": {"core-worker": {"capacity": 40}}}))
-    monkeypatch.setenv("OPSCTL_CALIBRATION", str(calibration))
+def test_the_calibration_gives_the_default_capacity(env: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # the figures `make calibrate` writes (the rest of its file is opsctl capacity's)
+    calibration = env / "capacity.json"  # <policy dir>/capacity.json
+    calibration.write_text(json.dumps({"worker": {"documents_per_second": 40, "chunks_per_second": 108},
+                                       "api": {"requests_per_second": 82.9}}))
     _, err = opsctl(capsys, "core-worker", "--shape", STEP, "--no-chart")
-    assert f"capacity 40/s per replica (calibration {calibration})" in err
-    calibration.write_text(json.dumps({"services": {"core-worker": {"capacity": "fast"}}}))
+    assert f"capacity 40/s per replica (the calibration's worker.documents_per_second of {calibration})" in err
+    elsewhere = env / "measured.json"
+    elsewhere.write_text(json.dumps({"worker": {"documents_per_second": "fast"}}))
+    monkeypatch.setenv("OPSCTL_CAPACITY_FILE", str(elsewhere))
     _, err = opsctl(capsys, "core-worker", "--shape", STEP, code=2)
-    assert "services.core-worker.capacity must be a positive number" in err
+    assert f"calibration {elsewhere}: worker.documents_per_second must be a positive number, got 'fast'" in err
 
 
 def test_unmodelled_metric_names_the_column_to_add(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,7 +76,8 @@ def simulate(
     throughput_query: str | None = typer.Option(None, "--throughput-query", help="PromQL of the work served per "
                                                 "second: measures --capacity from the history"),
     capacity: float | None = typer.Option(None, "--capacity", help="work units/s one ready replica serves "
-                                          "(default: the calibration file, OPSCTL_CALIBRATION)"),
+                                          "(default: the calibration, OPSCTL_CAPACITY_FILE or "
+                                          "<policy dir>/capacity.json)"),
     startup: float = typer.Option(0.0, "--startup", help="seconds from a scale-up to a ready replica"),
     sync: float = typer.Option(15.0, "--sync", help="seconds between decisions (the HPA's 15)"),
     lag: float = typer.Option(0.0, "--lag", help="seconds the metrics lag (scrape interval, query window)"),
@@ -106,6 +107,7 @@ def simulate(
     from core.errors import ConfigError
     from opsctl.context import settings
     from opsctl.output import counted_progress
+    from opsctl.policy import policy_dir
     from opsctl.simulate import chart as charts
     from opsctl.simulate.history import Window
     from opsctl.simulate.service import Request, run, tuned_diff
@@ -131,7 +133,7 @@ def simulate(
             task = bar.add_task("tuning", total=total)
             return lambda: bar.advance(task)
 
-        outcome = run(pol, req, s.data_dir, progress)
+        outcome = run(pol, req, policy_dir(), progress)
     if plot is not None:
         results = list(outcome.results) + ([outcome.predicted] if outcome.predicted is not None else [])
         text = charts.svg(results, outcome.model.capacity, service) if plot.suffix.lower() == ".svg" \

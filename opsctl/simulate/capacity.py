@@ -1,14 +1,15 @@
-"""The default ``--capacity``: a replica's measured throughput, from the calibration file.
+"""The default ``--capacity``: a replica's measured throughput, from the capacity calibration.
 
-``opsctl capacity`` (issue 14 §2/§3) measures one worker's and one API process's throughput at
-saturation and writes it to :func:`calibration_path` (``<data dir>/calibration.json``, or the
-file ``OPSCTL_CALIBRATION`` names). This module reads, per service, the number::
+``make calibrate`` (``opsctl capacity``'s calibration, issue 14 §3) measures one ingest worker and
+one API process at saturation and writes them to ``OPSCTL_CAPACITY_FILE``, else
+``<policy dir>/capacity.json``. The simulator reads two of its figures, by the service's name:
 
-    {"services": {"core-worker": {"capacity": 12.5, ...}, "core-api": {"capacity": 180.0, ...}}}
+- a service named like ``*worker*``: ``worker.documents_per_second`` (the queue the worker policy
+  scales on counts ingest jobs, one per document);
+- a service named like ``*api*``: ``api.requests_per_second`` (one API process under the search mix).
 
-``capacity``: work units per second one ready replica serves. Without the file, or without the
-service in it, ``scale simulate`` needs ``--capacity`` (or measures it from Prometheus history
-with ``--throughput-query``): it never assumes a number.
+Without the file, or for another service, ``scale simulate`` needs ``--capacity`` (or measures it
+from Prometheus history with ``--throughput-query``): it never assumes a number.
 """
 
 from __future__ import annotations
@@ -21,40 +22,48 @@ from typing import Any
 
 from core.errors import ConfigError
 
-ENV = "OPSCTL_CALIBRATION"
-FILE_NAME = "calibration.json"
+ENV = "OPSCTL_CAPACITY_FILE"
+FILE_NAME = "capacity.json"
 MAX_BYTES = 1 << 20
+FIGURES = (("worker", "worker", "documents_per_second"), ("api", "api", "requests_per_second"))
 
 
-def calibration_path(data_dir: Path) -> Path:
+def calibration_path(policy_dir: Path) -> Path:
     given = os.environ.get(ENV)
-    return Path(given) if given else data_dir / FILE_NAME
+    return Path(given) if given else policy_dir / FILE_NAME
+
+
+def figure_for(service: str) -> tuple[str, str] | None:
+    """(component, field) of the calibration that measures ``service``, or None."""
+    return next(((part, field) for word, part, field in FIGURES if word in service), None)
 
 
 def capacity_of(data: Any, service: str, file: str) -> float | None:
-    """``services.<service>.capacity`` of a calibration document (None when the service is not in it)."""
-    services = data.get("services") if isinstance(data, dict) else None
-    if not isinstance(services, dict):
-        raise ConfigError(f"calibration {file}: expected {{\"services\": {{name: {{\"capacity\": ...}}}}}}")
-    entry = services.get(service)
-    if entry is None:
+    """The calibrated capacity of ``service`` in a calibration document (None: it measures no such service)."""
+    found = figure_for(service)
+    if found is None:
         return None
-    value = entry.get("capacity") if isinstance(entry, dict) else None
+    part, field = found
+    section = data.get(part) if isinstance(data, dict) else None
+    value = section.get(field) if isinstance(section, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"calibration {file}: services.{service}.capacity must be a positive number, got {value!r}")
+        raise ConfigError(f"calibration {file}: {part}.{field} must be a positive number, got {value!r}")
     return float(value)
 
 
-def calibrated(data_dir: Path, service: str) -> tuple[float, str] | None:
-    """(capacity, where it came from) from the calibration file, or None when there is none for ``service``."""
+def calibrated(policy_dir: Path, service: str) -> tuple[float, str] | None:
+    """(capacity, where it came from), or None when there is no calibration for ``service``."""
     from opsctl.files import FileProblem, read_text
 
-    path = calibration_path(data_dir)
-    if not path.exists():
+    path = calibration_path(policy_dir)
+    if figure_for(service) is None or not path.exists():
         return None
     try:
         data = json.loads(read_text(path, MAX_BYTES, "a calibration file"))
     except (FileProblem, ValueError) as exc:
         raise ConfigError(f"calibration {path}: {exc}") from exc
     found = capacity_of(data, service, str(path))
-    return None if found is None else (found, str(path))
+    if found is None:
+        return None
+    part, field = figure_for(service) or ("", "")
+    return found, f"{part}.{field} of {path}"

@@ -84,7 +84,7 @@ def _policy_file(path: Path, service: str) -> ServicePolicy:
     raise ConfigError(f"{path} has no policy for {service} (it has: {', '.join(other.services)})")
 
 
-def _capacity(req: Request, policy: ServicePolicy, data_dir: Path | None) -> tuple[float, str]:
+def _capacity(req: Request, policy: ServicePolicy, policy_dir: Path | None) -> tuple[float, str]:
     if req.capacity is not None:
         return req.capacity, "--capacity"
     if req.throughput_query is not None:
@@ -95,14 +95,14 @@ def _capacity(req: Request, policy: ServicePolicy, data_dir: Path | None) -> tup
         measured = measure_capacity(req.prometheus_url, policy, req.window, req.throughput_query,
                                     replicas_query=req.replicas_query)
         return measured, f"measured from {req.throughput_query} while work waited"
-    if data_dir is not None:
+    if policy_dir is not None:
         from opsctl.simulate.capacity import calibrated
 
-        found = calibrated(data_dir, req.service)
+        found = calibrated(policy_dir, req.service)
         if found is not None:
-            return found[0], f"calibration {found[1]}"
+            return found[0], f"the calibration's {found[1]}"
     raise ConfigError(f"no capacity for {req.service}: give --capacity (work units per second one ready replica "
-                      "serves), or --throughput-query with --from/--to, or run the calibration (opsctl capacity)")
+                      "serves), or --throughput-query with --from/--to, or measure a calibration (make calibrate)")
 
 
 def _one_source(req: Request) -> None:
@@ -125,13 +125,13 @@ def _trace(req: Request, policy: ServicePolicy, capacity: float) -> tuple[Trace,
                       replicas_query=req.replicas_query)
 
 
-def run(policy: AutoscalingPolicy, req: Request, data_dir: Path | None = None,
+def run(policy: AutoscalingPolicy, req: Request, policy_dir: Path | None = None,
         progress: Callable[[int], Callable[[], None]] | None = None) -> Outcome:
     """Simulate ``req``; ``progress(total)`` returns the callback the tuner ticks."""
     svc = policy.select([req.service])[req.service]
     _one_source(req)
     try:
-        capacity, where = _capacity(req, svc, data_dir)
+        capacity, where = _capacity(req, svc, policy_dir)
         tr, source = _trace(req, svc, capacity)
         model = Model(capacity=capacity, startup=req.startup, sync=req.sync, lag=req.lag,
                       start_replicas=req.start_replicas, slo=req.slo if req.slo is not None else policy_slo(svc))
