@@ -281,7 +281,6 @@ def replay(name: str, policy: ServicePolicy, trace: Trace, model: Model,
                                  *(p.periodSeconds for p in policy.behavior.scaleDown.policies), 1))
     failures, last_active = 0, None
     total = math.ceil(trace.duration - EPSILON)
-    # the seconds whose metrics a decision reads: each sync's, ``lag`` earlier
     # decisions at the first second at or after each multiple of ``sync``; each reads the metrics of
     # the second ``lag`` before it
     sync_ticks = sorted({math.ceil(k * model.sync - EPSILON) for k in range(int(total // model.sync) + 2)})
