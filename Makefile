@@ -109,5 +109,13 @@ LOADTEST_ARGS ?=
 loadtest: $(STAMP)
 	$(PY) -m bench.loadtest $(LOADTEST_ARGS)
 
+## measure one ingest worker's and one API process's throughput at saturation, bytes per chunk and
+## document, Redis entry sizes, on a core of its own; writes policies/capacity.json, which
+## `opsctl capacity` and `opsctl scale simulate` read (docs/capacity.md). Options in CALIBRATE_ARGS:
+## make calibrate CALIBRATE_ARGS="--embedder hash --documents 3000"
+CALIBRATE_ARGS ?=
+calibrate: $(STAMP)
+	$(PY) -m bench.calibrate $(CALIBRATE_ARGS)
+
 clean:
 	rm -rf $(VENV) .opsctl

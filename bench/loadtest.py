@@ -27,8 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,9 +96,11 @@ def wait_done(host: str, queued: Sequence[tuple[Tenant, list[int]]], timeout: fl
                     time.sleep(0.5)
 
 
-def run_locust(host: str, tenants: Sequence[Tenant], out: Path, shape: Shape, seed_docs: int,
-               classes: Sequence[str] = ()) -> int:
-    """Locust headless with ``shape``, CSV and HTML into ``out``; its exit code."""
+@contextmanager
+def locust_process(host: str, tenants: Sequence[Tenant], out: Path, shape: Shape, seed_docs: int,
+                   classes: Sequence[str] = ()) -> Iterator[subprocess.Popen[bytes]]:
+    """Locust headless with ``shape`` (only ``classes`` of users, if named), CSV and HTML into ``out``;
+    the tenants file (API keys) is removed when the block ends."""
     out.mkdir(parents=True, exist_ok=True)
     tenants_file = out / "tenants.json"
     fd = os.open(tenants_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # API keys: the owner's only
@@ -108,10 +110,21 @@ def run_locust(host: str, tenants: Sequence[Tenant], out: Path, shape: Shape, se
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
            "--csv", str(out / CSV_PREFIX), "--csv-full-history", "--html", str(out / "report.html"),
            "--only-summary", "--loglevel", "WARNING", *classes]
+    proc = subprocess.Popen(cmd, env=env)
     try:
-        return subprocess.run(cmd, env=env, check=False).returncode
+        yield proc
     finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait()
         tenants_file.unlink(missing_ok=True)
+
+
+def run_locust(host: str, tenants: Sequence[Tenant], out: Path, shape: Shape, seed_docs: int,
+               classes: Sequence[str] = ()) -> int:
+    """``locust_process`` to its end; Locust's exit code (1 if any request failed)."""
+    with locust_process(host, tenants, out, shape, seed_docs, classes) as proc:
+        return proc.wait()
 
 
 def summary(out: Path) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ PURE = (
     "core.chunking", "core.partitioning", "core.ratelimit", "core.supervision",
     "core.ingest.mailplan", "core.replicas.route",
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
+    "opsctl.capacity.plan", "opsctl.capacity.calibration",
     "opsctl.partitions.plan", "opsctl.partitions.policy",
     "opsctl.vindex.decide", "opsctl.vindex.policy",
     "opsctl.backup.plan", "opsctl.backup.policy", "opsctl.backup.repoplan", "opsctl.backup.walplan",
