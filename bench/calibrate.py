@@ -42,7 +42,7 @@ import httpx
 from bench.loadmix import seed_id
 from bench.loadtest import Shape, create_tenants, locust_process, seed, summary
 from bench.machine import _cpu_model, _ram_gib
-from bench.profile import BENCH_PROCESS, OTHER_PROCESSES, WORKER_PROCESSES, meter_for
+from bench.profile import API_BACKENDS, BENCH_PROCESS, OTHER_PROCESSES, WORKER_BACKENDS, WORKER_PROCESSES, meter_for
 from bench.stack import Stack, running_stack
 from opsctl.capacity.calibration import (
     ApiCapacity,
@@ -108,9 +108,12 @@ def measure_worker(stack: Stack, tenants: Sequence[Any], documents: int) -> tupl
         chunks = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])  # type: ignore[index]
     seconds = float(seconds)
     rate = int(counted) / seconds
+    used = cpu["cpu_seconds"]
     return WorkerCapacity(documents_per_second=round(rate, 2), chunks_per_second=round(rate * chunks / docs, 2),
                           documents=docs, chunks=chunks, seconds=round(seconds, 2),
-                          embedder=stack.settings.embedder, batch_size=stack.settings.worker_batch_size), cpu
+                          embedder=stack.settings.embedder, batch_size=stack.settings.worker_batch_size,
+                          cpu_seconds_per_chunk=round((used.get(WORKER_PROCESSES, 0.0)
+                                                       + used.get(WORKER_BACKENDS, 0.0)) / chunks, 5)), cpu
 
 
 def measure_storage(stack: Stack) -> Storage:
@@ -161,7 +164,9 @@ def measure_api(stack: Stack, tenants: Sequence[Any], levels: Sequence[int], sec
         runs.append(ApiRun(users=users, requests_per_second=round(agg["rps"], 1), p50_ms=agg["p50_ms"],
                            p95_ms=agg["p95_ms"], failures=agg["failures"],
                            cpu_seconds_per_request=round(cpu["cpu_seconds"][BENCH_PROCESS] / max(agg["requests"], 1),
-                                                         5)))
+                                                         5),
+                           db_cpu_seconds_per_request=round(cpu["cpu_seconds"].get(API_BACKENDS, 0.0)
+                                                            / max(agg["requests"], 1), 5)))
     hits_after = _cache_hits(stack.api_url)
     delta = {k: hits_after.get(k, 0.0) - hits_before.get(k, 0.0) for k in hits_after}
     lookups = delta.get("hit", 0.0) + delta.get("miss", 0.0)

@@ -53,6 +53,9 @@ class WorkerCapacity(_Strict):
     seconds: float = Field(gt=0)
     embedder: str
     batch_size: int = Field(ge=1)
+    cpu_seconds_per_chunk: float | None = Field(None, ge=0, description="CPU of the worker process and its "
+                                                "PostgreSQL backends per chunk: 1 / this is the rate on a core "
+                                                "of its own (the measured rate shares the machine)")
 
 
 class ApiRun(_Strict):
@@ -62,6 +65,8 @@ class ApiRun(_Strict):
     p95_ms: float = Field(ge=0)
     failures: int = Field(ge=0)
     cpu_seconds_per_request: float = Field(ge=0, description="the API process's CPU per request")
+    db_cpu_seconds_per_request: float | None = Field(None, ge=0, description="CPU of the API's PostgreSQL "
+                                                     "backends per request")
 
 
 class ApiCapacity(_Strict):
