@@ -40,7 +40,7 @@ def test_json_carries_the_plan_the_limits_and_each_source(capsys: pytest.Capture
     sources = {a["name"]: a["source"] for a in data["assumptions"]}
     assert sources["worker min replicas"] == f"{POLICIES}/autoscaling.yaml core-worker minReplicas"
     assert sources["search ttl seconds"] == f"{POLICIES}/cache.yaml ttlSeconds.searchResults"
-    assert str(calibration) in sources["API requests/s per process (search mix, saturated)"]
+    assert str(calibration) in sources["API requests/s per process (search mix)"]
     assert data["breaks_first"] is None
 
 
@@ -91,3 +91,15 @@ def test_no_demand_is_a_usage_error(capsys: pytest.CaptureFixture[str], calibrat
     assert code == 2 and "name a demand" in err
     code, _, err = run(capsys, "capacity", "--documents", "1", "--chunks", "2", "--calibration", str(calibration))
     assert code == 2 and "not both" in err
+
+
+def test_the_cpu_basis_without_cpu_figures_is_a_config_error(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    data = json.loads(dump(CAL))
+    del data["worker"]["cpu_seconds_per_chunk"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    code, _, err = run(capsys, "capacity", "--rps", "10", "--calibration", str(path), "--basis", "cpu")
+    assert code == 2 and err.startswith(f"error: {path}: the calibration has no CPU seconds"), err
+    code, _, err = run(capsys, "capacity", "--rps", "10", "--calibration", str(path), "--basis", "wall")
+    assert code == 2 and "measured or cpu" in err

@@ -26,7 +26,7 @@ CAL = Calibration(
     measured_at=datetime(2026, 11, 27, tzinfo=UTC), command="test",
     machine=Machine(cpus=2, cpu_model="x", ram_gib=8, load_before=(1, 1, 1), load_after=(1, 1, 1), other_cpu_cores=0),
     worker=WorkerCapacity(documents_per_second=5, chunks_per_second=10, documents=100, chunks=200, seconds=20,
-                          embedder="onnx", batch_size=32),
+                          embedder="onnx", batch_size=32, cpu_seconds_per_chunk=0.05),
     api=ApiCapacity(requests_per_second=100, mix="search", runs=[
         ApiRun(users=8, requests_per_second=80, p50_ms=20, p95_ms=50, failures=0, cpu_seconds_per_request=0.005),
         ApiRun(users=16, requests_per_second=100, p50_ms=40, p95_ms=90, failures=0, cpu_seconds_per_request=0.005)]),
@@ -41,7 +41,7 @@ def deployment(**changes: float | None) -> Deployment:
         api_utilization=0.5, worker_utilization=0.5, api_min_replicas=2, api_max_replicas=20,
         worker_min_replicas=1, worker_max_replicas=10, db_pool_max=10, max_connections=100,
         search_ttl_seconds=300, document_ttl_seconds=300, redis_maxmemory=256 * 1024**2,
-        search_share=0.5, read_share=0.25, db_memory=64 * GIB, db_disk=4 * TIB, redis_node_memory=32 * GIB)
+        search_share=0.5, read_share=0.25, db_cores=16, db_memory=64 * GIB, db_disk=4 * TIB, redis_node_memory=32 * GIB)
     values.update(changes)
     return Deployment(**{k: None if v is None else Sourced(v, "test") for k, v in values.items()})  # type: ignore[arg-type]
 
@@ -89,11 +89,11 @@ def test_every_line_says_how_it_was_computed_and_every_input_its_source() -> Non
     assert result.lines and all(line.how for line in result.lines)
     assert "ceil(20 / (100 * 0.5)), at least 2" in next(x.how for x in result.lines if x.item == "API replicas")
     names = {name for name, _ in result.assumptions}
-    assert {"API requests/s per process (search mix, saturated)", "bytes per chunk (table + HNSW + GIN + btree)",
+    assert {"API requests/s per process (search mix)", "bytes per chunk (table + HNSW + GIN + btree)",
             "api utilization", "db pool max", "search ttl seconds"} <= names
     assert all(s.source for _, s in result.assumptions)
     assert "policies/capacity.json, measured 2026-11-27 on 2 CPUs" in dict(result.assumptions)[
-        "API requests/s per process (search mix, saturated)"].source
+        "API requests/s per process (search mix)"].source
 
 
 # demand → the limit that breaks first (a node's), and settings exceeded
@@ -123,3 +123,33 @@ def test_a_policy_without_a_maximum_sets_no_replica_limit() -> None:
     result = plan(Demand(rps=10_000), deployment(api_max_replicas=None), CAL, "capacity.json")
     assert not any("API replicas" in lim.what for lim in result.limits)
     assert result.value("API replicas") == math.ceil(10_000 / 50)
+
+
+def test_the_cpu_basis_plans_with_a_core_of_its_own_per_replica() -> None:
+    # the best run's 0.005 CPU s per request: 200 requests/s; 0.05 CPU s per chunk: 20 chunks/s
+    demand = Demand(rps=120, growth_per_day=86_400 * 10)  # 60 chunks/s at the peak
+    measured = plan(demand, deployment(), CAL, "capacity.json")
+    cpu = plan(demand, deployment(), CAL, "capacity.json", basis="cpu")
+    assert (measured.value("API replicas"), measured.value("worker replicas")) == (3, 12)
+    assert (cpu.value("API replicas"), cpu.value("worker replicas")) == (2, 6)
+    assert "1 / 0.005 CPU s per request" in dict(cpu.assumptions)["API requests/s per process (search mix)"].source
+
+
+def test_the_cpu_basis_needs_the_cpu_figures() -> None:
+    without = CAL.model_copy(update={"worker": CAL.worker.model_copy(update={"cpu_seconds_per_chunk": None})})
+    with pytest.raises(ValueError, match="no CPU seconds"):
+        plan(Demand(rps=1), deployment(), without, "capacity.json", basis="cpu")
+
+
+WITH_DB_CPU = CAL.model_copy(update={"api": CAL.api.model_copy(update={"runs": [
+    CAL.api.runs[0], CAL.api.runs[1].model_copy(update={"db_cpu_seconds_per_request": 0.002})]})})
+
+
+def test_with_the_database_cpu_per_request_connections_follow_the_database_time() -> None:
+    result = plan(Demand(rps=1000), deployment(), WITH_DB_CPU, "capacity.json")
+    assert result.value("database CPU for searches") == 2  # 1,000 req/s * 2 ms of backend CPU
+    assert result.value("PgBouncer default_pool_size") == 4 + 1  # 2 in flight * 2, + 1 worker
+    assert dict(result.assumptions)["database CPU per request"].value == 0.002
+    big = plan(Demand(rps=10_000), deployment(), WITH_DB_CPU, "capacity.json")
+    cpu = next(lim for lim in big.limits if lim.what == "database CPU against the database host's cores")
+    assert (cpu.need, cpu.limit, cpu.breaks, cpu.kind) == (20, 16, True, "node")

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError
 from opsctl.capacity import calibration as calibration_file
-from opsctl.capacity.plan import GIB, TIB, CapacityPlan, Demand, Deployment, Sourced, plan
+from opsctl.capacity.plan import GIB, TIB, Basis, CapacityPlan, Demand, Deployment, Sourced, plan
 
 API_SERVICE, WORKER_SERVICE = "core-api", "core-worker"
 DEFAULT_UTILIZATION = 0.7
@@ -22,6 +23,7 @@ class Hosts:
     """Sizes of one node of each tier: assumptions the user states with flags."""
 
     max_connections: int = 100
+    db_cores: float = 64.0
     db_memory_gib: float = 256.0
     db_disk_tib: float = 16.0
     redis_memory_gib: float = 64.0
@@ -68,6 +70,7 @@ def deployment(settings: Any, autoscaling: Any, autoscaling_where: str, cache: A
         redis_maxmemory=Sourced(cache.redis.maxmemory_bytes, f"{cache_where} redis.maxmemory", "bytes"),
         search_share=Sourced(SEARCH_SHARE, MIX_SOURCE),
         read_share=Sourced(READ_SHARE, MIX_SOURCE),
+        db_cores=Sourced(hosts.db_cores, f"{assumed} --db-cores"),
         db_memory=Sourced(hosts.db_memory_gib * GIB, f"{assumed} --db-memory", "bytes"),
         db_disk=Sourced(hosts.db_disk_tib * TIB, f"{assumed} --db-disk", "bytes"),
         redis_node_memory=Sourced(hosts.redis_memory_gib * GIB, f"{assumed} --redis-memory", "bytes"),
@@ -75,7 +78,7 @@ def deployment(settings: Any, autoscaling: Any, autoscaling_where: str, cache: A
 
 
 def capacity(demand: Demand, hosts: Hosts, calibration_path: Path | None, autoscaling_path: Path | None,
-             cache_path: Path | None) -> CapacityPlan:
+             cache_path: Path | None, basis: Basis = "measured") -> CapacityPlan:
     """Read everything ``plan`` needs and call it."""
     from opsctl.cachepolicy.policy import CachePolicy
     from opsctl.context import settings
@@ -89,7 +92,10 @@ def capacity(demand: Demand, hosts: Hosts, calibration_path: Path | None, autosc
     cache_where = str(cache_path or policy_dir() / "cache.yaml")
     cache = load(CachePolicy, "cache", cache_path)
     given = deployment(settings(), autoscaling, autoscaling_where, cache, cache_where, hosts)
-    return plan(demand, given, cal, str(cal_path))
+    try:
+        return plan(demand, given, cal, str(cal_path), basis)
+    except ValueError as exc:
+        raise ConfigError(f"{cal_path}: {exc}") from exc
 
 
 def as_data(demand: Demand, result: CapacityPlan) -> dict[str, Any]:

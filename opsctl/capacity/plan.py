@@ -36,6 +36,7 @@ from opsctl.capacity.calibration import Calibration
 
 GIB = 1024**3
 TIB = 1024**4
+Basis = Literal["measured", "cpu"]
 SUPERUSER_RESERVED = 3  # PostgreSQL's superuser_reserved_connections default
 WORKER_CONNECTIONS = 2  # a batch connection and a LISTEN session (core/ingest/worker.py)
 DAEMON_CONNECTIONS = 2  # the leader lock's session and one job's at a time (opsctl/daemon)
@@ -83,6 +84,7 @@ class Deployment:
     redis_maxmemory: Sourced  # bytes; 0: no limit set
     search_share: Sourced  # of requests
     read_share: Sourced
+    db_cores: Sourced  # CPU cores of the database host
     db_memory: Sourced  # bytes of RAM on the database host
     db_disk: Sourced  # bytes of disk for the database
     redis_node_memory: Sourced  # bytes of RAM one Redis node can hold
@@ -161,16 +163,35 @@ def _replicas(out: CapacityPlan, tier: str, item: str, demand: float, per_replic
     return replicas
 
 
-def plan(demand: Demand, deployment: Deployment, cal: Calibration, cal_source: str) -> CapacityPlan:
+def per_replica(cal: Calibration, basis: Basis, measured: str) -> tuple[Sourced, Sourced]:
+    """One API process's requests/s and one worker's chunks/s: as measured (``measured``: on the
+    calibrating machine, shared), or on a core of its own (``cpu``: 1 / the CPU seconds per unit, the
+    API's at its best run; the worker's with its PostgreSQL backends). ``ValueError`` when the
+    calibration has no CPU figures."""
+    if basis == "measured":
+        return (Sourced(cal.api.requests_per_second, f"{measured}, saturated"),
+                Sourced(cal.worker.chunks_per_second, f"{measured}, saturated, embedder {cal.worker.embedder}"))
+    best = max(cal.api.runs, key=lambda r: r.requests_per_second)
+    if not best.cpu_seconds_per_request or not cal.worker.cpu_seconds_per_chunk:
+        raise ValueError("the calibration has no CPU seconds per request and per chunk (measure it again)")
+    return (Sourced(round(1 / best.cpu_seconds_per_request, 1), f"{measured}: 1 / {best.cpu_seconds_per_request} "
+                    "CPU s per request, a core of its own"),
+            Sourced(round(1 / cal.worker.cpu_seconds_per_chunk, 1), f"{measured}: 1 / "
+                    f"{cal.worker.cpu_seconds_per_chunk} CPU s per chunk (worker + its backends), a core of its own, "
+                    f"embedder {cal.worker.embedder}"))
+
+
+def plan(demand: Demand, deployment: Deployment, cal: Calibration, cal_source: str,
+         basis: Basis = "measured") -> CapacityPlan:
     """What each tier needs for ``demand`` (see the module's docstring for the model)."""
     d, c = deployment, cal
     out = CapacityPlan()
     measured = f"calibration {cal_source}, measured {c.measured_at:%Y-%m-%d} on {c.machine.cpus} CPUs"
     redis = f"{measured}, Redis"
+    api_unit, worker_unit = per_replica(c, basis, measured)
     out.assumptions += [
-        ("API requests/s per process (search mix, saturated)", Sourced(c.api.requests_per_second, measured)),
-        ("worker chunks/s per process (saturated)", Sourced(c.worker.chunks_per_second,
-                                                            f"{measured}, embedder {c.worker.embedder}")),
+        ("API requests/s per process (search mix)", api_unit),
+        ("worker chunks/s per process", worker_unit),
         ("chunks per document", Sourced(c.storage.chunks_per_document, measured)),
         ("bytes per chunk (table + HNSW + GIN + btree)", Sourced(c.storage.chunk.total, measured, "bytes")),
         ("bytes per document (table + indexes + job rows)", Sourced(c.storage.document.total, measured, "bytes")),
@@ -209,14 +230,28 @@ def plan(demand: Demand, deployment: Deployment, cal: Calibration, cal_source: s
                           f"{_n(demand.growth_per_day)}/day / 86,400 * {_n(demand.ingest_peak_factor)} peak factor * "
                           f"{_n(cpd)} chunks per document"))
 
-    api = _replicas(out, "api", "API replicas", rps, c.api.requests_per_second, d.api_utilization,
+    api = _replicas(out, "api", "API replicas", rps, api_unit.value, d.api_utilization,
                     d.api_min_replicas, d.api_max_replicas, "raise core-api maxReplicas (stateless: scales out freely)")
-    workers = _replicas(out, "workers", "worker replicas", peak_chunks, c.worker.chunks_per_second,
+    workers = _replicas(out, "workers", "worker replicas", peak_chunks, worker_unit.value,
                         d.worker_utilization, d.worker_min_replicas, d.worker_max_replicas,
                         "raise core-worker maxReplicas")
 
     # --- connections --------------------------------------------------------------------------------
-    service_s = min(r.p50_ms for r in c.api.runs) / 1000
+    best = max(c.api.runs, key=lambda r: r.requests_per_second)
+    if best.db_cpu_seconds_per_request:  # a transaction holds its connection for its database time
+        service_s = best.db_cpu_seconds_per_request
+        out.assumptions.append(("database CPU per request", Sourced(service_s, f"{measured}: the API's PostgreSQL "
+                                "backends, CPU s per request (I/O waits would add to it)")))
+        cores = rps * service_s
+        out.lines.append(Line("database", "database CPU for searches", round(cores, 2), "cores",
+                              f"{_n(round(rps, 2))} req/s * {_n(service_s)} CPU s"))
+        out.limits.append(Limit("database", "database CPU against the database host's cores", cores,
+                                d.db_cores.value, "cores", "searches to read replicas (docs/replicas.md), then shard "
+                                "by company", "node"))
+    else:  # an older calibration: the request's whole time at the lowest load, an upper bound
+        service_s = min(r.p50_ms for r in c.api.runs) / 1000
+        out.assumptions.append(("time a request holds a connection", Sourced(service_s, f"{measured}: p50 at the "
+                                "lowest load (no database CPU figure; an upper bound)")))
     in_flight = rps * service_s
     per_api = in_flight / api if api else 0.0
     pool = max(2, math.ceil(per_api * BURST))

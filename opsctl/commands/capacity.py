@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 
@@ -35,6 +35,7 @@ def capacity(
     peak_factor: float = typer.Option(3.0, "--peak-factor", min=1, help="peak ingest rate / the day's average"),
     max_connections: int | None = typer.Option(None, "--max-connections", min=1,
                                                help="PostgreSQL max_connections (default 100)"),
+    db_cores: float = typer.Option(64.0, "--db-cores", min=0.001, help="CPU cores of the database host"),
     db_memory: float = typer.Option(256.0, "--db-memory", min=0.001, help="GiB of RAM of the database host"),
     db_disk: float = typer.Option(16.0, "--db-disk", min=0.001, help="TiB of disk for the database"),
     redis_memory: float = typer.Option(64.0, "--redis-memory", min=0.001, help="GiB of RAM of one Redis node"),
@@ -44,22 +45,27 @@ def capacity(
                                        "dir>/autoscaling.yaml; the Kubernetes one: manifests/base/policies/)"),
     cache_policy: Path | None = typer.Option(None, "--cache-policy", help="cache policy (default: <policy "
                                              "dir>/cache.yaml)"),
+    basis: str = typer.Option("measured", "--basis", help="per-replica throughput: measured (on the calibrating "
+                              "machine, as loaded as it was) or cpu (1 / CPU seconds per unit: a core of its own)"),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     from opsctl.capacity.ops import Hosts, as_data
     from opsctl.capacity.ops import capacity as run
-    from opsctl.capacity.plan import Demand
+    from opsctl.capacity.plan import Basis, Demand
     from opsctl.output import emit, info
 
     if rps is None and users is None and documents is None and chunks is None and not growth:
         raise typer.BadParameter("name a demand: --rps or --users, --documents or --chunks, --growth")
+    if basis not in ("measured", "cpu"):
+        raise typer.BadParameter(f"--basis is measured or cpu, not {basis!r}")
     if documents is not None and chunks is not None:
         raise typer.BadParameter("--documents or --chunks, not both")
     demand = Demand(rps=rps, users=users, think_seconds=think, documents=documents, chunks=chunks,
                     growth_per_day=growth, horizon_days=horizon, ingest_peak_factor=peak_factor)
-    hosts = Hosts(max_connections=max_connections or 100, db_memory_gib=db_memory, db_disk_tib=db_disk,
-                  redis_memory_gib=redis_memory, max_connections_given=max_connections is not None)
-    data = as_data(demand, run(demand, hosts, calibration, policy, cache_policy))
+    hosts = Hosts(max_connections=max_connections or 100, db_cores=db_cores, db_memory_gib=db_memory,
+                  db_disk_tib=db_disk, redis_memory_gib=redis_memory,
+                  max_connections_given=max_connections is not None)
+    data = as_data(demand, run(demand, hosts, calibration, policy, cache_policy, cast(Basis, basis)))
     if output is not Output.table:
         emit(data, output)
         return
