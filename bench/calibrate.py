@@ -106,7 +106,9 @@ def measure_worker(stack: Stack, tenants: Sequence[Any], documents: int) -> tupl
         counted, seconds = conn.execute(RATE_SQL).fetchone()  # type: ignore[misc]
         docs = int(conn.execute("SELECT count(*) FROM documents").fetchone()[0])  # type: ignore[index]
         chunks = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])  # type: ignore[index]
-    seconds = float(seconds)
+    seconds = float(seconds or 0)
+    if not seconds:
+        raise RuntimeError(f"the worker drained {docs} documents in one batch: queue more (--documents)")
     rate = int(counted) / seconds
     used = cpu["cpu_seconds"]
     return WorkerCapacity(documents_per_second=round(rate, 2), chunks_per_second=round(rate * chunks / docs, 2),
