@@ -158,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--think", type=float, default=5.0, help="mean seconds between a user's requests")
     p.add_argument("--out", type=Path, default=None, help="results dir (default loadtest-results/<UTC time>)")
     args = p.parse_args(argv)
+    if min(args.users, args.steps, args.tenants, args.seed_docs) < 1 or args.seconds <= 0 or args.think < 0:
+        p.error("--users, --steps, --tenants and --seed-docs must be at least 1, --seconds above 0, --think 0 or more")
     out = args.out or RESULTS / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     shape = Shape(args.shape, args.users, args.steps, args.seconds, args.think)
     with ExitStack() as stack:

@@ -153,3 +153,10 @@ def test_with_the_database_cpu_per_request_connections_follow_the_database_time(
     big = plan(Demand(rps=10_000), deployment(), WITH_DB_CPU, "capacity.json")
     cpu = next(lim for lim in big.limits if lim.what == "database CPU against the database host's cores")
     assert (cpu.need, cpu.limit, cpu.breaks, cpu.kind) == (20, 16, True, "node")
+
+
+def test_a_calibration_from_a_loaded_machine_says_so_unless_planned_on_cpu() -> None:
+    loaded = CAL.model_copy(update={"machine": CAL.machine.model_copy(update={"other_cpu_cores": 1.5})})
+    assert plan(Demand(rps=1), deployment(), CAL, "c.json").notes == []
+    assert "other processes took 1.5 of 2 CPUs" in plan(Demand(rps=1), deployment(), loaded, "c.json").notes[0]
+    assert plan(Demand(rps=1), deployment(), loaded, "c.json", basis="cpu").notes == []

@@ -3,7 +3,7 @@ source of each number, and calls the pure planner (``opsctl.capacity.plan``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +102,14 @@ def as_data(demand: Demand, result: CapacityPlan) -> dict[str, Any]:
     """The plan as JSON/YAML carries it."""
     first = result.breaks_first
     return {
-        "demand": {k: v for k, v in demand.__dict__.items()},
+        "demand": asdict(demand),
         "plan": [{"tier": line.tier, "item": line.item, "value": line.value, "unit": line.unit, "how": line.how}
                  for line in result.lines],
         "limits": [{"tier": lim.tier, "what": lim.what, "need": lim.need, "limit": lim.limit, "unit": lim.unit,
                     "ratio": round(lim.ratio, 3), "breaks": lim.breaks, "kind": lim.kind, "advice": lim.advice}
                    for lim in result.limits],
         "breaks_first": first.what if first else None,
+        "notes": result.notes,
         "assumptions": [{"name": name, "value": s.value, "unit": s.unit, "source": s.source}
                         for name, s in result.assumptions],
     }

@@ -41,6 +41,7 @@ SUPERUSER_RESERVED = 3  # PostgreSQL's superuser_reserved_connections default
 WORKER_CONNECTIONS = 2  # a batch connection and a LISTEN session (core/ingest/worker.py)
 DAEMON_CONNECTIONS = 2  # the leader lock's session and one job's at a time (opsctl/daemon)
 BURST = 2.0  # pool sizes: twice the mean transactions in flight
+LOADED = 0.25  # a calibration whose machine gave other processes more than this share of its CPUs
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class CapacityPlan:
     lines: list[Line] = field(default_factory=list)
     limits: list[Limit] = field(default_factory=list)
     assumptions: list[tuple[str, Sourced]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def value(self, item: str) -> float:
         return next(line.value for line in self.lines if line.item == item)
@@ -189,6 +191,10 @@ def plan(demand: Demand, deployment: Deployment, cal: Calibration, cal_source: s
     measured = f"calibration {cal_source}, measured {c.measured_at:%Y-%m-%d} on {c.machine.cpus} CPUs"
     redis = f"{measured}, Redis"
     api_unit, worker_unit = per_replica(c, basis, measured)
+    if basis == "measured" and c.machine.other_cpu_cores > LOADED * c.machine.cpus:
+        out.notes.append(f"the calibration was measured on a loaded machine (other processes took "
+                         f"{c.machine.other_cpu_cores:g} of {c.machine.cpus} CPUs): its rates are low; --basis cpu "
+                         "plans with a core of its own per replica")
     out.assumptions += [
         ("API requests/s per process (search mix)", api_unit),
         ("worker chunks/s per process", worker_unit),

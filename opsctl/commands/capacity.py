@@ -77,6 +77,8 @@ def capacity(
                   ("ratio", "NEED/ALLOWED"), ("kind", "KIND"), ("advice", "WHEN OVER")], title="limits (highest first)")
     emit([{**a, "value": _show(a["value"], a["unit"])} for a in data["assumptions"]], output,
          columns=[("name", "ASSUMPTION"), ("value", "VALUE"), ("source", "SOURCE")], title="assumptions")
+    for note in data["notes"]:
+        info(f"note: {note}")
     first = data["breaks_first"]
     over = [lim["what"] for lim in data["limits"] if lim["breaks"] and lim["kind"] == "setting"]
     info(f"breaks first: {first}" if first else "no node limit is exceeded")
