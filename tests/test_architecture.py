@@ -22,6 +22,7 @@ PURE = (
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
     "opsctl.simulate.model", "opsctl.simulate.summary", "opsctl.simulate.compare", "opsctl.simulate.tune",
     "opsctl.simulate.forecast", "opsctl.simulate.shapes", "opsctl.simulate.chart", "opsctl.simulate.reconstruct",
+    "opsctl.capacity.plan", "opsctl.capacity.calibration",
     "opsctl.partitions.plan", "opsctl.partitions.policy",
     "opsctl.vindex.decide", "opsctl.vindex.policy",
     "opsctl.backup.plan", "opsctl.backup.policy", "opsctl.backup.repoplan", "opsctl.backup.walplan",
@@ -30,8 +31,9 @@ PURE = (
     "core.mail.message", "core.mail.ids", "core.mail.headers", "core.mail.mime", "core.mail.html",
     "core.mail.quotes", "core.mail.subjects", "core.mail.text", "core.mail.threads", "core.mail.mbox",
 )
-# an area built on another's decisions: the simulator replays the scaling engine itself
-ALSO = {"opsctl.simulate": ("opsctl.scaling",)}
+# areas built on another's decisions: the simulator replays the scaling engine itself and reads the
+# capacity calibration for its default capacity
+ALSO = {"opsctl.simulate": ("opsctl.scaling", "opsctl.capacity")}
 IO_LIBRARIES = ("psycopg", "psycopg_pool", "redis", "kubernetes", "httpx", "prometheus_api_client", "requests",
                 "apscheduler", "fastapi", "uvicorn", "psutil")
 

@@ -191,17 +191,19 @@ def test_usage_errors_exit_2(env: Path, capsys: pytest.CaptureFixture[str], args
 
 def test_the_calibration_gives_the_default_capacity(env: Path, capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    # the figures `make calibrate` writes (the rest of its file is opsctl capacity's)
+    # the file `make calibrate` writes (the repository's own, measured), with another worker figure
+    measured = json.loads((Path(__file__).parent.parent / "policies" / "capacity.json").read_text())
+    measured["worker"]["documents_per_second"] = 40
     calibration = env / "capacity.json"  # <policy dir>/capacity.json
-    calibration.write_text(json.dumps({"worker": {"documents_per_second": 40, "chunks_per_second": 108},
-                                       "api": {"requests_per_second": 82.9}}))
+    calibration.write_text(json.dumps(measured))
     _, err = opsctl(capsys, "core-worker", "--shape", STEP, "--no-chart")
     assert f"capacity 40/s per replica (the calibration's worker.documents_per_second of {calibration})" in err
+    measured["worker"]["documents_per_second"] = "fast"
     elsewhere = env / "measured.json"
-    elsewhere.write_text(json.dumps({"worker": {"documents_per_second": "fast"}}))
+    elsewhere.write_text(json.dumps(measured))
     monkeypatch.setenv("OPSCTL_CAPACITY_FILE", str(elsewhere))
     _, err = opsctl(capsys, "core-worker", "--shape", STEP, code=2)
-    assert f"calibration {elsewhere}: worker.documents_per_second must be a positive number, got 'fast'" in err
+    assert f"{elsewhere}: worker.documents_per_second: Input should be a valid number" in err
 
 
 def test_unmodelled_metric_names_the_column_to_add(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,1 @@
+"""`opsctl capacity`: what the system needs for a demand, from measured per-replica throughput."""
