@@ -23,6 +23,8 @@ Two things stay in the process, off the request path:
 * API-key lookups are also kept in a small in-process map for their TTL (``get_json(...,
   local_ttl=)``). That is safe only because the caller re-validates every lookup against the
   database (the key version), so a revoked key still fails on its next request.
+* a search answer is stored in Redis by a background thread (``set_raw_later``: one pipelined
+  round trip per batch), so an uncached search does not wait for the SET;
 * the last ``NEAR_ENTRIES_MAX`` search answers are kept in the process too (``get_raw(...,
   near_ttl=)``), in front of Redis. Their keys carry the company's data version, read from the
   database on every request, so a near answer is exactly as fresh as a Redis one; ``opsctl cache
@@ -61,6 +63,7 @@ QUERYLOG_PENDING_MAX = 10_000  # distinct requests buffered between two flushes;
 LOCAL_ENTRIES_MAX = 10_000
 NEAR_ENTRIES_MAX = 1_000  # search answers kept in each API process (k=10 of 800-character chunks: ~10 kB each)
 NEAR_BYTES_MAX = 32 * 1024 * 1024  # and never more than this many bytes of them
+WRITES_PENDING_MAX = 1_000  # search answers waiting for the background SET; more are kept near only
 
 
 # Weighted Space-Saving (Metwally et al.): a bounded top-k counter. A request already counted, or
@@ -170,6 +173,10 @@ class Cache:
         self._pending_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closing = threading.Event()
+        self._writes: dict[str, tuple[bytes, int]] = {}  # set_raw_later: key → (JSON, ttl), newest wins
+        self._writes_ready = threading.Condition()
+        self._writing = False
+        self._writer: threading.Thread | None = None
         self.client: Any = None
         if url:
             import redis
@@ -242,6 +249,63 @@ class Cache:
         if local:
             self.local.put(key, value, ttl, time.monotonic())
         return self.set_raw(key, json.dumps(value, separators=(",", ":")).encode(), ttl)
+
+    def set_raw_later(self, key: str, raw: bytes, ttl: int) -> bool:
+        """Keep JSON text in this process's near cache now and have it stored in Redis for ``ttl``
+        seconds by a background thread, off the caller's path (a search answers without waiting for
+        the SET: another process may miss it for the millisecond it takes). False when Redis will
+        not get it: known down, a TTL of 0, closing, or ``WRITES_PENDING_MAX`` writes waiting."""
+        self.near.put(key, raw, ttl, time.monotonic())  # before the SET: expires no later than the Redis entry
+        if not self.available or ttl <= 0:
+            return False
+        with self._writes_ready:
+            if self._closing.is_set() or len(self._writes) >= WRITES_PENDING_MAX:
+                return False
+            self._writes[key] = (raw, ttl)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_forever, name="cache-writer", daemon=True)
+                self._writer.start()
+            self._writes_ready.notify_all()
+        return True
+
+    def _write_forever(self) -> None:
+        while True:
+            with self._writes_ready:
+                while not self._writes and not self._closing.is_set():
+                    self._writes_ready.wait()
+                if not self._writes:
+                    return  # closing, and nothing left to write
+                batch, self._writes = self._writes, {}
+                self._writing = True
+            try:
+                self._write(batch)
+            finally:
+                with self._writes_ready:
+                    self._writing = False
+                    self._writes_ready.notify_all()
+
+    def _write(self, batch: dict[str, tuple[bytes, int]]) -> None:
+        """SET every entry of ``batch``, in one pipelined round trip."""
+        if not self.available:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, (raw, ttl) in batch.items():
+                pipe.set(key, raw, ex=ttl)
+            pipe.execute()
+        except Exception as exc:
+            self._trip(exc)
+
+    def drain_writes(self, timeout: float = 10.0) -> bool:
+        """Wait until the writes ``set_raw_later`` queued are made (or dropped); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._writes_ready:
+            while self._writes or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._writer is None or not self._writer.is_alive()):
+                    return not (self._writes or self._writing)
+                self._writes_ready.wait(left)
+        return True
 
     def set_raw(self, key: str, raw: bytes, ttl: int, near: bool = False) -> bool:
         """Store JSON text for ``ttl`` seconds; ``near``: in this process's near cache too."""
@@ -337,8 +401,12 @@ class Cache:
             return False
 
     def close(self) -> None:
-        """Write what the query log still holds, stop its thread, close the connection."""
-        self._closing.set()
+        """Write what the query log and ``set_raw_later`` still hold, stop their threads, close the connection."""
+        with self._writes_ready:
+            self._closing.set()
+            self._writes_ready.notify_all()
+        if self._writer is not None:
+            self._writer.join(5)
         if self._flusher is not None:
             self._flusher.join(5)
         self.flush_query_log()

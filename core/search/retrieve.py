@@ -328,7 +328,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
     # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
     results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
                       vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)
-    cache.set_raw(key, orjson.dumps(results), ttl, near=True)
+    cache.set_raw_later(key, orjson.dumps(results), ttl)  # near now, Redis off this request's path
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)
     return {"results": results, "cached": False, "took_ms": round(took, 3)}
