@@ -203,27 +203,40 @@ class Cache:
             if found is not None:
                 counter.labels("hit").inc()
                 return bytes(found), "hit"
+        if near_ttl is not None:  # what Redis has left of the entry bounds the near copy: never fresher than Redis
+            return self.get_raw_begin(key, counter, near_ttl).result()
         if not self.available:
             counter.labels("error").inc()
             return None, "error"
         try:
-            if near_ttl is None:
-                raw, left_ms = self.client.get(key), None
-            else:  # what Redis has left of the entry bounds the near copy: never fresher than Redis
-                pipe = self.client.pipeline(transaction=False)
-                raw, left_ms = pipe.get(key).pttl(key).execute()
+            raw = self.client.get(key)
         except Exception as exc:
             self._trip(exc)
             counter.labels("error").inc()
             return None, "error"
-        if raw is None:
-            counter.labels("miss").inc()
-            return None, "miss"
-        counter.labels("hit").inc()
-        if near_ttl is not None and left_ms is not None and int(left_ms) != -2:  # -2: gone since the GET
-            left = None if int(left_ms) == -1 else int(left_ms) / 1000  # -1: Redis keeps it for good
-            self.near.put(key, bytes(raw), near_ttl, time.monotonic(), left)
-        return bytes(raw), "hit"
+        counter.labels("miss" if raw is None else "hit").inc()
+        return (None, "miss") if raw is None else (bytes(raw), "hit")
+
+    def get_raw_begin(self, key: str, counter: Counter = metrics.SEARCH_CACHE, near_ttl: int = 0) -> PendingGet:
+        """``get_raw(key, counter, near_ttl)`` in two halves: the near cache is looked in and the GET
+        sent now, the answer read by ``PendingGet.result()``, so the caller can wait on something
+        else (the database) meanwhile. ``PendingGet.close()`` gives up on it (counted nowhere)."""
+        found = self.near.get(key, near_ttl, time.monotonic())
+        if found is not None:
+            return PendingGet(self, key, counter, near_ttl, answer=(bytes(found), "hit"))
+        if not self.available:
+            return PendingGet(self, key, counter, near_ttl, answer=(None, "error"))
+        conn = None
+        try:
+            conn = self.client.connection_pool.get_connection()
+            conn.send_packed_command(conn.pack_commands([("GET", key), ("PTTL", key)]))
+        except Exception as exc:
+            if conn is not None:
+                conn.disconnect()
+                self.client.connection_pool.release(conn)
+            self._trip(exc)
+            return PendingGet(self, key, counter, near_ttl, answer=(None, "error"))
+        return PendingGet(self, key, counter, near_ttl, conn=conn)
 
     def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
                  local_ttl: int | None = None) -> tuple[Any, str]:
@@ -412,6 +425,57 @@ class Cache:
         self.flush_query_log()
         if self.client is not None:
             self.client.close()
+
+
+class PendingGet:
+    """A search answer asked of the near cache and Redis (``Cache.get_raw_begin``), read later."""
+
+    def __init__(self, cache: Cache, key: str, counter: Counter, near_ttl: int, *,
+                 answer: tuple[bytes | None, str] | None = None, conn: Any = None) -> None:
+        self.cache, self.key, self.counter, self.near_ttl = cache, key, counter, near_ttl
+        self._answer = answer
+        self._conn = conn
+        self._counted = False
+
+    def result(self) -> tuple[bytes | None, str]:
+        """(stored JSON text, hit | miss | error), as ``Cache.get_raw``; counted once."""
+        if self._answer is None:
+            self._answer = self._read()
+        if not self._counted:
+            self._counted = True
+            self.counter.labels(self._answer[1]).inc()
+        return self._answer
+
+    def _read(self) -> tuple[bytes | None, str]:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        try:
+            raw, left_ms = conn.read_response(), int(conn.read_response())
+        except Exception as exc:
+            conn.disconnect()
+            self.cache._trip(exc)
+            return None, "error"
+        finally:
+            self.cache.client.connection_pool.release(conn)
+        if raw is None:
+            return None, "miss"
+        if left_ms != -2:  # -2: gone since the GET; -1: Redis keeps it for good
+            left = None if left_ms == -1 else left_ms / 1000
+            self.cache.near.put(self.key, bytes(raw), self.near_ttl, time.monotonic(), left)
+        return bytes(raw), "hit"
+
+    def close(self) -> None:
+        """Give up on the answer if it was not read: the connection goes back in a clean state."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.read_response()
+            conn.read_response()
+        except Exception:
+            conn.disconnect()
+        finally:
+            self.cache.client.connection_pool.release(conn)
 
 
 def parse_policy_hash(raw: dict[Any, Any]) -> dict[str, int]:
