@@ -93,5 +93,5 @@ def test_a_tuned_ef_search_reaches_the_next_search(tuned_api: RunningApi, tenant
         # high: the very next search finds every true neighbour, and so does every one after it
         set_database_ef_search(conn, HIGH)
         high = [recall(found(client, q), exact[q]) for q in queries[30:]]
-    assert sum(low) / len(low) < 0.8, low
+    assert sum(low) / len(low) < 0.9, low  # measured 0.41 and 0.65; at the sessions' old value, 1.0
     assert high == [1.0] * len(high), high
