@@ -23,6 +23,8 @@ Two things stay in the process, off the request path:
 * API-key lookups are also kept in a small in-process map for their TTL (``get_json(...,
   local_ttl=)``). That is safe only because the caller re-validates every lookup against the
   database (the key version), so a revoked key still fails on its next request.
+* a search answer is stored in Redis by a background thread (``set_raw_later``: one pipelined
+  round trip per batch), so an uncached search does not wait for the SET;
 * the last ``NEAR_ENTRIES_MAX`` search answers are kept in the process too (``get_raw(...,
   near_ttl=)``), in front of Redis. Their keys carry the company's data version, read from the
   database on every request, so a near answer is exactly as fresh as a Redis one; ``opsctl cache
@@ -61,6 +63,7 @@ QUERYLOG_PENDING_MAX = 10_000  # distinct requests buffered between two flushes;
 LOCAL_ENTRIES_MAX = 10_000
 NEAR_ENTRIES_MAX = 1_000  # search answers kept in each API process (k=10 of 800-character chunks: ~10 kB each)
 NEAR_BYTES_MAX = 32 * 1024 * 1024  # and never more than this many bytes of them
+WRITES_PENDING_MAX = 1_000  # search answers waiting for the background SET; more are kept near only
 
 
 # Weighted Space-Saving (Metwally et al.): a bounded top-k counter. A request already counted, or
@@ -170,6 +173,10 @@ class Cache:
         self._pending_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closing = threading.Event()
+        self._writes: dict[str, tuple[bytes, int]] = {}  # set_raw_later: key → (JSON, ttl), newest wins
+        self._writes_ready = threading.Condition()
+        self._writing = False
+        self._writer: threading.Thread | None = None
         self.client: Any = None
         if url:
             import redis
@@ -196,27 +203,40 @@ class Cache:
             if found is not None:
                 counter.labels("hit").inc()
                 return bytes(found), "hit"
+        if near_ttl is not None:  # what Redis has left of the entry bounds the near copy: never fresher than Redis
+            return self.get_raw_begin(key, counter, near_ttl).result()
         if not self.available:
             counter.labels("error").inc()
             return None, "error"
         try:
-            if near_ttl is None:
-                raw, left_ms = self.client.get(key), None
-            else:  # what Redis has left of the entry bounds the near copy: never fresher than Redis
-                pipe = self.client.pipeline(transaction=False)
-                raw, left_ms = pipe.get(key).pttl(key).execute()
+            raw = self.client.get(key)
         except Exception as exc:
             self._trip(exc)
             counter.labels("error").inc()
             return None, "error"
-        if raw is None:
-            counter.labels("miss").inc()
-            return None, "miss"
-        counter.labels("hit").inc()
-        if near_ttl is not None and left_ms is not None and int(left_ms) != -2:  # -2: gone since the GET
-            left = None if int(left_ms) == -1 else int(left_ms) / 1000  # -1: Redis keeps it for good
-            self.near.put(key, bytes(raw), near_ttl, time.monotonic(), left)
-        return bytes(raw), "hit"
+        counter.labels("miss" if raw is None else "hit").inc()
+        return (None, "miss") if raw is None else (bytes(raw), "hit")
+
+    def get_raw_begin(self, key: str, counter: Counter = metrics.SEARCH_CACHE, near_ttl: int = 0) -> PendingGet:
+        """``get_raw(key, counter, near_ttl)`` in two halves: the near cache is looked in and the GET
+        sent now, the answer read by ``PendingGet.result()``, so the caller can wait on something
+        else (the database) meanwhile. ``PendingGet.close()`` gives up on it (counted nowhere)."""
+        found = self.near.get(key, near_ttl, time.monotonic())
+        if found is not None:
+            return PendingGet(self, key, counter, near_ttl, answer=(bytes(found), "hit"))
+        if not self.available:
+            return PendingGet(self, key, counter, near_ttl, answer=(None, "error"))
+        conn = None
+        try:
+            conn = self.client.connection_pool.get_connection()
+            conn.send_packed_command(conn.pack_commands([("GET", key), ("PTTL", key)]))
+        except Exception as exc:
+            if conn is not None:
+                conn.disconnect()
+                self.client.connection_pool.release(conn)
+            self._trip(exc)
+            return PendingGet(self, key, counter, near_ttl, answer=(None, "error"))
+        return PendingGet(self, key, counter, near_ttl, conn=conn)
 
     def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
                  local_ttl: int | None = None) -> tuple[Any, str]:
@@ -242,6 +262,63 @@ class Cache:
         if local:
             self.local.put(key, value, ttl, time.monotonic())
         return self.set_raw(key, json.dumps(value, separators=(",", ":")).encode(), ttl)
+
+    def set_raw_later(self, key: str, raw: bytes, ttl: int) -> bool:
+        """Keep JSON text in this process's near cache now and have it stored in Redis for ``ttl``
+        seconds by a background thread, off the caller's path (a search answers without waiting for
+        the SET: another process may miss it for the millisecond it takes). False when Redis will
+        not get it: known down, a TTL of 0, closing, or ``WRITES_PENDING_MAX`` writes waiting."""
+        self.near.put(key, raw, ttl, time.monotonic())  # before the SET: expires no later than the Redis entry
+        if not self.available or ttl <= 0:
+            return False
+        with self._writes_ready:
+            if self._closing.is_set() or len(self._writes) >= WRITES_PENDING_MAX:
+                return False
+            self._writes[key] = (raw, ttl)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_forever, name="cache-writer", daemon=True)
+                self._writer.start()
+            self._writes_ready.notify_all()
+        return True
+
+    def _write_forever(self) -> None:
+        while True:
+            with self._writes_ready:
+                while not self._writes and not self._closing.is_set():
+                    self._writes_ready.wait()
+                if not self._writes:
+                    return  # closing, and nothing left to write
+                batch, self._writes = self._writes, {}
+                self._writing = True
+            try:
+                self._write(batch)
+            finally:
+                with self._writes_ready:
+                    self._writing = False
+                    self._writes_ready.notify_all()
+
+    def _write(self, batch: dict[str, tuple[bytes, int]]) -> None:
+        """SET every entry of ``batch``, in one pipelined round trip."""
+        if not self.available:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, (raw, ttl) in batch.items():
+                pipe.set(key, raw, ex=ttl)
+            pipe.execute()
+        except Exception as exc:
+            self._trip(exc)
+
+    def drain_writes(self, timeout: float = 10.0) -> bool:
+        """Wait until the writes ``set_raw_later`` queued are made (or dropped); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._writes_ready:
+            while self._writes or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._writer is None or not self._writer.is_alive()):
+                    return not (self._writes or self._writing)
+                self._writes_ready.wait(left)
+        return True
 
     def set_raw(self, key: str, raw: bytes, ttl: int, near: bool = False) -> bool:
         """Store JSON text for ``ttl`` seconds; ``near``: in this process's near cache too."""
@@ -337,13 +414,68 @@ class Cache:
             return False
 
     def close(self) -> None:
-        """Write what the query log still holds, stop its thread, close the connection."""
-        self._closing.set()
+        """Write what the query log and ``set_raw_later`` still hold, stop their threads, close the connection."""
+        with self._writes_ready:
+            self._closing.set()
+            self._writes_ready.notify_all()
+        if self._writer is not None:
+            self._writer.join(5)
         if self._flusher is not None:
             self._flusher.join(5)
         self.flush_query_log()
         if self.client is not None:
             self.client.close()
+
+
+class PendingGet:
+    """A search answer asked of the near cache and Redis (``Cache.get_raw_begin``), read later."""
+
+    def __init__(self, cache: Cache, key: str, counter: Counter, near_ttl: int, *,
+                 answer: tuple[bytes | None, str] | None = None, conn: Any = None) -> None:
+        self.cache, self.key, self.counter, self.near_ttl = cache, key, counter, near_ttl
+        self._answer = answer
+        self._conn = conn
+        self._counted = False
+
+    def result(self) -> tuple[bytes | None, str]:
+        """(stored JSON text, hit | miss | error), as ``Cache.get_raw``; counted once."""
+        if self._answer is None:
+            self._answer = self._read()
+        if not self._counted:
+            self._counted = True
+            self.counter.labels(self._answer[1]).inc()
+        return self._answer
+
+    def _read(self) -> tuple[bytes | None, str]:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        try:
+            raw, left_ms = conn.read_response(), int(conn.read_response())
+        except Exception as exc:
+            conn.disconnect()
+            self.cache._trip(exc)
+            return None, "error"
+        finally:
+            self.cache.client.connection_pool.release(conn)
+        if raw is None:
+            return None, "miss"
+        if left_ms != -2:  # -2: gone since the GET; -1: Redis keeps it for good
+            left = None if left_ms == -1 else left_ms / 1000
+            self.cache.near.put(self.key, bytes(raw), self.near_ttl, time.monotonic(), left)
+        return bytes(raw), "hit"
+
+    def close(self) -> None:
+        """Give up on the answer if it was not read: the connection goes back in a clean state."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.read_response()
+            conn.read_response()
+        except Exception:
+            conn.disconnect()
+        finally:
+            self.cache.client.connection_pool.release(conn)
 
 
 def parse_policy_hash(raw: dict[Any, Any]) -> dict[str, int]:

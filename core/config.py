@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     embed_precision: Literal["float32", "int8"] = Field(
         "float32", description="onnx: float32 (the torch model's exact vectors) or int8 (dynamic quantization: "
         "~1.7x the chunks per CPU-second, but vector MRR@10 0.015 lower on bench.search_eval)")
-    embed_threads: int = Field(1, ge=0, le=256, description="onnx: ONNX Runtime's threads per embedding call "
-                               "(0: one per core); 1 uses a core's CPU best, and the workers share the cores out")
+    embed_threads: int = Field(1, ge=0, le=256, description="onnx: ONNX Runtime's threads per embedding call, "
+                               "minilm: torch's intra-op threads (0: one per core); 1 uses a core's CPU best, and "
+                               "the workers share the cores out")
     model_cache_dir: Path | None = Field(None, description="onnx: where the built model file is kept; unset: "
                                          "$XDG_CACHE_HOME/opsctl/models (~/.cache/opsctl/models)")
     openai_base_url: str = "https://api.openai.com/v1"

@@ -28,11 +28,14 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from core.searchtune import SessionEf, needs_set
+
 if TYPE_CHECKING:
     from core.config import Settings
 
 PoolMode = Literal["session", "transaction"]
 Setting = tuple[str, str]
+EF_SEARCH = "hnsw.ef_search"
 
 SET_CONFIG_SQL = "SELECT count(set_config(n, v, %s)) FROM unnest(%s::text[], %s::text[]) AS t(n, v)"
 
@@ -42,7 +45,7 @@ def search_settings(settings: Settings) -> tuple[Setting, ...]:
     and ``hnsw.ef_search`` only when configured (else the database's default, `opsctl index tune`)."""
     found: list[Setting] = [("hnsw.iterative_scan", "relaxed_order")]
     if "hnsw_ef_search" in settings.model_fields_set:
-        found.append(("hnsw.ef_search", str(settings.hnsw_ef_search)))
+        found.append((EF_SEARCH, str(settings.hnsw_ef_search)))
     return tuple(found)
 
 
@@ -66,33 +69,68 @@ def begin_with(settings: tuple[Setting, ...]) -> sql.Composed:
 
 class CorePool(ConnectionPool):  # type: ignore[type-arg]
     """The core's connection pool, knowing whether ``search_settings`` are per session or per
-    transaction (see :func:`search_connection`)."""
+    transaction (see :func:`search_connection`), and which ef_search each session runs with
+    (``core.searchtune``: the database's tuned value reaches a pooled connection at its next search)."""
 
     def __init__(self, url: str, *, mode: PoolMode, search: tuple[Setting, ...], **kwargs: Any) -> None:
         self.mode: PoolMode = mode
         self.search_settings = search
-        self.begin_search = begin_with(search)
+        self.ef_configured = any(name == EF_SEARCH for name, _ in search)  # an explicit setting wins
+        self.sessions = SessionEf()
+        self._begins: dict[int | None, sql.Composed] = {}
         super().__init__(url, **kwargs)
+
+    def wanted_ef(self, learned: int | None) -> int | None:
+        """The ef_search a vector search must run with beyond ``search_settings`` (None: nothing to set)."""
+        return None if self.ef_configured else learned
+
+    def settings_for(self, learned: int | None) -> tuple[Setting, ...]:
+        """``search_settings`` with the learned ef_search, for one transaction (transaction mode)."""
+        wanted = self.wanted_ef(learned)
+        return self.search_settings if wanted is None else (*self.search_settings, (EF_SEARCH, str(wanted)))
+
+    def begin_search(self, learned: int | None = None) -> sql.Composed:
+        """:func:`begin_with` the settings of :meth:`settings_for` (kept per value)."""
+        key = self.wanted_ef(learned)
+        found = self._begins.get(key)
+        if found is None:
+            found = self._begins[key] = begin_with(self.settings_for(learned))
+        return found
+
+    def tune_session(self, conn: psycopg.Connection[Any], learned: int | None) -> None:
+        """Session mode: set the session's ef_search to the learned value when it differs (one
+        statement, once per change and connection; none while it holds)."""
+        wanted = self.wanted_ef(learned)
+        if wanted is not None and needs_set(self.sessions.get(conn), wanted):
+            apply_settings(conn, ((EF_SEARCH, str(wanted)),), local=False)
+            self.sessions.put(conn, wanted)
 
 
 @contextmanager
-def search_connection(pool: ConnectionPool, *, vector: bool = True) -> Iterator[psycopg.Connection[Any]]:
+def search_connection(pool: ConnectionPool, *, vector: bool = True,
+                      ef_search: int | None = None) -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection for a search's statements with the search settings in effect (``vector``:
-    the search may read the HNSW index; a keyword search needs none of them).
+    the search may read the HNSW index; a keyword search needs none of them; ``ef_search``: the
+    database's value learned by this request, ``core.searchtune``).
 
     Session mode: autocommit (each statement its own snapshot, no BEGIN/ROLLBACK round trips); the
-    pool set the settings on the session when it opened the connection. Transaction mode: one
-    transaction whose first message sets them locally (:func:`begin_with`), so they hold for
-    exactly these statements; committed at the end, rolled back on an error."""
+    pool set the settings on the session when it opened the connection, and ef_search is set again
+    only when the learned value differs from the session's. Transaction mode: one transaction
+    whose first message sets them locally (:func:`begin_with`), so they hold for exactly these
+    statements; committed at the end, rolled back on an error."""
     from psycopg.pq import TransactionStatus
 
     from core.db import read_connection
 
     with read_connection(pool) as conn:
-        if not isinstance(pool, CorePool) or pool.mode == "session" or not vector:
+        if not isinstance(pool, CorePool) or not vector:
             yield conn
             return
-        conn.execute(pool.begin_search)
+        if pool.mode == "session":
+            pool.tune_session(conn, ef_search)
+            yield conn
+            return
+        conn.execute(pool.begin_search(ef_search))
         try:
             yield conn
         except BaseException:

@@ -22,6 +22,7 @@ from core import metrics
 from core.cache import Cache, auth_key
 from core.db import record_event
 from core.errors import ConfigError, NotFound
+from core.searchtune import DATABASE_EF_SEARCH_SQL, ef_search_of
 
 KEY_PREFIX = "ok_"
 
@@ -44,10 +45,12 @@ class NewTenant:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts for: one company, and that company's current data version."""
+    """Who a request acts for: one company, and that company's current data version; read with
+    them, the database's ``hnsw.ef_search`` (``core.searchtune``; None: not read)."""
 
     company_id: int
     data_version: int
+    ef_search: int | None = None
 
 
 def _insert_key(conn: psycopg.Connection[Any], company_id: int) -> str:
@@ -136,11 +139,12 @@ WHERE k.key_hash = %s AND k.revoked_at IS NULL
 """
 
 
-AUTH_VERSIONS_SQL = """
-SELECT c.id, c.data_version, c.key_version FROM api_keys k JOIN companies c ON c.id = k.company_id
+AUTH_VERSIONS_SQL = f"""
+SELECT c.id, c.data_version, c.key_version, {DATABASE_EF_SEARCH_SQL}
+FROM api_keys k JOIN companies c ON c.id = k.company_id
 WHERE k.key_hash = %s AND k.revoked_at IS NULL
 """
-COMPANY_VERSIONS_SQL = "SELECT data_version, key_version FROM companies WHERE id = %s"
+COMPANY_VERSIONS_SQL = f"SELECT data_version, key_version, {DATABASE_EF_SEARCH_SQL} FROM companies WHERE id = %s"
 
 
 def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl: int) -> Principal | None:
@@ -150,7 +154,8 @@ def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl
     anyway (its data version keys the search cache); when its key version moved (a key of the
     company was revoked, by ``rotate-key`` or by hand: a trigger bumps it), the cached lookup is
     ignored and the key looked up again. So a revoked key stops working at once, Redis up or down,
-    which is also what lets this process keep its own copy of the lookup (``local_ttl``).
+    which is also what lets this process keep its own copy of the lookup (``local_ttl``). The same
+    statement reads the database's ``hnsw.ef_search`` (``core.searchtune``).
     """
     digest = hash_key(key)
     lookup = auth_key(digest)
@@ -159,13 +164,13 @@ def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl
         company_id, key_version = int(cached[0]), int(cached[1])
         row = conn.execute(COMPANY_VERSIONS_SQL, (company_id,), prepare=True).fetchone()
         if row is not None and int(row[1]) == key_version:
-            return Principal(company_id, int(row[0]))
+            return Principal(company_id, int(row[0]), ef_search_of(row[2]))
         cache.local.drop(lookup)
     row = conn.execute(AUTH_VERSIONS_SQL, (digest,), prepare=True).fetchone()
     if row is None:
         return None
     cache.set_json(lookup, [int(row[0]), int(row[2])], ttl, local=True)
-    return Principal(int(row[0]), int(row[1]))
+    return Principal(int(row[0]), int(row[1]), ef_search_of(row[3]))
 
 
 def recently_verified(cache: Cache, key: str, ttl: int) -> bool:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -84,6 +85,7 @@ def test_ttl_change_reaches_the_running_api_without_restart(api: RunningApi, ten
     drain(api.settings, db_url)
     client = redis_client(api.settings)
     search(api, tenant.api_key, "refunds before")
+    assert api.cache.drain_writes()  # the answer is stored in Redis off the request's path
     assert 250 < client.ttl(key_of(conn, tenant.company_id, "refunds before")) <= 300, "the settings' default"
 
     path = policy_file(tmp_path, "ttlSeconds:\n  searchResults: 7\n  apiKeys: 3\n")
@@ -98,6 +100,7 @@ def test_ttl_change_reaches_the_running_api_without_restart(api: RunningApi, ten
         attempt += 1
         query = f"refunds after {attempt}"
         assert search(api, tenant.api_key, query)["cached"] is False
+        assert api.cache.drain_writes()
         ttl = client.ttl(key_of(conn, tenant.company_id, query))
         if 0 < ttl <= 7:
             break
@@ -257,6 +260,31 @@ def test_near_cache_answers_before_redis_and_only_under_the_same_ttl(redis_url: 
     client.close()
 
 
+def test_a_search_answer_is_stored_in_redis_off_the_request_path(redis_url: str) -> None:
+    """While Redis holds every write (CLIENT PAUSE WRITE), an answer is kept near at once and the
+    caller goes on; the SET is made once Redis takes writes again, and on close."""
+    cache = Cache(redis_url, timeout=60)
+    client = redis.Redis.from_url(redis_url)
+    key, later = search_key(9, 3, "off-path"), search_key(9, 3, "on-close")
+    stored = threading.Event()
+    client.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+    try:
+        caller = threading.Thread(target=lambda: cache.set_raw_later(key, b"[1]", 60) and stored.set())
+        caller.start()
+        assert stored.wait(30), "the caller waited for Redis"
+        assert cache.get_raw(key, near_ttl=60) == (b"[1]", "hit"), "kept near at once"
+        assert not cache.drain_writes(timeout=0.2), "the SET waits in the background"
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    assert cache.drain_writes()
+    assert client.get(key) == b"[1]" and 0 < client.ttl(key) <= 60
+    assert cache.set_raw_later(later, b"[2]", 60)
+    cache.close()
+    assert client.get(later) == b"[2]", "closing writes what is still queued"
+    assert not cache.set_raw_later(search_key(9, 3, "closed"), b"[3]", 60), "nothing is queued once closed"
+    client.close()
+
+
 def test_near_cache_is_bounded_in_bytes() -> None:
     from core.cache import LocalMap
 
@@ -361,6 +389,7 @@ def test_flush_one_company_leaves_the_others(lasting_api: RunningApi, tenant: An
         with client_for(api, key) as http:
             assert http.get("/v1/documents/none-yet").status_code == 404  # nothing cached for a 404
     api.cache.flush_query_log()  # what the API's background thread does every second
+    assert api.cache.drain_writes()  # and the answers' SETs, made off the requests' path
     client = redis_client(api.settings)
     mine = [key_of(conn, tenant.company_id, q) for q in ("alpha", "beta")]
     theirs = [key_of(conn, other_tenant.company_id, q) for q in ("alpha", "beta")]

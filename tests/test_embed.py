@@ -516,6 +516,29 @@ def minilm() -> MiniLMEmbedder:
     return embedder
 
 
+THREADS_PROBE = """
+import sys, threading, torch
+from core.config import Settings
+from core.embed import make_embedder
+embedder = make_embedder(Settings(embedder="minilm", embed_threads=int(sys.argv[1])))
+seen = []
+worker = threading.Thread(target=lambda: (embedder.embed(["a query"]), seen.append(torch.get_num_threads())))
+worker.start()
+worker.join()
+print(seen[0])
+"""
+
+
+@pytest.mark.minilm
+@pytest.mark.parametrize("threads", [1, 2])
+def test_minilm_runs_torch_with_embed_threads(threads: int) -> None:
+    """``embed_threads`` reaches torch (its default 1 keeps the API's query embeddings off OpenMP
+    teams started from request threads); in a process of its own: the setting is process-wide."""
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(threads)], capture_output=True, text=True,
+                          timeout=600, check=True)
+    assert done.stdout.strip().splitlines()[-1] == str(threads)
+
+
 @pytest.mark.minilm
 def test_minilm_vectors(minilm: MiniLMEmbedder) -> None:
     vectors = minilm.embed(["hello world", "", "a second text"])

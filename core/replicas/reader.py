@@ -124,16 +124,20 @@ class ReplicaSet:
 
     # -- reading ---------------------------------------------------------------------------------
     @contextmanager
-    def snapshot(self, name: str, *, vector: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    def snapshot(self, name: str, *, vector: bool = True,
+                 ef_search: int | None = None) -> Iterator[psycopg.Connection[Any]]:
         """A connection to replica ``name`` inside one read-only, repeatable-read transaction (behind a
-        transaction pooler, with the search settings set for that transaction only)."""
+        transaction pooler, with the search settings set for that transaction only; ``ef_search``:
+        the database's value this request learned, ``core.searchtune``)."""
         pool = self.pools[name]
         with pool.connection(timeout=CONNECT_TIMEOUT) as conn:
+            if vector and isinstance(pool, CorePool) and pool.mode == "session":
+                pool.tune_session(conn, ef_search)  # before the transaction: a session setting
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             with conn.transaction():
                 if vector and isinstance(pool, CorePool) and pool.mode == "transaction":
-                    apply_settings(conn, pool.search_settings, local=True)
+                    apply_settings(conn, pool.settings_for(ef_search), local=True)
                 yield conn
 
     # -- the monitor -----------------------------------------------------------------------------
@@ -177,16 +181,18 @@ def count(route: Route) -> None:
 
 
 def read(primary: ConnectionPool, replicas: ReplicaSet | None, company_id: int, required_version: int,
-         work: Callable[[psycopg.Connection[Any]], T], *, vector: bool = True) -> tuple[T, Route]:
+         work: Callable[[psycopg.Connection[Any]], T], *, vector: bool = True,
+         ef_search: int | None = None) -> tuple[T, Route]:
     """``work(conn)`` on a replica whose snapshot holds the company at ``required_version`` or newer,
     else on the primary (one autocommit connection, as without replicas); returns its result and
     where it ran. ``work`` must only read: on a replica failure it runs again on the primary.
-    ``vector``: the search settings must be in effect (``core.pooler.search_connection``)."""
+    ``vector``: the search settings must be in effect (``core.pooler.search_connection``), with
+    ``ef_search`` (the database's value, learned by the request) where none is configured."""
     route = replicas.route() if replicas is not None else PRIMARY_NO_REPLICAS
     name = route.replica
     if replicas is not None and name is not None:
         try:
-            with replicas.snapshot(name, vector=vector) as conn:
+            with replicas.snapshot(name, vector=vector, ef_search=ef_search) as conn:
                 row = conn.execute(COMPANY_VERSION_SQL, (company_id,), prepare=True).fetchone()
                 if fresh_enough(None if row is None else int(row[0]), required_version):
                     result = work(conn)
@@ -200,7 +206,7 @@ def read(primary: ConnectionPool, replicas: ReplicaSet | None, company_id: int, 
                 replicas.mark_down(name)
                 route = Route("primary", "down")
             log.info("search on %s failed (%s): reading from the primary", name, first_line(exc))
-    with search_connection(primary, vector=vector) as conn:
+    with search_connection(primary, vector=vector, ef_search=ef_search) as conn:
         result = work(conn)
     count(route)
     return result, route

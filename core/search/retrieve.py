@@ -45,7 +45,7 @@ from core.search.bm25 import KEYWORD_SQL, Bm25
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-    from core.cache import Cache
+    from core.cache import Cache, PendingGet
     from core.embed import Embedder
     from core.replicas.reader import ReplicaSet
     from core.tenants import Principal
@@ -304,7 +304,7 @@ def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
 
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
            ttl: int, exact_max_rows: int, max_candidates: int = 2000,
-           replicas: ReplicaSet | None = None, bm25: Bm25 = Bm25()) -> dict[str, Any]:
+           replicas: ReplicaSet | None = None, bm25: Bm25 = Bm25(), ahead: PendingGet | None = None) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database.
 
     ``exact_max_rows`` is the setting ``vector_exact_max_rows`` (0: always HNSW); ``max_candidates``
@@ -314,7 +314,8 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
     ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``)."""
     started = time.perf_counter()
     key = search_key(principal.company_id, principal.data_version, req.digest())
-    cached, _ = cache.get_raw(key, near_ttl=ttl)
+    # ``ahead``: the cache read the route sent while authenticating (core.search.ahead), if for this key
+    cached, _ = ahead.result() if ahead is not None and ahead.key == key else cache.get_raw(key, near_ttl=ttl)
     if cached is not None:  # the stored JSON goes out as it is: no parse, no re-encode
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
@@ -327,8 +328,8 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
 
     # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
     results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
-                      vector=req.mode is not Mode.keyword)
-    cache.set_raw(key, orjson.dumps(results), ttl, near=True)
+                      vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)
+    cache.set_raw_later(key, orjson.dumps(results), ttl)  # near now, Redis off this request's path
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)
     return {"results": results, "cached": False, "took_ms": round(took, 3)}

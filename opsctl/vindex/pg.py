@@ -6,9 +6,10 @@ iterative index scans on) against the exact answer of the same query with index 
 Query vectors are midpoints of two stored embeddings of one company, so they are near real data
 but not stored points themselves.
 
-The tuned ef_search is the database's default (``ALTER DATABASE … SET hnsw.ef_search``): every
-new connection of the service uses it (the core's pool sets ef_search itself only when it is
-configured explicitly); pooled connections pick it up as the pool recycles them.
+The tuned ef_search is the database's default (``ALTER DATABASE … SET hnsw.ef_search``): new
+sessions start with it, and the API reads it with every request and sets it on a pooled
+connection at its next vector search (``core.searchtune``), unless ``hnsw_ef_search`` is
+configured explicitly.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from core.api.deps import TENANT_AUTH, Caller, authenticate, caller_of, screen, 
 from core.api.errors import responses, validation_error
 from core.api.models import SearchOut
 from core.api.services import Services
+from core.search.ahead import read_ahead, remember_version
 from core.search.bm25 import Bm25
 from core.search.retrieve import SearchRequest, search
 
@@ -39,17 +40,29 @@ class OrjsonResponse(JSONResponse):
 
 
 def answer(services: Services, caller: Caller, content_type: str | None, body: bytes) -> dict[str, Any]:
-    """Authenticate, validate, search (blocking: the route's one worker thread)."""
-    settings = services.settings
-    principal = authenticate(services, caller)
-    req = read_json(content_type, body, SearchRequest)
-    if req.k > settings.search_max_k:
-        raise validation_error(f"k: at most {settings.search_max_k}")
-    ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
-    found = search(services.pool, services.cache, services.embedder, principal, req, ttl,
-                   settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
-                   Bm25.of(settings))
-    services.cache.log_query(principal.company_id, req.canonical(), time.time())
+    """Authenticate, validate, search (blocking: the route's one worker thread). For a key this
+    process verified recently, the cache is asked while the database authenticates
+    (``core.search.ahead``)."""
+    settings, cache = services.settings, services.cache
+    ttl = cache.setting("ttl_search", settings.search_cache_ttl_seconds)
+    auth_ttl = cache.setting("ttl_auth", settings.auth_cache_ttl_seconds)
+    ahead = read_ahead(cache, caller.key, auth_ttl, ttl, lambda: read_json(content_type, body, SearchRequest))
+    try:
+        principal = authenticate(services, caller)
+        remember_version(cache, principal.company_id, principal.data_version, auth_ttl)
+        if ahead is not None and ahead.error is not None:
+            raise ahead.error
+        req = ahead.request if ahead is not None and ahead.request is not None else \
+            read_json(content_type, body, SearchRequest)
+        if req.k > settings.search_max_k:
+            raise validation_error(f"k: at most {settings.search_max_k}")
+        found = search(services.pool, cache, services.embedder, principal, req, ttl,
+                       settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
+                       Bm25.of(settings), ahead=None if ahead is None else ahead.pending)
+    finally:
+        if ahead is not None:
+            ahead.close()
+    cache.log_query(principal.company_id, req.canonical(), time.time())
     return found
 
 

@@ -1,0 +1,88 @@
+"""The search route asks the cache while the database authenticates (``core.search.ahead``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import redis
+
+from core.cache import search_key
+from core.search.retrieve import SearchRequest
+from core.tenants import hash_key
+from tests.conftest import RunningApi, client_for, drain
+from tests.test_ingest_search import DOCS, ingest, search
+
+
+def gets(client: redis.Redis) -> int:
+    """How many GETs Redis has answered."""
+    stats = client.info("commandstats").get("cmdstat_get")
+    return int(stats["calls"]) if stats else 0
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_the_cache_is_asked_while_the_database_authenticates(api: RunningApi, tenant: Any, db_url: str,
+                                                            conn: psycopg.Connection[Any]) -> None:
+    ingest(api, tenant.api_key, DOCS)
+    drain(api.settings, db_url)
+    assert search(api, tenant.api_key, "refunds")["cached"] is False  # the key and the version now known here
+    client = redis.Redis.from_url(str(api.settings.redis_url))
+    before = gets(client)
+    answered: dict[str, Any] = {}
+
+    def ask() -> None:
+        answered.update(search(api, tenant.api_key, "parcels weekday"))
+
+    with psycopg.connect(db_url) as blocker:
+        blocker.execute("LOCK TABLE companies IN ACCESS EXCLUSIVE MODE")  # the key lookup waits on it
+        asking = threading.Thread(target=ask)
+        asking.start()
+        wait_for(lambda: gets(client) > before, "the GET, sent while the lookup waits on the database")
+        assert not answered
+        blocker.rollback()
+    asking.join(30)
+    assert answered["cached"] is False and answered["results"][0]["external_id"] == "kb-2"
+    assert gets(client) == before + 1, "one GET: the one sent ahead was the right key"
+    assert search(api, tenant.api_key, "parcels weekday")["cached"] is True
+    client.close()
+
+
+def test_a_guess_of_an_old_version_is_dropped(api: RunningApi, tenant: Any, db_url: str) -> None:
+    """An ingest since the last request: the answer read ahead (an older version's) is never used."""
+    ingest(api, tenant.api_key, DOCS[:1])
+    drain(api.settings, db_url)
+    assert search(api, tenant.api_key, "parcels", mode="keyword")["results"] == []
+    assert search(api, tenant.api_key, "parcels", mode="keyword")["cached"] is True
+    ingest(api, tenant.api_key, DOCS[1:2])
+    drain(api.settings, db_url)
+    fresh = search(api, tenant.api_key, "parcels", mode="keyword")
+    assert fresh["cached"] is False and fresh["results"][0]["external_id"] == "kb-2"
+
+
+def test_a_known_key_revoked_is_refused_before_its_body(api: RunningApi, tenant: Any,
+                                                        conn: psycopg.Connection[Any]) -> None:
+    """A key this process verified (so its body is parsed ahead), revoked since: 401, not its body's 422."""
+    assert search(api, tenant.api_key, "anything")["cached"] is False
+    conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_hash = %s", (hash_key(tenant.api_key),))
+    with client_for(api, tenant.api_key) as http:
+        refused = http.post("/v1/search", json={"query": "x", "k": 0})
+        assert refused.status_code == 401, refused.text
+    key = search_key(tenant.company_id, 0, SearchRequest(query="anything").digest())
+    assert api.cache.near.get(key, api.settings.search_cache_ttl_seconds, time.monotonic()) is not None
+
+
+def test_a_known_key_with_a_bad_body_gets_the_body_error(api: RunningApi, tenant: Any) -> None:
+    assert search(api, tenant.api_key, "anything")["cached"] is False
+    with client_for(api, tenant.api_key) as http:
+        assert http.post("/v1/search", json={"query": "x", "k": 0}).status_code == 422
+        assert http.post("/v1/search", content=b"{", headers={"content-type": "application/json"}).status_code == 400
+        assert http.post("/v1/search", json={"query": "x", "k": 10_000}).status_code == 422
+        assert http.post("/v1/search", json={"query": "refunds"}).status_code == 200
