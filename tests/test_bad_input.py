@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -509,7 +510,10 @@ def test_a_webhook_does_not_tell_which_companies_exist(api: RunningApi, tenant: 
             headers["X-Opsctl-Signature"] = signature
         with client_for(api, None) as client:
             response = client.post("/v1/webhooks/crm", content=b'{"id": "e1", "text": "hi"}', headers=headers)
-        return response.status_code, response.json()
+        found = response.json()
+        # a stale signature's message says how many seconds old it is: two requests may straddle a second
+        found["error"]["message"] = re.sub(r"\d+", "N", found["error"]["message"])
+        return response.status_code, found
 
     existing, missing = answer(tenant.company_id), answer(999_999)
     assert existing == missing
