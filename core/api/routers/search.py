@@ -25,7 +25,7 @@ from core.api.deps import TENANT_AUTH, Caller, authenticate, caller_of, screen, 
 from core.api.errors import responses, validation_error
 from core.api.models import SearchOut
 from core.api.services import Services
-from core.search.bm25 import Bm25
+from core.search.fusion import Ranking
 from core.search.retrieve import SearchRequest, search
 
 router = resource_router(tags=["search"])
@@ -48,7 +48,7 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
     ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
     found = search(services.pool, services.cache, services.embedder, principal, req, ttl,
                    settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
-                   Bm25.of(settings))
+                   Ranking.of(settings))
     services.cache.log_query(principal.company_id, req.canonical(), time.time())
     return found
 
