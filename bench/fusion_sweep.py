@@ -93,8 +93,8 @@ def trials(by_title: dict[float, Lists], halves: dict[str, list[str]], base: Ran
         for weight, lists in by_title.items():
             r = replace(shape, title_weight=weight)
             out.append(_score("keyword", r, _answers(lists, _one(r, False)), halves))
-            if shape.per_document and shape.candidates != CANDIDATES[0]:
-                continue  # hybrid: the candidates read as the defaults (the grid stays small)
+            if shape.per_document and (shape.candidates != CANDIDATES[0] or shape.bonus == AGGREGATES[2][1]):
+                continue  # hybrid: the candidates read as the defaults, two bonuses (the grid stays small)
             for fusion, w, c in FUSIONS:
                 h = replace(r, fusion=fusion, keyword_weight=w, rrf_k=c)
                 out.append(_score("hybrid", h, _answers(lists, _hybrid(h)), halves))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -91,26 +91,28 @@ class Ranking:
         return max(n * 3, 30, self.candidates if self.per_document else 0)
 
 
-def _ordered(scores: dict[int, float], hits: dict[int, Hit]) -> list[Hit]:
-    order = sorted(scores, key=lambda key: (-scores[key], hits[key].chunk_id))
-    return [replace(hits[key], score=scores[key]) for key in order]
+def _rescored(hit: Hit, score: float) -> Hit:
+    return Hit(hit.chunk_id, hit.document_id, hit.external_id, hit.text, score)
 
 
 def per_document(hits: Sequence[Hit], aggregate: Aggregate = Aggregate.max, bonus: float = 0.0) -> list[Hit]:
     """One hit per document of ``hits`` (best first): its best chunk, scored by ``aggregate`` over
     the document's chunks among ``hits``; best document first."""
-    chunks: dict[int, list[Hit]] = {}
-    for hit in hits:
-        chunks.setdefault(hit.document_id, []).append(hit)
     best: dict[int, Hit] = {}
-    scores: dict[int, float] = {}
-    for doc, found in chunks.items():
-        top = min(found, key=lambda h: (-h.score, h.chunk_id))
-        best[doc] = top
-        total = sum(h.score for h in found)
-        scores[doc] = {Aggregate.max: top.score, Aggregate.sum: total,
-                       Aggregate.max_bonus: top.score + bonus * (total - top.score)}[aggregate]
-    return _ordered(scores, best)
+    totals: dict[int, float] = {}
+    for hit in hits:
+        top = best.get(hit.document_id)
+        if top is None or (-hit.score, hit.chunk_id) < (-top.score, top.chunk_id):
+            best[hit.document_id] = hit
+        totals[hit.document_id] = totals.get(hit.document_id, 0.0) + hit.score
+    if aggregate is Aggregate.max:
+        scores = {doc: hit.score for doc, hit in best.items()}
+    elif aggregate is Aggregate.sum:
+        scores = totals
+    else:
+        scores = {doc: hit.score + bonus * (totals[doc] - hit.score) for doc, hit in best.items()}
+    order = sorted(scores, key=lambda doc: (-scores[doc], best[doc].chunk_id))
+    return [_rescored(best[doc], scores[doc]) for doc in order]
 
 
 def _rrf(ranking: Sequence[Hit], c: int) -> list[float]:
@@ -154,7 +156,8 @@ def fuse(rankings: Sequence[tuple[Sequence[Hit], float]], fusion: Fusion, k: int
             if rank < best_rank.get(item, len(ranking) + 1):
                 best_rank[item], hits[item] = rank, hit
         floors += weight * floor
-    return [replace(h, score=h.score + floors) for h in _ordered(scores, hits)[:k]]
+    order = sorted(scores, key=lambda item: (-scores[item], hits[item].chunk_id))[:k]
+    return [_rescored(hits[item], scores[item] + floors) for item in order]
 
 
 def rrf_fuse(rankings: list[list[Hit]], k: int, c: int = RRF_K) -> list[Hit]:
