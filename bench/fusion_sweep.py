@@ -24,13 +24,13 @@ from core.search.fusion import Aggregate, Fusion, Hit, Ranking, rank_hybrid, ran
 
 K = 10
 DEPTH = 300
-TITLE_WEIGHTS = (1.0, 0.0, 0.5, 2.0, 4.0)
+TITLE_WEIGHTS = (0.5, 0.0, 1.0, 2.0, 4.0)
 CANDIDATES = (100, 30, 300)
 AGGREGATES = ((Aggregate.max, 0.0), (Aggregate.sum, 0.0), (Aggregate.max_bonus, 0.1),
               (Aggregate.max_bonus, 0.25), (Aggregate.max_bonus, 0.5))
-FUSIONS = ((Fusion.rrf, 0.5, 60), (Fusion.rrf, 0.5, 10),
+FUSIONS = ((Fusion.minmax, 0.5, 60), (Fusion.rrf, 0.5, 60), (Fusion.rrf, 0.5, 10),
            *((f, w, 60) for f in (Fusion.rrf, Fusion.minmax, Fusion.zscore) for w in (0.3, 0.4, 0.6, 0.7)),
-           *((f, 0.5, 60) for f in (Fusion.minmax, Fusion.zscore)), *((Fusion.rrf, w, 10) for w in (0.3, 0.7)))
+           (Fusion.zscore, 0.5, 60), *((Fusion.rrf, w, 10) for w in (0.3, 0.7)))
 
 Lists = dict[str, tuple[list[Hit], list[Hit]]]  # page -> (vector, keyword) candidates
 

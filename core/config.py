@@ -124,7 +124,7 @@ class Settings(BaseSettings):
                                    "stop adding to a chunk's score (0: presence only)")
     keyword_bm25_b: float = Field(0.75, ge=0, le=1, description="keyword search (BM25): how much a chunk's "
                                   "length beyond the company's average lowers its score (0: none, 1: in full)")
-    keyword_title_weight: float = Field(1.0, ge=0, description="keyword search: the weight of a document's title "
+    keyword_title_weight: float = Field(0.5, ge=0, description="keyword search: the weight of a document's title "
                                         "BM25 score added to its chunks' body score (0: the title is not searched)")
     search_per_document: bool = Field(True, description="one hit per document (its best chunk), documents ranked by "
                                       "their chunks' aggregated scores; off: hits are chunks (several per document)")
@@ -133,7 +133,7 @@ class Settings(BaseSettings):
                                                                  "plus `search_aggregate_bonus` times the rest")
     search_aggregate_bonus: float = Field(0.0, ge=0, description="`max_bonus`: the weight of a document's further "
                                           "matching chunks")
-    search_fusion: Literal["rrf", "minmax", "zscore"] = Field("rrf", description="hybrid search: how the keyword and "
+    search_fusion: Literal["rrf", "minmax", "zscore"] = Field("minmax", description="hybrid search: how the keyword and "
                                                               "vector rankings merge: reciprocal rank fusion, or "
                                                               "the sum of scores scaled per list (min-max, z-score)")
     search_fusion_keyword_weight: float = Field(0.5, ge=0, le=1, description="hybrid search: the keyword ranking's "

@@ -80,9 +80,9 @@ def test_hybrid_per_document_joins_a_documents_chunks_across_the_halves() -> Non
     one document; per document they are, and it ranks first."""
     vector = [h(5, 3, 0.9), h(7, 1, 0.8)]
     keyword = [h(6, 2, 9.0), h(8, 1, 8.0)]
-    chunks = rank_hybrid(vector, keyword, Ranking(per_document=False), 10)
+    chunks = rank_hybrid(vector, keyword, Ranking(per_document=False, fusion=Fusion.rrf), 10)
     assert [x.document_id for x in chunks][:2] != [1, 1] and chunks[0].document_id != 1
-    documents = rank_hybrid(vector, keyword, Ranking(), 10)
+    documents = rank_hybrid(vector, keyword, Ranking(fusion=Fusion.rrf), 10)
     assert [x.document_id for x in documents] == [1, 3, 2]  # 3 and 2 tie: the smaller chunk id first
 
 

@@ -69,11 +69,11 @@ class Ranking:
     """Every parameter of a search's ranking (the settings named in ``of``)."""
 
     bm25: Bm25 = field(default_factory=Bm25)
-    title_weight: float = 1.0
+    title_weight: float = 0.5
     per_document: bool = True
     aggregate: Aggregate = Aggregate.max
     bonus: float = 0.0
-    fusion: Fusion = Fusion.rrf
+    fusion: Fusion = Fusion.minmax
     keyword_weight: float = 0.5
     rrf_k: int = RRF_K
     candidates: int = 100
