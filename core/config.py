@@ -133,9 +133,9 @@ class Settings(BaseSettings):
                                                                  "plus `search_aggregate_bonus` times the rest")
     search_aggregate_bonus: float = Field(0.0, ge=0, description="`max_bonus`: the weight of a document's further "
                                           "matching chunks")
-    search_fusion: Literal["rrf", "minmax", "zscore"] = Field("minmax", description="hybrid search: how the keyword and "
-                                                              "vector rankings merge: reciprocal rank fusion, or "
-                                                              "the sum of scores scaled per list (min-max, z-score)")
+    search_fusion: Literal["rrf", "minmax", "zscore"] = Field(
+        "minmax", description="hybrid search: how the keyword and vector rankings merge: the weighted sum of "
+        "their scores scaled per list (min-max, z-score), or weighted reciprocal rank fusion (rrf)")
     search_fusion_keyword_weight: float = Field(0.5, ge=0, le=1, description="hybrid search: the keyword ranking's "
                                                 "weight, the vector ranking's is the rest (rrf 0.5: plain RRF)")
     search_rrf_k: int = Field(60, ge=1, description="`rrf`: the constant c in 1 / (c + rank)")
