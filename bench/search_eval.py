@@ -69,6 +69,7 @@ class Options:
     output: Path
     workers: int
     keep: bool
+    sweep: bool = False
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -83,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--workers", type=int, default=2, help="ingest worker processes (default 2)")
     p.add_argument("--output", type=Path, help=f"JSON report (default {RESULTS})")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (database, logs)")
+    p.add_argument("--sweep", action="store_true", help="also score every combination of the ranking's parameters "
+                   "on each stack's raw path (bench/fusion_sweep.py), chosen on tune")
     a = p.parse_args(argv)
     embedders = tuple(e.strip() for e in a.embedder.split(",") if e.strip())
     offered = embedder_names()
@@ -91,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     pages = a.pages or (150 if a.quick else 600)
     if pages < 2:
         p.error("--pages must be at least 2")
-    return Options(pages, a.seed, embedders, a.output or RESULTS, a.workers, a.keep)
+    return Options(pages, a.seed, embedders, a.output or RESULTS, a.workers, a.keep, a.sweep)
 
 
 def embedder_names() -> tuple[str, ...]:
@@ -235,13 +238,14 @@ def service_ranker(api_url: str, key: str, mode: str, took_ms: list[float]) -> t
     return rank, client.close
 
 
-def raw_ranker(conn: Any, embedder: Any, company_id: int, mode: str, exact: bool) -> Ranker:
-    """The service's retrieval SQL on a direct connection (no HTTP, auth, cache or pool)."""
+def raw_ranker(conn: Any, embedder: Any, company_id: int, mode: str, exact: bool, ranking: Any) -> Ranker:
+    """The service's retrieval SQL on a direct connection (no HTTP, auth, cache or pool), with the
+    service's ``ranking`` (``core.search.fusion.Ranking.of`` its settings)."""
     from core.search.retrieve import SearchRequest, retrieve
 
     def rank(query: str) -> list[str]:
         req = SearchRequest.model_validate({"query": query, "k": K, "mode": mode})
-        hits = retrieve(conn, embedder, company_id, req, exact=exact)
+        hits = retrieve(conn, embedder, company_id, req, exact=exact, ranking=ranking)
         conn.rollback()
         return [h.external_id for h in hits]
 
@@ -271,6 +275,7 @@ def _measure_in(root: Path, pages: Sequence[Page], halves: dict[str, list[str]],
     from bench.stack import running_stack
     from core.embed import make_embedder
     from core.pooler import apply_settings, search_settings
+    from core.search.fusion import Ranking
 
     scores: list[Score] = []
     with running_stack(root, opts.workers, (TENANT,), embedder=embedder) as stack:
@@ -279,10 +284,16 @@ def _measure_in(root: Path, pages: Sequence[Page], halves: dict[str, list[str]],
         ingest = _ingest(stack, pages, tenant.api_key, say)
         modes = MODES if with_keyword else MODES[1:]
         local_embedder = make_embedder(stack.settings)
+        ranking = Ranking.of(stack.settings)
+        swept: dict[str, Any] | None = None
         with stack.connect() as conn:
             exact = service_searches_exactly(conn, stack.settings, tenant.company_id)
             apply_settings(conn, search_settings(stack.settings), local=False)  # as the service's pool
             conn.commit()
+            if opts.sweep:
+                from bench.fusion_sweep import sweep
+
+                swept = sweep(conn, local_embedder, tenant.company_id, exact, pages, halves, ranking, say)
             for mode in modes:
                 label = None if mode == "keyword" else embedder
                 say(f"{embedder}: service {mode}")
@@ -294,11 +305,14 @@ def _measure_in(root: Path, pages: Sequence[Page], halves: dict[str, list[str]],
                     close()
                 service.server_p50_ms = percentile50(took)
                 say(f"{embedder}: raw {mode}")
-                raw = score("raw", mode, label, raw_ranker(conn, local_embedder, tenant.company_id, mode, exact),
-                            pages, halves)
+                raw_rank = raw_ranker(conn, local_embedder, tenant.company_id, mode, exact, ranking)
+                raw = score("raw", mode, label, raw_rank, pages, halves)
                 raw.same_as_service = raw.ranks == service.ranks
                 scores.extend((service, raw))
-    return scores, {"ingest": ingest, "exact_vector_search": exact}
+    facts: dict[str, Any] = {"ingest": ingest, "exact_vector_search": exact}
+    if swept is not None:
+        facts["sweep"] = swept
+    return scores, facts
 
 
 @dataclass
@@ -372,7 +386,26 @@ def render(r: Results, console: Console) -> None:
         console.print(f"{name}: ingest: {i['pages']} pages, {i['chunks']} chunks in {i['seconds']:.1f}s "
                       f"({i['chunks_per_second']:.1f} chunks/s); vector search "
                       f"{'exact (few chunks)' if facts['exact_vector_search'] else 'HNSW'}")
+    for name, facts in r.stacks.items():
+        if "sweep" in facts:
+            render_sweep(name, facts["sweep"], console)
     console.print(f"total {r.seconds:.0f}s")
+
+
+def render_sweep(embedder: str, swept: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{embedder}: the ranking's parameters ({swept['combinations']} combinations on the raw "
+                        f"path; best chosen on tune)")
+    for col in ("row", "mode", "parameters", "MRR test", "MRR tune", "recall test"):
+        table.add_column(col, justify="right" if col.startswith(("MRR", "recall")) else "left")
+    rows = [(f"best {m}", t) for m, t in swept["best"].items()] + list(swept["reference"].items())
+    for label, t in rows:
+        table.add_row(label, t["mode"], t["parameters"], f"{t['mrr']['test']:.3f}", f"{t['mrr']['tune']:.3f}",
+                      f"{t['recall']['test']:.3f}")
+    console.print(table)
+    c = swept["ceiling"]
+    console.print(f"{embedder}: fusion's ceiling (the page among either half's top 10 pages): recall@10 test "
+                  f"{c['top10']['test']:.3f}, tune {c['top10']['tune']:.3f}; among either half's candidates: "
+                  f"test {c['candidates']['test']:.3f}")
 
 
 def write_json(r: Results, path: Path) -> None:

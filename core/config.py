@@ -125,6 +125,23 @@ class Settings(BaseSettings):
                                    "stop adding to a chunk's score (0: presence only)")
     keyword_bm25_b: float = Field(0.75, ge=0, le=1, description="keyword search (BM25): how much a chunk's "
                                   "length beyond the company's average lowers its score (0: none, 1: in full)")
+    keyword_title_weight: float = Field(0.5, ge=0, description="keyword search: the weight of a document's title "
+                                        "BM25 score added to its chunks' body score (0: the title is not searched)")
+    search_per_document: bool = Field(True, description="one hit per document (its best chunk), documents ranked by "
+                                      "their chunks' aggregated scores; off: hits are chunks (several per document)")
+    search_aggregate: Literal["max", "sum", "max_bonus"] = Field("max", description="a document's score from its "
+                                                                 "candidate chunks': the best, the sum, or the best "
+                                                                 "plus `search_aggregate_bonus` times the rest")
+    search_aggregate_bonus: float = Field(0.0, ge=0, description="`max_bonus`: the weight of a document's further "
+                                          "matching chunks")
+    search_fusion: Literal["rrf", "minmax", "zscore"] = Field(
+        "minmax", description="hybrid search: how the keyword and vector rankings merge: the weighted sum of "
+        "their scores scaled per list (min-max, z-score), or weighted reciprocal rank fusion (rrf)")
+    search_fusion_keyword_weight: float = Field(0.5, ge=0, le=1, description="hybrid search: the keyword ranking's "
+                                                "weight, the vector ranking's is the rest (rrf 0.5: plain RRF)")
+    search_rrf_k: int = Field(60, ge=1, description="`rrf`: the constant c in 1 / (c + rank)")
+    search_candidates: int = Field(100, ge=1, le=10_000, description="chunks each ranking reads when hits are per "
+                                   "document (at least 3 k): a document's several chunks count once")
     vector_exact_max_rows: int = Field(10_000, ge=0, description="a company with at most this many chunks is "
                                        "searched exactly (every one of its chunks compared; recall 1.0); 0: never")
 

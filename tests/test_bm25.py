@@ -15,6 +15,7 @@ from core.config import Settings
 from core.embed import HashEmbedder
 from core.ingest.accept import DocumentIn, accept_delete, accept_documents
 from core.search.bm25 import Bm25
+from core.search.fusion import Ranking
 from core.search.retrieve import SearchRequest, retrieve
 from core.tenants import create_company
 from opsctl.partitions.pg import Rotator, partitions
@@ -22,34 +23,39 @@ from opsctl.partitions.plan import plan_rotation
 from tests.conftest import drain
 from tests.test_partitions import NOW, month_start, name, old_partition, policy_for
 
-Stats = tuple[dict[str, int], int, int]  # chunks per term, chunks, words
+Stats = tuple[dict[str, int], int, int]  # units (chunks; documents for titles) per term, units, words
+# the body's statistics over chunks (0013), the title's over documents (0014)
+FIELDS = {"body": ("bm25_terms", "bm25_totals", "chunks", "chunks", "tsv"),
+          "title": ("bm25_title_terms", "bm25_title_totals", "documents", "documents", "title_tsv")}
 
 
-def stored(conn: psycopg.Connection[Any], company: int) -> Stats:
+def stored(conn: psycopg.Connection[Any], company: int, field: str = "body") -> Stats:
     """The statistics as the triggers and rotation keep them (stripes summed, zeros dropped)."""
+    terms_table, totals_table, unit, _, _ = FIELDS[field]
     terms = {r[0]: int(r[1]) for r in conn.execute(
-        "SELECT term, sum(chunks) FROM bm25_terms WHERE company_id = %s GROUP BY term HAVING sum(chunks) <> 0",
+        f"SELECT term, sum({unit}) FROM {terms_table} WHERE company_id = %s GROUP BY term HAVING sum({unit}) <> 0",
         (company,)).fetchall()}
-    row = conn.execute("SELECT coalesce(sum(chunks), 0), coalesce(sum(words), 0) FROM bm25_totals "
+    row = conn.execute(f"SELECT coalesce(sum({unit}), 0), coalesce(sum(words), 0) FROM {totals_table} "
                        "WHERE company_id = %s", (company,)).fetchone()
     assert row is not None
     return terms, int(row[0]), int(row[1])
 
 
-def recounted(conn: psycopg.Connection[Any], company: int) -> Stats:
-    """The same statistics counted from scratch from the chunks search can find."""
+def recounted(conn: psycopg.Connection[Any], company: int, field: str = "body") -> Stats:
+    """The same statistics counted from scratch from the rows search can find."""
+    _, _, _, table, tsv = FIELDS[field]
     terms = {r[0]: int(r[1]) for r in conn.execute(
-        "SELECT u.lexeme, count(*) FROM chunks c, unnest(c.tsv) u WHERE c.company_id = %s GROUP BY u.lexeme",
+        f"SELECT u.lexeme, count(*) FROM {table} c, unnest(c.{tsv}) u WHERE c.company_id = %s GROUP BY u.lexeme",
         (company,)).fetchall()}
-    row = conn.execute("SELECT count(*), coalesce(sum((SELECT sum(cardinality(u.positions)) FROM unnest(c.tsv) u)),"
-                       " 0) FROM chunks c WHERE c.company_id = %s", (company,)).fetchone()
+    row = conn.execute(f"SELECT count(*), coalesce(sum((SELECT sum(cardinality(u.positions)) FROM unnest(c.{tsv}) u)),"
+                       f" 0) FROM {table} c WHERE c.company_id = %s", (company,)).fetchone()
     assert row is not None
     return terms, int(row[0]), int(row[1])
 
 
 def ingest(settings: Settings, conn: psycopg.Connection[Any], company: int, docs: dict[str, str],
            created_at: Any = None) -> None:
-    accept_documents(conn, company, [DocumentIn(external_id=k, text=v, created_at=created_at)
+    accept_documents(conn, company, [DocumentIn(external_id=k, title=f"{k} key manual", text=v, created_at=created_at)
                                      for k, v in docs.items()])
     drain(settings, str(settings.database_url))
 
@@ -86,6 +92,12 @@ def case_update(s: Settings, conn: psycopg.Connection[Any], c: int, tmp: Path) -
                  (c,))
 
 
+def case_title_update(s: Settings, conn: psycopg.Connection[Any], c: int, tmp: Path) -> None:
+    case_ingest(s, conn, c, tmp)
+    conn.execute("UPDATE documents SET title = 'secure shell keys' WHERE company_id = %s AND external_id = 'a'", (c,))
+    conn.execute("UPDATE documents SET title = NULL WHERE company_id = %s AND external_id = 'b'", (c,))
+
+
 def case_partition_dropped(s: Settings, conn: psycopg.Connection[Any], c: int, tmp: Path) -> None:
     for table in ("documents", "chunks"):
         old_partition(conn, table, -14)
@@ -105,22 +117,24 @@ def case_default_rows_moved(s: Settings, conn: psycopg.Connection[Any], c: int, 
 
 CASES: dict[str, Callable[[Settings, psycopg.Connection[Any], int, Path], None]] = {
     "ingest": case_ingest, "re-ingest of the same id": case_reingest, "delete": case_delete,
-    "update of a chunk": case_update, "a partition detached and dropped": case_partition_dropped,
+    "update of a chunk": case_update, "update of a title": case_title_update,
+    "a partition detached and dropped": case_partition_dropped,
     "rows moved out of the default partition": case_default_rows_moved,
 }
 
 
+@pytest.mark.parametrize("field", list(FIELDS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_statistics_equal_a_recount(case: str, settings: Settings, conn: psycopg.Connection[Any], tenant: Any,
-                                    other_tenant: Any, tmp_path: Path) -> None:
+def test_statistics_equal_a_recount(case: str, field: str, settings: Settings, conn: psycopg.Connection[Any],
+                                    tenant: Any, other_tenant: Any, tmp_path: Path) -> None:
     ingest(settings, conn, other_tenant.company_id, {"x": "Another company's key, keys and more keys"})
-    other = stored(conn, other_tenant.company_id)
+    other = stored(conn, other_tenant.company_id, field)
     CASES[case](settings, conn, tenant.company_id, tmp_path)
-    found = stored(conn, tenant.company_id)
-    assert found == recounted(conn, tenant.company_id)
+    found = stored(conn, tenant.company_id, field)
+    assert found == recounted(conn, tenant.company_id, field)
     assert found[1] > 0
     # the other company's statistics are its own: untouched, and still equal to its recount
-    assert stored(conn, other_tenant.company_id) == other == recounted(conn, other_tenant.company_id)
+    assert stored(conn, other_tenant.company_id, field) == other == recounted(conn, other_tenant.company_id, field)
 
 
 # --- ranking ---------------------------------------------------------------------------------------------
@@ -182,7 +196,8 @@ def test_ranking_equals_a_python_bm25(conn: psycopg.Connection[Any], tenant: Any
     insert_chunks(conn, tenant.company_id, CORPUS)
     insert_chunks(conn, other_tenant.company_id, ["key " * 50, "ssh ssh ssh"] * 5)  # not ours: no effect
     expected = reference_bm25(conn, tenant.company_id, query, params.k1, params.b)
-    hits = retrieve(conn, None, tenant.company_id, SearchRequest(query=query, k=20, mode="keyword"), bm25=params)
+    hits = retrieve(conn, None, tenant.company_id, SearchRequest(query=query, k=20, mode="keyword"),
+                    ranking=Ranking(bm25=params))
     assert {h.chunk_id for h in hits} == set(expected)
     for hit in hits:
         assert hit.score == pytest.approx(expected[hit.chunk_id], rel=1e-9)
@@ -238,3 +253,88 @@ def test_concurrent_writers_of_one_company_do_not_wait_on_each_other(db_url: str
                            (tenant.company_id,)).fetchone()
     assert stripes == (8,)
     assert stored(conn, tenant.company_id) == recounted(conn, tenant.company_id)
+
+
+# --- the title as its own field (0014) ---------------------------------------------------------------------
+
+TITLED = {"ssh": ("ssh", "OpenSSH remote login client: connects and logs into the specified host"),
+          "ssh-keygen": ("ssh-keygen", "generates, manages and converts authentication keys for ssh"),
+          "tmux": ("tmux", "terminal multiplexer: key bindings, windows and panes"),
+          "gpg": ("gpg", "OpenPGP encryption and signing tool"),
+          "untitled": (None, "a page about ssh keys without any title")}
+
+
+def ingest_titled(settings: Settings, conn: psycopg.Connection[Any], company: int) -> None:
+    accept_documents(conn, company, [DocumentIn(external_id=k, title=t, text=v) for k, (t, v) in TITLED.items()])
+    drain(settings, str(settings.database_url))
+
+
+def reference_title_bm25(conn: psycopg.Connection[Any], company: int, query: str, k1: float,
+                         b: float) -> dict[int, float]:
+    """BM25 of the titles in plain Python, over the company's documents: document id -> score."""
+    tf: dict[int, dict[str, int]] = {int(r[0]): {} for r in conn.execute(
+        "SELECT id FROM documents WHERE company_id = %s", (company,)).fetchall()}
+    for did, lexeme, n in conn.execute("SELECT d.id, u.lexeme, cardinality(u.positions) FROM documents d,"
+                                       " unnest(d.title_tsv) u WHERE d.company_id = %s", (company,)).fetchall():
+        tf[int(did)][lexeme] = int(n)
+    terms = {r[0] for r in conn.execute("SELECT lexeme FROM unnest(to_tsvector('english', %s))", (query,))}
+    avgdl = sum(sum(t.values()) for t in tf.values()) / len(tf)
+    scores = {}
+    for did, freqs in tf.items():
+        dl = sum(freqs.values())
+        matched = terms & freqs.keys()
+        if matched:
+            scores[did] = sum(math.log(1 + (len(tf) - df + 0.5) / (df + 0.5)) * freqs[t] * (k1 + 1)
+                              / (freqs[t] + k1 * (1 - b + b * dl / avgdl))
+                              for t in matched for df in [sum(1 for f in tf.values() if t in f)])
+    return scores
+
+
+@pytest.mark.parametrize("title_weight", [0.0, 1.0, 2.5])
+@pytest.mark.parametrize("query", ["ssh key authentication", "tmux", "gpg encryption", "login"])
+def test_title_score_adds_to_the_body_score(settings: Settings, conn: psycopg.Connection[Any], tenant: Any,
+                                            other_tenant: Any, query: str, title_weight: float) -> None:
+    ingest_titled(settings, conn, tenant.company_id)
+    ingest_titled(settings, conn, other_tenant.company_id)  # not ours: no effect
+    ingest(settings, conn, other_tenant.company_id, {"tmux-2": "tmux tmux gpg"})
+    bm25 = Bm25()
+    body = reference_bm25(conn, tenant.company_id, query, bm25.k1, bm25.b)
+    titles = reference_title_bm25(conn, tenant.company_id, query, bm25.k1, bm25.b) if title_weight else {}
+    doc_of = {int(r[0]): int(r[1]) for r in conn.execute(
+        "SELECT id, document_id FROM chunks WHERE company_id = %s", (tenant.company_id,)).fetchall()}
+    expected = {c: body.get(c, 0.0) + title_weight * titles.get(d, 0.0) for c, d in doc_of.items()
+                if c in body or d in titles}
+    hits = retrieve(conn, None, tenant.company_id, SearchRequest(query=query, k=20, mode="keyword"),
+                    ranking=Ranking(bm25=bm25, title_weight=title_weight, per_document=False))
+    assert {h.chunk_id: h.score for h in hits} == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_document_matching_by_its_title_alone_is_found(settings: Settings, conn: psycopg.Connection[Any],
+                                                         tenant: Any) -> None:
+    """"tmux" is only tmux's title: found (its first chunk) with a title weight, not without; and the
+    filters hold for it as for the body's matches."""
+    ingest_titled(settings, conn, tenant.company_id)
+    accept_documents(conn, tenant.company_id, [DocumentIn(external_id="tmux", title="tmux", text=(
+        "terminal multiplexer: key bindings, windows and panes. " * 40))])  # re-ingested: several chunks
+    drain(settings, str(settings.database_url))
+    req = SearchRequest(query="tmux", k=5, mode="keyword")
+    hits = retrieve(conn, None, tenant.company_id, req)
+    assert [h.external_id for h in hits] == ["tmux"]
+    first = conn.execute("SELECT id FROM chunks WHERE company_id = %s AND external_id = 'tmux' ORDER BY ord LIMIT 1",
+                         (tenant.company_id,)).fetchone()
+    assert first is not None and hits[0].chunk_id == first[0]
+    assert retrieve(conn, None, tenant.company_id, req, ranking=Ranking(title_weight=0.0)) == []
+    filtered = SearchRequest.model_validate({"query": "tmux", "mode": "keyword", "filters": {"external_ids": ["gpg"]}})
+    assert retrieve(conn, None, tenant.company_id, filtered) == []
+
+
+def test_hits_are_one_per_document_by_default(settings: Settings, conn: psycopg.Connection[Any], tenant: Any) -> None:
+    accept_documents(conn, tenant.company_id, [
+        DocumentIn(external_id="long", text="secure shell keys and key authentication. " * 60),
+        DocumentIn(external_id="short", text="ssh key authentication")])
+    drain(settings, str(settings.database_url))
+    req = SearchRequest(query="ssh key authentication", k=10, mode="keyword")
+    chunks = retrieve(conn, None, tenant.company_id, req, ranking=Ranking(per_document=False))
+    assert len(chunks) > 2 and {h.external_id for h in chunks} == {"long", "short"}
+    hits = retrieve(conn, None, tenant.company_id, req)
+    assert sorted(h.external_id for h in hits) == ["long", "short"]

@@ -12,7 +12,8 @@ from core.ingest.webhooks import event_document
 from core.ingest.worker import Existing, Job, backoff_seconds, plan_batch
 from core.partitioning import months_to_premake
 from core.ratelimit import RateLimiter, retry_after_header
-from core.search.retrieve import Hit, rrf_fuse, use_exact
+from core.search.fusion import Hit, rrf_fuse
+from core.search.retrieve import use_exact
 from core.tenants import sign, verify_signature
 from opsctl.loader import batches, retry_delay
 

@@ -13,6 +13,7 @@ from core.cache import Cache
 from core.config import Settings
 from core.db import make_pool
 from core.embed import HashEmbedder
+from core.search.fusion import Ranking
 from core.search.retrieve import COMPANY_ROWS_SQL, SearchRequest, company_rows, retrieve, search, vector_sql
 from core.tenants import Principal
 
@@ -54,7 +55,8 @@ def test_exact_search_returns_the_true_neighbours_without_the_index(
     query = embedder.embed([req.query])[0]
     best = np.sort(chunks @ query)[::-1][:10]  # the 10 best similarities, by brute force
 
-    found = retrieve(conn, embedder, tenant.company_id, req, exact=True)
+    chunks_ranked = Ranking(per_document=False)  # the chunks themselves: all of one document here
+    found = retrieve(conn, embedder, tenant.company_id, req, exact=True, ranking=chunks_ranked)
     assert len(found) == 10
     assert np.allclose([h.score for h in found], best, atol=1e-5), "the true neighbours (ties in any order)"
     similarity = dict(zip(ids, chunks @ query, strict=True))
@@ -87,8 +89,11 @@ def test_search_picks_exact_by_the_company_size(settings: Settings, conn: psycop
     try:
         embedder = HashEmbedder(DIM)
         req = SearchRequest(query="beta item3", k=5, mode="hybrid")
-        exact = search(pool, Cache(None), embedder, Principal(tenant.company_id, 0), req, 0, exact_max_rows=100)
-        graph = search(pool, Cache(None), embedder, Principal(tenant.company_id, 0), req, 0, exact_max_rows=0)
+        chunks_ranked = Ranking(per_document=False)  # the chunks themselves: all of one document here
+        exact = search(pool, Cache(None), embedder, Principal(tenant.company_id, 0), req, 0, exact_max_rows=100,
+                       ranking=chunks_ranked)
+        graph = search(pool, Cache(None), embedder, Principal(tenant.company_id, 0), req, 0, exact_max_rows=0,
+                       ranking=chunks_ranked)
     finally:
         pool.close()
     assert [h["chunk_id"] for h in exact["results"]] == [h["chunk_id"] for h in graph["results"]], \

@@ -235,3 +235,25 @@ def test_score_runs_every_query_and_reports_each_half() -> None:
     assert s.recall == {"tune": 1.0, "test": 0.0, "all": 0.5}
     assert s.queries == {"tune": 2, "test": 2, "all": 4}
     assert s.docs_per_answer == (2 + 2 + 3 + 0) / 4
+
+
+def test_sweep_scores_combinations_on_given_lists_and_the_ceiling() -> None:
+    """bench.fusion_sweep: each combination's MRR from the candidate lists alone; the ceiling is the
+    share of queries whose page either half holds in its top 10 pages."""
+    from bench.fusion_sweep import TITLE_WEIGHTS, ceiling, trials
+    from core.search.fusion import Hit, Ranking
+
+    def hits(*pages: str) -> list[Hit]:
+        return [Hit(i, ord(p), p, "", 10.0 - i) for i, p in enumerate(pages)]
+
+    # "a": keyword has it 2nd after two chunks of "x" (per document: 2nd; chunks: 2nd page too);
+    # "b": only vector has it; "c": neither half
+    lists = {"a": (hits("y", "a"), hits("x", "x", "a")), "b": (hits("b"), hits("z")), "c": (hits("q"), hits("r"))}
+    halves = {"tune": ["a", "b"], "test": ["c"]}
+    tried = trials({w: lists for w in TITLE_WEIGHTS}, halves, Ranking())
+    keyword = [t for t in tried if t.mode == "keyword"]
+    assert keyword and all(t.mrr["tune"] == pytest.approx(0.25) for t in keyword)  # a at 2, b missed
+    vector = [t for t in tried if t.mode == "vector"]
+    assert all(t.mrr["tune"] == pytest.approx(0.75) and t.mrr["test"] == 0.0 for t in vector)
+    assert {t.mode for t in tried} == {"keyword", "vector", "hybrid"}
+    assert ceiling(lists, halves) == {"top10": {"tune": 1.0, "test": 0.0}, "candidates": {"tune": 1.0, "test": 0.0}}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -40,7 +39,8 @@ from core import metrics
 from core.cache import search_key
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
 from core.replicas.reader import read
-from core.search.bm25 import KEYWORD_SQL, Bm25
+from core.search.bm25 import KEYWORD_SQL
+from core.search.fusion import Hit, Ranking, rank_hybrid, rank_one
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from core.replicas.reader import ReplicaSet
     from core.tenants import Principal
 
-RRF_K = 60
 MAX_QUERY_CHARS = 4000
 
 
@@ -107,24 +106,6 @@ class SearchRequest(BaseModel):
         return hashlib.sha256(self.canonical().encode()).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class Hit:
-    chunk_id: int
-    document_id: int
-    external_id: str
-    text: str
-    score: float
-
-    def as_dict(self, thread_id: int | None = None, matched: int | None = None) -> dict[str, Any]:
-        found: dict[str, Any] = {"document_id": self.document_id, "external_id": self.external_id,
-                                 "chunk_id": self.chunk_id, "text": self.text, "score": round(self.score, 6)}
-        if thread_id is not None:
-            found["thread_id"] = thread_id
-            if matched is not None:
-                found["matched_messages"] = matched
-        return found
-
-
 EMAIL_PREFIX = "email:"  # core.ingest.mail: the documents e-mail becomes
 
 
@@ -151,18 +132,6 @@ def threads_of(conn: Any, company_id: int, hits: list[Hit]) -> dict[str, int]:
         return {}
     rows = conn.execute(THREADS_OF_SQL, (company_id, ids), prepare=True).fetchall()
     return {EMAIL_PREFIX + r[0]: int(r[1]) for r in rows}
-
-
-def rrf_fuse(rankings: list[list[Hit]], k: int, c: int = RRF_K) -> list[Hit]:
-    """Reciprocal rank fusion: score = sum over rankings of 1 / (c + rank), rank from 1 (pure)."""
-    scores: dict[int, float] = {}
-    first: dict[int, Hit] = {}
-    for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (c + rank)
-            first.setdefault(hit.chunk_id, hit)
-    order = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
-    return [Hit(cid, first[cid].document_id, first[cid].external_id, first[cid].text, scores[cid]) for cid in order]
 
 
 def _filters(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any]]:
@@ -236,26 +205,35 @@ def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
     return [Hit(int(r[0]), int(r[1]), r[2], r[3], float(r[4])) for r in rows]
 
 
-def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest,
-             exact: bool = False, n: int | None = None, query_vector: Any = None, bm25: Bm25 = Bm25()) -> list[Hit]:
-    """The company's top ``n`` (default k) for ``req``; ``exact``: vector candidates by comparing
-    every row; ``query_vector``: the query's embedding, when the caller has it already; ``bm25``:
-    the keyword ranking's parameters."""
-    n = req.k if n is None else n
+def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool, n: int,
+               query_vector: Any = None, ranking: Ranking = Ranking()) -> tuple[list[Hit], list[Hit]]:
+    """The chunk candidates of ``req``'s mode: (vector, keyword), up to ``n`` each, best first (the
+    half a mode does not use is empty); ``exact``, ``query_vector`` and ``ranking``: as ``retrieve``."""
     where, params = _filters(req.filters)
-    params.update(company=company_id, text=req.query, k1=bm25.k1, b=bm25.b)
+    params.update(company=company_id, text=req.query, k1=ranking.bm25.k1, b=ranking.bm25.b,
+                  title_weight=ranking.title_weight, n=n)
     if req.mode is Mode.keyword:
-        params["n"] = n
-        return _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
+        return [], _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
     params["q"] = embed_query(embedder, req.query) if query_vector is None else query_vector
     if req.mode is Mode.vector:
-        params["n"] = n
-        return _hits(conn.execute(sql.SQL(vector_sql(exact)).format(filters=where), params).fetchall())
-    params["n"] = max(n * 3, 30)
+        return _hits(conn.execute(sql.SQL(vector_sql(exact)).format(filters=where), params).fetchall()), []
     rows = conn.execute(sql.SQL(hybrid_sql(exact)).format(filters=where), params).fetchall()
     vector = sorted(_hits([r[1:] for r in rows if r[0] == "v"]), key=lambda h: (-h.score, h.chunk_id))
     keyword = sorted(_hits([r[1:] for r in rows if r[0] == "k"]), key=lambda h: (-h.score, h.chunk_id))
-    return rrf_fuse([vector, keyword], n)
+    return vector, keyword
+
+
+def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest,
+             exact: bool = False, n: int | None = None, query_vector: Any = None,
+             ranking: Ranking = Ranking()) -> list[Hit]:
+    """The company's top ``n`` (default k) for ``req``; ``exact``: vector candidates by comparing
+    every row; ``query_vector``: the query's embedding, when the caller has it already; ``ranking``:
+    the ranking's parameters (``core.search.fusion``: title weight, per document, fusion)."""
+    n = req.k if n is None else n
+    vector, keyword = candidates(conn, embedder, company_id, req, exact, ranking.depth(n), query_vector, ranking)
+    if req.mode is Mode.hybrid:
+        return rank_hybrid(vector, keyword, ranking, n)
+    return rank_one(vector or keyword, ranking, n)
 
 
 def embed_query(embedder: Embedder | None, query: str) -> Any:
@@ -267,12 +245,12 @@ def embed_query(embedder: Embedder | None, query: str) -> Any:
 
 
 def retrieve_grouped(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
-                     max_candidates: int, bm25: Bm25 = Bm25()) -> list[dict[str, Any]]:
+                     max_candidates: int, ranking: Ranking = Ranking()) -> list[dict[str, Any]]:
     """``group_by: thread``: k groups from 10·k candidates, 4 times more while short (module docstring)."""
     vector = None if req.mode is Mode.keyword else embed_query(embedder, req.query)
     n = max(req.k, min(req.k * 10, max_candidates))
     while True:
-        hits = retrieve(conn, embedder, company_id, req, exact, n, vector, bm25)
+        hits = retrieve(conn, embedder, company_id, req, exact, n, vector, ranking)
         threads = threads_of(conn, company_id, hits)
         groups = group_by_thread(hits, threads, req.k)
         if len(groups) >= req.k or len(hits) < n or n >= max_candidates:
@@ -282,11 +260,11 @@ def retrieve_grouped(conn: Any, embedder: Embedder | None, company_id: int, req:
 
 
 def retrieve_answer(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
-                    max_candidates: int, bm25: Bm25 = Bm25()) -> list[dict[str, Any]]:
+                    max_candidates: int, ranking: Ranking = Ranking()) -> list[dict[str, Any]]:
     """The results of ``req`` as the API answers them: hits on e-mail with their thread, or groups."""
     if req.group_by is GroupBy.thread:
-        return retrieve_grouped(conn, embedder, company_id, req, exact, max_candidates, bm25)
-    hits = retrieve(conn, embedder, company_id, req, exact, bm25=bm25)
+        return retrieve_grouped(conn, embedder, company_id, req, exact, max_candidates, ranking)
+    hits = retrieve(conn, embedder, company_id, req, exact, ranking=ranking)
     threads = threads_of(conn, company_id, hits)
     return [h.as_dict(threads.get(h.external_id)) for h in hits]
 
@@ -304,11 +282,12 @@ def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
 
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
            ttl: int, exact_max_rows: int, max_candidates: int = 2000,
-           replicas: ReplicaSet | None = None, bm25: Bm25 = Bm25(), ahead: PendingGet | None = None) -> dict[str, Any]:
+           replicas: ReplicaSet | None = None, ranking: Ranking = Ranking(),
+           ahead: PendingGet | None = None) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database.
 
     ``exact_max_rows`` is the setting ``vector_exact_max_rows`` (0: always HNSW); ``max_candidates``
-    ``search_group_max_candidates``; ``bm25``: the settings ``keyword_bm25_*``; ``replicas``: read
+    ``search_group_max_candidates``; ``ranking``: the ranking settings (``Ranking.of``); ``replicas``: read
     from one when it is fresh enough (``core.replicas.reader.read``: never older than ``principal.data_version``).
     From the cache (this process's near cache, then Redis), ``results`` is the stored JSON as an
     ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``)."""
@@ -324,7 +303,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
     def answer(conn: Any) -> list[dict[str, Any]]:
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
-        return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, bm25)
+        return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, ranking)
 
     # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
     results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,

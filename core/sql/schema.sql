@@ -38,9 +38,13 @@ CREATE TABLE documents (
     content_hash  bytea NOT NULL,
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
+    -- 0014: the title as its own field of keyword search
+    title_tsv     tsvector GENERATED ALWAYS AS (to_tsvector('english', coalesce(title, ''))) STORED,
+    title_words   integer NOT NULL GENERATED ALWAYS AS (bm25_words(to_tsvector('english', coalesce(title, '')))) STORED,
     PRIMARY KEY (company_id, id, created_at)
 ) PARTITION BY RANGE (created_at);
 CREATE INDEX documents_external_id_idx ON documents (company_id, external_id);
+CREATE INDEX documents_title_tsv_idx ON documents USING gin (title_tsv);  -- 0014
 
 CREATE TABLE chunks (
     company_id    bigint NOT NULL,
@@ -245,6 +249,21 @@ CREATE TABLE bm25_totals (
     words       bigint NOT NULL,
     PRIMARY KEY (company_id, stripe)
 );
+-- 0014: the title's BM25 statistics, over documents
+CREATE TABLE bm25_title_terms (
+    company_id  bigint NOT NULL,
+    term        text NOT NULL,
+    stripe      smallint NOT NULL,
+    documents   bigint NOT NULL,
+    PRIMARY KEY (company_id, term, stripe)
+);
+CREATE TABLE bm25_title_totals (
+    company_id  bigint NOT NULL,
+    stripe      smallint NOT NULL,
+    documents   bigint NOT NULL,
+    words       bigint NOT NULL,
+    PRIMARY KEY (company_id, stripe)
+);
 
 -- The stripe a transaction writes a company's counts to: the first of the 8 that no other open
 -- transaction holds (a transaction-level advisory lock, kept to the commit, the choice remembered in
@@ -273,44 +292,60 @@ BEGIN
     RETURN stripe;
 END $$;
 
--- The two statements adding (sign $1 = 1) or subtracting (-1) the chunks of the relation named
--- ``source`` (a table, or a trigger's transition table, which only the trigger's own function sees);
--- rows are locked in key order, so two transactions never deadlock on them.
-CREATE FUNCTION bm25_statements(source text) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+-- The two statements adding ($1 = 1) or subtracting (-1) the rows of the relation ``source`` to the
+-- statistics of one field: ``terms``/``totals`` the tables, ``unit`` their count column, ``tsv`` and
+-- ``words`` the field's columns; rows locked in key order, so two transactions never deadlock on them.
+CREATE FUNCTION bm25_field_statements(source text, terms text, totals text, unit text, tsv text, words text)
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
 SELECT ARRAY[
-    format('INSERT INTO bm25_terms AS t (company_id, term, stripe, chunks)'
+    format('INSERT INTO %2$I AS t (company_id, term, stripe, %3$I)'
            ' SELECT r.company_id, u.lexeme, bm25_stripe(r.company_id), $1 * count(*)'
-           ' FROM %s r, unnest(r.tsv) u GROUP BY r.company_id, u.lexeme ORDER BY r.company_id, u.lexeme'
-           ' ON CONFLICT (company_id, term, stripe) DO UPDATE SET chunks = t.chunks + excluded.chunks', source),
-    format('INSERT INTO bm25_totals AS t (company_id, stripe, chunks, words)'
-           ' SELECT r.company_id, bm25_stripe(r.company_id), $1 * count(*),'
-           ' $1 * sum(r.words)'
-           ' FROM %s r GROUP BY r.company_id ORDER BY r.company_id'
-           ' ON CONFLICT (company_id, stripe) DO UPDATE SET chunks = t.chunks + excluded.chunks,'
-           ' words = t.words + excluded.words', source)]
+           ' FROM %1$s r, unnest(r.%4$I) u GROUP BY r.company_id, u.lexeme ORDER BY r.company_id, u.lexeme'
+           ' ON CONFLICT (company_id, term, stripe) DO UPDATE SET %3$I = t.%3$I + excluded.%3$I',
+           source, terms, unit, tsv),
+    format('INSERT INTO %2$I AS t (company_id, stripe, %3$I, words)'
+           ' SELECT r.company_id, bm25_stripe(r.company_id), $1 * count(*), $1 * sum(r.%4$I)'
+           ' FROM %1$s r GROUP BY r.company_id ORDER BY r.company_id'
+           ' ON CONFLICT (company_id, stripe) DO UPDATE SET %3$I = t.%3$I + excluded.%3$I,'
+           ' words = t.words + excluded.words', source, totals, unit, words)]
 $$;
 
--- Add (1) or subtract (-1) the chunks of a table: the chunks already stored, a partition detached.
+CREATE FUNCTION bm25_statements(source text) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+SELECT bm25_field_statements(source, 'bm25_terms', 'bm25_totals', 'chunks', 'tsv', 'words')
+$$;
+
+CREATE FUNCTION bm25_title_statements(source text) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+SELECT bm25_field_statements(source, 'bm25_title_terms', 'bm25_title_totals', 'documents', 'title_tsv', 'title_words')
+$$;
+
+-- Add (1) or subtract (-1) the rows of a table of chunks (the body's statistics) or of documents
+-- (the title's): the rows already stored, a partition detached.
 CREATE FUNCTION bm25_apply(source regclass, sign integer) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     statement text;
+    statements text[] := CASE WHEN coalesce(pg_partition_root(source), source) = 'documents'::regclass
+                              THEN bm25_title_statements(source::text) ELSE bm25_statements(source::text) END;
 BEGIN
-    FOREACH statement IN ARRAY bm25_statements(source::text) LOOP
+    FOREACH statement IN ARRAY statements LOOP
         EXECUTE statement USING sign;
     END LOOP;
 END $$;
 
+-- The trigger function of chunks (0013) and documents: the statistics of the table it fires on.
 CREATE FUNCTION bm25_count() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     statement text;
+    title boolean := TG_TABLE_NAME = 'documents';
 BEGIN
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        FOREACH statement IN ARRAY bm25_statements('old_chunks') LOOP
+        FOREACH statement IN ARRAY CASE WHEN title THEN bm25_title_statements('old_documents')
+                                        ELSE bm25_statements('old_chunks') END LOOP
             EXECUTE statement USING -1;
         END LOOP;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        FOREACH statement IN ARRAY bm25_statements('new_chunks') LOOP
+        FOREACH statement IN ARRAY CASE WHEN title THEN bm25_title_statements('new_documents')
+                                        ELSE bm25_statements('new_chunks') END LOOP
             EXECUTE statement USING 1;
         END LOOP;
     END IF;
@@ -323,4 +358,10 @@ CREATE TRIGGER chunks_bm25_delete AFTER DELETE ON chunks
     REFERENCING OLD TABLE AS old_chunks FOR EACH STATEMENT EXECUTE FUNCTION bm25_count();
 CREATE TRIGGER chunks_bm25_update AFTER UPDATE ON chunks
     REFERENCING OLD TABLE AS old_chunks NEW TABLE AS new_chunks FOR EACH STATEMENT EXECUTE FUNCTION bm25_count();
+CREATE TRIGGER documents_bm25_insert AFTER INSERT ON documents
+    REFERENCING NEW TABLE AS new_documents FOR EACH STATEMENT EXECUTE FUNCTION bm25_count();
+CREATE TRIGGER documents_bm25_delete AFTER DELETE ON documents
+    REFERENCING OLD TABLE AS old_documents FOR EACH STATEMENT EXECUTE FUNCTION bm25_count();
+CREATE TRIGGER documents_bm25_update AFTER UPDATE ON documents
+    REFERENCING OLD TABLE AS old_documents NEW TABLE AS new_documents FOR EACH STATEMENT EXECUTE FUNCTION bm25_count();
 

@@ -236,7 +236,7 @@ def warm(settings: Settings, policy: CachePolicy, company: int | None, top: int 
     from core.cache import Cache
     from core.db import make_pool
     from core.embed import make_embedder
-    from core.search.bm25 import Bm25
+    from core.search.fusion import Ranking
     from core.search.retrieve import SearchRequest, search
     from core.tenants import Principal
     from opsctl.context import database_url
@@ -271,7 +271,7 @@ def warm(settings: Settings, policy: CachePolicy, company: int | None, top: int 
                 else:
                     assert embedder is not None
                     result = search(pool, cache, embedder, Principal(cid, version), req, ttl,
-                                    settings.vector_exact_max_rows, bm25=Bm25.of(settings))
+                                    settings.vector_exact_max_rows, ranking=Ranking.of(settings))
                     counts["already_cached" if result["cached"] else "warmed"] += 1
                 done += 1
                 if progress is not None:

@@ -73,8 +73,9 @@ WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relnamespace = 'public'::re
 ORDER BY c.relname
 """
 
-# Tables whose rows feed keyword search's BM25 statistics (migration 0013): a detach subtracts them.
-KEYWORD_STATISTICS = ("chunks",)
+# Tables whose rows feed keyword search's BM25 statistics (migrations 0013: chunks, 0014: documents' titles):
+# a detach subtracts them.
+KEYWORD_STATISTICS = ("chunks", "documents")
 
 
 def _ident(name: str) -> sql.Identifier:

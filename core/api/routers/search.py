@@ -26,7 +26,7 @@ from core.api.errors import responses, validation_error
 from core.api.models import SearchOut
 from core.api.services import Services
 from core.search.ahead import read_ahead, remember_version
-from core.search.bm25 import Bm25
+from core.search.fusion import Ranking
 from core.search.retrieve import SearchRequest, search
 
 router = resource_router(tags=["search"])
@@ -58,7 +58,7 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
             raise validation_error(f"k: at most {settings.search_max_k}")
         found = search(services.pool, cache, services.embedder, principal, req, ttl,
                        settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
-                       Bm25.of(settings), ahead=None if ahead is None else ahead.pending)
+                       Ranking.of(settings), ahead=None if ahead is None else ahead.pending)
     finally:
         if ahead is not None:
             ahead.close()

@@ -1,0 +1,183 @@
+"""Ranking decisions after the SQL: chunk scores aggregated per document, and hybrid fusion (pure).
+
+A search's SQL answers chunks: keyword (BM25) and vector (cosine similarity) candidates, each list
+best first. What is ranked and answered is decided here:
+
+- ``per_document`` (setting ``search_per_document``, default on): one hit per document, its best
+  chunk, the document scored by ``aggregate`` over its candidate chunks: ``max`` (its best chunk),
+  ``sum`` (all of them), ``max_bonus`` (the best plus ``bonus`` times the rest: a page matching in
+  several places ranks above a page matching as well in one). Off: hits are chunks, as ranked.
+- ``fusion`` (setting ``search_fusion``) merges the vector and keyword lists (of documents, or of
+  chunks when not per document): ``rrf`` reciprocal rank fusion, each list weighted
+  (``1 / (c + rank)`` times the list's weight: ``keyword_weight`` for keyword, the rest for vector;
+  0.5 is plain RRF); ``minmax`` the weighted sum of the scores scaled to [0, 1] within each list
+  (a missing item contributes 0); ``zscore`` the weighted sum of standard scores within each list (a
+  missing item gets its list's lowest).
+
+Ties break by the smaller chunk id: rankings are repeatable. Measured on ``bench.search_eval``
+(README, "Search quality"); the defaults are the parameters chosen there on the tune half.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from core.search.bm25 import Bm25
+
+if TYPE_CHECKING:
+    from core.config import Settings
+
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: int
+    document_id: int
+    external_id: str
+    text: str
+    score: float
+
+    def as_dict(self, thread_id: int | None = None, matched: int | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {"document_id": self.document_id, "external_id": self.external_id,
+                                 "chunk_id": self.chunk_id, "text": self.text, "score": round(self.score, 6)}
+        if thread_id is not None:
+            found["thread_id"] = thread_id
+            if matched is not None:
+                found["matched_messages"] = matched
+        return found
+
+
+class Aggregate(StrEnum):
+    max = "max"
+    sum = "sum"
+    max_bonus = "max_bonus"
+
+
+class Fusion(StrEnum):
+    rrf = "rrf"
+    minmax = "minmax"
+    zscore = "zscore"
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Every parameter of a search's ranking (the settings named in ``of``)."""
+
+    bm25: Bm25 = field(default_factory=Bm25)
+    title_weight: float = 0.5
+    per_document: bool = True
+    aggregate: Aggregate = Aggregate.max
+    bonus: float = 0.0
+    fusion: Fusion = Fusion.minmax
+    keyword_weight: float = 0.5
+    rrf_k: int = RRF_K
+    candidates: int = 100
+
+    @classmethod
+    def of(cls, settings: Settings) -> Ranking:
+        """The settings ``keyword_bm25_*``, ``keyword_title_weight`` and ``search_*`` of ranking."""
+        return cls(Bm25.of(settings), settings.keyword_title_weight, settings.search_per_document,
+                   Aggregate(settings.search_aggregate), settings.search_aggregate_bonus,
+                   Fusion(settings.search_fusion), settings.search_fusion_keyword_weight, settings.search_rrf_k,
+                   settings.search_candidates)
+
+    def depth(self, n: int) -> int:
+        """How many chunks each half reads for ``n`` results: more when documents collapse."""
+        return max(n * 3, 30, self.candidates if self.per_document else 0)
+
+
+def _rescored(hit: Hit, score: float) -> Hit:
+    return Hit(hit.chunk_id, hit.document_id, hit.external_id, hit.text, score)
+
+
+def per_document(hits: Sequence[Hit], aggregate: Aggregate = Aggregate.max, bonus: float = 0.0) -> list[Hit]:
+    """One hit per document of ``hits`` (best first): its best chunk, scored by ``aggregate`` over
+    the document's chunks among ``hits``; best document first."""
+    best: dict[int, Hit] = {}
+    totals: dict[int, float] = {}
+    for hit in hits:
+        top = best.get(hit.document_id)
+        if top is None or (-hit.score, hit.chunk_id) < (-top.score, top.chunk_id):
+            best[hit.document_id] = hit
+        totals[hit.document_id] = totals.get(hit.document_id, 0.0) + hit.score
+    if aggregate is Aggregate.max:
+        scores = {doc: hit.score for doc, hit in best.items()}
+    elif aggregate is Aggregate.sum:
+        scores = totals
+    else:
+        scores = {doc: hit.score + bonus * (totals[doc] - hit.score) for doc, hit in best.items()}
+    order = sorted(scores, key=lambda doc: (-scores[doc], best[doc].chunk_id))
+    return [_rescored(best[doc], scores[doc]) for doc in order]
+
+
+def _rrf(ranking: Sequence[Hit], c: int) -> list[float]:
+    return [1.0 / (c + rank) for rank in range(1, len(ranking) + 1)]
+
+
+def _minmax(ranking: Sequence[Hit]) -> list[float]:
+    values = [h.score for h in ranking]
+    low, high = min(values), max(values)
+    return [1.0 if high == low else (v - low) / (high - low) for v in values]
+
+
+def _zscore(ranking: Sequence[Hit]) -> list[float]:
+    values = [h.score for h in ranking]
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return [0.0 if spread == 0 else (v - mean) / spread for v in values]
+
+
+def fuse(rankings: Sequence[tuple[Sequence[Hit], float]], fusion: Fusion, k: int, key: Callable[[Hit], int],
+         c: int = RRF_K) -> list[Hit]:
+    """The top ``k`` of ``rankings`` (each a list best first and its weight) merged by ``fusion``;
+    items are the same when ``key`` is (document or chunk id); an item found in several lists is
+    answered with its hit from the list where it ranks best (the earlier list on a tie)."""
+    scores: dict[int, float] = {}
+    hits: dict[int, Hit] = {}
+    best_rank: dict[int, int] = {}
+    floors = 0.0
+    for ranking, weight in rankings:
+        if not ranking:
+            continue
+        values = {Fusion.rrf: lambda r: _rrf(r, c), Fusion.minmax: _minmax, Fusion.zscore: _zscore}[fusion](ranking)
+        floor = min(values) if fusion is Fusion.zscore else 0.0
+        seen = set()
+        for rank, (hit, value) in enumerate(zip(ranking, values, strict=True)):
+            item = key(hit)
+            if item in seen:
+                continue
+            seen.add(item)
+            scores[item] = scores.get(item, 0.0) + weight * (value - floor)
+            if rank < best_rank.get(item, len(ranking) + 1):
+                best_rank[item], hits[item] = rank, hit
+        floors += weight * floor
+    order = sorted(scores, key=lambda item: (-scores[item], hits[item].chunk_id))[:k]
+    return [_rescored(hits[item], scores[item] + floors) for item in order]
+
+
+def rrf_fuse(rankings: list[list[Hit]], k: int, c: int = RRF_K) -> list[Hit]:
+    """Plain reciprocal rank fusion of chunks: score = sum over rankings of 1 / (c + rank), rank from 1."""
+    return fuse([(r, 1.0) for r in rankings], Fusion.rrf, k, lambda h: h.chunk_id, c)
+
+
+def rank_one(hits: Sequence[Hit], ranking: Ranking, k: int) -> list[Hit]:
+    """Keyword or vector mode's answer from its chunk candidates (best first)."""
+    if ranking.per_document:
+        return per_document(hits, ranking.aggregate, ranking.bonus)[:k]
+    return list(hits[:k])
+
+
+def rank_hybrid(vector: Sequence[Hit], keyword: Sequence[Hit], ranking: Ranking, k: int) -> list[Hit]:
+    """Hybrid mode's answer: the two halves' chunk candidates (each best first), per document or
+    not, fused with the keyword half weighted ``keyword_weight`` and the vector half the rest."""
+    if ranking.per_document:
+        vector = per_document(vector, ranking.aggregate, ranking.bonus)
+        keyword = per_document(keyword, ranking.aggregate, ranking.bonus)
+    w = ranking.keyword_weight
+    return fuse([(keyword, w), (vector, 1.0 - w)], ranking.fusion, k,
+                (lambda h: h.document_id) if ranking.per_document else (lambda h: h.chunk_id), ranking.rrf_k)
