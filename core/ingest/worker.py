@@ -417,6 +417,18 @@ class Worker:
                 pass
 
 
+def warm_up(embedder: Embedder) -> None:
+    """Load a local model before the first claim, so no batch holds its jobs while a model loads;
+    a model that cannot load is the first batch's error (its jobs wait and retry), not the worker's."""
+    load = getattr(embedder, "load", None)
+    if not callable(load):
+        return
+    try:
+        load()
+    except EmbedderError as exc:
+        log.warning("the embedder could not load its model: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     from prometheus_client import start_http_server
 
@@ -439,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, worker.stop)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_host)
+    warm_up(embedder)
     log.info("worker started (embedder %s, batch %d)", embedder.name, settings.worker_batch_size)
     worker.run()
     log.info("worker stopped")
