@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.model_ingest import Alone, Gap, Report, Service, gap
+from bench.model_ingest import SAMPLER, Alone, Gap, Report, Service, gap
 from bench.profile import LOAD_PROCESS, OTHER_PROCESSES, WORKER_BACKENDS, WORKER_PROCESSES
 
 
@@ -26,7 +26,7 @@ def test_gap_shares_sum_to_one() -> None:
 
 def test_ratios_count_the_service_cpu_only() -> None:
     alone = [Alone(100, 5.0, 9.0, 2), Alone(100, 5.0, 11.0, 2)]  # 20 chunks/s, 10 chunks per CPU-second
-    cpu = {WORKER_PROCESSES: 9.0, WORKER_BACKENDS: 1.5, OTHER_PROCESSES: 30.0, LOAD_PROCESS: 2.0}
+    cpu = {WORKER_PROCESSES: 9.0, WORKER_BACKENDS: 1.5, OTHER_PROCESSES: 30.0, LOAD_PROCESS: 2.0, SAMPLER: 0.7}
     service = Service(100, 6.25, cpu, {}, {}, 2)  # 16 chunks/s on 10.5 CPU-seconds of its own
     report = Report({}, {}, 10, 100, alone, service)
     assert report.alone_rate == pytest.approx(20.0)
