@@ -19,7 +19,7 @@ from core.config import Settings
 from core.embed import HashEmbedder, Vectors
 from core.errors import EmbedderError
 from core.ingest.accept import DocumentIn, accept_documents
-from core.ingest.overlap import by_length, group_bounds
+from core.ingest.overlap import group_bounds
 from core.ingest.worker import BatchResult, IngestProcessor, warm_up
 
 GROUP = 4  # chunks per embedding call
@@ -34,13 +34,11 @@ class GatedEmbedder:
         self.name, self.dim = self.inner.name, dim
         self.fail = fail
         self.calls: list[int] = []
-        self.texts: list[str] = []
         self.second_started = threading.Event()
         self.release = threading.Event()
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         self.calls.append(len(texts))
-        self.texts.extend(texts)
         if len(self.calls) == 2:
             self.second_started.set()
             if self.fail:
@@ -90,15 +88,6 @@ def test_group_bounds(n: int, size: int, expected: list[tuple[int, int]]) -> Non
     assert group_bounds(n, size) == expected
 
 
-@pytest.mark.parametrize(("texts", "expected"), [
-    ([], []),
-    (["ccc", "a", "bb"], [1, 2, 0]),
-    (["xx", "y", "zz", "w"], [1, 3, 0, 2]),  # ties keep their order
-])
-def test_by_length(texts: list[str], expected: list[int]) -> None:
-    assert by_length(texts) == expected
-
-
 def test_group_bounds_refuses_empty_groups() -> None:
     with pytest.raises(ValueError, match="at least one"):
         group_bounds(3, 0)
@@ -130,8 +119,6 @@ def test_chunks_are_copied_while_the_next_group_is_embedded(
     assert isinstance(result[0], BatchResult)
     assert (result[0].done, result[0].chunks) == (3, len(chunks))
     assert embedder.calls == [hi - lo for lo, hi in group_bounds(len(chunks), GROUP)]
-    lengths = [len(t) for t in embedder.texts]
-    assert lengths == sorted(lengths) and len(set(lengths)) > 1, "groups of like lengths: shortest first"
 
     rows = conn.execute("SELECT c.body, c.embedding FROM chunks c JOIN documents d ON d.id = c.document_id "
                         "ORDER BY d.external_id, c.ord").fetchall()

@@ -1,14 +1,13 @@
 """Embedding that overlaps the database writes of the same batch.
 
-A batch's chunks are embedded in groups of the embedder's call size, shortest first (groups of
-like lengths pad little), by one thread of the worker (``EmbedAhead``): while the worker's
-connection streams group k into the COPY (the server inserting heap rows and HNSW, GIN and btree
-entries, the client building rows) the thread embeds group k+1 (ONNX Runtime and the tokenizer
-release the GIL). Everything stays inside the batch's one transaction, so the queue's guarantees
-are those of ``core.ingest.worker``: a crash anywhere returns the whole batch to the queue,
-nothing is written twice, and the rows reach the COPY in the order they were embedded in (each
-row carries its ``ord``). An embedding error surfaces when its group is reached, as it would from
-one call; the groups not yet embedded are then dropped.
+A batch's chunks are embedded in groups of the embedder's call size, in order, by one thread of
+the worker (``EmbedAhead``): while the worker's connection streams group k into the COPY (the
+server inserting heap rows and HNSW, GIN and btree entries, the client building rows) the thread
+embeds group k+1 (ONNX Runtime and the tokenizer release the GIL). Everything stays inside the
+batch's one transaction, so the queue's guarantees are those of ``core.ingest.worker``: a crash
+anywhere returns the whole batch to the queue, nothing is written twice, and the rows reach the
+COPY in the order of the chunks. An embedding error surfaces when its group is reached, as it
+would from one call; the groups not yet embedded are then dropped.
 """
 
 from __future__ import annotations
@@ -30,13 +29,6 @@ def group_bounds(n: int, size: int) -> list[tuple[int, int]]:
     if size < 1:
         raise ValueError("a group holds at least one item")
     return [(start, min(start + size, n)) for start in range(0, n, size)]
-
-
-def by_length(texts: Sequence[str]) -> list[int]:
-    """The indexes of ``texts`` shortest first, ties in order (pure). Groups cut in this order pad
-    as little as one call over the whole batch, which sorts by length itself: cut in document
-    order, groups of 64 cost 3 % more CPU per chunk on manual pages."""
-    return sorted(range(len(texts)), key=lambda i: len(texts[i]))
 
 
 class EmbedAhead:

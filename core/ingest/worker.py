@@ -47,7 +47,7 @@ from core.ingest.mail import (
     thread_letters,
 )
 from core.ingest.maildelete import delete_messages
-from core.ingest.overlap import EmbedAhead, by_length
+from core.ingest.overlap import EmbedAhead
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -336,13 +336,14 @@ class IngestProcessor:
         """Insert the documents and COPY their chunks, the chunks embedded meanwhile (``EmbedAhead``)."""
         parts = [chunk_text((s.job.payload or {})["text"], self.settings.chunk_size, self.settings.chunk_overlap)
                  for s in writes]
-        order = by_length([text for doc_parts in parts for text in doc_parts])
-        flat = [(k, i, text) for k, doc_parts in enumerate(parts) for i, text in enumerate(doc_parts)]
-        with self.ahead.embedding([flat[j][2] for j in order]) as groups:
-            docs = self._insert_documents(conn, writes)
-            metas = [Jsonb(payload.get("metadata") or {}) for _, payload, _, _ in docs]
-            pieces = [(docs[k][0].job.company_id, docs[k][3], docs[k][0].job.external_id, i, text, metas[k],
-                       docs[k][2]) for k, i, text in (flat[j] for j in order)]
+        texts = [text for doc_parts in parts for text in doc_parts]
+        with self.ahead.embedding(texts) as groups:
+            pieces: list[tuple[int, int, str, int, str, Any, datetime]] = []
+            for (s, payload, created, doc_id), doc_parts in zip(self._insert_documents(conn, writes), parts,
+                                                                strict=True):
+                meta = Jsonb(payload.get("metadata") or {})
+                pieces.extend((s.job.company_id, doc_id, s.job.external_id, i, text, meta, created)
+                              for i, text in enumerate(doc_parts))
             if not pieces:
                 return 0
             with conn.cursor().copy(COPY_CHUNKS_SQL) as copy:
