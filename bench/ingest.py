@@ -201,6 +201,7 @@ class Posted:
     finished_at: float
     stages: dict[str, float]
     cpu: dict[str, Any]
+    sampler_cpu_seconds: float = 0.0  # the activity sampler's thread, inside cpu's bench process
 
 
 def post_until_done(stack: Stack, conn: psycopg.Connection[Any], load: LoadProcess, timeout: float,
@@ -220,7 +221,7 @@ def post_until_done(stack: Stack, conn: psycopg.Connection[Any], load: LoadProce
     posted = posting.result()
     if posted.errors:
         raise RuntimeError(f"{len(posted.errors)} POSTs failed; first: {posted.errors[0]}")
-    return Posted(posted, finished_at, stages, cpu)
+    return Posted(posted, finished_at, stages, cpu, sampler.cpu_seconds)
 
 
 def service_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int, timeout: float,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ class ActivitySampler:
         self.url = url
         self.interval = interval
         self.counts: Counter[str] = Counter()
+        self.cpu_seconds = 0.0  # the sampling thread's own CPU (in the bench process, not the service's)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
@@ -91,10 +93,14 @@ class ActivitySampler:
         return {stage: n / total for stage, n in self.counts.most_common()}
 
     def _run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self._stop.wait(self.interval):
-                for state, wait_type, wait, query in conn.execute(SAMPLE_SQL, (WORKER_APP,)).fetchall():
-                    self.counts[classify(state, wait_type, wait, query or "")] += 1
+        started = time.thread_time()
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                while not self._stop.wait(self.interval):
+                    for state, wait_type, wait, query in conn.execute(SAMPLE_SQL, (WORKER_APP,)).fetchall():
+                        self.counts[classify(state, wait_type, wait, query or "")] += 1
+        finally:
+            self.cpu_seconds = time.thread_time() - started
 
 
 # --- CPU time -----------------------------------------------------------------------------------

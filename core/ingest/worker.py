@@ -1,5 +1,9 @@
 """Ingest workers: claim → chunk → embed → write chunks → mark done, in one transaction.
 
+The chunks are embedded by a thread of the worker while its connection writes the batch (the
+documents, then the chunks group by group as their vectors come: ``core.ingest.overlap``), so
+database writes overlap embedding inside the same transaction.
+
 A worker claims a batch with ``FOR UPDATE SKIP LOCKED`` and holds an advisory lock per job
 (so ``/v1/jobs`` can say "running" and the queue gauges can tell waiting from in-flight work).
 Everything up to the commit is one transaction: a crash anywhere returns the batch to the queue.
@@ -43,6 +47,7 @@ from core.ingest.mail import (
     thread_letters,
 )
 from core.ingest.maildelete import delete_messages
+from core.ingest.overlap import EmbedAhead
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -199,6 +204,7 @@ class IngestProcessor:
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
         self.settings = settings
         self.embedder = embedder
+        self.ahead = EmbedAhead(embedder, settings.embed_batch_size)
 
     def run_batch(self, conn: psycopg.Connection[Any], limit: int | None = None) -> BatchResult:
         """Claim up to ``limit`` jobs and process them in one transaction."""
@@ -327,6 +333,30 @@ class IngestProcessor:
         return Step(job, "write", "stored", step.remove)
 
     def _write(self, conn: psycopg.Connection[Any], writes: list[Step]) -> int:
+        """Insert the documents and COPY their chunks, the chunks embedded meanwhile (``EmbedAhead``)."""
+        parts = [chunk_text((s.job.payload or {})["text"], self.settings.chunk_size, self.settings.chunk_overlap)
+                 for s in writes]
+        texts = [text for doc_parts in parts for text in doc_parts]
+        with self.ahead.embedding(texts) as groups:
+            pieces: list[tuple[int, int, str, int, str, Any, datetime]] = []
+            for (s, payload, created, doc_id), doc_parts in zip(self._insert_documents(conn, writes), parts,
+                                                                strict=True):
+                meta = Jsonb(payload.get("metadata") or {})
+                pieces.extend((s.job.company_id, doc_id, s.job.external_id, i, text, meta, created)
+                              for i, text in enumerate(doc_parts))
+            if not pieces:
+                return 0
+            with conn.cursor().copy(COPY_CHUNKS_SQL) as copy:
+                copy.set_types(["int8", "int8", "text", "int4", "text", "jsonb", "vector", "timestamptz"])
+                for start, end, vectors in groups:
+                    for piece, vector in zip(pieces[start:end], vectors, strict=True):
+                        copy.write_row((*piece[:6], vector, piece[6]))
+        return len(pieces)
+
+    @staticmethod
+    def _insert_documents(conn: psycopg.Connection[Any],
+                          writes: list[Step]) -> list[tuple[Step, dict[str, Any], datetime, int]]:
+        """Insert the written documents; (step, payload, created_at, document id) of each, in order."""
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
         docs = []
         for s in writes:
@@ -348,24 +378,7 @@ class IngestProcessor:
             ),
         ).fetchall()
         ids = {(r[0], r[1]): r[2] for r in rows}
-
-        pieces: list[tuple[int, int, str, int, str, Any, datetime]] = []
-        for s, payload, created in docs:
-            parts = chunk_text(payload["text"], self.settings.chunk_size, self.settings.chunk_overlap)
-            doc_id = ids[(s.job.company_id, s.job.external_id)]
-            meta = Jsonb(payload.get("metadata") or {})
-            pieces.extend((s.job.company_id, doc_id, s.job.external_id, i, text, meta, created)
-                          for i, text in enumerate(parts))
-        if not pieces:
-            return 0
-        started = time.perf_counter()
-        vectors = self.embedder.embed([p[4] for p in pieces])
-        metrics.EMBED_SECONDS.labels(self.embedder.name).observe(time.perf_counter() - started)
-        with conn.cursor().copy(COPY_CHUNKS_SQL) as copy:
-            copy.set_types(["int8", "int8", "text", "int4", "text", "jsonb", "vector", "timestamptz"])
-            for piece, vector in zip(pieces, vectors, strict=True):
-                copy.write_row((*piece[:6], vector, piece[6]))
-        return len(pieces)
+        return [(s, p, c, ids[(s.job.company_id, s.job.external_id)]) for s, p, c in docs]
 
 
 class Worker:
@@ -417,6 +430,18 @@ class Worker:
                 pass
 
 
+def warm_up(embedder: Embedder) -> None:
+    """Load a local model before the first claim, so no batch holds its jobs while a model loads;
+    a model that cannot load is the first batch's error (its jobs wait and retry), not the worker's."""
+    load = getattr(embedder, "load", None)
+    if not callable(load):
+        return
+    try:
+        load()
+    except EmbedderError as exc:
+        log.warning("the embedder could not load its model: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     from prometheus_client import start_http_server
 
@@ -439,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, worker.stop)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_host)
+    warm_up(embedder)
     log.info("worker started (embedder %s, batch %d)", embedder.name, settings.worker_batch_size)
     worker.run()
     log.info("worker stopped")
