@@ -38,9 +38,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from core import metrics
 from core.cache import search_key
+from core.db import read_connection
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
 from core.replicas.reader import read
 from core.search.bm25 import KEYWORD_SQL, Bm25
+from core.spaces.follow import SpaceEmbedder, query_vector, space_changed
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -186,10 +188,16 @@ def _filters(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any]]:
     return sql.SQL(" AND ") + sql.SQL(" AND ").join(clauses), params
 
 
+# the query vector's space must be the active one (core.spaces): checked once per statement, in its
+# snapshot, so a switch committed before the statement makes it fail (SQLSTATE OPS01) and never
+# compares a query of one space with vectors of another; NULL (library callers) is not checked
+SPACE_CHECK = "(%(space)s::bigint IS NULL OR vector_space_is(%(space)s))"
+
+
 VECTOR_SQL = """
 WITH hits AS MATERIALIZED (
     SELECT id, document_id, external_id, body, embedding <=> %(q)s AS distance
-    FROM chunks WHERE company_id = %(company)s {filters}
+    FROM chunks WHERE company_id = %(company)s AND """ + SPACE_CHECK + """ {filters}
     ORDER BY embedding <=> %(q)s LIMIT %(n)s
 )
 SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY distance, id
@@ -200,7 +208,7 @@ SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY dista
 EXACT_VECTOR_SQL = """
 WITH scored AS MATERIALIZED (
     SELECT id, created_at, embedding <=> %(q)s AS distance
-    FROM chunks WHERE company_id = %(company)s {filters}
+    FROM chunks WHERE company_id = %(company)s AND """ + SPACE_CHECK + """ {filters}
 ), top AS (
     SELECT id, created_at, distance FROM scored ORDER BY distance, id LIMIT %(n)s
 )
@@ -247,7 +255,7 @@ def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchR
     if req.mode is Mode.keyword:
         params["n"] = n
         return _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
-    params["q"] = embed_query(embedder, req.query) if query_vector is None else query_vector
+    params["q"], params["space"] = embed_query(embedder, req.query) if query_vector is None else query_vector
     if req.mode is Mode.vector:
         params["n"] = n
         return _hits(conn.execute(sql.SQL(vector_sql(exact)).format(filters=where), params).fetchall())
@@ -258,12 +266,13 @@ def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchR
     return rrf_fuse([vector, keyword], n)
 
 
-def embed_query(embedder: Embedder | None, query: str) -> Any:
+def embed_query(embedder: Embedder | None, query: str) -> tuple[Any, int | None]:
+    """The query's vector and the vector space it is in (``core.spaces.follow.query_vector``)."""
     assert embedder is not None
     started = time.perf_counter()
-    vector = embedder.embed([query])[0]
+    found = query_vector(embedder, query)
     metrics.EMBED_SECONDS.labels(embedder.name).observe(time.perf_counter() - started)
-    return vector
+    return found
 
 
 def retrieve_grouped(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
@@ -326,8 +335,17 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, bm25)
 
     # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
-    results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
-                      vector=req.mode is not Mode.keyword)
+    try:
+        results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
+                          vector=req.mode is not Mode.keyword)
+    except Exception as exc:
+        # the active vector space changed since this process last looked: follow it, answer in it
+        if not space_changed(exc) or not isinstance(embedder, SpaceEmbedder):
+            raise
+        with read_connection(pool) as conn:
+            embedder.refresh(conn)
+        results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
+                          vector=req.mode is not Mode.keyword)
     cache.set_raw(key, orjson.dumps(results), ttl, near=True)
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)
