@@ -27,7 +27,8 @@ SELECT %s, %s, %s, %s, 'active', now() WHERE NOT EXISTS (SELECT 1 FROM vector_sp
 """
 COLUMN_DIM_SQL = """
 SELECT attname, atttypmod FROM pg_attribute
-WHERE attrelid = 'chunks'::regclass AND attname IN ('embedding', 'embedding_next') AND NOT attisdropped
+WHERE attrelid = 'chunks'::regclass AND NOT attisdropped
+  AND attname IN ('embedding', 'embedding_next', 'embedding_retired')
 """
 SPACE_CHANGED = "OPS01"  # SQLSTATE of vector_space_is(): the query's space is not the active one
 
@@ -39,7 +40,7 @@ class Space:
     state: str
     chunks_total: int
     chunks_done: int
-    cursor: list[int] | None
+    cursor: Any  # building: [company_id, id] of the last chunk embedded, "end" once past the last
     started_by: str | None
     created_at: datetime
     updated_at: datetime
@@ -56,7 +57,7 @@ class Space:
 
 def _space(row: Any) -> Space:
     return Space(int(row[0]), SpaceSpec(row[1], row[2], int(row[3]), dict(row[4] or {})), row[5], int(row[6]),
-                 int(row[7]), list(row[8]) if row[8] is not None else None, row[9], row[10], row[11], row[12],
+                 int(row[7]), row[8], row[9], row[10], row[11], row[12],
                  row[13])
 
 
@@ -75,7 +76,7 @@ def building(conn: Any) -> Space | None:
 
 
 def column_dims(conn: Any) -> dict[str, int]:
-    """The dimension of ``embedding`` and (during a re-embed) ``embedding_next``."""
+    """The dimension of ``embedding`` and (during a re-embed) ``embedding_next``, ``embedding_retired``."""
     return {r[0]: int(r[1]) for r in conn.execute(COLUMN_DIM_SQL)}
 
 
