@@ -21,7 +21,7 @@ PURE = (
     "core.ingest.mailplan", "core.replicas.route",
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
     "opsctl.partitions.plan", "opsctl.partitions.policy",
-    "opsctl.vindex.decide", "opsctl.vindex.policy",
+    "opsctl.vindex.decide", "opsctl.vindex.policy", "opsctl.reembed.plan", "core.spaces.spec",
     "opsctl.backup.plan", "opsctl.backup.policy", "opsctl.backup.repoplan", "opsctl.backup.walplan",
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
     "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health", "opsctl.container.probe",

@@ -273,3 +273,100 @@ def test_cli_plans_starts_shows_waits_and_aborts(
         actors = {r[0] for r in conn.execute("SELECT actor FROM ops_events WHERE action LIKE 'reembed.%%'")}
         assert actors == {"cli-tester"}
     assert in_space(search(api, tenant.api_key)["results"], 96)
+
+
+def test_status_gauges_and_the_daemon_job_carry_a_re_embed(
+        api: RunningApi, tenant: Any, settings: Settings, db_url: str, tmp_path: Any) -> None:
+    from datetime import UTC, datetime
+
+    from opsctl.daemon.state_metrics import families
+    from opsctl.daemon.status import fetch, space_line, summarize
+    from opsctl.reembed.jobs import job_reembed
+
+    def gauges(conn: psycopg.Connection[Any]) -> tuple[dict[str, Any], dict[str, float]]:
+        raw = fetch(conn, None)
+        summary = summarize(raw, datetime.now(UTC))
+        values = {f.name: f.samples[0].value for f in families(raw, summary) if f.name.startswith("opsctl_reembed")}
+        return summary["vector_space"], values
+
+    ingest(api, tenant.api_key, corpus(20))
+    drain(settings, db_url)
+    start(settings, target(settings, "hash", 80), "tester")
+    with connect(db_url) as conn:
+        shown, values = gauges(conn)
+    assert shown["building"]["chunks_total"] == 20 and shown["building"]["ratio"] == 0
+    assert space_line(shown).startswith("hash-v1 (384-d); re-embedding into hash-v1 (80-d): 0% (0/20 chunks")
+    assert values == {"opsctl_reembed_progress_ratio": 0, "opsctl_reembed_in_progress": 1}
+
+    sentence = job_reembed(settings, tmp_path)
+    assert sentence.startswith("re-embed: 20 chunks embedded (add_column, backfill, build_index, switch"), sentence
+    assert sentence.endswith("the old vectors are dropped")
+    assert job_reembed(settings, tmp_path) == "no re-embed in progress"
+    with connect(db_url) as conn:
+        shown, values = gauges(conn)
+    assert shown == {"active": "hash-v1 (80-d)", "building": None}
+    assert values == {"opsctl_reembed_progress_ratio": 1, "opsctl_reembed_in_progress": 0}
+
+
+class GatedEmbedder:
+    """The old space's embedder, holding its batch (and so the active space) until released."""
+
+    name, dim = "hash-v1", 384
+
+    def __init__(self) -> None:
+        import threading
+
+        self.inside, self.release = threading.Event(), threading.Event()
+
+    def embed(self, texts: Any) -> Any:
+        self.inside.set()
+        assert self.release.wait(60)
+        return HashEmbedder(384).embed(texts)
+
+
+def test_the_switch_waits_for_an_ingest_batch_in_flight_then_embeds_its_chunks(
+        api: RunningApi, tenant: Any, settings: Settings, db_url: str) -> None:
+    import threading
+    import time
+
+    ingest(api, tenant.api_key, corpus(10))
+    drain(settings, db_url)
+    space = start(settings, target(settings, "hash", 72), "tester")
+    with connect(db_url) as conn:
+        pg.add_column(conn, space)
+        while pg.backfill_batch(conn, building(conn), HashEmbedder(72), 16):  # type: ignore[arg-type]
+            pass
+        pg.build_index(conn, space, settings, lambda *_: None)
+
+    ingest(api, tenant.api_key, corpus(2, start_at=50))
+    gated = GatedEmbedder()
+    batch = threading.Thread(target=drain_with, args=(settings, db_url, gated))
+    batch.start()
+    assert gated.inside.wait(60)  # the batch holds the active space and is embedding in it
+    switched: list[int] = []
+
+    def switching() -> None:
+        with connect(db_url) as conn:
+            switched.append(pg.switch(conn, space, HashEmbedder(72), "tester", 64))
+
+    switch = threading.Thread(target=switching)
+    switch.start()
+    with connect(db_url) as conn:
+        deadline = time.monotonic() + 60
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                           " AND query LIKE %s", ("%FOR UPDATE%",)).fetchone() != (1,):
+            assert time.monotonic() < deadline, "the switch never waited for the batch"
+            time.sleep(0.05)
+        assert not switched and active(conn).spec.dim == 384
+    gated.release.set()
+    batch.join(60)
+    switch.join(60)
+    assert switched == [2]  # the batch's two chunks, written in the old space, embedded by the switch
+    with connect(db_url) as conn:
+        assert active(conn).spec.dim == 72 and stored_match(conn, 72)
+        assert conn.execute("SELECT count(*) FROM chunks").fetchone() == (12,)
+
+
+def drain_with(settings: Settings, db_url: str, embedder: Any) -> None:
+    with connect(db_url) as conn:
+        IngestProcessor(settings, embedder).run_batch(conn)

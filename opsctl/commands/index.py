@@ -144,7 +144,16 @@ def reembed(
     s, actor = settings(), default_actor()
     if show_status:
         found = service.read_status(s)
-        emit(found, output) if output is not Output.table else info(_status_line(found))
+        if output is not Output.table:
+            emit(found, output)
+            return
+        from datetime import UTC, datetime
+
+        from opsctl.daemon.status import space_line, vector_space
+
+        summary = vector_space(found, datetime.now(UTC))
+        assert summary is not None
+        info(f"vector space: {space_line(summary)}; next step: {found['next']}")
         return
     if abort:
         space = service.abort(s, actor, apply)
@@ -172,18 +181,6 @@ def reembed(
         info(f"re-embed into {space.spec.label()} started (space {space.id}, {space.chunks_total} chunks)")
     if wait:
         _wait(s, actor)
-
-
-def _status_line(found: dict[str, object]) -> str:
-    act = found["active"]
-    assert isinstance(act, dict)
-    line = f"active: {act['name']} ({act['dim']}-d, space {act['id']})"
-    b = found["building"]
-    if isinstance(b, dict):
-        eta = "" if b["eta_seconds"] is None else f", ~{b['eta_seconds']:.0f} s left"
-        line += (f"\nbuilding: {b['name']} ({b['dim']}-d, space {b['id']}): {b['chunks_done']}/{b['chunks_total']} "
-                 f"chunks ({b['ratio']:.0%}){eta}; next step: {found['next']}")
-    return line
 
 
 def _wait(s: Settings, actor: str) -> None:
