@@ -24,7 +24,7 @@ from core.errors import ConfigError
 from core.ingest.worker import IngestProcessor
 from core.search.retrieve import Mode, SearchRequest, retrieve
 from core.spaces.follow import SpaceEmbedder, follow_database, space_changed
-from core.spaces.store import active, building, column_dims
+from core.spaces.store import Space, active, building, column_dims
 from opsctl.reembed import pg
 from opsctl.reembed.service import run, start, target
 from tests.conftest import RunningApi, client_for, drain, make_settings, project_root
@@ -96,6 +96,19 @@ def stored_match(conn: psycopg.Connection[Any], dim: int) -> bool:
     return bool(rows) and all(np.allclose(_array(r[1]), v, atol=1e-6) for r, v in zip(rows, vectors, strict=True))
 
 
+def backfilled(api: RunningApi, tenant: Any, settings: Settings, chunks: int, dim: int) -> Space:
+    """``chunks`` one-chunk documents ingested, a re-embed into hash ``dim`` started and backfilled."""
+    assert settings.database_url
+    ingest(api, tenant.api_key, corpus(chunks))
+    drain(settings, settings.database_url)
+    space = start(settings, target(settings, "hash", dim), "tester")
+    with connect(settings.database_url) as conn:
+        pg.add_column(conn, space)
+        while pg.backfill_batch(conn, building(conn), HashEmbedder(dim), 16):  # type: ignore[arg-type]
+            pass
+    return space
+
+
 @pytest.mark.parametrize("exact_max_rows", [10_000, 0])  # every chunk compared, or the HNSW index
 def test_searches_use_the_old_space_until_the_switch_then_the_new(
         api: RunningApi, tenant: Any, settings: Settings, db_url: str, exact_max_rows: int) -> None:
@@ -135,13 +148,8 @@ def test_searches_use_the_old_space_until_the_switch_then_the_new(
 
 def test_chunks_written_during_the_re_embed_get_new_vectors_before_the_switch(
         api: RunningApi, tenant: Any, settings: Settings, db_url: str) -> None:
-    ingest(api, tenant.api_key, corpus(30))
-    drain(settings, db_url)
-    space = start(settings, target(settings, "hash", 128), "tester")
+    backfilled(api, tenant, settings, 30, 128)
     with connect(db_url) as conn:
-        pg.add_column(conn, space)
-        while pg.backfill_batch(conn, building(conn), HashEmbedder(128), 16):  # type: ignore[arg-type]
-            pass
         ingest(api, tenant.api_key, [*corpus(10, start_at=30), {"external_id": "doc-0", "text": "rewritten body"}])
         assert drain_following(settings, db_url) == 11  # in the old space, the new column left empty
         assert conn.execute("SELECT count(*) FROM chunks WHERE embedding_next IS NULL").fetchone() == (11,)
@@ -329,13 +337,8 @@ def test_the_switch_waits_for_an_ingest_batch_in_flight_then_embeds_its_chunks(
     import threading
     import time
 
-    ingest(api, tenant.api_key, corpus(10))
-    drain(settings, db_url)
-    space = start(settings, target(settings, "hash", 72), "tester")
+    space = backfilled(api, tenant, settings, 10, 72)
     with connect(db_url) as conn:
-        pg.add_column(conn, space)
-        while pg.backfill_batch(conn, building(conn), HashEmbedder(72), 16):  # type: ignore[arg-type]
-            pass
         pg.build_index(conn, space, settings, lambda *_: None)
 
     ingest(api, tenant.api_key, corpus(2, start_at=50))
