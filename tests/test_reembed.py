@@ -373,3 +373,31 @@ def test_the_switch_waits_for_an_ingest_batch_in_flight_then_embeds_its_chunks(
 def drain_with(settings: Settings, db_url: str, embedder: Any) -> None:
     with connect(db_url) as conn:
         IngestProcessor(settings, embedder).run_batch(conn)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_the_space_check_runs_once_per_statement_not_per_row(db_url: str, tenant: Any, exact: bool) -> None:
+    from core.search.retrieve import vector_sql
+
+    with connect(db_url) as conn:
+        space = active(conn).id
+        params = {"q": HashEmbedder(384).embed(["q"])[0], "company": tenant.company_id, "n": 10, "space": space}
+        plan = " ".join(r[0] for r in conn.execute(
+            "EXPLAIN (COSTS OFF) " + vector_sql(exact).replace("{filters}", ""), params).fetchall())
+    assert "One-Time Filter" in plan and "vector_space_is" in plan, plan
+
+
+def test_the_backfill_leaves_the_keyword_statistics_untouched(
+        api: RunningApi, tenant: Any, settings: Settings, db_url: str) -> None:
+    stats = "SELECT company_id, stripe, chunks, words, xmin::text FROM bm25_totals ORDER BY 1, 2"
+    ingest(api, tenant.api_key, corpus(12))
+    drain(settings, db_url)
+    with connect(db_url) as conn:
+        before = conn.execute(stats).fetchall()
+        backfilled_space = start(settings, target(settings, "hash", 40), "tester")
+        pg.add_column(conn, backfilled_space)
+        assert pg.backfill_batch(conn, building(conn), HashEmbedder(40), 16) == 12  # type: ignore[arg-type]
+        assert conn.execute(stats).fetchall() == before  # not even rewritten: the text did not change
+        conn.execute("UPDATE chunks SET body = body || ' zebra' WHERE external_id = 'doc-0'")
+        after = conn.execute("SELECT sum(chunks)::int, sum(words)::int FROM bm25_totals").fetchone()
+        assert after == (12, sum(r[3] for r in before) + 1)  # a text that changes is still counted

@@ -32,3 +32,30 @@ BEGIN
     END IF;
     RETURN true;
 END $$;
+
+-- An UPDATE that changes no chunk's text (a re-embed writing embedding_next) changes no BM25
+-- statistic: the trigger returns before subtracting and adding the same counts (0013's function
+-- otherwise, unchanged).
+CREATE OR REPLACE FUNCTION bm25_count() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    statement text;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN  -- nested: an INSERT's or DELETE's trigger has no old_chunks or new_chunks
+        IF NOT EXISTS (SELECT 1 FROM old_chunks o FULL JOIN new_chunks n
+                           ON n.company_id = o.company_id AND n.id = o.id AND n.created_at = o.created_at
+                       WHERE o.tsv IS DISTINCT FROM n.tsv) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        FOREACH statement IN ARRAY bm25_statements('old_chunks') LOOP
+            EXECUTE statement USING -1;
+        END LOOP;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        FOREACH statement IN ARRAY bm25_statements('new_chunks') LOOP
+            EXECUTE statement USING 1;
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END $$;
