@@ -119,7 +119,8 @@ def measure(stack: Stack, n_queries: int, hit_rounds: int, rng: random.Random) -
         with pool.connection() as conn:
             sql = vector_sql(service_searches_exactly(conn, stack.settings, tenant.company_id)).format(filters="")
             def raw(i: int) -> None:
-                conn.execute(sql, {"q": vectors[i % len(vectors)], "company": tenant.company_id, "n": 10}).fetchall()
+                conn.execute(sql, {"q": vectors[i % len(vectors)], "company": tenant.company_id, "n": 10,
+                                   "space": None}).fetchall()
 
             raw(0)
             results["SQL vector"] = timed(len(texts), raw)

@@ -100,7 +100,7 @@ def prepare(stack: Stack) -> dict[str, dict[str, str]]:
         conn.execute("SET hnsw.iterative_scan = relaxed_order")
         conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(stack.settings.hnsw_ef_search)))
         for name, tenant in stack.tenants.items():
-            params = {"q": probe, "company": tenant.company_id, "k": K, "n": K}
+            params = {"q": probe, "company": tenant.company_id, "k": K, "n": K, "space": None}
             exact = service_searches_exactly(conn, stack.settings, tenant.company_id)
             service_sql = vector_sql(exact).replace("{filters}", "")
             plans[name] = {"raw": _plan(conn, sql.SQL(RAW_VECTOR_SQL), params),
@@ -196,7 +196,7 @@ def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32],
     http = _metered(stack, load, 1, http_get, stack.api_url, "/healthz", n, 1)
     auth = load.run(sql_repeat, stack.db_url, AUTH_SQL, [(hash_key(tenant.api_key),)] * n, 1, ef, False)
     miss = load.run(redis_get, stack.redis.url, n, 1)
-    params = [{"q": v, "company": tenant.company_id, "n": K} for v in vectors]
+    params = [{"q": v, "company": tenant.company_id, "n": K, "space": None} for v in vectors]
     txn = load.run(sql_repeat, stack.db_url, SERVICE_VECTOR_SQL, params, 1, ef, True)
     auto = load.run(sql_repeat, stack.db_url, SERVICE_VECTOR_SQL, params, 1, ef, False)
 

@@ -22,8 +22,8 @@ import psycopg
 from core.cache import Cache
 from core.config import Settings, load_settings
 from core.db import make_pool, migrate
-from core.embed import make_embedder
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.spaces.follow import follow_database
 from core.tenants import create_company
 from core.workerpool import WorkerPool, free_port
 
@@ -96,7 +96,9 @@ class ApiServer:
         assert settings.database_url
         self.pool = make_pool(settings.database_url, settings)
         self.cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
-        services = Services(settings, self.pool, self.cache, make_embedder(settings), workers)
+        with self.pool.connection() as conn:
+            embedder = follow_database(settings, conn)  # as the real API: the active vector space
+        services = Services(settings, self.pool, self.cache, embedder, workers)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(services), host="127.0.0.1", port=self.port, log_level="warning",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from core.errors import ConfigError, ServiceUnavailable
+from core.errors import ServiceUnavailable
 from core.partitioning import PARTITIONED_TABLES, months_to_premake, partition_with
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def first_line(exc: BaseException) -> str:
 
 
 def migrate(url: str, settings: Settings, now: datetime | None = None) -> list[str]:
-    """Apply pending migrations, check the vector dimension, premake partitions.
+    """Apply pending migrations, record (or check) the active vector space, premake partitions.
 
     Returns the names of the migrations applied by this call.
     """
@@ -104,22 +104,13 @@ def migrate(url: str, settings: Settings, now: datetime | None = None) -> list[s
                     )
                 applied.append(migration.name)
                 log.info("applied migration %s", migration.name)
-            check_embedding_dim(conn, settings.embed_dim)
+            from core.spaces.store import record_first
+
+            record_first(conn, settings)  # the active vector space; its dimension checked
             ensure_partitions(conn, now or datetime.now(UTC))
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", MIGRATION_LOCK)
     return applied
-
-
-def check_embedding_dim(conn: psycopg.Connection[Any], dim: int) -> None:
-    row = conn.execute(
-        "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'chunks'::regclass AND attname = 'embedding'"
-    ).fetchone()
-    if row and row[0] != dim:
-        raise ConfigError(
-            f"the database stores {row[0]}-dimensional embeddings but embed_dim is {dim}: "
-            f"use an embedder of dimension {row[0]} or a new database"
-        )
 
 
 def ensure_partitions(conn: psycopg.Connection[Any], now: datetime, ahead: int = PREMAKE_MONTHS) -> list[str]:

@@ -55,8 +55,11 @@ OPENAI_SHORTENABLE = ("text-embedding-3-small", "text-embedding-3-large")
 class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors of ``dim`` components."""
 
-    name: str
-    dim: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One row per text, in order: shape ``(len(texts), dim)``."""

@@ -57,6 +57,8 @@ REPLICA_LAG = Gauge("core_db_replica_lag_seconds", "Replay lag of each read repl
                     "(0: replayed all the primary had; NaN: unreachable)", ["replica"])
 REPLICA_UP = Gauge("core_db_replica_up", "Whether the API's last check reached the replica (1) or not (0)",
                    ["replica"])
+EMBEDDER_MISMATCH = Gauge("core_embedder_config_mismatch", "1 when this process's configured embedder is not "
+                          "the database's active vector space (it embeds in the database's; docs/embedders.md)")
 RATE_LIMITED = Counter("core_rate_limited_total", "Requests refused with 429")
 WORKERS = Gauge("core_workers", "Ingest worker processes of the local pool", ["state"])
 CHILD_RESTARTS = Counter("opsctl_up_child_restarts_total",

@@ -200,14 +200,15 @@ class RunningApi:
         from prometheus_client import REGISTRY
 
         from core.api import Services, create_app
-        from core.embed import make_embedder
         from core.metrics import api_collectors
+        from core.spaces.follow import follow_database
 
         assert settings.database_url
         self.settings = settings
         self.pool = make_pool(settings.database_url, settings)
         self.cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
-        self.embedder = make_embedder(settings)
+        with self.pool.connection() as conn:
+            self.embedder = follow_database(settings, conn)  # as the real API: the active vector space
         self.collectors = api_collectors(self.pool, self.cache, min_interval=0)
         for collector in self.collectors:
             REGISTRY.register(collector)

@@ -64,7 +64,7 @@ def test_exact_search_returns_the_true_neighbours_without_the_index(
 
     for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):  # push any plan that can onto HNSW
         conn.execute(sql.SQL("SET {} = off").format(sql.Identifier(setting)))
-    params = {"q": query, "company": tenant.company_id, "n": 10}
+    params = {"q": query, "company": tenant.company_id, "n": 10, "space": None}
     plans = {}
     for exact in (True, False):
         rows = conn.execute(sql.SQL("EXPLAIN (COSTS OFF) " + vector_sql(exact).replace("{filters}", "")), params)

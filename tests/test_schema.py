@@ -82,11 +82,27 @@ def test_migrate_twice_and_concurrently(empty_db: callable) -> None:  # type: ig
     assert names == {"chunks_p2026_11", "chunks_p2026_12", "chunks_p2027_01", "chunks_p2027_02", "chunks_p2027_03"}
 
 
-def test_dimension_mismatch_is_a_clear_startup_error(empty_db: callable) -> None:  # type: ignore[valid-type]
+def test_a_start_with_another_dimension_follows_the_database_and_says_so(
+        empty_db: callable, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[valid-type]
+    from core.spaces.follow import follow_database
+
     url = empty_db("schema_dim")
     migrate(url, make_settings(embed_dim=384), now=NOW)
-    with pytest.raises(ConfigError, match="stores 384-dimensional embeddings but embed_dim is 768"):
+    with caplog.at_level("WARNING"):
         migrate(url, make_settings(embed_dim=768), now=NOW)
+    assert "writes hash-v1 (768-d) but the database's active vector space is hash-v1 (384-d)" in caplog.text
+    with psycopg.connect(url) as conn:
+        assert follow_database(make_settings(embed_dim=768), conn).dim == 384
+
+
+def test_a_column_of_another_dimension_than_the_active_space_is_a_clear_error(
+        empty_db: callable) -> None:  # type: ignore[valid-type]
+    url = empty_db("schema_dim_broken")
+    migrate(url, make_settings(embed_dim=384), now=NOW)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE vector_spaces SET dim = 768")
+    with pytest.raises(ConfigError, match="stores 384-dimensional embeddings but its active vector space"):
+        migrate(url, make_settings(embed_dim=384), now=NOW)
 
 
 def test_every_btree_index_leads_with_company_id(pg_server: EmbeddedPostgres, db_url: str) -> None:

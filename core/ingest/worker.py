@@ -48,6 +48,7 @@ from core.ingest.mail import (
 )
 from core.ingest.maildelete import delete_messages
 from core.ingest.overlap import EmbedAhead
+from core.spaces.follow import hold_space
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -219,6 +220,7 @@ class IngestProcessor:
                         bytes(r[7]) if r[7] is not None else None) for r in rows]
             result.claimed = len(jobs)
             conn.execute(HOLD_JOBS_SQL, ([j.id for j in jobs],))
+            hold_space(conn, self.embedder)  # before any chunk is read: the switch's lock order
             metrics.JOBS_IN_FLIGHT.set(len(jobs))
             try:
                 self._apply_isolated(conn, jobs, result)
@@ -446,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     from prometheus_client import start_http_server
 
     from core.config import load_settings
-    from core.embed import make_embedder
     from core.logs import configure as configure_logs
+    from core.spaces.follow import follow_database
 
     parser = argparse.ArgumentParser(prog="core-worker", description="Run one ingest worker.")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on this port (0: none)")
@@ -458,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.database_url:
         print("core-worker: OPSCTL_DATABASE_URL is not set", file=sys.stderr)
         return 2
-    embedder = make_embedder(settings)
+    with psycopg.connect(settings.database_url) as conn:
+        embedder = follow_database(settings, conn)  # the database's active vector space
     worker = Worker(settings, embedder)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)

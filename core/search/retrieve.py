@@ -37,10 +37,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from core import metrics
 from core.cache import search_key
+from core.db import read_connection
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
 from core.replicas.reader import read
 from core.search.bm25 import KEYWORD_SQL
 from core.search.fusion import Hit, Ranking, rank_hybrid, rank_one
+from core.spaces.follow import SpaceEmbedder, query_vector, space_changed
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -155,10 +157,16 @@ def _filters(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any]]:
     return sql.SQL(" AND ") + sql.SQL(" AND ").join(clauses), params
 
 
+# the query vector's space must be the active one (core.spaces): checked once per statement, in its
+# snapshot, so a switch committed before the statement makes it fail (SQLSTATE OPS01) and never
+# compares a query of one space with vectors of another; NULL (library callers) is not checked
+SPACE_CHECK = "(%(space)s::bigint IS NULL OR vector_space_is(%(space)s))"
+
+
 VECTOR_SQL = """
 WITH hits AS MATERIALIZED (
     SELECT id, document_id, external_id, body, embedding <=> %(q)s AS distance
-    FROM chunks WHERE company_id = %(company)s {filters}
+    FROM chunks WHERE company_id = %(company)s AND """ + SPACE_CHECK + """ {filters}
     ORDER BY embedding <=> %(q)s LIMIT %(n)s
 )
 SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY distance, id
@@ -169,7 +177,7 @@ SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY dista
 EXACT_VECTOR_SQL = """
 WITH scored AS MATERIALIZED (
     SELECT id, created_at, embedding <=> %(q)s AS distance
-    FROM chunks WHERE company_id = %(company)s {filters}
+    FROM chunks WHERE company_id = %(company)s AND """ + SPACE_CHECK + """ {filters}
 ), top AS (
     SELECT id, created_at, distance FROM scored ORDER BY distance, id LIMIT %(n)s
 )
@@ -214,7 +222,7 @@ def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: Searc
                   title_weight=ranking.title_weight, n=n)
     if req.mode is Mode.keyword:
         return [], _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
-    params["q"] = embed_query(embedder, req.query) if query_vector is None else query_vector
+    params["q"], params["space"] = embed_query(embedder, req.query) if query_vector is None else query_vector
     if req.mode is Mode.vector:
         return _hits(conn.execute(sql.SQL(vector_sql(exact)).format(filters=where), params).fetchall()), []
     rows = conn.execute(sql.SQL(hybrid_sql(exact)).format(filters=where), params).fetchall()
@@ -236,12 +244,13 @@ def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchR
     return rank_one(vector or keyword, ranking, n)
 
 
-def embed_query(embedder: Embedder | None, query: str) -> Any:
+def embed_query(embedder: Embedder | None, query: str) -> tuple[Any, int | None]:
+    """The query's vector and the vector space it is in (``core.spaces.follow.query_vector``)."""
     assert embedder is not None
     started = time.perf_counter()
-    vector = embedder.embed([query])[0]
+    found = query_vector(embedder, query)
     metrics.EMBED_SECONDS.labels(embedder.name).observe(time.perf_counter() - started)
-    return vector
+    return found
 
 
 def retrieve_grouped(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
@@ -306,8 +315,17 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, ranking)
 
     # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
-    results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
-                      vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)
+    try:
+        results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
+                          vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)
+    except Exception as exc:
+        # the active vector space changed since this process last looked: follow it, answer in it
+        if not space_changed(exc) or not isinstance(embedder, SpaceEmbedder):
+            raise
+        with read_connection(pool) as conn:
+            embedder.refresh(conn)
+        results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
+                          vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)
     cache.set_raw_later(key, orjson.dumps(results), ttl)  # near now, Redis off this request's path
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)

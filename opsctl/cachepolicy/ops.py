@@ -235,9 +235,9 @@ def warm(settings: Settings, policy: CachePolicy, company: int | None, top: int 
 
     from core.cache import Cache
     from core.db import make_pool
-    from core.embed import make_embedder
     from core.search.fusion import Ranking
     from core.search.retrieve import SearchRequest, search
+    from core.spaces.follow import follow_database
     from core.tenants import Principal
     from opsctl.context import database_url
 
@@ -258,7 +258,10 @@ def warm(settings: Settings, policy: CachePolicy, company: int | None, top: int 
                 for cid, version in companies]
         total = sum(len(queries) for _, _, queries in planned)
         ttl = cache.setting("ttl_search", policy.ttlSeconds.searchResults)
-        embedder = make_embedder(settings) if total else None
+        embedder = None
+        if total:
+            with pool.connection() as conn:
+                embedder = follow_database(settings, conn)  # the answers the API would give: the active space
         report: dict[str, dict[str, int]] = {}
         done = 0
         for cid, version, queries in planned:

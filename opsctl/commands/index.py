@@ -1,8 +1,10 @@
-"""``opsctl index status | tune | maintain``: the HNSW indexes of chunks, by the vector-index policy."""
+"""``opsctl index status | tune | maintain | reembed``: the HNSW indexes of chunks, by the vector-index
+policy, and switching embedders (``opsctl.reembed``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -10,6 +12,10 @@ from opsctl.output import OUTPUT_OPTION, Output, emit, info, size, stderr_progre
 
 app = typer.Typer(help="Vector (HNSW) indexes: measured recall, ef_search tuning, reindex and vacuum.\n\n"
                        "Example: opsctl index tune --apply", no_args_is_help=True)
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.spaces.store import Space
 
 POLICY_OPTION = typer.Option(None, "--policy", help="policy file (default: <policy dir>/vector-index.yaml)")
 
@@ -103,3 +109,91 @@ def maintain(
         info(result.sentence())
     else:
         emit({"applied": apply, "indexes": rows, "done": result.done, "summary": result.sentence()}, output)
+
+
+REEMBED_HELP = """Switch embedders on a live system: embed every chunk again into a new vector space in the
+background (a new column; searches keep using the old vectors), build its HNSW index, then switch in
+one transaction. Dry run by default: the chunks to embed and the time, measured on a sample.
+--apply starts it (the daemon's `reembed` job runs it; --wait runs it here with a progress bar);
+--status shows progress; --abort --apply abandons it. Start, switch and abort are audited.
+
+\b
+Example: opsctl index reembed --embedder onnx
+         opsctl index reembed --embedder onnx --apply --wait
+         opsctl index reembed --status -o json
+"""
+
+
+@app.command("reembed", help=REEMBED_HELP)
+def reembed(
+    embedder: str | None = typer.Option(None, "--embedder", help="hash | onnx | minilm | openai"),
+    dim: int | None = typer.Option(None, "--dim", min=8, max=16000, help="the new space's dimension "
+                                   "(hash, openai; default: embed_dim, 384 for onnx and minilm)"),
+    precision: str | None = typer.Option(None, "--precision", help="onnx: float32 | int8"),
+    openai_model: str | None = typer.Option(None, "--openai-model", help="openai: the model"),
+    apply: bool = typer.Option(False, "--apply", help="start it (with --abort: abort it)"),
+    wait: bool = typer.Option(False, "--wait", help="run it here with a progress bar until the switch"),
+    show_status: bool = typer.Option(False, "--status", help="the active space and the re-embed's progress"),
+    abort: bool = typer.Option(False, "--abort", help="abandon the re-embed in progress (with --apply)"),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    from opsctl.audit import default_actor
+    from opsctl.context import settings
+    from opsctl.reembed import service
+
+    s, actor = settings(), default_actor()
+    if show_status:
+        found = service.read_status(s)
+        if output is not Output.table:
+            emit(found, output)
+            return
+        from datetime import UTC, datetime
+
+        from opsctl.daemon.status import space_line, vector_space
+
+        summary = vector_space(found, datetime.now(UTC))
+        assert summary is not None
+        info(f"vector space: {space_line(summary)}; next step: {found['next']}")
+        return
+    if abort:
+        space = service.abort(s, actor, apply)
+        if space is None:
+            info("no re-embed in progress")
+        else:
+            info(f"re-embed into {space.spec.label()} " + ("aborted: its column is dropped next"
+                                                           if apply else "would be aborted (dry run: add --apply)"))
+        return
+    if embedder is None:
+        if not wait:
+            raise typer.BadParameter("give --embedder NAME (or --status, --abort, --wait)")
+    else:
+        if embedder not in ("hash", "onnx", "minilm", "openai"):
+            raise typer.BadParameter(f"--embedder must be hash, onnx, minilm or openai, not {embedder!r}")
+        if precision not in (None, "float32", "int8"):
+            raise typer.BadParameter("--precision must be float32 or int8")
+        spec = service.target(s, embedder, dim, precision, openai_model)
+        if not apply:
+            planned = service.plan(s, spec)
+            emit(planned.as_dict(), output) if output is not Output.table else info(planned.sentence())
+            info("dry run: add --apply to start it")
+            return
+        space = service.start(s, spec, actor)
+        info(f"re-embed into {space.spec.label()} started (space {space.id}, {space.chunks_total} chunks)")
+    if wait:
+        _wait(s, actor)
+
+
+def _wait(s: Settings, actor: str) -> None:
+    from opsctl.reembed import service
+
+    with stderr_progress() as bar:
+        task = bar.add_task("re-embedding", total=None)
+
+        def report(step: str, space: Space | None) -> None:
+            if space is None:
+                bar.update(task, description=step)
+            else:
+                bar.update(task, description=step, completed=space.chunks_done, total=max(space.chunks_total, 1))
+
+        result = service.run_to_end(s, actor, report)
+    info(result.sentence())

@@ -29,6 +29,7 @@ REGISTRY: dict[str, str] = {
     "restore-drill": "opsctl.backup.jobs:job_restore_drill",
     "index-maintenance": "opsctl.vindex.jobs:job_index_maintenance",
     "backup-prune": "opsctl.backup.jobs:job_backup_prune",
+    "reembed": "opsctl.reembed.jobs:job_reembed",
 }
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -119,6 +120,7 @@ def _default_jobs() -> dict[str, JobSchedule]:
         "restore-drill": JobSchedule.model_validate({"cron": "0 5 * * 0", "misfire_grace_time": "6h"}),
         "index-maintenance": JobSchedule.model_validate({"cron": "0 4 * * *"}),
         "backup-prune": JobSchedule.model_validate({"cron": "30 6 * * *"}),
+        "reembed": JobSchedule.model_validate({"every": "30s"}),
     }
 
 

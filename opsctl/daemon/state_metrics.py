@@ -13,6 +13,8 @@ reads), not from what one process happened to do.
     opsctl_scale_current_replicas{service}             the newest scale.decide per service
     opsctl_scale_desired_replicas{service}
     opsctl_scale_max_replicas{service}
+    opsctl_reembed_progress_ratio                      the re-embed's chunks embedded / to embed (1: none runs)
+    opsctl_reembed_in_progress                         1 while `opsctl index reembed` builds a space
     opsctl_state_scrape_errors_total                   scrapes whose database read failed
 
 The drill gauges (``opsctl_restore_drill_*``) are set by the drill itself (``opsctl.backup.metrics``).
@@ -35,7 +37,8 @@ log = logging.getLogger(__name__)
 
 NAMES = ("opsctl_backup_last_success_timestamp_seconds", "opsctl_partitions_premade_ahead",
          "opsctl_partition_default_rows", "opsctl_vector_index_recall", "opsctl_scale_current_replicas",
-         "opsctl_scale_desired_replicas", "opsctl_scale_max_replicas")
+         "opsctl_scale_desired_replicas", "opsctl_scale_max_replicas", "opsctl_reembed_progress_ratio",
+         "opsctl_reembed_in_progress")
 SCRAPE_ERRORS = Counter("opsctl_state_scrape_errors_total", "State gauge scrapes whose database read failed")
 
 
@@ -89,6 +92,12 @@ def families(raw: dict[str, Any], summary: dict[str, Any]) -> list[GaugeMetricFa
             if number is not None:
                 family.add_metric([service], number)
     out += [current, desired, maximum]
+    building = (summary.get("vector_space") or {}).get("building")
+    ratio = building["ratio"] if building else 1
+    out += [GaugeMetricFamily("opsctl_reembed_progress_ratio", "Chunks the re-embed in progress embedded / "
+                              "chunks to embed (1 when none is in progress)", value=ratio),
+            GaugeMetricFamily("opsctl_reembed_in_progress", "1 while a re-embed builds a vector space",
+                              value=1 if building else 0)]
     return out
 
 

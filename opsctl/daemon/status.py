@@ -84,6 +84,7 @@ def fetch(conn: Any, prometheus_url: str | None, data_dir: Path | None = None) -
         "offsite": [{"repo": r[0], "at": r[1]} for r in conn.execute(OFFSITE_SQL).fetchall()],
         "drill": last("restore.drill"),
         "recall": last("index.recall"),
+        "spaces": spaces(conn),
         "partitions": partitions,
         "default_rows": default_rows,
         "queue": {"depth": waiting, "in_flight": in_flight, "oldest_pending_seconds": oldest, "dead": dead},
@@ -249,12 +250,47 @@ def summarize(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
         "drill": drill,
         "partitions": partitions,
         "index_recall": recall,
+        "vector_space": vector_space(raw.get("spaces"), now),
         "daemon": {"leader": leader["application_name"] if leader else None,
                    "leader_since": leader["backend_start"].isoformat(timespec="seconds") if leader else None,
                    "policies": policies, "jobs": jobs},
         "up": up,
         "attention": attention,
     }
+
+
+def spaces(conn: Any) -> dict[str, Any]:
+    """The active vector space and the one a re-embed builds (``core.spaces``), as plain rows."""
+    from core.spaces.store import active, building
+
+    found = building(conn)
+    return {"active": active(conn).as_dict(), "building": found.as_dict() if found else None}
+
+
+def vector_space(rows: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    """The active space's label and a re-embed's progress (pure)."""
+    if not rows:
+        return None
+    from opsctl.reembed.plan import progress
+
+    act, b = rows["active"], rows.get("building")
+    out: dict[str, Any] = {"active": f"{act['name']} ({act['dim']}-d)", "building": None}
+    if b:
+        p = progress(b["chunks_done"], b["chunks_total"], datetime.fromisoformat(b["created_at"]), now)
+        out["building"] = {"space": f"{b['name']} ({b['dim']}-d)", "chunks_done": p.done, "chunks_total": p.total,
+                           "ratio": round(p.ratio, 4),
+                           "eta_seconds": None if p.eta_seconds is None else round(p.eta_seconds, 1)}
+    return out
+
+
+def space_line(v: dict[str, Any]) -> str:
+    """``vector_space``'s summary in one line."""
+    b = v.get("building")
+    if not b:
+        return str(v["active"])
+    eta = "" if b["eta_seconds"] is None else f", ~{b['eta_seconds']:.0f} s left"
+    return (f"{v['active']}; re-embedding into {b['space']}: {b['ratio']:.0%} "
+            f"({b['chunks_done']}/{b['chunks_total']} chunks{eta})")
 
 
 def _ago(seconds: float | None) -> str:
@@ -342,6 +378,8 @@ def render(data: dict[str, Any]) -> Any:
         health.add_row(f"partitions {table}", f"{p['premade_ahead']} premade ahead, "
                                               f"{p['default_rows']} rows in default")
     health.add_row("index recall", _recall(data["index_recall"]))
+    if data.get("vector_space"):
+        health.add_row("vector space", space_line(data["vector_space"]))
     parts.append(health)
 
     daemon = data["daemon"]

@@ -116,8 +116,8 @@ class System:
     def _start(self, progress: Any) -> None:
         from core.cache import Cache
         from core.db import make_pool, migrate
-        from core.embed import make_embedder
         from core.embedded import EmbeddedPostgres, EmbeddedPrometheus, EmbeddedRedis, prometheus_binary
+        from core.spaces.follow import follow_database
         from core.workerpool import WorkerPool
 
         def step(text: str) -> None:
@@ -208,8 +208,9 @@ class System:
         self.supervisor.watch_pool(self.worker_pool)
         self.started.append("workers")
         step("opening the API")
-        self.embedder = make_embedder(self.settings)
         self.pool = make_pool(db_url, self.settings)
+        with self.pool.connection() as conn:
+            self.embedder = follow_database(self.settings, conn)  # the database's active vector space
         self.cache = Cache(redis_url, self.settings.redis_timeout_seconds)
         self.endpoints = {"api": api_url, "metrics": f"{api_url}/metrics", "database": db_url,
                           **{name: url for name, url in zip(replica_names(len(replica_urls)), replica_urls,

@@ -84,7 +84,8 @@ def _approx(conn: psycopg.Connection[Any], table: str, q: Query, k: int) -> list
     from core.search.retrieve import VECTOR_SQL
 
     rows = conn.execute(sql.SQL(VECTOR_SQL.replace("FROM chunks", "FROM {table}")).format(
-        table=sql.Identifier(table), filters=sql.SQL("")), {"q": q.vector, "company": q.company, "n": k}).fetchall()
+        table=sql.Identifier(table), filters=sql.SQL("")),
+        {"q": q.vector, "company": q.company, "n": k, "space": None}).fetchall()
     return [int(r[0]) for r in rows]
 
 

@@ -1,0 +1,85 @@
+"""What a re-embed does next, and how far along it is: pure functions of the state read and the clock.
+
+A re-embed moves through these steps, one at a time, each resumable (its state is in the database):
+
+    add_column   ALTER TABLE chunks ADD COLUMN embedding_next vector(dim)
+    backfill     embed the chunks after the cursor, in (company_id, id) order, into embedding_next
+    build_index  HNSW over embedding_next, partition by partition, CONCURRENTLY
+    catch_up     embed the chunks still without a new vector (written since the backfill passed them)
+    switch       one transaction: the last few chunks, the columns renamed, the space made active,
+                 every company's data version bumped
+    drop_retired drop the old column (and with it its HNSW index): after the switch
+    drop_next    drop an aborted re-embed's column
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+Step = Literal["idle", "add_column", "backfill", "build_index", "catch_up", "switch", "drop_retired", "drop_next"]
+
+CATCH_UP_IN_SWITCH = 256  # chunks the switch may embed itself while it holds chunks locked (the runner's: 4 batches)
+
+
+@dataclass(frozen=True)
+class State:
+    building: bool            # a space is being built (state 'building')
+    next_column: bool         # chunks.embedding_next exists
+    retired_column: bool      # chunks.embedding_retired exists (a switch happened, not yet cleaned)
+    backfilled: bool          # the backfill's cursor passed the last chunk
+    index_valid: bool         # the HNSW index over embedding_next is complete
+    missing: int | None       # chunks without a new vector (counted once backfilled), None: not counted
+
+
+@dataclass(frozen=True)
+class Next:
+    step: Step
+    why: str
+
+
+def next_step(state: State, catch_up_in_switch: int = CATCH_UP_IN_SWITCH) -> Next:
+    """The one thing to do now (pure)."""
+    if state.retired_column:
+        return Next("drop_retired", "the switch is done: the old vectors go")
+    if not state.building:
+        if state.next_column:
+            return Next("drop_next", "the re-embed was aborted: its vectors go")
+        return Next("idle", "no re-embed in progress")
+    if not state.next_column:
+        return Next("add_column", "the new vectors need their column")
+    if not state.backfilled:
+        return Next("backfill", "chunks remain before the cursor's end")
+    if not state.index_valid:
+        return Next("build_index", "every chunk has a new vector: the HNSW index is built")
+    if state.missing is None or state.missing > catch_up_in_switch:
+        return Next("catch_up", f"{'some' if state.missing is None else state.missing} chunks written during "
+                                f"the re-embed have no new vector yet")
+    return Next("switch", f"{state.missing} chunks left: the switch embeds them while it holds the table")
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    ratio: float
+    chunks_per_second: float | None
+    eta_seconds: float | None
+
+
+def progress(done: int, total: int, started: datetime, now: datetime) -> Progress:
+    """How far the backfill is, its rate since ``started`` and the time left at that rate (pure)."""
+    total = max(total, done)
+    ratio = 1.0 if total == 0 else done / total
+    elapsed = (now - started).total_seconds()
+    rate = done / elapsed if elapsed > 0 and done > 0 else None
+    eta = (total - done) / rate if rate else None
+    return Progress(done, total, ratio, rate, eta)
+
+
+def estimate_seconds(chunks: int, sample: int, sample_seconds: float) -> float | None:
+    """Time to embed ``chunks`` at the rate measured on ``sample`` chunks (pure; None: no sample)."""
+    if sample <= 0 or sample_seconds <= 0:
+        return None
+    return chunks * sample_seconds / sample
