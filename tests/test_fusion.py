@@ -92,12 +92,14 @@ def test_rank_one() -> None:
     assert [x.chunk_id for x in rank_one(CHUNKS, Ranking(aggregate=Aggregate.sum), 3)] == [10, 30, 20]
 
 
-@pytest.mark.parametrize(("ranking", "n", "expected"), [
-    (Ranking(per_document=False), 10, 30), (Ranking(per_document=False), 20, 60),
-    (Ranking(candidates=100), 10, 100), (Ranking(candidates=100), 50, 150), (Ranking(candidates=5), 1, 30),
+@pytest.mark.parametrize(("ranking", "n", "hybrid", "expected"), [
+    (Ranking(per_document=False), 10, True, 30), (Ranking(per_document=False), 20, True, 60),
+    (Ranking(per_document=False), 10, False, 10),  # one mode, chunk hits: exactly k rows
+    (Ranking(candidates=100), 10, True, 100), (Ranking(candidates=100), 50, True, 150),
+    (Ranking(candidates=100), 10, False, 100), (Ranking(candidates=5), 1, True, 30),
 ])
-def test_depth(ranking: Ranking, n: int, expected: int) -> None:
-    assert ranking.depth(n) == expected
+def test_depth(ranking: Ranking, n: int, hybrid: bool, expected: int) -> None:
+    assert ranking.depth(n, hybrid) == expected
 
 
 def test_the_settings_defaults_are_the_functions_defaults() -> None:

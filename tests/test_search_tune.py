@@ -73,7 +73,9 @@ def tuned_api(request: pytest.FixtureRequest, settings: Settings, pooled_setting
     """The API straight to PostgreSQL (session mode) or through PgBouncer (transaction mode), always
     searching the HNSW index (no exact search for a small company), ef_search not configured."""
     base = settings if request.param == "session" else pooled_settings
-    running = RunningApi(base.model_copy(update={"vector_exact_max_rows": 0, "db_pool_min": 2}))
+    running = RunningApi(base.model_copy(update={"vector_exact_max_rows": 0, "db_pool_min": 2,
+                                                  # chunk hits: the query reads k rows, as the recalls assume
+                                                  "search_per_document": False}))
     yield running
     running.close()
 

@@ -86,8 +86,11 @@ class Ranking:
                    Fusion(settings.search_fusion), settings.search_fusion_keyword_weight, settings.search_rrf_k,
                    settings.search_candidates)
 
-    def depth(self, n: int) -> int:
-        """How many chunks each half reads for ``n`` results: more when documents collapse."""
+    def depth(self, n: int, hybrid: bool = True) -> int:
+        """How many chunks each half reads for ``n`` results: more when documents collapse; one
+        mode with chunk hits reads exactly ``n``."""
+        if not hybrid and not self.per_document:
+            return n
         return max(n * 3, 30, self.candidates if self.per_document else 0)
 
 

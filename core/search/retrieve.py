@@ -238,7 +238,8 @@ def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchR
     every row; ``query_vector``: the query's embedding, when the caller has it already; ``ranking``:
     the ranking's parameters (``core.search.fusion``: title weight, per document, fusion)."""
     n = req.k if n is None else n
-    vector, keyword = candidates(conn, embedder, company_id, req, exact, ranking.depth(n), query_vector, ranking)
+    depth = ranking.depth(n, hybrid=req.mode is Mode.hybrid)
+    vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, query_vector, ranking)
     if req.mode is Mode.hybrid:
         return rank_hybrid(vector, keyword, ranking, n)
     return rank_one(vector or keyword, ranking, n)
