@@ -324,3 +324,6 @@ CREATE TRIGGER chunks_bm25_delete AFTER DELETE ON chunks
 CREATE TRIGGER chunks_bm25_update AFTER UPDATE ON chunks
     REFERENCING OLD TABLE AS old_chunks NEW TABLE AS new_chunks FOR EACH STATEMENT EXECUTE FUNCTION bm25_count();
 
+
+-- 0017: a tier per company (core/tiers.py; NULL: the tenants policy's default tier)
+ALTER TABLE companies ADD COLUMN tier text CHECK (tier ~ '^[a-z0-9][a-z0-9_-]{0,62}$');

@@ -23,10 +23,12 @@ from starlette.concurrency import run_in_threadpool
 from core.api.body import json_body, read_json, resource_router
 from core.api.deps import TENANT_AUTH, Caller, authenticate, caller_of, screen, services_of
 from core.api.errors import responses, validation_error
+from core.api.intake import refuse_quota
 from core.api.models import SearchOut
 from core.api.services import Services
 from core.search.bm25 import Bm25
 from core.search.retrieve import SearchRequest, search
+from core.tiers import k_quota
 
 router = resource_router(tags=["search"])
 
@@ -45,6 +47,9 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
     req = read_json(content_type, body, SearchRequest)
     if req.k > settings.search_max_k:
         raise validation_error(f"k: at most {settings.search_max_k}")
+    too_many = k_quota(services.tiers.tier_of(principal.tier)[1], req.k)
+    if too_many is not None:
+        raise refuse_quota(too_many)
     ttl = services.cache.setting("ttl_search", settings.search_cache_ttl_seconds)
     found = search(services.pool, services.cache, services.embedder, principal, req, ttl,
                    settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
