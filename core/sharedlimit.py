@@ -93,6 +93,7 @@ class SharedLimiter:
         self._script: Any = None
         self._warned_at = float("-inf")
         self._lock = threading.Lock()
+        metrics.RATE_LIMIT_SHARED.set(1 if cache.client is not None else 0)  # until a charge says otherwise
 
     def charge(self, company_id: int, tier: Tier) -> Charge:
         if self.cache.available:

@@ -59,7 +59,7 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
 
 
 @router.post("/v1/search", response_model=SearchOut, summary="Search the company's documents",
-             responses=responses(400, 401, 413, 415, 422, 429, 503),
+             responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
              openapi_extra={**json_body(SearchRequest), **TENANT_AUTH})
 async def post_search(request: Request) -> OrjsonResponse:
     """`hybrid` fuses vector and keyword rankings (reciprocal rank fusion); `vector` is cosine

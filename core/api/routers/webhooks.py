@@ -116,7 +116,7 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
 @router.post("/v1/webhooks/{source}", status_code=202, response_model=WebhookAcceptedOut,
              response_model_exclude_none=True, summary="Receive a signed event",
              openapi_extra={**RAW_BODY, "security": [{"ApiKey": []}, {}]},
-             responses=responses(400, 401, 404, 413, 422, 429, 503))
+             responses=responses(400, 401, 403, 404, 413, 422, 429, 503))
 async def post_webhook(
     request: Request, services: ServicesDep,
     source: Annotated[str, Path(description="where the event comes from: `[a-z0-9][a-z0-9_.-]{0,63}`",
