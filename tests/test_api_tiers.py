@@ -214,3 +214,22 @@ def test_with_redis_down_the_limit_holds_per_process(tiered: Any, tenant: Any, r
     assert statuses == [200] * 4 + [429]
     assert metrics.RATE_LIMIT_LOCAL._value.get() - local_before == 5
     assert "core_rate_limit_shared 0.0" in exposed
+
+
+def test_a_webhook_over_the_quota_writes_nothing(tiered: Any, tenant: Any, conn: psycopg.Connection[Any]) -> None:
+    from core.tenants import sign
+
+    api = RunningApi(tiered)
+    try:
+        with client_for(api, tenant.api_key) as client:
+            assert client.post("/v1/documents", json=docs(("a", "1"), ("b", "2"), ("c", "3"))).status_code == 202
+        with client_for(api, None) as sender:
+            event = b'{"id": "e1", "text": "one more"}'
+            refused = sender.post("/v1/webhooks/crm", content=event, headers={
+                "X-Opsctl-Company": str(tenant.company_id),
+                "X-Opsctl-Signature": sign(tenant.webhook_secret, int(time.time()), event)})
+    finally:
+        api.close()
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "quota_documents"
+    assert refused.headers["RateLimit-Remaining"] == "2"  # the signed event was charged, then refused
+    assert jobs(conn) == 3
