@@ -121,6 +121,9 @@ class Settings(BaseSettings):
                                         "recently used one goes first")
     webhook_tolerance_seconds: int = Field(300, ge=1)
     search_max_k: int = Field(100, ge=1)
+    tenants_policy: Path | None = Field(None, description="the tiers: policies/tenants.yaml (rate, burst and "
+                                        "quotas per tier, docs/tenants.md); unset: one tier of rate_limit_per_second, "
+                                        "rate_limit_burst and search_max_k, without quotas")
     keyword_bm25_k1: float = Field(1.2, ge=0, description="keyword search (BM25): how fast repeats of a word "
                                    "stop adding to a chunk's score (0: presence only)")
     keyword_bm25_b: float = Field(0.75, ge=0, le=1, description="keyword search (BM25): how much a chunk's "

@@ -60,6 +60,11 @@ REPLICA_UP = Gauge("core_db_replica_up", "Whether the API's last check reached t
 EMBEDDER_MISMATCH = Gauge("core_embedder_config_mismatch", "1 when this process's configured embedder is not "
                           "the database's active vector space (it embeds in the database's; docs/embedders.md)")
 RATE_LIMITED = Counter("core_rate_limited_total", "Requests refused with 429")
+RATE_LIMIT_SHARED = Gauge("core_rate_limit_shared", "1: companies' rate limits are shared through Redis; "
+                          "0: Redis is down and each API process limits on its own")
+RATE_LIMIT_LOCAL = Counter("core_rate_limit_local_total",
+                           "Requests charged to this process's own rate-limit buckets because Redis was down")
+QUOTA_REFUSED = Counter("core_quota_refused_total", "Requests refused for a tier's quota, by quota", ["quota"])
 WORKERS = Gauge("core_workers", "Ingest worker processes of the local pool", ["state"])
 CHILD_RESTARTS = Counter("opsctl_up_child_restarts_total",
                          "Children of `opsctl up` started again after they died, by child", ["child"])

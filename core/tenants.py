@@ -45,12 +45,14 @@ class NewTenant:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts for: one company, and that company's current data version; read with
-    them, the database's ``hnsw.ef_search`` (``core.searchtune``; None: not read)."""
+    """Who a request acts for: one company, its current data version and the tier it holds
+    (``None``: the tenants policy's default; ``core.tiers.TenantsPolicy.tier_of``); read with them,
+    the database's ``hnsw.ef_search`` (``core.searchtune``; None: not read)."""
 
     company_id: int
     data_version: int
     ef_search: int | None = None
+    tier: str | None = None
 
 
 def _insert_key(conn: psycopg.Connection[Any], company_id: int) -> str:
@@ -62,7 +64,9 @@ def _insert_key(conn: psycopg.Connection[Any], company_id: int) -> str:
     return key
 
 
-def create_company(conn: psycopg.Connection[Any], name: str, *, actor: str = "cli") -> NewTenant:
+def create_company(conn: psycopg.Connection[Any], name: str, *, tier: str | None = None,
+                   actor: str = "cli") -> NewTenant:
+    """A new company with one API key; ``tier`` (already checked against the policy) or the default."""
     name = name.strip()
     if not name or len(name) > 200:
         raise ConfigError("a company name is 1 to 200 characters")
@@ -70,7 +74,8 @@ def create_company(conn: psycopg.Connection[Any], name: str, *, actor: str = "cl
     with conn.transaction():
         try:
             row = conn.execute(
-                "INSERT INTO companies (name, webhook_secret) VALUES (%s, %s) RETURNING id", (name, secret)
+                "INSERT INTO companies (name, webhook_secret, tier) VALUES (%s, %s, %s) RETURNING id",
+                (name, secret, tier),
             ).fetchone()
         except psycopg.errors.UniqueViolation as exc:
             raise ConfigError(f"a company named {name!r} already exists") from exc
@@ -78,8 +83,34 @@ def create_company(conn: psycopg.Connection[Any], name: str, *, actor: str = "cl
         company_id = int(row[0])
         key = _insert_key(conn, company_id)
         record_event(conn, actor=actor, action="tenant.create", target=f"company/{company_id}",
-                     to_state=name, reason="opsctl tenant create")
+                     to_state=name, reason="opsctl tenant create", details={"tier": tier})
     return NewTenant(company_id, name, key, secret)
+
+
+@dataclass(frozen=True)
+class TierChange:
+    company_id: int
+    name: str
+    from_tier: str | None
+    to_tier: str | None
+    applied: bool
+
+
+def set_tier(conn: psycopg.Connection[Any], ref: str, tier: str | None, *, apply: bool,
+             actor: str = "cli") -> TierChange:
+    """Give a company ``tier`` (``None``: the default); only with ``apply``, audited. The next request
+    of the company is limited by it (every request reads the company's row)."""
+    with conn.transaction():
+        company_id = find_company(conn, ref)
+        row = conn.execute("SELECT name, tier FROM companies WHERE id = %s FOR UPDATE", (company_id,)).fetchone()
+        assert row is not None
+        change = TierChange(company_id, row[0], row[1], tier, apply and row[1] != tier)
+        if change.applied:
+            conn.execute("UPDATE companies SET tier = %s WHERE id = %s", (tier, company_id))
+            record_event(conn, actor=actor, action="tenant.update", target=f"company/{company_id}",
+                         from_state=row[1] or "(default)", to_state=tier or "(default)",
+                         reason="opsctl tenant update --tier")
+    return change
 
 
 def find_company(conn: psycopg.Connection[Any], ref: str) -> int:
@@ -116,15 +147,15 @@ def rotate_key(conn: psycopg.Connection[Any], ref: str, *, keep_old: bool = Fals
 def list_companies(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     rows = conn.execute(
         """
-        SELECT c.id, c.name, c.created_at, c.data_version,
+        SELECT c.id, c.name, c.created_at, c.data_version, c.tier,
                (SELECT count(*) FROM api_keys k WHERE k.company_id = c.id AND k.revoked_at IS NULL),
                (SELECT count(*) FROM documents d WHERE d.company_id = c.id)
         FROM companies c ORDER BY c.id
         """
     ).fetchall()
     return [
-        {"id": r[0], "name": r[1], "created_at": _iso(r[2]), "data_version": r[3], "active_keys": r[4],
-         "documents": r[5]}
+        {"id": r[0], "name": r[1], "created_at": _iso(r[2]), "data_version": r[3], "tier": r[4],
+         "active_keys": r[5], "documents": r[6]}
         for r in rows
     ]
 
@@ -140,11 +171,11 @@ WHERE k.key_hash = %s AND k.revoked_at IS NULL
 
 
 AUTH_VERSIONS_SQL = f"""
-SELECT c.id, c.data_version, c.key_version, {DATABASE_EF_SEARCH_SQL}
+SELECT c.id, c.data_version, c.key_version, {DATABASE_EF_SEARCH_SQL}, c.tier
 FROM api_keys k JOIN companies c ON c.id = k.company_id
 WHERE k.key_hash = %s AND k.revoked_at IS NULL
 """
-COMPANY_VERSIONS_SQL = f"SELECT data_version, key_version, {DATABASE_EF_SEARCH_SQL} FROM companies WHERE id = %s"
+COMPANY_VERSIONS_SQL = f"SELECT data_version, key_version, {DATABASE_EF_SEARCH_SQL}, tier FROM companies WHERE id = %s"
 
 
 def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl: int) -> Principal | None:
@@ -164,13 +195,13 @@ def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl
         company_id, key_version = int(cached[0]), int(cached[1])
         row = conn.execute(COMPANY_VERSIONS_SQL, (company_id,), prepare=True).fetchone()
         if row is not None and int(row[1]) == key_version:
-            return Principal(company_id, int(row[0]), ef_search_of(row[2]))
+            return Principal(company_id, int(row[0]), ef_search_of(row[2]), row[3])
         cache.local.drop(lookup)
     row = conn.execute(AUTH_VERSIONS_SQL, (digest,), prepare=True).fetchone()
     if row is None:
         return None
     cache.set_json(lookup, [int(row[0]), int(row[2])], ttl, local=True)
-    return Principal(int(row[0]), int(row[1]), ef_search_of(row[3]))
+    return Principal(int(row[0]), int(row[1]), ef_search_of(row[3]), row[4])
 
 
 def recently_verified(cache: Cache, key: str, ttl: int) -> bool:
@@ -186,6 +217,12 @@ def authenticate(conn: psycopg.Connection[Any], key: str) -> Principal | None:
 def company_secret(conn: psycopg.Connection[Any], company_id: int) -> tuple[str, int] | None:
     row = conn.execute("SELECT webhook_secret, data_version FROM companies WHERE id = %s", (company_id,)).fetchone()
     return (str(row[0]), int(row[1])) if row else None
+
+
+def company_tier(conn: psycopg.Connection[Any], company_id: int) -> str | None:
+    """The tier a company holds (``None``: the default)."""
+    row = conn.execute("SELECT tier FROM companies WHERE id = %s", (company_id,), prepare=True).fetchone()
+    return None if row is None else row[0]
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "partitions": "opsctl.partitions.policy:PartitionsPolicy",
     "vector-index": "opsctl.vindex.policy:VectorIndexPolicy",
     "backup": "opsctl.backup.policy:BackupPolicy",
+    "tenants": "core.tiers:TenantsPolicy",
 }
 
 DEFAULT_DIR = Path("policies")

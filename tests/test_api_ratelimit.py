@@ -217,4 +217,5 @@ def test_fake_company_ids_create_no_buckets(api: RunningApi) -> None:
             response = stranger.post("/v1/webhooks/crm", content=b"x",
                                      headers={"X-Opsctl-Company": str(company), "X-Opsctl-Signature": "t=1,v1=0"})
             assert response.status_code in (401, 429)
-    assert len(api.services.limiter) == 0
+    assert len(api.services.limiter.local) == 0
+    assert api.cache.client.keys("opsctl:rl:*") == []

@@ -18,7 +18,7 @@ import pytest
 
 from core.config import Settings
 from core.errors import OperationFailed
-from core.ratelimit import RateLimiter
+from core.tiers import builtin_policy
 from opsctl.partitions.jobs import job_partition_rotation
 from opsctl.partitions.pg import Rotator, partitions, verify_archive
 from opsctl.partitions.plan import Step, add_intervals, plan_rotation
@@ -203,7 +203,7 @@ def test_rotation_while_the_api_ingests_and_searches(settings: Settings, api: Ru
         old_partition(conn, table, -15)
     add_rows(conn, tenant.company_id, month_start(-15).replace(day=4), 6, "expired")
     stray = month_start(9).replace(day=5).isoformat()
-    api.services.limiter = RateLimiter(1e6, 10**6)  # unpaced clients: this test is not about the rate limit
+    api.services.tiers = builtin_policy(1e6, 10**6, 100)  # unpaced clients: this test is not about the rate limit
     errors: list[str] = []
     stop = threading.Event()
     sent: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from core.api import errors, openapi
-from core.api.middleware import MetricsMiddleware, RequestGuardMiddleware
+from core.api.middleware import MetricsMiddleware, RateLimitHeadersMiddleware, RequestGuardMiddleware
 from core.api.routers import admin, documents, emails, health, jobs, search, threads, webhooks
 from core.api.services import Services
 
@@ -27,6 +27,7 @@ def create_app(services: Services) -> FastAPI:
     openapi.install(app, services.settings)
     # added last is outermost: the metrics see every answer, the guard's refusals included; the
     # guard sees every request before any route and every byte of its body
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(RequestGuardMiddleware, limit=services.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, routes=app.router.routes)
     return app

@@ -33,10 +33,12 @@ from starlette.concurrency import run_in_threadpool
 
 from core import logs, metrics
 from core.api.errors import ApiError, rate_limited
+from core.api.middleware import RATE_HEADERS
 from core.api.services import Services
 from core.db import read_connection
 from core.ratelimit import address_bucket, retry_after_header
 from core.tenants import Principal, recently_verified, resolve_principal
+from core.tiers import rate_headers
 
 # what the OpenAPI document declares (``openapi.build``); the headers are read by the functions below
 SECURITY_SCHEMES = {
@@ -105,11 +107,18 @@ def screen(services: Services, caller: Caller) -> None:
         refuse_stranger(services, caller.address, "unauthorized", MISSING_KEY)
 
 
-def charge_company(services: Services, company_id: int) -> None:
-    wait = services.limiter.take(company_id, time.monotonic())
-    if wait > 0:
+def charge_company(services: Services, company_id: int, tier_name: str | None) -> None:
+    """Charge the company one request at its tier's rate (shared by every API process through
+    Redis); the answer carries the ``RateLimit-*`` fields, a refusal is a 429 with ``Retry-After``."""
+    _, tier = services.tiers.tier_of(tier_name)
+    charge = services.limiter.charge(company_id, tier)
+    fields = rate_headers(charge, tier.rate_per_second, tier.burst)
+    if not charge.allowed:
         metrics.RATE_LIMITED.inc()
-        raise rate_limited("too many requests for this company; slow down", retry_after_header(wait))
+        raise ApiError(429, "rate_limited", "too many requests for this company; slow down", fields)
+    answer = RATE_HEADERS.get()
+    if answer is not None:
+        answer.update(fields)
 
 
 def authenticate(services: Services, caller: Caller) -> Principal:
@@ -125,7 +134,7 @@ def authenticate(services: Services, caller: Caller) -> Principal:
     if principal is None:
         refuse_stranger(services, caller.address, "unauthorized", "unknown or revoked API key")
     logs.note_company(principal.company_id)
-    charge_company(services, principal.company_id)
+    charge_company(services, principal.company_id, principal.tier)
     return principal
 
 

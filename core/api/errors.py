@@ -14,6 +14,8 @@ same errors in the OpenAPI document, so the description and the behaviour share 
     401     bad_signature            a webhook signature missing, malformed, stale or wrong (the
                                      same for a company that does not exist)
     403     admin_disabled           /admin/* without OPSCTL_ADMIN_TOKEN set
+    403     quota_documents          over the tier's documents, bytes or k (docs/tenants.md);
+            quota_bytes, k_too_large nothing written
     404     not_found                no such route (a trailing slash too), document, job or webhook source
     405     method_not_allowed       (with ``Allow``)
     409     no_local_pool            /admin/workers on a process without a worker pool
@@ -180,14 +182,16 @@ DESCRIPTIONS = {
     401: "`unauthorized`: no key, or an unknown or revoked one (webhooks: no numeric company id); "
          "`bad_signature` (webhooks): the signature is missing, malformed, older than the tolerance or wrong, "
          "whether the named company exists or not",
-    403: "`admin_disabled`: the admin API is off (no `OPSCTL_ADMIN_TOKEN`)",
+    403: "`admin_disabled`: the admin API is off (no `OPSCTL_ADMIN_TOKEN`); `quota_documents`, `quota_bytes`, "
+         "`k_too_large`: over the company's tier (documents, bytes of text, a search's k); nothing is written",
     404: "`not_found`: no such resource (or it belongs to another company)",
     409: "`no_local_pool`: this process manages no worker pool",
     413: "`body_too_large`: the body exceeds `max_body_bytes`",
     415: "`unsupported_media_type`: send the body as `application/json`",
     422: "`validation_error`: the body or a parameter does not fit the schema; the message names the field",
-    429: "`rate_limited`: the company's token bucket (authenticated requests) or the client address's "
-         "(requests failing authentication) is empty; retry after `Retry-After` seconds",
+    429: "`rate_limited`: the company's bucket (authenticated requests, its tier's rate, shared by every API "
+         "process; `RateLimit-*` fields) or the client address's (requests failing authentication) is empty; "
+         "retry after `Retry-After` seconds",
     503: "`database_unavailable` or `overloaded`: retry after `Retry-After` seconds",
 }
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}

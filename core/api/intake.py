@@ -7,12 +7,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from core import metrics
-from core.api.errors import validation_error
+from core.api.errors import ApiError, validation_error
 from core.ingest.accept import DocumentIn, accept_documents
 from core.ingest.mail import email_external_id
 from core.ingest.mailaccept import accept_email, accept_emails
+from core.ingest.quota import check_documents_quota
 from core.mail.mbox import NotAnMbox, split_mbox_bytes
 from core.mail.message import message_id_of
+from core.tenants import company_tier
+from core.tiers import QuotaRefusal
 
 if TYPE_CHECKING:
     from core.api.services import Services
@@ -33,9 +36,23 @@ def check_documents(settings: Settings, docs: list[DocumentIn]) -> None:
         check_text_length(doc.text, settings.max_text_chars, f"documents.{i}.text")
 
 
+def refuse_quota(refusal: QuotaRefusal) -> ApiError:
+    """A quota exceeded: 403 with the quota's code (``quota_documents``, ``quota_bytes``,
+    ``k_too_large``): the request is refused as it is, whenever it is sent again."""
+    metrics.QUOTA_REFUSED.labels(refusal.code).inc()
+    return ApiError(403, refusal.code, refusal.message)
+
+
 def store(services: Services, company_id: int, docs: list[DocumentIn], source: str) -> list[int]:
-    """Queue ``docs`` durably in one transaction; their job ids."""
-    with services.pool.connection() as conn:
+    """Queue ``docs`` durably in one transaction, within the company's tier quotas (else a 403
+    and nothing written: ``core.ingest.quota``); their job ids."""
+    with services.pool.connection() as conn, conn.transaction():
+        if services.tiers.has_document_quotas:
+            _, tier = services.tiers.tier_of(company_tier(conn, company_id))
+            sizes = [(d.external_id, len(d.text.encode("utf-8"))) for d in docs]
+            refusal = check_documents_quota(conn, company_id, tier, sizes)
+            if refusal is not None:
+                raise refuse_quota(refusal)
         job_ids = accept_documents(conn, company_id, docs, source)
     metrics.INGEST_ACCEPTED.labels("api" if source == "api" else "webhook").inc(len(docs))
     return job_ids

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -163,3 +164,33 @@ class MetricsMiddleware:
         if route is None:
             route = next((r for r in self.routes if r.matches(scope)[0] is not Match.NONE), None)
         return getattr(route, "path", None) or "unmatched"
+
+
+# the rate-limit fields of the answer to this request: set by ``deps.charge_company`` (in the
+# route's worker thread: the dict is shared with it, the variable itself is not set there)
+RATE_HEADERS: ContextVar[dict[str, str] | None] = ContextVar("rate_headers", default=None)
+
+
+class RateLimitHeadersMiddleware:
+    """Adds the ``RateLimit-*`` fields the company's charge left in :data:`RATE_HEADERS` to the
+    answer (a 429 carries them itself, ``Retry-After`` included)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        fields: dict[str, str] = {}
+        RATE_HEADERS.set(fields)
+
+        async def with_fields(message: Any) -> None:
+            if message["type"] == "http.response.start" and fields:
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields.items()
+                         if name.lower().encode("latin-1") not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_fields)

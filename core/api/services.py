@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.cache import LocalMap
 from core.ratelimit import RateLimiter
+from core.sharedlimit import SharedLimiter
+from core.tiers import TenantsPolicy, builtin_policy, parse_policy
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -36,8 +38,10 @@ class Services:
 
     def __post_init__(self) -> None:
         s = self.settings
-        # per company, charged only once a request proved which company it acts for
-        self.limiter = RateLimiter(s.rate_limit_per_second, s.rate_limit_burst, s.rate_limit_max_buckets)
+        # per company at its tier's rate, shared through Redis; charged only once a request proved
+        # which company it acts for
+        self.tiers = tenants_policy(s)
+        self.limiter = SharedLimiter(self.cache, s.rate_limit_max_buckets)
         # per client address, charged for requests that failed to authenticate
         self.strangers = RateLimiter(s.rate_limit_anonymous_per_second, s.rate_limit_anonymous_burst,
                                      s.rate_limit_max_buckets)
@@ -45,3 +49,17 @@ class Services:
         self.secrets = LocalMap()
         # what a webhook naming no existing company is checked against: it fails as any wrong signature does
         self.decoy_secret = "whsec_" + secrets.token_urlsafe(32)
+
+
+def tenants_policy(settings: Settings) -> TenantsPolicy:
+    """The tiers of ``settings.tenants_policy``, else the built-in single tier (a ConfigError names
+    the file and line of a problem: the API does not start on a bad policy)."""
+    if settings.tenants_policy is None:
+        return builtin_policy(settings.rate_limit_per_second, settings.rate_limit_burst, settings.search_max_k)
+    from core.errors import ConfigError
+
+    try:
+        text = settings.tenants_policy.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{settings.tenants_policy}: cannot read the tenants policy: {exc}") from None
+    return parse_policy(text, str(settings.tenants_policy))

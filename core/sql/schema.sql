@@ -414,3 +414,6 @@ BEGIN
     RETURN true;
 END $$;
 
+
+-- 0017: a tier per company (core/tiers.py; NULL: the tenants policy's default tier)
+ALTER TABLE companies ADD COLUMN tier text CHECK (tier ~ '^[a-z0-9][a-z0-9_-]{0,62}$');

@@ -52,7 +52,7 @@ def queue_documents(services: Services, caller: Caller, content_type: str | None
 
 
 @router.post("", status_code=202, response_model=AcceptedOut, summary="Queue documents for ingest",
-             responses=responses(400, 401, 413, 415, 422, 429, 503),
+             responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
              openapi_extra={**json_body(DocumentsIn), **TENANT_AUTH})
 async def post_documents(request: Request) -> dict[str, Any]:
     """Answered only once every document is durable: a 202 survives `kill -9` of any process.

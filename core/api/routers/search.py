@@ -23,11 +23,13 @@ from starlette.concurrency import run_in_threadpool
 from core.api.body import json_body, read_json, resource_router
 from core.api.deps import TENANT_AUTH, Caller, authenticate, caller_of, screen, services_of
 from core.api.errors import responses, validation_error
+from core.api.intake import refuse_quota
 from core.api.models import SearchOut
 from core.api.services import Services
 from core.search.ahead import read_ahead, remember_version
 from core.search.fusion import Ranking
 from core.search.retrieve import SearchRequest, search
+from core.tiers import k_quota
 
 router = resource_router(tags=["search"])
 
@@ -56,6 +58,9 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
             read_json(content_type, body, SearchRequest)
         if req.k > settings.search_max_k:
             raise validation_error(f"k: at most {settings.search_max_k}")
+        too_many = k_quota(services.tiers.tier_of(principal.tier)[1], req.k)
+        if too_many is not None:
+            raise refuse_quota(too_many)
         found = search(services.pool, cache, services.embedder, principal, req, ttl,
                        settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
                        Ranking.of(settings), ahead=None if ahead is None else ahead.pending)
@@ -67,7 +72,7 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
 
 
 @router.post("/v1/search", response_model=SearchOut, summary="Search the company's documents",
-             responses=responses(400, 401, 413, 415, 422, 429, 503),
+             responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
              openapi_extra={**json_body(SearchRequest), **TENANT_AUTH})
 async def post_search(request: Request) -> OrjsonResponse:
     """`hybrid` fuses vector and keyword rankings (reciprocal rank fusion); `vector` is cosine

@@ -40,7 +40,7 @@ from core.api.intake import check_text_length, store, store_email
 from core.api.models import WebhookAcceptedOut
 from core.api.services import Services
 from core.ingest.webhooks import SOURCE_RE, company_ref, event_document, is_raw_message
-from core.tenants import check_signature, company_secret, replay_record
+from core.tenants import check_signature, company_secret, company_tier, replay_record
 
 router = resource_router(tags=["webhooks"])
 
@@ -97,7 +97,10 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
         replayed: dict[str, Any] = orjson.loads(answered)
         return replayed
     if stranger:
-        charge_company(services, company_id)
+        with services.pool.connection() as conn:
+            tier = company_tier(conn, company_id)
+            conn.rollback()
+        charge_company(services, company_id, tier)
     answer: dict[str, Any]
     if is_raw_message(source, content_type):
         answer = store_email(services, company_id, body, f"webhook:{source}")
@@ -113,7 +116,7 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
 @router.post("/v1/webhooks/{source}", status_code=202, response_model=WebhookAcceptedOut,
              response_model_exclude_none=True, summary="Receive a signed event",
              openapi_extra={**RAW_BODY, "security": [{"ApiKey": []}, {}]},
-             responses=responses(400, 401, 404, 413, 422, 429, 503))
+             responses=responses(400, 401, 403, 404, 413, 422, 429, 503))
 async def post_webhook(
     request: Request, services: ServicesDep,
     source: Annotated[str, Path(description="where the event comes from: `[a-z0-9][a-z0-9_.-]{0,63}`",
