@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a shorter step and tail (about 4 minutes in all)")
     p.add_argument("--warmup", type=int, default=300, help="documents the one worker drains to size the step")
-    p.add_argument("--factor", type=float, default=1.2, help="the step's demand, in one worker's rates")
+    p.add_argument("--factor", type=float, default=1.0, help="the step's demand, in one worker's rates")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "closed_loop.json")
     p.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "closed-loop.svg")
     args = p.parse_args(argv)
@@ -227,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from opsctl.simulate.service import Request, run
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="opsctl-closed-loop-") as tmp:
         root = Path(tmp)
         with opsctl_up(root, per_worker=SYNC * 10) as state:
@@ -259,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import psycopg
 
             with psycopg.connect(state["database_url"], autocommit=True) as conn:
-                machine = {**describe(conn), "load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+                machine = {**describe(conn), "load_average_at_start": load_at_start,
+                           "load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
             recorded = [Row(float(t), sent[t], int(desired[t]), int(running[t]), backlog[t],
                             served[t]) for t in range(total)]
             exported = Trace(tuple(float(t) for t in range(total)), tuple(sent), 1.0, {}, begin)
@@ -277,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     real = Result("real (opsctl up)", svc, observed_run(recorded, model), observed_summary(recorded, model, down))
     simulated = [Result(f"simulated ({how})", svc, out.results[0].run, out.results[0].summary)
                  for how, out in (("recorded demand", from_trace), ("Prometheus history", from_prom))]
-    report = {
+    report: dict[str, Any] = {
         "command": "python -m bench.closed_loop" + (" --quick" if args.quick else ""),
         "machine": machine, "measured_at": begin.isoformat(),
         "policy": POLICY % {"per_worker": SYNC * 10, "sync": SYNC},
@@ -290,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "saturated_documents_per_second_by_ready_workers": saturated_throughput(recorded)},
         "real": real.summary.as_dict(),
         "simulated": {r.name: r.summary.as_dict() for r in simulated},
-        "sources": {"recorded demand": from_trace.source, "Prometheus history": from_prom.source},
+        "sources": {"recorded demand": from_trace.source.replace(str(trace_file), trace_file.name),
+                    "Prometheus history": from_prom.source},
         "agreement": {r.name: [f.as_dict() for f in agreement(real.summary, r.summary)] for r in simulated},
         "recording": [dataclasses.asdict(r) for r in recorded],
     }
