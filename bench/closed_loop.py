@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -194,17 +193,6 @@ def _sleep_until(moment: float) -> None:
         time.sleep(delay)
 
 
-def startup_seconds(desired: Sequence[float], running: Sequence[float]) -> float | None:
-    """The median seconds from each rise of ``desired`` until ``running`` reached it (None: no rise)."""
-    waits = []
-    for i in range(1, len(desired)):
-        if desired[i] > desired[i - 1]:
-            reached = next((j for j in range(i, len(running)) if running[j] >= desired[i]), None)
-            if reached is not None:
-                waits.append(reached - i)
-    return float(statistics.median(waits)) if waits else None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.closed_loop", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -223,7 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from opsctl.simulate.compare import Result
     from opsctl.simulate.history import Window, measure_capacity, query_range
     from opsctl.simulate.model import Trace
-    from opsctl.simulate.observed import Row, agreement, observed_run, observed_summary, saturated_throughput
+    from opsctl.simulate.observed import (
+        Row,
+        agreement,
+        observed_run,
+        observed_summary,
+        saturated_throughput,
+        startup_seconds,
+    )
     from opsctl.simulate.service import Request, run
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             backlog = query_range(prom, backlog_query, window)
             served = query_range(prom, THROUGHPUT, window)
             capacity = round(measure_capacity(prom, svc, window, THROUGHPUT, replicas_query=RUNNING), 3)
-            startup = startup_seconds(desired, running) or 0.0
             import psycopg
 
             with psycopg.connect(state["database_url"], autocommit=True) as conn:
@@ -264,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
             recorded = [Row(float(t), sent[t], int(desired[t]), int(running[t]), backlog[t],
                             served[t]) for t in range(total)]
+            startup = startup_seconds(recorded) or 0.0
             exported = Trace(tuple(float(t) for t in range(total)), tuple(sent), 1.0, {}, begin)
             trace_file = args.out.with_name("closed_loop_trace.csv")
             trace_file.write_text(trace.dump(exported))

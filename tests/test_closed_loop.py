@@ -10,7 +10,14 @@ import pytest
 
 from opsctl.simulate import trace
 from opsctl.simulate.model import Model, SimulationError, Trace
-from opsctl.simulate.observed import Row, agreement, observed_run, observed_summary, saturated_throughput
+from opsctl.simulate.observed import (
+    Row,
+    agreement,
+    observed_run,
+    observed_summary,
+    saturated_throughput,
+    startup_seconds,
+)
 from opsctl.simulate.summary import Summary, summarize
 
 
@@ -100,3 +107,14 @@ def test_saturated_throughput_is_the_median_per_ready_count_while_work_waited() 
                 Row(1.0, 0.0, 1, 1, 9.0, 28.0), Row(2.0, 0.0, 1, 1, 9.0, 30.0), Row(3.0, 0.0, 1, 1, 9.0, 31.0),
                 Row(4.0, 0.0, 4, 2, 9.0, 34.0), Row(5.0, 0.0, 4, 4, 9.0, 40.0), Row(6.0, 0.0, 4, 4, 9.0, 42.0)]
     assert saturated_throughput(recorded) == {1: 30.0, 2: 34.0, 4: 41.0}
+
+
+@pytest.mark.parametrize("desired, ready, expected", [
+    ([1, 1, 1], [1, 1, 1], None),  # no scale-up: nothing to measure
+    ([1, 3, 3, 3, 3], [1, 1, 2, 3, 3], 2.0),  # asked at t=1, all 3 running at t=3
+    ([1, 2, 2, 4, 4, 4, 4], [1, 1, 2, 2, 2, 4, 4], 1.5),  # 1 s and 2 s: the median
+    ([1, 2, 2], [1, 1, 1], None),  # never reached within the recording: not counted
+])
+def test_startup_is_the_median_wait_from_a_rise_to_the_ready_count(desired: list[int], ready: list[int],
+                                                                   expected: float | None) -> None:
+    assert startup_seconds(rows(desired, ready, [0.0] * len(desired))) == expected

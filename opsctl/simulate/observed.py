@@ -90,6 +90,18 @@ def saturated_throughput(rows: Sequence[Row]) -> dict[int, float]:
     return {ready: round(statistics.median(v), 3) for ready, v in sorted(by.items())}
 
 
+def startup_seconds(rows: Sequence[Row]) -> float | None:
+    """The median seconds from each rise of ``desired`` until ``ready`` reached it (None: no rise that
+    was reached within the recording)."""
+    waits = []
+    for before, (i, row) in zip(rows, enumerate(rows[1:], 1), strict=False):
+        if row.desired > before.desired:
+            reached = next((j for j in range(i, len(rows)) if rows[j].ready >= row.desired), None)
+            if reached is not None:
+                waits.append(reached - i)
+    return float(statistics.median(waits)) if waits else None
+
+
 @dataclass(frozen=True)
 class Figure:
     name: str
