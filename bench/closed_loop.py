@@ -207,18 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from opsctl.policy import load
     from opsctl.scaling.policy import AutoscalingPolicy
-    from opsctl.simulate import chart, trace
+    from opsctl.simulate import chart, observed, trace
     from opsctl.simulate.compare import Result
     from opsctl.simulate.history import Window, measure_capacity, query_range
     from opsctl.simulate.model import Trace
-    from opsctl.simulate.observed import (
-        Row,
-        agreement,
-        observed_run,
-        observed_summary,
-        saturated_throughput,
-        startup_seconds,
-    )
     from opsctl.simulate.service import Request, run
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,9 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with psycopg.connect(state["database_url"], autocommit=True) as conn:
                 machine = {**describe(conn), "load_average_at_start": load_at_start,
                            "load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
-            recorded = [Row(float(t), sent[t], int(desired[t]), int(running[t]), backlog[t],
+            recorded = [observed.Row(float(t), sent[t], int(desired[t]), int(running[t]), backlog[t],
                             served[t]) for t in range(total)]
-            startup = startup_seconds(recorded) or 0.0
+            startup = observed.startup_seconds(recorded) or 0.0
             exported = Trace(tuple(float(t) for t in range(total)), tuple(sent), 1.0, {}, begin)
             trace_file = args.out.with_name("closed_loop_trace.csv")
             trace_file.write_text(trace.dump(exported))
@@ -271,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             **common))
     model = from_trace.model
     down = svc.behavior.scaleDown.stabilizationWindowSeconds
-    real = Result("real (opsctl up)", svc, observed_run(recorded, model), observed_summary(recorded, model, down))
+    real = Result("real (opsctl up)", svc, observed.observed_run(recorded, model),
+                  observed.observed_summary(recorded, model, down))
     simulated = [Result(f"simulated ({how})", svc, out.results[0].run, out.results[0].summary)
                  for how, out in (("recorded demand", from_trace), ("Prometheus history", from_prom))]
     report: dict[str, Any] = {
@@ -284,12 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "warmup_one_worker_documents_per_second": round(one, 2), "startup_seconds": startup,
                   "startup_how": "median seconds from a rise of desired to running reaching it",
                   "sync_seconds": SYNC, "lag_seconds": SCRAPE,
-                  "saturated_documents_per_second_by_ready_workers": saturated_throughput(recorded)},
+                  "saturated_documents_per_second_by_ready_workers": observed.saturated_throughput(recorded)},
         "real": real.summary.as_dict(),
         "simulated": {r.name: r.summary.as_dict() for r in simulated},
         "sources": {"recorded demand": from_trace.source.replace(str(trace_file), trace_file.name),
                     "Prometheus history": from_prom.source},
-        "agreement": {r.name: [f.as_dict() for f in agreement(real.summary, r.summary)] for r in simulated},
+        "agreement": {r.name: [f.as_dict() for f in observed.agreement(real.summary, r.summary)] for r in simulated},
         "recording": [dataclasses.asdict(r) for r in recorded],
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")
