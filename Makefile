@@ -89,7 +89,7 @@ lint: $(STAMP)
 ## with the model on against the model alone in the same run (bench.model_ingest).
 ## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
 BENCH_ARGS ?=
-BENCH_SUITES := scale_bench lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench model_ingest
+BENCH_SUITES := scale_bench closed_loop lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench model_ingest
 bench: $(TORCH_STAMP)
 	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
 	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \

@@ -149,3 +149,19 @@ def read(path: Path, metrics: Iterable[str] = ()) -> Trace:
     except FileProblem as exc:
         raise TraceError(str(path), exc.line, exc.reason) from exc
     return parse(text, str(path), metrics)
+
+
+def dump(trace: Trace) -> str:
+    """``trace`` as the CSV :func:`parse` reads back: ``time`` in seconds from the start (ISO 8601 when
+    the trace has a start moment), ``demand``, then its metric columns (empty where the model's)."""
+    from datetime import timedelta
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = list(trace.columns)
+    writer.writerow(["time", "demand", *names])
+    for i, (t, d) in enumerate(zip(trace.times, trace.demand, strict=True)):
+        when = (trace.start + timedelta(seconds=t)).isoformat().replace("+00:00", "Z") if trace.start else f"{t:g}"
+        cells = [trace.columns[n][i] for n in names]
+        writer.writerow([when, repr(d), *("" if c is None else repr(c) for c in cells)])
+    return out.getvalue()

@@ -1,0 +1,301 @@
+"""The closed loop: ``opsctl up`` scaling its worker pool under a step of ingest, replayed by ``scale simulate``.
+
+    python -m bench.closed_loop [--quick]
+
+1. Starts ``opsctl up`` in a temp dir (its own PostgreSQL, Redis, Prometheus scraping every 5 s, the
+   API, one ingest worker, the daemon) with a policy of the experiment's own (:data:`POLICY`: the
+   shipped backlog metric, windows short enough to fit minutes) and the daemon's autoscale job every
+   ``SYNC`` seconds.
+2. **Warm-up**: with the one worker, queues ``--warmup`` documents and times the drain: one
+   worker's rate, from which the step's demand is set (``--factor`` times it).
+3. **Step**: starting on a multiple of ``SYNC`` seconds (so the daemon's ticks fall where the
+   replay's do), idle, then ``--step-seconds`` of that demand (one ``POST /v1/documents`` a second,
+   the documents it accepted counted), then idle until the end while the pool scales back.
+4. **Record**, from Prometheus at 1 s: the replicas the autoscaler set (``core_workers{state="desired"}``),
+   the running ones (``core_workers{state="running"}``: the ready replicas) and the policy's backlog.
+   **Capacity**, measured in the same run: the median of ``rate(core_ingest_jobs_total{status="done"})``
+   per running worker while work waited (``opsctl.simulate.history.measure_capacity``, what
+   ``scale simulate --throughput-query`` does). **Startup**: the median time from a rise of the
+   desired count to the running count reaching it.
+5. **Replay** through ``scale simulate``'s own ``run`` with the same policy, the measured capacity
+   and startup, ``--sync SYNC`` and ``--lag 5`` (the scrape interval): once from the trace
+   exported from the recording (the demand the driver sent, ``trace.csv``), once from Prometheus
+   (``--from/--to``, demand reconstructed from the backlog).
+6. **Compare** replica-minutes and time-to-capacity, real against simulated (target: within 20 %).
+
+Writes ``--out`` (default ``bench/results/closed_loop.json``; the recording and trace next to it)
+and the chart of both timelines to ``--chart`` (default ``docs/img/closed-loop.svg``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.loadmix import Mix
+from bench.loadtest import create_tenants
+from bench.machine import describe
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE = "core-worker"
+SYNC = 10  # seconds between the daemon's autoscale runs (and the replay's decisions)
+SCRAPE = 5  # the embedded Prometheus' scrape interval: the metrics' lag
+THROUGHPUT = 'sum(rate(core_ingest_jobs_total{status="done"}[15s]))'
+DESIRED = 'max(core_workers{state="desired"})'
+RUNNING = 'max(core_workers{state="running"})'
+POLICY = """\
+# the closed loop's own policy: the shipped backlog metric, windows of seconds, not minutes
+prometheus: {timeoutSeconds: 5}
+services:
+  core-worker:
+    target: {kind: local}
+    minReplicas: 1
+    maxReplicas: 4
+    tolerance: {scaleUp: 0.0, scaleDown: 0.1}
+    metrics:
+      - name: backlog
+        query: max(core_ingest_queue_depth) + max(core_ingest_queue_in_flight)
+        target: {type: AverageValue, averageValue: %(per_worker)d}
+    behavior:
+      scaleUp:
+        stabilizationWindowSeconds: 0
+        policies: [{type: Pods, value: 2, periodSeconds: %(sync)d}]
+      scaleDown:
+        stabilizationWindowSeconds: 30
+        policies: [{type: Pods, value: 1, periodSeconds: %(sync)d}]
+"""
+QUEUED_SQL = "SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'failed', 'running')"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+    return value
+
+
+@contextmanager
+def opsctl_up(root: Path, per_worker: int) -> Iterator[dict[str, Any]]:
+    """``opsctl up`` on a data dir under ``root`` with the experiment's policy; its state.json."""
+    policies = root / "policies"
+    policies.mkdir()
+    (policies / "autoscaling.yaml").write_text(POLICY % {"per_worker": per_worker, "sync": SYNC})
+    (policies / "schedule.yaml").write_text(f"jobs:\n  autoscale:\n    every: {SYNC}s\n")
+    data = root / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
+    env.update(OPSCTL_DATA_DIR=str(data), OPSCTL_POLICY_DIR=str(policies), OPSCTL_EMBEDDER="hash",
+               PYTHONPATH=str(ROOT))
+    log = root / "up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "opsctl.cli", "up", "--port", str(_free_port()),
+                                 "--prometheus-port", str(_free_port()), "--workers", "1"],
+                                env=env, cwd=root, stdout=out, stderr=out)
+    try:
+        _wait(lambda: proc.poll() is not None or "Ctrl-C stops everything" in log.read_text(), 300, "opsctl up")
+        if proc.poll() is not None:
+            raise RuntimeError(f"opsctl up exited {proc.returncode}: {log.read_text()[-2000:]}")
+        state = json.loads((data / "state.json").read_text())
+        _wait(lambda: _ready(state["api_url"]), 120, "the API")
+        yield state
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(2)
+            try:
+                proc.wait(180)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _replicas(client: httpx.Client, token: str) -> int:
+    r = client.get("/admin/workers", headers={"Authorization": f"Bearer {token}"})
+    r.raise_for_status()
+    return int(r.json()["replicas"])
+
+
+def _queued(db_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return int(conn.execute(QUEUED_SQL).fetchone()[0])  # type: ignore[index]
+
+
+def _post(client: httpx.Client, key: str, mix: Mix, n: int, tag: str) -> int:
+    if n <= 0:
+        return 0
+    docs = [{"external_id": f"{tag}-{i}", "title": tag, "text": mix.document_text()} for i in range(n)]
+    r = client.post("/v1/documents", json={"documents": docs}, headers={"Authorization": f"Bearer {key}"})
+    r.raise_for_status()
+    return int(r.json()["accepted"])
+
+
+def warm_up(client: httpx.Client, key: str, db_url: str, mix: Mix, n: int) -> float:
+    """One worker's documents per second: ``n`` queued at once, drained (the drain's start: the first
+    document done)."""
+    _post(client, key, mix, n, "warmup")
+    _wait(lambda: _queued(db_url) < n, 120, "the worker to start on the warm-up")
+    started = time.monotonic()
+    left = _queued(db_url)
+    _wait(lambda: _queued(db_url) == 0, 600, "the warm-up to drain")
+    return left / max(time.monotonic() - started, 1e-3)
+
+
+def drive(client: httpx.Client, key: str, mix: Mix, start: float, idle: int, step: int, total: int,
+          rate: float) -> list[float]:
+    """From wall-clock ``start``: ``idle`` s idle, ``step`` s at ``rate`` documents/s, idle to ``total``;
+    the documents accepted in each second."""
+    sent = [0.0] * total
+    carry = 0.0
+    for second in range(total):
+        _sleep_until(start + second)
+        if idle <= second < idle + step:
+            carry += rate
+            n = int(carry)
+            carry -= n
+            sent[second] = float(_post(client, key, mix, n, f"s{second}"))
+    _sleep_until(start + total)
+    return sent
+
+
+def _sleep_until(moment: float) -> None:
+    delay = moment - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.closed_loop", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a shorter step and tail (about 4 minutes in all)")
+    p.add_argument("--warmup", type=int, default=300, help="documents the one worker drains to size the step")
+    p.add_argument("--factor", type=float, default=1.0, help="the step's demand, in one worker's rates")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "closed_loop.json")
+    p.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "closed-loop.svg")
+    args = p.parse_args(argv)
+    idle, step, tail = (20, 60, 120) if args.quick else (30, 120, 180)
+    total = idle + step + tail
+
+    from opsctl.policy import load
+    from opsctl.scaling.policy import AutoscalingPolicy
+    from opsctl.simulate import chart, observed, trace
+    from opsctl.simulate.compare import Result
+    from opsctl.simulate.history import Window, measure_capacity, query_range
+    from opsctl.simulate.model import Trace
+    from opsctl.simulate.service import Request, run
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    with tempfile.TemporaryDirectory(prefix="opsctl-closed-loop-") as tmp:
+        root = Path(tmp)
+        with opsctl_up(root, per_worker=SYNC * 10) as state:
+            tenant = create_tenants(state["database_url"], 1, prefix="closedloop")[0]
+            mix = Mix.make(14)
+            with httpx.Client(base_url=state["api_url"], timeout=60) as client:
+                print(f"warm-up: one worker drains {args.warmup} documents", file=sys.stderr)
+                one = warm_up(client, tenant.api_key, state["database_url"], mix, args.warmup)
+                rate = round(args.factor * one, 1)
+                print(f"  {one:.1f} documents/s; the step: {rate} documents/s for {step} s", file=sys.stderr)
+                _wait(lambda: _queued(state["database_url"]) == 0, 120, "an empty queue")
+                print("waiting for the autoscaler to bring the pool back to 1 worker", file=sys.stderr)
+                _wait(lambda: _replicas(client, state["admin_token"]) == 1, 300, "the pool back at 1 worker")
+                start = float((int(time.time()) // SYNC + 2) * SYNC)
+                sent = drive(client, tenant.api_key, mix, start, idle, step, total, rate)
+            time.sleep(3 * SCRAPE)  # the last seconds scraped
+            prom = state["prometheus_url"]
+            begin = datetime.fromtimestamp(start, UTC)
+            window = Window(begin, begin + timedelta(seconds=total - 1), 1.0)
+            policy = load(AutoscalingPolicy, "autoscaling", root / "policies" / "autoscaling.yaml")
+            svc = policy.services[SERVICE]
+            backlog_query = svc.metrics[0].query
+            assert backlog_query is not None
+            desired = query_range(prom, DESIRED, window)
+            running = query_range(prom, RUNNING, window)
+            backlog = query_range(prom, backlog_query, window)
+            served = query_range(prom, THROUGHPUT, window)
+            capacity = round(measure_capacity(prom, svc, window, THROUGHPUT, replicas_query=RUNNING), 3)
+            import psycopg
+
+            with psycopg.connect(state["database_url"], autocommit=True) as conn:
+                machine = {**describe(conn), "load_average_at_start": load_at_start,
+                           "load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+            recorded = [observed.Row(float(t), sent[t], int(desired[t]), int(running[t]), backlog[t],
+                            served[t]) for t in range(total)]
+            startup = observed.startup_seconds(recorded) or 0.0
+            exported = Trace(tuple(float(t) for t in range(total)), tuple(sent), 1.0, {}, begin)
+            trace_file = args.out.with_name("closed_loop_trace.csv")
+            trace_file.write_text(trace.dump(exported))
+            common: dict[str, Any] = {"capacity": capacity, "startup": startup, "sync": float(SYNC),
+                                      "lag": float(SCRAPE), "start_replicas": int(desired[0])}
+            from_trace = run(policy, Request(SERVICE, trace_file=trace_file, **common))
+            # at the scrape interval: at 1 s, a backlog held between scrapes reads as demand = capacity
+            scraped = Window(begin, begin + timedelta(seconds=total - SCRAPE), float(SCRAPE))
+            from_prom = run(policy, Request(SERVICE, window=scraped, prometheus_url=prom, replicas_query=RUNNING,
+                                            **common))
+    model = from_trace.model
+    down = svc.behavior.scaleDown.stabilizationWindowSeconds
+    real = Result("real (opsctl up)", svc, observed.observed_run(recorded, model),
+                  observed.observed_summary(recorded, model, down))
+    simulated = [Result(f"simulated ({how})", svc, out.results[0].run, out.results[0].summary)
+                 for how, out in (("recorded demand", from_trace), ("Prometheus history", from_prom))]
+    report: dict[str, Any] = {
+        "command": "python -m bench.closed_loop" + (" --quick" if args.quick else ""),
+        "machine": machine, "measured_at": begin.isoformat(),
+        "policy": POLICY % {"per_worker": SYNC * 10, "sync": SYNC},
+        "phases": {"idle_seconds": idle, "step_seconds": step, "tail_seconds": tail,
+                   "step_documents_per_second": rate},
+        "model": {"capacity": capacity, "capacity_how": f"median of {THROUGHPUT} / {RUNNING} while work waited",
+                  "warmup_one_worker_documents_per_second": round(one, 2), "startup_seconds": startup,
+                  "startup_how": "median seconds from a rise of desired to running reaching it",
+                  "sync_seconds": SYNC, "lag_seconds": SCRAPE,
+                  "saturated_documents_per_second_by_ready_workers": observed.saturated_throughput(recorded)},
+        "real": real.summary.as_dict(),
+        "simulated": {r.name: r.summary.as_dict() for r in simulated},
+        "sources": {"recorded demand": from_trace.source.replace(str(trace_file), trace_file.name),
+                    "Prometheus history": from_prom.source},
+        "agreement": {r.name: [f.as_dict() for f in observed.agreement(real.summary, r.summary)] for r in simulated},
+        "recording": [dataclasses.asdict(r) for r in recorded],
+    }
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    args.chart.parent.mkdir(parents=True, exist_ok=True)
+    args.chart.write_text(chart.svg([real, *simulated], capacity, f"{SERVICE} closed loop") + "\n")
+    for name, figures in report["agreement"].items():
+        for f in figures:
+            err = "n/a" if f["relative_error"] is None else f"{100 * f['relative_error']:.0f} %"
+            print(f"{name}: {f['name']} real {f['real']:g} simulated {f['simulated']:g} ({err}, "
+                  f"{'within' if f['within'] else 'NOT within'} 20 %)")
+    print(f"capacity {capacity}/s per worker, startup {startup:g} s; wrote {args.out} and {args.chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
