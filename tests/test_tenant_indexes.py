@@ -14,6 +14,7 @@ from psycopg import sql
 
 from core.cache import Cache
 from core.config import Settings
+from core.db import ensure_partitions
 from core.embed import HashEmbedder
 from core.search.retrieve import SearchRequest, has_own_index, retrieve, vector_sql
 from core.search.tenantindex import tenant_index_name
@@ -121,7 +122,8 @@ def test_a_new_partition_gets_its_piece_and_an_incomplete_index_is_completed(
         settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int]) -> None:
     large, _ = companies
     tenant_indexes(settings, POLICY, apply=True)
-    conn.execute("CREATE TABLE chunks_p2040_01 PARTITION OF chunks FOR VALUES FROM ('2040-01-01') TO ('2040-02-01')")
+    assert ensure_partitions(conn, datetime(2040, 1, 1, tzinfo=UTC), ahead=0) == [  # the core's premake
+        "documents_p2040_01", "chunks_p2040_01"]
     pieces = conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'chunks_p2040_01' "
                           "AND indexdef LIKE %s", (f"%company_id = {large}%",)).fetchall()
     assert len(pieces) == 1
@@ -156,3 +158,32 @@ def test_an_index_no_longer_wanted_is_dropped_and_audited(
     (target, before, after, details), = _events(conn, "index.tenant.drop")
     assert (target, before, after) == (tenant_index_name(large), "own index", "shared index")
     assert details["rows"] == 600
+
+
+def test_cli_dry_run_then_the_daemon_job_applies(settings: Settings, conn: psycopg.Connection[Any],
+                                                 companies: tuple[int, int], tmp_path: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from opsctl.vindex.jobs import job_tenant_indexes
+    from tests.conftest import project_root
+
+    large, _ = companies
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "vector-index.yaml").write_text(
+        (project_root() / "policies" / "vector-index.yaml").read_text()
+        .replace("min_rows: 5000", "min_rows: 400").replace("max_share: 0.5", "max_share: 0.9"))
+    env = {**os.environ, "OPSCTL_DATABASE_URL": settings.database_url or "", "OPSCTL_POLICY_DIR": str(policies)}
+    out = subprocess.run([sys.executable, "-m", "opsctl.cli", "index", "tenants", "-o", "json"], env=env,
+                         capture_output=True, text=True, cwd=project_root())
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["applied"] is False and plan["own_before"] == []
+    assert [(m["action"], m["company_id"], m["chunks"]) for m in plan["moves"]] == [("build", large, 600)]
+    assert conn.execute("SELECT to_regclass(%s)", (tenant_index_name(large),)).fetchone() == (None,)
+
+    assert job_tenant_indexes(settings, policies).startswith(f"built company {large}'s index")
+    assert has_own_index(conn, Cache(None), large)
