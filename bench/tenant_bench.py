@@ -17,7 +17,8 @@ keyword search is not what this measures). Then ``opsctl index tenants --apply``
   own index / shared graph decision, the pool's settings; every query distinct, so uncached)
   against exact search of the same company, and its p50;
 - next to the raw unfiltered HNSW query (``ORDER BY embedding <=> q LIMIT 10`` over all
-  chunks) at ``hnsw.ef_search = 100`` on the same data and the same query vectors.
+  chunks) at ``hnsw.ef_search = 100`` on the same data and the same query vectors, and, for the
+  largest share's queries, that raw query's own recall against exact unfiltered search.
 
 The service runs at each ``--service-ef`` (``hnsw_ef_search`` set explicitly; ``db``: the
 database default, 500 unless tuned). Results: a table, and JSON in ``<root>/tenant_bench.json``.
@@ -62,6 +63,7 @@ SHARES = (("90%", 0.90), ("5%", 0.05), ("2.5%", 0.025), ("1%", 0.01), ("0.5%", 0
 
 EXACT_SQL = "SELECT id FROM chunks WHERE company_id = %s ORDER BY embedding <=> %s, id LIMIT %s"
 RAW_SQL = "SELECT id FROM chunks ORDER BY embedding <=> %s LIMIT %s"
+EXACT_ALL_SQL = "SELECT id FROM chunks ORDER BY embedding <=> %s, id LIMIT %s"
 
 
 def _company_of_rows(total: int) -> list[int]:
@@ -146,10 +148,12 @@ class Share:
     queries: list[str] = field(default_factory=list)
     exact: list[list[int]] = field(default_factory=list)
     raw_p50_ms: float = 0.0
+    raw_recall: float | None = None  # the raw query's own recall against exact unfiltered search
 
 
-def prepare(conn: Any, corpus: Corpus, share: Share, n_queries: int, exact_max_rows: int) -> None:
-    """The share's queries, their exact top K (index scans off) and the raw unfiltered HNSW p50."""
+def prepare(conn: Any, corpus: Corpus, share: Share, n_queries: int, exact_max_rows: int, anchor: bool) -> None:
+    """The share's queries, their exact top K (index scans off) and the raw unfiltered HNSW p50;
+    ``anchor``: also the raw query's own recall against exact unfiltered search (a full scan per query)."""
     from core.cache import Cache
     from core.embed import HashEmbedder
     from core.search.retrieve import has_own_index
@@ -160,14 +164,20 @@ def prepare(conn: Any, corpus: Corpus, share: Share, n_queries: int, exact_max_r
         conn.execute("SET LOCAL enable_indexscan = off")
         share.exact = [[int(r[0]) for r in conn.execute(EXACT_SQL, (share.company, v, K)).fetchall()]
                        for v in vectors]
+        everyone = [[int(r[0]) for r in conn.execute(EXACT_ALL_SQL, (v, K)).fetchall()] for v in vectors] \
+            if anchor else []
     conn.execute(f"SET hnsw.ef_search = {RAW_EF_SEARCH}")
-    times = []
+    times, found = [], []
     for v in vectors:
         started = time.perf_counter()
-        conn.execute(RAW_SQL, (v, K)).fetchall()
+        found.append([int(r[0]) for r in conn.execute(RAW_SQL, (v, K)).fetchall()])
         times.append((time.perf_counter() - started) * 1000)
     conn.execute("RESET hnsw.ef_search")
     share.raw_p50_ms = _p50(times)
+    if anchor:
+        from opsctl.vindex.decide import recall_at_k
+
+        share.raw_recall = statistics.fmean(recall_at_k(f, e, K) for f, e in zip(found, everyone, strict=True))
     row = conn.execute("SELECT count(*) FROM chunks WHERE company_id = %s", (share.company,)).fetchone()
     share.chunks = int(row[0]) if row else 0
     own = has_own_index(conn, Cache(None), share.company)
@@ -189,7 +199,7 @@ def measure_service(settings: Any, share: Share) -> tuple[float, float]:
     times, recalls = [], []
     try:
         for query, exact in zip(share.queries, share.exact, strict=True):
-            req = SearchRequest(query=query, k=K, mode="vector")
+            req = SearchRequest.model_validate({"query": query, "k": K, "mode": "vector"})
             started = time.perf_counter()
             answer = search(pool, cache, embedder, principal, req, ttl=60,
                             exact_max_rows=settings.vector_exact_max_rows)
@@ -253,9 +263,11 @@ def run(root: Path, total: int, n_queries: int, service_efs: list[str], console:
         with psycopg.connect(url, autocommit=True) as conn:
             register_vector(conn)
             for share in measured:
-                prepare(conn, corpus, share, n_queries, Settings.model_validate(base).vector_exact_max_rows)
+                prepare(conn, corpus, share, n_queries, Settings.model_validate(base).vector_exact_max_rows,
+                        anchor=share is measured[0])
         rows: dict[str, dict[str, Any]] = {
-            s.name: {"share": s.name, "chunks": s.chunks, "path": s.path, "raw_p50_ms": round(s.raw_p50_ms, 3)}
+            s.name: {"share": s.name, "chunks": s.chunks, "path": s.path, "raw_p50_ms": round(s.raw_p50_ms, 3),
+                     "raw_recall": None if s.raw_recall is None else round(s.raw_recall, 4)}
             for s in measured}
         for ef in service_efs:
             settings = Settings.model_validate({**base, **({} if ef == "db" else {"hnsw_ef_search": int(ef)})})
