@@ -86,10 +86,11 @@ lint: $(STAMP)
 ## backup and mail suites, each printing its figures next to the raw baseline of the same run, then the
 ## search-quality evaluation (MRR@10 on real manual pages: the service's modes, raw SQL, SQLite FTS5),
 ## then the embedding model alone (chunks/s, query time, int8 against float32), then the service's ingest
-## with the model on against the model alone in the same run (bench.model_ingest).
+## with the model on against the model alone in the same run (bench.model_ingest), then tenant-aware vector
+## indexes (recall@10 and p50 per company share of 1 million COPY-loaded chunks: slow; --quick 20,000).
 ## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
 BENCH_ARGS ?=
-BENCH_SUITES := scale_bench closed_loop lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench model_ingest
+BENCH_SUITES := scale_bench closed_loop lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench model_ingest tenant_bench
 bench: $(TORCH_STAMP)
 	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
 	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \

@@ -11,7 +11,10 @@ exact distance order (pgvector >= 0.8).
 A company holding few chunks is searched exactly instead (``use_exact``): the graph is built over
 every company's rows, so a filter keeping a small share of them makes the HNSW search both lossy
 and slow, while comparing that company's few thousand rows, found through its B-tree index,
-is fast and finds the true neighbours (pgvector's own advice for selective filters).
+is fast and finds the true neighbours (pgvector's own advice for selective filters). A large
+company may have its own partial HNSW index (``core.search.tenantindex``, ``opsctl index tenants``):
+the graph query names it as a constant so the planner uses that index, and it is never searched
+exactly then.
 
 A hit on e-mail (a document ``email:<message id>``) carries its message's ``thread_id``, read at
 query time from ``mail_messages`` (merges change it; every ingest bumps the data version, so a
@@ -42,6 +45,7 @@ from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, 
 from core.replicas.reader import read
 from core.search.bm25 import KEYWORD_SQL
 from core.search.fusion import Hit, Ranking, rank_hybrid, rank_one
+from core.search.tenantindex import OWN_INDEX_SQL, tenant_index_name
 from core.spaces.follow import SpaceEmbedder, query_vector, space_changed
 
 if TYPE_CHECKING:
@@ -201,12 +205,18 @@ SELECT 'v', * FROM v UNION ALL SELECT 'k', * FROM kw
 """
 
 
-def vector_sql(exact: bool) -> str:
-    return EXACT_VECTOR_SQL if exact else VECTOR_SQL
+def vector_sql(exact: bool, company_id: int | None = None) -> str:
+    """The vector query; with ``company_id``, the graph search names the company as a constant, so the
+    planner can use the company's own partial index (``core.search.tenantindex``) in every plan."""
+    if exact:
+        return EXACT_VECTOR_SQL
+    if company_id is None:
+        return VECTOR_SQL
+    return VECTOR_SQL.replace("company_id = %(company)s", f"company_id = {int(company_id)}")
 
 
-def hybrid_sql(exact: bool) -> str:
-    return HYBRID_SQL.format(vector=vector_sql(exact), keyword=KEYWORD_SQL)
+def hybrid_sql(exact: bool, company_id: int | None = None) -> str:
+    return HYBRID_SQL.format(vector=vector_sql(exact, company_id), keyword=KEYWORD_SQL)
 
 
 def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
@@ -224,8 +234,8 @@ def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: Searc
         return [], _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
     params["q"], params["space"] = embed_query(embedder, req.query) if query_vector is None else query_vector
     if req.mode is Mode.vector:
-        return _hits(conn.execute(sql.SQL(vector_sql(exact)).format(filters=where), params).fetchall()), []
-    rows = conn.execute(sql.SQL(hybrid_sql(exact)).format(filters=where), params).fetchall()
+        return _hits(conn.execute(sql.SQL(vector_sql(exact, company_id)).format(filters=where), params).fetchall()), []
+    rows = conn.execute(sql.SQL(hybrid_sql(exact, company_id)).format(filters=where), params).fetchall()
     vector = sorted(_hits([r[1:] for r in rows if r[0] == "v"]), key=lambda h: (-h.score, h.chunk_id))
     keyword = sorted(_hits([r[1:] for r in rows if r[0] == "k"]), key=lambda h: (-h.score, h.chunk_id))
     return vector, keyword
@@ -279,6 +289,18 @@ def retrieve_answer(conn: Any, embedder: Embedder | None, company_id: int, req: 
     return [h.as_dict(threads.get(h.external_id)) for h in hits]
 
 
+def has_own_index(conn: Any, cache: Cache, company_id: int) -> bool:
+    """Whether the company's own HNSW index is complete (``opsctl index tenants``), kept in this
+    process for a minute: until then a company just moved is searched as before, still correctly."""
+    key = f"own-index:{company_id}"
+    found = cache.local.get(key, COMPANY_ROWS_TTL, time.monotonic())
+    if found is None:
+        row = conn.execute(OWN_INDEX_SQL, (tenant_index_name(company_id),), prepare=True).fetchone()
+        found = bool(row and row[0])
+        cache.local.put(key, found, COMPANY_ROWS_TTL, time.monotonic())
+    return bool(found)
+
+
 def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
     """The company's chunk count up to ``limit`` + 1, kept in this process for a minute."""
     key = f"rows:{company_id}:{limit}"
@@ -312,7 +334,8 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
 
     def answer(conn: Any) -> list[dict[str, Any]]:
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
-            company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
+            company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows) and not has_own_index(
+            conn, cache, principal.company_id)
         return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, ranking)
 
     # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot

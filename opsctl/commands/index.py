@@ -1,8 +1,10 @@
-"""``opsctl index status | tune | maintain | reembed``: the HNSW indexes of chunks, by the vector-index
-policy, and switching embedders (``opsctl.reembed``)."""
+"""``opsctl index status | tune | maintain | reembed | tenants``: the HNSW indexes of chunks, by the
+vector-index policy, and switching embedders (``opsctl.reembed``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,21 @@ app = typer.Typer(help="Vector (HNSW) indexes: measured recall, ef_search tuning
 if TYPE_CHECKING:
     from core.config import Settings
     from core.spaces.store import Space
+
+
+@contextmanager
+def build_progress(first: str) -> Iterator[Callable[[str, str, int, int], None]]:
+    """A progress bar on stderr for index builds: ``progress(what, phase, done, total)``."""
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+    with stderr_progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()) as bar:
+        task = bar.add_task(first, total=None)
+
+        def progress(what: str, phase: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{what}: {phase}", completed=done, total=total or None)
+
+        yield progress
+
 
 POLICY_OPTION = typer.Option(None, "--policy", help="policy file (default: <policy dir>/vector-index.yaml)")
 
@@ -87,19 +104,12 @@ def maintain(
 
     Example: opsctl index maintain --apply
     """
-    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
-
     from opsctl.context import settings
     from opsctl.vindex.service import load_policy
     from opsctl.vindex.service import maintain as run
 
     pol = load_policy(policy)
-    with stderr_progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()) as bar:
-        task = bar.add_task("measuring recall", total=None)
-
-        def progress(index: str, phase: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{index}: {phase}", completed=done, total=total or None)
-
+    with build_progress("measuring recall") as progress:
         result = run(settings(), pol, apply=apply, progress=progress)
     rows = [{"index": st.index, "table": st.table, f"recall@{pol.k}": st.recall, "live": st.live_tuples,
              "dead": st.dead_tuples, "reindex": d.reindex, "reasons": "; ".join(d.reasons)}
@@ -197,3 +207,35 @@ def _wait(s: Settings, actor: str) -> None:
 
         result = service.run_to_end(s, actor, report)
     info(result.sentence())
+
+
+@app.command("tenants")
+def tenants(
+    apply: bool = typer.Option(False, "--apply", help="build, complete and drop the indexes (default: the plan only)"),
+    policy: Path | None = POLICY_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Own HNSW indexes for large companies (the policy's `tenants:` section): shows which companies
+    would get or lose one; --apply drops those no longer wanted and builds the others online (CREATE
+    INDEX CONCURRENTLY per partition, with progress), an audit row per move.
+
+    Example: opsctl index tenants --apply
+    """
+    from core.search.tenantindex import tenant_index_name
+    from opsctl.context import settings
+    from opsctl.vindex.service import load_policy
+    from opsctl.vindex.tenants_service import tenant_indexes
+
+    pol = load_policy(policy)
+    with build_progress("counting chunks per company") as progress:
+        result = tenant_indexes(settings(), pol, apply=apply, progress=progress)
+    rows = [{"company_id": m.company_id, "action": m.action.value, "index": tenant_index_name(m.company_id),
+             "chunks": m.rows, "share": round(m.share, 6), "reason": m.reason} for m in result.moves]
+    if output is Output.table:
+        emit(rows, output, columns=[("company_id", "COMPANY"), ("action", "ACTION"), ("index", "INDEX"),
+                                    ("chunks", "CHUNKS"), ("share", "SHARE"), ("reason", "WHY")],
+             title="applied" if apply else "plan (dry run: add --apply)")
+        info(f"{len(result.own)} companies with their own index before this run; " + result.sentence())
+    else:
+        emit({"applied": apply, "moves": rows, "own_before": result.own, "done": result.done,
+              "summary": result.sentence()}, output)

@@ -28,6 +28,7 @@ REGISTRY: dict[str, str] = {
     "backup-full": "opsctl.backup.jobs:job_backup_full",
     "restore-drill": "opsctl.backup.jobs:job_restore_drill",
     "index-maintenance": "opsctl.vindex.jobs:job_index_maintenance",
+    "tenant-indexes": "opsctl.vindex.jobs:job_tenant_indexes",
     "backup-prune": "opsctl.backup.jobs:job_backup_prune",
     "reembed": "opsctl.reembed.jobs:job_reembed",
 }
@@ -119,6 +120,7 @@ def _default_jobs() -> dict[str, JobSchedule]:
         "backup-full": JobSchedule.model_validate({"cron": "0 3 * * 0"}),
         "restore-drill": JobSchedule.model_validate({"cron": "0 5 * * 0", "misfire_grace_time": "6h"}),
         "index-maintenance": JobSchedule.model_validate({"cron": "0 4 * * *"}),
+        "tenant-indexes": JobSchedule.model_validate({"cron": "30 4 * * *", "misfire_grace_time": "2h"}),
         "backup-prune": JobSchedule.model_validate({"cron": "30 6 * * *"}),
         "reembed": JobSchedule.model_validate({"every": "30s"}),
     }

@@ -12,3 +12,11 @@ def job_index_maintenance(settings: Settings, policy_dir: Path) -> str:
     from opsctl.vindex.service import load_policy, maintain
 
     return maintain(settings, load_policy(directory=policy_dir), apply=True).sentence()
+
+
+def job_tenant_indexes(settings: Settings, policy_dir: Path) -> str:
+    """One `opsctl index tenants --apply`: own HNSW indexes for the companies the policy names."""
+    from opsctl.vindex.service import load_policy
+    from opsctl.vindex.tenants_service import tenant_indexes
+
+    return tenant_indexes(settings, load_policy(directory=policy_dir), apply=True).sentence()

@@ -1,7 +1,7 @@
 """The PostgreSQL side of vector index maintenance: stats, recall against exact search, tuning,
 REINDEX CONCURRENTLY with progress, VACUUM.
 
-Recall is measured with the core's own company-scoped query (``core.search.retrieve.VECTOR_SQL``,
+Recall is measured with the core's own company-scoped query (``core.search.retrieve.vector_sql``,
 iterative index scans on) against the exact answer of the same query with index scans disabled.
 Query vectors are midpoints of two stored embeddings of one company, so they are near real data
 but not stored points themselves.
@@ -81,9 +81,9 @@ def sample_queries(conn: psycopg.Connection[Any], table: str, n: int, seed: floa
 
 
 def _approx(conn: psycopg.Connection[Any], table: str, q: Query, k: int) -> list[int]:
-    from core.search.retrieve import VECTOR_SQL
+    from core.search.retrieve import vector_sql
 
-    rows = conn.execute(sql.SQL(VECTOR_SQL.replace("FROM chunks", "FROM {table}")).format(
+    rows = conn.execute(sql.SQL(vector_sql(False, q.company).replace("FROM chunks", "FROM {table}")).format(
         table=sql.Identifier(table), filters=sql.SQL("")),
         {"q": q.vector, "company": q.company, "n": k, "space": None}).fetchall()
     return [int(r[0]) for r in rows]
@@ -144,15 +144,21 @@ def current_ef_search(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
 
 
 def status(conn: psycopg.Connection[Any], policy: VectorIndexPolicy) -> list[dict[str, Any]]:
-    """Per partition HNSW index: size, tuples, last vacuum, recall@k against exact, ef_search, p50."""
+    """Per partition HNSW index: size, tuples, last vacuum, recall@k against exact, ef_search, p50 (the
+    partition's, measured once for all its indexes)."""
     from pgvector.psycopg import register_vector
 
     register_vector(conn)
     ef, _ = current_ef_search(conn)
     rows = []
+    # once per partition: its own indexes of large companies (``opsctl index tenants``) and the shared
+    # one answer the same company-scoped queries, each company's through its own index where it has one
+    measured: dict[str, tuple[list[Query], Measurement | None]] = {}
     for st in index_stats(conn):
-        queries = sample_queries(conn, st.table, policy.sample_queries) if st.live_tuples else []
-        m, _ = measure(conn, st.table, queries, policy.k, None) if queries else (None, None)
+        if st.table not in measured:
+            sample = sample_queries(conn, st.table, policy.sample_queries) if st.live_tuples else []
+            measured[st.table] = (sample, measure(conn, st.table, sample, policy.k, None)[0] if sample else None)
+        queries, m = measured[st.table]
         rows.append({"index": st.index, "table": st.table, "index_bytes": st.index_bytes,
                      "table_bytes": st.table_bytes, "live_tuples": st.live_tuples, "dead_tuples": st.dead_tuples,
                      "last_vacuum": st.last_vacuum, "valid": st.valid, "ef_search": ef,
@@ -227,6 +233,14 @@ def reindex_concurrently(url: str, index: str, on_progress: Callable[[str, int, 
                          poll_seconds: float = 0.2) -> float:
     """``REINDEX INDEX CONCURRENTLY`` on its own connection, polling its progress from a second one.
     Returns the seconds it took."""
+    return run_with_progress(url, sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(index)),
+                             f"REINDEX INDEX CONCURRENTLY {index}", on_progress, poll_seconds)
+
+
+def run_with_progress(url: str, statement: sql.Composed, what: str,
+                      on_progress: Callable[[str, int, int], None] | None = None, poll_seconds: float = 0.2) -> float:
+    """An index build (``CREATE INDEX CONCURRENTLY``, ``REINDEX … CONCURRENTLY``) on its own connection,
+    its progress polled from a second one in ``pg_stat_progress_create_index``. Returns the seconds it took."""
     from core.db import connect
 
     errors: list[BaseException] = []
@@ -237,12 +251,12 @@ def reindex_concurrently(url: str, index: str, on_progress: Callable[[str, int, 
 
         def run() -> None:
             try:
-                worker.execute(sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(index)))
+                worker.execute(statement)
             except BaseException as exc:  # reported in the caller's thread
                 errors.append(exc)
 
         started = time.monotonic()
-        thread = threading.Thread(target=run, name=f"reindex-{index}")
+        thread = threading.Thread(target=run, name="index-build")
         thread.start()
         while thread.is_alive():
             p = watcher.execute(PROGRESS_SQL, (pid,)).fetchone()
@@ -252,7 +266,7 @@ def reindex_concurrently(url: str, index: str, on_progress: Callable[[str, int, 
                 on_progress(str(phase), int(done or 0), int(total or 0))
             thread.join(poll_seconds)
     if errors:
-        raise OperationFailed(f"REINDEX INDEX CONCURRENTLY {index} failed: {errors[0]}") from errors[0]
+        raise OperationFailed(f"{what} failed: {errors[0]}") from errors[0]
     return time.monotonic() - started
 
 

@@ -1,4 +1,5 @@
-"""The ``vector-index`` policy (``policies/vector-index.yaml``): recall target, ef_search bounds, triggers."""
+"""The ``vector-index`` policy (``policies/vector-index.yaml``): recall target, ef_search bounds, triggers,
+the companies that get their own index."""
 
 from __future__ import annotations
 
@@ -18,6 +19,19 @@ class ReindexTriggers(PolicyModel):
     min_rows: int = Field(1000, ge=0, le=10**12, description="partitions with fewer live rows are never rebuilt")
 
 
+class TenantIndexes(PolicyModel):
+    """Which companies get their own HNSW index (``opsctl index tenants``; the daemon's ``tenant-indexes``)."""
+
+    enabled: bool = Field(True, description="false: plan no new index; existing ones are dropped")
+    min_rows: int = Field(5000, ge=1, le=10**12, description="a company with at least this many chunks gets its "
+                                                               "own index")
+    max_share: float = Field(0.5, gt=0, le=1, description="... unless it holds more than this share of all "
+                                                          "chunks: the shared graph then serves it as well")
+    hysteresis: float = Field(0.2, ge=0, lt=1, description="an own index is kept until the company falls under "
+                                                           "min_rows·(1 - h) or rises over max_share·(1 + h)")
+    max_builds: int = Field(4, ge=1, le=1000, description="indexes built per run at most (largest first)")
+
+
 class VectorIndexPolicy(PolicyModel):
     """How the HNSW indexes of ``chunks`` are measured, tuned and maintained."""
 
@@ -27,6 +41,7 @@ class VectorIndexPolicy(PolicyModel):
     ef_search_max: int = Field(800, ge=1, le=1000)
     sample_queries: int = Field(50, ge=1, le=5000, description="queries per measurement")
     reindex: ReindexTriggers = Field(default_factory=lambda: ReindexTriggers.model_validate({}))
+    tenants: TenantIndexes = Field(default_factory=lambda: TenantIndexes.model_validate({}))
 
     @model_validator(mode="after")
     def _bounds(self) -> VectorIndexPolicy:

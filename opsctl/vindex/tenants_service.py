@@ -1,0 +1,72 @@
+"""Per-company HNSW indexes end to end: count, plan (``opsctl.vindex.tenants``), apply with an audit
+row per move (``opsctl index tenants`` and the daemon's ``tenant-indexes`` job call this)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from opsctl.vindex.tenants import Action, Move, plan_tenant_indexes, sentence
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from opsctl.vindex.policy import VectorIndexPolicy
+    from opsctl.vindex.tenants_pg import ProgressFn
+
+
+@dataclass
+class TenantRun:
+    moves: list[Move]
+    applied: bool
+    rows: dict[int, int]
+    own: list[int]
+    done: list[str] = field(default_factory=list)
+
+    def sentence(self) -> str:
+        return sentence(self.moves, self.applied)
+
+
+def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool,
+                   progress: ProgressFn | None = None) -> TenantRun:
+    """Plan the own indexes; with ``apply``, build (online), complete and drop them, one audit row each.
+    One run at a time (a session advisory lock): the daemon and an engineer by hand never race."""
+    from core.errors import OperationFailed
+    from core.search.tenantindex import tenant_index_name
+    from opsctl.audit import record
+    from opsctl.context import connect_db, database_url
+    from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK, build, company_rows, drop, own_indexes
+
+    with connect_db(settings) as conn:
+        rows, current = company_rows(conn), own_indexes(conn)
+        result = TenantRun(plan_tenant_indexes(rows, current, policy.tenants), apply, rows, sorted(current))
+        if not apply or not result.moves:
+            return result
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone()
+        if not (got and got[0]):
+            raise OperationFailed("another tenant index run is going; try again when it has finished")
+        try:
+            # plan again under the lock: the other run may have changed things meanwhile
+            current = own_indexes(conn)
+            result.moves = plan_tenant_indexes(rows, current, policy.tenants)
+            for move in result.moves:
+                started = time.monotonic()
+                index = tenant_index_name(move.company_id)
+                details: dict[str, object] = {"rows": move.rows, "share": round(move.share, 6)}
+                if move.action is Action.drop:
+                    drop(conn, move.company_id)
+                    before, after = "own index", "shared index" if move.rows else "none"
+                else:
+                    built = build(conn, database_url(settings), move.company_id, settings.hnsw_m,
+                                  settings.hnsw_ef_construction, progress)
+                    before = "shared index" if move.action is Action.build else "own index (incomplete)"
+                    after = "own index"
+                    details["partitions_built"] = built
+                seconds = time.monotonic() - started
+                details["seconds"] = round(seconds, 3)
+                record(conn, f"index.tenant.{move.action.value}", target=index, from_state=before,
+                       to_state=after, reason=move.reason, details=details)
+                result.done.append(f"{move.action.value} {index} in {seconds:.1f}s")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", TENANT_INDEX_LOCK)
+    return result
