@@ -16,6 +16,7 @@ from core.cache import Cache
 from core.config import Settings
 from core.db import ensure_partitions
 from core.embed import HashEmbedder
+from core.search.fusion import Ranking
 from core.search.retrieve import SearchRequest, has_own_index, retrieve, vector_sql
 from core.search.tenantindex import tenant_index_name
 from opsctl.vindex.policy import VectorIndexPolicy
@@ -25,6 +26,7 @@ from opsctl.vindex.tenants_service import tenant_indexes
 DIM = 384
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu")
 POLICY = VectorIndexPolicy.model_validate({"tenants": {"min_rows": 400, "max_share": 0.9, "hysteresis": 0.2}})
+CHUNKS = Ranking(per_document=False)  # one document holds every chunk here: rank chunks
 
 
 def _load(conn: psycopg.Connection[Any], company_id: int, n: int, seed: int) -> None:
@@ -52,7 +54,7 @@ def companies(conn: psycopg.Connection[Any], tenant: Any, other_tenant: Any) -> 
 
 def _plan_indexes(conn: psycopg.Connection[Any], company_id: int, generic: bool = False) -> str:
     query = sql.SQL("EXPLAIN (COSTS OFF) " + vector_sql(False, company_id)).format(filters=sql.SQL(""))
-    params = {"q": HashEmbedder(DIM).embed(["gamma delta"])[0], "n": 10}
+    params = {"q": HashEmbedder(DIM).embed(["gamma delta"])[0], "n": 10, "space": None}
     with conn.transaction():
         for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):  # tiny tables: push onto an index
             conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
@@ -100,7 +102,7 @@ def test_the_move_is_online_audited_and_the_search_uses_the_own_index(
             from pgvector.psycopg import register_vector
 
             register_vector(other)
-            during.append((phase, [h.chunk_id for h in retrieve(other, embedder, large, req)]))
+            during.append((phase, [h.chunk_id for h in retrieve(other, embedder, large, req, ranking=CHUNKS)]))
         holder.close()  # ends the transaction: the build goes on
 
     try:
@@ -118,8 +120,8 @@ def test_the_move_is_online_audited_and_the_search_uses_the_own_index(
     assert has_own_index(conn, Cache(None), large) and not has_own_index(conn, Cache(None), small)
 
     conn.execute("SET hnsw.ef_search = 200")
-    found = retrieve(conn, embedder, large, req)
-    exact = retrieve(conn, embedder, large, req, exact=True)
+    found = retrieve(conn, embedder, large, req, ranking=CHUNKS)
+    exact = retrieve(conn, embedder, large, req, exact=True, ranking=CHUNKS)
     assert [h.chunk_id for h in found] == [h.chunk_id for h in exact], "exact order through the own index"
 
     (target, before, after, details), = _events(conn, "index.tenant.build")
