@@ -70,6 +70,7 @@ def opsctl(capsys: pytest.CaptureFixture[str], *args: str, code: int = 0) -> tup
     ("time,demand\n", None, "no rows after the header"),
     ("time,demand\n0,4\n", None, "one row after the header: a trace needs two or more"),
     ("", None, "empty: expected a header line"),
+    ("time,demand\n0001-01-01T00:00:00+01:00,1\n", 2, "time '0001-01-01T00:00:00+01:00' is out of range"),
 ])
 def test_bad_traces_name_the_file_and_line(text: str, line: int | None, reason: str) -> None:
     with pytest.raises(TraceError) as caught:
@@ -101,6 +102,14 @@ def test_the_command_refuses_a_bad_trace_with_one_line_and_exit_2(
     assert out == ""
     assert err == f"error: trace {path}{reason}" + err.split(reason, 1)[1]
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+01:00", "-99999999999d", "-1e400d", "-nand"])
+def test_a_time_out_of_range_is_bad_usage_not_a_failure(
+        env: Path, capsys: pytest.CaptureFixture[str], since: str) -> None:
+    out, err = opsctl(capsys, "core-worker", "--capacity", "10", "--from", since, code=2)
+    assert out == "" and err.startswith("error: ") and repr(since) in err
+    assert err.count("\n") == 1 and "Overflow" not in err
 
 
 # --- the command -----------------------------------------------------------------------------------

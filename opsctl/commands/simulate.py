@@ -17,20 +17,22 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def moment(text: str, now: datetime) -> datetime:
     """``2026-11-20T09:00:00Z``, ``now`` or ``-6h`` (``s``, ``m``, ``h``, ``d`` before now)."""
     from core.errors import ConfigError
+    from opsctl.simulate.trace import utc_time
 
     if text == "now":
         return now
-    if text.startswith("-") and text[-1:] in _UNITS:
-        try:
-            return now - timedelta(seconds=float(text[1:-1]) * _UNITS[text[-1]])
-        except ValueError:
-            pass
     try:
-        at = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        if text.startswith("-") and text[-1:] in _UNITS:
+            try:
+                return now - timedelta(seconds=float(text[1:-1]) * _UNITS[text[-1]])
+            except ValueError:
+                pass
+        return utc_time(text)
     except ValueError:
         raise ConfigError(f"{text!r} is not a time: ISO 8601 (2026-11-20T09:00:00Z), now, "
                           "or -6h / -30m / -2d") from None
-    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ConfigError(f"{text!r} is out of range: a time between the years 1 and 9999") from None
 
 
 def _shape(text: str) -> tuple[str, dict[str, float]]:

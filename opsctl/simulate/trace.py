@@ -43,6 +43,13 @@ def _number(text: str, what: str, file: str, line: int) -> float:
     return value
 
 
+def utc_time(text: str) -> datetime:
+    """ISO 8601 ``text`` (``Z``, an offset, or none: UTC) as a moment in UTC: ValueError when it is not
+    one, OverflowError when UTC cannot hold it (``0001-01-01T00:00:00+01:00``)."""
+    at = datetime.fromisoformat(text)
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def _moment(text: str, file: str, line: int) -> datetime | None:
     """The ISO 8601 moment ``text`` names, or None when it is a number of seconds."""
     try:
@@ -51,11 +58,12 @@ def _moment(text: str, file: str, line: int) -> datetime | None:
     except ValueError:
         pass
     try:
-        at = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        return utc_time(text)
     except ValueError:
         raise TraceError(file, line, f"time {text!r} is neither seconds nor an ISO 8601 time such as "
                                      "2026-11-20T09:00:00Z") from None
-    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    except OverflowError:
+        raise TraceError(file, line, f"time {text!r} is out of range in UTC") from None
 
 
 def parse(text: str, file: str, metrics: Iterable[str] = ()) -> Trace:
