@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from opsctl.simulate.model import EPSILON, Model, Point, Run, Second, SimulationError
-from opsctl.simulate.summary import Summary, summarize
+from opsctl.simulate.summary import Summary, longest, summarize
 
 COMPARED = ("replica_minutes", "time_to_capacity_seconds")
 
@@ -62,14 +62,6 @@ def observed_run(rows: Sequence[Row], model: Model, sync: float | None = None) -
     return Run(timeline, seconds, (), events)
 
 
-def _longest(flags: Sequence[bool]) -> float:
-    longest = current = 0
-    for flag in flags:
-        current = current + 1 if flag else 0
-        longest = max(longest, current)
-    return float(longest)
-
-
 def observed_summary(rows: Sequence[Row], model: Model, down_window: float) -> Summary:
     """The recording's summary; where every row has ``served``, the shortfall is the measured one:
     work waiting and demand above what was served."""
@@ -78,7 +70,7 @@ def observed_summary(rows: Sequence[Row], model: Model, down_window: float) -> S
         return summary
     short = [r.backlog > 0 and r.demand > (r.served or 0.0) + EPSILON for r in rows]
     return dataclasses.replace(summary, underprovisioned_seconds=float(sum(short)),
-                               time_to_capacity_seconds=_longest(short))
+                               time_to_capacity_seconds=longest(short))
 
 
 def saturated_throughput(rows: Sequence[Row]) -> dict[int, float]:

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from opsctl.simulate.model import EPSILON, Model, Run, Second
+from opsctl.simulate.model import EPSILON, Model, Run
 
 
 @dataclass(frozen=True)
@@ -43,27 +43,26 @@ def flaps(events: Sequence[tuple[float, int]], window: float) -> int:
     return count
 
 
-def _longest_shortfall(seconds: Sequence[Second], capacity: float) -> float:
-    longest = current = 0.0
-    for s in seconds:
-        if s.demand > s.ready * capacity + EPSILON:
-            current += 1
-            longest = max(longest, current)
-        else:
-            current = 0.0
-    return longest
+def longest(flags: Iterable[bool]) -> float:
+    """The longest run of consecutive True flags (seconds, one flag a second)."""
+    run = best = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        best = max(best, run)
+    return float(best)
 
 
 def summarize(run: Run, model: Model, down_window: float) -> Summary:
     """The summary of ``run`` (one entry per second in ``run.seconds``)."""
     secs = run.seconds
     slo = model.slo
+    short = [s.demand > s.ready * model.capacity + EPSILON for s in secs]
     return Summary(
         replica_minutes=round(sum(s.current for s in secs) / 60, 4),
-        underprovisioned_seconds=float(sum(1 for s in secs if s.demand > s.ready * model.capacity + EPSILON)),
+        underprovisioned_seconds=float(sum(short)),
         slo_violation_seconds=None if slo is None else float(sum(1 for s in secs if s.latency > slo)),
         max_backlog=round(max((s.backlog for s in secs), default=0.0), 6),
         scale_events=len(run.scale_events),
         flaps=flaps(run.scale_events, down_window),
-        time_to_capacity_seconds=_longest_shortfall(secs, model.capacity),
+        time_to_capacity_seconds=longest(short),
     )
