@@ -14,7 +14,7 @@
 4. **Record**, from Prometheus at 1 s: the replicas the autoscaler set (``core_workers{state="desired"}``),
    the running ones (``core_workers{state="running"}``: the ready replicas) and the policy's backlog.
    **Capacity**, measured in the same run: the median of ``rate(core_ingest_jobs_total{status="done"})``
-   per running worker while work waited (``opsctl.simulate.history.measure_capacity``, what
+   per running worker while work waited (``opsctl.simulate.reconstruct.capacity_from``, what
    ``scale simulate --throughput-query`` does). **Startup**: the median time from a rise of the
    desired count to the running count reaching it.
 5. **Replay** through ``scale simulate``'s own ``run`` with the same policy, the measured capacity
@@ -48,6 +48,7 @@ import httpx
 from bench.loadmix import Mix
 from bench.loadtest import create_tenants
 from bench.machine import describe
+from core.workerpool import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "core-worker"
@@ -80,14 +81,6 @@ services:
 QUEUED_SQL = "SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'failed', 'running')"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
@@ -110,8 +103,8 @@ def opsctl_up(root: Path, per_worker: int) -> Iterator[dict[str, Any]]:
                PYTHONPATH=str(ROOT))
     log = root / "up.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "opsctl.cli", "up", "--port", str(_free_port()),
-                                 "--prometheus-port", str(_free_port()), "--workers", "1"],
+        proc = subprocess.Popen([sys.executable, "-m", "opsctl.cli", "up", "--port", str(free_port()),
+                                 "--prometheus-port", str(free_port()), "--workers", "1"],
                                 env=env, cwd=root, stdout=out, stderr=out)
     try:
         _wait(lambda: proc.poll() is not None or "Ctrl-C stops everything" in log.read_text(), 300, "opsctl up")
@@ -207,9 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from opsctl.policy import load
     from opsctl.scaling.policy import AutoscalingPolicy
-    from opsctl.simulate import chart, observed, trace
+    from opsctl.simulate import chart, observed, reconstruct, trace
     from opsctl.simulate.compare import Result
-    from opsctl.simulate.history import Window, measure_capacity, query_range
+    from opsctl.simulate.history import Window, query_range
     from opsctl.simulate.model import Trace
     from opsctl.simulate.service import Request, run
 
@@ -242,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             running = query_range(prom, RUNNING, window)
             backlog = query_range(prom, backlog_query, window)
             served = query_range(prom, THROUGHPUT, window)
-            capacity = round(measure_capacity(prom, svc, window, THROUGHPUT, replicas_query=RUNNING), 3)
+            # what --throughput-query measures (history.measure_capacity), on the series just read
+            capacity = round(reconstruct.capacity_from(served, backlog, running), 3)
             import psycopg
 
             with psycopg.connect(state["database_url"], autocommit=True) as conn:
