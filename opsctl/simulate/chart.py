@@ -7,6 +7,7 @@ writes the file.
 
 from __future__ import annotations
 
+import bisect
 import html
 import math
 from collections.abc import Sequence
@@ -26,12 +27,8 @@ def _series(results: Sequence[Result], capacity: float) -> list[tuple[str, list[
 
 
 def _at(points: Sequence[tuple[float, float]], t: float) -> float:
-    value = points[0][1]
-    for at, v in points:
-        if at > t:
-            break
-        value = v
-    return value
+    """The value of the step line ``points`` (sorted by time) at ``t``: the last point at or before it."""
+    return points[max(0, bisect.bisect_right(points, t, key=lambda p: p[0]) - 1)][1]
 
 
 def terminal(results: Sequence[Result], capacity: float, width: int = 72, height: int = 12) -> str:
