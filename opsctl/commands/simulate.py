@@ -48,9 +48,8 @@ def _shape(text: str) -> tuple[str, dict[str, float]]:
 
 
 def _rows(outcome: Any) -> list[dict[str, Any]]:
-    results = list(outcome.results) + ([outcome.predicted] if outcome.predicted is not None else [])
     rows = []
-    for r in results:
+    for r in outcome.shown:
         s = r.summary
         rows.append({"policy": r.name, "replica_minutes": f"{s.replica_minutes:.1f}",
                      "underprovisioned": f"{s.underprovisioned_seconds:g} s",
@@ -137,9 +136,8 @@ def simulate(
 
         outcome = run(pol, req, policy_dir(), progress)
     if plot is not None:
-        results = list(outcome.results) + ([outcome.predicted] if outcome.predicted is not None else [])
-        text = charts.svg(results, outcome.model.capacity, service) if plot.suffix.lower() == ".svg" \
-            else charts.html_page(results, outcome.model.capacity, service)
+        text = charts.svg(outcome.shown, outcome.model.capacity, service) if plot.suffix.lower() == ".svg" \
+            else charts.html_page(outcome.shown, outcome.model.capacity, service)
         plot.write_text(text, encoding="utf-8")
         info(f"chart written to {plot}")
     if output is not Output.table:

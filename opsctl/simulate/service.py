@@ -54,6 +54,11 @@ class Outcome:
     forecast: forecasting.Forecast | None = None
     predicted: Result | None = None
 
+    @property
+    def shown(self) -> list[Result]:
+        """The results the table and the chart file show: each policy's, then the forecast's preview."""
+        return [*self.results, *([self.predicted] if self.predicted is not None else [])]
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"service": self.service, "policies": [r.as_dict() for r in self.results]}
         if self.forecast is not None and self.predicted is not None:
