@@ -41,20 +41,24 @@ def _with_behavior(policy: ServicePolicy, down_window: int, up_speed: int) -> Se
                                                                                    "scaleDown": down})})
 
 
+def _windows(policy: ServicePolicy) -> tuple[int, ...]:
+    """The scale-down windows tried: the current one first, then the others of DOWN_WINDOWS."""
+    current = policy.behavior.scaleDown.stabilizationWindowSeconds
+    return (current, *(w for w in DOWN_WINDOWS if w != current))
+
+
 def candidates(policy: ServicePolicy) -> Iterator[ServicePolicy]:
     """The grid, the current policy first."""
-    current_window = policy.behavior.scaleDown.stabilizationWindowSeconds
-    windows = (current_window, *(w for w in DOWN_WINDOWS if w != current_window))
     for factor in TARGET_FACTORS:
         targeted = _with_target(policy, factor)
-        for window in windows:
+        for window in _windows(policy):
             for speed in UP_SPEEDS:
                 yield _with_behavior(targeted, window, speed)
 
 
 def count(policy: ServicePolicy) -> int:
-    return len(TARGET_FACTORS) * len({policy.behavior.scaleDown.stabilizationWindowSeconds, *DOWN_WINDOWS}) \
-        * len(UP_SPEEDS)
+    """How many candidates the grid holds (the progress bar's total)."""
+    return len(TARGET_FACTORS) * len(_windows(policy)) * len(UP_SPEEDS)
 
 
 def violation(summary: Summary) -> float:
