@@ -160,3 +160,11 @@ def test_a_calibration_from_a_loaded_machine_says_so_unless_planned_on_cpu() -> 
     assert plan(Demand(rps=1), deployment(), CAL, "c.json").notes == []
     assert "other processes took 1.5 of 2 CPUs" in plan(Demand(rps=1), deployment(), loaded, "c.json").notes[0]
     assert plan(Demand(rps=1), deployment(), loaded, "c.json", basis="cpu").notes == []
+
+
+def test_bytes_in_a_formula_read_as_the_tables_show_them() -> None:
+    from core.humanize import format_bytes
+
+    result = plan(Demand(documents=100), deployment(), CAL, "capacity.json")
+    hnsw = next(x.how for x in result.lines if x.item == "HNSW index")
+    assert hnsw.endswith(f"chunks * {format_bytes(CAL.storage.chunk.hnsw)}") and hnsw.endswith("* 2 KiB")

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from core.humanize import format_bytes
 from opsctl.capacity.calibration import Calibration
 
 GIB = 1024**3
@@ -144,13 +145,6 @@ def _n(x: float) -> str:
     if x == int(x) and abs(x) < 1e15:
         return f"{int(x):,}"
     return f"{x:,.3g}" if abs(x) < 1000 else f"{x:,.0f}"
-
-
-def _bytes(n: float) -> str:
-    for unit, size in (("TiB", TIB), ("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{n:,.0f} B"
 
 
 def _replicas(out: CapacityPlan, tier: str, item: str, demand: float, per_replica: float, utilization: Sourced,
@@ -293,8 +287,8 @@ def plan(demand: Demand, deployment: Deployment, cal: Calibration, cal_source: s
     redis_bytes = search_bytes + doc_entries * c.cache.document_entry_bytes
     out.lines.append(Line("redis", "Redis memory", round(redis_bytes), "bytes",
                           f"{_n(round(new_keys, 2))} new search keys/s * {_n(d.search_ttl_seconds.value)} s * "
-                          f"{_bytes(c.cache.search_entry_bytes)} + {_n(round(doc_entries))} documents * "
-                          f"{_bytes(c.cache.document_entry_bytes)}"))
+                          f"{format_bytes(c.cache.search_entry_bytes)} + {_n(round(doc_entries))} documents * "
+                          f"{format_bytes(c.cache.document_entry_bytes)}"))
     if d.redis_maxmemory.value:
         out.limits.append(Limit("redis", "Redis memory against the cache policy's maxmemory", redis_bytes,
                                 d.redis_maxmemory.value, "bytes",
@@ -310,10 +304,10 @@ def plan(demand: Demand, deployment: Deployment, cal: Calibration, cal_source: s
     out.lines.append(Line("database", "chunks at horizon", round(chunks), "chunks",
                           f"{_n(round(docs))} documents * {_n(cpd)}"))
     out.lines.append(Line("database", "database size", round(size), "bytes",
-                          f"{_n(round(chunks))} chunks * {_bytes(chunk.total)} + {_n(round(docs))} documents * "
-                          f"{_bytes(doc.total)} (no WAL, backups or bloat)"))
+                          f"{_n(round(chunks))} chunks * {format_bytes(chunk.total)} + {_n(round(docs))} documents * "
+                          f"{format_bytes(doc.total)} (no WAL, backups or bloat)"))
     out.lines.append(Line("database", "HNSW index", round(hnsw), "bytes",
-                          f"{_n(round(chunks))} chunks * {_bytes(chunk.hnsw)}"))
+                          f"{_n(round(chunks))} chunks * {format_bytes(chunk.hnsw)}"))
     out.limits.append(Limit("database", "HNSW index against the database host's memory", hnsw, d.db_memory.value,
                             "bytes", "shard chunks by company (Citus, or one database per tenant group) or move "
                             "vectors to a managed vector service; searches off the index's memory read disk", "node"))
