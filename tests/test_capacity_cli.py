@@ -103,3 +103,23 @@ def test_the_cpu_basis_without_cpu_figures_is_a_config_error(capsys: pytest.Capt
     assert code == 2 and err.startswith(f"error: {path}: the calibration has no CPU seconds"), err
     code, _, err = run(capsys, "capacity", "--rps", "10", "--calibration", str(path), "--basis", "wall")
     assert code == 2 and "measured or cpu" in err
+
+
+@pytest.mark.timeout(20)  # the FIFO case blocked the reader forever before the file was read with bounds
+@pytest.mark.parametrize("kind, reason", [("fifo", "cannot read: not a regular file"),
+                                          ("large", "cannot read: larger than 1 MiB: not a calibration")])
+def test_a_calibration_that_is_not_a_small_regular_file_is_refused_unread(tmp_path: Path, kind: str,
+                                                                          reason: str) -> None:
+    import os
+
+    from core.errors import ConfigError
+    from opsctl.capacity.calibration import load
+
+    path = tmp_path / "capacity.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text(dump(CAL)[:-2] + " " * (1 << 20) + "}\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: {reason}"

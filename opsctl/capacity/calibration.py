@@ -26,9 +26,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import ConfigError
+from core.files import FileProblem, read_text
 
 FILE_NAME = "capacity.json"
 ENV = "OPSCTL_CAPACITY_FILE"
+MAX_BYTES = 1 << 20  # a calibration is a few kilobytes
 
 
 class _Strict(BaseModel):
@@ -137,13 +139,13 @@ def parse(text: str, where: str) -> Calibration:
 
 
 def load(path: Path) -> Calibration:
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
+    if not path.exists():
         raise ConfigError(f"{path}: no calibration file (measure one with `make calibrate`, or pass "
-                          f"--calibration FILE)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+                          f"--calibration FILE)")
+    try:
+        text = read_text(path, MAX_BYTES, "a calibration")
+    except FileProblem as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.reason}") from exc
     return parse(text, str(path))
 
 
