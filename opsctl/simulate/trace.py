@@ -164,12 +164,14 @@ def dump(trace: Trace) -> str:
     the trace has a start moment), ``demand``, then its metric columns (empty where the model's)."""
     from datetime import timedelta
 
+    from opsctl.scaling.snapshot import iso
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     names = list(trace.columns)
     writer.writerow(["time", "demand", *names])
     for i, (t, d) in enumerate(zip(trace.times, trace.demand, strict=True)):
-        when = (trace.start + timedelta(seconds=t)).isoformat().replace("+00:00", "Z") if trace.start else f"{t:g}"
+        when = iso(trace.start + timedelta(seconds=t)) if trace.start else f"{t:g}"
         cells = [trace.columns[n][i] for n in names]
         writer.writerow([when, repr(d), *("" if c is None else repr(c) for c in cells)])
     return out.getvalue()
