@@ -84,16 +84,17 @@ def seed(host: str, tenants: Sequence[Tenant], n: int, batch: int = 200) -> list
 
 
 def wait_done(host: str, queued: Sequence[tuple[Tenant, list[int]]], timeout: float = 600.0) -> None:
-    """Until every seed job is done (the documents are readable and searchable)."""
+    """Until every seed job is done (the documents are readable and searchable): ``opsctl ingest``'s wait,
+    one deadline for all tenants; RuntimeError when a job is dead or the deadline passes."""
+    from opsctl.loader import wait_for_jobs
+
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=host, timeout=30) as client:
-        for tenant, ids in queued:
-            headers = {"Authorization": f"Bearer {tenant.api_key}"}
-            for job in ids:
-                while (status := client.get(f"/v1/jobs/{job}", headers=headers).json()["status"]) != "done":
-                    if status == "dead" or time.monotonic() > deadline:
-                        raise RuntimeError(f"seed job {job} is {status}")
-                    time.sleep(0.5)
+    for tenant, ids in queued:
+        with httpx.Client(base_url=host, timeout=30, headers={"Authorization": f"Bearer {tenant.api_key}"}) as client:
+            counts = wait_for_jobs(client, ids, max(0.0, deadline - time.monotonic()))
+        if counts.dead or counts.pending:
+            raise RuntimeError(f"seed jobs of company {tenant.company_id}: {counts.dead} dead, {counts.pending} "
+                               f"not done within {timeout:g} s")
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadmix import Mix, Tenant, seed_documents
-from bench.loadtest import Shape, create_tenants, run_locust, seed, summary
+from bench.loadtest import Shape, create_tenants, run_locust, seed, summary, wait_done
 from tests.conftest import RunningApi, drain, make_settings
 
 REQUESTS = ("webhook", "search repeated", "search new", "document")
@@ -49,3 +49,13 @@ def test_the_mix_repeats_popular_queries_and_never_repeats_new_ones() -> None:
     assert len({other.popular_query(tenant) for _ in range(500)} & set(popular)) >= 10  # the tenant's, for all
     assert not {other.popular_query(Tenant(2, "k", "s")) for _ in range(500)} & set(popular)
     assert [d["external_id"] for d in seed_documents(3)] == ["seed-0000", "seed-0001", "seed-0002"]
+
+
+def test_the_seed_wait_refuses_jobs_still_queued_and_returns_once_they_are_done(
+        unlimited_api: RunningApi, db_url: str) -> None:
+    tenants = create_tenants(db_url, 2)
+    queued = seed(unlimited_api.url, tenants, 3)
+    with pytest.raises(RuntimeError, match=r"seed jobs of company \d+: 0 dead, 3 not done within 0 s"):
+        wait_done(unlimited_api.url, queued, timeout=0)  # no worker ran: all queued
+    assert drain(unlimited_api.settings, db_url) == 6
+    wait_done(unlimited_api.url, queued, timeout=600)
