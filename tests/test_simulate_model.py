@@ -347,3 +347,35 @@ def test_charts_draw_every_policy_and_the_demand() -> None:
     assert svg.count("<polyline") == 3 and "hpa-default" in svg
     page = chart.html_page(results, 1.0, "core-worker")
     assert page.startswith("<!doctype html>") and "<svg" in page and "replica_minutes" in page
+
+
+# --- where history's demand comes from -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metrics, demand_query, expected", [
+    ([], "sum(rate(arrivals[1m]))", ("demand", "sum(rate(arrivals[1m]))")),
+    ([{"name": "backlog", "query": "max(depth)", "target": {"type": "AverageValue", "averageValue": 10}},
+      {"name": "cpu", "usageQuery": "u", "requestQuery": "r", "target": {"type": "Utilization",
+                                                                     "averageUtilization": 70}}],
+     None, ("backlog", "max(depth)")),
+    ([{"name": "cpu", "usageQuery": "u", "requestQuery": "r", "target": {"type": "Utilization",
+                                                                     "averageUtilization": 70}}],
+     None, ("utilization", "100 * sum(u) / sum(r)")),
+])
+def test_history_demand_source(metrics: list[dict[str, Any]], demand_query: str | None,
+                               expected: tuple[str, str]) -> None:
+    from opsctl.simulate.history import demand_source
+
+    assert demand_source(policy(metrics or None), demand_query) == expected
+
+
+def test_history_without_a_demand_source_is_refused_before_prometheus_is_asked() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from core.errors import ConfigError
+    from opsctl.simulate.history import Window, read_trace
+
+    errors = policy([{"name": "errors", "query": "sum(rate(http_5xx[1m]))", "target": {"type": "Value", "value": 1}}])
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    with pytest.raises(ConfigError, match="give --demand-query"):  # not 'cannot reach' the closed port
+        read_trace("http://127.0.0.1:9", errors, Window(start, start + timedelta(minutes=5), 15.0), 1.0)

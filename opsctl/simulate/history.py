@@ -92,32 +92,40 @@ def default_replicas_query(policy: ServicePolicy) -> str:
     return f'max(kube_{kind}_status_replicas_ready{{namespace="{t.namespace}", {kind}="{t.name}"}})'
 
 
+def demand_source(policy: ServicePolicy, demand_query: str | None) -> tuple[str, str]:
+    """(``demand``, ``backlog`` or ``utilization``; the query to read): where the history's demand comes
+    from, decided before anything is read. ConfigError when the policy gives nothing to reconstruct from."""
+    if demand_query is not None:
+        return "demand", demand_query
+    backlog = next((m for m in policy.metrics if metric_kind(m) == "backlog" and m.query), None)
+    if backlog is not None and backlog.query is not None:
+        return "backlog", backlog.query
+    util = next((m for m in policy.metrics if metric_kind(m) == "utilization"), None)
+    if util is not None:
+        return "utilization", f"100 * sum({util.usageQuery}) / sum({util.requestQuery})"
+    raise ConfigError("the policy has no backlog or Utilization metric to reconstruct demand from: "
+                      "give --demand-query (work units per second, e.g. the rate of an arrivals counter)")
+
+
 def read_trace(url: str, policy: ServicePolicy, window: Window, capacity: float, *,
                demand_query: str | None = None, replicas_query: str | None = None,
                timeout: float = 30.0) -> tuple[Trace, str]:
     """The trace of ``window`` and one sentence saying how its demand was found."""
-    ready_query = replicas_query or default_replicas_query(policy)
-    times = window.times()
-    if demand_query is not None:
-        demand = query_range(url, demand_query, window, timeout)
-        how = f"demand = {demand_query}"
+    kind, query = demand_source(policy, demand_query)
+    series = query_range(url, query, window, timeout)
+    if kind == "demand":
+        demand, how = series, f"demand = {query}"
     else:
+        ready_query = replicas_query or default_replicas_query(policy)
         ready = query_range(url, ready_query, window, timeout)
-        backlog = next((m for m in policy.metrics if metric_kind(m) == "backlog"), None)
-        util = next((m for m in policy.metrics if metric_kind(m) == "utilization"), None)
-        if backlog is not None and backlog.query is not None:
-            series = query_range(url, backlog.query, window, timeout)
+        if kind == "backlog":
             demand = reconstruct.from_backlog(series, ready, capacity, window.step)
-            how = (f"demand reconstructed from the backlog ({backlog.query}) and the ready replicas "
+            how = (f"demand reconstructed from the backlog ({query}) and the ready replicas "
                    f"({ready_query}) at {capacity:g}/s per replica")
-        elif util is not None:
-            query = f"100 * sum({util.usageQuery}) / sum({util.requestQuery})"
-            demand = reconstruct.from_utilization(query_range(url, query, window, timeout), ready, capacity)
-            how = f"demand reconstructed from utilization ({query}) * ready replicas ({ready_query}) * {capacity:g}/s"
         else:
-            raise ConfigError("the policy has no backlog or Utilization metric to reconstruct demand from: "
-                              "give --demand-query (work units per second, e.g. the rate of an arrivals counter)")
-    return Trace(tuple(times), tuple(max(0.0, d) for d in demand), window.step, {}, window.start), how
+            demand = reconstruct.from_utilization(series, ready, capacity)
+            how = f"demand reconstructed from utilization ({query}) * ready replicas ({ready_query}) * {capacity:g}/s"
+    return Trace(tuple(window.times()), tuple(max(0.0, d) for d in demand), window.step, {}, window.start), how
 
 
 def measure_capacity(url: str, policy: ServicePolicy, window: Window, throughput_query: str, *,
