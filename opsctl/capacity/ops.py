@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.errors import ConfigError
 from opsctl.capacity import calibration as calibration_file
@@ -30,27 +30,28 @@ class Hosts:
     max_connections_given: bool = False
 
 
-def _service_figures(policy: Any, name: str, where: str) -> dict[str, Sourced | None]:
+class _Figures(NamedTuple):
+    min: Sourced
+    max: Sourced | None  # None: no maximum
+    util: Sourced
+
+
+def _service_figures(policy: Any, name: str, where: str) -> _Figures:
     """Min/max replicas and the target utilisation of a service in the autoscaling policy. Without
     ``core-api`` the policy is `opsctl up`'s: one API process; without ``core-worker``, no maximum."""
     svc = policy.services.get(name)
     if svc is None:
         why = f"{where} has no {name}" + (": `opsctl up` runs one API process" if name == API_SERVICE else "")
-        return {"min": Sourced(1, why), "max": Sourced(1, why) if name == API_SERVICE else None,
-                "util": Sourced(DEFAULT_UTILIZATION, f"assumption: the HPA's usual 70 % ({why})")}
+        return _Figures(Sourced(1, why), Sourced(1, why) if name == API_SERVICE else None,
+                        Sourced(DEFAULT_UTILIZATION, f"assumption: the HPA's usual 70 % ({why})"))
     util = next((m for m in svc.metrics if m.target.type == "Utilization"), None)
-    return {
-        "min": Sourced(svc.minReplicas, f"{where} {name} minReplicas"),
-        "max": Sourced(svc.maxReplicas, f"{where} {name} maxReplicas"),
-        "util": (Sourced(util.target.amount / 100, f"{where} {name} metric {util.name} averageUtilization")
-                 if util else Sourced(DEFAULT_UTILIZATION, f"assumption: the HPA's usual 70 % ({where} {name} "
-                                      "has no Utilization metric)")),
-    }
-
-
-def _given(value: Sourced | None) -> Sourced:
-    assert value is not None
-    return value
+    return _Figures(
+        Sourced(svc.minReplicas, f"{where} {name} minReplicas"),
+        Sourced(svc.maxReplicas, f"{where} {name} maxReplicas"),
+        (Sourced(util.target.amount / 100, f"{where} {name} metric {util.name} averageUtilization")
+         if util else Sourced(DEFAULT_UTILIZATION, f"assumption: the HPA's usual 70 % ({where} {name} "
+                              "has no Utilization metric)")),
+    )
 
 
 def deployment(settings: Any, autoscaling: Any, autoscaling_where: str, cache: Any, cache_where: str,
@@ -59,9 +60,9 @@ def deployment(settings: Any, autoscaling: Any, autoscaling_where: str, cache: A
     worker = _service_figures(autoscaling, WORKER_SERVICE, autoscaling_where)
     assumed = "assumption: one large host; state yours with"
     return Deployment(
-        api_utilization=_given(api["util"]), worker_utilization=_given(worker["util"]),
-        api_min_replicas=_given(api["min"]), api_max_replicas=api["max"],
-        worker_min_replicas=_given(worker["min"]), worker_max_replicas=worker["max"],
+        api_utilization=api.util, worker_utilization=worker.util,
+        api_min_replicas=api.min, api_max_replicas=api.max,
+        worker_min_replicas=worker.min, worker_max_replicas=worker.max,
         db_pool_max=Sourced(settings.db_pool_max, "setting db_pool_max (OPSCTL_DB_POOL_MAX; default 10)"),
         max_connections=Sourced(hosts.max_connections, "--max-connections" if hosts.max_connections_given
                                 else "PostgreSQL's default max_connections (--max-connections)"),
