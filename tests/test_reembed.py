@@ -401,3 +401,13 @@ def test_the_backfill_leaves_the_keyword_statistics_untouched(
         conn.execute("UPDATE chunks SET body = body || ' zebra' WHERE external_id = 'doc-0'")
         after = conn.execute("SELECT sum(chunks)::int, sum(words)::int FROM bm25_totals").fetchone()
         assert after == (12, sum(r[3] for r in before) + 1)  # a text that changes is still counted
+
+
+def test_a_tenant_index_run_does_not_hold_the_re_embed(settings: Settings, db_url: str) -> None:
+    """The two runs take different advisory locks: one's lock never makes the other "busy"."""
+    from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK
+
+    with connect(db_url) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone() == (True,)
+        result = run(settings, "tester")
+    assert not result.busy and result.sentence() == "no re-embed in progress"

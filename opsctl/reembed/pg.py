@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUNNER_LOCK = (LOCK_NAMESPACE, 3)  # one re-embedder at a time (session lock, released by a kill)
+RUNNER_LOCK = (LOCK_NAMESPACE, 4)  # one re-embedder at a time (session lock, released by a kill); 3: tenant indexes
 SWITCH_LOCK_TIMEOUT = "30s"  # how long the switch waits for ingest batches and searches to let go
 
 START_SQL = """
