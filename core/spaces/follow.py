@@ -73,6 +73,12 @@ class SpaceEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         return self._state[2].embed(texts)
 
+    def load(self) -> None:
+        """Load the space's model now, if its embedder has one (``core.ingest.worker.warm_up``)."""
+        load = getattr(self._state[2], "load", None)
+        if callable(load):
+            load()
+
     def follow(self, space: Space) -> bool:
         """Embed in ``space`` from now on; True if it changed."""
         with self._lock:
