@@ -32,7 +32,7 @@ def _make(settings: Settings) -> Embedder:
 
 
 class SpaceEmbedder:
-    """The Embedder protocol (``name``, ``dim``, ``embed``) for the active space, plus ``space_id``.
+    """The Embedder protocol (``name``, ``dim``, ``embed``) for the active space.
 
     ``current()`` gives the space id and embedder together (a switch may happen between two reads
     of attributes); ``follow(space)`` moves to ``space`` if it is another one."""
@@ -49,14 +49,6 @@ class SpaceEmbedder:
         differs = not self.configured.same_space(space.spec)
         metrics.EMBEDDER_MISMATCH.set(1 if differs else 0)
         return space.id, space.spec, embedder
-
-    @property
-    def space_id(self) -> int:
-        return self._state[0]
-
-    @property
-    def spec(self) -> SpaceSpec:
-        return self._state[1]
 
     @property
     def name(self) -> str:
