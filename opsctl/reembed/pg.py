@@ -21,7 +21,7 @@ from core.spaces.spec import SpaceSpec
 from core.spaces.store import Space, active, building, column_dims
 from opsctl.audit import record
 from opsctl.reembed.plan import State
-from opsctl.vindex.online import ProgressFn, build_partitioned, index_valid
+from opsctl.vindex.online import ProgressFn, build_partitioned, ddl, index_valid
 
 if TYPE_CHECKING:
     from core.embed import Embedder
@@ -128,11 +128,11 @@ def abort(conn: Any, actor: str, reason: str | None = None) -> Space | None:
 
 
 def add_column(conn: Any, space: Space) -> None:
-    with conn.transaction():
-        conn.execute(sql.SQL("ALTER TABLE chunks ADD COLUMN IF NOT EXISTS embedding_next vector({})").format(
-            sql.Literal(space.spec.dim)))
-        # as embedding (0008): the vector stays in the row's page
-        conn.execute("ALTER TABLE chunks ALTER COLUMN embedding_next SET STORAGE MAIN")
+    """``embedding_next``, its vector kept in the row's page as ``embedding``'s (0008): one statement
+    under lock_timeout, retried (``opsctl.vindex.online.ddl``), so it never queues its ACCESS
+    EXCLUSIVE lock behind a long transaction on chunks with every search waiting behind it."""
+    ddl(conn, sql.SQL("ALTER TABLE chunks ADD COLUMN IF NOT EXISTS embedding_next vector({}), "
+                      "ALTER COLUMN embedding_next SET STORAGE MAIN").format(sql.Literal(space.spec.dim)))
 
 
 def _store(conn: Any, space: Space, rows: Sequence[Any], vectors: Any, cursor: Any, grows: bool) -> int:
