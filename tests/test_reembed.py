@@ -401,3 +401,36 @@ def test_the_backfill_leaves_the_keyword_statistics_untouched(
         conn.execute("UPDATE chunks SET body = body || ' zebra' WHERE external_id = 'doc-0'")
         after = conn.execute("SELECT sum(chunks)::int, sum(words)::int FROM bm25_totals").fetchone()
         assert after == (12, sum(r[3] for r in before) + 1)  # a text that changes is still counted
+
+
+def test_a_tenant_index_run_does_not_hold_the_re_embed(settings: Settings, db_url: str) -> None:
+    """The two runs take different advisory locks: one's lock never makes the other "busy"."""
+    from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK
+
+    with connect(db_url) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone() == (True,)
+        result = run(settings, "tester")
+    assert not result.busy and result.sentence() == "no re-embed in progress"
+
+
+def test_adding_the_column_gives_way_to_a_long_transaction_on_chunks(
+        settings: Settings, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADD COLUMN takes chunks' ACCESS EXCLUSIVE lock: queued behind a long transaction (an index
+    build, a report) it would stop every search meanwhile. It waits at most lock_timeout and gives up."""
+    from core.errors import OperationFailed
+    from opsctl.vindex import online
+
+    monkeypatch.setattr(online, "DDL_ATTEMPTS", 1)
+    space = start(settings, target(settings, "hash", 48), "tester")
+    with connect(db_url) as holder, connect(db_url) as conn:
+        holder.autocommit = False
+        holder.execute("SELECT count(*) FROM chunks")  # holds ACCESS SHARE to its commit
+        conn.execute("SET statement_timeout = '60s'")  # the code as it was: queued until this
+        with pytest.raises(OperationFailed, match="could not take the lock"):
+            pg.add_column(conn, space)
+        holder.rollback()
+        pg.add_column(conn, space)
+        assert column_dims(conn)["embedding_next"] == 48
+        storage = conn.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'chunks'::regclass"
+                               " AND attname = 'embedding_next'").fetchone()
+        assert storage == ("m",)

@@ -170,3 +170,18 @@ def test_a_worker_loads_its_model_before_its_first_claim_and_survives_a_model_th
     warm_up(HashEmbedder(8))  # nothing to load
     assert (loaded.loads, broken.loads) == (1, 1)
     assert "could not load its model: no model file" in caplog.text
+
+
+def test_the_worker_s_embedder_of_the_database_s_space_loads_its_model_too(settings: Settings) -> None:
+    """core-worker embeds through a SpaceEmbedder (``follow_database``): the warm-up reaches its model."""
+    from datetime import UTC, datetime
+
+    from core.spaces.follow import SpaceEmbedder
+    from core.spaces.spec import SpaceSpec
+    from core.spaces.store import Space
+
+    t = datetime(2026, 11, 27, tzinfo=UTC)
+    space = Space(1, SpaceSpec("onnx", "loading", 8), "active", 0, 0, None, None, t, t, t, None)
+    loaded = Loading()
+    warm_up(SpaceEmbedder(settings, space, make=lambda _: loaded))
+    assert loaded.loads == 1

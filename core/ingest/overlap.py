@@ -62,6 +62,3 @@ class EmbedAhead:
             for future in futures:
                 future.cancel()
             wait(futures)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -32,7 +32,7 @@ def _make(settings: Settings) -> Embedder:
 
 
 class SpaceEmbedder:
-    """The Embedder protocol (``name``, ``dim``, ``embed``) for the active space, plus ``space_id``.
+    """The Embedder protocol (``name``, ``dim``, ``embed``) for the active space.
 
     ``current()`` gives the space id and embedder together (a switch may happen between two reads
     of attributes); ``follow(space)`` moves to ``space`` if it is another one."""
@@ -51,14 +51,6 @@ class SpaceEmbedder:
         return space.id, space.spec, embedder
 
     @property
-    def space_id(self) -> int:
-        return self._state[0]
-
-    @property
-    def spec(self) -> SpaceSpec:
-        return self._state[1]
-
-    @property
     def name(self) -> str:
         return self._state[2].name
 
@@ -72,6 +64,12 @@ class SpaceEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         return self._state[2].embed(texts)
+
+    def load(self) -> None:
+        """Load the space's model now, if its embedder has one (``core.ingest.worker.warm_up``)."""
+        load = getattr(self._state[2], "load", None)
+        if callable(load):
+            load()
 
     def follow(self, space: Space) -> bool:
         """Embed in ``space`` from now on; True if it changed."""

@@ -8,7 +8,7 @@ batch's embedding work and the next run resumes after the cursor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -21,13 +21,14 @@ from core.spaces.spec import SpaceSpec
 from core.spaces.store import Space, active, building, column_dims
 from opsctl.audit import record
 from opsctl.reembed.plan import State
+from opsctl.vindex.online import ProgressFn, build_partitioned, ddl, index_valid
 
 if TYPE_CHECKING:
     from core.embed import Embedder
 
 log = logging.getLogger(__name__)
 
-RUNNER_LOCK = (LOCK_NAMESPACE, 3)  # one re-embedder at a time (session lock, released by a kill)
+RUNNER_LOCK = (LOCK_NAMESPACE, 4)  # one re-embedder at a time (session lock, released by a kill); 3: tenant indexes
 SWITCH_LOCK_TIMEOUT = "30s"  # how long the switch waits for ingest batches and searches to let go
 
 START_SQL = """
@@ -50,12 +51,6 @@ ADVANCE_SQL = """
 UPDATE vector_spaces SET cursor = coalesce(%s, cursor), chunks_done = chunks_done + %s,
     chunks_total = chunks_total + %s, updated_at = now()
 WHERE id = %s AND state = 'building'
-"""
-INDEX_VALID_SQL = "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)"
-LEAVES_SQL = "SELECT relid::regclass::text FROM pg_partition_tree('chunks') WHERE isleaf ORDER BY 1"
-LEAF_INDEX_SQL = """
-SELECT i.indisvalid, EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
-FROM pg_index i WHERE i.indexrelid = to_regclass(%s)
 """
 LOCK_SPACES_SQL = "SELECT id FROM vector_spaces WHERE state IN ('active', 'building') ORDER BY id FOR UPDATE"
 SWITCH_DDL = (
@@ -90,15 +85,12 @@ def read_state(conn: Any) -> tuple[State, Space | None]:
     space = building(conn)
     dims = column_dims(conn)
     backfilled = space is not None and space.cursor == "end"
-    index_valid = False
-    if space is not None:
-        row = conn.execute(INDEX_VALID_SQL, (parent_index(space),)).fetchone()
-        index_valid = bool(row and row[0])
+    valid = space is not None and index_valid(conn, parent_index(space))
     missing = None
-    if space is not None and "embedding_next" in dims and backfilled and index_valid:
+    if space is not None and "embedding_next" in dims and backfilled and valid:
         missing = int(conn.execute(MISSING_COUNT_SQL).fetchone()[0])
     state = State(building=space is not None, next_column="embedding_next" in dims,
-                  retired_column="embedding_retired" in dims, backfilled=backfilled, index_valid=index_valid,
+                  retired_column="embedding_retired" in dims, backfilled=backfilled, index_valid=valid,
                   missing=missing)
     return state, space
 
@@ -136,11 +128,11 @@ def abort(conn: Any, actor: str, reason: str | None = None) -> Space | None:
 
 
 def add_column(conn: Any, space: Space) -> None:
-    with conn.transaction():
-        conn.execute(sql.SQL("ALTER TABLE chunks ADD COLUMN IF NOT EXISTS embedding_next vector({})").format(
-            sql.Literal(space.spec.dim)))
-        # as embedding (0008): the vector stays in the row's page
-        conn.execute("ALTER TABLE chunks ALTER COLUMN embedding_next SET STORAGE MAIN")
+    """``embedding_next``, its vector kept in the row's page as ``embedding``'s (0008): one statement
+    under lock_timeout, retried (``opsctl.vindex.online.ddl``), so it never queues its ACCESS
+    EXCLUSIVE lock behind a long transaction on chunks with every search waiting behind it."""
+    ddl(conn, sql.SQL("ALTER TABLE chunks ADD COLUMN IF NOT EXISTS embedding_next vector({}), "
+                      "ALTER COLUMN embedding_next SET STORAGE MAIN").format(sql.Literal(space.spec.dim)))
 
 
 def _store(conn: Any, space: Space, rows: Sequence[Any], vectors: Any, cursor: Any, grows: bool) -> int:
@@ -180,29 +172,14 @@ def catch_up_batch(conn: Any, space: Space, embedder: Embedder, batch: int) -> i
     return _write(conn, space, rows, embedder.embed([r[3] for r in rows]), None, grows=True)
 
 
-def build_index(conn: Any, space: Space, settings: Settings, on_leaf: Callable[[str, int, int], None]) -> None:
-    """HNSW over embedding_next without blocking writes: an invalid parent index ON ONLY chunks,
-    each partition's built CONCURRENTLY and attached; the parent is valid once all are.
-    A build cut short (an invalid leaf index) is dropped and built again."""
-    with_ = sql.SQL("USING hnsw (embedding_next vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
+def build_index(conn: Any, space: Space, settings: Settings, progress: ProgressFn | None = None) -> None:
+    """HNSW over embedding_next without blocking writes, partition by partition (``opsctl.vindex.online``)."""
+    from opsctl.context import database_url
+
+    definition = sql.SQL("USING hnsw (embedding_next vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
         sql.Literal(settings.hnsw_m), sql.Literal(settings.hnsw_ef_construction))
-    parent = sql.Identifier(parent_index(space))
-    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON ONLY chunks {}").format(parent, with_))
-    leaves = [r[0] for r in conn.execute(LEAVES_SQL)]
-    for n, leaf in enumerate(leaves):
-        on_leaf(leaf, n, len(leaves))
-        name = leaf_index(leaf, space)
-        row = conn.execute(LEAF_INDEX_SQL, (name,)).fetchone()
-        if row is not None and not row[0]:
-            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
-            row = None
-        if row is None:
-            conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {}").format(
-                sql.Identifier(name), sql.Identifier(leaf), with_))
-            row = (True, False)
-        if not row[1]:
-            conn.execute(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(parent, sql.Identifier(name)))
-    on_leaf("", len(leaves), len(leaves))
+    build_partitioned(conn, database_url(settings), parent_index(space), definition,
+                      lambda leaf: leaf_index(leaf, space), progress)
 
 
 def switch(conn: Any, space: Space, embedder: Embedder, actor: str, limit: int) -> int:

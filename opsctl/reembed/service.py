@@ -205,7 +205,8 @@ def _take(conn: Any, settings: Settings, actor: str, step: str, space: Space | N
     elif step == "backfill":
         result.embedded += pg.backfill_batch(conn, space, embedder, batch)
     elif step == "build_index":
-        pg.build_index(conn, space, settings, lambda leaf, n, total: report and report(f"index {n}/{total}", space))
+        pg.build_index(conn, space, settings, None if report is None else
+                       lambda leaf, phase, done, total: report(f"index {leaf}: {phase}", space))
     elif step == "catch_up":
         result.embedded += pg.catch_up_batch(conn, space, embedder, batch)
     elif step == "switch":
