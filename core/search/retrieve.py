@@ -224,15 +224,16 @@ def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
 
 
 def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool, n: int,
-               query_vector: Any = None, ranking: Ranking = Ranking()) -> tuple[list[Hit], list[Hit]]:
+               embedded: tuple[Any, int | None] | None = None,
+               ranking: Ranking = Ranking()) -> tuple[list[Hit], list[Hit]]:
     """The chunk candidates of ``req``'s mode: (vector, keyword), up to ``n`` each, best first (the
-    half a mode does not use is empty); ``exact``, ``query_vector`` and ``ranking``: as ``retrieve``."""
+    half a mode does not use is empty); ``exact``, ``embedded`` and ``ranking``: as ``retrieve``."""
     where, params = _filters(req.filters)
     params.update(company=company_id, text=req.query, k1=ranking.bm25.k1, b=ranking.bm25.b,
                   title_weight=ranking.title_weight, n=n)
     if req.mode is Mode.keyword:
         return [], _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
-    params["q"], params["space"] = embed_query(embedder, req.query) if query_vector is None else query_vector
+    params["q"], params["space"] = embed_query(embedder, req.query) if embedded is None else embedded
     if req.mode is Mode.vector:
         return _hits(conn.execute(sql.SQL(vector_sql(exact, company_id)).format(filters=where), params).fetchall()), []
     rows = conn.execute(sql.SQL(hybrid_sql(exact, company_id)).format(filters=where), params).fetchall()
@@ -242,14 +243,15 @@ def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: Searc
 
 
 def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest,
-             exact: bool = False, n: int | None = None, query_vector: Any = None,
+             exact: bool = False, n: int | None = None, embedded: tuple[Any, int | None] | None = None,
              ranking: Ranking = Ranking()) -> list[Hit]:
     """The company's top ``n`` (default k) for ``req``; ``exact``: vector candidates by comparing
-    every row; ``query_vector``: the query's embedding, when the caller has it already; ``ranking``:
+    every row; ``embedded``: the query's (vector, space) from ``embed_query``, when the caller has it
+    already; ``ranking``:
     the ranking's parameters (``core.search.fusion``: title weight, per document, fusion)."""
     n = req.k if n is None else n
     depth = ranking.depth(n, hybrid=req.mode is Mode.hybrid)
-    vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, query_vector, ranking)
+    vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, embedded, ranking)
     if req.mode is Mode.hybrid:
         return rank_hybrid(vector, keyword, ranking, n)
     return rank_one(vector or keyword, ranking, n)
