@@ -198,12 +198,7 @@ class Cache:
         """(stored JSON text, result) where result is hit, miss or error; counted in ``counter``.
 
         ``near_ttl``: look in this process's near cache first, and keep a Redis hit there."""
-        if near_ttl is not None:
-            found = self.near.get(key, near_ttl, time.monotonic())
-            if found is not None:
-                counter.labels("hit").inc()
-                return bytes(found), "hit"
-        if near_ttl is not None:  # what Redis has left of the entry bounds the near copy: never fresher than Redis
+        if near_ttl is not None:  # the near copy, else Redis, whose remaining TTL bounds the copy then kept
             return self.get_raw_begin(key, counter, near_ttl).result()
         if not self.available:
             counter.labels("error").inc()

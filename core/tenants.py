@@ -164,6 +164,8 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+# the key lookup alone: bench.search's baseline for what authenticating costs (resolve_principal
+# reads AUTH_VERSIONS_SQL / COMPANY_VERSIONS_SQL)
 AUTH_SQL = """
 SELECT c.id, c.data_version FROM api_keys k JOIN companies c ON c.id = k.company_id
 WHERE k.key_hash = %s AND k.revoked_at IS NULL
@@ -204,14 +206,16 @@ def resolve_principal(conn: psycopg.Connection[Any], cache: Cache, key: str, ttl
     return Principal(int(row[0]), int(row[1]), ef_search_of(row[3]), row[4])
 
 
+def verified_company(cache: Cache, key: str, ttl: int) -> int | None:
+    """The company of ``key`` when this process verified it within its lookup TTL (the in-process
+    copy ``resolve_principal`` keeps: [company id, key version]); None otherwise. No I/O."""
+    lookup = cache.local.get(auth_key(hash_key(key)), ttl, time.monotonic())
+    return int(lookup[0]) if isinstance(lookup, list) and len(lookup) == 2 else None
+
+
 def recently_verified(cache: Cache, key: str, ttl: int) -> bool:
     """Whether this process verified ``key`` within its lookup TTL (its in-process copy): no I/O."""
-    return cache.local.get(auth_key(hash_key(key)), ttl, time.monotonic()) is not None
-
-
-def authenticate(conn: psycopg.Connection[Any], key: str) -> Principal | None:
-    row = conn.execute(AUTH_SQL, (hash_key(key),), prepare=True).fetchone()
-    return Principal(int(row[0]), int(row[1])) if row else None
+    return verified_company(cache, key, ttl) is not None
 
 
 def company_secret(conn: psycopg.Connection[Any], company_id: int) -> tuple[str, int] | None:

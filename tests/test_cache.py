@@ -630,3 +630,20 @@ def test_document_metadata_is_cached_until_the_next_ingest(api: RunningApi, tena
     flushed = ops.flush(api.settings, tenant.company_id, do_apply=True)
     assert flushed["keys"]["document"] == 2
     client.close()
+
+
+def test_a_near_miss_looks_in_the_near_cache_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get_raw(..., near_ttl=)`` asks the near cache once, then Redis (not the near cache twice)."""
+    cache = Cache(redis_url)
+    asked: list[str] = []
+    near_get = cache.near.get
+
+    def counting(key: str, ttl: int, now: float) -> Any:
+        asked.append(key)
+        return near_get(key, ttl, now)
+
+    monkeypatch.setattr(cache.near, "get", counting)
+    key = search_key(9, 3, "once")
+    assert cache.get_raw(key, near_ttl=60) == (None, "miss")
+    assert asked == [key]
+    cache.close()

@@ -12,7 +12,7 @@ from core.ingest.webhooks import event_document
 from core.ingest.worker import Existing, Job, backoff_seconds, plan_batch
 from core.partitioning import months_to_premake
 from core.ratelimit import RateLimiter, retry_after_header
-from core.search.fusion import Hit, rrf_fuse
+from core.search.fusion import Fusion, Hit, fuse
 from core.search.retrieve import use_exact
 from core.tenants import sign, verify_signature
 from opsctl.loader import batches, retry_delay
@@ -80,6 +80,11 @@ def test_backoff(attempts: int, expected: float) -> None:
 
 def hit(cid: int) -> Hit:
     return Hit(cid, cid, f"d{cid}", "", 0.0)
+
+
+def rrf_fuse(rankings: list[list[Hit]], k: int) -> list[Hit]:
+    """Plain reciprocal rank fusion of chunks (each list weight 1, c = 60)."""
+    return fuse([(r, 1.0) for r in rankings], Fusion.rrf, k, lambda h: h.chunk_id)
 
 
 def test_rrf_fuse_ranks_agreement_first() -> None:

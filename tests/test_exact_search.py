@@ -106,3 +106,16 @@ def test_exact_limit_is_a_setting(limit: int) -> None:
     from tests.conftest import make_settings
 
     assert make_settings(vector_exact_max_rows=limit).vector_exact_max_rows == limit
+
+
+def test_a_query_embedded_already_is_not_embedded_again(conn: psycopg.Connection[Any], tenant: Any) -> None:
+    """``embedded``: the query's (vector, space) the caller holds (``retrieve_grouped`` embeds once
+    for all its rounds); no embedder is asked then."""
+    _insert_chunks(conn, tenant.company_id, _texts(40, 4))
+    embedder = HashEmbedder(DIM)
+    req = SearchRequest(query="beta item3", k=5, mode="vector")
+    chunks_ranked = Ranking(per_document=False)
+    embedded = (embedder.embed([req.query])[0], None)
+    given = retrieve(conn, None, tenant.company_id, req, exact=True, embedded=embedded, ranking=chunks_ranked)
+    assert given == retrieve(conn, embedder, tenant.company_id, req, exact=True, ranking=chunks_ranked)
+    assert len(given) == 5

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import redis
 
-from core.cache import search_key
+from core.cache import Cache, search_key
 from core.search.retrieve import SearchRequest
-from core.tenants import hash_key
+from core.tenants import hash_key, resolve_principal, verified_company
 from tests.conftest import RunningApi, client_for, drain
 from tests.test_ingest_search import DOCS, ingest, search
 
@@ -88,3 +88,14 @@ def test_a_known_key_with_a_bad_body_gets_the_body_error(api: RunningApi, tenant
         assert http.post("/v1/search", content=b"{", headers={"content-type": "application/json"}).status_code == 400
         assert http.post("/v1/search", json={"query": "x", "k": 10_000}).status_code == 422
         assert http.post("/v1/search", json={"query": "refunds"}).status_code == 200
+
+
+def test_the_company_of_a_key_verified_here_is_read_without_io(conn: psycopg.Connection[Any], tenant: Any,
+                                                               other_tenant: Any) -> None:
+    """``verified_company``: what the read-ahead keys its guess by, from ``resolve_principal``'s copy."""
+    cache = Cache(None)
+    assert verified_company(cache, tenant.api_key, 60) is None, "never verified in this process"
+    assert resolve_principal(conn, cache, tenant.api_key, 60) is not None
+    assert verified_company(cache, tenant.api_key, 60) == tenant.company_id
+    assert verified_company(cache, other_tenant.api_key, 60) is None
+    assert verified_company(cache, tenant.api_key, 5) is None, "kept under another TTL: not trusted"

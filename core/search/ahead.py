@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.cache import auth_key, search_key
-from core.tenants import hash_key
+from core.cache import search_key
+from core.tenants import verified_company
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,16 +56,15 @@ def read_ahead(cache: Cache, key: str | None, auth_ttl: int, search_ttl: int,
     None for any other key: authenticate first, as without the read-ahead."""
     if key is None:
         return None
-    now = time.monotonic()
-    lookup = cache.local.get(auth_key(hash_key(key)), auth_ttl, now)
-    if not isinstance(lookup, list) or len(lookup) != 2:
+    company_id = verified_company(cache, key, auth_ttl)
+    if company_id is None:
         return None
     try:
         request = parse()
     except Exception as exc:  # whatever parsing refuses is raised as it is, after authentication
         return Ahead(None, exc, None)
-    version = cache.local.get(VERSION_PREFIX + str(int(lookup[0])), auth_ttl, now)
+    version = cache.local.get(VERSION_PREFIX + str(company_id), auth_ttl, time.monotonic())
     if version is None:
         return Ahead(request, None, None)
-    pending = cache.get_raw_begin(search_key(int(lookup[0]), int(version), request.digest()), near_ttl=search_ttl)
+    pending = cache.get_raw_begin(search_key(company_id, int(version), request.digest()), near_ttl=search_ttl)
     return Ahead(request, None, pending)

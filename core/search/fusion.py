@@ -163,11 +163,6 @@ def fuse(rankings: Sequence[tuple[Sequence[Hit], float]], fusion: Fusion, k: int
     return [_rescored(hits[item], scores[item] + floors) for item in order]
 
 
-def rrf_fuse(rankings: list[list[Hit]], k: int, c: int = RRF_K) -> list[Hit]:
-    """Plain reciprocal rank fusion of chunks: score = sum over rankings of 1 / (c + rank), rank from 1."""
-    return fuse([(r, 1.0) for r in rankings], Fusion.rrf, k, lambda h: h.chunk_id, c)
-
-
 def rank_one(hits: Sequence[Hit], ranking: Ranking, k: int) -> list[Hit]:
     """Keyword or vector mode's answer from its chunk candidates (best first)."""
     if ranking.per_document:

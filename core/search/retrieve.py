@@ -224,15 +224,16 @@ def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
 
 
 def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool, n: int,
-               query_vector: Any = None, ranking: Ranking = Ranking()) -> tuple[list[Hit], list[Hit]]:
+               embedded: tuple[Any, int | None] | None = None,
+               ranking: Ranking = Ranking()) -> tuple[list[Hit], list[Hit]]:
     """The chunk candidates of ``req``'s mode: (vector, keyword), up to ``n`` each, best first (the
-    half a mode does not use is empty); ``exact``, ``query_vector`` and ``ranking``: as ``retrieve``."""
+    half a mode does not use is empty); ``exact``, ``embedded`` and ``ranking``: as ``retrieve``."""
     where, params = _filters(req.filters)
     params.update(company=company_id, text=req.query, k1=ranking.bm25.k1, b=ranking.bm25.b,
                   title_weight=ranking.title_weight, n=n)
     if req.mode is Mode.keyword:
         return [], _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
-    params["q"], params["space"] = embed_query(embedder, req.query) if query_vector is None else query_vector
+    params["q"], params["space"] = embed_query(embedder, req.query) if embedded is None else embedded
     if req.mode is Mode.vector:
         return _hits(conn.execute(sql.SQL(vector_sql(exact, company_id)).format(filters=where), params).fetchall()), []
     rows = conn.execute(sql.SQL(hybrid_sql(exact, company_id)).format(filters=where), params).fetchall()
@@ -242,14 +243,15 @@ def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: Searc
 
 
 def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest,
-             exact: bool = False, n: int | None = None, query_vector: Any = None,
+             exact: bool = False, n: int | None = None, embedded: tuple[Any, int | None] | None = None,
              ranking: Ranking = Ranking()) -> list[Hit]:
     """The company's top ``n`` (default k) for ``req``; ``exact``: vector candidates by comparing
-    every row; ``query_vector``: the query's embedding, when the caller has it already; ``ranking``:
+    every row; ``embedded``: the query's (vector, space) from ``embed_query``, when the caller has it
+    already; ``ranking``:
     the ranking's parameters (``core.search.fusion``: title weight, per document, fusion)."""
     n = req.k if n is None else n
     depth = ranking.depth(n, hybrid=req.mode is Mode.hybrid)
-    vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, query_vector, ranking)
+    vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, embedded, ranking)
     if req.mode is Mode.hybrid:
         return rank_hybrid(vector, keyword, ranking, n)
     return rank_one(vector or keyword, ranking, n)
@@ -289,27 +291,25 @@ def retrieve_answer(conn: Any, embedder: Embedder | None, company_id: int, req: 
     return [h.as_dict(threads.get(h.external_id)) for h in hits]
 
 
+def _kept(conn: Any, cache: Cache, key: str, query: str, params: tuple[Any, ...]) -> Any:
+    """The value of ``query`` (one row of one column), kept in this process for ``COMPANY_ROWS_TTL``."""
+    now = time.monotonic()
+    found = cache.local.get(key, COMPANY_ROWS_TTL, now)
+    if found is None:
+        found = conn.execute(query, params, prepare=True).fetchone()[0]
+        cache.local.put(key, found, COMPANY_ROWS_TTL, now)
+    return found
+
+
 def has_own_index(conn: Any, cache: Cache, company_id: int) -> bool:
     """Whether the company's own HNSW index is complete (``opsctl index tenants``), kept in this
     process for a minute: until then a company just moved is searched as before, still correctly."""
-    key = f"own-index:{company_id}"
-    found = cache.local.get(key, COMPANY_ROWS_TTL, time.monotonic())
-    if found is None:
-        row = conn.execute(OWN_INDEX_SQL, (tenant_index_name(company_id),), prepare=True).fetchone()
-        found = bool(row and row[0])
-        cache.local.put(key, found, COMPANY_ROWS_TTL, time.monotonic())
-    return bool(found)
+    return bool(_kept(conn, cache, f"own-index:{company_id}", OWN_INDEX_SQL, (tenant_index_name(company_id),)))
 
 
 def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
     """The company's chunk count up to ``limit`` + 1, kept in this process for a minute."""
-    key = f"rows:{company_id}:{limit}"
-    found = cache.local.get(key, COMPANY_ROWS_TTL, time.monotonic())
-    if found is None:
-        row = conn.execute(COMPANY_ROWS_SQL, (company_id, limit + 1), prepare=True).fetchone()
-        found = int(row[0]) if row else 0
-        cache.local.put(key, found, COMPANY_ROWS_TTL, time.monotonic())
-    return int(found)
+    return int(_kept(conn, cache, f"rows:{company_id}:{limit}", COMPANY_ROWS_SQL, (company_id, limit + 1)))
 
 
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
@@ -338,18 +338,20 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
             conn, cache, principal.company_id)
         return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, ranking)
 
-    # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
+    def read_answer() -> list[dict[str, Any]]:
+        # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
+        return read(pool, replicas, principal.company_id, principal.data_version, answer,
+                    vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)[0]
+
     try:
-        results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
-                          vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)
+        results = read_answer()
     except Exception as exc:
         # the active vector space changed since this process last looked: follow it, answer in it
         if not space_changed(exc) or not isinstance(embedder, SpaceEmbedder):
             raise
         with read_connection(pool) as conn:
             embedder.refresh(conn)
-        results, _ = read(pool, replicas, principal.company_id, principal.data_version, answer,
-                          vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)
+        results = read_answer()
     cache.set_raw_later(key, orjson.dumps(results), ttl)  # near now, Redis off this request's path
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)
