@@ -87,6 +87,11 @@ class TenantsPolicy(BaseModel):
     def has_document_quotas(self) -> bool:
         return any(t.max_documents is not None or t.max_stored_bytes is not None for t in self.tiers.values())
 
+    @property
+    def single_tier(self) -> bool:
+        """One tier only: every company holds it, so no company's tier name need be read."""
+        return len(self.tiers) == 1
+
     def tier_of(self, name: str | None) -> tuple[str, Tier]:
         """A company's tier by the name it holds: the default for none, or one the policy dropped."""
         if name is not None and name in self.tiers:
