@@ -17,7 +17,6 @@ concurrently): it waits for the searches running on ``chunks`` and holds its loc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,11 +26,12 @@ from psycopg import sql
 from core.db import LOCK_NAMESPACE
 from core.errors import OperationFailed
 from core.search.tenantindex import INDEX_PREFIX, INDEX_SUFFIX, tenant_index_name, tenant_of_index
+from opsctl.lockretry import with_lock_retries
 from opsctl.vindex.tenants import OwnIndex
 
 TENANT_INDEX_LOCK = (LOCK_NAMESPACE, 3)
-DDL_LOCK_TIMEOUT = "2s"
-DDL_ATTEMPTS = 15
+DDL_LOCK_TIMEOUT_MS = 2000
+DDL_RETRIES = 14  # 15 tries
 MAX_NAME = 63  # PostgreSQL's identifier length
 
 COMPANY_ROWS_SQL = "SELECT company_id, count(*) FROM chunks GROUP BY company_id"
@@ -85,19 +85,8 @@ def piece_name(partition: str, company_id: int) -> str:
 
 def _ddl(conn: psycopg.Connection[Any], statement: sql.Composed) -> None:
     """One short-locking DDL statement under ``lock_timeout``, retried while the lock is busy."""
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(DDL_LOCK_TIMEOUT)))
-    try:
-        for attempt in range(DDL_ATTEMPTS):
-            try:
-                conn.execute(statement)
-                return
-            except psycopg.errors.LockNotAvailable:
-                if attempt == DDL_ATTEMPTS - 1:
-                    raise OperationFailed(f"could not take the lock for {statement.as_string(conn)} "
-                                          f"in {DDL_ATTEMPTS} tries: long transactions on chunks?") from None
-                time.sleep(0.5)
-    finally:
-        conn.execute("RESET lock_timeout")
+    with_lock_retries(conn, statement.as_string(conn), lambda: conn.execute(statement),
+                      timeout_ms=DDL_LOCK_TIMEOUT_MS, retries=DDL_RETRIES, hint="long transactions on chunks?")
 
 
 def _index_definition(company_id: int, m: int, ef_construction: int) -> sql.Composed:
