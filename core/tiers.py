@@ -64,6 +64,10 @@ class Tier(BaseModel):
     max_stored_bytes: Bytes | None = Field(None, alias="maxStoredBytes")
     max_k: int = Field(100, alias="maxK", ge=1, le=10_000, description="the largest `k` of a search")
 
+    @property
+    def has_document_quotas(self) -> bool:
+        return self.max_documents is not None or self.max_stored_bytes is not None
+
 
 class TenantsPolicy(BaseModel):
     """``policies/tenants.yaml``: the tiers and the default one."""
@@ -85,7 +89,7 @@ class TenantsPolicy(BaseModel):
 
     @property
     def has_document_quotas(self) -> bool:
-        return any(t.max_documents is not None or t.max_stored_bytes is not None for t in self.tiers.values())
+        return any(t.has_document_quotas for t in self.tiers.values())
 
     @property
     def single_tier(self) -> bool:

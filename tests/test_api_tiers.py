@@ -294,3 +294,25 @@ def test_a_signed_webhook_is_charged_at_its_company_tier(tiered: Any, tenant: An
         api.close()
     assert sent.status_code == 202 and sent.headers["RateLimit-Limit"] == "50"
     assert len(tier_reads) == 1  # once, for the charge and the quota both
+
+
+def test_without_document_quotas_the_intake_opens_no_savepoint(settings: Any, tenant: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default tier adds nothing to an intake: no transaction around the queueing's own (which
+    would turn it into a SAVEPOINT and a RELEASE, two round trips per request)."""
+    nested: list[bool] = []
+    transaction = psycopg.Connection.transaction
+
+    def watching(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+        nested.append(self.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS)
+        return transaction(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "transaction", watching)
+    api = RunningApi(settings)  # the built-in single tier: no quotas
+    try:
+        with client_for(api, tenant.api_key) as client:
+            sent = client.post("/v1/documents", json=docs(("a", "1")))
+    finally:
+        api.close()
+    assert sent.status_code == 202
+    assert nested and not any(nested)
