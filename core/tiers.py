@@ -64,6 +64,10 @@ class Tier(BaseModel):
     max_stored_bytes: Bytes | None = Field(None, alias="maxStoredBytes")
     max_k: int = Field(100, alias="maxK", ge=1, le=10_000, description="the largest `k` of a search")
 
+    @property
+    def has_document_quotas(self) -> bool:
+        return self.max_documents is not None or self.max_stored_bytes is not None
+
 
 class TenantsPolicy(BaseModel):
     """``policies/tenants.yaml``: the tiers and the default one."""
@@ -85,7 +89,12 @@ class TenantsPolicy(BaseModel):
 
     @property
     def has_document_quotas(self) -> bool:
-        return any(t.max_documents is not None or t.max_stored_bytes is not None for t in self.tiers.values())
+        return any(t.has_document_quotas for t in self.tiers.values())
+
+    @property
+    def single_tier(self) -> bool:
+        """One tier only: every company holds it, so no company's tier name need be read."""
+        return len(self.tiers) == 1
 
     def tier_of(self, name: str | None) -> tuple[str, Tier]:
         """A company's tier by the name it holds: the default for none, or one the policy dropped."""

@@ -33,6 +33,16 @@ def tiered(settings: Any, tmp_path: Path) -> Any:
     return settings.model_copy(update={"tenants_policy": path})
 
 
+def send_event(api: RunningApi, tenant: Any, event: bytes = b'{"id": "e1", "text": "one"}') -> httpx.Response:
+    """A webhook event signed with the company's secret, sent without a key."""
+    from core.tenants import sign
+
+    with client_for(api, None) as sender:
+        return sender.post("/v1/webhooks/crm", content=event, headers={
+            "X-Opsctl-Company": str(tenant.company_id),
+            "X-Opsctl-Signature": sign(tenant.webhook_secret, int(time.time()), event)})
+
+
 def jobs(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT count(*) FROM ingest_jobs").fetchone()
     assert row is not None
@@ -217,19 +227,92 @@ def test_with_redis_down_the_limit_holds_per_process(tiered: Any, tenant: Any, r
 
 
 def test_a_webhook_over_the_quota_writes_nothing(tiered: Any, tenant: Any, conn: psycopg.Connection[Any]) -> None:
-    from core.tenants import sign
-
     api = RunningApi(tiered)
     try:
         with client_for(api, tenant.api_key) as client:
             assert client.post("/v1/documents", json=docs(("a", "1"), ("b", "2"), ("c", "3"))).status_code == 202
-        with client_for(api, None) as sender:
-            event = b'{"id": "e1", "text": "one more"}'
-            refused = sender.post("/v1/webhooks/crm", content=event, headers={
-                "X-Opsctl-Company": str(tenant.company_id),
-                "X-Opsctl-Signature": sign(tenant.webhook_secret, int(time.time()), event)})
+        refused = send_event(api, tenant, b'{"id": "e1", "text": "one more"}')
     finally:
         api.close()
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "quota_documents"
     assert refused.headers["RateLimit-Remaining"] == "2"  # the signed event was charged, then refused
     assert jobs(conn) == 3
+
+
+# -- the tier read: none beyond the principal's --------------------------------------------------
+
+TIER_READ = "SELECT tier FROM companies"
+
+
+@pytest.fixture
+def tier_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement that reads a company's tier on its own (not with the principal's row)."""
+    seen: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def counting(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(query, str) and TIER_READ in query:
+            seen.append(query)
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+    return seen
+
+
+def test_a_document_quota_check_reads_no_tier_beyond_the_principal(tiered: Any, tenant: Any,
+                                                                    tier_reads: list[str]) -> None:
+    api = RunningApi(tiered)
+    try:
+        with client_for(api, tenant.api_key) as client:
+            sent = client.post("/v1/documents", json=docs(("a", "1")))
+    finally:
+        api.close()
+    assert sent.status_code == 202
+    assert tier_reads == []  # the principal's statement read the tier already
+
+
+def test_a_signed_webhook_under_a_single_tier_reads_no_tier(settings: Any, tenant: Any,
+                                                           tier_reads: list[str]) -> None:
+    api = RunningApi(settings)  # the built-in single tier: every company holds it
+    try:
+        sent = send_event(api, tenant)
+    finally:
+        api.close()
+    assert sent.status_code == 202
+    assert tier_reads == []
+
+
+def test_a_signed_webhook_is_charged_at_its_company_tier(tiered: Any, tenant: Any, conn: psycopg.Connection[Any],
+                                                         tier_reads: list[str]) -> None:
+    from core.tenants import set_tier
+
+    set_tier(conn, "acme", "big", apply=True)
+    api = RunningApi(tiered)
+    try:
+        sent = send_event(api, tenant)
+    finally:
+        api.close()
+    assert sent.status_code == 202 and sent.headers["RateLimit-Limit"] == "50"
+    assert len(tier_reads) == 1  # once, for the charge and the quota both
+
+
+def test_without_document_quotas_the_intake_opens_no_savepoint(settings: Any, tenant: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default tier adds nothing to an intake: no transaction around the queueing's own (which
+    would turn it into a SAVEPOINT and a RELEASE, two round trips per request)."""
+    nested: list[bool] = []
+    transaction = psycopg.Connection.transaction
+
+    def watching(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+        nested.append(self.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS)
+        return transaction(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "transaction", watching)
+    api = RunningApi(settings)  # the built-in single tier: no quotas
+    try:
+        with client_for(api, tenant.api_key) as client:
+            sent = client.post("/v1/documents", json=docs(("a", "1")))
+    finally:
+        api.close()
+    assert sent.status_code == 202
+    assert nested and not any(nested)

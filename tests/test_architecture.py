@@ -24,7 +24,7 @@ PURE = (
     "opsctl.simulate.forecast", "opsctl.simulate.shapes", "opsctl.simulate.chart", "opsctl.simulate.reconstruct",
     "opsctl.capacity.plan", "opsctl.capacity.calibration",
     "opsctl.partitions.plan", "opsctl.partitions.policy",
-    "opsctl.vindex.decide", "opsctl.vindex.policy", "opsctl.reembed.plan", "core.spaces.spec",
+    "opsctl.vindex.decide", "opsctl.vindex.policy", "opsctl.vindex.tenants", "opsctl.reembed.plan", "core.spaces.spec",
     "opsctl.backup.plan", "opsctl.backup.policy", "opsctl.backup.repoplan", "opsctl.backup.walplan",
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
     "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health", "opsctl.container.probe",

@@ -117,6 +117,7 @@ def test_policy_tier_of_falls_back_to_the_default() -> None:
     assert policy.tier_of("dropped")[0] == "standard"
     assert policy.has_document_quotas
     assert not builtin_policy(100.0, 200, 100).has_document_quotas
+    assert builtin_policy(100.0, 200, 100).single_tier and not policy.single_tier
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -14,7 +14,6 @@ from core.ingest.mailaccept import accept_email, accept_emails
 from core.ingest.quota import check_documents_quota
 from core.mail.mbox import NotAnMbox, split_mbox_bytes
 from core.mail.message import message_id_of
-from core.tenants import company_tier
 from core.tiers import QuotaRefusal
 
 if TYPE_CHECKING:
@@ -43,17 +42,22 @@ def refuse_quota(refusal: QuotaRefusal) -> ApiError:
     return ApiError(403, refusal.code, refusal.message)
 
 
-def store(services: Services, company_id: int, docs: list[DocumentIn], source: str) -> list[int]:
-    """Queue ``docs`` durably in one transaction, within the company's tier quotas (else a 403
-    and nothing written: ``core.ingest.quota``); their job ids."""
-    with services.pool.connection() as conn, conn.transaction():
-        if services.tiers.has_document_quotas:
-            _, tier = services.tiers.tier_of(company_tier(conn, company_id))
-            sizes = [(d.external_id, len(d.text.encode("utf-8"))) for d in docs]
-            refusal = check_documents_quota(conn, company_id, tier, sizes)
-            if refusal is not None:
-                raise refuse_quota(refusal)
-        job_ids = accept_documents(conn, company_id, docs, source)
+def store(services: Services, company_id: int, tier_name: str | None, docs: list[DocumentIn],
+          source: str) -> list[int]:
+    """Queue ``docs`` durably in one transaction, within the quotas of the company's tier (its name as
+    the request read it: ``Principal.tier``; else a 403 and nothing written: ``core.ingest.quota``);
+    their job ids."""
+    _, tier = services.tiers.tier_of(tier_name)
+    with services.pool.connection() as conn:
+        if not tier.has_document_quotas:  # no count, no lock, no transaction around the queueing's own
+            job_ids = accept_documents(conn, company_id, docs, source)
+        else:
+            with conn.transaction():
+                sizes = [(d.external_id, len(d.text.encode("utf-8"))) for d in docs]
+                refusal = check_documents_quota(conn, company_id, tier, sizes)
+                if refusal is not None:
+                    raise refuse_quota(refusal)
+                job_ids = accept_documents(conn, company_id, docs, source)
     metrics.INGEST_ACCEPTED.labels("api" if source == "api" else "webhook").inc(len(docs))
     return job_ids
 

@@ -45,7 +45,7 @@ def check_documents_quota(conn: psycopg.Connection[Any], company_id: int, tier: 
                           docs: list[tuple[str, int]]) -> QuotaRefusal | None:
     """Whether ``docs`` ((external_id, bytes of text)) fit the tier's quotas; call it inside the
     transaction that queues them (the lock it takes lasts until that transaction ends)."""
-    if tier.max_documents is None and tier.max_stored_bytes is None:
+    if not tier.has_document_quotas:
         return None
     sent, sent_bytes = batch_usage(docs)
     conn.execute(LOCK_SQL, (company_id,))

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +43,7 @@ from core.humanize import format_bytes, plural
 from core.partitioning import partition_with
 from opsctl.audit import record
 from opsctl.files import sha256_file
+from opsctl.lockretry import with_lock_retries
 from opsctl.partitions.plan import Partition, Step, parse_bound, retention_cutoff
 from opsctl.partitions.policy import PartitionsPolicy
 
@@ -189,20 +188,8 @@ def list_rows(conn: psycopg.Connection[Any], policy: PartitionsPolicy, now: date
 
 
 def _retrying(conn: psycopg.Connection[Any], policy: PartitionsPolicy, what: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` under lock_timeout; on a lock timeout or deadlock, back off and retry."""
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
-    try:
-        for attempt in range(policy.lock_retries + 1):
-            try:
-                return fn()
-            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
-                if attempt == policy.lock_retries:
-                    break
-                time.sleep(min(0.05 * 2 ** attempt, 2.0) * (0.5 + random.random()))
-        raise OperationFailed(f"{what}: could not take its locks within {policy.lock_timeout_ms} ms "
-                              f"in {policy.lock_retries + 1} tries (long transactions on the table?)")
-    finally:
-        conn.execute("RESET lock_timeout")
+    """Run ``fn`` under the policy's lock_timeout; on a lock timeout or deadlock, back off and retry."""
+    return with_lock_retries(conn, what, fn, timeout_ms=policy.lock_timeout_ms, retries=policy.lock_retries)
 
 
 def _exists(conn: psycopg.Connection[Any], name: str) -> tuple[bool, bool]:

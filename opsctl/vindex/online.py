@@ -11,7 +11,6 @@ dropped and built again). The short-locking statements run under ``lock_timeout`
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -20,9 +19,10 @@ import psycopg
 from psycopg import sql
 
 from core.errors import OperationFailed
+from opsctl.lockretry import with_lock_retries
 
-DDL_LOCK_TIMEOUT = "2s"
-DDL_ATTEMPTS = 15
+DDL_LOCK_TIMEOUT_MS = 2000
+DDL_RETRIES = 14  # 15 tries
 
 PARTITIONS_SQL = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -45,20 +45,9 @@ ProgressFn = Callable[[str, str, int, int], None]  # partition, phase, done, tot
 
 
 def ddl(conn: psycopg.Connection[Any], statement: sql.Composed) -> None:
-    """One short-locking DDL statement under ``lock_timeout``, retried while the lock is busy."""
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(DDL_LOCK_TIMEOUT)))
-    try:
-        for attempt in range(DDL_ATTEMPTS):
-            try:
-                conn.execute(statement)
-                return
-            except psycopg.errors.LockNotAvailable:
-                if attempt == DDL_ATTEMPTS - 1:
-                    raise OperationFailed(f"could not take the lock for {statement.as_string(conn)} "
-                                          f"in {DDL_ATTEMPTS} tries: long transactions on chunks?") from None
-                time.sleep(0.5)
-    finally:
-        conn.execute("RESET lock_timeout")
+    """One short-locking DDL statement under ``lock_timeout``, retried with backoff while the lock is busy."""
+    with_lock_retries(conn, statement.as_string(conn), lambda: conn.execute(statement),
+                      timeout_ms=DDL_LOCK_TIMEOUT_MS, retries=DDL_RETRIES, hint="long transactions on chunks?")
 
 
 def index_valid(conn: psycopg.Connection[Any], name: str) -> bool:

@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 class TenantRun:
     moves: list[Move]
     applied: bool
-    rows: dict[int, int]
-    own: list[int]
+    own: list[int]  # the companies with their own index before the run
     done: list[str] = field(default_factory=list)
 
     def sentence(self) -> str:
@@ -39,7 +38,7 @@ def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool
 
     with connect_db(settings) as conn:
         rows, current = company_rows(conn), own_indexes(conn)
-        result = TenantRun(plan_tenant_indexes(rows, current, policy.tenants), apply, rows, sorted(current))
+        result = TenantRun(plan_tenant_indexes(rows, current, policy.tenants), apply, sorted(current))
         if not apply or not result.moves:
             return result
         got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone()

@@ -48,7 +48,7 @@ def queue_documents(services: Services, caller: Caller, content_type: str | None
     principal = authenticate(services, caller)
     docs = read_json(content_type, body, DocumentsIn).documents
     check_documents(services.settings, docs)
-    return {"accepted": len(docs), "job_ids": store(services, principal.company_id, docs, "api")}
+    return {"accepted": len(docs), "job_ids": store(services, principal.company_id, principal.tier, docs, "api")}
 
 
 @router.post("", status_code=202, response_model=AcceptedOut, summary="Queue documents for ingest",

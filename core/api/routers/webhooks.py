@@ -76,10 +76,11 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
     """Authenticate, verify, answer a replay, charge, queue (blocking: one worker thread for all of it)."""
     now, tolerance = time.time(), services.settings.webhook_tolerance_seconds
     if caller.key is not None:  # a valid key charged its company already; a wrong signature is its own error
-        company_id, stranger = authenticate(services, caller).company_id, False
+        principal = authenticate(services, caller)
+        company_id, tier, stranger = principal.company_id, principal.tier, False
     else:
         assert named is not None  # the route refused a stranger naming no company
-        company_id, stranger = named, True
+        company_id, tier, stranger = named, None, True
         wait = stranger_wait(services, caller)
         if wait > 0 and known_secret(services, company_id) is None:
             too_many_strangers(wait)  # before any lookup
@@ -97,9 +98,10 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
         replayed: dict[str, Any] = orjson.loads(answered)
         return replayed
     if stranger:
-        with services.pool.connection() as conn:
-            tier = company_tier(conn, company_id)
-            conn.rollback()
+        if not services.tiers.single_tier:  # read once, for the charge and the quota both
+            with services.pool.connection() as conn:
+                tier = company_tier(conn, company_id)
+                conn.rollback()
         charge_company(services, company_id, tier)
     answer: dict[str, Any]
     if is_raw_message(source, content_type):
@@ -107,7 +109,7 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
     else:
         doc = event_document(source, body, content_type)
         check_text_length(doc.text, services.settings.max_text_chars, "event text")
-        answer = {"accepted": 1, "job_ids": store(services, company_id, [doc], f"webhook:{source}"),
+        answer = {"accepted": 1, "job_ids": store(services, company_id, tier, [doc], f"webhook:{source}"),
                   "external_id": doc.external_id}
     services.cache.set_raw(record, orjson.dumps(answer), ttl)
     return answer
