@@ -420,13 +420,13 @@ def test_adding_the_column_gives_way_to_a_long_transaction_on_chunks(
     from core.errors import OperationFailed
     from opsctl.vindex import online
 
-    monkeypatch.setattr(online, "DDL_ATTEMPTS", 1)
+    monkeypatch.setattr(online, "DDL_RETRIES", 0)
     space = start(settings, target(settings, "hash", 48), "tester")
     with connect(db_url) as holder, connect(db_url) as conn:
         holder.autocommit = False
         holder.execute("SELECT count(*) FROM chunks")  # holds ACCESS SHARE to its commit
         conn.execute("SET statement_timeout = '60s'")  # the code as it was: queued until this
-        with pytest.raises(OperationFailed, match="could not take the lock"):
+        with pytest.raises(OperationFailed, match="could not take its locks"):
             pg.add_column(conn, space)
         holder.rollback()
         pg.add_column(conn, space)
