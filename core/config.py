@@ -103,6 +103,18 @@ class Settings(BaseSettings):
     max_attempts: int = Field(5, ge=1, le=100)
     retry_base_seconds: float = Field(2.0, ge=0)
     retry_max_seconds: float = Field(300.0, ge=0)
+    ingest_claim: Literal["fair", "fifo"] = Field(
+        "fair", description="how workers take jobs: fair (across companies by their tier's ingestWeight, "
+        "within a company interactive before bulk; docs/ingest-queue.md) or fifo (one queue by age, the baseline)")
+    ingest_bulk_delay_seconds: float = Field(30.0, ge=0, le=86400, description="a bulk job (opsctl ingest, a POST of "
+                                             "more than ingest_interactive_max_documents, an mbox) is due this long "
+                                             "after it is queued: its company's interactive jobs queued meanwhile "
+                                             "go first, later ones after it")
+    ingest_interactive_max_documents: int = Field(1, ge=1, description="a POST of at most this many documents is "
+                                                  "interactive, a larger one bulk (unless its Ingest-Priority header "
+                                                  "says which)")
+    metrics_queue_top_companies: int = Field(10, ge=0, le=1000, description="the queue gauges per company name "
+                                             "these companies with most jobs waiting, the rest as `other`")
 
     # HTTP API
     host: str = "127.0.0.1"

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from core.ingest.fair import Backlog, top_backlogs
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -70,18 +73,26 @@ CHILD_RESTARTS = Counter("opsctl_up_child_restarts_total",
                          "Children of `opsctl up` started again after they died, by child", ["child"])
 CHILD_UP = Gauge("opsctl_up_child_up", "Whether a child of `opsctl up` is running (1) or down (0)", ["child"])
 
+# one query for the whole queue, per company (the totals are the sums: the autoscaler's signal,
+# core_ingest_queue_depth, is what it was); a row with no company when nothing is unfinished
 QUEUE_SQL = """
 WITH locked AS (
     SELECT ((l.classid::bigint << 32) | l.objid::bigint) AS job_id
     FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+),
+per_company AS (
+    SELECT j.company_id,
+           count(*) FILTER (WHERE j.id NOT IN (SELECT job_id FROM locked)) AS waiting,
+           count(*) FILTER (WHERE j.id IN (SELECT job_id FROM locked)) AS in_flight,
+           extract(epoch FROM now() - min(j.created_at)) AS oldest
+    FROM ingest_jobs j WHERE j.status IN ('queued', 'failed')
+    GROUP BY j.company_id
 )
-SELECT count(*) FILTER (WHERE j.id NOT IN (SELECT job_id FROM locked)),
-       count(*) FILTER (WHERE j.id IN (SELECT job_id FROM locked)),
-       coalesce(extract(epoch FROM now() - min(j.created_at)), 0),
-       (SELECT count(*) FROM ingest_jobs WHERE status = 'dead')
-FROM ingest_jobs j WHERE j.status IN ('queued', 'failed')
+SELECT c.name, p.waiting, p.in_flight, p.oldest, d.dead
+FROM (SELECT count(*) AS dead FROM ingest_jobs WHERE status = 'dead') d
+LEFT JOIN (per_company p JOIN companies c ON c.id = p.company_id) ON true
 """
 
 
@@ -101,10 +112,33 @@ def server_connections(conn: Any) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """The queue from the database: totals, and per company (``core.ingest.fair.Backlog``)."""
+
+    waiting: int
+    in_flight: int
+    oldest_seconds: float  # the oldest unfinished job's age
+    dead: int
+    companies: tuple[Backlog, ...] = ()
+
+    @property
+    def totals(self) -> tuple[int, int, float, int]:
+        return self.waiting, self.in_flight, self.oldest_seconds, self.dead
+
+
+def read_queue(conn: Any) -> QueueStats:
+    """The queue's totals and each company's share, in one query."""
+    rows = conn.execute(QUEUE_SQL).fetchall()
+    mine = [r for r in rows if r[0] is not None]
+    companies = tuple(Backlog(r[0], int(r[1]), float(r[3])) for r in mine)
+    return QueueStats(sum(int(r[1]) for r in mine), sum(int(r[2]) for r in mine),
+                      max((float(r[3]) for r in mine), default=0.0), int(rows[0][4]), companies)
+
+
 def queue_stats(conn: Any) -> tuple[int, int, float, int]:
     """(waiting, in flight, oldest pending age in seconds, dead) straight from the database."""
-    row = conn.execute(QUEUE_SQL).fetchone()
-    return int(row[0]), int(row[1]), float(row[2]), int(row[3])
+    return read_queue(conn).totals
 
 
 POOL_GAUGES = (
@@ -125,18 +159,19 @@ def pool_gauges(name: str, stats: dict[str, int]) -> Iterator[GaugeMetricFamily]
 class QueueCollector(Collector):
     """Reads the queue's depth from PostgreSQL when Prometheus scrapes (at most every ``min_interval``)."""
 
-    def __init__(self, pool: ConnectionPool, min_interval: float = 1.0) -> None:
+    def __init__(self, pool: ConnectionPool, min_interval: float = 1.0, top_companies: int = 10) -> None:
         self.pool = pool
         self.min_interval = min_interval
-        self._cached: tuple[float, tuple[tuple[int, int, float, int], tuple[int, int]]] | None = None
+        self.top_companies = top_companies
+        self._cached: tuple[float, tuple[QueueStats, tuple[int, int]]] | None = None
 
-    def _stats(self) -> tuple[tuple[int, int, float, int], tuple[int, int]] | None:
+    def _stats(self) -> tuple[QueueStats, tuple[int, int]] | None:
         now = time.monotonic()
         if self._cached and now - self._cached[0] < self.min_interval:
             return self._cached[1]
         try:
             with self.pool.connection(timeout=2) as conn:
-                stats = queue_stats(conn), server_connections(conn)
+                stats = read_queue(conn), server_connections(conn)
         except Exception:
             return None
         self._cached = (now, stats)
@@ -157,7 +192,8 @@ class QueueCollector(Collector):
         yield from pool_gauges(self.pool.name, pool_stats)
         if stats is None:
             return
-        (waiting, in_flight, oldest, dead), (server_open, server_max) = stats
+        queue, (server_open, server_max) = stats
+        waiting, in_flight, oldest, dead = queue.totals
         yield GaugeMetricFamily("core_db_server_connections", "Client connections open on the database server "
                                 "(pg_stat_activity, every client)", value=server_open)
         yield GaugeMetricFamily("core_db_server_max_connections", "max_connections minus the reserved "
@@ -170,10 +206,26 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("core_ingest_oldest_pending_seconds", "Age of the oldest unfinished job",
                                 value=oldest)
         yield GaugeMetricFamily("core_ingest_jobs_dead", "Jobs that exhausted their attempts", value=dead)
+        yield from company_gauges(top_backlogs(queue.companies, self.top_companies))
 
 
-def api_collectors(pool: ConnectionPool, cache: Any, min_interval: float = 1.0) -> list[Collector]:
+def company_gauges(backlogs: list[Backlog]) -> Iterator[GaugeMetricFamily]:
+    """The queue per company: the companies with most jobs waiting by name, the rest as ``other``
+    (``top_backlogs``), so the label's values stay bounded however many companies there are."""
+    depth = GaugeMetricFamily("core_ingest_company_queue_depth", "Jobs waiting for a worker, per company (the "
+                              "top metrics_queue_top_companies by backlog, the rest as other)", labels=["company"])
+    oldest = GaugeMetricFamily("core_ingest_company_oldest_pending_seconds", "Age of the company's oldest "
+                               "unfinished job (the same companies, other: the oldest of the rest)", labels=["company"])
+    for backlog in backlogs:
+        depth.add_metric([backlog.company], backlog.waiting)
+        oldest.add_metric([backlog.company], backlog.oldest_seconds)
+    yield depth
+    yield oldest
+
+
+def api_collectors(pool: ConnectionPool, cache: Any, min_interval: float = 1.0,
+                   top_companies: int = 10) -> list[Collector]:
     """What an API process registers: the queue, pool and server gauges, and Redis's memory."""
     from core.redis_metrics import RedisCollector
 
-    return [QueueCollector(pool, min_interval), RedisCollector(lambda: cache.client)]
+    return [QueueCollector(pool, min_interval, top_companies), RedisCollector(lambda: cache.client)]

@@ -18,6 +18,7 @@ import httpx
 
 from core.errors import ConfigError, OperationFailed, ServiceUnavailable
 from core.humanize import plural
+from core.ingest.fair import PRIORITY_HEADER
 from opsctl.readers import Document, Refusal, Source
 
 T = TypeVar("T")
@@ -90,8 +91,10 @@ def post_retrying(client: httpx.Client, path: str, attempts: int = 6, sleep: Cal
 
 def post_batch(client: httpx.Client, batch: list[dict[str, Any]], attempts: int = 6,
                sleep: Callable[[float], None] = time.sleep) -> list[int]:
-    """POST one batch of documents (:func:`post_retrying`); returns the job ids."""
-    response = post_retrying(client, "/v1/documents", attempts, sleep, json={"documents": batch})
+    """POST one batch of documents (:func:`post_retrying`) as bulk (``Ingest-Priority``: the company's
+    interactive sends go first, ``core.ingest.fair``); returns the job ids."""
+    response = post_retrying(client, "/v1/documents", attempts, sleep, json={"documents": batch},
+                             headers={PRIORITY_HEADER: "bulk"})
     return list(response.json()["job_ids"])
 
 

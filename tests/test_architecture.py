@@ -18,7 +18,7 @@ from tests.conftest import project_root
 # the decisions: (inputs, policy, clock) -> plan, tested by tables
 PURE = (
     "core.chunking", "core.partitioning", "core.ratelimit", "core.supervision", "core.tiers",
-    "core.ingest.mailplan", "core.replicas.route",
+    "core.ingest.mailplan", "core.ingest.fair", "core.replicas.route",
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
     "opsctl.simulate.model", "opsctl.simulate.summary", "opsctl.simulate.compare", "opsctl.simulate.tune",
     "opsctl.simulate.forecast", "opsctl.simulate.shapes", "opsctl.simulate.chart", "opsctl.simulate.reconstruct",

@@ -84,8 +84,8 @@ def test_an_mbox_accept_sends_the_messages_in_binary(conn: psycopg.Connection[An
     with traced(conn, tmp_path / "trace") as read:
         answers = accept_emails(conn, tenant.company_id, [(message_id_of(raw)[0], raw) for raw in RAWS], "api")
     bind = bind_of(read(), "INSERT INTO ingest_jobs")
-    # company, source, external ids, then the content hashes and the raws: binary
-    assert parameter_formats(bind)[3:] == [1, 1]
+    # company, source, priority, bulk delay, external ids, then the content hashes and the raws: binary
+    assert parameter_formats(bind)[5:] == [1, 1]
     assert [a.duplicate for a in answers] == [False, False, False]
     assert [bytes(r[0]) for r in conn.execute("SELECT raw FROM ingest_jobs ORDER BY id")] == RAWS
 

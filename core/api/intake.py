@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from core import metrics
 from core.api.errors import ApiError, validation_error
 from core.ingest.accept import DocumentIn, accept_documents
+from core.ingest.fair import INTERACTIVE, Lane, intake_lane, parse_priority
 from core.ingest.mail import email_external_id
 from core.ingest.mailaccept import accept_email, accept_emails
 from core.ingest.quota import check_documents_quota
@@ -42,34 +43,46 @@ def refuse_quota(refusal: QuotaRefusal) -> ApiError:
     return ApiError(403, refusal.code, refusal.message)
 
 
+def lane_of(settings: Settings, items: int, header: str | None, interactive_max: int | None = None) -> Lane:
+    """The lane of a request of ``items`` documents or messages (``core.ingest.fair.intake_lane``):
+    its ``Ingest-Priority`` header, else by its size; a 422 for a header that is neither."""
+    try:
+        asked = parse_priority(header)
+    except ValueError as exc:
+        raise validation_error(str(exc)) from None
+    limit = settings.ingest_interactive_max_documents if interactive_max is None else interactive_max
+    return intake_lane(items, asked, limit, settings.ingest_bulk_delay_seconds)
+
+
 def store(services: Services, company_id: int, tier_name: str | None, docs: list[DocumentIn],
-          source: str) -> list[int]:
-    """Queue ``docs`` durably in one transaction, within the quotas of the company's tier (its name as
-    the request read it: ``Principal.tier``; else a 403 and nothing written: ``core.ingest.quota``);
-    their job ids."""
+          source: str, lane: Lane = INTERACTIVE) -> list[int]:
+    """Queue ``docs`` durably in one transaction, in ``lane`` (``lane_of``), within the quotas of the
+    company's tier (its name as the request read it: ``Principal.tier``; else a 403 and nothing
+    written: ``core.ingest.quota``); their job ids."""
     _, tier = services.tiers.tier_of(tier_name)
     with services.pool.connection() as conn:
         if not tier.has_document_quotas:  # no count, no lock, no transaction around the queueing's own
-            job_ids = accept_documents(conn, company_id, docs, source)
+            job_ids = accept_documents(conn, company_id, docs, source, lane)
         else:
             with conn.transaction():
                 sizes = [(d.external_id, len(d.text.encode("utf-8"))) for d in docs]
                 refusal = check_documents_quota(conn, company_id, tier, sizes)
                 if refusal is not None:
                     raise refuse_quota(refusal)
-                job_ids = accept_documents(conn, company_id, docs, source)
+                job_ids = accept_documents(conn, company_id, docs, source, lane)
     metrics.INGEST_ACCEPTED.labels("api" if source == "api" else "webhook").inc(len(docs))
     return job_ids
 
 
-def store_email(services: Services, company_id: int, raw: bytes, source: str) -> dict[str, Any]:
+def store_email(services: Services, company_id: int, raw: bytes, source: str,
+                lane: Lane = INTERACTIVE) -> dict[str, Any]:
     """Queue one raw message durably unless the company has it stored or queued already; the answer
     of ``POST /v1/emails`` (and of a webhook, with ``external_id``). Only the headers are read here."""
     if not raw:
         raise validation_error("the body is empty: send one raw message (RFC 5322)")
     message_id, _ = message_id_of(raw)
     with services.pool.connection() as conn:
-        accepted = accept_email(conn, company_id, message_id, raw, source)
+        accepted = accept_email(conn, company_id, message_id, raw, source, lane)
     if not accepted.duplicate:
         metrics.INGEST_ACCEPTED.labels("email" if source == "api" else "webhook").inc()
     return {"accepted": 0 if accepted.duplicate else 1,
@@ -97,14 +110,17 @@ def mbox_messages(body: bytes, limit: int) -> list[bytes]:
     return [part.raw or b"" for part in parts]
 
 
-def store_mbox(services: Services, company_id: int, body: bytes, source: str) -> dict[str, Any]:
+def store_mbox(services: Services, company_id: int, body: bytes, source: str,
+               priority_header: str | None = None) -> dict[str, Any]:
     """Queue every message of an mbox durably in one transaction (all or nothing), each unless the
     company has its Message-ID stored or queued or the body has it earlier; the answer of
-    ``POST /v1/emails`` with ``Content-Type: application/mbox``."""
+    ``POST /v1/emails`` with ``Content-Type: application/mbox``. An mbox is bulk unless its
+    ``Ingest-Priority`` header says interactive."""
     raws = mbox_messages(body, services.settings.max_documents_per_request)
+    lane = lane_of(services.settings, len(raws), priority_header, interactive_max=0)
     ids = [message_id_of(raw)[0] for raw in raws]
     with services.pool.connection() as conn:
-        answers = accept_emails(conn, company_id, list(zip(ids, raws, strict=True)), source)
+        answers = accept_emails(conn, company_id, list(zip(ids, raws, strict=True)), source, lane)
     new = [a.job_id for a in answers if not a.duplicate and a.job_id is not None]
     metrics.INGEST_ACCEPTED.labels("email" if source == "api" else "webhook").inc(len(new))
     return {"accepted": len(new), "job_ids": new,

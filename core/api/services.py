@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from core.cache import LocalMap
 from core.ratelimit import RateLimiter
 from core.sharedlimit import SharedLimiter
-from core.tiers import TenantsPolicy, builtin_policy, parse_policy
+from core.tierpolicy import tenants_policy
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -49,17 +49,3 @@ class Services:
         self.secrets = LocalMap()
         # what a webhook naming no existing company is checked against: it fails as any wrong signature does
         self.decoy_secret = "whsec_" + secrets.token_urlsafe(32)
-
-
-def tenants_policy(settings: Settings) -> TenantsPolicy:
-    """The tiers of ``settings.tenants_policy``, else the built-in single tier (a ConfigError names
-    the file and line of a problem: the API does not start on a bad policy)."""
-    if settings.tenants_policy is None:
-        return builtin_policy(settings.rate_limit_per_second, settings.rate_limit_burst, settings.search_max_k)
-    from core.errors import ConfigError
-
-    try:
-        text = settings.tenants_policy.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{settings.tenants_policy}: cannot read the tenants policy: {exc}") from None
-    return parse_policy(text, str(settings.tenants_policy))

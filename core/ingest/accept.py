@@ -18,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.ingest.fair import INTERACTIVE, Lane
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonObject, UtcDatetime, no_nul
 
 NOTIFY_CHANNEL = "opsctl_ingest"
@@ -131,8 +132,8 @@ ORDER BY external_id, id DESC
 """
 
 INSERT_JOBS_SQL = """
-INSERT INTO ingest_jobs (company_id, external_id, op, content_hash, payload, source)
-SELECT %s, t.external_id, t.op, t.content_hash, t.payload, %s
+INSERT INTO ingest_jobs (company_id, external_id, op, content_hash, payload, source, priority, due_at)
+SELECT %s, t.external_id, t.op, t.content_hash, t.payload, %s, %s, now() + make_interval(secs => %s)
 FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::jsonb[]) WITH ORDINALITY
      AS t(external_id, op, content_hash, payload, ord)
 ORDER BY t.ord
@@ -145,8 +146,10 @@ def enqueue(
     company_id: int,
     items: Sequence[tuple[str, str, bytes | None, dict[str, Any] | None]],
     source: str = "api",
+    lane: Lane = INTERACTIVE,
 ) -> list[int]:
-    """Queue (external_id, op, content_hash, payload) items in one transaction; returns job ids in order."""
+    """Queue (external_id, op, content_hash, payload) items in one transaction, in ``lane``
+    (``core.ingest.fair``); returns job ids in order."""
     with conn.transaction():
         keys = sorted({item[0] for item in items})
         rows = conn.execute(LATEST_JOBS_SQL, (company_id, keys)).fetchall()
@@ -160,6 +163,8 @@ def enqueue(
                 (
                     company_id,
                     source,
+                    lane.code,
+                    lane.delay_seconds,
                     [items[i][0] for i in fresh],
                     [items[i][1] for i in fresh],
                     [items[i][2] for i in fresh],
@@ -173,9 +178,9 @@ def enqueue(
 
 
 def accept_documents(conn: psycopg.Connection[Any], company_id: int, docs: list[DocumentIn],
-                     source: str = "api") -> list[int]:
+                     source: str = "api", lane: Lane = INTERACTIVE) -> list[int]:
     items = [(d.external_id, "upsert", d.content_hash(), d.payload()) for d in docs]
-    return enqueue(conn, company_id, items, source)
+    return enqueue(conn, company_id, items, source, lane)
 
 
 def accept_delete(conn: psycopg.Connection[Any], company_id: int, external_id: str) -> int:

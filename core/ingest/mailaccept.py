@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from core.ingest.accept import NOTIFY_CHANNEL
+from core.ingest.fair import INTERACTIVE, Lane
 from core.ingest.mail import email_external_id
 
 
@@ -89,8 +90,8 @@ WHERE j.op = 'email' OR (m.stored AND j.id IS NULL)
 # the bytea arrays are sent in binary (``%b``): as text, every raw message would be hex-escaped by
 # the client and parsed back by the server (twice its size, both ways CPU)
 INSERT_EMAIL_JOBS_SQL = """
-INSERT INTO ingest_jobs (company_id, external_id, op, content_hash, raw, source)
-SELECT %s, t.external_id, 'email', t.content_hash, t.raw, %s
+INSERT INTO ingest_jobs (company_id, external_id, op, content_hash, raw, source, priority, due_at)
+SELECT %s, t.external_id, 'email', t.content_hash, t.raw, %s, %s, now() + make_interval(secs => %s)
 FROM unnest(%s::text[], %b::bytea[], %b::bytea[]) WITH ORDINALITY AS t(external_id, content_hash, raw, ord)
 ORDER BY t.ord
 RETURNING id
@@ -108,8 +109,9 @@ def read_known(conn: psycopg.Connection[Any], company_id: int, message_ids: Sequ
 
 
 def accept_emails(conn: psycopg.Connection[Any], company_id: int, messages: Sequence[tuple[str, bytes]],
-                  source: str) -> list[EmailAccepted]:
-    """Queue the (message_id, raw) ``messages`` durably in one transaction, each unless the company has
+                  source: str, lane: Lane = INTERACTIVE) -> list[EmailAccepted]:
+    """Queue the (message_id, raw) ``messages`` durably in one transaction (in ``lane``:
+    ``core.ingest.fair``), each unless the company has
     it stored or queued already or an earlier one of ``messages`` has its id; the answer per message."""
     ids = [message_id for message_id, _ in messages]
     with conn.transaction():
@@ -119,7 +121,7 @@ def accept_emails(conn: psycopg.Connection[Any], company_id: int, messages: Sequ
         new_ids: list[int] = []
         if fresh:
             rows = conn.execute(INSERT_EMAIL_JOBS_SQL, (
-                company_id, source, [email_external_id(ids[i]) for i in fresh],
+                company_id, source, lane.code, lane.delay_seconds, [email_external_id(ids[i]) for i in fresh],
                 [hashlib.sha256(messages[i][1]).digest() for i in fresh], [messages[i][1] for i in fresh])).fetchall()
             new_ids = [int(r[0]) for r in rows]
             conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -130,6 +132,6 @@ def accept_emails(conn: psycopg.Connection[Any], company_id: int, messages: Sequ
 
 
 def accept_email(conn: psycopg.Connection[Any], company_id: int, message_id: str, raw: bytes,
-                 source: str) -> EmailAccepted:
+                 source: str, lane: Lane = INTERACTIVE) -> EmailAccepted:
     """Queue one message durably unless the company has it stored or queued already: a batch of one."""
-    return accept_emails(conn, company_id, [(message_id, raw)], source)[0]
+    return accept_emails(conn, company_id, [(message_id, raw)], source, lane)[0]

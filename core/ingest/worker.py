@@ -4,7 +4,8 @@ The chunks are embedded by a thread of the worker while its connection writes th
 documents, then the chunks group by group as their vectors come: ``core.ingest.overlap``), so
 database writes overlap embedding inside the same transaction.
 
-A worker claims a batch with ``FOR UPDATE SKIP LOCKED`` and holds an advisory lock per job
+A worker claims a batch with ``FOR UPDATE SKIP LOCKED`` (fairly across companies, by their tier's
+``ingestWeight``: ``core.ingest.claim``, ``core.ingest.fair``) and holds an advisory lock per job
 (so ``/v1/jobs`` can say "running" and the queue gauges can tell waiting from in-flight work).
 Everything up to the commit is one transaction: a crash anywhere returns the batch to the queue.
 
@@ -37,6 +38,8 @@ from psycopg.types.json import Jsonb
 from core import metrics
 from core.chunking import chunk_text
 from core.errors import ConfigError, EmbedderError, OpsError
+from core.ingest.claim import claim_jobs
+from core.ingest.fair import claim_weights
 from core.ingest.mail import (
     EMAIL_PREFIX,
     Letter,
@@ -49,6 +52,7 @@ from core.ingest.mail import (
 from core.ingest.maildelete import delete_messages
 from core.ingest.overlap import EmbedAhead
 from core.spaces.follow import hold_space
+from core.tierpolicy import tenants_policy
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -111,15 +115,6 @@ def backoff_seconds(attempts: int, base: float, cap: float) -> float:
     """Delay before retry number ``attempts`` (1-based): base, 2·base, 4·base … capped (pure)."""
     return float(min(cap, base * (2 ** max(attempts - 1, 0))))
 
-
-CLAIM_SQL = """
-SELECT id, company_id, external_id, op, content_hash, payload, attempts, raw
-FROM ingest_jobs
-WHERE status IN ('queued', 'failed') AND run_after <= now()
-ORDER BY id
-LIMIT %s
-FOR UPDATE SKIP LOCKED
-"""
 
 HOLD_JOBS_SQL = "SELECT count(pg_advisory_xact_lock(id)) FROM unnest(%s::bigint[]) AS t(id)"
 
@@ -206,14 +201,14 @@ class IngestProcessor:
         self.settings = settings
         self.embedder = embedder
         self.ahead = EmbedAhead(embedder, settings.embed_batch_size)
+        self.weights = claim_weights(tenants_policy(settings))  # the fair claim's (core.ingest.fair)
 
     def run_batch(self, conn: psycopg.Connection[Any], limit: int | None = None) -> BatchResult:
         """Claim up to ``limit`` jobs and process them in one transaction."""
         result = BatchResult()
         started = time.perf_counter()
         with conn.transaction():
-            # binary: an e-mail job's raw message comes as its bytes, not hex-escaped text
-            rows = conn.execute(CLAIM_SQL, (limit or self.settings.worker_batch_size,), binary=True).fetchall()
+            rows = claim_jobs(conn, self.settings.ingest_claim, self.weights, limit or self.settings.worker_batch_size)
             if not rows:
                 return result
             jobs = [Job(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None, r[5], r[6],

@@ -417,3 +417,9 @@ END $$;
 
 -- 0017: a tier per company (core/tiers.py; NULL: the tenants policy's default tier)
 ALTER TABLE companies ADD COLUMN tier text CHECK (tier ~ '^[a-z0-9][a-z0-9_-]{0,62}$');
+
+-- 0018: fair ingest (core/ingest/fair.py): a job's class (1: bulk) and when it is due within its
+-- company (bulk: ingest_bulk_delay_seconds after it was queued); the claim's index
+ALTER TABLE ingest_jobs ADD COLUMN priority smallint NOT NULL DEFAULT 0 CHECK (priority IN (0, 1));
+ALTER TABLE ingest_jobs ADD COLUMN due_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX ingest_jobs_fair_idx ON ingest_jobs (company_id, due_at, id) WHERE status IN ('queued', 'failed');

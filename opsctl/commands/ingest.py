@@ -42,6 +42,10 @@ reported on stderr with its file (and its number and line in an mbox), the other
 stops after the requests in flight are answered: what was accepted is stored, and running the same
 command again sends the rest (exit 130).
 
+Everything it sends is queued as bulk (header Ingest-Priority: bulk; mbox requests are bulk
+anyway): the company's interactive sends (one document, a webhook, one e-mail) are ingested first
+and the import keeps progressing (docs/ingest-queue.md).
+
 \b
 Example: opsctl ingest ./docs examples/notes.jsonl --wait
          opsctl ingest ~/Maildir archive.mbox --parallel 8

@@ -270,7 +270,8 @@ class System:
         from core.metrics import api_collectors
         from core.replicas.reader import make_replicas
 
-        self.collectors = api_collectors(self.pool, self.cache)
+        self.collectors = api_collectors(self.pool, self.cache,
+                                         top_companies=self.settings.metrics_queue_top_companies)
         for collector in self.collectors:
             REGISTRY.register(collector)
         self.read_replicas = make_replicas(self.settings, self.pool)

@@ -12,11 +12,12 @@ from starlette.convertors import Convertor, register_url_convertor
 from core.api.body import json_body, read_json, resource_router
 from core.api.deps import TENANT_AUTH, Caller, PrincipalDep, ServicesDep, authenticate, caller_of, screen, services_of
 from core.api.errors import ApiError, responses
-from core.api.intake import check_documents, store
+from core.api.intake import check_documents, lane_of, store
 from core.api.models import AcceptedOut, DocumentOut
 from core.api.services import Services
 from core.documents import get_document
 from core.ingest.accept import MAX_EXTERNAL_ID, DocumentsIn, accept_delete, external_id_value
+from core.ingest.fair import PRIORITY_HEADER
 from core.inputs import NON_BLANK_PATTERN
 
 router = resource_router(prefix="/v1/documents", tags=["documents"])
@@ -43,12 +44,15 @@ ExternalId = Annotated[str, Path(min_length=1, max_length=MAX_EXTERNAL_ID, descr
                        AfterValidator(external_id_value)]
 
 
-def queue_documents(services: Services, caller: Caller, content_type: str | None, body: bytes) -> dict[str, Any]:
-    """Authenticate, parse, check, store (blocking: the route's one worker thread)."""
+def queue_documents(services: Services, caller: Caller, content_type: str | None, body: bytes,
+                    priority: str | None = None) -> dict[str, Any]:
+    """Authenticate, parse, check, store (blocking: the route's one worker thread); ``priority``: the
+    ``Ingest-Priority`` header."""
     principal = authenticate(services, caller)
     docs = read_json(content_type, body, DocumentsIn).documents
     check_documents(services.settings, docs)
-    return {"accepted": len(docs), "job_ids": store(services, principal.company_id, principal.tier, docs, "api")}
+    lane = lane_of(services.settings, len(docs), priority)
+    return {"accepted": len(docs), "job_ids": store(services, principal.company_id, principal.tier, docs, "api", lane)}
 
 
 @router.post("", status_code=202, response_model=AcceptedOut, summary="Queue documents for ingest",
@@ -56,11 +60,16 @@ def queue_documents(services: Services, caller: Caller, content_type: str | None
              openapi_extra={**json_body(DocumentsIn), **TENANT_AUTH})
 async def post_documents(request: Request) -> dict[str, Any]:
     """Answered only once every document is durable: a 202 survives `kill -9` of any process.
-    Re-sending an `external_id` with the same content is a no-op (its job again); new content, an update."""
+    Re-sending an `external_id` with the same content is a no-op (its job again); new content, an update.
+
+    One document is queued as interactive, more as bulk (`ingest_interactive_max_documents`): the
+    company's interactive jobs go before its bulk jobs queued up to `ingest_bulk_delay_seconds`
+    earlier. The header `Ingest-Priority: interactive|bulk` says which (`opsctl ingest` sends bulk)."""
     services, caller = services_of(request), caller_of(request)
     screen(services, caller)
     body = await request.body()
-    return await run_in_threadpool(queue_documents, services, caller, request.headers.get("content-type"), body)
+    return await run_in_threadpool(queue_documents, services, caller, request.headers.get("content-type"), body,
+                                   request.headers.get(PRIORITY_HEADER))
 
 
 @router.get("/{external_id:external_id}", response_model=DocumentOut, summary="One document's metadata",

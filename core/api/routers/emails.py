@@ -18,11 +18,12 @@ from starlette.concurrency import run_in_threadpool
 from core.api.body import resource_router
 from core.api.deps import TENANT_AUTH, Caller, PrincipalDep, ServicesDep, authenticate, caller_of, screen, services_of
 from core.api.errors import ApiError, responses
-from core.api.intake import store_email, store_mbox
+from core.api.intake import lane_of, store_email, store_mbox
 from core.api.models import AcceptedOut, EmailAcceptedOut, EmailOut, MboxAcceptedOut
 from core.api.services import Services
 from core.emails import get_email, get_raw
 from core.ingest.accept import accept_delete, external_id_value
+from core.ingest.fair import PRIORITY_HEADER
 from core.ingest.mail import email_external_id
 from core.inputs import NON_BLANK_PATTERN
 from core.mail.lookup import MAX_ASKED, asked_id
@@ -54,16 +55,18 @@ def media_type(content_type: str | None) -> str:
     return RFC822 if content_type is None else content_type.partition(";")[0].strip().lower()
 
 
-def queue_email(services: Services, caller: Caller, content_type: str | None, body: bytes) -> dict[str, Any]:
-    """Authenticate, check, store (blocking: the route's one worker thread)."""
+def queue_email(services: Services, caller: Caller, content_type: str | None, body: bytes,
+                priority: str | None = None) -> dict[str, Any]:
+    """Authenticate, check, store (blocking: the route's one worker thread); ``priority``: the
+    ``Ingest-Priority`` header."""
     principal = authenticate(services, caller)
     media = media_type(content_type)
     if media == MBOX:
-        return store_mbox(services, principal.company_id, body, "api")
+        return store_mbox(services, principal.company_id, body, "api", priority)
     if media != RFC822:
         raise ApiError(415, "unsupported_media_type", f"send one raw message as Content-Type: {RFC822}, or several as "
                        f"{MBOX}, not {(content_type or '')[:100]}")
-    answer = store_email(services, principal.company_id, body, "api")
+    answer = store_email(services, principal.company_id, body, "api", lane_of(services.settings, 1, priority))
     del answer["external_id"]
     return answer
 
@@ -80,11 +83,15 @@ async def post_email(request: Request) -> dict[str, Any]:
     An mbox (`Content-Type: application/mbox`) is answered once all its messages are durable (one
     transaction: all or none; a body that is not an mbox, holds no message, an empty one or too many
     is a 422): `accepted` new messages, their `job_ids`, and per message in body order its
-    `message_id`, `job_id` and `duplicate` (as above, and for a Message-ID met earlier in the body)."""
+    `message_id`, `job_id` and `duplicate` (as above, and for a Message-ID met earlier in the body).
+
+    One message is queued as interactive, an mbox as bulk (`Ingest-Priority: interactive|bulk` says
+    otherwise)."""
     services, caller = services_of(request), caller_of(request)
     screen(services, caller)
     body = await request.body()
-    return await run_in_threadpool(queue_email, services, caller, request.headers.get("content-type"), body)
+    return await run_in_threadpool(queue_email, services, caller, request.headers.get("content-type"), body,
+                                   request.headers.get(PRIORITY_HEADER))
 
 
 def stored_id(message_id: str) -> str:
