@@ -87,10 +87,12 @@ lint: $(STAMP)
 ## search-quality evaluation (MRR@10 on real manual pages: the service's modes, raw SQL, SQLite FTS5),
 ## then the embedding model alone (chunks/s, query time, int8 against float32), then the service's ingest
 ## with the model on against the model alone in the same run (bench.model_ingest), then tenant-aware vector
-## indexes (recall@10 and p50 per company share of 1 million COPY-loaded chunks: slow; --quick 20,000).
+## indexes (recall@10 and p50 per company share of 1 million COPY-loaded chunks: slow; --quick 20,000),
+## then the fair ingest queue (one company's first documents during another's 100,000-document import,
+## fair claim against FIFO; --quick 3,000).
 ## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
 BENCH_ARGS ?=
-BENCH_SUITES := scale_bench closed_loop lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench model_ingest tenant_bench
+BENCH_SUITES := scale_bench closed_loop lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench model_ingest tenant_bench fair_bench
 bench: $(TORCH_STAMP)
 	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
 	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \
