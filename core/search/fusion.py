@@ -86,6 +86,12 @@ class Ranking:
                    Fusion(settings.search_fusion), settings.search_fusion_keyword_weight, settings.search_rrf_k,
                    settings.search_candidates)
 
+    @property
+    def fingerprint(self) -> str:
+        """Every parameter as text, part of a cached answer's key: an answer ranked otherwise (a
+        setting changed, two API versions during a rollout) is another key, never served for this one."""
+        return repr(self)
+
     def depth(self, n: int, hybrid: bool = True) -> int:
         """How many chunks each half reads for ``n`` results: more when documents collapse; one
         mode with chunk hits reads exactly ``n``."""

@@ -107,9 +107,9 @@ class SearchRequest(BaseModel):
         """The normalized request as compact, sorted JSON: what the query log counts."""
         return json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
 
-    def digest(self) -> str:
-        """A stable digest of the normalized request: the cache key's last part."""
-        return hashlib.sha256(self.canonical().encode()).hexdigest()[:32]
+    def digest(self, ranking: Ranking) -> str:
+        """A stable digest of the normalized request ranked by ``ranking``: the cache key's last part."""
+        return hashlib.sha256(f"{self.canonical()}\n{ranking.fingerprint}".encode()).hexdigest()[:32]
 
 
 EMAIL_PREFIX = "email:"  # core.ingest.mail: the documents e-mail becomes
@@ -324,7 +324,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
     From the cache (this process's near cache, then Redis), ``results`` is the stored JSON as an
     ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``)."""
     started = time.perf_counter()
-    key = search_key(principal.company_id, principal.data_version, req.digest())
+    key = search_key(principal.company_id, principal.data_version, req.digest(ranking))
     # ``ahead``: the cache read the route sent while authenticating (core.search.ahead), if for this key
     cached, _ = ahead.result() if ahead is not None and ahead.key == key else cache.get_raw(key, near_ttl=ttl)
     if cached is not None:  # the stored JSON goes out as it is: no parse, no re-encode

@@ -48,7 +48,8 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
     settings, cache = services.settings, services.cache
     ttl = cache.setting("ttl_search", settings.search_cache_ttl_seconds)
     auth_ttl = cache.setting("ttl_auth", settings.auth_cache_ttl_seconds)
-    ahead = read_ahead(cache, caller.key, auth_ttl, ttl, lambda: read_json(content_type, body, SearchRequest))
+    ranking = Ranking.of(settings)
+    ahead = read_ahead(cache, caller.key, auth_ttl, ttl, lambda: read_json(content_type, body, SearchRequest), ranking)
     try:
         principal = authenticate(services, caller)
         remember_version(cache, principal.company_id, principal.data_version, auth_ttl)
@@ -63,7 +64,7 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
             raise refuse_quota(too_many)
         found = search(services.pool, cache, services.embedder, principal, req, ttl,
                        settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
-                       Ranking.of(settings), ahead=None if ahead is None else ahead.pending)
+                       ranking, ahead=None if ahead is None else ahead.pending)
     finally:
         if ahead is not None:
             ahead.close()
