@@ -119,6 +119,7 @@ def usage(
     ingest jobs and texts embedded over the window (counted by the API and workers, flushed every
     usage_flush_seconds; docs/tenants.md).
 
+    \b
     Example: opsctl tenant usage --since 7d --top 10
              opsctl tenant usage acme --since 2d --every 6h -o json
     """
