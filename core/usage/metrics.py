@@ -36,16 +36,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("core.usage")
 
 STORED = ("documents", "chunks", "stored_bytes")
-HELP = {
-    "documents": "Documents a company stores now (top companies, the rest as other)",
-    "chunks": "Chunks a company stores now (top companies, the rest as other)",
-    "stored_bytes": "UTF-8 bytes of the text a company stores now (top companies, the rest as other)",
-    "searches": "Searches of a company in the previous full UTC hour (top companies, the rest as other)",
-    "cache_hits": "Search cache hits of a company in the previous full UTC hour",
-    "cache_misses": "Search cache misses of a company in the previous full UTC hour",
-    "ingest_jobs": "Ingest jobs of a company done in the previous full UTC hour",
-    "embeddings": "Texts embedded for a company (chunks, uncached queries) in the previous full UTC hour",
+# column → (metric, help): VIEW_SQL's columns after the company's id and name, in order
+METRICS = {
+    "documents": ("core_tenant_documents", "Documents a company stores now (top companies, the rest as other)"),
+    "chunks": ("core_tenant_chunks", "Chunks a company stores now (top companies, the rest as other)"),
+    "stored_bytes": ("core_tenant_stored_bytes", "UTF-8 bytes of the text a company stores now (top companies, "
+                     "the rest as other)"),
+    "searches": ("core_tenant_searches_hour", "Searches of a company in the previous full UTC hour (top "
+                 "companies, the rest as other)"),
+    "cache_hits": ("core_tenant_cache_hits_hour", "Search cache hits of a company in the previous full UTC hour"),
+    "cache_misses": ("core_tenant_cache_misses_hour", "Search cache misses of a company in the previous full UTC "
+                     "hour"),
+    "ingest_jobs": ("core_tenant_ingest_jobs_hour", "Ingest jobs of a company done in the previous full UTC hour"),
+    "embeddings": ("core_tenant_embeddings_hour", "Texts embedded for a company (chunks, uncached queries) in the "
+                   "previous full UTC hour"),
 }
+assert tuple(METRICS) == (*STORED, *EVENTS)
 
 VIEW_SQL = f"""
 SELECT c.id, c.name,{TOTALS_SQL.format(c="c.id")},
@@ -53,10 +59,6 @@ SELECT c.id, c.name,{TOTALS_SQL.format(c="c.id")},
 FROM companies c
 LEFT JOIN usage_hourly u ON u.company_id = c.id AND u.hour = date_trunc('hour', now(), 'UTC') - interval '1 hour'
 """
-
-
-def metric_name(column: str) -> str:
-    return f"core_tenant_{column}" if column in STORED else f"core_tenant_{column}_hour"
 
 
 def label_of(company_id: int, name: str) -> str:
@@ -67,9 +69,9 @@ def label_of(company_id: int, name: str) -> str:
 def view(rows: list[tuple[Any, ...]], top: int) -> dict[str, dict[str, float]]:
     """metric name → {company label: value} from VIEW_SQL's rows, each cut to ``top`` + other."""
     out = {}
-    for i, column in enumerate((*STORED, *EVENTS)):
+    for i, (name, _) in enumerate(METRICS.values()):
         values = {label_of(int(r[0]), str(r[1])): float(r[2 + i] or 0) for r in rows}
-        out[metric_name(column)] = top_with_other(values, top)
+        out[name] = top_with_other(values, top)
     return out
 
 
@@ -99,9 +101,8 @@ class UsageCollector(Collector):
         found = self._view()
         if found is None:
             return
-        for column in (*STORED, *EVENTS):
-            name = metric_name(column)
-            family = GaugeMetricFamily(name, HELP[column], labels=["company"])
+        for name, help_text in METRICS.values():
+            family = GaugeMetricFamily(name, help_text, labels=["company"])
             for label, value in found[name].items():
                 family.add_metric([label], value)
             yield family

@@ -148,8 +148,10 @@ class System:
         if not db_url:
             step("starting PostgreSQL")
             from opsctl.backup.archive import embedded_conf
+            from opsctl.slowqueries.plan import SERVER_CONF
 
-            self.pg = EmbeddedPostgres(self.data_dir / "pg", extra_conf=embedded_conf(self.data_dir))
+            # the log as JSON files the database reads back (`opsctl slow-queries`)
+            self.pg = EmbeddedPostgres(self.data_dir / "pg", extra_conf=(*embedded_conf(self.data_dir), *SERVER_CONF))
             db_url = self.pg.start(abort=abort)
             if self.pg.proc is None:  # running already, and not recognised as a leftover (see leftovers.py)
                 log.warning("PostgreSQL was already running on %s (pid %s): using it, but it is not opsctl up's "
