@@ -13,17 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 EVENTS = ("searches", "cache_hits", "cache_misses", "ingest_jobs", "embeddings")
+_INDEX = {name: i for i, name in enumerate(EVENTS)}
 Event = Literal["searches", "cache_hits", "cache_misses", "ingest_jobs", "embeddings"]
 OTHER = "other"
-
-
-def hour_of(at: datetime) -> datetime:
-    """The UTC hour an event at ``at`` (timezone-aware) is counted in."""
-    return at.replace(minute=0, second=0, microsecond=0)
 
 
 @dataclass
@@ -46,31 +42,35 @@ class Counts:
 
 class Tally:
     """Counts by (company, hour), safe across threads; ``take`` empties it, ``restore`` gives back
-    what a failed flush took (the next flush adds it)."""
+    what a failed flush took (the next flush adds it). ``count`` is on every search's path: a
+    dictionary lookup and a few additions under a lock, the hour kept as an integer until a flush."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[int, datetime], Counts] = {}
+        self._counts: dict[tuple[int, int], list[int]] = {}
 
     def count(self, company_id: int, at: datetime, **events: int) -> None:
-        """Add ``events`` (``searches=1, cache_hits=1`` …) to ``company_id``'s hour of ``at``."""
-        key = (company_id, hour_of(at))
+        """Add ``events`` (``searches=1, cache_hits=1`` …) to ``company_id``'s hour of ``at`` (aware)."""
+        key = (company_id, int(at.timestamp()) // 3600)
         with self._lock:
             counts = self._counts.get(key)
             if counts is None:
-                counts = self._counts[key] = Counts()
+                counts = self._counts[key] = [0] * len(EVENTS)
             for name, n in events.items():
-                setattr(counts, name, getattr(counts, name) + n)
+                counts[_INDEX[name]] += n
 
     def take(self) -> dict[tuple[int, datetime], Counts]:
         with self._lock:
             taken, self._counts = self._counts, {}
-        return taken
+        return {(company, datetime.fromtimestamp(hour * 3600, UTC)): Counts(*counts)
+                for (company, hour), counts in taken.items()}
 
     def restore(self, taken: dict[tuple[int, datetime], Counts]) -> None:
         with self._lock:
-            for key, counts in taken.items():
-                self._counts.setdefault(key, Counts()).add(counts)
+            for (company, hour), counts in taken.items():
+                kept = self._counts.setdefault((company, int(hour.timestamp()) // 3600), [0] * len(EVENTS))
+                for i, n in enumerate(counts.values()):
+                    kept[i] += n
 
     def __len__(self) -> int:
         with self._lock:
