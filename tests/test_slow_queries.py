@@ -318,3 +318,17 @@ def test_a_missing_policy_is_a_config_error(db_url: str, monkeypatch: pytest.Mon
     monkeypatch.setenv("OPSCTL_POLICY_DIR", str(tmp_path))
     code, _, err = run(capsys, "slow-queries", "threshold")
     assert code == 2 and "slow-queries.yaml" in err
+
+
+def test_a_platform_that_owns_the_settings_gets_a_drift_report_not_a_change(
+        logged: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from opsctl.slowqueries import jobs
+    from tests.conftest import make_settings
+
+    (tmp_path / "slow-queries.yaml").write_text("kind: slow-queries\nthresholdMs: 1234\napply: external\n")
+    code, _, err = run(capsys, "slow-queries", "threshold", "--apply")
+    assert code == 1 and "apply: external" in err and "1234" in err
+    with psycopg.connect(logged.url) as conn:
+        assert conn.execute("SHOW log_min_duration_statement").fetchone() != ("1234ms",)
+    said = jobs.job_slow_queries(make_settings(database_url=logged.url), tmp_path)  # does not fail the job
+    assert "would set log_min_duration_statement" in said and "the platform sets them" in said

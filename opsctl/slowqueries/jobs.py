@@ -42,10 +42,15 @@ def slow_queries_cycle(conn: Any, policy: SlowQueriesPolicy, now: datetime, acto
     """One run at ``now``: the threshold applied, the new slow statements counted; its sentence."""
     from opsctl.slowqueries.pg import apply_threshold
 
-    planned = apply_threshold(conn, policy, apply=True, actor=actor)
-    THRESHOLD.set(float(policy.settings()["log_min_duration_statement"]))
+    external = policy.apply == "external"
+    planned = apply_threshold(conn, policy, apply=not external, actor=actor)
+    THRESHOLD.set(float(planned.current.get("log_min_duration_statement", "-1")) if external else
+                  float(policy.settings()["log_min_duration_statement"]))
+    said = planned.sentence(applied=not external)
+    if external and planned.changes:
+        said += " (apply: external: the platform sets them)"
     if not planned.readable:
-        return planned.sentence(applied=True)
+        return said
     found = FOLLOWER.new_statements(conn, now - LOOKBACK)
     SLOW_STATEMENTS.inc(len(found))
-    return f"{planned.sentence(applied=True)}; {len(found)} slow statements logged since the last run"
+    return f"{said}; {len(found)} slow statements logged since the last run"

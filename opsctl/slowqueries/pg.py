@@ -47,6 +47,10 @@ def apply_threshold(conn: Any, policy: SlowQueriesPolicy, *, apply: bool, actor:
     planned = plan(conn, policy)
     if not apply or not planned.changes:
         return planned
+    if policy.apply == "external":
+        raise OperationFailed(f"the server's logging differs from the policy ({planned.sentence(False)}), and the "
+                              "policy says the platform sets it (apply: external): change it there (for "
+                              "CloudNativePG, the Cluster's spec.postgresql.parameters)")
     try:
         for change in planned.changes:
             conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(change.name),

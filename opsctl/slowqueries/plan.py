@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # postgresql.conf lines that make the server's log readable through SQL as JSON (``opsctl up`` gives
 # them to its embedded server; logging_collector needs a restart, the rest a reload). The stderr
@@ -27,6 +27,7 @@ class ThresholdPlan:
     changes: tuple[SettingChange, ...]
     readable: bool
     why_unreadable: str | None = None
+    current: dict[str, str] = field(default_factory=dict)  # the server's settings read
 
     def sentence(self, applied: bool) -> str:
         if not self.changes:
@@ -45,10 +46,11 @@ def plan_threshold(current: dict[str, str], wanted: dict[str, str]) -> Threshold
                     for name, value in wanted.items() if current.get(name) != value)
     destinations = {d.strip() for d in current.get("log_destination", "").split(",")}
     if current.get("logging_collector") != "on":
-        return ThresholdPlan(changes, False, "logging_collector is off: the log is not in files the database can "
-                             "read (set logging_collector = on and log_destination to include jsonlog, then "
-                             "restart the server)")
+        return ThresholdPlan(changes, False, current=current, why_unreadable=(
+            "logging_collector is off: the log is not in files the database can read (set logging_collector = on "
+            "and log_destination to include jsonlog, then restart the server)"))
     if "jsonlog" not in destinations:
-        return ThresholdPlan(changes, False, "log_destination has no jsonlog (add it: ALTER SYSTEM SET "
-                             "log_destination = 'stderr,jsonlog'; a reload suffices)")
-    return ThresholdPlan(changes, True)
+        return ThresholdPlan(changes, False, current=current, why_unreadable=(
+            "log_destination has no jsonlog (add it: ALTER SYSTEM SET log_destination = 'stderr,jsonlog'; a reload "
+            "suffices)"))
+    return ThresholdPlan(changes, True, current=current)

@@ -6,11 +6,15 @@ Example::
     thresholdMs: 250          # log_min_duration_statement: statements taking longer are logged
     parameterMaxLength: 64    # log_parameter_max_length: bytes of each bound parameter logged
                               # (the company of `company_id = $1` is read from them)
+    apply: alter-system       # how opsctl sets them: ALTER SYSTEM + pg_reload_conf(); or external:
+                              # the platform sets them (CloudNativePG's Cluster parameters, an RDS
+                              # parameter group) and opsctl only reports a drift
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -28,6 +32,9 @@ class SlowQueriesPolicy(PolicyModel):
     parameter_max_length: int = Field(64, alias="parameterMaxLength", ge=-1, le=1_000_000,
                                       description="log_parameter_max_length: bytes of each parameter logged "
                                       "(-1: whole, 0: none)")
+    apply: Literal["alter-system", "external"] = Field(
+        "alter-system", description="alter-system: opsctl sets the settings (ALTER SYSTEM, reload); external: "
+        "the platform does (CloudNativePG's Cluster parameters), opsctl reports a drift only")
 
     def settings(self) -> dict[str, str]:
         """The server settings this policy wants, as ``pg_settings`` shows them (milliseconds, bytes)."""
