@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -296,3 +297,28 @@ def test_tenant_usage_lists_companies_by_use_and_one_company_over_time(
     assert code == 2 and "--sort name" in err
     code, _, err = run(capsys, "tenant", "usage", "nobody")
     assert code == 1 and "no company 'nobody'" in err
+
+
+def test_a_worker_flushes_its_counts_when_stopped_and_a_killed_one_loses_them(
+        api: RunningApi, tenant: Any, conn: psycopg.Connection[Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """usage_flush_seconds 0: a worker adds its counts at stop only, so what kill -9 loses is all it
+    counted (with the default, at most the last 10 s)."""
+    import signal
+
+    from core.metrics import queue_stats
+    from tests.test_crash import start_worker, wait_until
+
+    monkeypatch.setenv("OPSCTL_USAGE_FLUSH_SECONDS", "0")  # read by the workers started here
+    for round_, stop in enumerate((signal.SIGKILL, signal.SIGTERM)):
+        ingest(api, tenant.api_key, [{**d, "text": f"{d['text']} ({round_})"} for d in DOCS])
+        worker = start_worker(api.settings, tmp_path, batch=8)
+        try:
+            wait_until(lambda: queue_stats(conn)[:2] == (0, 0), 120, "the queue to drain")
+            assert conn.execute("SELECT count(*) FROM usage_hourly").fetchone() == (0,)  # nothing flushed yet
+        finally:
+            worker.send_signal(stop)
+            worker.wait(30)
+    # the killed worker's 3 jobs are lost to usage (not to the data); the stopped one's are all there
+    assert conn.execute("SELECT ingest_jobs, embeddings FROM usage_hourly WHERE company_id = %s",
+                        (tenant.company_id,)).fetchall() == [(3, 3)]
