@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     search_group_max_candidates: int = Field(2000, ge=10, description="`group_by: thread`: the most chunks read to "
                                              "find k threads (from 10 per thread wanted, growing 4x while short)")
 
+    # usage (docs/tenants.md)
+    usage_flush_seconds: float = Field(10.0, ge=0, description="how often each API and worker process adds its "
+                                       "per-company usage counts to the database (one statement per flush, and one "
+                                       "at stop; a process killed -9 loses at most this much); 0: at stop only")
+    usage_metrics_top: int = Field(10, ge=1, le=1000, description="the Prometheus view of usage (core_tenant_*) names "
+                                   "this many companies per metric, the rest summed as company=\"other\"")
+
     # cache
     search_cache_ttl_seconds: int = Field(300, ge=0, description="default; `opsctl cache apply` overrides it live")
     document_cache_ttl_seconds: int = Field(300, ge=0, description="document metadata; default, overridden live")

@@ -172,8 +172,12 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("core_ingest_jobs_dead", "Jobs that exhausted their attempts", value=dead)
 
 
-def api_collectors(pool: ConnectionPool, cache: Any, min_interval: float = 1.0) -> list[Collector]:
-    """What an API process registers: the queue, pool and server gauges, and Redis's memory."""
+def api_collectors(pool: ConnectionPool, cache: Any, min_interval: float = 1.0,
+                   usage_top: int = 10) -> list[Collector]:
+    """What an API process registers: the queue, pool and server gauges, Redis's memory, and the
+    per-company usage view (``core.usage.metrics``: ``usage_top`` companies per metric + other)."""
     from core.redis_metrics import RedisCollector
+    from core.usage.metrics import UsageCollector
 
-    return [QueueCollector(pool, min_interval), RedisCollector(lambda: cache.client)]
+    return [QueueCollector(pool, min_interval), RedisCollector(lambda: cache.client),
+            UsageCollector(pool, usage_top, min_interval * 15)]

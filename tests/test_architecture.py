@@ -27,7 +27,9 @@ PURE = (
     "opsctl.vindex.decide", "opsctl.vindex.policy", "opsctl.vindex.tenants", "opsctl.reembed.plan", "core.spaces.spec",
     "opsctl.backup.plan", "opsctl.backup.policy", "opsctl.backup.repoplan", "opsctl.backup.walplan",
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
-    "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health", "opsctl.container.probe",
+    "opsctl.daemon.schedule", "opsctl.daemon.role", "core.usage.tally",
+    "opsctl.slowqueries.parse", "opsctl.slowqueries.plan", "opsctl.slowqueries.policy",
+    "opsctl.up.health", "opsctl.container.probe",
     "core.mail.message", "core.mail.ids", "core.mail.headers", "core.mail.mime", "core.mail.html",
     "core.mail.quotes", "core.mail.subjects", "core.mail.text", "core.mail.threads", "core.mail.mbox",
 )

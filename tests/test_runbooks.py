@@ -27,7 +27,7 @@ ALERTS = ["IngestBacklogHigh", "IngestJobsDead", "SearchLatencyHigh", "ErrorRate
           "ReplicaLagHigh", "ReplicaDown",
           "ContainerCpuThrottled", "ContainerMemoryNearLimit", "ContainerOOMKilled", "DiskNearlyFull", "DiskFillingUp",
           "DatabaseConnectionsNearMax", "DatabasePoolWaits", "RedisMemoryHigh", "RedisEvicting", "RateLimitNotShared",
-          "CertificateExpiringSoon", "WalPushLagging", "WalPushFailing"]
+          "CertificateExpiringSoon", "WalPushLagging", "WalPushFailing", "SlowQueriesRising"]
 SECTIONS = ["## What it means", "## User impact", "## Diagnosis", "## Remediation", "## Escalate when"]
 
 

@@ -28,7 +28,7 @@ from core.api.models import SearchOut
 from core.api.services import Services
 from core.search.ahead import read_ahead, remember_version
 from core.search.fusion import Ranking
-from core.search.retrieve import SearchRequest, search
+from core.search.retrieve import Mode, SearchRequest, search
 from core.tiers import k_quota
 
 router = resource_router(tags=["search"])
@@ -69,6 +69,9 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
         if ahead is not None:
             ahead.close()
     cache.log_query(principal.company_id, req.canonical(), time.time())
+    cached = bool(found["cached"])
+    services.usage.count(principal.company_id, searches=1, cache_hits=int(cached), cache_misses=int(not cached),
+                         embeddings=int(not cached and req.mode is not Mode.keyword))
     return found
 
 
