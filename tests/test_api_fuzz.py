@@ -30,7 +30,8 @@ from tests.conftest import RunningApi, client_for, project_root
 from tests.test_api_http import answered
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
-TAKES_INPUT = [("POST", "/v1/documents"), ("GET", "/v1/documents/{external_id:external_id}"),
+TAKES_INPUT = [("POST", "/v1/documents"), ("GET", "/v1/documents"), ("GET", "/v1/documents/{external_id:external_id}"),
+               ("GET", "/v1/documents/{external_id:external_id}/content"),
                ("DELETE", "/v1/documents/{external_id:external_id}"), ("POST", "/v1/webhooks/{source}"),
                ("GET", "/v1/jobs/{job_id}"), ("POST", "/v1/search"), ("PUT", "/admin/workers"),
                ("POST", "/v1/emails"), ("GET", "/v1/emails/{message_id:external_id}"),

@@ -78,6 +78,28 @@ class DocumentOut(Out):
     cached: bool
 
 
+class ListedDocument(Out):
+    document_id: int = Field(description="the stored row's id: an update writes a new one")
+    external_id: str
+    title: str | None
+    metadata: dict[str, Any]
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    updated_at: str = Field(json_schema_extra={"format": "date-time"})
+    bytes: int = Field(description="its text's size in UTF-8 bytes (`GET /v1/documents/{external_id}/content`)")
+
+
+class DocumentsPage(Out):
+    documents: list[ListedDocument] = Field(description="in `external_id` order")
+    next_cursor: str | None = Field(description="pass it as `cursor` for the next page; null: the walk is complete")
+
+
+class ContentOut(Out):
+    document_id: int
+    external_id: str
+    title: str | None
+    text: str = Field(description="the text as it was sent")
+
+
 class SearchHit(Out):
     document_id: int
     external_id: str
