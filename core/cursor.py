@@ -91,8 +91,15 @@ class SearchPosition:
     (each as ``hit_key``)."""
 
     fingerprint: bytes
-    given: frozenset[bytes]
-    count: int
+    keys: tuple[bytes, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+    @property
+    def given(self) -> frozenset[bytes]:
+        return frozenset(self.keys)
 
 
 def hit_key(identity: str) -> bytes:
@@ -114,5 +121,5 @@ def search_position(token: str, company_id: int, fingerprint: bytes) -> SearchPo
     if body[:FINGERPRINT_BYTES] != fingerprint:
         raise CursorRefused("cursor: issued for another search (query, mode, filters and group_by must stay "
                             "the same from page to page; k may change)")
-    keys = [body[i:i + HIT_BYTES] for i in range(FINGERPRINT_BYTES, len(body), HIT_BYTES)]
-    return SearchPosition(fingerprint, frozenset(keys), len(keys))
+    return SearchPosition(fingerprint, tuple(body[i:i + HIT_BYTES] for i in range(FINGERPRINT_BYTES, len(body),
+                                                                                   HIT_BYTES)))

@@ -64,7 +64,8 @@ def test_schemathesis_finds_nothing(fuzzed_api: RunningApi, tenant: Any, tmp_pat
     Allow and auth; their own behaviour is tested in test_bad_input with a real token)."""
     before = answered()
     run = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{fuzzed_api.url}/openapi.json",
+        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(project_root() / "tests" / "schemathesis.toml"),
+         "run", f"{fuzzed_api.url}/openapi.json",
          "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--header", f"Authorization: Bearer {tenant.api_key}",
          "--no-color"],

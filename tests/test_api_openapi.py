@@ -30,7 +30,8 @@ def test_served_at_both_addresses(api: RunningApi, spec: dict[str, Any]) -> None
     with httpx.Client(base_url=api.url) as client:
         assert client.get("/v1/openapi.json").json() == spec
     assert {path for path, _, _ in operations(spec)} == {
-        "/v1/documents", "/v1/documents/{external_id}", "/v1/documents/{external_id}/content", "/v1/webhooks/{source}", "/v1/jobs/{job_id}", "/v1/search",
+        "/v1/documents", "/v1/documents/{external_id}", "/v1/documents/{external_id}/content",
+        "/v1/webhooks/{source}", "/v1/jobs/{job_id}", "/v1/search",
         "/v1/emails", "/v1/emails/{message_id}", "/v1/threads/{thread_id}",
         "/admin/workers", "/healthz", "/readyz", "/metrics"}
 

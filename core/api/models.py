@@ -101,6 +101,10 @@ class ContentOut(Out):
 
 
 class SearchHit(Out):
+    """Every key but `thread_id` and `matched_messages` is there unless `fields` leaves it out."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: schema.pop("required", None))
+
     document_id: int
     external_id: str
     chunk_id: int
@@ -159,6 +163,8 @@ class ThreadOut(Out):
 
 class SearchOut(Out):
     results: list[SearchHit]
+    next_cursor: str | None = Field(description="send it as `cursor` with the same search for the next hits; null: "
+                                    "no more, or the walk reached the tier's `k`")
     cached: bool = Field(description="answered from the cache (never staler than the company's last ingest)")
     took_ms: float
 
