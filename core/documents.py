@@ -4,8 +4,8 @@ company's list (``GET /v1/documents``, keyset-paginated) and one's stored text (
 Metadata: the cache key carries the company's data version, like search results: a completed ingest
 (create, update or delete) changes the key, so an answer is never staler than that ingest.
 
-The list is in ``external_id`` order (byte order of its UTF-8 under the database's collation,
-as PostgreSQL compares text), a page after the last external id given (``core.cursor``). The
+The list is in ``external_id`` order (as PostgreSQL compares text: the database's collation), a
+page after the last external id given (``core.cursor``). The
 external id is a document's identity: an update writes a new row (a new ``document_id``) under
 the same external id, and a company holds at most one row per external id at any moment (the
 worker replaces it in one transaction, under the key's lock). So a document that exists for the
