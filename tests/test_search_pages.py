@@ -254,3 +254,21 @@ def test_without_text_the_chunks_texts_are_not_read(api: RunningApi, tenant: Any
     assert with_text and all(h.text for h in with_text)
     assert [h.chunk_id for h in without] == [h.chunk_id for h in with_text]
     assert all(h.text is None for h in without), "the SQL selected no body"
+
+
+def test_pages_of_threads_never_repeat_a_thread(api: RunningApi, tenant: Any, db_url: str) -> None:
+    from tests.email_helpers import post_email
+    from tests.test_email_search import mail
+
+    with client_for(api, tenant.api_key) as client:
+        for t in range(5):
+            post_email(client, mail(f"t{t}m0@x", "durian " * (t + 1)))
+            for i in range(1, 4):
+                post_email(client, mail(f"t{t}m{i}@x", "durian " * (t + 1), f"t{t}m{i - 1}@x"))
+        client.post("/v1/documents", json={"documents": [{"external_id": f"doc{i}", "text": "durian"}
+                                                         for i in range(3)]})
+        drain(api.settings, db_url)
+        pages = walk(client, {"query": "durian", "mode": "keyword", "k": 2, "group_by": "thread"})
+    groups = [h.get("thread_id") or h["external_id"] for page in pages for h in page]
+    assert len(groups) == len(set(groups)) == 8, pages  # 5 threads and 3 documents, each once
+    assert all(h.get("matched_messages") in (None, 4) for page in pages for h in page)

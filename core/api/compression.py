@@ -13,12 +13,14 @@ comes and the whole is never held. Pieces of ``OFF_LOOP_BYTES`` or more are comp
 thread (zlib, ISA-L and zstd release the GIL), small ones on the event loop.
 
 gzip is ISA-L's (``isal``, a standard gzip stream at a fraction of zlib's CPU) at level
-``GZIP_LEVEL``; zstd is ``zstandard`` at ``ZSTD_LEVEL``.
+``GZIP_LEVEL``; zstd is ``zstandard`` at ``ZSTD_LEVEL`` (a compressor kept per thread for whole bodies).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import zstandard
@@ -65,6 +67,19 @@ class Compressor:
         if self.coding == "zstd":
             return bytes(self.zstd.compress(data) + self.zstd.flush())
         return bytes(self.gzip.compress(data) + self.gzip.flush())
+
+
+LOCAL = threading.local()  # a zstd compressor per thread: building one costs as much as compressing 7 kB
+
+
+def compress_whole(coding: str, data: bytes) -> bytes:
+    """A body sent in one piece, in one frame (zstd's holds the content size)."""
+    if coding == "zstd":
+        compressor = getattr(LOCAL, "zstd", None)
+        if compressor is None:
+            compressor = LOCAL.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        return bytes(compressor.compress(data))
+    return bytes(isal_zlib.compress(data, GZIP_LEVEL, 31))
 
 
 async def _run(work: Callable[[bytes], bytes], data: bytes) -> bytes:
@@ -124,14 +139,14 @@ class CompressionMiddleware:
                     await send(message)
                     return
                 assert coding is not None
-                compressor = Compressor(coding)
                 headers = [(n, v) for n, v in start["headers"] if n != b"content-length"]
                 headers.append((b"content-encoding", coding.encode("ascii")))
                 if not more:
-                    data = await _run(compressor.last, body)
+                    data = await _run(partial(compress_whole, coding), body)
                     await send({**start, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
                     await send({"type": "http.response.body", "body": data, "more_body": False})
                     return
+                compressor = Compressor(coding)
                 await send({**start, "headers": headers})
             data = await _run(compressor.piece if more else compressor.last, body)
             await send({"type": "http.response.body", "body": data, "more_body": more})
