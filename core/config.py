@@ -26,6 +26,11 @@ STATE_FILE = "state.json"
 DEFAULT_DATA_DIR = ".opsctl"
 DEFAULT_CONFIG_FILE = "opsctl.yaml"
 MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few lines; a megabyte is not one
+Coding = Literal["zstd", "gzip"]
+
+
+def offered_codings() -> list[Coding]:
+    return ["zstd", "gzip"]
 
 
 class Settings(BaseSettings):
@@ -119,6 +124,11 @@ class Settings(BaseSettings):
     rate_limit_anonymous_burst: int = Field(100, ge=1)
     rate_limit_max_buckets: int = Field(10_000, ge=1, description="token buckets kept per limiter; the least "
                                         "recently used one goes first")
+    compress_min_bytes: int = Field(1024, ge=0, description="answers (text, JSON, metrics) of at least this many "
+                                    "bytes are compressed when the client's Accept-Encoding asks (README: HTTP API)")
+    compress_encodings: list[Coding] = Field(
+        default_factory=offered_codings, description="the codings offered, preferred first when the "
+        "client weighs them alike; []: never compress; env: a JSON list")
     webhook_tolerance_seconds: int = Field(300, ge=1)
     search_max_k: int = Field(100, ge=1)
     tenants_policy: Path | None = Field(None, description="the tiers: policies/tenants.yaml (rate, burst and "

@@ -17,7 +17,8 @@ from tests.conftest import project_root
 
 # the decisions: (inputs, policy, clock) -> plan, tested by tables
 PURE = (
-    "core.chunking", "core.partitioning", "core.ratelimit", "core.supervision", "core.tiers",
+    "core.chunking", "core.partitioning", "core.ratelimit", "core.supervision", "core.tiers", "core.cursor",
+    "core.negotiate", "core.search.page",
     "core.ingest.mailplan", "core.replicas.route",
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
     "opsctl.simulate.model", "opsctl.simulate.summary", "opsctl.simulate.compare", "opsctl.simulate.tune",

@@ -39,7 +39,7 @@ class Hit:
     chunk_id: int
     document_id: int
     external_id: str
-    text: str
+    text: str | None  # None: not read (``fields`` without text)
     score: float
 
     def as_dict(self, thread_id: int | None = None, matched: int | None = None) -> dict[str, Any]:
