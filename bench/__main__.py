@@ -15,9 +15,7 @@ Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass
@@ -31,6 +29,7 @@ from bench.corpus import COMPANIES, Corpus, build_corpus, make_queries
 from bench.load import LoadProcess
 from bench.machine import describe
 from bench.report import Results, render, write_json
+from bench.scratch import scratch_dir
 from bench.stack import Stack, running_stack
 from core.embed import make_embedder
 
@@ -158,18 +157,12 @@ def measure(stack: Stack, load: LoadProcess, opts: Options, say: Progress) -> Re
 
 def run(opts: Options) -> Results:
     say = Progress()
-    root = Path(tempfile.mkdtemp(prefix="opsctl-bench-"))
-    try:
+    with scratch_dir("opsctl-bench-", opts.keep, say) as root:
         say(f"starting PostgreSQL, Redis, {opts.workers} workers ({opts.embedder} embedder) and the API in {root}")
         with running_stack(root, opts.workers, COMPANIES, opts.embedder) as stack, closing(LoadProcess()) as load:
             results = measure(stack, load, opts, say)
             say("stopping")
         return results
-    finally:
-        if opts.keep:
-            say(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,10 +20,8 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from bench.scratch import scratch_dir
 
 DIM = 384
 BODY_WORDS = ["backup", "restore", "wal", "replica", "vector", "index", "drill", "archive", "segment", "chunk",
@@ -252,27 +252,26 @@ def main(argv: list[str] | None = None) -> int:
     from opsctl.backup.archive import server_conf
     from opsctl.backup.policy import BackupPolicy
 
-    root = Path(tempfile.mkdtemp(prefix="opsctl-backup-bench-"))
-    policy = BackupPolicy(repository=str(root / "repo"))
-    pg = EmbeddedPostgres(root / "pg", extra_conf=server_conf(policy, root))
-    try:
-        url = pg.start()
-        migrate(url, Settings(embedder="hash", embed_dim=DIM, data_dir=root))
-        corpus = _load(url, size, console)
-        console.print(f"database: {corpus['database_bytes'] / 1e9:.2f} GB")
-        raw = raw_steps(url, root / "raw", root / "repo" / "wal", pg.database)
+    with scratch_dir("opsctl-backup-bench-", say=console.print) as root:
+        policy = BackupPolicy(repository=str(root / "repo"))
+        pg = EmbeddedPostgres(root / "pg", extra_conf=server_conf(policy, root))
+        try:
+            url = pg.start()
+            migrate(url, Settings(embedder="hash", embed_dim=DIM, data_dir=root))
+            corpus = _load(url, size, console)
+            console.print(f"database: {corpus['database_bytes'] / 1e9:.2f} GB")
+            raw = raw_steps(url, root / "raw", root / "repo" / "wal", pg.database)
 
-        pol_file = root / "backup.yaml"
-        pol_file.write_text(f"repository: {root / 'repo'}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
-        env.update(OPSCTL_DATABASE_URL=url, OPSCTL_DATA_DIR=str(root), OPSCTL_POLICY_DIR=str(root))
-        t_create, _ = opsctl(env, "backup", "create", "-o", "json")
-        t_drill, out = opsctl(env, "restore-test", "-o", "json")
-        report = json.loads(out)
-        off = None if args.no_offsite else offsite(env, root, raw, console)
-    finally:
-        pg.stop(mode="immediate")
-        shutil.rmtree(root, ignore_errors=True)
+            pol_file = root / "backup.yaml"
+            pol_file.write_text(f"repository: {root / 'repo'}\n")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
+            env.update(OPSCTL_DATABASE_URL=url, OPSCTL_DATA_DIR=str(root), OPSCTL_POLICY_DIR=str(root))
+            t_create, _ = opsctl(env, "backup", "create", "-o", "json")
+            t_drill, out = opsctl(env, "restore-test", "-o", "json")
+            report = json.loads(out)
+            off = None if args.no_offsite else offsite(env, root, raw, console)
+        finally:
+            pg.stop(mode="immediate")
 
     steps = report["steps"]
     raw_restore = raw["pg_combinebackup"] + raw["start_to_promoted"] + raw["count_per_table"]

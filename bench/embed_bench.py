@@ -16,12 +16,9 @@ printed, with the load average, and a JSON report is written.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from rich.table import Table
 
 from bench.corpus import build_corpus
 from bench.manpages import choose_pages, man_files
+from bench.scratch import scratch_dir
 from core.chunking import chunk_text
 from core.embed import Embedder, HashEmbedder
 from core.onnxembed.embedder import OnnxMiniLMEmbedder
@@ -70,6 +68,35 @@ def corpora(n: int) -> dict[str, list[str]]:
     return {"bench": synthetic, "man": real[:n]}
 
 
+def measure_corpora(n: int, configs: list[tuple[int, int]], query_rounds: int, cache: Path,
+                    console: Console) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Each corpus through each (precision, batch, threads), the hash embedder, and int8 against float32."""
+    rows: list[dict[str, Any]] = []
+    quality: dict[str, dict[str, float]] = {}
+    for corpus, texts in corpora(n).items():
+        vectors = {}
+        for precision in ("float32", "int8"):
+            for batch, threads in configs:
+                e = OnnxMiniLMEmbedder(precision=precision, batch_size=batch,  # type: ignore[arg-type]
+                                       threads=threads, cache_dir=cache)
+                figures = measure(e, texts, query_rounds=query_rounds)
+                rows.append({"corpus": corpus, "precision": precision, "batch": batch,
+                             "threads": threads or os.cpu_count(), **figures})
+                console.print(rows[-1])
+            vectors[precision] = e.embed(texts)
+        # the no-dependency fallback on the same chunks, one core (its target: 5,000 texts/s)
+        rows.append({"corpus": corpus, "precision": "hash", "batch": len(texts), "threads": 1,
+                     **measure(HashEmbedder(384), texts, query_rounds=query_rounds)})
+        console.print(rows[-1])
+        tokenizer, _ = e.load()
+        cosines = np.sum(vectors["int8"] * vectors["float32"], axis=1)
+        quality[corpus] = {"chunks": len(texts), "mean_tokens": float(np.mean([len(x.ids) for x in
+                                                                            tokenizer.encode_batch(texts)])),
+                           "int8_vs_float32_cosine_min": float(cosines.min()),
+                           "int8_vs_float32_cosine_mean": float(cosines.mean())}
+    return rows, quality
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.embed_bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="64 chunks, one configuration per precision")
@@ -79,31 +106,8 @@ def main() -> None:
     n = a.chunks or (64 if a.quick else 256)
     configs = [(8, 1)] if a.quick else [(8, 1), (32, 1), (8, 0), (32, 0)]
     console = Console()
-    cache = Path(tempfile.mkdtemp(prefix="opsctl-embed-bench-"))  # the model files built for this run
-    atexit.register(shutil.rmtree, cache, True)
-    rows: list[dict[str, Any]] = []
-    quality: dict[str, dict[str, float]] = {}
-    for corpus, texts in corpora(n).items():
-        vectors = {}
-        for precision in ("float32", "int8"):
-            for batch, threads in configs:
-                e = OnnxMiniLMEmbedder(precision=precision, batch_size=batch,  # type: ignore[arg-type]
-                                       threads=threads, cache_dir=cache)
-                figures = measure(e, texts, query_rounds=20 if a.quick else 100)
-                rows.append({"corpus": corpus, "precision": precision, "batch": batch,
-                             "threads": threads or os.cpu_count(), **figures})
-                console.print(rows[-1])
-            vectors[precision] = e.embed(texts)
-        # the no-dependency fallback on the same chunks, one core (its target: 5,000 texts/s)
-        rows.append({"corpus": corpus, "precision": "hash", "batch": len(texts), "threads": 1,
-                     **measure(HashEmbedder(384), texts, query_rounds=20 if a.quick else 100)})
-        console.print(rows[-1])
-        tokenizer, _ = e.load()
-        cosines = np.sum(vectors["int8"] * vectors["float32"], axis=1)
-        quality[corpus] = {"chunks": len(texts), "mean_tokens": float(np.mean([len(x.ids) for x in
-                                                                            tokenizer.encode_batch(texts)])),
-                           "int8_vs_float32_cosine_min": float(cosines.min()),
-                           "int8_vs_float32_cosine_mean": float(cosines.mean())}
+    with scratch_dir("opsctl-embed-bench-") as cache:  # the model files built for this run
+        rows, quality = measure_corpora(n, configs, 20 if a.quick else 100, cache, console)
     load = os.getloadavg()[0]
     table = Table(title=f"all-MiniLM-L6-v2 on ONNX Runtime, load average {load:.1f} on {os.cpu_count()} cores")
     for col in ("corpus", "precision", "batch", "threads", "chunks/s", "chunks/CPU-s", "query p50 ms",

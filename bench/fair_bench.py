@@ -21,7 +21,8 @@ and Redis, the production worker pool of ``--workers`` processes, the API in a t
 
 Targets: B p99 <= 5 s with the fair claim; A's throughput >= 0.9x the FIFO's. The machine is
 shared: other processes' load changes both figures between runs; read the ratio. JSON:
-bench/results/fair.json. Nothing is left behind: the stack's directory is removed at the end.
+bench/results/fair.json. Nothing is left behind: the stack's directory goes however the run ends
+(``bench.scratch``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ import argparse
 import json
 import math
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.scratch import scratch_dir
 from bench.stack import Stack, running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fair.json"
@@ -202,18 +202,16 @@ def measure(stack: Stack, claim: str, documents: int, interval: float, say: Call
 
 
 def run_claim(claim: str, documents: int, workers: int, interval: float, say: Callable[[str], None]) -> Run:
-    root = Path(tempfile.mkdtemp(prefix="opsctl-fair-bench-"))
     saved = os.environ.get("OPSCTL_INGEST_CLAIM")
     os.environ["OPSCTL_INGEST_CLAIM"] = claim  # the worker processes' setting (and the API's)
     try:
-        with running_stack(root, workers, ("A", "B")) as stack:
+        with scratch_dir("opsctl-fair-bench-", say=say) as root, running_stack(root, workers, ("A", "B")) as stack:
             return measure(stack, claim, documents, interval, say)
     finally:
         if saved is None:
             os.environ.pop("OPSCTL_INGEST_CLAIM", None)
         else:
             os.environ["OPSCTL_INGEST_CLAIM"] = saved
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

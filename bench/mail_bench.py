@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -67,6 +65,7 @@ from bench.profile import (
     WORKER_PROCESSES,
     scrape_workers,
 )
+from bench.scratch import scratch_dir
 from bench.stack import Stack, running_stack
 from bench.stats import percentile, ratio
 from core.chunking import chunk_text
@@ -509,18 +508,12 @@ def measure(stack: Stack, load: LoadProcess, opts: Options, say: Progress) -> Re
 
 def run(opts: Options) -> Results:
     say = Progress()
-    root = Path(tempfile.mkdtemp(prefix="opsctl-mail-bench-"))
-    try:
+    with scratch_dir("opsctl-mail-bench-", opts.keep, say) as root:
         say(f"starting PostgreSQL, Redis, {opts.workers} workers and the API in {root}")
         with running_stack(root, opts.workers, COMPANIES) as stack, closing(LoadProcess()) as load:
             results = measure(stack, load, opts, say)
             say("stopping")
         return results
-    finally:
-        if opts.keep:
-            say(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 # --- the report -------------------------------------------------------------------------------------

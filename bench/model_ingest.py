@@ -26,8 +26,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -49,6 +47,7 @@ from bench.profile import (
     WORKER_PROCESSES,
     scrape_workers,
 )
+from bench.scratch import scratch_dir
 from bench.stack import Stack, running_stack
 from core.chunking import chunk_text
 from core.config import Settings
@@ -274,23 +273,20 @@ def render(r: Report, console: Console) -> None:
 def run(a: argparse.Namespace) -> Report:
     os.environ["OPSCTL_EMBED_PRECISION"] = a.precision
     docs = documents(a.pages, a.doc_chars, a.seed)
-    root = Path(tempfile.mkdtemp(prefix="opsctl-model-ingest-"))
-    try:
-        with running_stack(root, a.workers, (COMPANY,), "onnx") as stack, closing(LoadProcess()) as load:
-            settings = stack.settings
-            chunks = chunk_count(docs, settings)
-            wait_for_workers(stack, a.workers)
-            first = model_alone(settings, docs, a.workers)
-            served = service(stack, load, docs, chunks)
-            second = model_alone(settings, docs, a.workers)
-            if {first.chunks, second.chunks} != {chunks}:
-                raise RuntimeError(f"the model alone embedded {first.chunks} and {second.chunks} chunks, not {chunks}")
-            keys = ("embedder", "embed_precision", "embed_threads", "embed_batch_size", "worker_batch_size",
-                    "chunk_size", "chunk_overlap")
-            return Report({k: v for k, v in vars(a).items() if k != "output"}, {k: getattr(settings, k) for k in keys},
-                          len(docs), chunks, [first, second], served, list(os.getloadavg()))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_dir("opsctl-model-ingest-") as root, \
+            running_stack(root, a.workers, (COMPANY,), "onnx") as stack, closing(LoadProcess()) as load:
+        settings = stack.settings
+        chunks = chunk_count(docs, settings)
+        wait_for_workers(stack, a.workers)
+        first = model_alone(settings, docs, a.workers)
+        served = service(stack, load, docs, chunks)
+        second = model_alone(settings, docs, a.workers)
+        if {first.chunks, second.chunks} != {chunks}:
+            raise RuntimeError(f"the model alone embedded {first.chunks} and {second.chunks} chunks, not {chunks}")
+        keys = ("embedder", "embed_precision", "embed_threads", "embed_batch_size", "worker_batch_size",
+                "chunk_size", "chunk_overlap")
+        return Report({k: v for k, v in vars(a).items() if k != "output"}, {k: getattr(settings, k) for k in keys},
+                      len(docs), chunks, [first, second], served, list(os.getloadavg()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -49,6 +47,7 @@ from rich.table import Table
 
 from bench.evalmetrics import HALVES, choose, distinct, doc_rank, mrr, recall, split
 from bench.manpages import MAN_DIRS, Page, choose_pages, corpus_checksum, man_files
+from bench.scratch import scratch_dir
 from core.errors import OpsError
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search-eval.json"
@@ -259,14 +258,8 @@ def measure_embedder(pages: Sequence[Page], halves: dict[str, list[str]], embedd
                      with_keyword: bool, say: Callable[[str], None]) -> tuple[list[Score], dict[str, Any]]:
     """Start a stack with ``embedder`` in a temp dir, ingest, score its modes; the dir is removed
     however this ends (kept with ``--keep``)."""
-    root = Path(tempfile.mkdtemp(prefix=f"opsctl-search-eval-{embedder}-"))
-    try:
+    with scratch_dir(f"opsctl-search-eval-{embedder}-", opts.keep, say) as root:
         return _measure_in(root, pages, halves, embedder, opts, with_keyword, say)
-    finally:
-        if opts.keep:
-            say(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def _measure_in(root: Path, pages: Sequence[Page], halves: dict[str, list[str]], embedder: str, opts: Options,

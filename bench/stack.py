@@ -98,10 +98,10 @@ class ApiServer:
         self.cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
         with self.pool.connection() as conn:
             embedder = follow_database(settings, conn)  # as the real API: the active vector space
-        services = Services(settings, self.pool, self.cache, embedder, workers)
+        self.services = Services(settings, self.pool, self.cache, embedder, workers)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(services), host="127.0.0.1", port=self.port, log_level="warning",
+        config = uvicorn.Config(create_app(self.services), host="127.0.0.1", port=self.port, log_level="warning",
                                 access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="bench-api", daemon=True)
@@ -118,6 +118,7 @@ class ApiServer:
         self.server.should_exit = True
         if self.thread.is_alive():
             self.thread.join(15)
+        self.services.close()
         self.pool.close()
         self.cache.close()
 

@@ -21,16 +21,16 @@ keyword search is not what this measures). Then ``opsctl index tenants --apply``
   largest share's queries, that raw query's own recall against exact unfiltered search.
 
 The service runs at each ``--service-ef`` (``hnsw_ef_search`` set explicitly; ``db``: the
-database default, 500 unless tuned). Results: a table, and JSON in ``<root>/tenant_bench.json``.
+database default, 500 unless tuned). Results: a table, and JSON in ``bench/results/tenant-bench.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,12 +51,14 @@ from bench.corpus import (
     vocabulary,
     zipf_probabilities,
 )
+from bench.scratch import scratch_dir
 
 DIM = 384
 K = 10
 CHUNK_WORDS = 110
 BATCH = 20_000
 RAW_EF_SEARCH = 100
+RESULTS = Path(__file__).resolve().parent / "results" / "tenant-bench.json"
 # (name, share of all chunks); "rest" is not measured, it makes the shares add up to 100 %
 SHARES = (("90%", 0.90), ("5%", 0.05), ("2.5%", 0.025), ("1%", 0.01), ("0.5%", 0.005), ("0.3%", 0.003),
           ("0.1%", 0.001), ("rest", 0.006))
@@ -302,16 +304,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-ef", default="100,db", help="the service's ef_search values (db: the "
                                                                 "database default)")
     parser.add_argument("--quick", action="store_true", help="20,000 chunks, 10 queries per share")
-    parser.add_argument("--root", type=Path, default=None, help="work directory (default: a new temporary one)")
+    parser.add_argument("--root", type=Path, default=None, help="work directory, kept (default: a new temporary "
+                                                                "one, removed at the end)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work directory for inspection")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON report (default {RESULTS})")
     args = parser.parse_args(argv)
     if args.quick:
         args.chunks, args.queries = 20_000, 10
     console = Console(stderr=True)
-    root = args.root or Path(tempfile.mkdtemp(prefix="opsctl-tenant-bench-"))
     started = time.monotonic()
-    result = run(root, args.chunks, args.queries, args.service_ef.split(","), console)
+    with contextlib.nullcontext(args.root) if args.root else scratch_dir("opsctl-tenant-bench-", args.keep,
+                                                                         console.print) as root:
+        result = run(root, args.chunks, args.queries, args.service_ef.split(","), console)
     result["total_seconds"] = round(time.monotonic() - started, 1)
-    (root / "tenant_bench.json").write_text(json.dumps(result, indent=2))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
     table = Table(title=f"tenant-aware vector indexes: {args.chunks:,} chunks, {args.queries} queries per share; "
                         f"raw = unfiltered HNSW at ef_search {RAW_EF_SEARCH}")
     columns = list(result["rows"][0]) if result["rows"] else []
@@ -321,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(*(str(row[c]) for c in columns))
     Console().print(table)
     Console().print(f"timings (s): {result['timings']}; total {result['total_seconds']} s; JSON: "
-                    f"{root / 'tenant_bench.json'}")
+                    f"{args.output}")
     return 0
 
 

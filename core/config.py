@@ -26,6 +26,11 @@ STATE_FILE = "state.json"
 DEFAULT_DATA_DIR = ".opsctl"
 DEFAULT_CONFIG_FILE = "opsctl.yaml"
 MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few lines; a megabyte is not one
+Coding = Literal["zstd", "gzip"]
+
+
+def offered_codings() -> list[Coding]:
+    return ["zstd", "gzip"]
 
 
 class Settings(BaseSettings):
@@ -131,6 +136,11 @@ class Settings(BaseSettings):
     rate_limit_anonymous_burst: int = Field(100, ge=1)
     rate_limit_max_buckets: int = Field(10_000, ge=1, description="token buckets kept per limiter; the least "
                                         "recently used one goes first")
+    compress_min_bytes: int = Field(1024, ge=0, description="answers (text, JSON, metrics) of at least this many "
+                                    "bytes are compressed when the client's Accept-Encoding asks (README: HTTP API)")
+    compress_encodings: list[Coding] = Field(
+        default_factory=offered_codings, description="the codings offered, preferred first when the "
+        "client weighs them alike; []: never compress; env: a JSON list")
     webhook_tolerance_seconds: int = Field(300, ge=1)
     search_max_k: int = Field(100, ge=1)
     tenants_policy: Path | None = Field(None, description="the tiers: policies/tenants.yaml (rate, burst and "
@@ -166,6 +176,13 @@ class Settings(BaseSettings):
                                         "threads are what Message-IDs connect, nothing else")
     search_group_max_candidates: int = Field(2000, ge=10, description="`group_by: thread`: the most chunks read to "
                                              "find k threads (from 10 per thread wanted, growing 4x while short)")
+
+    # usage (docs/tenants.md)
+    usage_flush_seconds: float = Field(10.0, ge=0, description="how often each API and worker process adds its "
+                                       "per-company usage counts to the database (one statement per flush, and one "
+                                       "at stop; a process killed -9 loses at most this much); 0: at stop only")
+    usage_metrics_top: int = Field(10, ge=1, le=1000, description="the Prometheus view of usage (core_tenant_*) names "
+                                   "this many companies per metric, the rest summed as company=\"other\"")
 
     # cache
     search_cache_ttl_seconds: int = Field(300, ge=0, description="default; `opsctl cache apply` overrides it live")

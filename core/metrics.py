@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from core.ingest.fair import Backlog, top_backlogs
+from core.usage.metrics import label_of
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -90,7 +91,7 @@ per_company AS (
     FROM ingest_jobs j WHERE j.status IN ('queued', 'failed')
     GROUP BY j.company_id
 )
-SELECT c.name, p.waiting, p.in_flight, p.oldest, d.dead
+SELECT c.name, p.waiting, p.in_flight, p.oldest, d.dead, c.id
 FROM (SELECT count(*) AS dead FROM ingest_jobs WHERE status = 'dead') d
 LEFT JOIN (per_company p JOIN companies c ON c.id = p.company_id) ON true
 """
@@ -131,7 +132,7 @@ def read_queue(conn: Any) -> QueueStats:
     """The queue's totals and each company's share, in one query."""
     rows = conn.execute(QUEUE_SQL).fetchall()
     mine = [r for r in rows if r[0] is not None]
-    companies = tuple(Backlog(r[0], int(r[1]), float(r[3])) for r in mine)
+    companies = tuple(Backlog(label_of(int(r[5]), r[0]), int(r[1]), float(r[3])) for r in mine)
     return QueueStats(sum(int(r[1]) for r in mine), sum(int(r[2]) for r in mine),
                       max((float(r[3]) for r in mine), default=0.0), int(rows[0][4]), companies)
 
@@ -224,8 +225,12 @@ def company_gauges(backlogs: list[Backlog]) -> Iterator[GaugeMetricFamily]:
 
 
 def api_collectors(pool: ConnectionPool, cache: Any, min_interval: float = 1.0,
-                   top_companies: int = 10) -> list[Collector]:
-    """What an API process registers: the queue, pool and server gauges, and Redis's memory."""
+                   usage_top: int = 10, queue_top: int = 10) -> list[Collector]:
+    """What an API process registers: the queue, pool and server gauges (``queue_top`` companies by
+    backlog + other), Redis's memory, and the per-company usage view (``core.usage.metrics``:
+    ``usage_top`` companies per metric + other)."""
     from core.redis_metrics import RedisCollector
+    from core.usage.metrics import UsageCollector
 
-    return [QueueCollector(pool, min_interval, top_companies), RedisCollector(lambda: cache.client)]
+    return [QueueCollector(pool, min_interval, queue_top), RedisCollector(lambda: cache.client),
+            UsageCollector(pool, usage_top, min_interval * 15)]

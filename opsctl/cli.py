@@ -27,6 +27,7 @@ from opsctl.commands import policy as policy_cmd
 from opsctl.commands import runbook as runbook_cmd
 from opsctl.commands import scale as scale_cmd
 from opsctl.commands import search as search_cmd
+from opsctl.commands import slowqueries as slowqueries_cmd
 from opsctl.commands import status as status_cmd
 from opsctl.commands import tenant as tenant_cmd
 from opsctl.commands import threads as threads_cmd
@@ -90,6 +91,7 @@ app.add_typer(cache_cmd.app, name="cache")
 app.command("daemon", help=daemon_cmd.HELP)(daemon_cmd.daemon)
 app.command("status", help=status_cmd.HELP)(status_cmd.status)
 app.command("events", help=events_cmd.HELP)(events_cmd.events)
+app.add_typer(slowqueries_cmd.app, name="slow-queries")
 app.add_typer(runbook_cmd.app, name="runbook")
 app.add_typer(policy_cmd.app, name="policy")
 

@@ -40,6 +40,7 @@ KINDS: dict[str, str] = {
     "vector-index": "opsctl.vindex.policy:VectorIndexPolicy",
     "backup": "opsctl.backup.policy:BackupPolicy",
     "tenants": "core.tiers:TenantsPolicy",
+    "slow-queries": "opsctl.slowqueries.policy:SlowQueriesPolicy",
 }
 
 DEFAULT_DIR = Path("policies")

@@ -23,6 +23,7 @@ def main(settings_json: str, port: int) -> None:
     services = Services(settings, pool, cache, make_embedder(settings))
     uvicorn.run(create_app(services), host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 lifespan="off")
+    services.close()
 
 
 if __name__ == "__main__":

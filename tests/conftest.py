@@ -209,7 +209,7 @@ class RunningApi:
         self.cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
         with self.pool.connection() as conn:
             self.embedder = follow_database(settings, conn)  # as the real API: the active vector space
-        self.collectors = api_collectors(self.pool, self.cache, min_interval=0)
+        self.collectors = api_collectors(self.pool, self.cache, min_interval=0, usage_top=settings.usage_metrics_top)
         for collector in self.collectors:
             REGISTRY.register(collector)
         self.services = Services(settings, self.pool, self.cache, self.embedder, workers)
@@ -231,6 +231,7 @@ class RunningApi:
 
         self.server.should_exit = True
         self.thread.join(10)
+        self.services.close()
         for collector in self.collectors:
             REGISTRY.unregister(collector)
         self.pool.close()

@@ -30,7 +30,8 @@ from tests.conftest import RunningApi, client_for, project_root
 from tests.test_api_http import answered
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
-TAKES_INPUT = [("POST", "/v1/documents"), ("GET", "/v1/documents/{external_id:external_id}"),
+TAKES_INPUT = [("POST", "/v1/documents"), ("GET", "/v1/documents"), ("GET", "/v1/documents/{external_id:external_id}"),
+               ("GET", "/v1/documents/{external_id:external_id}/content"),
                ("DELETE", "/v1/documents/{external_id:external_id}"), ("POST", "/v1/webhooks/{source}"),
                ("GET", "/v1/jobs/{job_id}"), ("POST", "/v1/search"), ("PUT", "/admin/workers"),
                ("POST", "/v1/emails"), ("GET", "/v1/emails/{message_id:external_id}"),
@@ -63,7 +64,8 @@ def test_schemathesis_finds_nothing(fuzzed_api: RunningApi, tenant: Any, tmp_pat
     Allow and auth; their own behaviour is tested in test_bad_input with a real token)."""
     before = answered()
     run = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{fuzzed_api.url}/openapi.json",
+        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(project_root() / "tests" / "schemathesis.toml"),
+         "run", f"{fuzzed_api.url}/openapi.json",
          "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--header", f"Authorization: Bearer {tenant.api_key}",
          "--no-color"],

@@ -30,7 +30,8 @@ def test_served_at_both_addresses(api: RunningApi, spec: dict[str, Any]) -> None
     with httpx.Client(base_url=api.url) as client:
         assert client.get("/v1/openapi.json").json() == spec
     assert {path for path, _, _ in operations(spec)} == {
-        "/v1/documents", "/v1/documents/{external_id}", "/v1/webhooks/{source}", "/v1/jobs/{job_id}", "/v1/search",
+        "/v1/documents", "/v1/documents/{external_id}", "/v1/documents/{external_id}/content",
+        "/v1/webhooks/{source}", "/v1/jobs/{job_id}", "/v1/search",
         "/v1/emails", "/v1/emails/{message_id}", "/v1/threads/{thread_id}",
         "/admin/workers", "/healthz", "/readyz", "/metrics"}
 
@@ -52,7 +53,9 @@ def test_no_phantom_422_and_every_error_in_the_real_shape(spec: dict[str, Any]) 
 
 EXPECTED_ERRORS = {
     ("post", "/v1/documents"): {"400", "401", "403", "413", "415", "422", "429", "503"},
+    ("get", "/v1/documents"): {"400", "401", "422", "429", "503"},
     ("get", "/v1/documents/{external_id}"): {"400", "401", "404", "422", "429", "503"},
+    ("get", "/v1/documents/{external_id}/content"): {"400", "401", "404", "422", "429", "503"},
     ("delete", "/v1/documents/{external_id}"): {"400", "401", "422", "429", "503"},
     ("post", "/v1/webhooks/{source}"): {"400", "401", "403", "404", "413", "422", "429", "503"},
     ("get", "/v1/jobs/{job_id}"): {"400", "401", "404", "422", "429", "503"},

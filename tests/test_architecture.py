@@ -17,7 +17,8 @@ from tests.conftest import project_root
 
 # the decisions: (inputs, policy, clock) -> plan, tested by tables
 PURE = (
-    "core.chunking", "core.partitioning", "core.ratelimit", "core.supervision", "core.tiers",
+    "core.chunking", "core.partitioning", "core.ratelimit", "core.supervision", "core.tiers", "core.cursor",
+    "core.negotiate", "core.search.page",
     "core.ingest.mailplan", "core.ingest.fair", "core.replicas.route",
     "opsctl.scaling.engine", "opsctl.scaling.snapshot", "opsctl.scaling.policy",
     "opsctl.simulate.model", "opsctl.simulate.summary", "opsctl.simulate.compare", "opsctl.simulate.tune",
@@ -27,7 +28,9 @@ PURE = (
     "opsctl.vindex.decide", "opsctl.vindex.policy", "opsctl.vindex.tenants", "opsctl.reembed.plan", "core.spaces.spec",
     "opsctl.backup.plan", "opsctl.backup.policy", "opsctl.backup.repoplan", "opsctl.backup.walplan",
     "opsctl.cachepolicy.plan", "opsctl.cachepolicy.policy",
-    "opsctl.daemon.schedule", "opsctl.daemon.role", "opsctl.up.health", "opsctl.container.probe",
+    "opsctl.daemon.schedule", "opsctl.daemon.role", "core.usage.tally",
+    "opsctl.slowqueries.parse", "opsctl.slowqueries.plan", "opsctl.slowqueries.policy",
+    "opsctl.up.health", "opsctl.container.probe",
     "core.mail.message", "core.mail.ids", "core.mail.headers", "core.mail.mime", "core.mail.html",
     "core.mail.quotes", "core.mail.subjects", "core.mail.text", "core.mail.threads", "core.mail.mbox",
 )

@@ -20,6 +20,7 @@ import redis
 
 from core.cache import POLICY_KEY, Cache, auth_key, hour_of, querylog_key, search_key
 from core.config import Settings
+from core.search.fusion import Ranking
 from core.search.retrieve import SearchRequest
 from core.tenants import hash_key
 from opsctl.cachepolicy import ops
@@ -60,8 +61,9 @@ def data_version(conn: psycopg.Connection[Any], company_id: int) -> int:
     return int(row[0])
 
 
-def key_of(conn: psycopg.Connection[Any], company_id: int, query: str) -> str:
-    return search_key(company_id, data_version(conn, company_id), SearchRequest(query=query).digest())
+def key_of(conn: psycopg.Connection[Any], company_id: int, query: str, settings: Settings) -> str:
+    digest = SearchRequest(query=query).digest(Ranking.of(settings))
+    return search_key(company_id, data_version(conn, company_id), digest)
 
 
 def events(conn: psycopg.Connection[Any], action: str) -> list[tuple[Any, ...]]:
@@ -86,7 +88,8 @@ def test_ttl_change_reaches_the_running_api_without_restart(api: RunningApi, ten
     client = redis_client(api.settings)
     search(api, tenant.api_key, "refunds before")
     assert api.cache.drain_writes()  # the answer is stored in Redis off the request's path
-    assert 250 < client.ttl(key_of(conn, tenant.company_id, "refunds before")) <= 300, "the settings' default"
+    ttl = client.ttl(key_of(conn, tenant.company_id, "refunds before", api.settings))
+    assert 250 < ttl <= 300, "the settings' default"
 
     path = policy_file(tmp_path, "ttlSeconds:\n  searchResults: 7\n  apiKeys: 3\n")
     changes, sentence = ops.apply(api.settings, ops_policy(path), do_apply=True)
@@ -101,7 +104,7 @@ def test_ttl_change_reaches_the_running_api_without_restart(api: RunningApi, ten
         query = f"refunds after {attempt}"
         assert search(api, tenant.api_key, query)["cached"] is False
         assert api.cache.drain_writes()
-        ttl = client.ttl(key_of(conn, tenant.company_id, query))
+        ttl = client.ttl(key_of(conn, tenant.company_id, query, api.settings))
         if 0 < ttl <= 7:
             break
         assert ttl > 250
@@ -391,8 +394,8 @@ def test_flush_one_company_leaves_the_others(lasting_api: RunningApi, tenant: An
     api.cache.flush_query_log()  # what the API's background thread does every second
     assert api.cache.drain_writes()  # and the answers' SETs, made off the requests' path
     client = redis_client(api.settings)
-    mine = [key_of(conn, tenant.company_id, q) for q in ("alpha", "beta")]
-    theirs = [key_of(conn, other_tenant.company_id, q) for q in ("alpha", "beta")]
+    mine = [key_of(conn, tenant.company_id, q, api.settings) for q in ("alpha", "beta")]
+    theirs = [key_of(conn, other_tenant.company_id, q, api.settings) for q in ("alpha", "beta")]
     assert client.exists(*mine, *theirs) == 4
 
     dry = json.loads(cli("cache", "flush", "--company", str(tenant.company_id), "-o", "json",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -85,8 +86,8 @@ def test_a_blank_search_is_refused_before_any_request(capsys: pytest.CaptureFixt
     assert "Invalid value for 'QUERY': the query is blank" in err
 
 
-def test_search_says_1_result(api: RunningApi, tenant: Any, db_url: str,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_says_1_result_and_tells_the_next_page(api: RunningApi, tenant: Any, db_url: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     ingest(api, tenant.api_key, DOCS)
     drain(api.settings, db_url)
     args = ("--api-url", api.url, "--api-key", tenant.api_key)
@@ -94,6 +95,16 @@ def test_search_says_1_result(api: RunningApi, tenant: Any, db_url: str,
     assert code == 0 and re.search(r"^\s*1 result \(", out, re.MULTILINE), out
     code, out, _ = run(capsys, "search", "zeppelin", "--mode", "keyword", *args)
     assert code == 0 and re.search(r"^\s*0 results \(", out, re.MULTILINE), out
+    # more than a page: the table is followed by the next page's command, which walks on
+    code, out, err = run(capsys, "search", "refunds parcels password", "-k", "2", "--mode", "keyword", *args)
+    assert code == 0 and re.search(r"^\s*2 results \(", out, re.MULTILINE), out
+    again = re.search(r"^next page: opsctl search (.+)$", err, re.MULTILINE)
+    assert again, err
+    code, out, err = run(capsys, "search", *shlex.split(again.group(1)), *args)
+    assert code == 0 and re.search(r"^\s*1 result \(", out, re.MULTILINE), out
+    assert "next page" not in err, "the walk is complete"
+    code, _, err = run(capsys, "search", "other words", "--cursor", "AAAA", *args)
+    assert code == 1 and "cursor" in err, err
 
 
 def test_index_status_shows_sizes_and_yes_no(database: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,6 @@ import pytest
 
 from core.ingest.claim import claim_jobs
 from core.ingest.fair import (
-    OTHER,
     Backlog,
     ClaimWeights,
     Lane,
@@ -26,6 +25,7 @@ from core.ingest.fair import (
 )
 from core.tenants import create_company
 from core.tiers import parse_policy
+from core.usage.tally import OTHER
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 WEIGHTS = {"free": 1, "standard": 4, "premium": 16}
@@ -233,7 +233,7 @@ def test_claim_weights_from_the_policy() -> None:
     ([Backlog("a", 5, 10.0), Backlog("b", 9, 1.0)], 3, [Backlog("b", 9, 1.0), Backlog("a", 5, 10.0)]),
     ([Backlog("a", 5, 10.0), Backlog("b", 9, 1.0), Backlog("c", 1, 50.0), Backlog("d", 2, 3.0)], 2,
      [Backlog("b", 9, 1.0), Backlog("a", 5, 10.0), Backlog(OTHER, 3, 50.0)]),
-    ([Backlog("a", 5, 10.0), Backlog("b", 5, 20.0)], 1, [Backlog("b", 5, 20.0), Backlog(OTHER, 5, 10.0)]),
+    ([Backlog("a", 5, 10.0), Backlog("b", 5, 20.0)], 1, [Backlog("a", 5, 10.0), Backlog(OTHER, 5, 20.0)]),
     ([Backlog("a", 0, 4.0), Backlog("b", 2, 1.0)], 0, [Backlog(OTHER, 2, 4.0)]),
 ])
 def test_top_backlogs(rows: list[Backlog], top: int, expected: list[Backlog]) -> None:

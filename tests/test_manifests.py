@@ -36,6 +36,7 @@ OPSCTL_METRICS = {
     "opsctl_wal_last_push_timestamp_seconds", "opsctl_wal_spool_segments",
     "opsctl_scale_max_replicas", "opsctl_scale_metric_errors_total",
     "opsctl_disk_free_bytes", "opsctl_disk_size_bytes", "opsctl_certificate_expiry_timestamp_seconds",
+    "opsctl_slow_queries_total", "opsctl_slow_queries_threshold_ms",
 }
 
 
@@ -67,7 +68,8 @@ def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def known_metrics() -> set[str]:
-    source = "".join((ROOT / "core" / name).read_text() for name in ("metrics.py", "redis_metrics.py"))
+    source = "".join((ROOT / "core" / name).read_text() for name in ("metrics.py", "redis_metrics.py",
+                                                                      "usage/metrics.py"))
     names = set(re.findall(r'"(core_[a-z0-9_]+)"', source))
     assert "core_ingest_queue_depth" in names and "core_http_request_duration_seconds" in names
     return names | OPSCTL_METRICS
@@ -366,7 +368,8 @@ def test_dashboard_shows_what_on_call_needs(built: list[dict[str, Any]]) -> None
     for needle in ("core_ingest_queue_depth", "opsctl_scale_desired_replicas", "opsctl_scale_current_replicas",
                    "histogram_quantile(0.95", "histogram_quantile(0.99", 'status=~"5.."', 'result="hit"',
                    "opsctl_restore_drill_success", "opsctl_restore_drill_duration_seconds",
-                   "opsctl_backup_last_success_timestamp_seconds"):
+                   "opsctl_backup_last_success_timestamp_seconds", "core_tenant_searches_hour",
+                   "core_tenant_cache_hits_hour", "core_tenant_stored_bytes", "opsctl_slow_queries_total"):
         assert needle in exprs, needle
     assert all(t["datasource"]["uid"] == "${datasource}" for p in panels for t in p.get("targets", []))
     assert dashboard["templating"]["list"][0]["type"] == "datasource"

@@ -148,3 +148,17 @@ def test_opsctl_backups_are_logical_and_valid(rendered: list[dict[str, Any]], tm
     assert policy.mode == "logical" and not policy.from_standby
     assert "point_in_time" not in policy.drill.checks  # a dump restores to its own moment only
     assert yaml.safe_load(policies["autoscaling.yaml"])  # the base's other policies are still there
+
+
+def test_the_cluster_logs_slow_statements_as_the_overlay_policy_says(rendered: list[dict[str, Any]],
+                                                                      tmp_path: Path) -> None:
+    """CloudNativePG disables ALTER SYSTEM: the Cluster's parameters are the policy's settings, and
+    the policy says so (apply: external), so the daemon's job reports a drift instead of failing."""
+    from opsctl.slowqueries.policy import load_policy as load_slow
+
+    path = tmp_path / "slow-queries.yaml"
+    path.write_text(one(rendered, "ConfigMap", "opsctl-policies")["data"]["slow-queries.yaml"])
+    policy = load_slow(path)
+    parameters = one(rendered, "Cluster", "opsctl-db")["spec"]["postgresql"]["parameters"]
+    assert policy.apply == "external"
+    assert {k: str(parameters.get(k)) for k in policy.settings()} == policy.settings()

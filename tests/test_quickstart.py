@@ -142,6 +142,10 @@ def test_quickstart_runs_against_opsctl_up_with_the_shipped_policies(tmp_path: P
         # and the daemon's own autoscale job, the one that runs every 30 s, succeeds
         job = opsctl(["daemon", "--once", "autoscale", "-o", "json"], user_env)
         assert job.returncode == 0 and json.loads(job.stdout)["outcome"] == "ok", job.stdout + job.stderr
+        # the slow-query job sets the shipped threshold on the embedded server, whose log it can read
+        job = opsctl(["daemon", "--once", "slow-queries", "-o", "json"], user_env)
+        assert job.returncode == 0 and json.loads(job.stdout)["outcome"] == "ok", job.stdout + job.stderr
+        assert "; but " not in json.loads(job.stdout)["sentence"], job.stdout  # the log is readable
         status = json.loads(opsctl(["status", "-o", "json"], user_env).stdout)
         assert not [a for a in status["attention"] if "failed" in a], status["attention"]
         assert "restore drill" not in " ".join(status["attention"]), "the Quickstart's drill ran and passed"

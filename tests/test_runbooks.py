@@ -26,8 +26,8 @@ ALERTS = ["IngestBacklogHigh", "IngestJobsDead", "SearchLatencyHigh", "ErrorRate
           "DaemonNoLeader", "DaemonJobFailing", "DaemonPoliciesNotLoaded", "DatabaseConnectionsSaturated",
           "ReplicaLagHigh", "ReplicaDown",
           "ContainerCpuThrottled", "ContainerMemoryNearLimit", "ContainerOOMKilled", "DiskNearlyFull", "DiskFillingUp",
-          "DatabaseConnectionsNearMax", "DatabasePoolWaits", "RedisMemoryHigh", "RedisEvicting",
-          "CertificateExpiringSoon", "WalPushLagging", "WalPushFailing"]
+          "DatabaseConnectionsNearMax", "DatabasePoolWaits", "RedisMemoryHigh", "RedisEvicting", "RateLimitNotShared",
+          "CertificateExpiringSoon", "WalPushLagging", "WalPushFailing", "SlowQueriesRising"]
 SECTIONS = ["## What it means", "## User impact", "## Diagnosis", "## Remediation", "## Escalate when"]
 
 

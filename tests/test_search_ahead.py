@@ -10,6 +10,7 @@ import psycopg
 import redis
 
 from core.cache import Cache, search_key
+from core.search.fusion import Ranking
 from core.search.retrieve import SearchRequest
 from core.tenants import hash_key, resolve_principal, verified_company
 from tests.conftest import RunningApi, client_for, drain
@@ -77,7 +78,7 @@ def test_a_known_key_revoked_is_refused_before_its_body(api: RunningApi, tenant:
     with client_for(api, tenant.api_key) as http:
         refused = http.post("/v1/search", json={"query": "x", "k": 0})
         assert refused.status_code == 401, refused.text
-    key = search_key(tenant.company_id, 0, SearchRequest(query="anything").digest())
+    key = search_key(tenant.company_id, 0, SearchRequest(query="anything").digest(Ranking.of(api.settings)))
     assert api.cache.near.get(key, api.settings.search_cache_ttl_seconds, time.monotonic()) is not None
 
 
@@ -99,3 +100,19 @@ def test_the_company_of_a_key_verified_here_is_read_without_io(conn: psycopg.Con
     assert verified_company(cache, tenant.api_key, 60) == tenant.company_id
     assert verified_company(cache, other_tenant.api_key, 60) is None
     assert verified_company(cache, tenant.api_key, 5) is None, "kept under another TTL: not trusted"
+
+
+def test_an_answer_ranked_otherwise_is_not_served_from_the_cache(api: RunningApi, tenant: Any, db_url: str) -> None:
+    """Two API versions sharing Redis during a rollout (or a ranking setting changed): the cached
+    answer of one ranking is another key for the other, in the route and in its read-ahead."""
+    ingest(api, tenant.api_key, DOCS)
+    drain(api.settings, db_url)
+    assert search(api, tenant.api_key, "refunds")["cached"] is False
+    assert api.cache.drain_writes()
+    assert search(api, tenant.api_key, "refunds")["cached"] is True
+    # what another API version would rank by (the route reads its settings on every request)
+    api.services.settings = api.settings.model_copy(update={"search_fusion": "rrf", "search_per_document": False})
+    assert search(api, tenant.api_key, "refunds")["cached"] is False
+    assert api.cache.drain_writes()
+    assert search(api, tenant.api_key, "refunds")["cached"] is True  # its own key, read ahead this time
+    assert Ranking().fingerprint != Ranking(per_document=False).fingerprint

@@ -8,9 +8,10 @@
     intake.py       queueing documents from any route: the request limits, the durable store
     errors.py       ApiError and the handlers: every failure becomes {"error": {"code", "message"}}
     middleware.py   request duration metrics (499: the client hung up); body size limit, UTF-8 URLs, HEAD
+    compression.py  zstd and gzip answers, as Accept-Encoding asks (core.negotiate)
     models.py       the answers' schemas
     openapi.py      /openapi.json, /v1/openapi.json, /docs (offline)
-    routers/        one per resource: documents, webhooks, jobs, search, admin, health
+    routers/        one per resource: documents (list, metadata, content), webhooks, jobs, search, admin, health
 
 Every bad input gets a 4xx, and since each write is one transaction, a refused request writes
 nothing.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from core.api import errors, openapi
+from core.api.compression import CompressionMiddleware
 from core.api.middleware import MetricsMiddleware, RateLimitHeadersMiddleware, RequestGuardMiddleware
 from core.api.routers import admin, documents, emails, health, jobs, search, threads, webhooks
 from core.api.services import Services
@@ -26,7 +27,10 @@ def create_app(services: Services) -> FastAPI:
         app.router.routes.extend(router.routes)
     openapi.install(app, services.settings)
     # added last is outermost: the metrics see every answer, the guard's refusals included; the
-    # guard sees every request before any route and every byte of its body
+    # guard sees every request before any route and every byte of its body; compression is innermost
+    settings = services.settings
+    app.add_middleware(CompressionMiddleware, min_bytes=settings.compress_min_bytes,
+                       encodings=settings.compress_encodings)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(RequestGuardMiddleware, limit=services.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, routes=app.router.routes)

@@ -10,6 +10,9 @@ same errors in the OpenAPI document, so the description and the behaviour share 
     400     invalid_json             the body is not JSON (RFC 8259, finite numbers, Unicode,
                                      nested at most 64 levels)
     400     invalid_encoding         the body, path or query is not UTF-8
+    400     invalid_cursor           a cursor not issued for this request: edited, another company's,
+                                     another operation's or another search's
+    400     unknown_field            ``fields=`` names a field a search hit does not have
     401     unauthorized             no key, an unknown or revoked key, no company id (webhooks)
     401     bad_signature            a webhook signature missing, malformed, stale or wrong (the
                                      same for a company that does not exist)
@@ -108,6 +111,10 @@ def validation_error(message: str) -> ApiError:
     return ApiError(422, "validation_error", message)
 
 
+def invalid_cursor(exc: Exception) -> ApiError:
+    return ApiError(400, "invalid_cursor", str(exc))
+
+
 def rate_limited(message: str, retry_after: str) -> ApiError:
     return ApiError(429, "rate_limited", message, {"Retry-After": retry_after})
 
@@ -178,7 +185,9 @@ def install(app: FastAPI) -> None:
 
 DESCRIPTIONS = {
     400: "`invalid_json`: the body is not JSON (RFC 8259: no NaN or Infinity, numbers a double holds, "
-         "no lone surrogates, nested at most 64 levels); `invalid_encoding`: the body, path or query is not UTF-8",
+         "no lone surrogates, nested at most 64 levels); `invalid_encoding`: the body, path or query is not UTF-8; "
+         "`invalid_cursor`: a cursor this API did not issue for this request (edited, another company's, "
+         "another search's); `unknown_field`: `fields` names no field of a hit (the message lists them)",
     401: "`unauthorized`: no key, or an unknown or revoked one (webhooks: no numeric company id); "
          "`bad_signature` (webhooks): the signature is missing, malformed, older than the tolerance or wrong, "
          "whether the named company exists or not",

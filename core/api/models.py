@@ -78,7 +78,33 @@ class DocumentOut(Out):
     cached: bool
 
 
+class ListedDocument(Out):
+    document_id: int = Field(description="the stored row's id: an update writes a new one")
+    external_id: str
+    title: str | None
+    metadata: dict[str, Any]
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    updated_at: str = Field(json_schema_extra={"format": "date-time"})
+    bytes: int = Field(description="its text's size in UTF-8 bytes (`GET /v1/documents/{external_id}/content`)")
+
+
+class DocumentsPage(Out):
+    documents: list[ListedDocument] = Field(description="in `external_id` order")
+    next_cursor: str | None = Field(description="pass it as `cursor` for the next page; null: the walk is complete")
+
+
+class ContentOut(Out):
+    document_id: int
+    external_id: str
+    title: str | None
+    text: str = Field(description="the text as it was sent")
+
+
 class SearchHit(Out):
+    """Every key but `thread_id` and `matched_messages` is there unless `fields` leaves it out."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: schema.pop("required", None))
+
     document_id: int
     external_id: str
     chunk_id: int
@@ -137,6 +163,8 @@ class ThreadOut(Out):
 
 class SearchOut(Out):
     results: list[SearchHit]
+    next_cursor: str | None = Field(description="send it as `cursor` with the same search for the next hits; null: "
+                                    "no more, or the walk reached the tier's `k`")
     cached: bool = Field(description="answered from the cache (never staler than the company's last ingest)")
     took_ms: float
 

@@ -10,6 +10,7 @@ from core.cache import LocalMap
 from core.ratelimit import RateLimiter
 from core.sharedlimit import SharedLimiter
 from core.tierpolicy import tenants_policy
+from core.usage.recorder import UsageRecorder
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -49,3 +50,9 @@ class Services:
         self.secrets = LocalMap()
         # what a webhook naming no existing company is checked against: it fails as any wrong signature does
         self.decoy_secret = "whsec_" + secrets.token_urlsafe(32)
+        # companies' searches and cache results, added to usage_hourly every usage_flush_seconds
+        self.usage = UsageRecorder(self.pool.connection, s.usage_flush_seconds).start()
+
+    def close(self) -> None:
+        """At stop, before the pool closes: the usage counted since the last flush goes to the database."""
+        self.usage.close()

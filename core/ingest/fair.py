@@ -32,11 +32,11 @@ from datetime import datetime
 from typing import Literal
 
 from core.tiers import TenantsPolicy
+from core.usage.tally import OTHER, top_with_other
 
 Priority = Literal["interactive", "bulk"]
 PRIORITY_CODE: Mapping[Priority, int] = {"interactive": 0, "bulk": 1}  # ingest_jobs.priority
 PRIORITY_HEADER = "Ingest-Priority"
-OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -127,10 +127,14 @@ class Backlog:
 
 
 def top_backlogs(rows: Iterable[Backlog], top: int) -> list[Backlog]:
-    """The ``top`` companies with the most jobs waiting (ties: the oldest first, then the name), and
-    the rest summed as ``other`` (its oldest the oldest of them): at most ``top + 1`` label values."""
-    ranked = sorted(rows, key=lambda b: (-b.waiting, -b.oldest_seconds, b.company))
-    head, rest = ranked[:top], ranked[top:]
+    """The ``top`` companies with the most jobs waiting (``core.usage.tally.top_with_other``: ties by
+    name), and the rest as ``other``: their jobs summed, its age the oldest of theirs. At most
+    ``top + 1`` label values, the same companies in both gauges."""
+    rows = list(rows)
+    named = top_with_other({b.company: float(b.waiting) for b in rows}, top)
+    by_name = {b.company: b for b in rows}
+    head = [by_name[name] for name in named if name != OTHER]
+    rest = [b for b in rows if b.company not in named]
     if rest:
         head.append(Backlog(OTHER, sum(b.waiting for b in rest), max(b.oldest_seconds for b in rest)))
     return head

@@ -53,6 +53,7 @@ from core.ingest.maildelete import delete_messages
 from core.ingest.overlap import EmbedAhead
 from core.spaces.follow import hold_space
 from core.tierpolicy import tenants_policy
+from core.usage.recorder import UsageRecorder
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -192,16 +193,19 @@ class BatchResult:
     dead: int = 0
     chunks: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    jobs_by_company: dict[int, int] = field(default_factory=dict)  # jobs done
+    chunks_by_company: dict[int, int] = field(default_factory=dict)  # texts embedded and stored
 
 
 class IngestProcessor:
     """Processes batches of the queue on one connection."""
 
-    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, usage: UsageRecorder | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
         self.ahead = EmbedAhead(embedder, settings.embed_batch_size)
         self.weights = claim_weights(tenants_policy(settings))  # the fair claim's (core.ingest.fair)
+        self.usage = usage  # per-company usage: jobs done and texts embedded, counted once a batch commits
 
     def run_batch(self, conn: psycopg.Connection[Any], limit: int | None = None) -> BatchResult:
         """Claim up to ``limit`` jobs and process them in one transaction."""
@@ -226,6 +230,10 @@ class IngestProcessor:
             if count:
                 metrics.INGEST_JOBS.labels(status).inc(count)
         metrics.INGEST_CHUNKS.inc(result.chunks)
+        if self.usage is not None:
+            for company in result.jobs_by_company.keys() | result.chunks_by_company.keys():
+                self.usage.count(company, ingest_jobs=result.jobs_by_company.get(company, 0),
+                                 embeddings=result.chunks_by_company.get(company, 0))
         return result
 
     def _apply_isolated(self, conn: psycopg.Connection[Any], jobs: list[Job], result: BatchResult) -> None:
@@ -289,8 +297,9 @@ class IngestProcessor:
             conn.execute(DELETE_DOCS_SQL, args)
 
         writes = [s for s in steps if s.action == "write"]
+        written: dict[int, int] = {}
         if writes:
-            result.chunks += self._write(conn, writes)
+            written = self._write(conn, writes)
         fresh = [letters[s.job.id] for s in writes if s.job.id in letters]
         gone = {(s.job.company_id, message_id_from(s.job.external_id)): s.job.id for s in steps
                 if s.action == "delete" and s.job.external_id.startswith(EMAIL_PREFIX)}
@@ -301,8 +310,12 @@ class IngestProcessor:
             conn.execute(BUMP_SQL, (changed,))
         conn.execute(FINISH_SQL, ([s.job.id for s in steps], [s.outcome for s in steps]))
         result.done += len(steps)
+        result.chunks += sum(written.values())
         for s in steps:
             result.outcomes[s.outcome.split(" ")[0]] = result.outcomes.get(s.outcome.split(" ")[0], 0) + 1
+            result.jobs_by_company[s.job.company_id] = result.jobs_by_company.get(s.job.company_id, 0) + 1
+        for company, n in written.items():
+            result.chunks_by_company[company] = result.chunks_by_company.get(company, 0) + n
 
     def _mail_stage(self, conn: psycopg.Connection[Any], steps: list[Step], fresh: list[Letter],
                     gone: dict[tuple[int, str], int], now: datetime | None) -> list[Step]:
@@ -329,8 +342,9 @@ class IngestProcessor:
                       content_hash=hashlib.sha256(step.job.raw or b"").digest())
         return Step(job, "write", "stored", step.remove)
 
-    def _write(self, conn: psycopg.Connection[Any], writes: list[Step]) -> int:
-        """Insert the documents and COPY their chunks, the chunks embedded meanwhile (``EmbedAhead``)."""
+    def _write(self, conn: psycopg.Connection[Any], writes: list[Step]) -> dict[int, int]:
+        """Insert the documents and COPY their chunks, the chunks embedded meanwhile (``EmbedAhead``);
+        the chunks written per company."""
         parts = [chunk_text((s.job.payload or {})["text"], self.settings.chunk_size, self.settings.chunk_overlap)
                  for s in writes]
         texts = [text for doc_parts in parts for text in doc_parts]
@@ -342,13 +356,16 @@ class IngestProcessor:
                 pieces.extend((s.job.company_id, doc_id, s.job.external_id, i, text, meta, created)
                               for i, text in enumerate(doc_parts))
             if not pieces:
-                return 0
+                return {}
             with conn.cursor().copy(COPY_CHUNKS_SQL) as copy:
                 copy.set_types(["int8", "int8", "text", "int4", "text", "jsonb", "vector", "timestamptz"])
                 for start, end, vectors in groups:
                     for piece, vector in zip(pieces[start:end], vectors, strict=True):
                         copy.write_row((*piece[:6], vector, piece[6]))
-        return len(pieces)
+        written: dict[int, int] = {}
+        for piece in pieces:
+            written[piece[0]] = written.get(piece[0], 0) + 1
+        return written
 
     @staticmethod
     def _insert_documents(conn: psycopg.Connection[Any],
@@ -387,10 +404,15 @@ class Worker:
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
         if not settings.database_url or not settings.direct_url:
             raise ConfigError("the ingest worker needs database_url")
+        from core.pooler import connect_kwargs
+
         self.settings = settings
         self.url = settings.database_url
         self.listen_url = settings.direct_url
-        self.processor = IngestProcessor(settings, embedder)
+        url, data_kwargs = self.url, connect_kwargs(settings.database_pool_mode)
+        # flushed on a connection of its own (``start``, ``close``: main)
+        self.usage = UsageRecorder(lambda: psycopg.connect(url, **data_kwargs), settings.usage_flush_seconds)
+        self.processor = IngestProcessor(settings, embedder, self.usage)
         self.stopping = False
 
     def stop(self, *_: Any) -> None:
@@ -464,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(args.metrics_port, addr=args.metrics_host)
     warm_up(embedder)
     log.info("worker started (embedder %s, batch %d)", embedder.name, settings.worker_batch_size)
-    worker.run()
+    worker.usage.start()
+    try:
+        worker.run()
+    finally:
+        worker.usage.close()  # what was counted since the last flush
     log.info("worker stopped")
     return 0
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from core.cache import Cache, PendingGet
+    from core.search.fusion import Ranking
     from core.search.retrieve import SearchRequest
 
 VERSION_PREFIX = "version:"  # this process's copy of the last data version read per company
@@ -50,9 +51,11 @@ def remember_version(cache: Cache, company_id: int, version: int, ttl: int) -> N
 
 
 def read_ahead(cache: Cache, key: str | None, auth_ttl: int, search_ttl: int,
-               parse: Callable[[], SearchRequest]) -> Ahead | None:
+               parse: Callable[[], SearchRequest], ranking: Ranking,
+               fields: tuple[str, ...] | None = None) -> Ahead | None:
     """For a key this process verified within ``auth_ttl``: the body parsed by ``parse`` and, when the
-    company's last data version is known, the GET of that version's answer sent (not read).
+    company's last data version is known, the GET of that version's answer with these hit ``fields``
+    sent (not read).
     None for any other key: authenticate first, as without the read-ahead."""
     if key is None:
         return None
@@ -66,5 +69,6 @@ def read_ahead(cache: Cache, key: str | None, auth_ttl: int, search_ttl: int,
     version = cache.local.get(VERSION_PREFIX + str(company_id), auth_ttl, time.monotonic())
     if version is None:
         return Ahead(request, None, None)
-    pending = cache.get_raw_begin(search_key(company_id, int(version), request.digest()), near_ttl=search_ttl)
+    digest = request.digest(ranking, fields)
+    pending = cache.get_raw_begin(search_key(company_id, int(version), digest), near_ttl=search_ttl)
     return Ahead(request, None, pending)

@@ -73,7 +73,7 @@ WITH terms AS MATERIALIZED (
     CROSS JOIN LATERAL ({title_score}) s
     WHERE %(title_weight)s > 0 AND d.company_id = %(company)s AND d.title_tsv @@ tq
 ), body AS MATERIALIZED (
-    SELECT c.id, c.document_id, c.external_id, c.body, s.score
+    SELECT c.id, c.document_id, c.external_id, {{body}}, s.score
     FROM chunks c CROSS JOIN {tq} CROSS JOIN terms CROSS JOIN stats
     CROSS JOIN LATERAL ({body_score}) s
     WHERE c.company_id = %(company)s AND c.tsv @@ tq {{filters}}
@@ -81,7 +81,7 @@ WITH terms AS MATERIALIZED (
     SELECT * FROM body
     UNION ALL
     SELECT f.id, f.document_id, f.external_id, f.body, 0 FROM titles t CROSS JOIN LATERAL (
-        SELECT c.id, c.document_id, c.external_id, c.body FROM chunks c
+        SELECT c.id, c.document_id, c.external_id, {{body}} FROM chunks c
         WHERE c.company_id = %(company)s AND c.document_id = t.document_id {{filters}}
         ORDER BY c.ord LIMIT 1) f
     WHERE NOT EXISTS (SELECT 1 FROM body WHERE body.document_id = t.document_id)

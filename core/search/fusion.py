@@ -39,7 +39,7 @@ class Hit:
     chunk_id: int
     document_id: int
     external_id: str
-    text: str
+    text: str | None  # None: not read (``fields`` without text)
     score: float
 
     def as_dict(self, thread_id: int | None = None, matched: int | None = None) -> dict[str, Any]:
@@ -85,6 +85,12 @@ class Ranking:
                    Aggregate(settings.search_aggregate), settings.search_aggregate_bonus,
                    Fusion(settings.search_fusion), settings.search_fusion_keyword_weight, settings.search_rrf_k,
                    settings.search_candidates)
+
+    @property
+    def fingerprint(self) -> str:
+        """Every parameter as text, part of a cached answer's key: an answer ranked otherwise (a
+        setting changed, two API versions during a rollout) is another key, never served for this one."""
+        return repr(self)
 
     def depth(self, n: int, hybrid: bool = True) -> int:
         """How many chunks each half reads for ``n`` results: more when documents collapse; one

@@ -40,11 +40,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from core import metrics
 from core.cache import search_key
+from core.cursor import FINGERPRINT_BYTES, MAX_CURSOR_CHARS, search_position
 from core.db import read_connection
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
 from core.replicas.reader import read
 from core.search.bm25 import KEYWORD_SQL
 from core.search.fusion import Hit, Ranking, rank_hybrid, rank_one
+from core.search.page import Paging, next_cursor, page_of, wants_text
 from core.search.tenantindex import OWN_INDEX_SQL, tenant_index_name
 from core.spaces.follow import SpaceEmbedder, query_vector, space_changed
 
@@ -92,6 +94,9 @@ class SearchRequest(BaseModel):
     filters: Filters | None = None
     group_by: GroupBy | None = Field(None, description="`thread`: k threads, each its best chunk and "
                                      "`matched_messages`; a hit on another document is a group of its own")
+    cursor: str | None = Field(None, min_length=1, max_length=MAX_CURSOR_CHARS, description="`next_cursor` of the "
+                               "page before, with the same query, mode, filters and group_by (k may change): "
+                               "the next hits, none already given (README: pages of a search)")
 
     @field_validator("query")
     @classmethod
@@ -103,13 +108,25 @@ class SearchRequest(BaseModel):
             raise ValueError("query must not contain NUL characters")
         return v
 
-    def canonical(self) -> str:
-        """The normalized request as compact, sorted JSON: what the query log counts."""
-        return json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+    def canonical(self, exclude: frozenset[str] = frozenset()) -> str:
+        """The normalized request as compact, sorted JSON (without the fields ``exclude`` names):
+        what the query log counts."""
+        return json.dumps(self.model_dump(mode="json", exclude_none=True, exclude=set(exclude)), sort_keys=True,
+                          separators=(",", ":"))
 
-    def digest(self) -> str:
-        """A stable digest of the normalized request: the cache key's last part."""
-        return hashlib.sha256(self.canonical().encode()).hexdigest()[:32]
+    def digest(self, ranking: Ranking, fields: tuple[str, ...] | None = None, size: int | None = None) -> str:
+        """A stable digest of the normalized request ranked by ``ranking``, the hit ``fields`` answered
+        and the page's ``size`` when it is not ``k`` (a walk's last page, cut at its depth): the cache
+        key's last part."""
+        shown = ("" if fields is None else "\n" + ",".join(fields)) + ("" if size in (None, self.k) else f"\n{size}")
+        return hashlib.sha256(f"{self.canonical()}\n{ranking.fingerprint}{shown}".encode()).hexdigest()[:32]
+
+    def fingerprint(self) -> bytes:
+        """What a search's pages share (the request but ``k`` and ``cursor``): its cursors carry it."""
+        return hashlib.sha256(self.canonical(PAGE_FREE).encode()).digest()[:FINGERPRINT_BYTES]
+
+
+PAGE_FREE = frozenset({"k", "cursor"})  # what may change from one page of a search to the next
 
 
 EMAIL_PREFIX = "email:"  # core.ingest.mail: the documents e-mail becomes
@@ -167,10 +184,11 @@ def _filters(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any]]:
 SPACE_CHECK = "(%(space)s::bigint IS NULL OR vector_space_is(%(space)s))"
 
 
+# {body}: the chunk's text (``c.body``), or NULL when the answer does not show it (``fields``)
 VECTOR_SQL = """
 WITH hits AS MATERIALIZED (
-    SELECT id, document_id, external_id, body, embedding <=> %(q)s AS distance
-    FROM chunks WHERE company_id = %(company)s AND """ + SPACE_CHECK + """ {filters}
+    SELECT c.id, c.document_id, c.external_id, {body}, embedding <=> %(q)s AS distance
+    FROM chunks c WHERE company_id = %(company)s AND """ + SPACE_CHECK + """ {filters}
     ORDER BY embedding <=> %(q)s LIMIT %(n)s
 )
 SELECT id, document_id, external_id, body, 1 - distance FROM hits ORDER BY distance, id
@@ -185,7 +203,7 @@ WITH scored AS MATERIALIZED (
 ), top AS (
     SELECT id, created_at, distance FROM scored ORDER BY distance, id LIMIT %(n)s
 )
-SELECT c.id, c.document_id, c.external_id, c.body, 1 - top.distance
+SELECT c.id, c.document_id, c.external_id, {body}, 1 - top.distance
 FROM top JOIN chunks c ON c.company_id = %(company)s AND c.id = top.id AND c.created_at = top.created_at
 ORDER BY top.distance, top.id
 """
@@ -219,24 +237,28 @@ def hybrid_sql(exact: bool, company_id: int | None = None) -> str:
     return HYBRID_SQL.format(vector=vector_sql(exact, company_id), keyword=KEYWORD_SQL)
 
 
+TEXT = {True: sql.SQL("c.body"), False: sql.SQL("NULL::text AS body")}  # the {body} of the queries above
+
+
 def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
     return [Hit(int(r[0]), int(r[1]), r[2], r[3], float(r[4])) for r in rows]
 
 
 def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool, n: int,
                embedded: tuple[Any, int | None] | None = None,
-               ranking: Ranking = Ranking()) -> tuple[list[Hit], list[Hit]]:
+               ranking: Ranking = Ranking(), text: bool = True) -> tuple[list[Hit], list[Hit]]:
     """The chunk candidates of ``req``'s mode: (vector, keyword), up to ``n`` each, best first (the
-    half a mode does not use is empty); ``exact``, ``embedded`` and ``ranking``: as ``retrieve``."""
+    half a mode does not use is empty); ``exact``, ``embedded``, ``ranking`` and ``text``: as ``retrieve``."""
     where, params = _filters(req.filters)
     params.update(company=company_id, text=req.query, k1=ranking.bm25.k1, b=ranking.bm25.b,
                   title_weight=ranking.title_weight, n=n)
+    parts = {"filters": where, "body": TEXT[text]}
     if req.mode is Mode.keyword:
-        return [], _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(filters=where), params).fetchall())
+        return [], _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(**parts), params).fetchall())
     params["q"], params["space"] = embed_query(embedder, req.query) if embedded is None else embedded
     if req.mode is Mode.vector:
-        return _hits(conn.execute(sql.SQL(vector_sql(exact, company_id)).format(filters=where), params).fetchall()), []
-    rows = conn.execute(sql.SQL(hybrid_sql(exact, company_id)).format(filters=where), params).fetchall()
+        return _hits(conn.execute(sql.SQL(vector_sql(exact, company_id)).format(**parts), params).fetchall()), []
+    rows = conn.execute(sql.SQL(hybrid_sql(exact, company_id)).format(**parts), params).fetchall()
     vector = sorted(_hits([r[1:] for r in rows if r[0] == "v"]), key=lambda h: (-h.score, h.chunk_id))
     keyword = sorted(_hits([r[1:] for r in rows if r[0] == "k"]), key=lambda h: (-h.score, h.chunk_id))
     return vector, keyword
@@ -244,14 +266,14 @@ def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: Searc
 
 def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest,
              exact: bool = False, n: int | None = None, embedded: tuple[Any, int | None] | None = None,
-             ranking: Ranking = Ranking()) -> list[Hit]:
+             ranking: Ranking = Ranking(), text: bool = True) -> list[Hit]:
     """The company's top ``n`` (default k) for ``req``; ``exact``: vector candidates by comparing
     every row; ``embedded``: the query's (vector, space) from ``embed_query``, when the caller has it
-    already; ``ranking``:
-    the ranking's parameters (``core.search.fusion``: title weight, per document, fusion)."""
+    already; ``ranking``: the ranking's parameters (``core.search.fusion``: title weight, per
+    document, fusion); ``text``: read the chunks' texts (else the hits' ``text`` is None)."""
     n = req.k if n is None else n
     depth = ranking.depth(n, hybrid=req.mode is Mode.hybrid)
-    vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, embedded, ranking)
+    vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, embedded, ranking, text)
     if req.mode is Mode.hybrid:
         return rank_hybrid(vector, keyword, ranking, n)
     return rank_one(vector or keyword, ranking, n)
@@ -267,26 +289,31 @@ def embed_query(embedder: Embedder | None, query: str) -> tuple[Any, int | None]
 
 
 def retrieve_grouped(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
-                     max_candidates: int, ranking: Ranking = Ranking()) -> list[dict[str, Any]]:
-    """``group_by: thread``: k groups from 10·k candidates, 4 times more while short (module docstring)."""
+                     max_candidates: int, ranking: Ranking = Ranking(), k: int | None = None,
+                     text: bool = True) -> list[dict[str, Any]]:
+    """``group_by: thread``: ``k`` (default ``req.k``) groups from 10·k candidates, 4 times more while
+    short (module docstring)."""
+    k = req.k if k is None else k
     vector = None if req.mode is Mode.keyword else embed_query(embedder, req.query)
-    n = max(req.k, min(req.k * 10, max_candidates))
+    n = max(k, min(k * 10, max_candidates))
     while True:
-        hits = retrieve(conn, embedder, company_id, req, exact, n, vector, ranking)
+        hits = retrieve(conn, embedder, company_id, req, exact, n, vector, ranking, text)
         threads = threads_of(conn, company_id, hits)
-        groups = group_by_thread(hits, threads, req.k)
-        if len(groups) >= req.k or len(hits) < n or n >= max_candidates:
+        groups = group_by_thread(hits, threads, k)
+        if len(groups) >= k or len(hits) < n or n >= max_candidates:
             break
         n = min(n * 4, max_candidates)
     return [hit.as_dict(thread, matched) for hit, thread, matched in groups]
 
 
 def retrieve_answer(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
-                    max_candidates: int, ranking: Ranking = Ranking()) -> list[dict[str, Any]]:
-    """The results of ``req`` as the API answers them: hits on e-mail with their thread, or groups."""
+                    max_candidates: int, ranking: Ranking = Ranking(), k: int | None = None,
+                    text: bool = True) -> list[dict[str, Any]]:
+    """The top ``k`` (default ``req.k``) results of ``req`` as the API answers them: hits on e-mail
+    with their thread, or groups; ``text``: as ``retrieve``."""
     if req.group_by is GroupBy.thread:
-        return retrieve_grouped(conn, embedder, company_id, req, exact, max_candidates, ranking)
-    hits = retrieve(conn, embedder, company_id, req, exact, ranking=ranking)
+        return retrieve_grouped(conn, embedder, company_id, req, exact, max_candidates, ranking, k, text)
+    hits = retrieve(conn, embedder, company_id, req, exact, k, ranking=ranking, text=text)
     threads = threads_of(conn, company_id, hits)
     return [h.as_dict(threads.get(h.external_id)) for h in hits]
 
@@ -315,28 +342,40 @@ def company_rows(conn: Any, cache: Cache, company_id: int, limit: int) -> int:
 def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Principal, req: SearchRequest,
            ttl: int, exact_max_rows: int, max_candidates: int = 2000,
            replicas: ReplicaSet | None = None, ranking: Ranking = Ranking(),
-           ahead: PendingGet | None = None) -> dict[str, Any]:
+           ahead: PendingGet | None = None, fields: tuple[str, ...] | None = None,
+           depth: int | None = None) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database.
 
     ``exact_max_rows`` is the setting ``vector_exact_max_rows`` (0: always HNSW); ``max_candidates``
     ``search_group_max_candidates``; ``ranking``: the ranking settings (``Ranking.of``); ``replicas``: read
     from one when it is fresh enough (``core.replicas.reader.read``: never older than ``principal.data_version``).
+    ``fields``: the hit fields answered (``core.search.page.parse_fields``; None: all); ``depth``: the
+    most hits a walk of pages answers (``core.search.page``; None: ``req.k``, no second page).
+    A ``req.cursor`` not issued for this search and company raises ``core.cursor.CursorRefused``.
     From the cache (this process's near cache, then Redis), ``results`` is the stored JSON as an
-    ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``)."""
+    ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``). The
+    cached value is the page's cursor (JSON), a newline, then the results."""
     started = time.perf_counter()
-    key = search_key(principal.company_id, principal.data_version, req.digest())
+    position = None if req.cursor is None else search_position(req.cursor, principal.company_id, req.fingerprint())
+    paging = Paging(req.k, req.k if depth is None else depth, position)
+    if paging.size == 0:  # the walk reached its depth: nothing to read
+        return {"results": [], "next_cursor": None, "cached": False, "took_ms": 0.0}
+    key = search_key(principal.company_id, principal.data_version, req.digest(ranking, fields, paging.size))
     # ``ahead``: the cache read the route sent while authenticating (core.search.ahead), if for this key
     cached, _ = ahead.result() if ahead is not None and ahead.key == key else cache.get_raw(key, near_ttl=ttl)
-    if cached is not None:  # the stored JSON goes out as it is: no parse, no re-encode
+    more, sep, stored = (cached or b"").partition(b"\n")
+    if sep:  # the stored JSON goes out as it is: no parse, no re-encode
         took = (time.perf_counter() - started) * 1000
         metrics.SEARCH_SECONDS.labels(req.mode.value, "true").observe(took / 1000)
-        return {"results": orjson.Fragment(cached), "cached": True, "took_ms": round(took, 3)}
+        return {"results": orjson.Fragment(stored), "next_cursor": next_cursor(paging, orjson.loads(more)),
+                "cached": True, "took_ms": round(took, 3)}
 
     def answer(conn: Any) -> list[dict[str, Any]]:
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows) and not has_own_index(
             conn, cache, principal.company_id)
-        return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, ranking)
+        return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, ranking,
+                               paging.read, wants_text(fields))
 
     def read_answer() -> list[dict[str, Any]]:
         # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
@@ -344,15 +383,18 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
                     vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)[0]
 
     try:
-        results = read_answer()
+        ranked = read_answer()
     except Exception as exc:
         # the active vector space changed since this process last looked: follow it, answer in it
         if not space_changed(exc) or not isinstance(embedder, SpaceEmbedder):
             raise
         with read_connection(pool) as conn:
             embedder.refresh(conn)
-        results = read_answer()
-    cache.set_raw_later(key, orjson.dumps(results), ttl)  # near now, Redis off this request's path
+        ranked = read_answer()
+    results, cursor = page_of(ranked, paging, principal.company_id, req.fingerprint(), req.group_by is not None,
+                              ranking.per_document, fields)
+    # near now, Redis off this request's path
+    cache.set_raw_later(key, orjson.dumps(cursor) + b"\n" + orjson.dumps(results), ttl)
     took = (time.perf_counter() - started) * 1000
     metrics.SEARCH_SECONDS.labels(req.mode.value, "false").observe(took / 1000)
-    return {"results": results, "cached": False, "took_ms": round(took, 3)}
+    return {"results": results, "next_cursor": next_cursor(paging, cursor), "cached": False, "took_ms": round(took, 3)}

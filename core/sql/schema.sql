@@ -316,7 +316,11 @@ $$;
 
 CREATE FUNCTION bm25_title_statements(source text) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
 SELECT bm25_field_statements(source, 'bm25_title_terms', 'bm25_title_totals', 'documents', 'title_tsv', 'title_words')
-$$;
+    || format('INSERT INTO stored_bytes AS t (company_id, stripe, bytes)'
+              ' SELECT r.company_id, bm25_stripe(r.company_id), $1 * sum(octet_length(r.body))'
+              ' FROM %1$s r GROUP BY r.company_id ORDER BY r.company_id'
+              ' ON CONFLICT (company_id, stripe) DO UPDATE SET bytes = t.bytes + excluded.bytes', source)
+$$;  -- 0019: and the stored bytes
 
 -- Add (1) or subtract (-1) the rows of a table of chunks (the body's statistics) or of documents
 -- (the title's): the rows already stored, a partition detached.
@@ -332,7 +336,8 @@ BEGIN
 END $$;
 
 -- The trigger function of chunks (0013) and documents (0014): the statistics of the table it fires on;
--- an UPDATE that changes no indexed text returns at once (0015: a re-embed's backfill).
+-- an UPDATE that changes no indexed text (nor a document's size, 0019) returns at once (0015: a
+-- re-embed's backfill).
 CREATE FUNCTION bm25_count() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     statement text;
@@ -342,7 +347,8 @@ BEGIN
         IF title THEN
             IF NOT EXISTS (SELECT 1 FROM old_documents o FULL JOIN new_documents n
                                ON n.company_id = o.company_id AND n.id = o.id AND n.created_at = o.created_at
-                           WHERE o.title_tsv IS DISTINCT FROM n.title_tsv) THEN
+                           WHERE o.title_tsv IS DISTINCT FROM n.title_tsv
+                              OR octet_length(o.body) IS DISTINCT FROM octet_length(n.body)) THEN
                 RETURN NULL;
             END IF;
         ELSIF NOT EXISTS (SELECT 1 FROM old_chunks o FULL JOIN new_chunks n
@@ -423,3 +429,26 @@ ALTER TABLE companies ADD COLUMN tier text CHECK (tier ~ '^[a-z0-9][a-z0-9_-]{0,
 ALTER TABLE ingest_jobs ADD COLUMN priority smallint NOT NULL DEFAULT 0 CHECK (priority IN (0, 1));
 ALTER TABLE ingest_jobs ADD COLUMN due_at timestamptz NOT NULL DEFAULT now();
 CREATE INDEX ingest_jobs_fair_idx ON ingest_jobs (company_id, due_at, id) WHERE status IN ('queued', 'failed');
+
+-- 0019: per-company usage by hour (core/usage), and each company's stored bytes (kept by the
+-- documents' trigger, as its document count)
+CREATE TABLE usage_hourly (
+    company_id    bigint NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    hour          timestamptz NOT NULL CHECK (hour = date_trunc('hour', hour, 'UTC')),
+    searches      bigint NOT NULL DEFAULT 0,
+    cache_hits    bigint NOT NULL DEFAULT 0,
+    cache_misses  bigint NOT NULL DEFAULT 0,
+    ingest_jobs   bigint NOT NULL DEFAULT 0,
+    embeddings    bigint NOT NULL DEFAULT 0,
+    documents     bigint,
+    chunks        bigint,
+    stored_bytes  bigint,
+    PRIMARY KEY (company_id, hour)
+);
+CREATE INDEX usage_hourly_hour_idx ON usage_hourly (hour);
+CREATE TABLE stored_bytes (
+    company_id  bigint NOT NULL,
+    stripe      smallint NOT NULL,
+    bytes       bigint NOT NULL,
+    PRIMARY KEY (company_id, stripe)
+);

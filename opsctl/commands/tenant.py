@@ -1,4 +1,5 @@
-"""``opsctl tenant create | update | list | rotate-key``: companies, their tiers, API keys and webhook secrets."""
+"""``opsctl tenant create | update | list | rotate-key | usage``: companies, their tiers, API keys and
+webhook secrets, and what each uses."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import OUTPUT_OPTION, Output, emit, info
+from opsctl.output import OUTPUT_OPTION, Output, emit, info, size
 
 app = typer.Typer(help="Create and list companies, give them tiers; rotate their API keys.\n\n"
                   "Example: opsctl tenant create acme --tier premium", no_args_is_help=True)
@@ -94,3 +95,56 @@ def rotate_key(
     with connect_db(settings()) as conn:
         tenant = rotate(conn, company, keep_old=keep_old)
     emit({"company_id": tenant.company_id, "name": tenant.name, "api_key": tenant.api_key}, output)
+
+
+USAGE_COLUMNS = [("name", "NAME"), ("tier", "TIER"), ("documents", "DOCUMENTS"), ("chunks", "CHUNKS"),
+                 ("stored_bytes", "STORED"), ("searches", "SEARCHES"), ("cache_hit_rate", "CACHE HIT RATE"),
+                 ("ingest_jobs", "INGEST JOBS"), ("embeddings", "EMBEDDINGS")]
+SERIES_COLUMNS = [("start", "FROM"), ("searches", "SEARCHES"), ("cache_hit_rate", "CACHE HIT RATE"),
+                  ("ingest_jobs", "INGEST JOBS"), ("embeddings", "EMBEDDINGS"), ("documents", "DOCUMENTS"),
+                  ("chunks", "CHUNKS"), ("stored_bytes", "STORED")]
+
+
+@app.command("usage")
+def usage(
+    company: str | None = typer.Argument(None, help="company id or name; omitted: every company, sorted by use"),
+    since: str = typer.Option("7d", "--since", help="from this long ago (1h, 2d, 7d; whole UTC hours)"),
+    every: str = typer.Option("1d", "--every", help="with COMPANY: one row per this step (1h, 6h, 1d)"),
+    sort: str = typer.Option("activity", "--sort", help="without COMPANY: activity (searches + ingest jobs), "
+                             "searches, ingest_jobs, embeddings, documents or stored_bytes"),
+    top: int | None = typer.Option(None, "--top", min=1, help="without COMPANY: only the first N companies"),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """What companies use: documents, chunks and bytes stored now; searches, search cache hit rate,
+    ingest jobs and texts embedded over the window (counted by the API and workers, flushed every
+    usage_flush_seconds; docs/tenants.md).
+
+    \b
+    Example: opsctl tenant usage --since 7d --top 10
+             opsctl tenant usage acme --since 2d --every 6h -o json
+    """
+    from core.clock import utcnow
+    from core.errors import ConfigError
+    from core.usage.recorder import usage_report
+    from core.usage.tally import SORTS
+    from opsctl.context import connect_db, settings
+    from opsctl.policy import parse_duration
+
+    try:
+        window, step = parse_duration(since), parse_duration(every)
+    except ValueError as exc:
+        raise ConfigError(f"--since/--every: {exc}") from None
+    if step.total_seconds() % 3600:
+        raise ConfigError(f"--every {every}: usage is kept by the hour; use whole hours (1h, 6h, 1d)")
+    if sort not in SORTS:
+        raise ConfigError(f"--sort {sort}: one of {', '.join(SORTS)}")
+    with connect_db(settings()) as conn:
+        rows = usage_report(conn, company, utcnow() - window, step=step, sort=sort, top=top)
+    if output is not Output.table:
+        emit(rows, output)
+        return
+    shown = [{**r, "stored_bytes": size(r["stored_bytes"]),
+              "cache_hit_rate": "" if r["cache_hit_rate"] is None else f"{r['cache_hit_rate']:.1%}"} for r in rows]
+    emit(shown, output, columns=USAGE_COLUMNS if company is None else SERIES_COLUMNS)
+    if not rows:
+        info("no usage recorded in the window" if company is not None else "no companies")

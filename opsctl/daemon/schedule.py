@@ -31,6 +31,7 @@ REGISTRY: dict[str, str] = {
     "tenant-indexes": "opsctl.vindex.jobs:job_tenant_indexes",
     "backup-prune": "opsctl.backup.jobs:job_backup_prune",
     "reembed": "opsctl.reembed.jobs:job_reembed",
+    "slow-queries": "opsctl.slowqueries.jobs:job_slow_queries",
 }
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -123,6 +124,7 @@ def _default_jobs() -> dict[str, JobSchedule]:
         "tenant-indexes": JobSchedule.model_validate({"cron": "30 4 * * *", "misfire_grace_time": "2h"}),
         "backup-prune": JobSchedule.model_validate({"cron": "30 6 * * *"}),
         "reembed": JobSchedule.model_validate({"every": "30s"}),
+        "slow-queries": JobSchedule.model_validate({"every": "1m"}),
     }
 
 

@@ -87,6 +87,7 @@ class System:
         self.pg: Any = None
         self.standbys: list[Any] = []  # core.standby.EmbeddedStandby, started after the primary
         self.read_replicas: Any = None  # core.replicas.reader.ReplicaSet of the API
+        self.services: Any = None  # core.api.Services of the API (its usage recorder flushes at stop)
         self.redis: Any = None
         self.prometheus: Any = None
         self.pool: Any = None
@@ -147,8 +148,10 @@ class System:
         if not db_url:
             step("starting PostgreSQL")
             from opsctl.backup.archive import embedded_conf
+            from opsctl.slowqueries.plan import SERVER_CONF
 
-            self.pg = EmbeddedPostgres(self.data_dir / "pg", extra_conf=embedded_conf(self.data_dir))
+            # the log as JSON files the database reads back (`opsctl slow-queries`)
+            self.pg = EmbeddedPostgres(self.data_dir / "pg", extra_conf=(*embedded_conf(self.data_dir), *SERVER_CONF))
             db_url = self.pg.start(abort=abort)
             if self.pg.proc is None:  # running already, and not recognised as a leftover (see leftovers.py)
                 log.warning("PostgreSQL was already running on %s (pid %s): using it, but it is not opsctl up's "
@@ -270,13 +273,14 @@ class System:
         from core.metrics import api_collectors
         from core.replicas.reader import make_replicas
 
-        self.collectors = api_collectors(self.pool, self.cache,
-                                         top_companies=self.settings.metrics_queue_top_companies)
+        self.collectors = api_collectors(self.pool, self.cache, usage_top=self.settings.usage_metrics_top,
+                                         queue_top=self.settings.metrics_queue_top_companies)
         for collector in self.collectors:
             REGISTRY.register(collector)
         self.read_replicas = make_replicas(self.settings, self.pool)
-        return create_app(Services(self.settings, self.pool, self.cache, self.embedder, self.worker_pool,
-                                   self.read_replicas))
+        self.services = Services(self.settings, self.pool, self.cache, self.embedder, self.worker_pool,
+                                 self.read_replicas)
+        return create_app(self.services)
 
     # -- run -----------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -338,6 +342,7 @@ class System:
                   self.worker_pool and self.worker_pool.kill_all, live_workers,
                   " (each finishes or releases its batch)"),
             _Step(None, self.read_replicas and self.read_replicas.close),
+            _Step(None, self.services and self.services.close),  # the usage counted since the last flush
             _Step(None, self.pool and self.pool.close),
             _Step(None, self.cache and self.cache.close),
             _Step(None, self._unregister_collector),

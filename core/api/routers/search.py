@@ -22,13 +22,15 @@ from starlette.concurrency import run_in_threadpool
 
 from core.api.body import json_body, read_json, resource_router
 from core.api.deps import TENANT_AUTH, Caller, authenticate, caller_of, screen, services_of
-from core.api.errors import responses, validation_error
+from core.api.errors import ApiError, invalid_cursor, responses, validation_error
 from core.api.intake import refuse_quota
 from core.api.models import SearchOut
 from core.api.services import Services
+from core.cursor import CursorRefused
 from core.search.ahead import read_ahead, remember_version
 from core.search.fusion import Ranking
-from core.search.retrieve import SearchRequest, search
+from core.search.page import FIELDS_PATTERN, UnknownField, parse_fields
+from core.search.retrieve import Mode, SearchRequest, search
 from core.tiers import k_quota
 
 router = resource_router(tags=["search"])
@@ -41,44 +43,76 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def answer(services: Services, caller: Caller, content_type: str | None, body: bytes) -> dict[str, Any]:
+def hit_fields(query: str | None) -> tuple[tuple[str, ...] | None, ApiError | None]:
+    """The ``fields`` query parameter: (the fields, None) or (None, the 400 to raise once authenticated)."""
+    try:
+        return parse_fields(query), None
+    except UnknownField as exc:
+        return None, ApiError(400, "unknown_field", str(exc))
+
+
+def answer(services: Services, caller: Caller, content_type: str | None, body: bytes,
+           fields_query: str | None) -> dict[str, Any]:
     """Authenticate, validate, search (blocking: the route's one worker thread). For a key this
     process verified recently, the cache is asked while the database authenticates
     (``core.search.ahead``)."""
     settings, cache = services.settings, services.cache
     ttl = cache.setting("ttl_search", settings.search_cache_ttl_seconds)
     auth_ttl = cache.setting("ttl_auth", settings.auth_cache_ttl_seconds)
-    ahead = read_ahead(cache, caller.key, auth_ttl, ttl, lambda: read_json(content_type, body, SearchRequest))
+    ranking = Ranking.of(settings)
+    fields, refused = hit_fields(fields_query)
+    ahead = None if refused is not None else read_ahead(
+        cache, caller.key, auth_ttl, ttl, lambda: read_json(content_type, body, SearchRequest), ranking, fields)
     try:
         principal = authenticate(services, caller)
         remember_version(cache, principal.company_id, principal.data_version, auth_ttl)
+        if refused is not None:
+            raise refused
         if ahead is not None and ahead.error is not None:
             raise ahead.error
         req = ahead.request if ahead is not None and ahead.request is not None else \
             read_json(content_type, body, SearchRequest)
         if req.k > settings.search_max_k:
             raise validation_error(f"k: at most {settings.search_max_k}")
-        too_many = k_quota(services.tiers.tier_of(principal.tier)[1], req.k)
+        tier = services.tiers.tier_of(principal.tier)[1]
+        too_many = k_quota(tier, req.k)
         if too_many is not None:
             raise refuse_quota(too_many)
-        found = search(services.pool, cache, services.embedder, principal, req, ttl,
-                       settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
-                       Ranking.of(settings), ahead=None if ahead is None else ahead.pending)
+        try:
+            found = search(services.pool, cache, services.embedder, principal, req, ttl,
+                           settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
+                           ranking, ahead=None if ahead is None else ahead.pending, fields=fields,
+                           depth=min(settings.search_max_k, tier.max_k))
+        except CursorRefused as exc:
+            raise invalid_cursor(exc) from None
     finally:
         if ahead is not None:
             ahead.close()
-    cache.log_query(principal.company_id, req.canonical(), time.time())
+    if req.cursor is None:  # first pages: what `opsctl cache warm` replays
+        cache.log_query(principal.company_id, req.canonical(), time.time())
+    cached = bool(found["cached"])
+    services.usage.count(principal.company_id, searches=1, cache_hits=int(cached), cache_misses=int(not cached),
+                         embeddings=int(not cached and req.mode is not Mode.keyword))
     return found
+
+
+FIELDS_PARAMETER = {
+    "name": "fields", "in": "query", "required": False,
+    "description": "the keys of each hit to answer, comma-separated (e.g. `external_id,score`); without `text` "
+                   "the chunks' texts are not read at all. Unknown: 400 `unknown_field`",
+    "schema": {"type": "string", "pattern": FIELDS_PATTERN}}
 
 
 @router.post("/v1/search", response_model=SearchOut, summary="Search the company's documents",
              responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
-             openapi_extra={**json_body(SearchRequest), **TENANT_AUTH})
+             openapi_extra={**json_body(SearchRequest), **TENANT_AUTH, "parameters": [FIELDS_PARAMETER]})
 async def post_search(request: Request) -> OrjsonResponse:
     """`hybrid` fuses vector and keyword rankings (reciprocal rank fusion); `vector` is cosine
     similarity; `keyword` matches any of the query's words and ranks by BM25 (the company's own
-    word statistics). Only the caller's company is searched."""
+    word statistics). Only the caller's company is searched. Pages: send `next_cursor` back as
+    `cursor` (same query) for the next hits, none already given, up to the tier's `k` in all."""
     services, caller = services_of(request), caller_of(request)
     screen(services, caller)
     body = await request.body()
-    return OrjsonResponse(await run_in_threadpool(answer, services, caller, request.headers.get("content-type"), body))
+    return OrjsonResponse(await run_in_threadpool(answer, services, caller, request.headers.get("content-type"), body,
+                                                  request.query_params.get("fields")))

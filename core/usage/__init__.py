@@ -1,0 +1,1 @@
+"""Per-company usage: counted in process, flushed hourly to the database, read back (docs/tenants.md)."""
