@@ -316,3 +316,50 @@ def test_without_document_quotas_the_intake_opens_no_savepoint(settings: Any, te
         api.close()
     assert sent.status_code == 202
     assert nested and not any(nested)
+
+
+MAIL_POLICY = """kind: tenants
+defaultTier: mail
+tiers:
+  mail: {ratePerSecond: 1000, burst: 1000, maxDocuments: 2, maxStoredBytes: 100000}
+"""
+
+
+def message(n: int) -> bytes:
+    return (f"Message-ID: <m{n}@example.com>\r\nFrom: a@example.com\r\nTo: b@example.com\r\n"
+            f"Subject: note {n}\r\n\r\nbody {n}\r\n").encode()
+
+
+def test_e_mail_counts_against_the_document_quota_and_a_refusal_writes_nothing(
+        settings: Any, tenant: Any, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """Messages become documents: one message, an mbox and a raw-MIME webhook are checked like
+    documents (a queued message by its raw size), all or nothing."""
+    from core.tenants import sign
+
+    path = tmp_path / "tenants.yaml"
+    path.write_text(MAIL_POLICY)
+    api = RunningApi(settings.model_copy(update={"tenants_policy": path}))
+    rfc822 = {"Content-Type": "message/rfc822"}
+    try:
+        with client_for(api, tenant.api_key) as client:
+            assert client.post("/v1/emails", content=message(1), headers=rfc822).status_code == 202
+            mbox = b"".join(b"From a@example.com Fri Nov 27 06:00:00 2026\n" + message(n).replace(b"\r\n", b"\n")
+                            for n in (2, 3))
+            over_mbox = client.post("/v1/emails", content=mbox, headers={"Content-Type": "application/mbox"})
+            again = client.post("/v1/emails", content=message(1), headers=rfc822)  # a duplicate adds nothing
+            second = client.post("/v1/emails", content=message(2), headers=rfc822)
+            over_one = client.post("/v1/emails", content=message(3), headers=rfc822)
+        with client_for(api, None) as sender:
+            raw = message(4)
+            over_hook = sender.post("/v1/webhooks/email", content=raw, headers={
+                "X-Opsctl-Company": str(tenant.company_id), "Content-Type": "message/rfc822",
+                "X-Opsctl-Signature": sign(tenant.webhook_secret, int(time.time()), raw)})
+    finally:
+        api.close()
+    assert over_mbox.status_code == 403 and over_mbox.json()["error"]["code"] == "quota_documents", over_mbox.text
+    assert again.status_code == 202 and again.json()["duplicate"] is True
+    assert second.status_code == 202
+    for refused in (over_one, over_hook):
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "quota_documents", refused.text
+    rows = conn.execute("SELECT external_id FROM ingest_jobs ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["email:m1@example.com", "email:m2@example.com"]

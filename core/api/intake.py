@@ -4,7 +4,8 @@ and the durable store (blocking: call it in the route's worker thread)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core import metrics
 from core.api.errors import ApiError, validation_error
@@ -18,8 +19,13 @@ from core.mail.message import message_id_of
 from core.tiers import QuotaRefusal
 
 if TYPE_CHECKING:
+    import psycopg
+
     from core.api.services import Services
     from core.config import Settings
+
+
+T = TypeVar("T")
 
 
 def check_text_length(text: str, limit: int, where: str) -> None:
@@ -54,35 +60,50 @@ def lane_of(settings: Settings, items: int, header: str | None, interactive_max:
     return intake_lane(items, asked, limit, settings.ingest_bulk_delay_seconds)
 
 
-def store(services: Services, company_id: int, tier_name: str | None, docs: list[DocumentIn],
-          source: str, lane: Lane = INTERACTIVE) -> list[int]:
-    """Queue ``docs`` durably in one transaction, in ``lane`` (``lane_of``), within the quotas of the
-    company's tier (its name as the request read it: ``Principal.tier``; else a 403 and nothing
-    written: ``core.ingest.quota``); their job ids."""
+def within_quotas(services: Services, company_id: int, tier_name: str | None,
+                  sizes: Callable[[], list[tuple[str, int]]], queue: Callable[[psycopg.Connection[Any]], T]) -> T:
+    """``queue`` on one pooled connection, within the document quotas of the company's tier (its name
+    as the request read it: ``Principal.tier``): the check of the ``sizes`` (external_id, bytes)
+    queued and the queueing in one transaction, else a 403 and nothing written (``core.ingest.quota``).
+    A tier without document quotas: no count, no lock, no transaction around the queueing's own."""
     _, tier = services.tiers.tier_of(tier_name)
     with services.pool.connection() as conn:
-        if not tier.has_document_quotas:  # no count, no lock, no transaction around the queueing's own
-            job_ids = accept_documents(conn, company_id, docs, source, lane)
-        else:
-            with conn.transaction():
-                sizes = [(d.external_id, len(d.text.encode("utf-8"))) for d in docs]
-                refusal = check_documents_quota(conn, company_id, tier, sizes)
-                if refusal is not None:
-                    raise refuse_quota(refusal)
-                job_ids = accept_documents(conn, company_id, docs, source, lane)
+        if not tier.has_document_quotas:
+            return queue(conn)
+        with conn.transaction():
+            refusal = check_documents_quota(conn, company_id, tier, sizes())
+            if refusal is not None:
+                raise refuse_quota(refusal)
+            return queue(conn)
+
+
+def store(services: Services, company_id: int, tier_name: str | None, docs: list[DocumentIn],
+          source: str, lane: Lane = INTERACTIVE) -> list[int]:
+    """Queue ``docs`` durably in one transaction, in ``lane`` (``lane_of``), within the tier's quotas
+    (``within_quotas``); their job ids."""
+    job_ids = within_quotas(services, company_id, tier_name,
+                            lambda: [(d.external_id, len(d.text.encode("utf-8"))) for d in docs],
+                            lambda conn: accept_documents(conn, company_id, docs, source, lane))
     metrics.INGEST_ACCEPTED.labels("api" if source == "api" else "webhook").inc(len(docs))
     return job_ids
 
 
-def store_email(services: Services, company_id: int, raw: bytes, source: str,
+def message_sizes(messages: list[tuple[str, bytes]]) -> list[tuple[str, int]]:
+    """What queued messages count for the quotas: each by its raw size until the worker has stored its
+    text (a queued message's text is not known before it is parsed; the raw message is the larger)."""
+    return [(email_external_id(message_id), len(raw)) for message_id, raw in messages]
+
+
+def store_email(services: Services, company_id: int, tier_name: str | None, raw: bytes, source: str,
                 lane: Lane = INTERACTIVE) -> dict[str, Any]:
-    """Queue one raw message durably unless the company has it stored or queued already; the answer
-    of ``POST /v1/emails`` (and of a webhook, with ``external_id``). Only the headers are read here."""
+    """Queue one raw message durably unless the company has it stored or queued already, within the
+    tier's quotas (``within_quotas``); the answer of ``POST /v1/emails`` (and of a webhook, with
+    ``external_id``). Only the headers are read here."""
     if not raw:
         raise validation_error("the body is empty: send one raw message (RFC 5322)")
     message_id, _ = message_id_of(raw)
-    with services.pool.connection() as conn:
-        accepted = accept_email(conn, company_id, message_id, raw, source, lane)
+    accepted = within_quotas(services, company_id, tier_name, lambda: message_sizes([(message_id, raw)]),
+                             lambda conn: accept_email(conn, company_id, message_id, raw, source, lane))
     if not accepted.duplicate:
         metrics.INGEST_ACCEPTED.labels("email" if source == "api" else "webhook").inc()
     return {"accepted": 0 if accepted.duplicate else 1,
@@ -110,17 +131,18 @@ def mbox_messages(body: bytes, limit: int) -> list[bytes]:
     return [part.raw or b"" for part in parts]
 
 
-def store_mbox(services: Services, company_id: int, body: bytes, source: str,
+def store_mbox(services: Services, company_id: int, tier_name: str | None, body: bytes, source: str,
                priority_header: str | None = None) -> dict[str, Any]:
     """Queue every message of an mbox durably in one transaction (all or nothing), each unless the
     company has its Message-ID stored or queued or the body has it earlier; the answer of
     ``POST /v1/emails`` with ``Content-Type: application/mbox``. An mbox is bulk unless its
-    ``Ingest-Priority`` header says interactive."""
+    ``Ingest-Priority`` header says interactive. Within the tier's quotas (``within_quotas``)."""
     raws = mbox_messages(body, services.settings.max_documents_per_request)
     lane = lane_of(services.settings, len(raws), priority_header, interactive_max=0)
     ids = [message_id_of(raw)[0] for raw in raws]
-    with services.pool.connection() as conn:
-        answers = accept_emails(conn, company_id, list(zip(ids, raws, strict=True)), source, lane)
+    messages = list(zip(ids, raws, strict=True))
+    answers = within_quotas(services, company_id, tier_name, lambda: message_sizes(messages),
+                            lambda conn: accept_emails(conn, company_id, messages, source, lane))
     new = [a.job_id for a in answers if not a.duplicate and a.job_id is not None]
     metrics.INGEST_ACCEPTED.labels("email" if source == "api" else "webhook").inc(len(new))
     return {"accepted": len(new), "job_ids": new,

@@ -4,8 +4,10 @@
 What a company holds is counted as the documents it would hold once its queue is drained: each
 ``external_id`` once, stored (``documents``) or waiting in an upsert job (queued, or failed and to
 be retried; its newest job's text), minus the ids the request sends, plus the request's own ids
-and text. Bytes are the UTF-8 bytes of the documents' text. A pending delete still counts until
-it is done (the quota never lets a company hold more than its limit, even for a moment).
+and text. Bytes are the UTF-8 bytes of the documents' text; a message waiting in an ``email`` job
+counts its raw size until the worker stores its text (unknown before it is parsed; the headers,
+encodings and markup make the raw message the larger). A pending delete still counts until it is
+done (the quota never lets a company hold more than its limit, even for a moment).
 
 Two requests racing at the edge must not both pass: the check takes a transaction-level advisory
 lock per company before counting, and holds it until the jobs it allowed are committed, so the
@@ -26,9 +28,10 @@ LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('opsctl:quota:' || %s:
 
 USAGE_SQL = """
 WITH pending AS (
-    SELECT DISTINCT ON (external_id) external_id, octet_length(payload->>'text') AS bytes
+    SELECT DISTINCT ON (external_id) external_id,
+           CASE op WHEN 'upsert' THEN octet_length(payload->>'text') ELSE octet_length(raw) END AS bytes
     FROM ingest_jobs
-    WHERE company_id = %(company)s AND op = 'upsert' AND status IN ('queued', 'failed')
+    WHERE company_id = %(company)s AND op IN ('upsert', 'email') AND status IN ('queued', 'failed')
     ORDER BY external_id, id DESC
 ), held AS (
     SELECT external_id, bytes FROM pending

@@ -62,11 +62,12 @@ def queue_email(services: Services, caller: Caller, content_type: str | None, bo
     principal = authenticate(services, caller)
     media = media_type(content_type)
     if media == MBOX:
-        return store_mbox(services, principal.company_id, body, "api", priority)
+        return store_mbox(services, principal.company_id, principal.tier, body, "api", priority)
     if media != RFC822:
         raise ApiError(415, "unsupported_media_type", f"send one raw message as Content-Type: {RFC822}, or several as "
                        f"{MBOX}, not {(content_type or '')[:100]}")
-    answer = store_email(services, principal.company_id, body, "api", lane_of(services.settings, 1, priority))
+    answer = store_email(services, principal.company_id, principal.tier, body, "api",
+                         lane_of(services.settings, 1, priority))
     del answer["external_id"]
     return answer
 

@@ -105,7 +105,7 @@ def receive(services: Services, caller: Caller, named: int | None, source: str, 
         charge_company(services, company_id, tier)
     answer: dict[str, Any]
     if is_raw_message(source, content_type):
-        answer = store_email(services, company_id, body, f"webhook:{source}")
+        answer = store_email(services, company_id, tier, body, f"webhook:{source}")
     else:
         doc = event_document(source, body, content_type)
         check_text_length(doc.text, services.settings.max_text_chars, "event text")
