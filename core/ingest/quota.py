@@ -26,21 +26,33 @@ from core.tiers import QuotaRefusal, Tier, batch_usage, documents_quota
 
 LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('opsctl:quota:' || %s::text, 0))"
 
-USAGE_SQL = """
-WITH pending AS (
+# The newest pending job of each external_id the company has waiting to be stored, with its bytes.
+PENDING_SQL = """
     SELECT DISTINCT ON (external_id) external_id,
            CASE op WHEN 'upsert' THEN octet_length(payload->>'text') ELSE octet_length(raw) END AS bytes
     FROM ingest_jobs
     WHERE company_id = %(company)s AND op IN ('upsert', 'email') AND status IN ('queued', 'failed')
     ORDER BY external_id, id DESC
-), held AS (
-    SELECT external_id, bytes FROM pending
-    UNION ALL
-    SELECT d.external_id, octet_length(d.body) FROM documents d
+"""
+
+# The company's kept totals (documents: bm25_title_totals, 0014; bytes: stored_bytes, 0019; both
+# kept by the documents' statement trigger in the writing transaction), less the stored documents a
+# pending job or the request replaces, plus the pending ones the request does not replace: the same
+# figure as counting every stored document, at the cost of index lookups for the pending jobs only.
+USAGE_SQL = """
+WITH pending AS (""" + PENDING_SQL + """), kept AS (
+    SELECT pending.external_id, pending.bytes FROM pending WHERE external_id <> ALL(%(sent)s::text[])
+), replaced AS (
+    SELECT count(*) AS n, coalesce(sum(octet_length(d.body)), 0) AS bytes
+    FROM documents d
     WHERE d.company_id = %(company)s
-      AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.external_id = d.external_id)
+      AND d.external_id IN (SELECT external_id FROM pending UNION ALL SELECT unnest(%(sent)s::text[]))
 )
-SELECT count(*), coalesce(sum(bytes), 0)::bigint FROM held WHERE external_id <> ALL(%(sent)s::text[])
+SELECT (SELECT coalesce(sum(documents), 0) FROM bm25_title_totals WHERE company_id = %(company)s)
+       - r.n + (SELECT count(*) FROM kept),
+       ((SELECT coalesce(sum(bytes), 0) FROM stored_bytes WHERE company_id = %(company)s)
+       - r.bytes + (SELECT coalesce(sum(bytes), 0) FROM kept))::bigint
+FROM replaced r
 """
 
 
