@@ -61,6 +61,16 @@ def pushes_wal() -> bool:
     return policy.mode == "physical" and bool(policy.remotes)
 
 
+def tenants_policy_file(configured: Path | None, policies: Path) -> Path | None:
+    """The tiers ``opsctl up`` runs with: ``tenants_policy`` when set, else the policy directory's
+    ``tenants.yaml`` when there is one (as every other policy comes from there), else none (one
+    built-in tier without quotas)."""
+    if configured is not None:
+        return configured
+    found = policies / "tenants.yaml"
+    return found.resolve() if found.is_file() else None  # absolute: the workers run it too
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -196,14 +206,16 @@ class System:
                                       lambda abort: self.prometheus.start(abort=abort)))
             self.started.append("prometheus")
 
+        tiers = tenants_policy_file(s.tenants_policy, policy_dir())
         self.settings = s.model_copy(update={"database_url": db_url, "database_replica_urls": replica_urls,
                                              "redis_url": redis_url,
                                              "prometheus_url": prom_url, "api_url": api_url,
-                                             "admin_token": admin_token})
+                                             "admin_token": admin_token, "tenants_policy": tiers})
         env = {"OPSCTL_DATABASE_URL": db_url, "OPSCTL_REDIS_URL": redis_url,
                "OPSCTL_DATA_DIR": str(self.data_dir), "OPSCTL_LOG_FORMAT": s.log_format,
                "OPSCTL_DATABASE_POOL_MODE": s.database_pool_mode,
-               **({"OPSCTL_DATABASE_DIRECT_URL": s.database_direct_url} if s.database_direct_url else {})}
+               **({"OPSCTL_DATABASE_DIRECT_URL": s.database_direct_url} if s.database_direct_url else {}),
+               **({"OPSCTL_TENANTS_POLICY": str(tiers)} if tiers else {})}
         step(f"starting {self.workers} workers")
         self.worker_pool = WorkerPool(env=env, replicas=self.workers, log_dir=self.data_dir / "logs",
                                       targets_file=targets_file)
