@@ -244,6 +244,25 @@ def test_policies_configmap_is_the_policies_directory_with_the_kubernetes_polici
     assert mounts["policies"] == config["OPSCTL_POLICY_DIR"]
 
 
+def test_the_api_and_workers_read_the_tiers_from_the_policies_configmap(built: list[dict[str, Any]]) -> None:
+    """OPSCTL_TENANTS_POLICY names a file of the mounted opsctl-policies in both, and it is a valid tenants policy."""
+    from core.tiers import parse_policy
+
+    config = one(built, "ConfigMap", "opsctl-config")["data"]
+    configmap = one(built, "ConfigMap", "opsctl-policies")
+    tiers = Path(config["OPSCTL_TENANTS_POLICY"])
+    for name in ("core-api", "core-worker"):
+        deployment = one(built, "Deployment", name)
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        (container,) = containers(deployment)
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        mount = mounts[str(tiers.parent)]
+        assert mount.get("readOnly") is True
+        assert volumes[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"], name
+    policy = parse_policy(configmap["data"][tiers.name], tiers.name)
+    assert policy.default_tier in policy.tiers
+
+
 def test_the_daemon_in_the_cluster_gets_valid_policies_that_scale_the_deployments(
         built: list[dict[str, Any]], tmp_path: Path) -> None:
     """What the daemon pods mount validates, and autoscales only workloads the manifests deploy."""
