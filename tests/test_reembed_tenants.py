@@ -4,6 +4,7 @@ graph query; a killed copy resumes; a tenant index run and the copy never build 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -14,7 +15,7 @@ from core.config import Settings
 from core.search.retrieve import has_own_index
 from core.search.tenantindex import tenant_index_name
 from core.spaces.store import active, building
-from opsctl.reembed.service import run, start, target
+from opsctl.reembed.service import run, run_to_end, start, status, target
 from opsctl.vindex.tenants_service import tenant_indexes
 from tests.test_reembed import kill_when_ready
 from tests.test_tenant_indexes import POLICY, load_chunks, plan_indexes
@@ -114,7 +115,16 @@ def test_a_tenant_index_run_and_the_copy_never_build_at_once(
         assert held.steps[-1] == "carry_tenant_indexes" and held.waiting
         assert held.sentence().startswith("re-embed waits: a tenant index run")
         assert building(conn) is not None and copies_left(conn) == 0  # nothing built meanwhile
-    done = run(settings, "tester")
+        shown = status(conn, datetime.now(UTC))
+        assert shown["next"] == "carry_tenant_indexes" and shown["building"]["tenant_indexes_to_carry"] == [large]
+
+        told: list[str] = []
+
+        def run_finishes(seconds: float) -> None:  # --wait polls: the tenant run ends meanwhile
+            other.execute("SELECT pg_advisory_unlock(%s, %s)", TENANT_INDEX_LOCK)
+
+        done = run_to_end(settings, "tester", lambda step, space: told.append(step), sleep=run_finishes)
+    assert any(step.startswith("waiting: a tenant index run (`opsctl index tenants`) is building") for step in told)
     assert done.finished == "the old vectors are dropped"
     assert_carried(conn, large, small)
     assert own_index(conn, tenant_index_name(small)) is None

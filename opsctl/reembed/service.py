@@ -131,6 +131,7 @@ def status(conn: Any, now: Any) -> dict[str, Any]:
     if space is not None:
         p = space_progress(space, now)
         found["building"] = {**space.as_dict(), "ratio": round(p.ratio, 4), "missing": state.missing,
+                             "tenant_indexes_to_carry": list(state.carry),
                              "chunks_per_second": _round(p.chunks_per_second), "eta_seconds": _round(p.eta_seconds)}
     return found
 
