@@ -82,9 +82,12 @@ def parent_index(space: Space) -> str:
     return f"chunks_embedding_s{space.id}_hnsw_idx"
 
 
-def leaf_index(leaf: str, space: Space) -> str:
-    suffix = f"_emb_s{space.id}_idx"
+def _leaf_name(leaf: str, suffix: str) -> str:
     return leaf[: 63 - len(suffix)] + suffix
+
+
+def leaf_index(leaf: str, space: Space) -> str:
+    return _leaf_name(leaf, f"_emb_s{space.id}_idx")
 
 
 def missing_index(space: Space) -> str:
@@ -92,8 +95,7 @@ def missing_index(space: Space) -> str:
 
 
 def missing_leaf_index(leaf: str, space: Space) -> str:
-    suffix = f"_nul_s{space.id}_idx"
-    return leaf[: 63 - len(suffix)] + suffix
+    return _leaf_name(leaf, f"_nul_s{space.id}_idx")
 
 
 def read_state(conn: Any) -> tuple[State, Space | None]:
@@ -199,11 +201,11 @@ def build_index(conn: Any, space: Space, settings: Settings, progress: ProgressF
     from opsctl.context import database_url
 
     url = database_url(settings)
-    if build_partitioned(conn, url, missing_index(space), MISSING_INDEX_DEFINITION,
-                         lambda leaf: missing_leaf_index(leaf, space), progress):
-        # the statistics of embedding_next may still say "all NULL" (analyzed before the backfill):
-        # with them the planner would scan chunks rather than read the partial index
-        conn.execute("ANALYZE chunks")
+    build_partitioned(conn, url, missing_index(space), MISSING_INDEX_DEFINITION,
+                      lambda leaf: missing_leaf_index(leaf, space), progress)
+    # the statistics of embedding_next may still say "all NULL" (analyzed before the backfill): with
+    # them the planner scans chunks rather than read the partial index (a resumed step analyzes again)
+    conn.execute("ANALYZE chunks")
     definition = sql.SQL("USING hnsw (embedding_next vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
         sql.Literal(settings.hnsw_m), sql.Literal(settings.hnsw_ef_construction))
     build_partitioned(conn, url, parent_index(space), definition, lambda leaf: leaf_index(leaf, space), progress)
