@@ -180,12 +180,9 @@ service.run(settings, "killed", batch=5, report=report)
 """
 
 
-def test_a_killed_re_embedder_resumes_after_its_cursor(
-        api: RunningApi, tenant: Any, settings: Settings, db_url: str) -> None:
-    ingest(api, tenant.api_key, corpus(40))
-    drain(settings, db_url)
-    start(settings, target(settings, "hash", 192), "tester")
-    child = subprocess.Popen([sys.executable, "-c", KILLED_RUNNER, db_url], stdin=subprocess.PIPE,
+def kill_when_ready(script: str, db_url: str) -> None:
+    """Run ``script`` (argument: the database URL) in a process of its own and kill -9 it once it prints "ready"."""
+    child = subprocess.Popen([sys.executable, "-c", script, db_url], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, cwd=project_root(),
                              env={**os.environ, "PYTHONPATH": str(project_root())})
     try:
@@ -193,6 +190,14 @@ def test_a_killed_re_embedder_resumes_after_its_cursor(
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(30)
+
+
+def test_a_killed_re_embedder_resumes_after_its_cursor(
+        api: RunningApi, tenant: Any, settings: Settings, db_url: str) -> None:
+    ingest(api, tenant.api_key, corpus(40))
+    drain(settings, db_url)
+    start(settings, target(settings, "hash", 192), "tester")
+    kill_when_ready(KILLED_RUNNER, db_url)
     with connect(db_url) as conn:
         space = building(conn)
         assert space is not None and space.chunks_done == 15 and isinstance(space.cursor, list)

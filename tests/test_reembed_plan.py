@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.spaces.spec import SpaceSpec, mismatch, settings_for, spec_of
-from opsctl.reembed.plan import State, estimate_seconds, next_step, progress
+from opsctl.reembed.plan import State, estimate_seconds, next_step, progress, to_carry
 from opsctl.reembed.service import target
 from tests.conftest import make_settings
 
 
 def st(building: bool = True, next_column: bool = True, retired: bool = False, backfilled: bool = True,
-       index_valid: bool = True, missing: int | None = 0) -> State:
-    return State(building, next_column, retired, backfilled, index_valid, missing)
+       index_valid: bool = True, missing: int | None = 0, carry: tuple[int, ...] = ()) -> State:
+    return State(building, next_column, retired, backfilled, index_valid, missing, carry)
 
 
 @pytest.mark.parametrize(("state", "step"), [
@@ -25,6 +25,11 @@ def st(building: bool = True, next_column: bool = True, retired: bool = False, b
     (st(next_column=False, backfilled=False, index_valid=False, missing=None), "add_column"),
     (st(backfilled=False, index_valid=False, missing=None), "backfill"),
     (st(index_valid=False, missing=None), "build_index"),
+    (st(index_valid=False, missing=None, carry=(7,)), "build_index"),  # the shared index first
+    (st(missing=None, carry=(7,)), "carry_tenant_indexes"),
+    (st(missing=0, carry=(7, 9)), "carry_tenant_indexes"),  # the switch never drops an own index uncopied
+    (st(backfilled=False, index_valid=False, missing=None, carry=(7,)), "backfill"),
+    (st(retired=True, carry=(7,)), "drop_retired"),
     (st(missing=None), "catch_up"),
     (st(missing=257), "catch_up"),
     (st(missing=256), "switch"),
@@ -32,6 +37,17 @@ def st(building: bool = True, next_column: bool = True, retired: bool = False, b
 ])
 def test_next_step(state: State, step: str) -> None:
     assert next_step(state, catch_up_in_switch=256).step == step
+
+
+@pytest.mark.parametrize(("own", "copies", "carry"), [
+    ([], {}, ()),
+    ([3, 1], {}, (1, 3)),                       # none copied yet: every one, in id order
+    ([1, 3], {1: True}, (3,)),                  # one copied
+    ([1, 3], {1: True, 3: False}, (3,)),        # an interrupted copy is completed
+    ([1], {1: True, 5: True}, ()),              # a copy whose company has no own index: nothing to build
+])
+def test_to_carry(own: list[int], copies: dict[int, bool], carry: tuple[int, ...]) -> None:
+    assert to_carry(own, copies) == carry
 
 
 def test_the_catch_up_threshold_is_the_callers() -> None:

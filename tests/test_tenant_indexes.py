@@ -29,7 +29,7 @@ POLICY = VectorIndexPolicy.model_validate({"tenants": {"min_rows": 400, "max_sha
 CHUNKS = Ranking(per_document=False)  # one document holds every chunk here: rank chunks
 
 
-def _load(conn: psycopg.Connection[Any], company_id: int, n: int, seed: int) -> None:
+def load_chunks(conn: psycopg.Connection[Any], company_id: int, n: int, seed: int) -> None:
     """``n`` chunks of hash-embedded random words for the company, by COPY (one document)."""
     rng = np.random.default_rng(seed)
     texts = [" ".join(rng.choice(WORDS, size=8)) + f" item{seed}x{i}" for i in range(n)]
@@ -46,15 +46,16 @@ def _load(conn: psycopg.Connection[Any], company_id: int, n: int, seed: int) -> 
 
 @pytest.fixture
 def companies(conn: psycopg.Connection[Any], tenant: Any, other_tenant: Any) -> tuple[int, int]:
-    _load(conn, tenant.company_id, 600, 1)       # large: gets its own index
-    _load(conn, other_tenant.company_id, 150, 2)  # small: searched exactly
+    load_chunks(conn, tenant.company_id, 600, 1)       # large: gets its own index
+    load_chunks(conn, other_tenant.company_id, 150, 2)  # small: searched exactly
     conn.execute("ANALYZE chunks")
     return tenant.company_id, other_tenant.company_id
 
 
-def _plan_indexes(conn: psycopg.Connection[Any], company_id: int, generic: bool = False) -> str:
+def plan_indexes(conn: psycopg.Connection[Any], company_id: int, generic: bool = False, dim: int = DIM) -> str:
+    """The plan of the company's graph query (its vector search through an HNSW index)."""
     query = sql.SQL("EXPLAIN (COSTS OFF) " + vector_sql(False, company_id)).format(filters=sql.SQL(""))
-    params = {"q": HashEmbedder(DIM).embed(["gamma delta"])[0], "n": 10, "space": None}
+    params = {"q": HashEmbedder(dim).embed(["gamma delta"])[0], "n": 10, "space": None}
     with conn.transaction():
         for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):  # tiny tables: push onto an index
             conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
@@ -85,7 +86,7 @@ def test_the_move_is_online_audited_and_the_search_uses_the_own_index(
     embedder = HashEmbedder(DIM)
     req = SearchRequest(query="gamma delta item1x7", k=10, mode="vector")
     index = tenant_index_name(large)
-    assert index not in _plan_indexes(conn, large)  # before: the shared graph
+    assert index not in plan_indexes(conn, large)  # before: the shared graph
 
     # An open transaction with an older snapshot holds CREATE INDEX CONCURRENTLY in its last wait
     # ("waiting for old snapshots") until the progress callback ends it, so the callback surely runs
@@ -113,10 +114,10 @@ def test_the_move_is_online_audited_and_the_search_uses_the_own_index(
     (phase, ids), = during
     assert phase and len(ids) == 10, "a search answered while the build was under way"
 
-    plan = _plan_indexes(conn, large)
+    plan = plan_indexes(conn, large)
     assert f"_c{large}_hnsw_idx" in plan and "embedding_idx" not in plan
-    assert f"_c{large}_hnsw_idx" in _plan_indexes(conn, large, generic=True), "a generic plan uses it too"
-    assert f"_c{large}_hnsw_idx" not in _plan_indexes(conn, small)
+    assert f"_c{large}_hnsw_idx" in plan_indexes(conn, large, generic=True), "a generic plan uses it too"
+    assert f"_c{large}_hnsw_idx" not in plan_indexes(conn, small)
     assert has_own_index(conn, Cache(None), large) and not has_own_index(conn, Cache(None), small)
 
     conn.execute("SET hnsw.ef_search = 200")
@@ -201,3 +202,42 @@ def test_cli_dry_run_then_the_daemon_job_applies(settings: Settings, conn: psyco
 
     assert job_tenant_indexes(settings, policies).startswith(f"built company {large}'s index")
     assert has_own_index(conn, Cache(None), large)
+
+
+def test_a_build_waits_for_another_sessions_build_on_the_partition(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int]) -> None:
+    """A killed runner's index build goes on in the server; a second concurrent build on the same
+    partition would deadlock with it, so the next run waits for it first."""
+    import threading
+
+    from opsctl.vindex.online import wait_for_other_builds
+
+    partition = conn.execute("SELECT tableoid::regclass::text FROM chunks LIMIT 1").fetchone()[0]  # type: ignore[index]
+    holder = psycopg.connect(settings.database_url or "")  # an old snapshot: the build below waits for it
+    holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    holder.execute("SELECT count(*) FROM companies").fetchone()
+
+    def build() -> None:
+        with psycopg.connect(settings.database_url or "", autocommit=True) as other:
+            other.execute(sql.SQL("CREATE INDEX CONCURRENTLY orphan_idx ON {} (id)").format(sql.Identifier(partition)))
+
+    orphan = threading.Thread(target=build)
+    orphan.start()
+    try:
+        while conn.execute("SELECT count(*) FROM pg_stat_progress_create_index").fetchone() != (1,):
+            orphan.join(0.05)
+        polls: list[str] = []
+
+        def sleep(seconds: float) -> None:
+            polls.append(conn.execute("SELECT to_regclass('orphan_idx')::text").fetchone()[0])  # type: ignore[index]
+            holder.close()  # the other build can finish now
+            orphan.join(seconds)
+
+        wait_for_other_builds(conn, partition, sleep)
+        assert polls and polls[0] == "orphan_idx"  # it waited while the other build ran
+        assert conn.execute("SELECT count(*) FROM pg_stat_progress_create_index").fetchone() == (0,)
+    finally:
+        holder.close()
+        orphan.join(60)
+    valid = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'orphan_idx'::regclass").fetchone()
+    assert valid == (True,)

@@ -21,6 +21,7 @@ from core.spaces.spec import SpaceSpec
 from core.spaces.store import Space, active, building, column_dims
 from opsctl.audit import record
 from opsctl.reembed.plan import State
+from opsctl.reembed.tenants import pending, promote
 from opsctl.vindex.online import ProgressFn, build_partitioned, ddl, index_valid
 
 if TYPE_CHECKING:
@@ -40,8 +41,14 @@ BACKFILL_SQL = """
 SELECT company_id, id, created_at, body FROM chunks
 WHERE (company_id, id) > (%s, %s) ORDER BY company_id, id LIMIT %s
 """
-MISSING_ROWS_SQL = "SELECT company_id, id, created_at, body FROM chunks WHERE embedding_next IS NULL LIMIT %s"
+# The chunks without a new vector once the backfill has passed: read through the partial index
+# ``missing_index`` (built after the backfill, so it holds only the chunks written or attached since),
+# never by a scan of chunks. The database keeps it exact: re-ingest, deletes, partitions created or
+# attached during the run (ATTACH PARTITION builds their piece) all show in it.
+MISSING_ROWS_SQL = ("SELECT company_id, id, created_at, body FROM chunks WHERE embedding_next IS NULL"
+                    " ORDER BY company_id, id LIMIT %s")
 MISSING_COUNT_SQL = "SELECT count(*) FROM chunks WHERE embedding_next IS NULL"
+MISSING_INDEX_DEFINITION = sql.SQL("USING btree (company_id, id) WHERE embedding_next IS NULL")
 WRITE_SQL = """
 UPDATE chunks c SET embedding_next = v.e
 FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::vector[]) AS v(company_id, id, created_at, e)
@@ -75,23 +82,38 @@ def parent_index(space: Space) -> str:
     return f"chunks_embedding_s{space.id}_hnsw_idx"
 
 
-def leaf_index(leaf: str, space: Space) -> str:
-    suffix = f"_emb_s{space.id}_idx"
+def _leaf_name(leaf: str, suffix: str) -> str:
     return leaf[: 63 - len(suffix)] + suffix
 
 
+def leaf_index(leaf: str, space: Space) -> str:
+    return _leaf_name(leaf, f"_emb_s{space.id}_idx")
+
+
+def missing_index(space: Space) -> str:
+    return f"chunks_embedding_s{space.id}_missing_idx"
+
+
+def missing_leaf_index(leaf: str, space: Space) -> str:
+    return _leaf_name(leaf, f"_nul_s{space.id}_idx")
+
+
 def read_state(conn: Any) -> tuple[State, Space | None]:
-    """The state ``plan.next_step`` decides from, and the space being built (if any)."""
+    """The state ``plan.next_step`` decides from, and the space being built (if any): catalog reads,
+    and once the indexes are built, one count over the partial index of the chunks still missing."""
     space = building(conn)
     dims = column_dims(conn)
     backfilled = space is not None and space.cursor == "end"
-    valid = space is not None and index_valid(conn, parent_index(space))
+    valid = (space is not None and index_valid(conn, missing_index(space))
+             and index_valid(conn, parent_index(space)))
     missing = None
+    carry: tuple[int, ...] = ()
     if space is not None and "embedding_next" in dims and backfilled and valid:
         missing = int(conn.execute(MISSING_COUNT_SQL).fetchone()[0])
+        carry = pending(conn, space)
     state = State(building=space is not None, next_column="embedding_next" in dims,
                   retired_column="embedding_retired" in dims, backfilled=backfilled, index_valid=valid,
-                  missing=missing)
+                  missing=missing, carry=carry)
     return state, space
 
 
@@ -173,21 +195,29 @@ def catch_up_batch(conn: Any, space: Space, embedder: Embedder, batch: int) -> i
 
 
 def build_index(conn: Any, space: Space, settings: Settings, progress: ProgressFn | None = None) -> None:
-    """HNSW over embedding_next without blocking writes, partition by partition (``opsctl.vindex.online``)."""
+    """Without blocking writes, partition by partition (``opsctl.vindex.online``): the partial btree
+    of the chunks without a new vector (after the backfill: only those written since; then an
+    ANALYZE, a sampled read), then the HNSW over embedding_next."""
     from opsctl.context import database_url
 
+    url = database_url(settings)
+    build_partitioned(conn, url, missing_index(space), MISSING_INDEX_DEFINITION,
+                      lambda leaf: missing_leaf_index(leaf, space), progress)
+    # the statistics of embedding_next may still say "all NULL" (analyzed before the backfill): with
+    # them the planner scans chunks rather than read the partial index (a resumed step analyzes again)
+    conn.execute("ANALYZE chunks")
     definition = sql.SQL("USING hnsw (embedding_next vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
         sql.Literal(settings.hnsw_m), sql.Literal(settings.hnsw_ef_construction))
-    build_partitioned(conn, database_url(settings), parent_index(space), definition,
-                      lambda leaf: leaf_index(leaf, space), progress)
+    build_partitioned(conn, url, parent_index(space), definition, lambda leaf: leaf_index(leaf, space), progress)
 
 
 def switch(conn: Any, space: Space, embedder: Embedder, actor: str, limit: int) -> int:
     """The one transaction after which searches and ingest use the new space: it waits for the
     ingest batches holding the active space, locks chunks, embeds the chunks still without a new
-    vector (at most ``limit``; more: OpsError, the runner catches up first), renames the columns, makes
-    the space active and bumps every company's data version (cached answers are of the old space).
-    Returns the chunks it embedded."""
+    vector (at most ``limit``; more: OpsError, the runner catches up first), renames the columns,
+    replaces the companies' own indexes by their copies on the new vectors (``opsctl.reembed.tenants``;
+    one without a copy: OpsError, the runner copies it first), makes the space active and bumps every
+    company's data version (cached answers are of the old space). Returns the chunks it embedded."""
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWITCH_LOCK_TIMEOUT)))
         conn.execute(LOCK_SPACES_SQL)  # waits for ingest batches (they hold the active row FOR SHARE)
@@ -202,14 +232,17 @@ def switch(conn: Any, space: Space, embedder: Embedder, actor: str, limit: int) 
         written = 0
         if rows:
             written = _store(conn, space, rows, embedder.embed([r[3] for r in rows]), None, grows=True)
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(missing_index(space))))
         for statement in SWITCH_DDL:
             conn.execute(statement)
+        carried = promote(conn, space)
         conn.execute(RETIRE_SQL, (current.id,))
         conn.execute(ACTIVATE_SQL, (space.id,))
         conn.execute(BUMP_ALL_SQL)
         record(conn, "reembed.switch", target=f"vector space {space.id}", from_state=current.spec.label(),
                to_state=space.spec.label(), reason=f"{space.chunks_done + written} chunks embedded", actor=actor,
-               details={"space": space.id, "retired": current.id, "embedded_in_switch": written})
+               details={"space": space.id, "retired": current.id, "embedded_in_switch": written,
+                        "tenant_indexes": carried})
     return written
 
 

@@ -4,21 +4,28 @@ A re-embed moves through these steps, one at a time, each resumable (its state i
 
     add_column   ALTER TABLE chunks ADD COLUMN embedding_next vector(dim)
     backfill     embed the chunks after the cursor, in (company_id, id) order, into embedding_next
-    build_index  HNSW over embedding_next, partition by partition, CONCURRENTLY
+    build_index  HNSW over embedding_next, partition by partition, CONCURRENTLY, and a small partial
+                 btree over the chunks still without a new vector (the catch-up's and the count's index)
+    carry_tenant_indexes
+                 every company with its own HNSW index (``opsctl index tenants``) gets the same partial
+                 index over embedding_next, built online under a name of its own
     catch_up     embed the chunks still without a new vector (written since the backfill passed them)
-    switch       one transaction: the last few chunks, the columns renamed, the space made active,
-                 every company's data version bumped
+    switch       one transaction: the last few chunks, the columns renamed, the companies' own indexes
+                 replaced by their copies on the new vectors (renamed to the canonical names), the space
+                 made active, every company's data version bumped
     drop_retired drop the old column (and with it its HNSW index): after the switch
     drop_next    drop an aborted re-embed's column
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-Step = Literal["idle", "add_column", "backfill", "build_index", "catch_up", "switch", "drop_retired", "drop_next"]
+Step = Literal["idle", "add_column", "backfill", "build_index", "carry_tenant_indexes", "catch_up", "switch",
+               "drop_retired", "drop_next"]
 
 CATCH_UP_IN_SWITCH = 256  # chunks the switch may embed itself while it holds chunks locked (the runner's: 4 batches)
 
@@ -31,6 +38,7 @@ class State:
     backfilled: bool          # the backfill's cursor passed the last chunk
     index_valid: bool         # the HNSW index over embedding_next is complete
     missing: int | None       # chunks without a new vector (counted once backfilled), None: not counted
+    carry: tuple[int, ...] = ()  # companies whose own index has no complete copy on embedding_next yet
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,19 @@ def next_step(state: State, catch_up_in_switch: int = CATCH_UP_IN_SWITCH) -> Nex
         return Next("backfill", "chunks remain before the cursor's end")
     if not state.index_valid:
         return Next("build_index", "every chunk has a new vector: the HNSW index is built")
+    if state.carry:
+        return Next("carry_tenant_indexes", f"{len(state.carry)} companies with their own index need it on the "
+                                            f"new vectors: {', '.join(map(str, state.carry))}")
     if state.missing is None or state.missing > catch_up_in_switch:
         return Next("catch_up", f"{'some' if state.missing is None else state.missing} chunks written during "
                                 f"the re-embed have no new vector yet")
     return Next("switch", f"{state.missing} chunks left: the switch embeds them while it holds the table")
+
+
+def to_carry(own: Iterable[int], copies: Mapping[int, bool]) -> tuple[int, ...]:
+    """The companies with their own index (``own``) whose copy on the new vectors is missing or
+    incomplete (``copies``: company -> valid), in id order (pure)."""
+    return tuple(sorted(c for c in set(own) if not copies.get(c, False)))
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from core.config import Settings
 from core.errors import OpsError
 from core.spaces.spec import SpaceSpec, settings_for, spec_of
 from core.spaces.store import Space, active, building
-from opsctl.reembed import pg
+from opsctl.reembed import pg, tenants
 from opsctl.reembed.plan import Progress, estimate_seconds, next_step, progress
+from opsctl.vindex.online import ProgressFn
 
 if TYPE_CHECKING:
     import psycopg
@@ -130,6 +131,7 @@ def status(conn: Any, now: Any) -> dict[str, Any]:
     if space is not None:
         p = space_progress(space, now)
         found["building"] = {**space.as_dict(), "ratio": round(p.ratio, 4), "missing": state.missing,
+                             "tenant_indexes_to_carry": list(state.carry),
                              "chunks_per_second": _round(p.chunks_per_second), "eta_seconds": _round(p.eta_seconds)}
     return found
 
@@ -149,10 +151,13 @@ class RunResult:
     embedded: int = 0
     busy: bool = False  # another runner holds the lock
     finished: str | None = None
+    waiting: str | None = None  # the step it stopped at cannot be taken now (why); a later run takes it
 
     def sentence(self) -> str:
         if self.busy:
             return "another runner is re-embedding"
+        if self.waiting:
+            return f"re-embed waits: {self.waiting}"
         if not self.steps:
             return "no re-embed in progress"
         done = f"; {self.finished}" if self.finished else ""
@@ -187,6 +192,9 @@ def run(settings: Settings, actor: str, *, budget_seconds: float | None = None, 
                 result.finished = _take(conn, settings, actor, step.step, space, embedders, batch, result, report)
             except pg.Aborted as exc:
                 log.info("%s", exc)
+            except tenants.Waiting as exc:
+                result.waiting = str(exc)
+                break
     return result
 
 
@@ -205,8 +213,9 @@ def _take(conn: Any, settings: Settings, actor: str, step: str, space: Space | N
     elif step == "backfill":
         result.embedded += pg.backfill_batch(conn, space, embedder, batch)
     elif step == "build_index":
-        pg.build_index(conn, space, settings, None if report is None else
-                       lambda leaf, phase, done, total: report(f"index {leaf}: {phase}", space))
+        pg.build_index(conn, space, settings, _index_progress(report, space, "index"))
+    elif step == "carry_tenant_indexes":
+        tenants.carry(conn, settings, space, actor, _index_progress(report, space, "tenant index"))
     elif step == "catch_up":
         result.embedded += pg.catch_up_batch(conn, space, embedder, batch)
     elif step == "switch":
@@ -221,6 +230,18 @@ def _take(conn: Any, settings: Settings, actor: str, step: str, space: Space | N
     return None
 
 
+def _index_progress(report: Report | None, space: Space, what: str) -> ProgressFn | None:
+    """An index build's progress as the runner's report: "<what> <partition>: <phase>"."""
+    if report is None:
+        return None
+    told = report
+
+    def progress(leaf: str, phase: str, done: int, total: int) -> None:
+        told(f"{what} {leaf}: {phase}", space)
+
+    return progress
+
+
 def run_to_end(settings: Settings, actor: str, report: Report, poll_seconds: float = 1.0,
                sleep: Callable[[float], None] = time.sleep) -> RunResult:
     """``--wait``: run the re-embed here, or, while another runner (the daemon) holds it, follow its
@@ -231,12 +252,13 @@ def run_to_end(settings: Settings, actor: str, report: Report, poll_seconds: flo
         total.steps += result.steps
         total.embedded += result.embedded
         total.finished = result.finished or total.finished
-        if not result.busy:
+        if not (result.busy or result.waiting):
             return total
         with _connect(settings) as conn:
             space = building(conn)
             state, _ = pg.read_state(conn)
         if next_step(state).step == "idle":
             return total
-        report("waiting for the runner that holds the re-embed", space)
+        report(f"waiting: {result.waiting}" if result.waiting else "waiting for the runner that holds the re-embed",
+               space)
         sleep(poll_seconds)

@@ -5,12 +5,14 @@ The parent is created ``ON ONLY chunks`` (no rows read: it stays invalid), each 
 with ``CREATE INDEX CONCURRENTLY`` on a connection of its own (its progress polled, ``run_with_progress``),
 then attached; the parent turns valid when every partition has its piece, and from then on a
 partition created or attached later gets its piece from PostgreSQL itself. An interrupted build
-leaves an invalid parent and maybe an invalid piece: the next build completes it (the piece is
-dropped and built again). The short-locking statements run under ``lock_timeout``, retried.
+leaves an invalid parent and maybe an invalid piece: the next build completes it (it waits for a
+killed runner's piece still building in the server, then drops an invalid piece and builds it
+again). The short-locking statements run under ``lock_timeout``, retried.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -41,6 +43,12 @@ SELECT x.indisvalid, EXISTS (SELECT 1 FROM pg_inherits ii WHERE ii.inhrelid = x.
 FROM pg_index x WHERE x.indexrelid = to_regclass(%s)
 """
 
+# Index builds on a partition by other sessions (one whose client was killed goes on in the server).
+OTHER_BUILDS_SQL = """
+SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s) AND pid <> pg_backend_pid()
+"""
+OTHER_BUILD_POLL_SECONDS = 0.5
+
 ProgressFn = Callable[[str, str, int, int], None]  # partition, phase, done, total
 
 
@@ -55,7 +63,19 @@ def index_valid(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
-def build_partitioned(conn: psycopg.Connection[Any], url: str, parent: str, definition: sql.Composed,
+def wait_for_other_builds(conn: psycopg.Connection[Any], partition: str,
+                          sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until no other session builds an index on ``partition``. Two concurrent builds on one table
+    deadlock (each waits for the other's transaction), and a killed runner's build goes on in its
+    server process: the next run waits for it, then finds its piece (complete, or invalid: rebuilt)."""
+    while True:
+        row = conn.execute(OTHER_BUILDS_SQL, (partition,)).fetchone()
+        if not (row and row[0]):
+            return
+        sleep(OTHER_BUILD_POLL_SECONDS)
+
+
+def build_partitioned(conn: psycopg.Connection[Any], url: str, parent: str, definition: sql.Composable,
                       piece_name: Callable[[str], str], progress: ProgressFn | None = None) -> list[str]:
     """Create (or complete) the index ``parent`` on ``chunks`` (``definition``: ``USING hnsw (…) WITH
     (…) [WHERE …]``) online; returns the partitions whose piece was built. ``conn``: autocommit;
@@ -71,6 +91,7 @@ def build_partitioned(conn: psycopg.Connection[Any], url: str, parent: str, defi
             break
         for partition in missing:
             piece = piece_name(partition)
+            wait_for_other_builds(conn, partition)
             found = conn.execute(PIECE_SQL, (piece,)).fetchone()
             if found is not None and not found[0]:  # an interrupted concurrent build
                 conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(piece)))

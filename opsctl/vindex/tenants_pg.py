@@ -50,24 +50,27 @@ def own_indexes(conn: psycopg.Connection[Any]) -> dict[int, OwnIndex]:
     return found
 
 
-def piece_name(partition: str, company_id: int) -> str:
-    name = f"{partition}_c{int(company_id)}{INDEX_SUFFIX}"
+def piece_name(partition: str, company_id: int, suffix: str = INDEX_SUFFIX) -> str:
+    """A partition's piece of a company's own index (``suffix``: of a re-embed's copy, ``opsctl.reembed.tenants``)."""
+    name = f"{partition}_c{int(company_id)}{suffix}"
     if len(name) > MAX_NAME:
         raise OperationFailed(f"index name {name} is longer than {MAX_NAME} characters")
     return name
 
 
-def _index_definition(company_id: int, m: int, ef_construction: int) -> sql.Composed:
-    return sql.SQL("USING hnsw (embedding vector_cosine_ops) WITH (m = {}, ef_construction = {}) "
-                   "WHERE company_id = {}").format(sql.Literal(int(m)), sql.Literal(int(ef_construction)),
-                                                   sql.Literal(int(company_id)))
+def index_definition(company_id: int, m: int, ef_construction: int, column: str = "embedding") -> sql.Composed:
+    """``USING hnsw (column …) WITH (…) WHERE company_id = N``: a company's own index (on ``embedding_next``:
+    a re-embed's copy of it)."""
+    return sql.SQL("USING hnsw ({} vector_cosine_ops) WITH (m = {}, ef_construction = {}) "
+                   "WHERE company_id = {}").format(sql.Identifier(column), sql.Literal(int(m)),
+                                                   sql.Literal(int(ef_construction)), sql.Literal(int(company_id)))
 
 
 def build(conn: psycopg.Connection[Any], url: str, company_id: int, m: int, ef_construction: int,
           progress: ProgressFn | None = None) -> list[str]:
     """Create (or complete) the company's own index online; returns the partitions built (``conn``: autocommit)."""
     return build_partitioned(conn, url, tenant_index_name(company_id),
-                             _index_definition(company_id, m, ef_construction),
+                             index_definition(company_id, m, ef_construction),
                              lambda partition: piece_name(partition, company_id), progress)
 
 

@@ -7,12 +7,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from core.errors import OperationFailed
 from opsctl.vindex.tenants import Action, Move, plan_tenant_indexes, sentence
 
 if TYPE_CHECKING:
     from core.config import Settings
     from opsctl.vindex.policy import VectorIndexPolicy
     from opsctl.vindex.tenants_pg import ProgressFn
+
+
+class ReembedInProgress(OperationFailed):
+    """A re-embed is in progress: the own indexes stay as they are until its switch."""
 
 
 @dataclass
@@ -29,9 +34,11 @@ class TenantRun:
 def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool,
                    progress: ProgressFn | None = None) -> TenantRun:
     """Plan the own indexes; with ``apply``, build (online), complete and drop them, one audit row each.
-    One run at a time (a session advisory lock): the daemon and an engineer by hand never race."""
-    from core.errors import OperationFailed
+    One run at a time (a session advisory lock): the daemon and an engineer by hand never race.
+    While a re-embed is in progress ``ReembedInProgress``: it copies the own indexes onto the new
+    vectors under the same lock (``opsctl.reembed.tenants``), and its switch replaces exactly those."""
     from core.search.tenantindex import tenant_index_name
+    from core.spaces.store import building
     from opsctl.audit import record
     from opsctl.context import connect_db, database_url
     from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK, build, company_rows, drop, own_indexes
@@ -45,6 +52,11 @@ def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool
         if not (got and got[0]):
             raise OperationFailed("another tenant index run is going; try again when it has finished")
         try:
+            reembed = building(conn)
+            if reembed is not None:
+                raise ReembedInProgress(
+                    f"a re-embed into {reembed.spec.label()} is in progress (space {reembed.id}): it carries the "
+                    f"own indexes across its switch; change them after it (`opsctl index reembed --status`)")
             # plan again under the lock: the other run may have changed things meanwhile
             current = own_indexes(conn)
             result.moves = plan_tenant_indexes(rows, current, policy.tenants)
