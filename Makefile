@@ -89,10 +89,11 @@ lint: $(STAMP)
 ## with the model on against the model alone in the same run (bench.model_ingest), then tenant-aware vector
 ## indexes (recall@10 and p50 per company share of 1 million COPY-loaded chunks: slow; --quick 20,000),
 ## then the fair ingest queue (one company's first documents during another's 100,000-document import,
-## fair claim against FIFO; --quick 3,000).
+## fair claim against FIFO; --quick 3,000), then the re-embed's catch-up reads before and after their
+## partial index (200,000 COPY-loaded chunks; --quick 20,000).
 ## BENCH_ARGS=--quick (or make bench-quick) is a small smoke run of all of them.
 BENCH_ARGS ?=
-BENCH_SUITES := scale_bench closed_loop lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench model_ingest tenant_bench fair_bench
+BENCH_SUITES := scale_bench closed_loop lifecycle_bench cache_bench backup_bench mail_bench search_eval embed_bench model_ingest tenant_bench fair_bench reembed_bench
 bench: $(TORCH_STAMP)
 	@export COLUMNS=$${COLUMNS:-160}; failed=""; \
 	echo "== python -m bench $(BENCH_ARGS)"; $(PY) -m bench $(BENCH_ARGS) || failed="core"; \

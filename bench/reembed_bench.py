@@ -167,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--written", type=int, default=500, help="chunks written during the re-embed")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory for inspection")
+    parser.add_argument("--quick", action="store_true", help="20,000 chunks, 3 repeats")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.chunks, args.repeat = 20_000, 3
     console = Console(stderr=True)
     with scratch_dir("opsctl-reembed-bench-", args.keep, console.print) as root:
         result = run(root, args.chunks, args.written, args.repeat, console)
