@@ -87,7 +87,7 @@ def measure(stack: Stack, n_queries: int, hit_rounds: int, rng: random.Random) -
     from core.cache import SEARCH_PREFIX
     from core.db import make_pool
     from core.embed import make_embedder
-    from core.search.retrieve import vector_sql
+    from core.search.retrieve import vector_query
 
     tenant = next(iter(stack.tenants.values()))
     texts = queries(n_queries, rng)
@@ -117,7 +117,7 @@ def measure(stack: Stack, n_queries: int, hit_rounds: int, rng: random.Random) -
     pool = make_pool(stack.db_url, stack.settings, min_size=1, max_size=1)
     try:
         with pool.connection() as conn:
-            sql = vector_sql(service_searches_exactly(conn, stack.settings, tenant.company_id)).format(filters="")
+            sql = vector_query(service_searches_exactly(conn, stack.settings, tenant.company_id))
             def raw(i: int) -> None:
                 conn.execute(sql, {"q": vectors[i % len(vectors)], "company": tenant.company_id, "n": 10,
                                    "space": None}).fetchall()

@@ -36,14 +36,14 @@ from bench.profile import API_BACKENDS, BENCH_PROCESS, meter_for
 from bench.stack import Stack
 from bench.stats import Latency, percentile, summarize
 from core.cache import Cache
-from core.search.retrieve import company_rows, use_exact, vector_sql
+from core.search.retrieve import company_rows, use_exact, vector_query
 from core.tenants import AUTH_SQL, hash_key
 
 K = 10
 TIE_TOLERANCE = 2e-6  # the API rounds scores to 6 decimals
 RECALL_CONCURRENCY = 4
 EF_SWEEP = (40, 100, 200, 400, 800)
-SERVICE_VECTOR_SQL = vector_sql(exact=False).replace("{filters}", "")  # the service's HNSW query, no filters
+SERVICE_VECTOR_SQL = vector_query(exact=False).as_string(None)  # the service's HNSW query, no filters
 
 
 def service_searches_exactly(conn: Any, settings: Any, company_id: int) -> bool:
@@ -102,7 +102,7 @@ def prepare(stack: Stack) -> dict[str, dict[str, str]]:
         for name, tenant in stack.tenants.items():
             params = {"q": probe, "company": tenant.company_id, "k": K, "n": K, "space": None}
             exact = service_searches_exactly(conn, stack.settings, tenant.company_id)
-            service_sql = vector_sql(exact).replace("{filters}", "")
+            service_sql = vector_query(exact).as_string(None)
             plans[name] = {"raw": _plan(conn, sql.SQL(RAW_VECTOR_SQL), params),
                            "service": ("exact (few chunks): " if exact else "") + _plan(conn, sql.SQL(service_sql),
                                                                                         params)}

@@ -14,7 +14,7 @@ from core.config import Settings
 from core.db import make_pool
 from core.embed import HashEmbedder
 from core.search.fusion import Ranking
-from core.search.retrieve import COMPANY_ROWS_SQL, SearchRequest, company_rows, retrieve, search, vector_sql
+from core.search.retrieve import COMPANY_ROWS_SQL, SearchRequest, company_rows, retrieve, search, vector_query
 from core.tenants import Principal
 
 DIM = 384
@@ -67,7 +67,7 @@ def test_exact_search_returns_the_true_neighbours_without_the_index(
     params = {"q": query, "company": tenant.company_id, "n": 10, "space": None}
     plans = {}
     for exact in (True, False):
-        rows = conn.execute(sql.SQL("EXPLAIN (COSTS OFF) " + vector_sql(exact).replace("{filters}", "")), params)
+        rows = conn.execute(sql.SQL("EXPLAIN (COSTS OFF) ") + vector_query(exact), params)
         plans[exact] = " ".join(r[0] for r in rows.fetchall())
     conn.rollback()
     assert "embedding_idx" not in plans[True]

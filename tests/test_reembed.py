@@ -382,13 +382,15 @@ def drain_with(settings: Settings, db_url: str, embedder: Any) -> None:
 
 @pytest.mark.parametrize("exact", [True, False])
 def test_the_space_check_runs_once_per_statement_not_per_row(db_url: str, tenant: Any, exact: bool) -> None:
-    from core.search.retrieve import vector_sql
+    from psycopg import sql
+
+    from core.search.retrieve import vector_query
 
     with connect(db_url) as conn:
         space = active(conn).id
         params = {"q": HashEmbedder(384).embed(["q"])[0], "company": tenant.company_id, "n": 10, "space": space}
         plan = " ".join(r[0] for r in conn.execute(
-            "EXPLAIN (COSTS OFF) " + vector_sql(exact).replace("{filters}", ""), params).fetchall())
+            sql.SQL("EXPLAIN (COSTS OFF) ") + vector_query(exact), params).fetchall())
     assert "One-Time Filter" in plan and "vector_space_is" in plan, plan
 
 

@@ -17,7 +17,7 @@ from core.config import Settings
 from core.db import ensure_partitions
 from core.embed import HashEmbedder
 from core.search.fusion import Ranking
-from core.search.retrieve import SearchRequest, has_own_index, retrieve, vector_sql
+from core.search.retrieve import SearchRequest, has_own_index, retrieve, vector_query
 from core.search.tenantindex import tenant_index_name
 from opsctl.vindex.policy import VectorIndexPolicy
 from opsctl.vindex.tenants import Action
@@ -54,7 +54,7 @@ def companies(conn: psycopg.Connection[Any], tenant: Any, other_tenant: Any) -> 
 
 def plan_indexes(conn: psycopg.Connection[Any], company_id: int, generic: bool = False, dim: int = DIM) -> str:
     """The plan of the company's graph query (its vector search through an HNSW index)."""
-    query = sql.SQL("EXPLAIN (COSTS OFF) " + vector_sql(False, company_id)).format(filters=sql.SQL(""))
+    query = sql.SQL("EXPLAIN (COSTS OFF) ") + vector_query(False, company_id)
     params = {"q": HashEmbedder(dim).embed(["gamma delta"])[0], "n": 10, "space": None}
     with conn.transaction():
         for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):  # tiny tables: push onto an index

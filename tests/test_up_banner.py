@@ -196,6 +196,7 @@ def test_the_banner_the_stop_line_and_a_restart_that_resumes_the_autoscalers_cou
     proc = start()
     try:
         out = wait_for(banner, 180, "the endpoints")
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # printed once the API listens
         state = json.loads((data_dir / "state.json").read_text())
         # every URL, and the data dir, whole on one line: not wrapped at 80 columns, not cut (a table of
         # two columns would have folded the database's URL, and the data dir is wider than 80 by itself)

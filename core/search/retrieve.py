@@ -240,6 +240,13 @@ def hybrid_sql(exact: bool, company_id: int | None = None) -> str:
 TEXT = {True: sql.SQL("c.body"), False: sql.SQL("NULL::text AS body")}  # the {body} of the queries above
 
 
+def vector_query(exact: bool, company_id: int | None = None, filters: sql.Composable = sql.SQL(""),
+                 text: bool = True) -> sql.Composed:
+    """``vector_sql`` with its ``{filters}`` (``_filters``; none by default) and ``{body}`` (the chunks'
+    texts, or NULL without ``text``) filled in: the one way to run it, here and in tools and benches."""
+    return sql.SQL(vector_sql(exact, company_id)).format(filters=filters, body=TEXT[text])
+
+
 def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
     return [Hit(int(r[0]), int(r[1]), r[2], r[3], float(r[4])) for r in rows]
 
@@ -257,7 +264,7 @@ def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: Searc
         return [], _hits(conn.execute(sql.SQL(KEYWORD_SQL).format(**parts), params).fetchall())
     params["q"], params["space"] = embed_query(embedder, req.query) if embedded is None else embedded
     if req.mode is Mode.vector:
-        return _hits(conn.execute(sql.SQL(vector_sql(exact, company_id)).format(**parts), params).fetchall()), []
+        return _hits(conn.execute(vector_query(exact, company_id, where, text), params).fetchall()), []
     rows = conn.execute(sql.SQL(hybrid_sql(exact, company_id)).format(**parts), params).fetchall()
     vector = sorted(_hits([r[1:] for r in rows if r[0] == "v"]), key=lambda h: (-h.score, h.chunk_id))
     keyword = sorted(_hits([r[1:] for r in rows if r[0] == "k"]), key=lambda h: (-h.score, h.chunk_id))

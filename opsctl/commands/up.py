@@ -53,8 +53,7 @@ def up(
     except BaseException:
         system.stop()
         raise
-    _print_banner(system)
-    system.serve()
+    system.serve(on_serving=lambda: _print_banner(system))  # once the API listens: its lines work at once
 
 
 def _print_banner(system: Any) -> None:

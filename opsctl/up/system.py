@@ -295,8 +295,9 @@ class System:
         return create_app(self.services)
 
     # -- run -----------------------------------------------------------------------------------
-    def serve(self) -> None:
-        """Serve the API until SIGINT/SIGTERM/SIGHUP, then stop everything (a second signal forces)."""
+    def serve(self, on_serving: Callable[[], None] | None = None) -> None:
+        """Serve the API until SIGINT/SIGTERM/SIGHUP, then stop everything (a second signal forces).
+        ``on_serving`` (the banner) runs once the API listens: the lines it prints work at once."""
         import uvicorn
 
         # json: uvicorn's own records go through the root logger's JSON handler, not its text config
@@ -304,20 +305,24 @@ class System:
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=10, log_config=log_config)
         server = api_server(config, self.signals)
-        if self.daemon is not None:
+        if self.daemon is not None or on_serving is not None:
             import threading
 
-            threading.Thread(target=self._start_daemon_when_serving, args=(server,), name="daemon-start",
+            threading.Thread(target=self._when_serving, args=(server, on_serving), name="when-serving",
                              daemon=True).start()
         try:
             server.run()
         finally:
             self.stop()
 
-    def _start_daemon_when_serving(self, server: Any) -> None:
-        while not (server.started or server.should_exit or self.daemon.stopped):
-            time.sleep(0.1)
-        if server.started and not server.should_exit:
+    def _when_serving(self, server: Any, on_serving: Callable[[], None] | None) -> None:
+        while not (server.started or server.should_exit or (self.daemon is not None and self.daemon.stopped)):
+            time.sleep(0.05)
+        if not server.started or server.should_exit:
+            return
+        if on_serving is not None:
+            on_serving()
+        if self.daemon is not None:
             self.daemon.start()  # a no-op once stop() has begun
             if self.daemon.proc is not None:
                 self.supervisor.add(Child("daemon", self.daemon, self.daemon.restart))  # nothing to wait for

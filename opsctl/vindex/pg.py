@@ -81,10 +81,10 @@ def sample_queries(conn: psycopg.Connection[Any], table: str, n: int, seed: floa
 
 
 def _approx(conn: psycopg.Connection[Any], table: str, q: Query, k: int) -> list[int]:
-    from core.search.retrieve import vector_sql
+    from core.search.retrieve import TEXT, vector_sql
 
     rows = conn.execute(sql.SQL(vector_sql(False, q.company).replace("FROM chunks", "FROM {table}")).format(
-        table=sql.Identifier(table), filters=sql.SQL("")),
+        table=sql.Identifier(table), filters=sql.SQL(""), body=TEXT[False]),
         {"q": q.vector, "company": q.company, "n": k, "space": None}).fetchall()
     return [int(r[0]) for r in rows]
 
