@@ -105,6 +105,8 @@ def test_a_tenant_index_run_and_the_copy_never_build_at_once(
     with pytest.raises(ReembedInProgress, match="re-embed into hash-v1 \\(48-d\\) is in progress"):
         tenant_indexes(settings, grow, apply=True)  # would build the small company's index
     assert own_index(conn, tenant_index_name(small)) is None
+    dry = tenant_indexes(settings, grow, apply=False)  # the plan shows, and says --apply would refuse now
+    assert dry.moves and "--apply would refuse now: a re-embed into hash-v1 (48-d) is in progress" in dry.sentence()
     (policies := tmp_path / "p").mkdir()
     (policies / "vector-index.yaml").write_text("tenants:\n  min_rows: 100\n  max_share: 0.9\n")
     assert job_tenant_indexes(settings, policies).startswith("tenant indexes left as they are: a re-embed")

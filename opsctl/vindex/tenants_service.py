@@ -12,6 +12,7 @@ from opsctl.vindex.tenants import Action, Move, plan_tenant_indexes, sentence
 
 if TYPE_CHECKING:
     from core.config import Settings
+    from core.spaces.store import Space
     from opsctl.vindex.policy import VectorIndexPolicy
     from opsctl.vindex.tenants_pg import ProgressFn
 
@@ -26,9 +27,16 @@ class TenantRun:
     applied: bool
     own: list[int]  # the companies with their own index before the run
     done: list[str] = field(default_factory=list)
+    waits: str | None = None  # a dry run's plan that --apply would refuse now: why
 
     def sentence(self) -> str:
-        return sentence(self.moves, self.applied)
+        said = sentence(self.moves, self.applied)
+        return said if self.waits is None else f"{said}; --apply would refuse now: {self.waits}"
+
+
+def _reembed_waits(reembed: Space) -> str:
+    return (f"a re-embed into {reembed.spec.label()} is in progress (space {reembed.id}): it carries the own "
+            f"indexes across its switch; change them after it (`opsctl index reembed --status`)")
 
 
 def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool,
@@ -46,7 +54,11 @@ def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool
     with connect_db(settings) as conn:
         rows, current = company_rows(conn), own_indexes(conn)
         result = TenantRun(plan_tenant_indexes(rows, current, policy.tenants), apply, sorted(current))
-        if not apply or not result.moves:
+        if not result.moves:
+            return result
+        if not apply:
+            reembed = building(conn)
+            result.waits = None if reembed is None else _reembed_waits(reembed)
             return result
         got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone()
         if not (got and got[0]):
@@ -54,9 +66,7 @@ def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool
         try:
             reembed = building(conn)
             if reembed is not None:
-                raise ReembedInProgress(
-                    f"a re-embed into {reembed.spec.label()} is in progress (space {reembed.id}): it carries the "
-                    f"own indexes across its switch; change them after it (`opsctl index reembed --status`)")
+                raise ReembedInProgress(_reembed_waits(reembed))
             # plan again under the lock: the other run may have changed things meanwhile
             current = own_indexes(conn)
             result.moves = plan_tenant_indexes(rows, current, policy.tenants)
