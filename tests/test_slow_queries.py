@@ -48,6 +48,14 @@ AT = datetime(2026, 11, 27, 5, 45, 1, 123000, tzinfo=UTC)
      "SELECT a FROM t WHERE c = ? AND d = ?"),
     ("SELECT embedding <=> $1::vector(384) FROM chunks_2026_11 LIMIT 10",
      "SELECT embedding <=> ?::vector(?) FROM chunks_2026_11 LIMIT ?"),  # names keep their digits
+    # comment markers inside strings are text, not comments (the statement's rest is kept)
+    ("SELECT * FROM documents WHERE body LIKE '%--%' AND company_id = 5 AND id > 10",
+     "SELECT * FROM documents WHERE body LIKE ? AND company_id = ? AND id > ?"),
+    ("SELECT '/*', x FROM t WHERE y = 3 /* why */", "SELECT ?, x FROM t WHERE y = ?"),
+    # quoted identifiers are names: their digits and quotes stay
+    ('SELECT "col 5", "it\'s", "a""b" FROM t WHERE a = 1', 'SELECT "col 5", "it\'s", "a""b" FROM t WHERE a = ?'),
+    # an escape string's backslash-escaped quote does not end it
+    ("SELECT x FROM t WHERE a = E'\\'' AND b = 2", "SELECT x FROM t WHERE a = ? AND b = ?"),
 ])
 def test_statements_are_normalised_so_that_other_values_fall_together(statement: str, expected: str) -> None:
     assert normalise(statement) == expected
