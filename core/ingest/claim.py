@@ -16,8 +16,9 @@ those stay queued and are released at the commit. The companies are chosen by th
 knowing whether another worker holds it: when every chosen company's jobs are held (more companies
 waiting than a batch, each with a job or two, behind another worker's batch), the fair claim finds
 nothing, and the worker takes the FIFO's batch instead of napping while the other companies wait.
-``fifo`` is the old single queue by job id, kept as the baseline ``bench/fair_bench.py`` measures against. Either way the batch is one transaction: a
-worker killed with ``-9`` leaves its jobs queued, and they are claimed again.
+``fifo`` is the old single queue by job id, kept as the baseline ``bench/fair_bench.py`` measures
+against. Either way the batch is one transaction: a worker killed with ``-9`` leaves its jobs queued,
+and they are claimed again.
 """
 
 from __future__ import annotations
