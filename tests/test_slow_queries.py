@@ -28,7 +28,7 @@ from opsctl.slowqueries.parse import (
     parse_line,
     percentile,
 )
-from opsctl.slowqueries.pg import whole_lines
+from opsctl.slowqueries.pg import tail_reads, whole_lines
 from opsctl.slowqueries.plan import SettingChange, plan_threshold
 from tests.test_cli_output import run
 
@@ -174,6 +174,28 @@ def test_the_threshold_plan_names_each_change_and_whether_the_log_is_readable(
 ])
 def test_reads_take_whole_lines(data: bytes, from_start: bool, expected: tuple[str, int]) -> None:
     assert whole_lines(data, from_start) == expected
+
+
+LOG = b'{"a": 1}\n{"b": 2}\n{"c": 3}\n'  # lines of 9 bytes
+
+
+@pytest.mark.parametrize(("files", "budget", "reads"), [
+    ([("f", 27)], 100, [("f", 0, 27, True)]),
+    ([("f", 27)], 18, [("f", 8, 27, False)]),  # a byte before the cut tells whether a line starts there
+    ([("f", 27)], 14, [("f", 12, 27, False)]),
+    ([("old", 27), ("new", 27)], 36, [("new", 0, 27, True), ("old", 17, 27, False)]),  # newest first
+    ([("old", 27), ("new", 27)], 27, [("new", 0, 27, True)]),
+])
+def test_the_newest_part_of_the_log_is_read(files: list[tuple[str, int]], budget: int,
+                                            reads: list[tuple[str, int, int, bool]]) -> None:
+    assert tail_reads(files, budget) == reads
+
+
+@pytest.mark.parametrize(("budget", "lines"), [(18, ['{"b": 2}', '{"c": 3}']), (14, ['{"c": 3}']),
+                                               (9, ['{"c": 3}']), (8, [])])
+def test_a_line_that_begins_at_the_cut_is_kept(budget: int, lines: list[str]) -> None:
+    [(_, start, end, from_line_start)] = tail_reads([("f", len(LOG))], budget)
+    assert whole_lines(LOG[start:end], from_line_start)[0].splitlines() == lines
 
 
 def test_the_policy_is_validated_with_its_line(tmp_path: Path) -> None:
