@@ -31,7 +31,18 @@ CHECK_BYTES = 8
 HEAD = struct.Struct(">BBq")
 FINGERPRINT_BYTES = 16
 HIT_BYTES = 8
-MAX_CURSOR_CHARS = 4096  # a search's (100 hits given: ~1.1 kB) and a listing's (a 512-character id) fit
+MAX_SEARCH_DEPTH = 10_000  # the most hits a search's pages give in all: a tier's largest maxK (core.tiers)
+
+
+def encoded_chars(body_bytes: int) -> int:
+    """The length of a cursor whose body holds ``body_bytes`` bytes (base64 without padding)."""
+    return (4 * (HEAD.size + body_bytes + CHECK_BYTES) + 2) // 3
+
+
+MAX_LISTING_CURSOR_CHARS = 4096  # a 512-character id of 4-byte characters: ~2.8 kB
+# a walk at its deepest: a key per hit given (100 hits: ~1.1 kB; 10,000: ~107 kB, in a POST body)
+MAX_SEARCH_CURSOR_CHARS = encoded_chars(FINGERPRINT_BYTES + MAX_SEARCH_DEPTH * HIT_BYTES)
+MAX_CURSOR_CHARS = {LISTING: MAX_LISTING_CURSOR_CHARS, SEARCH: MAX_SEARCH_CURSOR_CHARS}
 
 
 class CursorRefused(ValueError):
@@ -49,8 +60,8 @@ def encode(kind: int, company_id: int, body: bytes) -> str:
 
 def decode(token: str, kind: int, company_id: int) -> bytes:
     """The body of ``token``, a cursor of ``kind`` issued to ``company_id``; else ``CursorRefused``."""
-    if len(token) > MAX_CURSOR_CHARS:
-        raise CursorRefused(f"cursor: longer than {MAX_CURSOR_CHARS} characters: not one this API issued")
+    if len(token) > MAX_CURSOR_CHARS[kind]:
+        raise CursorRefused(f"cursor: longer than {MAX_CURSOR_CHARS[kind]} characters: not one this API issued")
     try:
         raw = base64.b64decode(token.encode("ascii") + b"=" * (-len(token) % 4), altchars=b"-_", validate=True)
     except (UnicodeEncodeError, binascii.Error, ValueError):

@@ -29,6 +29,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from core.cursor import MAX_SEARCH_DEPTH
+
 TIER_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 MAX_RATE = 1_000_000.0
 MAX_COUNT = 10**12
@@ -62,7 +64,7 @@ class Tier(BaseModel):
                                description="share of the fair ingest queue (issue 15 §1)")
     max_documents: int | None = Field(None, alias="maxDocuments", ge=1, le=MAX_COUNT)
     max_stored_bytes: Bytes | None = Field(None, alias="maxStoredBytes")
-    max_k: int = Field(100, alias="maxK", ge=1, le=10_000, description="the largest `k` of a search")
+    max_k: int = Field(100, alias="maxK", ge=1, le=MAX_SEARCH_DEPTH, description="the largest `k` of a search")
 
     @property
     def has_document_quotas(self) -> bool:

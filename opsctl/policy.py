@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,7 +63,20 @@ def parse_duration(text: str | float | int) -> timedelta:
         seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise ValueError(f"duration {text!r} must be positive")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too long") from None
+
+
+def window_start(text: str, now: datetime) -> datetime:
+    """The moment a ``--since`` duration (``parse_duration``) before ``now``; ValueError when the
+    duration is malformed or reaches before the calendar's first year."""
+    window = parse_duration(text)
+    try:
+        return now - window
+    except OverflowError:
+        raise ValueError(f"duration {text!r} reaches before the year 1") from None
 
 
 def format_duration(delta: timedelta) -> str:

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from core import metrics
-from tests.conftest import RunningApi, client_for, free_port
+from tests.conftest import RunningApi, client_for, drain, free_port
 
 POLICY = """kind: tenants
 defaultTier: small
@@ -363,3 +363,39 @@ def test_e_mail_counts_against_the_document_quota_and_a_refusal_writes_nothing(
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "quota_documents", refused.text
     rows = conn.execute("SELECT external_id FROM ingest_jobs ORDER BY id").fetchall()
     assert [r[0] for r in rows] == ["email:m1@example.com", "email:m2@example.com"]
+
+
+BYTES_POLICY = """kind: tenants
+defaultTier: mail
+tiers:
+  mail: {ratePerSecond: 1000, burst: 1000, maxStoredBytes: 1000}
+"""
+
+
+def padded(n: int) -> bytes:
+    """A message of about 600 raw bytes whose stored text is a few dozen (its headers are not text)."""
+    return message(n).replace(b"Subject:", b"X-Padding: " + b"p" * 500 + b"\r\nSubject:")
+
+
+def test_a_duplicate_message_is_not_refused_by_the_bytes_quota(
+        settings: Any, tenant: Any, conn: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> None:
+    """A message the company has already is a no-op (answered as a duplicate): it must not count its raw
+    size again, which a stored copy (its text, much smaller) would not take."""
+    path = tmp_path / "tenants.yaml"
+    path.write_text(BYTES_POLICY)
+    tiered_settings = settings.model_copy(update={"tenants_policy": path})
+    api = RunningApi(tiered_settings)
+    rfc822 = {"Content-Type": "message/rfc822"}
+    try:
+        with client_for(api, tenant.api_key) as client:
+            assert client.post("/v1/emails", content=padded(1), headers=rfc822).status_code == 202
+            drain(tiered_settings, db_url)  # m1 stored: its text counts, not its raw size
+            assert client.post("/v1/emails", content=padded(2), headers=rfc822).status_code == 202
+            before = jobs(conn)
+            again = client.post("/v1/emails", content=padded(1), headers=rfc822)
+            third = client.post("/v1/emails", content=padded(3), headers=rfc822)
+    finally:
+        api.close()
+    assert again.status_code == 202 and again.json()["duplicate"] is True, again.text
+    assert third.status_code == 403 and third.json()["error"]["code"] == "quota_bytes", third.text
+    assert jobs(conn) == before

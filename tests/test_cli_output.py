@@ -105,6 +105,12 @@ def test_search_says_1_result_and_tells_the_next_page(api: RunningApi, tenant: A
     assert "next page" not in err, "the walk is complete"
     code, _, err = run(capsys, "search", "other words", "--cursor", "AAAA", *args)
     assert code == 1 and "cursor" in err, err
+    # a query that begins with '-' is told after '--', or the next page's command reads it as an option
+    code, _, err = run(capsys, "search", *args, "-k", "2", "--mode", "keyword", "--", "-refunds parcels password")
+    again = re.search(r"^next page: opsctl search (.+)$", err, re.MULTILINE)
+    assert code == 0 and again, err
+    code, out, err = run(capsys, "search", *args, *shlex.split(again.group(1)))
+    assert code == 0 and re.search(r"^\s*1 result \(", out, re.MULTILINE), (out, err)
 
 
 def test_index_status_shows_sizes_and_yes_no(database: str, capsys: pytest.CaptureFixture[str]) -> None:

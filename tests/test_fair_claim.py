@@ -238,3 +238,17 @@ def test_claim_weights_from_the_policy() -> None:
 ])
 def test_top_backlogs(rows: list[Backlog], top: int, expected: list[Backlog]) -> None:
     assert top_backlogs(rows, top) == expected
+
+
+def test_a_claim_behind_another_workers_batch_takes_the_companies_it_left(
+        conn: psycopg.Connection[Any], db_url: str) -> None:
+    """More companies waiting than a batch, each one job: the first worker holds the batch's companies'
+    jobs; the second must claim the others' instead of an empty batch (and a nap) while they wait."""
+    ids, _ = insert_jobs(conn, {"x": "standard", "y": "standard", "z": "standard"},
+                         [Queued("x", "x1", 5), Queued("y", "y1", 3), Queued("z", "z1", 4)])
+    labels = {v: k for k, v in ids.items()}
+    with psycopg.connect(db_url) as other, conn.transaction(), other.transaction():
+        first = [labels[r[0]] for r in claim_jobs(conn, "fair", CLAIM_WEIGHTS, 2)]
+        second = [labels[r[0]] for r in claim_jobs(other, "fair", CLAIM_WEIGHTS, 2)]
+    assert first == ["y1", "z1"]
+    assert second == ["x1"]

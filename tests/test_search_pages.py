@@ -113,6 +113,20 @@ def test_a_cursor_belongs_to_one_search_of_one_company() -> None:
     assert req.digest(r, None, 3) == req.digest(r), "a full page is keyed as before"
 
 
+def test_a_cursor_at_the_deepest_a_tier_allows_is_taken_back() -> None:
+    """A tier may allow k up to 10,000 (maxK) and the setting search_max_k has no ceiling: the cursor of a
+    walk that deep (a key per hit given) must pass the request's checks, or its next page is a 422."""
+    from core.tiers import Tier
+
+    depth = max(m.le for m in Tier.model_fields["max_k"].metadata if hasattr(m, "le"))
+    fingerprint = SearchRequest(query="refunds", mode="keyword").fingerprint()
+    keys = [hit_key(f"chunk:{n}") for n in range(depth - 1)]
+    token = search_cursor(7, fingerprint, keys)
+    request = SearchRequest(query="refunds", mode="keyword", cursor=token)
+    position = search_position(request.cursor or "", 7, fingerprint)
+    assert position.count == depth - 1
+
+
 # -- the real API ---------------------------------------------------------------------------------------------
 
 WORDS = ["refund", "parcel", "invoice", "password", "warranty", "delivery"]

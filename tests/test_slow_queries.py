@@ -28,7 +28,7 @@ from opsctl.slowqueries.parse import (
     parse_line,
     percentile,
 )
-from opsctl.slowqueries.pg import whole_lines
+from opsctl.slowqueries.pg import tail_reads, whole_lines
 from opsctl.slowqueries.plan import SettingChange, plan_threshold
 from tests.test_cli_output import run
 
@@ -48,6 +48,14 @@ AT = datetime(2026, 11, 27, 5, 45, 1, 123000, tzinfo=UTC)
      "SELECT a FROM t WHERE c = ? AND d = ?"),
     ("SELECT embedding <=> $1::vector(384) FROM chunks_2026_11 LIMIT 10",
      "SELECT embedding <=> ?::vector(?) FROM chunks_2026_11 LIMIT ?"),  # names keep their digits
+    # comment markers inside strings are text, not comments (the statement's rest is kept)
+    ("SELECT * FROM documents WHERE body LIKE '%--%' AND company_id = 5 AND id > 10",
+     "SELECT * FROM documents WHERE body LIKE ? AND company_id = ? AND id > ?"),
+    ("SELECT '/*', x FROM t WHERE y = 3 /* why */", "SELECT ?, x FROM t WHERE y = ?"),
+    # quoted identifiers are names: their digits and quotes stay
+    ('SELECT "col 5", "it\'s", "a""b" FROM t WHERE a = 1', 'SELECT "col 5", "it\'s", "a""b" FROM t WHERE a = ?'),
+    # an escape string's backslash-escaped quote does not end it
+    ("SELECT x FROM t WHERE a = E'\\'' AND b = 2", "SELECT x FROM t WHERE a = ? AND b = ?"),
 ])
 def test_statements_are_normalised_so_that_other_values_fall_together(statement: str, expected: str) -> None:
     assert normalise(statement) == expected
@@ -166,6 +174,28 @@ def test_the_threshold_plan_names_each_change_and_whether_the_log_is_readable(
 ])
 def test_reads_take_whole_lines(data: bytes, from_start: bool, expected: tuple[str, int]) -> None:
     assert whole_lines(data, from_start) == expected
+
+
+LOG = b'{"a": 1}\n{"b": 2}\n{"c": 3}\n'  # lines of 9 bytes
+
+
+@pytest.mark.parametrize(("files", "budget", "reads"), [
+    ([("f", 27)], 100, [("f", 0, 27, True)]),
+    ([("f", 27)], 18, [("f", 8, 27, False)]),  # a byte before the cut tells whether a line starts there
+    ([("f", 27)], 14, [("f", 12, 27, False)]),
+    ([("old", 27), ("new", 27)], 36, [("new", 0, 27, True), ("old", 17, 27, False)]),  # newest first
+    ([("old", 27), ("new", 27)], 27, [("new", 0, 27, True)]),
+])
+def test_the_newest_part_of_the_log_is_read(files: list[tuple[str, int]], budget: int,
+                                            reads: list[tuple[str, int, int, bool]]) -> None:
+    assert tail_reads(files, budget) == reads
+
+
+@pytest.mark.parametrize(("budget", "lines"), [(18, ['{"b": 2}', '{"c": 3}']), (14, ['{"c": 3}']),
+                                               (9, ['{"c": 3}']), (8, [])])
+def test_a_line_that_begins_at_the_cut_is_kept(budget: int, lines: list[str]) -> None:
+    [(_, start, end, from_line_start)] = tail_reads([("f", len(LOG))], budget)
+    assert whole_lines(LOG[start:end], from_line_start)[0].splitlines() == lines
 
 
 def test_the_policy_is_validated_with_its_line(tmp_path: Path) -> None:

@@ -322,3 +322,13 @@ def test_a_worker_flushes_its_counts_when_stopped_and_a_killed_one_loses_them(
     # the killed worker's 3 jobs are lost to usage (not to the data); the stopped one's are all there
     assert conn.execute("SELECT ingest_jobs, embeddings FROM usage_hourly WHERE company_id = %s",
                         (tenant.company_id,)).fetchall() == [(3, 3)]
+
+
+@pytest.mark.parametrize("argv", [("tenant", "usage"), ("slow-queries",), ("events",)])
+@pytest.mark.parametrize("since", ["99999999d", "1000000000d"])
+def test_a_window_reaching_before_year_one_is_bad_usage(database: str, capsys: pytest.CaptureFixture[str],
+                                                       argv: tuple[str, ...], since: str) -> None:
+    """--since longer than the calendar holds: exit 2 and a line naming the option, no traceback."""
+    code, _, err = run(capsys, *argv, "--since", since)
+    assert code == 2, err
+    assert err.startswith("error: --since") and len(err.strip().splitlines()) == 1, err

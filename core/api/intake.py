@@ -12,7 +12,7 @@ from core.api.errors import ApiError, validation_error
 from core.ingest.accept import DocumentIn, accept_documents
 from core.ingest.fair import INTERACTIVE, Lane, intake_lane, parse_priority
 from core.ingest.mail import email_external_id
-from core.ingest.mailaccept import accept_email, accept_emails
+from core.ingest.mailaccept import accept_email, accept_emails, queued_by
 from core.ingest.quota import check_documents_quota
 from core.mail.mbox import NotAnMbox, split_mbox_bytes
 from core.mail.message import message_id_of
@@ -61,17 +61,19 @@ def lane_of(settings: Settings, items: int, header: str | None, interactive_max:
 
 
 def within_quotas(services: Services, company_id: int, tier_name: str | None,
-                  sizes: Callable[[], list[tuple[str, int]]], queue: Callable[[psycopg.Connection[Any]], T]) -> T:
+                  sizes: Callable[[psycopg.Connection[Any]], list[tuple[str, int]]],
+                  queue: Callable[[psycopg.Connection[Any]], T]) -> T:
     """``queue`` on one pooled connection, within the document quotas of the company's tier (its name
-    as the request read it: ``Principal.tier``): the check of the ``sizes`` (external_id, bytes)
-    queued and the queueing in one transaction, else a 403 and nothing written (``core.ingest.quota``).
+    as the request read it: ``Principal.tier``): the check of the ``sizes`` (external_id, bytes) the
+    queueing would add (read on the connection, under the quota's lock) and the queueing in one
+    transaction, else a 403 and nothing written (``core.ingest.quota``).
     A tier without document quotas: no count, no lock, no transaction around the queueing's own."""
     _, tier = services.tiers.tier_of(tier_name)
     with services.pool.connection() as conn:
         if not tier.has_document_quotas:
             return queue(conn)
         with conn.transaction():
-            refusal = check_documents_quota(conn, company_id, tier, sizes())
+            refusal = check_documents_quota(conn, company_id, tier, sizes(conn))
             if refusal is not None:
                 raise refuse_quota(refusal)
             return queue(conn)
@@ -82,16 +84,19 @@ def store(services: Services, company_id: int, tier_name: str | None, docs: list
     """Queue ``docs`` durably in one transaction, in ``lane`` (``lane_of``), within the tier's quotas
     (``within_quotas``); their job ids."""
     job_ids = within_quotas(services, company_id, tier_name,
-                            lambda: [(d.external_id, len(d.text.encode("utf-8"))) for d in docs],
+                            lambda _: [(d.external_id, len(d.text.encode("utf-8"))) for d in docs],
                             lambda conn: accept_documents(conn, company_id, docs, source, lane))
     metrics.INGEST_ACCEPTED.labels("api" if source == "api" else "webhook").inc(len(docs))
     return job_ids
 
 
-def message_sizes(messages: list[tuple[str, bytes]]) -> list[tuple[str, int]]:
-    """What queued messages count for the quotas: each by its raw size until the worker has stored its
-    text (a queued message's text is not known before it is parsed; the raw message is the larger)."""
-    return [(email_external_id(message_id), len(raw)) for message_id, raw in messages]
+def message_sizes(company_id: int, messages: list[tuple[str, bytes]]) -> Callable[[psycopg.Connection[Any]],
+                                                                                list[tuple[str, int]]]:
+    """What messages count for the quotas: those that would be queued (a duplicate, of mail the company
+    has or of the body's, is a no-op), each by its raw size until the worker has stored its text (a
+    queued message's text is not known before it is parsed; the raw message is the larger)."""
+    return lambda conn: [(email_external_id(message_id), len(raw))
+                         for message_id, raw in queued_by(conn, company_id, messages)]
 
 
 def store_email(services: Services, company_id: int, tier_name: str | None, raw: bytes, source: str,
@@ -102,7 +107,7 @@ def store_email(services: Services, company_id: int, tier_name: str | None, raw:
     if not raw:
         raise validation_error("the body is empty: send one raw message (RFC 5322)")
     message_id, _ = message_id_of(raw)
-    accepted = within_quotas(services, company_id, tier_name, lambda: message_sizes([(message_id, raw)]),
+    accepted = within_quotas(services, company_id, tier_name, message_sizes(company_id, [(message_id, raw)]),
                              lambda conn: accept_email(conn, company_id, message_id, raw, source, lane))
     if not accepted.duplicate:
         metrics.INGEST_ACCEPTED.labels("email" if source == "api" else "webhook").inc()
@@ -141,7 +146,7 @@ def store_mbox(services: Services, company_id: int, tier_name: str | None, body:
     lane = lane_of(services.settings, len(raws), priority_header, interactive_max=0)
     ids = [message_id_of(raw)[0] for raw in raws]
     messages = list(zip(ids, raws, strict=True))
-    answers = within_quotas(services, company_id, tier_name, lambda: message_sizes(messages),
+    answers = within_quotas(services, company_id, tier_name, message_sizes(company_id, messages),
                             lambda conn: accept_emails(conn, company_id, messages, source, lane))
     new = [a.job_id for a in answers if not a.duplicate and a.job_id is not None]
     metrics.INGEST_ACCEPTED.labels("email" if source == "api" else "webhook").inc(len(new))

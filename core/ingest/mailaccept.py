@@ -108,6 +108,14 @@ def read_known(conn: psycopg.Connection[Any], company_id: int, message_ids: Sequ
     return {r[0]: Known(int(r[3])) if r[4] == "email" else Known(None if r[1] is None else int(r[1])) for r in rows}
 
 
+def queued_by(conn: psycopg.Connection[Any], company_id: int,
+              messages: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The (message_id, raw) of ``messages`` that ``accept_emails`` would queue now: not those the
+    company has stored or queued, nor a body's repeats of an id (what the document quotas count)."""
+    plan = plan_emails([m for m, _ in messages], read_known(conn, company_id, [m for m, _ in messages]))
+    return [message for message, planned in zip(messages, plan, strict=True) if not planned.duplicate]
+
+
 def accept_emails(conn: psycopg.Connection[Any], company_id: int, messages: Sequence[tuple[str, bytes]],
                   source: str, lane: Lane = INTERACTIVE) -> list[EmailAccepted]:
     """Queue the (message_id, raw) ``messages`` durably in one transaction (in ``lane``:

@@ -40,7 +40,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from core import metrics
 from core.cache import search_key
-from core.cursor import FINGERPRINT_BYTES, MAX_CURSOR_CHARS, search_position
+from core.cursor import FINGERPRINT_BYTES, MAX_SEARCH_CURSOR_CHARS, search_position
 from core.db import read_connection
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
 from core.replicas.reader import read
@@ -94,9 +94,10 @@ class SearchRequest(BaseModel):
     filters: Filters | None = None
     group_by: GroupBy | None = Field(None, description="`thread`: k threads, each its best chunk and "
                                      "`matched_messages`; a hit on another document is a group of its own")
-    cursor: str | None = Field(None, min_length=1, max_length=MAX_CURSOR_CHARS, description="`next_cursor` of the "
-                               "page before, with the same query, mode, filters and group_by (k may change): "
-                               "the next hits, none already given (README: pages of a search)")
+    cursor: str | None = Field(None, min_length=1, max_length=MAX_SEARCH_CURSOR_CHARS,
+                               description="`next_cursor` of the page before, with the same query, mode, "
+                               "filters and group_by (k may change): the next hits, none already given "
+                               "(README: pages of a search)")
 
     @field_validator("query")
     @classmethod

@@ -29,13 +29,13 @@ def events(
     from opsctl.context import connect_db, settings
     from opsctl.daemon.events import hidden_decisions, list_events
     from opsctl.output import emit, info, plural
-    from opsctl.policy import parse_duration
+    from opsctl.policy import window_start
 
+    now = utcnow()
     try:
-        window = parse_duration(since) if since is not None else None
+        window = now - window_start(since, now) if since is not None else None
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
-    now = utcnow()
     with connect_db(settings()) as conn:
         rows = list_events(conn, now=now, since=window, action=action, target=target, limit=limit,
                            everything=everything)

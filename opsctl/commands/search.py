@@ -68,6 +68,8 @@ def search(
     took = f"{'cached, ' if body['cached'] else ''}{body['took_ms']:.1f} ms"
     emit(rows, output, columns=columns, title=f"{what} ({took})")
     if body.get("next_cursor"):
-        again = [f"opsctl search {shlex.quote(query)}", f"-k {k}", f"--mode {mode}",
-                 *([f"--group-by {group_by.value}"] if group_by else []), f"--cursor {body['next_cursor']}"]
+        told = shlex.quote(query)  # a query that begins with '-' only after '--', the options' end: last
+        again = ["opsctl search" + ("" if query.startswith("-") else f" {told}"), f"-k {k}", f"--mode {mode}",
+                 *([f"--group-by {group_by.value}"] if group_by else []), f"--cursor {body['next_cursor']}",
+                 *([f"-- {told}"] if query.startswith("-") else [])]
         typer.echo("next page: " + " ".join(again), err=True)

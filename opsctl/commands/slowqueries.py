@@ -33,15 +33,15 @@ def slow_queries(
     from core.clock import utcnow
     from core.errors import ConfigError
     from opsctl.context import connect_db, settings
-    from opsctl.policy import parse_duration
+    from opsctl.policy import window_start
     from opsctl.slowqueries.pg import slow_report
 
     try:
-        window = parse_duration(since)
+        start = window_start(since, utcnow())
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
     with connect_db(settings()) as conn:
-        rows = slow_report(conn, utcnow() - window, top=top, max_bytes=max_mb * 1024 * 1024)
+        rows = slow_report(conn, start, top=top, max_bytes=max_mb * 1024 * 1024)
     emit(rows, output, columns=COLUMNS)
     if output is Output.table and not rows:
         info(f"no statement over the threshold logged in the last {since}")

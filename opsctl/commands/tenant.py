@@ -128,18 +128,22 @@ def usage(
     from core.usage.recorder import usage_report
     from core.usage.tally import SORTS
     from opsctl.context import connect_db, settings
-    from opsctl.policy import parse_duration
+    from opsctl.policy import parse_duration, window_start
 
     try:
-        window, step = parse_duration(since), parse_duration(every)
+        start = window_start(since, utcnow())
     except ValueError as exc:
-        raise ConfigError(f"--since/--every: {exc}") from None
+        raise ConfigError(f"--since: {exc}") from None
+    try:
+        step = parse_duration(every)
+    except ValueError as exc:
+        raise ConfigError(f"--every: {exc}") from None
     if step.total_seconds() % 3600:
         raise ConfigError(f"--every {every}: usage is kept by the hour; use whole hours (1h, 6h, 1d)")
     if sort not in SORTS:
         raise ConfigError(f"--sort {sort}: one of {', '.join(SORTS)}")
     with connect_db(settings()) as conn:
-        rows = usage_report(conn, company, utcnow() - window, step=step, sort=sort, top=top)
+        rows = usage_report(conn, company, start, step=step, sort=sort, top=top)
     if output is not Output.table:
         emit(rows, output)
         return

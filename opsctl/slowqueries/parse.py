@@ -28,11 +28,18 @@ _MESSAGE = re.compile(r"\Aduration: (\d+(?:\.\d+)?) ms\s+(?:statement|execute [^
 _PARAM = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
 _COMPANY = re.compile(r"\bcompany_id\s*=\s*(\$\d+|\d+|'\d+')", re.IGNORECASE)
 
-# normalising: comments, then literals, then the lists they leave, then the spaces
-_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_STRING = re.compile(r"(?:\b[eE]|\b[bBxX])?'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$", re.DOTALL)
-_NUMBER = re.compile(r"(?<![\w$.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])")
-_PARAMETER = re.compile(r"\$\d+")
+# normalising: one scan left to right (a comment marker in a string is text, a quote in a comment is
+# not a string), then the lists the literals leave, then the spaces
+_TOKEN = re.compile(r"""
+    (?P<comment>--[^\n]*|/\*.*?\*/)
+  | (?P<name>"(?:[^"]|"")*")
+  | (?P<literal>
+        \b[eE]'(?:[^'\\]|\\.|'')*'
+      | (?:\b(?:[bBxX]|[uU]&))?'(?:[^']|'')*'
+      | \$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$
+      | \$\d+
+      | (?<![\w$.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])
+    )""", re.DOTALL | re.VERBOSE)
 _LIST = re.compile(r"\?(?:\s*,\s*\?)+")
 _SPACE = re.compile(r"\s+")
 
@@ -113,13 +120,16 @@ def parse_log(text: str) -> list[SlowStatement]:
     return [s for s in (parse_line(line) for line in text.splitlines() if line.startswith("{")) if s is not None]
 
 
+def _token(found: re.Match[str]) -> str:
+    if found.group("comment") is not None:
+        return " "
+    return found.group("name") or "?"
+
+
 def normalise(statement: str) -> str:
     """The statement with every literal and parameter made ``?``, lists of them ``?, ...``, and
     comments and runs of whitespace gone: executions of one query with other values fall together."""
-    text = _COMMENT.sub(" ", statement)
-    text = _STRING.sub("?", text)
-    text = _PARAMETER.sub("?", text)
-    text = _NUMBER.sub("?", text)
+    text = _TOKEN.sub(_token, statement)
     text = _LIST.sub("?, ...", text)
     return _SPACE.sub(" ", text).strip().rstrip(";").strip()
 

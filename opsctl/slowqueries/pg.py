@@ -83,6 +83,20 @@ def whole_lines(data: bytes, from_line_start: bool) -> tuple[str, int]:
     return (data[begin:end].decode("utf-8", "replace") if end > begin else ""), end
 
 
+def tail_reads(files: list[tuple[str, int]], max_bytes: int) -> list[tuple[str, int, int, bool]]:
+    """What to read of the (path, size) log files, oldest first, to have their newest ``max_bytes``:
+    (path, start, end, from_line_start), newest first. A read cut inside a file starts one byte
+    before the cut, so ``whole_lines`` sees whether a line begins right at it (a newline there)."""
+    budget, reads = max_bytes, []
+    for path, size in reversed(files):
+        if budget <= 0:
+            break
+        start = max(0, size - budget)
+        reads.append((path, max(0, start - 1), size, start == 0))
+        budget -= size - start
+    return reads
+
+
 def readable_or_fail(conn: Any) -> None:
     """An OperationFailed saying why when the server's log cannot be read through SQL."""
     planned = plan_threshold(dict(conn.execute(SETTINGS_SQL, (list(SHOWN),)).fetchall()), {})
@@ -93,14 +107,9 @@ def readable_or_fail(conn: Any) -> None:
 def read_slow(conn: Any, since: datetime, max_bytes: int = MAX_READ_BYTES) -> list[SlowStatement]:
     """The slow statements of the JSON log files written to since ``since`` (the newest ``max_bytes``)."""
     try:
-        files = conn.execute(LOG_FILES_SQL, (since,)).fetchall()
-        budget, texts = max_bytes, []
-        for path, size, _ in reversed(files):
-            if budget <= 0:
-                break
-            start = max(0, int(size) - budget)
-            texts.append(whole_lines(_read(conn, path, start, int(size)), start == 0)[0])
-            budget -= int(size) - start
+        files = [(path, int(size)) for path, size, _ in conn.execute(LOG_FILES_SQL, (since,)).fetchall()]
+        texts = [whole_lines(_read(conn, path, start, end), from_line_start)[0]
+                 for path, start, end, from_line_start in tail_reads(files, max_bytes)]
     except Exception as exc:
         from core.db import first_line
 

@@ -25,7 +25,7 @@ from core.api.errors import ApiError, invalid_cursor, responses
 from core.api.intake import check_documents, lane_of, store
 from core.api.models import AcceptedOut, ContentOut, DocumentOut, DocumentsPage
 from core.api.services import Services
-from core.cursor import MAX_CURSOR_CHARS, CursorRefused
+from core.cursor import MAX_LISTING_CURSOR_CHARS, CursorRefused
 from core.documents import MAX_LIST_LIMIT, TEXT_SLICE, get_content, get_document, list_documents, text_pieces
 from core.ingest.accept import MAX_EXTERNAL_ID, DocumentsIn, accept_delete, external_id_value
 from core.ingest.fair import PRIORITY_HEADER
@@ -113,7 +113,7 @@ async def post_documents(request: Request) -> dict[str, Any]:
 @router.get("", response_model=DocumentsPage, summary="List the company's documents",
             responses=responses(400, 401, 422, 429, 503), openapi_extra=TENANT_AUTH)
 async def get_documents(principal: PrincipalDep, services: ServicesDep,
-                        cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS, description=
+                        cursor: Annotated[str | None, Query(max_length=MAX_LISTING_CURSOR_CHARS, description=
                                           "`next_cursor` of the page before (none: the first page)")] = None,
                         limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT, description="documents per page")] = 100,
                         ) -> dict[str, Any]:
