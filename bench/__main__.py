@@ -106,7 +106,7 @@ def _corpus_facts(corpus: Corpus) -> dict[str, Any]:
 def _settings_facts(stack: Stack) -> dict[str, Any]:
     s = stack.settings
     keys = ("embedder", "embed_dim", "chunk_size", "chunk_overlap", "hnsw_m", "hnsw_ef_construction",
-            "hnsw_ef_search", "worker_batch_size", "db_pool_max")
+            "hnsw_ef_search", "worker_batch_size", "db_pool_max", "search_per_document")
     return {k: getattr(s, k) for k in keys}
 
 

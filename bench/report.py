@@ -122,7 +122,9 @@ def _main_table(r: Results) -> Table:
         ri.cpu.get("other_processes_share", 0.0), "during the indexed COPY (noise, not the benchmark)", pct=True)
     for lat in r.latency:
         _latency_rows(row, lat)
-    row("[bold](c) recall@10 vs exact search[/bold]", math.nan, None, "")
+    per_document = r.settings.get("search_per_document", False)
+    row("[bold](c) recall@10 vs exact search[/bold]" + (" (per-document hits: each document's nearest chunk)"
+                                                         if per_document else ""), math.nan, None, "")
     for rec in r.recall:
         row(f"company {rec.company} ({rec.rows_share:.0%} of rows), {rec.queries} queries", rec.service,
             rec.raw_hnsw, "raw HNSW query (exact = 1.000)", f"recall@10 company {rec.company}")

@@ -213,12 +213,18 @@ def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32],
 
 @dataclass(frozen=True)
 class Exact:
-    neighbours: list[list[tuple[int, float]]]  # the exact top-k per query
+    neighbours: list[list[tuple[int, float]]]  # the exact top-k chunks per query
+    documents: list[list[tuple[int, float]]]  # the exact top-k documents per query: each its nearest chunk
     p50_ms: float  # exact search latency at concurrency 1
     contrast: dict[str, float]  # mean distance of the 1st, k-th, 100th, 1000th neighbour and the median chunk
 
 
 CONTRAST_DEPTH = 100
+# the exact neighbours with their documents, as deep as the contrast reads
+EXACT_SQL = (
+    "SELECT id, embedding <=> %(q)s AS distance, document_id FROM chunks WHERE company_id = %(company)s"
+    " ORDER BY embedding <=> %(q)s LIMIT %(k)s"
+)
 CONTRAST_SAMPLE = 20  # queries whose whole distance distribution (1000th neighbour, median) is measured
 DISTRIBUTION_SQL = (
     "SELECT (array_agg(d ORDER BY d))[1000], percentile_cont(0.5) WITHIN GROUP (ORDER BY d)"
@@ -229,14 +235,16 @@ DISTRIBUTION_SQL = (
 def exact_neighbours(stack: Stack, company_id: int, vectors: npt.NDArray[np.float32]) -> Exact:
     """The exact neighbours (index scans off: a sequential or btree scan and a sort)."""
     found: list[list[tuple[int, float]]] = []
+    documents: list[list[tuple[int, float]]] = []
     seconds: list[float] = []
     with stack.connect(autocommit=True) as conn:
         conn.execute("SET enable_indexscan = off")
         for v in vectors:
             started = time.perf_counter()
-            rows = conn.execute(RAW_VECTOR_SQL, {"q": v, "company": company_id, "k": CONTRAST_DEPTH}).fetchall()
+            rows = conn.execute(EXACT_SQL, {"q": v, "company": company_id, "k": CONTRAST_DEPTH}).fetchall()
             seconds.append(time.perf_counter() - started)
             found.append([(int(r[0]), float(r[1])) for r in rows])
+            documents.append(nearest_per_document([(int(r[0]), float(r[1]), int(r[2])) for r in rows])[:K])
         spread = [conn.execute(DISTRIBUTION_SQL, {"q": v, "company": company_id}).fetchone()
                   for v in vectors[:CONTRAST_SAMPLE]]
     contrast = {
@@ -247,7 +255,19 @@ def exact_neighbours(stack: Stack, company_id: int, vectors: npt.NDArray[np.floa
     if thousandth:
         contrast["distance_1000"] = float(np.mean(thousandth))
     contrast["distance_median"] = float(np.mean([float(r[1]) for r in spread if r]))
-    return Exact([f[:K] for f in found], percentile(seconds, 50) * 1000, contrast)
+    return Exact([f[:K] for f in found], documents, percentile(seconds, 50) * 1000, contrast)
+
+
+def nearest_per_document(ranked: list[tuple[int, float, int]]) -> list[tuple[int, float]]:
+    """(chunk, distance) of each document's nearest chunk, nearest first, from chunks ranked by
+    distance as (chunk, distance, document): what per-document hits should answer (pure)."""
+    seen: set[int] = set()
+    out = []
+    for chunk, distance, document in ranked:
+        if document not in seen:
+            seen.add(document)
+            out.append((chunk, distance))
+    return out
 
 
 def recall_at_k(found: list[tuple[int, float]], exact: list[tuple[int, float]], k: int = K) -> float:
@@ -295,5 +315,7 @@ def recall(stack: Stack, load: LoadProcess, company: str, queries: list[str], ve
     stack.flush_cache()
     service = load.run(search_api, stack.api_url, tenant.api_key, queries, RECALL_CONCURRENCY, K, True)
     service_hits = [[(cid, 1.0 - score) for cid, score in e[2]] for e in service.extras]
-    return RecallRow(company, rows_share, len(queries), _mean_recall(service_hits, exact.neighbours), raw_recall,
+    # per-document hits (the default) are one per document: against each document's nearest chunk
+    truth = exact.documents if stack.settings.search_per_document else exact.neighbours
+    return RecallRow(company, rows_share, len(queries), _mean_recall(service_hits, truth), raw_recall,
                      plans[company], sweep, exact.p50_ms, exact.contrast)
