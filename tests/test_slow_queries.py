@@ -31,6 +31,7 @@ from opsctl.slowqueries.parse import (
 from opsctl.slowqueries.pg import tail_reads, whole_lines
 from opsctl.slowqueries.plan import SettingChange, plan_threshold
 from tests.test_cli_output import run
+from tests.test_up import wait_for
 
 AT = datetime(2026, 11, 27, 5, 45, 1, 123000, tzinfo=UTC)
 
@@ -82,6 +83,9 @@ def test_logged_parameters_are_read(detail: str | None, expected: dict[int, str 
 ])
 def test_the_company_is_what_company_id_is_compared_with(statement: str, params: Any, expected: int | None) -> None:
     assert company_of(statement, params) == expected
+
+
+LOG_WAIT = 60  # the collector writes the log asynchronously; the deadline only ends a failing test
 
 
 def line(message: str, **extra: Any) -> str:
@@ -244,16 +248,6 @@ def slow_statements(url: str, companies: list[int]) -> None:
         conn.execute("SELECT pg_sleep(0.08)")
 
 
-def wait_for(check: Any, what: str) -> Any:
-    """The collector writes the log asynchronously: wait for what must come (the deadline only ends a
-    failing test)."""
-    deadline = time.monotonic() + 60
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"never logged: {what}"
-        time.sleep(0.1)
 
 
 def test_slow_queries_end_to_end(logged: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,7 +284,7 @@ def test_slow_queries_end_to_end(logged: Any, capsys: pytest.CaptureFixture[str]
         return rows if docs and docs[0]["count"] >= 3 and any(r["query"] == "SELECT pg_sleep(?)" for r in rows) \
             else []
 
-    rows = wait_for(report, "the slow statements")
+    rows = wait_for(report, LOG_WAIT, "the slow statements logged")
     docs = next(r for r in rows if r["query"] == "SELECT count(*), pg_sleep(?) FROM documents WHERE company_id = ?")
     assert docs["count"] == 3 and docs["total_ms"] >= 150 and docs["p95_ms"] >= 50
     assert docs["companies"] == [acme.name, globex.name]  # by executions, by name
@@ -325,7 +319,7 @@ def test_the_daemon_job_counts_new_slow_statements(logged: Any, tmp_path: Path) 
         jobs.job_slow_queries(settings, tmp_path)
         return counted() - before >= 3
 
-    wait_for(three_marked, "the marked statements")
+    wait_for(three_marked, LOG_WAIT, "the marked statements logged")
     assert REGISTRY.get_sample_value("opsctl_slow_queries_threshold_ms") == 40.0
     # each statement once: runs after they were counted add only what was logged since (the job's
     # own statements are under the threshold)
