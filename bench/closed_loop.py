@@ -278,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "Prometheus history": from_prom.source},
         "agreement": {r.name: [f.as_dict() for f in observed.agreement(real.summary, r.summary)] for r in simulated},
         "recording": [dataclasses.asdict(r) for r in recorded],
+        # each timeline as `scale simulate -o json` gives it: what the chart draws, kept to draw it again
+        "policies": [r.as_dict() for r in (real, *simulated)],
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     args.chart.parent.mkdir(parents=True, exist_ok=True)
