@@ -48,6 +48,7 @@ BENCH_BACKENDS = "PostgreSQL backends of the benchmark (raw SQL, polling, sampli
 EXITED_BACKENDS = "PostgreSQL processes that exited (short sessions, autovacuum workers)"
 BENCH_PROCESS = "bench process (API, raw COPY client, polling)"
 LOAD_PROCESS = "load-generator process (HTTP and SQL clients)"
+REDIS_SERVER = "Redis server (the stack's cache)"
 OTHER_PROCESSES = "other processes on the machine (not the benchmark)"
 COPY_CLIENT = "COPY chunks: backend waits for rows from the worker (client-side serialisation)"
 
@@ -154,21 +155,25 @@ class CpuSnapshot:
 def meter_for(stack: Stack, load_pid: int) -> CpuMeter:
     """A meter over the stack's processes, the load generator and this process."""
     workers = [w.pid for w in stack.workers.workers if w.alive()]
-    return CpuMeter(stack.db_url, stack.pg.pid() or 0, workers, load_pid)
+    redis = stack.redis.proc.pid if stack.redis.proc is not None else 0
+    return CpuMeter(stack.db_url, stack.pg.pid() or 0, workers, load_pid, redis)
 
 
 class CpuMeter:
     """CPU seconds by component between ``start()`` and ``stop()``."""
 
-    def __init__(self, url: str, postmaster_pid: int, worker_pids: list[int], load_pid: int) -> None:
+    def __init__(self, url: str, postmaster_pid: int, worker_pids: list[int], load_pid: int,
+                 redis_pid: int = 0) -> None:
         self.url = url
         self.postmaster = postmaster_pid
         self.worker_pids = worker_pids
         self.load_pid = load_pid
+        self.redis_pid = redis_pid  # 0: no Redis of the stack's own to count (its CPU then reads as other processes')
         self._start: CpuSnapshot | None = None
 
     def _pids(self) -> list[int]:
-        return [self.postmaster, *children_of(self.postmaster), *self.worker_pids, self.load_pid, os.getpid()]
+        own = [self.redis_pid] if self.redis_pid else []
+        return [self.postmaster, *children_of(self.postmaster), *self.worker_pids, self.load_pid, *own, os.getpid()]
 
     def _snapshot(self) -> CpuSnapshot:
         busy, total = machine_busy_ticks()
@@ -202,6 +207,8 @@ class CpuMeter:
                 groups[WORKER_PROCESSES] += seconds
             elif pid == self.load_pid:
                 groups[LOAD_PROCESS] += seconds
+            elif self.redis_pid and pid == self.redis_pid:
+                groups[REDIS_SERVER] += seconds
             elif pid == os.getpid():
                 groups[BENCH_PROCESS] += seconds
             elif apps.get(pid) == WORKER_APP:
