@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import psycopg
 from core.chunking import chunk_text
 from core.metrics import queue_stats
 from tests.conftest import RunningApi, client_for, project_root
+from tests.waiting import wait_for
 
 N_DOCS = 240
 
@@ -28,11 +28,7 @@ def start_worker(settings: Any, tmp: Path, batch: int) -> subprocess.Popen[bytes
                             stdout=log, stderr=log)
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
+
 
 
 def doc_text(i: int) -> str:
@@ -52,19 +48,19 @@ def test_kill_9_worker_mid_batch_loses_nothing_duplicates_nothing(
     for _ in range(3):
         worker = start_worker(api.settings, tmp_path, batch=8)
         # wait until this worker holds a batch (jobs in flight), then kill it without warning
-        wait_until(lambda: queue_stats(conn)[1] > 0, 60, "a batch in flight")
+        wait_for(lambda: queue_stats(conn)[1] > 0, 60, "a batch in flight")
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         kills += 1
         # the killed batch goes back to the queue as soon as PostgreSQL notices the dead client
-        wait_until(lambda: queue_stats(conn)[1] == 0, 30, "the killed batch to be released")
+        wait_for(lambda: queue_stats(conn)[1] == 0, 30, "the killed batch to be released")
     assert kills == 3
     waiting_after_kills = queue_stats(conn)[0]
     assert waiting_after_kills > 0, "the kills happened mid-way, with work left"
 
     worker = start_worker(api.settings, tmp_path, batch=8)
     try:
-        wait_until(lambda: queue_stats(conn)[0] == 0 and queue_stats(conn)[1] == 0, 240, "the queue to drain")
+        wait_for(lambda: queue_stats(conn)[0] == 0 and queue_stats(conn)[1] == 0, 240, "the queue to drain")
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, "a SIGTERMed worker exits cleanly"

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from opsctl.daemon.leader import LeaderLock, lock_holder
 from opsctl.daemon.process import DaemonProcess
 from opsctl.daemon.service import Daemon, DaemonConfig
 from tests.conftest import free_port, make_settings, project_root
+from tests.waiting import wait_for
 
 TICK = 'kind: schedule\njobs:\n  tick:\n    every: 1s\n    run: "tests.daemon_jobs:job_tick"\n'
 FAILING = TICK + ('  raise:\n    every: 1s\n    run: "tests.daemon_jobs:job_raise"\n'
@@ -49,16 +49,7 @@ def start_daemon(db_url: str, tmp_path: Path, policy_dir: Path, actor: str, metr
     return proc, log
 
 
-def wait_for(predicate: Any, timeout: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-            raise AssertionError(f"timed out waiting for {what}\n{tail}")
-        time.sleep(0.1)
+
 
 
 def events(conn: psycopg.Connection[Any], action: str) -> list[dict[str, Any]]:

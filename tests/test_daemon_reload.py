@@ -23,7 +23,8 @@ from opsctl.daemon.leader import lock_holder
 from opsctl.daemon.service import NOT_ENFORCING, Daemon, DaemonConfig
 from opsctl.daemon.status import fetch, summarize
 from tests.conftest import free_port, make_settings
-from tests.test_daemon import TICK, YEARLY, env_for, events, scrape, start_daemon, stop, wait_for
+from tests.test_daemon import TICK, YEARLY, env_for, events, scrape, start_daemon, stop
+from tests.waiting import wait_for
 
 RECURSIVE = "a: &x [*x]\n"
 

@@ -13,7 +13,8 @@ import pytest
 from core.metrics import queue_stats
 from tests.conftest import RunningApi, client_for
 from tests.email_helpers import check_consistent, synthetic_list, threads_of
-from tests.test_crash import start_worker, wait_until
+from tests.test_crash import start_worker
+from tests.waiting import wait_for
 
 RFC822 = {"Content-Type": "message/rfc822"}
 
@@ -64,7 +65,7 @@ def test_two_workers_on_messages_that_share_ids(api: RunningApi, tenant: Any, co
     send_all(api, tenant.api_key, raws)
     workers = [start_worker(api.settings, tmp_path, batch=3) for _ in range(2)]
     try:
-        wait_until(lambda: drained(conn), 240, "the queue to drain")
+        wait_for(lambda: drained(conn), 240, "the queue to drain")
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -84,14 +85,14 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing(api: RunningApi, tenant: 
     send_all(api, tenant.api_key, raws)
     for _ in range(3):
         worker = start_worker(api.settings, tmp_path, batch=4)
-        wait_until(lambda: queue_stats(conn)[1] > 0, 60, "a batch in flight")
+        wait_for(lambda: queue_stats(conn)[1] > 0, 60, "a batch in flight")
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-        wait_until(lambda: queue_stats(conn)[1] == 0, 30, "the killed batch to be released")
+        wait_for(lambda: queue_stats(conn)[1] == 0, 30, "the killed batch to be released")
     assert queue_stats(conn)[0] > 0, "the kills happened mid-way, with work left"
     worker = start_worker(api.settings, tmp_path, batch=4)
     try:
-        wait_until(lambda: drained(conn), 240, "the queue to drain")
+        wait_for(lambda: drained(conn), 240, "the queue to drain")
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0

@@ -21,7 +21,8 @@ import pytest
 from core.config import Settings
 from core.logs import FIELDS, REQUEST_ID_MAX, JsonFormatter, RequestInfo, request_id, rfc3339
 from tests.conftest import free_port, project_root
-from tests.test_up import ready, wait_for
+from tests.test_up import ready
+from tests.waiting import wait_for
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

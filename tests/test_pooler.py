@@ -10,7 +10,6 @@ search in every mode, the daemon's leader election and partition rotation on the
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from core.pooler import SET_CONFIG_SQL, connect_kwargs, search_connection, searc
 from tests.conftest import RunningApi, client_for, make_settings
 from tests.test_ingest_search import DOCS, ingest, search
 from tests.test_partitions import NOW, count, policy_for, world  # noqa: F401 (world: a fixture)
+from tests.waiting import wait_for
 
 DEFAULT_EF = "500"  # what migrations set as the database's default
 
@@ -191,11 +191,7 @@ def pooled_api(pooled_settings: Settings) -> Iterator[RunningApi]:
     running.close()
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+
 
 
 def test_ingest_and_search_through_the_pooler(pooled_api: RunningApi, tenant: Any, conn: psycopg.Connection[Any],
@@ -230,7 +226,7 @@ def test_ingest_and_search_through_the_pooler(pooled_api: RunningApi, tenant: An
             row = conn.execute("SELECT count(*) FILTER (WHERE status <> 'done'), count(*) FROM ingest_jobs").fetchone()
             return row is not None and row[0] == 0 and row[1] == 10
 
-        wait_until(idle, "the worker to finish every job")
+        wait_for(idle, 60, "the worker to finish every job")
     finally:
         worker.stop()
         thread.join(30)

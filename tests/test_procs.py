@@ -16,7 +16,7 @@ from core import procs
 from core.errors import ServiceUnavailable
 from opsctl.up.lock import InstanceLock
 from tests.conftest import project_root
-from tests.test_up import wait_for
+from tests.waiting import wait_for
 
 PARENT = textwrap.dedent("""
     import os, sys, threading, time

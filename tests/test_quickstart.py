@@ -22,7 +22,8 @@ from core.embedded import prometheus_binary
 from tests.cli_citations import Citation, citations_in_markdown, problems, root_command
 from tests.conftest import free_port, outside_pytest_tmp, project_root
 from tests.test_ingest_cli import table
-from tests.test_up import prom_query, ready, wait_for
+from tests.test_up import prom_query, ready
+from tests.waiting import wait_for
 
 ROOT = project_root()
 _FENCE = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)

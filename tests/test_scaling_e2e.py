@@ -27,7 +27,8 @@ from opsctl.scaling import service
 from opsctl.scaling.jobs import job_autoscale
 from opsctl.scaling.policy import AutoscalingPolicy
 from tests.conftest import RunningApi, free_port, outside_pytest_tmp, project_root
-from tests.test_up import prom_query, wait_for
+from tests.test_up import prom_query
+from tests.waiting import wait_for
 
 WINDOW = 300  # scaleDown stabilization window of the test policy, seconds: passed on a clock, never waited for
 

@@ -15,6 +15,7 @@ from core.search.retrieve import SearchRequest
 from core.tenants import hash_key, resolve_principal, verified_company
 from tests.conftest import RunningApi, client_for, drain
 from tests.test_ingest_search import DOCS, ingest, search
+from tests.waiting import wait_for
 
 
 def gets(client: redis.Redis) -> int:
@@ -25,11 +26,7 @@ def gets(client: redis.Redis) -> int:
     return int(stats.get("cmdstat_get", {}).get("calls", 0)) - scripts
 
 
-def wait_for(predicate: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+
 
 
 def test_the_cache_is_asked_while_the_database_authenticates(api: RunningApi, tenant: Any, db_url: str,
@@ -48,7 +45,7 @@ def test_the_cache_is_asked_while_the_database_authenticates(api: RunningApi, te
         blocker.execute("LOCK TABLE companies IN ACCESS EXCLUSIVE MODE")  # the key lookup waits on it
         asking = threading.Thread(target=ask)
         asking.start()
-        wait_for(lambda: gets(client) > before, "the GET, sent while the lookup waits on the database")
+        wait_for(lambda: gets(client) > before, 30, "the GET, sent while the lookup waits on the database")
         assert not answered
         blocker.rollback()
     asking.join(30)

@@ -31,7 +31,7 @@ from opsctl.slowqueries.parse import (
 from opsctl.slowqueries.pg import tail_reads, whole_lines
 from opsctl.slowqueries.plan import SettingChange, plan_threshold
 from tests.test_cli_output import run
-from tests.test_up import wait_for
+from tests.waiting import wait_for
 
 AT = datetime(2026, 11, 27, 5, 45, 1, 123000, tzinfo=UTC)
 

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from core.embedded import prometheus_binary
 from tests.conftest import free_port, outside_pytest_tmp, project_root
+from tests.waiting import wait_for
 
 
 def opsctl(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -27,14 +27,7 @@ def opsctl(*args: str, env: dict[str, str], check: bool = True) -> subprocess.Co
     return proc
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+
 
 
 def start_up(env: dict[str, str], port: int, prom_port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -26,8 +26,9 @@ from opsctl.up.banner import endpoint_lines, try_it
 from opsctl.up.system import stop_summary
 from opsctl.up.workers import LastCount, Workers, initial_workers
 from tests.conftest import free_port, outside_pytest_tmp, project_root
-from tests.test_up import opsctl, prom_query, ready, wait_for
+from tests.test_up import opsctl, prom_query, ready
 from tests.test_up_health import reads_nothing
+from tests.waiting import wait_for
 
 ROOT = project_root()
 NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)

@@ -22,7 +22,8 @@ import pytest
 
 from core.embedded import EmbeddedPostgres, pg_command
 from tests.conftest import free_port, outside_pytest_tmp, project_root
-from tests.test_up import opsctl, ready, start_up, wait_for
+from tests.test_up import opsctl, ready, start_up
+from tests.waiting import wait_for
 
 KINDS = ("postgres", "redis", "prometheus", "worker", "daemon")
 Proc = tuple[int, float]  # (pid, creation time): a PID alone may name another process later

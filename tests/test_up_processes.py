@@ -17,7 +17,7 @@ from core.errors import ServiceUnavailable
 from core.workerpool import WorkerPool
 from opsctl.daemon.process import DaemonProcess
 from tests.conftest import outside_pytest_tmp
-from tests.test_up import wait_for
+from tests.waiting import wait_for
 
 
 def gone(pid: int) -> bool:

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 
 from tests.conftest import free_port, outside_pytest_tmp, project_root
-from tests.test_up import opsctl, ready, wait_for
+from tests.test_up import opsctl, ready
+from tests.waiting import wait_for
 
 
 def metric(api: str, name: str, **labels: str) -> float | None:

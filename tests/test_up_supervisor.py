@@ -17,7 +17,7 @@ from core.errors import ServiceUnavailable
 from core.supervision import RestartPolicy
 from core.threads import Abort
 from opsctl.up.supervisor import Child, Supervisor
-from tests.test_up import wait_for
+from tests.waiting import wait_for
 
 NEVER = 120.0  # "ready" never comes within this: its expiry means the test failed
 

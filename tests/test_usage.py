@@ -307,14 +307,15 @@ def test_a_worker_flushes_its_counts_when_stopped_and_a_killed_one_loses_them(
     import signal
 
     from core.metrics import queue_stats
-    from tests.test_crash import start_worker, wait_until
+    from tests.test_crash import start_worker
+    from tests.waiting import wait_for
 
     monkeypatch.setenv("OPSCTL_USAGE_FLUSH_SECONDS", "0")  # read by the workers started here
     for round_, stop in enumerate((signal.SIGKILL, signal.SIGTERM)):
         ingest(api, tenant.api_key, [{**d, "text": f"{d['text']} ({round_})"} for d in DOCS])
         worker = start_worker(api.settings, tmp_path, batch=8)
         try:
-            wait_until(lambda: queue_stats(conn)[:2] == (0, 0), 120, "the queue to drain")
+            wait_for(lambda: queue_stats(conn)[:2] == (0, 0), 120, "the queue to drain")
             assert conn.execute("SELECT count(*) FROM usage_hourly").fetchone() == (0,)  # nothing flushed yet
         finally:
             worker.send_signal(stop)

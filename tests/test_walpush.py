@@ -395,7 +395,8 @@ def test_opsctl_up_supervises_the_pusher_and_prometheus_scrapes_its_lag(
 
     from core.embedded import prometheus_binary
     from tests.conftest import free_port, outside_pytest_tmp
-    from tests.test_up import prom_query, ready, start_up, wait_for
+    from tests.test_up import prom_query, ready, start_up
+    from tests.waiting import wait_for
 
     assert prometheus_binary(), "Prometheus must be installed (make test installs it): this test never skips"
     data_dir = outside_pytest_tmp("opsctl-test-walpush-") / "state"
