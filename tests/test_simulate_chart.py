@@ -1,6 +1,6 @@
 """The chart of a simulation: one layout (axes, ticks, each series' step line in pixels, legend) drawn
 as SVG and as PNG; each policy's ready replicas solid and the replicas it set dashed; drawn from
-timelines as `scale simulate -o json` gives them."""
+timelines as `scale simulate -o json` gives them, so a kept report is drawn again (closed loop --replot)."""
 
 from __future__ import annotations
 
@@ -156,3 +156,13 @@ def test_unknown_formats_and_bad_timelines_are_refused() -> None:
     with pytest.raises(SimulationError, match=r"'a'.*needs t, demand, desired_replicas and ready_replicas"):
         chart.svg([{"name": "a", "timeline": [{"t": 0, "demand": 1, "desired_replicas": 1}]}], 10.0, "x")
 
+
+def test_the_closed_loop_draws_its_chart_again_from_its_report(tmp_path: Path) -> None:
+    from bench import closed_loop
+
+    report = tmp_path / "closed_loop.json"
+    report.write_text(json.dumps({"model": {"capacity": 10.0}, "policies": BOTH}))
+    for name in ("closed-loop.svg", "closed-loop.png"):
+        out = tmp_path / name
+        assert closed_loop.main(["--replot", "--out", str(report), "--chart", str(out)]) == 0
+        assert out.read_bytes() == chart.render(out.suffix, BOTH, 10.0, closed_loop.TITLE)
