@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from PIL import Image, ImageColor
@@ -123,7 +124,8 @@ def test_the_png_draws_the_layout() -> None:
 def test_svg_draws_the_same_layout() -> None:
     lay = chart.layout(BOTH, 10.0, "core-worker")
     svg = chart.svg(BOTH, 10.0, "core-worker")
-    assert svg.startswith("<svg") and f'width="{lay.width}" height="{lay.height}"' in svg
+    assert ElementTree.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"  # well-formed
+    assert f'width="{lay.width}" height="{lay.height}"' in svg
     for line in lay.lines:
         points = " ".join(f"{px:g},{py:g}" for px, py in line.points)
         assert f'points="{points}"><title>{line.label}</title>' in svg

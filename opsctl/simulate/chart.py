@@ -208,19 +208,15 @@ def layout(policies: Sequence[Timeline], capacity: float, title: str, width: int
     unit, seconds = time_unit(end)
     x_step = nice_step(end / seconds)
 
-    # the legend under the plot, in as many columns as its longest label allows
-    # (the need, then per policy its ready replicas before the replicas it set)
-    order = [series[0]] + [s for pair in zip(series[2::2], series[1::2], strict=True) for s in pair]
-    char = 0.6 * font_size  # an average glyph's width, to size the legend's columns
+    # the legend under the plot: the need, then a row per policy (its ready replicas, the replicas it set)
+    cells = [(0, 0, series[0])] + [(1 + i // 2, (i + 1) % 2, s) for i, s in enumerate(series[1:])]
     swatch = 24
-    column = swatch + 6 + char * max(len(label) for label, _, _ in order) + 16
     left, right, top = 50.0, float(width - 20), 30.0
-    columns = max(1, min(len(order), int((right - left) // column)))
-    rows = math.ceil(len(order) / columns)
+    rows = 1 + len(policies)
     row_height = font_size + 5
     bottom = float(height - 12 - rows * row_height - 22)
     if bottom - top < 4 * font_size:
-        raise SimulationError(f"a chart of {width}x{height} pixels leaves no room to plot {len(order)} lines")
+        raise SimulationError(f"a chart of {width}x{height} pixels leaves no room to plot {len(policies)} policies")
     frame = Layout(width, height, font_size, (0.0, end), (0.0, y_top), (left, top, right, bottom),
                    (), (), (), ())  # its scales place what follows
 
@@ -238,9 +234,9 @@ def layout(policies: Sequence[Timeline], capacity: float, title: str, width: int
 
     lines = tuple(Polyline(label, stroke, step_pixels(pts, end, frame.x, frame.y)) for label, stroke, pts in series)
     legend = []
-    for i, (label, stroke, _) in enumerate(order):
-        lx = left + (right - left) / columns * (i % columns)
-        ly = bottom + 22 + 12 + row_height * (i // columns)
+    for row, column, (label, stroke, _) in sorted(cells, key=lambda c: c[:2]):
+        lx = left + (right - left) / 2 * column
+        ly = bottom + 22 + 12 + row_height * row
         mid = ly - font_size / 3  # the swatch at the middle of the text's lower-case letters
         legend.append(LegendEntry(Polyline(label, stroke, ((lx, mid), (lx + swatch, mid))),
                                   Text(lx + swatch + 6, ly, label)))
