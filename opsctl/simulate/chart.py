@@ -23,7 +23,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from opsctl.simulate.model import SimulationError
 
@@ -101,8 +101,12 @@ class Layout:
 Points = list[tuple[float, float]]
 
 
-def timelines(results: Sequence[Any]) -> list[dict[str, Any]]:
-    """Results (anything with ``as_dict()``: :class:`~opsctl.simulate.compare.Result`) as the charts take them."""
+class AsDict(Protocol):
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+def timelines(results: Sequence[AsDict]) -> list[dict[str, Any]]:
+    """Results (:class:`~opsctl.simulate.compare.Result`) as the charts take them: ``-o json``'s policies."""
     return [r.as_dict() for r in results]
 
 
