@@ -1,6 +1,7 @@
 """The closed loop: ``opsctl up`` scaling its worker pool under a step of ingest, replayed by ``scale simulate``.
 
     python -m bench.closed_loop [--quick]
+    python -m bench.closed_loop --replot [--out JSON] [--chart FILE.svg|FILE.png]
 
 1. Starts ``opsctl up`` in a temp dir (its own PostgreSQL, Redis, Prometheus scraping every 5 s, the
    API, one ingest worker, the daemon) with a policy of the experiment's own (:data:`POLICY`: the
@@ -24,7 +25,9 @@
 6. **Compare** replica-minutes and time-to-capacity, real against simulated (target: within 20 %).
 
 Writes ``--out`` (default ``bench/results/closed_loop.json``; the recording and trace next to it)
-and the chart of both timelines to ``--chart`` (default ``docs/img/closed-loop.svg``).
+and the chart of the timelines to ``--chart`` (default ``docs/img/closed-loop.svg``; ``.png`` for a
+PNG): each one's ready replicas (the real run's: the running workers) solid, the replicas set dashed.
+``--replot`` draws the chart again from ``--out``'s timelines (``"policies"``) and capacity, no run.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from core.workerpool import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "core-worker"
+TITLE = f"{SERVICE} closed loop"
 SYNC = 10  # seconds between the daemon's autoscale runs (and the replay's decisions)
 SCRAPE = 5  # the embedded Prometheus' scrape interval: the metrics' lag
 THROUGHPUT = 'sum(rate(core_ingest_jobs_total{status="done"}[15s]))'
@@ -186,6 +190,14 @@ def _sleep_until(moment: float) -> None:
         time.sleep(delay)
 
 
+def draw(report: dict[str, Any], path: Path) -> None:
+    """The chart of a report's timelines (real, then simulated; the real demand is the need) at ``path``."""
+    from opsctl.simulate import chart
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(chart.render(path.suffix, report["policies"], report["model"]["capacity"], TITLE))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.closed_loop", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,14 +205,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=300, help="documents the one worker drains to size the step")
     p.add_argument("--factor", type=float, default=1.0, help="the step's demand, in one worker's rates")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "closed_loop.json")
-    p.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "closed-loop.svg")
+    p.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "closed-loop.svg",
+                   help="the chart: FILE.svg, FILE.png or FILE.html")
+    p.add_argument("--replot", action="store_true", help="draw --chart again from the report at --out, no new run")
     args = p.parse_args(argv)
+    from opsctl.simulate import chart
+
+    try:
+        chart.check_format(args.chart.suffix)
+    except chart.UnknownFormat as exc:
+        p.error(f"--chart {args.chart}: {exc}")
+    if args.replot:
+        draw(json.loads(args.out.read_text()), args.chart)
+        print(f"wrote {args.chart} from {args.out}")
+        return 0
     idle, step, tail = (20, 60, 120) if args.quick else (30, 120, 180)
     total = idle + step + tail
 
     from opsctl.policy import load
     from opsctl.scaling.policy import AutoscalingPolicy
-    from opsctl.simulate import chart, observed, reconstruct, trace
+    from opsctl.simulate import observed, reconstruct, trace
     from opsctl.simulate.compare import Result
     from opsctl.simulate.history import Window, query_range
     from opsctl.simulate.model import Trace
@@ -282,8 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "policies": [r.as_dict() for r in (real, *simulated)],
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    args.chart.parent.mkdir(parents=True, exist_ok=True)
-    args.chart.write_text(chart.svg([real, *simulated], capacity, f"{SERVICE} closed loop") + "\n")
+    draw(report, args.chart)
     for name, figures in report["agreement"].items():
         for f in figures:
             err = "n/a" if f["relative_error"] is None else f"{100 * f['relative_error']:.0f} %"

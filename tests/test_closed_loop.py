@@ -48,6 +48,8 @@ def test_a_recording_is_summarized_like_a_replay(desired: list[int], ready: list
     assert summary.time_to_capacity_seconds == to_capacity
     assert run.scale_events == events
     assert [p.t for p in run.timeline] == [float(t) for t in range(0, len(desired), 5)]
+    # the chart draws the recording's ready (running) replicas and the ones set, as a replay's
+    assert [(p.desired_replicas, p.ready_replicas) for p in run.timeline] == list(zip(desired, ready, strict=True))[::5]
 
 
 def test_a_recording_with_a_missing_second_is_refused() -> None:

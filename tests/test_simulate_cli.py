@@ -143,14 +143,27 @@ def test_table_chart_and_plot(env: Path, capsys: pytest.CaptureFixture[str]) -> 
     plot = env / "sim.html"
     out, err = opsctl(capsys, "core-worker", "--shape", STEP, "--capacity", "40", "--against", "hpa-default",
                       "--plot", str(plot))
-    assert "REPLICA-MINUTES" in out and "hpa-default" in out and "P policy (replicas)" in out
+    assert "REPLICA-MINUTES" in out and "hpa-default" in out and "P policy: ready replicas (p: set)" in out
     assert "shape step; capacity 40/s per replica (--capacity)" in err
     page = plot.read_text()
-    assert page.startswith("<!doctype html>") and page.count("<polyline") == 3
+    assert page.startswith("<!doctype html>")
+    assert all(f"<title>{name}: {what}</title>" in page for name in ("policy", "hpa-default")
+               for what in ("ready replicas", "replicas set"))
     svg = env / "sim.svg"
     opsctl(capsys, "core-worker", "--shape", STEP, "--capacity", "40", "--plot", str(svg), "-o", "json")
     assert svg.read_text().startswith("<svg")
-    opsctl(capsys, "core-worker", "--shape", STEP, "--capacity", "40", "--plot", str(env / "sim.png"), code=2)
+
+
+def test_plot_png(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    png = env / "sim.png"
+    _, err = opsctl(capsys, "core-worker", "--shape", STEP, "--capacity", "40", "--plot", str(png), "--no-chart")
+    assert f"chart written to {png}" in err
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (900, 380)
+    _, err = opsctl(capsys, "core-worker", "--shape", STEP, "--capacity", "40", "--plot", str(env / "sim.pdf"), code=2)
+    assert ".png, .svg, .html, .htm, not '.pdf'" in err and not (env / "sim.pdf").exists()
 
 
 def test_against_another_policy_file(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -339,13 +339,14 @@ def test_charts_draw_every_policy_and_the_demand() -> None:
     own = policy([CPU])
     results = compare("w", [("policy", own), (HPA_DEFAULT, hpa_default(own))],
                       shapes.make("step", {"base": 1, "peak": 10, "at": 60, "duration": 600}), Model(capacity=1.0))
-    text = chart.terminal(results, 1.0, width=40, height=8)
+    drawn = chart.timelines(results)
+    text = chart.terminal(drawn, 1.0, width=40, height=8)
     assert "P policy" in text and "H hpa-default" in text and "." in text
     lines = text.splitlines()
     assert lines[0].startswith("20 │") and any(line.startswith(" 0 │") for line in lines)
-    svg = chart.svg(results, 1.0, "core-worker")
-    assert svg.count("<polyline") == 3 and "hpa-default" in svg
-    page = chart.html_page(results, 1.0, "core-worker")
+    svg = chart.svg(drawn, 1.0, "core-worker")
+    assert svg.count("<title>") == 1 + 2 * 2 and "<title>hpa-default: ready replicas</title>" in svg
+    page = chart.html_page(drawn, 1.0, "core-worker")
     assert page.startswith("<!doctype html>") and "<svg" in page and "replica_minutes" in page
 
 

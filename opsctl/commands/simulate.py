@@ -93,7 +93,7 @@ def simulate(
     forecast: bool = typer.Option(False, "--forecast", help="preview a seasonal predictive scale-up (needs a "
                                   "season of history; never scales in) and its MAPE"),
     season: float = typer.Option(86400.0, "--season", help="seconds of the forecast's season"),
-    plot: Path | None = typer.Option(None, "--plot", help="write the chart to FILE.html or FILE.svg"),
+    plot: Path | None = typer.Option(None, "--plot", help="write the chart to FILE.png, FILE.svg or FILE.html"),
     chart: bool = typer.Option(True, "--chart/--no-chart", help="draw the chart in the terminal (table output)"),
     output: Output = OUTPUT_OPTION,
 ) -> None:
@@ -113,8 +113,11 @@ def simulate(
     from opsctl.simulate.history import Window
     from opsctl.simulate.service import Request, run, tuned_diff
 
-    if plot is not None and plot.suffix.lower() not in (".html", ".htm", ".svg"):
-        raise ConfigError(f"--plot {plot}: write .html or .svg")
+    if plot is not None:
+        try:
+            charts.check_format(plot.suffix)
+        except charts.UnknownFormat as exc:
+            raise ConfigError(f"--plot {plot}: {exc}") from exc
     from opsctl.commands.scale import _policy
 
     pol = _policy(policy)
@@ -136,9 +139,7 @@ def simulate(
 
         outcome = run(pol, req, policy_dir(), progress)
     if plot is not None:
-        text = charts.svg(outcome.shown, outcome.model.capacity, service) if plot.suffix.lower() == ".svg" \
-            else charts.html_page(outcome.shown, outcome.model.capacity, service)
-        plot.write_text(text, encoding="utf-8")
+        plot.write_bytes(charts.render(plot.suffix, charts.timelines(outcome.shown), outcome.model.capacity, service))
         info(f"chart written to {plot}")
     if output is not Output.table:
         emit(outcome.as_dict(), output)
@@ -149,7 +150,7 @@ def simulate(
         ("slo_violation", "SLO VIOLATION"), ("max_backlog", "MAX BACKLOG"), ("scale_events", "SCALE EVENTS"),
         ("flaps", "FLAPS"), ("time_to_capacity", "TIME TO CAPACITY")])
     if chart:
-        typer.echo(charts.terminal(outcome.results, outcome.model.capacity))
+        typer.echo(charts.terminal(charts.timelines(outcome.results), outcome.model.capacity))
     if outcome.forecast is not None:
         mape = "n/a" if outcome.forecast.mape is None else f"{outcome.forecast.mape:g} %"
         typer.echo(f"forecast (season {outcome.forecast.season:g} s): MAPE {mape} over "
