@@ -9,9 +9,13 @@ copies, parent and pieces, to the canonical names: right after the switch every 
 searches its own index on the new vectors.
 
 The copies and ``opsctl index tenants`` exclude each other: the copy step takes the tenant runs'
-advisory lock (``TENANT_INDEX_LOCK``; held: the step waits for a later run), and a tenant run
-refuses to change the own indexes while a re-embed is in progress, so the set it copied is the
-set the switch finds.
+advisory lock (``TENANT_INDEX_LOCK``; held: the step waits for a later run) and reads the own
+indexes under it; a tenant run decides under the same lock, and from the carry to the switch it
+refuses (``opsctl.reembed.plan.tenant_gate``; before, during the hours of a backfill, it goes on).
+The switch holds the lock for its transaction: a run that began before the carry and is still
+going (the carry found nothing to copy, so it never waited) makes the switch wait, and an own
+index that run built makes the switch give up and the runner copy it. So the set the carry
+copied is the set the switch finds.
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ WHERE ii.inhparent = to_regclass(%s)
 
 class Waiting(OpsError):
     """The step cannot be taken now (another run holds what it needs): a later run takes it."""
+
+
+def exclude_tenant_runs(conn: Any) -> None:
+    """In the caller's transaction: hold the tenant runs' lock until it ends; ``Waiting`` while a run holds it."""
+    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone()
+    if not (got and got[0]):
+        raise Waiting("a tenant index run (`opsctl index tenants`) that began before the carry is still going: "
+                      "the switch waits for it")
 
 
 def copy_suffix(space: Space) -> str:
