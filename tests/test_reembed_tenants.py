@@ -264,3 +264,58 @@ def test_a_copy_killed_mid_build_is_completed_by_the_next_run(
     assert_carried(conn, large, small)
     audited = conn.execute("SELECT actor FROM ops_events WHERE action = 'reembed.tenant_index'").fetchall()
     assert audited == [("resumer",)]
+
+
+def test_a_copy_killed_mid_build_whose_own_index_is_then_dropped_leaves_nothing(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int], db_url: str) -> None:
+    """Between two runs of the carry a company loses its own index (by hand: tenant runs are refused
+    then): the switch drops its copy, with the piece the killed build left unattached."""
+    from opsctl.vindex.online import PARTITIONS_SQL, wait_for_other_builds
+
+    large, _ = companies
+    start(settings, target(settings, "hash", DIM), "tester")
+    kill_when_ready(KILLED_COPY, db_url)
+    for (partition,) in conn.execute(PARTITIONS_SQL).fetchall():  # the killed build ends in the server
+        wait_for_other_builds(conn, partition)
+    conn.execute(f"DROP INDEX {tenant_index_name(large)}")
+
+    result = run(settings, "resumer")
+    assert "carry_tenant_indexes" not in result.steps and result.finished == "the old vectors are dropped"
+    assert own_index(conn, tenant_index_name(large)) is None and copies_left(conn) == 0
+    switched = conn.execute("SELECT details FROM ops_events WHERE action = 'reembed.switch'").fetchone()
+    assert switched is not None and switched[0]["tenant_indexes"] == []
+
+
+KILLED_TENANT_RUN = """
+import sys
+from core.config import Settings
+from opsctl.vindex.policy import VectorIndexPolicy
+from opsctl.vindex.tenants_service import tenant_indexes
+settings = Settings(database_url=sys.argv[1], embedder="hash", embed_dim=384)
+policy = VectorIndexPolicy.model_validate({"tenants": {"min_rows": 100, "max_share": 0.9, "hysteresis": 0.2}})
+def progress(partition, phase, done, total):  # a partition's piece being built
+    print("ready", flush=True)
+    sys.stdin.read()  # until killed
+tenant_indexes(settings, policy, apply=True, progress=progress)
+"""
+
+
+def test_a_tenant_run_killed_during_the_backfill_is_carried_whole(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int], db_url: str) -> None:
+    """kill -9 of a tenant run mid-build during the backfill: its incomplete own index (and the piece
+    its build left in the server, unattached) does not stop the re-embed; after the switch the
+    company has its own index, complete, on the new vectors."""
+    large, small = companies
+    in_backfill(settings, conn)
+    kill_when_ready(KILLED_TENANT_RUN, db_url)
+    found = own_index(conn, tenant_index_name(small))
+    assert found is not None and not found[0], "killed before its pieces were attached: incomplete"
+
+    result = run(settings, "tester")
+    assert "carry_tenant_indexes" in result.steps and result.finished == "the old vectors are dropped"
+    assert_carried(conn, small, large)
+    assert_carried(conn, large, small)
+    stray = conn.execute("SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid"
+                         " WHERE c.relkind = 'i' AND c.relname LIKE %s AND NOT EXISTS (SELECT 1 FROM pg_inherits i"
+                         " WHERE i.inhrelid = x.indexrelid)", (f"%\\_c{small}\\_hnsw\\_idx",)).fetchone()
+    assert stray == (0,), "a piece of the killed build left behind"
