@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.spaces.spec import SpaceSpec, mismatch, settings_for, spec_of
-from opsctl.reembed.plan import State, estimate_seconds, next_step, progress, to_carry
+from opsctl.reembed.plan import State, estimate_seconds, next_step, progress, tenant_gate, to_carry
 from opsctl.reembed.service import target
 from tests.conftest import make_settings
 
@@ -48,6 +48,24 @@ def test_next_step(state: State, step: str) -> None:
 ])
 def test_to_carry(own: list[int], copies: dict[int, bool], carry: tuple[int, ...]) -> None:
     assert to_carry(own, copies) == carry
+
+
+@pytest.mark.parametrize(("step", "free", "said"), [
+    ("idle", True, "no re-embed in progress"),
+    ("add_column", True, "copies the own indexes later"),
+    ("backfill", True, "copies the own indexes later"),        # hours on a large corpus: the runs go on
+    ("build_index", True, "copies the own indexes later"),     # the carry waits for a run under way (the lock)
+    ("carry_tenant_indexes", False, "carrying the own indexes"),
+    ("catch_up", False, "carrying the own indexes"),           # the copies are made: the switch must find them
+    ("switch", False, "carrying the own indexes"),
+    ("drop_retired", True, "switched"),                        # the own indexes are on the new vectors
+    ("drop_next", True, "aborted"),                            # the copies go with the aborted column
+])
+def test_tenant_gate(step: str, free: bool, said: str) -> None:
+    gate = tenant_gate(step)  # type: ignore[arg-type]
+    assert gate.free is free and said in gate.why
+    if not free:
+        assert "after its switch" in gate.why and step in gate.why  # why, and when it can go again
 
 
 def test_the_catch_up_threshold_is_the_callers() -> None:

@@ -92,25 +92,101 @@ def test_the_own_indexes_are_on_the_new_vectors_right_after_the_switch(
     assert switched is not None and switched[0]["tenant_indexes"] == [large]
 
 
-def test_a_tenant_index_run_and_the_copy_never_build_at_once(
-        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int], db_url: str,
-        tmp_path: Any) -> None:
+GROW = POLICY.model_copy(update={"tenants": POLICY.tenants.model_copy(update={"min_rows": 100})})  # both get one
+SHRINK = POLICY.model_copy(update={"tenants": POLICY.tenants.model_copy(update={"min_rows": 1000})})  # neither
+
+
+def in_backfill(settings: Settings, conn: psycopg.Connection[Any]) -> None:
+    """A re-embed started and one batch into its backfill (the runner stopped by its budget, on a
+    clock that ticks once per look)."""
+    start(settings, target(settings, "hash", DIM), "tester")
+    ticks = iter(range(1000))
+    result = run(settings, "tester", budget_seconds=3, monotonic=lambda: float(next(ticks)))
+    assert result.steps == ["add_column", "backfill"] and result.embedded == 64
+    assert status(conn, datetime.now(UTC))["next"] == "backfill"
+
+
+def test_a_tenant_run_during_the_backfill_builds_and_the_switch_carries_it(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int]) -> None:
+    large, small = companies
+    in_backfill(settings, conn)
+    dry = tenant_indexes(settings, GROW, apply=False)
+    assert [m.company_id for m in dry.moves] == [small] and dry.waits is None and "refuse" not in dry.sentence()
+    built = tenant_indexes(settings, GROW, apply=True)
+    found = own_index(conn, tenant_index_name(small))
+    assert built.done and found is not None and found[0]
+    assert conn.execute("SELECT count(*) FROM ops_events WHERE action = 'index.tenant.build'").fetchone() == (2,)
+
+    result = run(settings, "tester")
+    assert result.finished == "the old vectors are dropped"
+    assert active(conn).spec.dim == DIM
+    assert_carried(conn, small, large)  # searched through its own index, on the new vectors
+    assert_carried(conn, large, small)
+    switched = conn.execute("SELECT details FROM ops_events WHERE action = 'reembed.switch'").fetchone()
+    assert switched is not None and switched[0]["tenant_indexes"] == sorted([large, small])
+
+
+def test_a_tenant_run_dropping_an_index_during_the_backfill_leaves_no_stale_copy(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int]) -> None:
+    large, _ = companies
+    in_backfill(settings, conn)
+    dropped = tenant_indexes(settings, SHRINK, apply=True)
+    assert [(m.action.value, m.company_id) for m in dropped.moves] == [("drop", large)]
+    assert own_index(conn, tenant_index_name(large)) is None
+
+    result = run(settings, "tester")
+    assert result.finished == "the old vectors are dropped" and "carry_tenant_indexes" not in result.steps
+    assert active(conn).spec.dim == DIM
+    assert own_index(conn, tenant_index_name(large)) is None and copies_left(conn) == 0
+    assert f"_c{large}_" not in plan_indexes(conn, large, dim=DIM)
+    switched = conn.execute("SELECT details FROM ops_events WHERE action = 'reembed.switch'").fetchone()
+    assert switched is not None and switched[0]["tenant_indexes"] == []
+
+
+def test_once_the_carry_has_started_a_tenant_run_is_refused_until_the_switch(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int], tmp_path: Any) -> None:
     from opsctl.vindex.jobs import job_tenant_indexes
-    from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK
     from opsctl.vindex.tenants_service import ReembedInProgress
 
     large, small = companies
     start(settings, target(settings, "hash", DIM), "tester")
-    grow = POLICY.model_copy(update={"tenants": POLICY.tenants.model_copy(update={"min_rows": 100})})
-    with pytest.raises(ReembedInProgress, match="re-embed into hash-v1 \\(48-d\\) is in progress"):
-        tenant_indexes(settings, grow, apply=True)  # would build the small company's index
-    assert own_index(conn, tenant_index_name(small)) is None
-    dry = tenant_indexes(settings, grow, apply=False)  # the plan shows, and says --apply would refuse now
-    assert dry.moves and "--apply would refuse now: a re-embed into hash-v1 (48-d) is in progress" in dry.sentence()
     (policies := tmp_path / "p").mkdir()
     (policies / "vector-index.yaml").write_text("tenants:\n  min_rows: 100\n  max_share: 0.9\n")
-    assert job_tenant_indexes(settings, policies).startswith("tenant indexes left as they are: a re-embed")
+    refused: dict[str, str] = {}
 
+    def report(step: str, space: Any) -> None:
+        # during the carry's build (the runner holds the tenant runs' lock), then at catch-up and switch
+        key = "carry" if step.startswith("tenant index") else step
+        if key in ("carry", "catch_up", "switch") and key not in refused:
+            with pytest.raises(ReembedInProgress) as caught:
+                tenant_indexes(settings, GROW, apply=True)  # would build the small company's index
+            refused[key] = str(caught.value)
+            dry = tenant_indexes(settings, GROW, apply=False)
+            assert dry.moves and "--apply would refuse now" in dry.sentence()
+            refused[f"{key} dry"] = dry.sentence()
+            refused[f"{key} job"] = job_tenant_indexes(settings, policies)
+
+    result = run(settings, "tester", report=report)
+    assert result.finished == "the old vectors are dropped"
+    assert {"carry", "switch"} <= set(refused)
+    for key in ("carry", "switch"):
+        assert "re-embed into hash-v1 (48-d)" in refused[key] and "carrying the own indexes" in refused[key]
+        assert "after its switch" in refused[f"{key} dry"]
+        assert refused[f"{key} job"].startswith("tenant indexes left as they are until the re-embed's switch")
+    assert_carried(conn, large, small)
+    assert own_index(conn, tenant_index_name(small)) is None  # nothing built during the carry
+
+    after = tenant_indexes(settings, GROW, apply=True)  # after the switch it proceeds, on the new vectors
+    assert [m.company_id for m in after.moves] == [small] and after.done
+    assert_carried(conn, small, large)
+
+
+def test_a_tenant_run_and_the_copy_never_build_at_once(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int], db_url: str) -> None:
+    from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK
+
+    large, small = companies
+    start(settings, target(settings, "hash", DIM), "tester")
     with psycopg.connect(db_url, autocommit=True) as other:  # a tenant index run going on
         assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone() == (True,)
         held = run(settings, "tester")
@@ -130,6 +206,35 @@ def test_a_tenant_index_run_and_the_copy_never_build_at_once(
     assert done.finished == "the old vectors are dropped"
     assert_carried(conn, large, small)
     assert own_index(conn, tenant_index_name(small)) is None
+
+
+def test_the_switch_waits_for_a_tenant_run_that_began_before_the_carry(
+        settings: Settings, conn: psycopg.Connection[Any], tenant: Any, other_tenant: Any, db_url: str) -> None:
+    """No own index when the runner looks (nothing to carry), and a tenant run that began during the
+    backfill builds one before the switch: the switch decides under the tenant runs' lock, so it
+    neither queues its table lock behind that build nor switches without a copy of the new index."""
+    from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK, build
+
+    load_chunks(conn, tenant.company_id, 600, 1)
+    load_chunks(conn, other_tenant.company_id, 150, 2)
+    conn.execute("ANALYZE chunks")
+    start(settings, target(settings, "hash", DIM), "tester")
+    with psycopg.connect(db_url, autocommit=True) as other:  # the tenant run, begun during the backfill
+        assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone() == (True,)
+
+        def report(step: str, space: Any) -> None:
+            if step == "switch" and own_index(conn, tenant_index_name(tenant.company_id)) is None:
+                build(other, db_url, tenant.company_id, settings.hnsw_m, settings.hnsw_ef_construction)
+
+        held = run(settings, "tester", report=report)
+        assert "carry_tenant_indexes" not in held.steps and held.steps[-1] == "switch"
+        assert held.waiting and "tenant index run" in held.waiting
+        assert building(conn) is not None  # not switched: the tenant run still holds the lock
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", TENANT_INDEX_LOCK)
+    result = run(settings, "tester")
+    assert result.steps.index("carry_tenant_indexes") < result.steps.index("switch")
+    assert result.finished == "the old vectors are dropped"
+    assert_carried(conn, tenant.company_id, other_tenant.company_id)
 
 
 KILLED_COPY = """
@@ -159,3 +264,58 @@ def test_a_copy_killed_mid_build_is_completed_by_the_next_run(
     assert_carried(conn, large, small)
     audited = conn.execute("SELECT actor FROM ops_events WHERE action = 'reembed.tenant_index'").fetchall()
     assert audited == [("resumer",)]
+
+
+def test_a_copy_killed_mid_build_whose_own_index_is_then_dropped_leaves_nothing(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int], db_url: str) -> None:
+    """Between two runs of the carry a company loses its own index (by hand: tenant runs are refused
+    then): the switch drops its copy, with the piece the killed build left unattached."""
+    from opsctl.vindex.online import PARTITIONS_SQL, wait_for_other_builds
+
+    large, _ = companies
+    start(settings, target(settings, "hash", DIM), "tester")
+    kill_when_ready(KILLED_COPY, db_url)
+    for (partition,) in conn.execute(PARTITIONS_SQL).fetchall():  # the killed build ends in the server
+        wait_for_other_builds(conn, partition)
+    conn.execute(f"DROP INDEX {tenant_index_name(large)}")
+
+    result = run(settings, "resumer")
+    assert "carry_tenant_indexes" not in result.steps and result.finished == "the old vectors are dropped"
+    assert own_index(conn, tenant_index_name(large)) is None and copies_left(conn) == 0
+    switched = conn.execute("SELECT details FROM ops_events WHERE action = 'reembed.switch'").fetchone()
+    assert switched is not None and switched[0]["tenant_indexes"] == []
+
+
+KILLED_TENANT_RUN = """
+import sys
+from core.config import Settings
+from opsctl.vindex.policy import VectorIndexPolicy
+from opsctl.vindex.tenants_service import tenant_indexes
+settings = Settings(database_url=sys.argv[1], embedder="hash", embed_dim=384)
+policy = VectorIndexPolicy.model_validate({"tenants": {"min_rows": 100, "max_share": 0.9, "hysteresis": 0.2}})
+def progress(partition, phase, done, total):  # a partition's piece being built
+    print("ready", flush=True)
+    sys.stdin.read()  # until killed
+tenant_indexes(settings, policy, apply=True, progress=progress)
+"""
+
+
+def test_a_tenant_run_killed_during_the_backfill_is_carried_whole(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int], db_url: str) -> None:
+    """kill -9 of a tenant run mid-build during the backfill: its incomplete own index (and the piece
+    its build left in the server, unattached) does not stop the re-embed; after the switch the
+    company has its own index, complete, on the new vectors."""
+    large, small = companies
+    in_backfill(settings, conn)
+    kill_when_ready(KILLED_TENANT_RUN, db_url)
+    found = own_index(conn, tenant_index_name(small))
+    assert found is not None and not found[0], "killed before its pieces were attached: incomplete"
+
+    result = run(settings, "tester")
+    assert "carry_tenant_indexes" in result.steps and result.finished == "the old vectors are dropped"
+    assert_carried(conn, small, large)
+    assert_carried(conn, large, small)
+    stray = conn.execute("SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid"
+                         " WHERE c.relkind = 'i' AND c.relname LIKE %s AND NOT EXISTS (SELECT 1 FROM pg_inherits i"
+                         " WHERE i.inhrelid = x.indexrelid)", (f"%\\_c{small}\\_hnsw\\_idx",)).fetchone()
+    assert stray == (0,), "a piece of the killed build left behind"

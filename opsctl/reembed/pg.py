@@ -20,8 +20,8 @@ from core.errors import OpsError
 from core.spaces.spec import SpaceSpec
 from core.spaces.store import Space, active, building, column_dims
 from opsctl.audit import record
-from opsctl.reembed.plan import State
-from opsctl.reembed.tenants import pending, promote
+from opsctl.reembed.plan import Next, State, next_step
+from opsctl.reembed.tenants import exclude_tenant_runs, pending, promote
 from opsctl.vindex.online import ProgressFn, build_partitioned, ddl, index_valid
 
 if TYPE_CHECKING:
@@ -115,6 +115,12 @@ def read_state(conn: Any) -> tuple[State, Space | None]:
                   retired_column="embedding_retired" in dims, backfilled=backfilled, index_valid=valid,
                   missing=missing, carry=carry)
     return state, space
+
+
+def read_step(conn: Any) -> tuple[Next, Space | None]:
+    """The step the runner takes next, as the database says now, and the space being built (if any)."""
+    state, space = read_state(conn)
+    return next_step(state), space
 
 
 def start(conn: Any, spec: SpaceSpec, actor: str) -> Space:
@@ -217,8 +223,11 @@ def switch(conn: Any, space: Space, embedder: Embedder, actor: str, limit: int) 
     vector (at most ``limit``; more: OpsError, the runner catches up first), renames the columns,
     replaces the companies' own indexes by their copies on the new vectors (``opsctl.reembed.tenants``;
     one without a copy: OpsError, the runner copies it first), makes the space active and bumps every
-    company's data version (cached answers are of the old space). Returns the chunks it embedded."""
+    company's data version (cached answers are of the old space). Returns the chunks it embedded.
+    It holds the tenant index runs' lock for its transaction (``tenants.Waiting`` while a run that
+    began before the carry still holds it), so the own indexes it replaces are the ones it checked."""
     with conn.transaction():
+        exclude_tenant_runs(conn)  # before any table lock: never queued behind a tenant run's build
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWITCH_LOCK_TIMEOUT)))
         conn.execute(LOCK_SPACES_SQL)  # waits for ingest batches (they hold the active row FOR SHARE)
         current = active(conn)

@@ -76,6 +76,35 @@ def to_carry(own: Iterable[int], copies: Mapping[int, bool]) -> tuple[int, ...]:
     return tuple(sorted(c for c in set(own) if not copies.get(c, False)))
 
 
+# From the carry to the switch the own indexes must stay as they are: the carry copies the set it
+# finds, and the switch replaces exactly the set it copied.
+CARRYING: frozenset[Step] = frozenset({"carry_tenant_indexes", "catch_up", "switch"})
+
+
+@dataclass(frozen=True)
+class TenantGate:
+    free: bool  # a tenant index run (``opsctl index tenants``) may build and drop own indexes now
+    why: str
+
+
+def tenant_gate(step: Step) -> TenantGate:
+    """May a tenant index run change the own indexes while the re-embed is at ``step``? (pure)
+
+    Before the carry (the column, the backfill: hours on a large corpus, the shared index) it may:
+    the carry copies the own indexes as they are when it starts, under the tenant runs' lock, so a
+    run already going finishes first. From the carry to the switch it may not."""
+    if step == "idle":
+        return TenantGate(True, "no re-embed in progress")
+    if step in CARRYING:
+        return TenantGate(False, f"it is carrying the own indexes onto the new vectors (step {step}): they can "
+                                 f"change again after its switch (or an abort)")
+    if step == "drop_retired":
+        return TenantGate(True, "the re-embed has switched: the own indexes are on the new vectors")
+    if step == "drop_next":
+        return TenantGate(True, "the re-embed was aborted: its copies go with its column")
+    return TenantGate(True, f"the re-embed is at {step}: it copies the own indexes later, as they are then")
+
+
 @dataclass(frozen=True)
 class Progress:
     done: int

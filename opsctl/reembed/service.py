@@ -222,7 +222,7 @@ def _take(conn: Any, settings: Settings, actor: str, step: str, space: Space | N
         try:
             result.embedded += pg.switch(conn, space, embedder, actor, limit=batch * SWITCH_BATCHES)
         except OpsError as exc:
-            if isinstance(exc, pg.Aborted):
+            if isinstance(exc, (pg.Aborted, tenants.Waiting)):
                 raise
             log.info("%s", exc)
             return None

@@ -9,9 +9,13 @@ copies, parent and pieces, to the canonical names: right after the switch every 
 searches its own index on the new vectors.
 
 The copies and ``opsctl index tenants`` exclude each other: the copy step takes the tenant runs'
-advisory lock (``TENANT_INDEX_LOCK``; held: the step waits for a later run), and a tenant run
-refuses to change the own indexes while a re-embed is in progress, so the set it copied is the
-set the switch finds.
+advisory lock (``TENANT_INDEX_LOCK``; held: the step waits for a later run) and reads the own
+indexes under it; a tenant run decides under the same lock, and from the carry to the switch it
+refuses (``opsctl.reembed.plan.tenant_gate``; before, during the hours of a backfill, it goes on).
+The switch holds the lock for its transaction: a run that began before the carry and is still
+going (the carry found nothing to copy, so it never waited) makes the switch wait, and an own
+index that run built makes the switch give up and the runner copy it. So the set the carry
+copied is the set the switch finds.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from core.errors import OperationFailed, OpsError
-from core.search.tenantindex import INDEX_PREFIX, tenant_index_name
+from core.search.tenantindex import INDEX_PREFIX, INDEX_SUFFIX, tenant_index_name
 from opsctl.audit import record
 from opsctl.reembed.plan import to_carry
-from opsctl.vindex.online import ProgressFn, build_partitioned
+from opsctl.vindex.online import PARTITIONS_SQL, ProgressFn, build_partitioned
 from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK, index_definition, own_indexes, piece_name
 
 if TYPE_CHECKING:
@@ -43,10 +47,19 @@ SELECT pc.relname, t.relname FROM pg_inherits ii JOIN pg_class pc ON pc.oid = ii
 JOIN pg_index x ON x.indexrelid = ii.inhrelid JOIN pg_class t ON t.oid = x.indrelid
 WHERE ii.inhparent = to_regclass(%s)
 """
+INDEXES_NAMED_SQL = "SELECT relname FROM pg_class WHERE relkind = 'i' AND relname = ANY(%s)"
 
 
 class Waiting(OpsError):
     """The step cannot be taken now (another run holds what it needs): a later run takes it."""
+
+
+def exclude_tenant_runs(conn: Any) -> None:
+    """In the caller's transaction: hold the tenant runs' lock until it ends; ``Waiting`` while a run holds it."""
+    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone()
+    if not (got and got[0]):
+        raise Waiting("a tenant index run (`opsctl index tenants`) that began before the carry is still going: "
+                      "the switch waits for it")
 
 
 def copy_suffix(space: Space) -> str:
@@ -126,10 +139,12 @@ def promote(conn: Any, space: Space) -> list[int]:
                        f"new vectors: copying first")
     for company in sorted(own):
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(tenant_index_name(company))))
+        _drop_leftover_pieces(conn, company, INDEX_SUFFIX)  # they hold the names the copy's pieces take
     for company in sorted(found):
         copy = copy_name(company, space)
         if company not in own:  # an own index dropped by hand since: its copy goes too
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(copy)))
+            _drop_leftover_pieces(conn, company, copy_suffix(space))
             continue
         canonical = tenant_index_name(company)
         conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(copy), sql.Identifier(canonical)))
@@ -141,3 +156,17 @@ def promote(conn: Any, space: Space) -> list[int]:
             if piece != name:
                 conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(piece), sql.Identifier(name)))
     return sorted(own)
+
+
+def _drop_leftover_pieces(conn: Any, company: int, suffix: str) -> None:
+    """After the drop of a company's partitioned index (own, or copy: ``suffix``): drop the pieces an
+    interrupted build left unattached (a killed run's ``CREATE INDEX CONCURRENTLY`` finishes in the
+    server), which that drop does not reach."""
+    names = []
+    for (partition,) in conn.execute(PARTITIONS_SQL).fetchall():
+        try:
+            names.append(piece_name(partition, company, suffix))
+        except OperationFailed:  # a name too long: no build could have made it
+            continue
+    for (name,) in conn.execute(INDEXES_NAMED_SQL, (names,)).fetchall():
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))

@@ -22,4 +22,4 @@ def job_tenant_indexes(settings: Settings, policy_dir: Path) -> str:
     try:
         return tenant_indexes(settings, load_policy(directory=policy_dir), apply=True).sentence()
     except ReembedInProgress as exc:  # not a failure: the re-embed's switch carries the indexes; the next night runs
-        return f"tenant indexes left as they are: {exc}"
+        return f"tenant indexes left as they are until the re-embed's switch: {exc}"

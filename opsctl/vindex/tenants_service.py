@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.errors import OperationFailed
 from opsctl.vindex.tenants import Action, Move, plan_tenant_indexes, sentence
 
 if TYPE_CHECKING:
     from core.config import Settings
-    from core.spaces.store import Space
     from opsctl.vindex.policy import VectorIndexPolicy
     from opsctl.vindex.tenants_pg import ProgressFn
 
 
 class ReembedInProgress(OperationFailed):
-    """A re-embed is in progress: the own indexes stay as they are until its switch."""
+    """A re-embed is carrying the own indexes onto its new vectors: they stay as they are until its switch."""
 
 
 @dataclass
@@ -34,19 +33,29 @@ class TenantRun:
         return said if self.waits is None else f"{said}; --apply would refuse now: {self.waits}"
 
 
-def _reembed_waits(reembed: Space) -> str:
-    return (f"a re-embed into {reembed.spec.label()} is in progress (space {reembed.id}): it carries the own "
-            f"indexes across its switch; change them after it (`opsctl index reembed --status`)")
+def _reembed_waits(conn: Any) -> str | None:
+    """Why a re-embed keeps the own indexes as they are now (None: a run may change them): the
+    re-embed's step, read now, through ``opsctl.reembed.plan.tenant_gate``."""
+    from opsctl.reembed.pg import read_step
+    from opsctl.reembed.plan import tenant_gate
+
+    step, reembed = read_step(conn)
+    gate = tenant_gate(step.step)
+    if gate.free or reembed is None:
+        return None
+    return (f"a re-embed into {reembed.spec.label()} is in progress (space {reembed.id}): {gate.why} "
+            f"(`opsctl index reembed --status` shows its step)")
 
 
 def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool,
                    progress: ProgressFn | None = None) -> TenantRun:
     """Plan the own indexes; with ``apply``, build (online), complete and drop them, one audit row each.
     One run at a time (a session advisory lock): the daemon and an engineer by hand never race.
-    While a re-embed is in progress ``ReembedInProgress``: it copies the own indexes onto the new
-    vectors under the same lock (``opsctl.reembed.tenants``), and its switch replaces exactly those."""
+    During a re-embed's backfill (and its other steps before the carry) it goes on; from the carry
+    to the switch ``ReembedInProgress``: the re-embed copies the own indexes onto the new vectors
+    under the same lock (``opsctl.reembed.tenants``), and its switch replaces exactly those. The
+    step is read under the lock, so a run and the carry never both decide on a stale set."""
     from core.search.tenantindex import tenant_index_name
-    from core.spaces.store import building
     from opsctl.audit import record
     from opsctl.context import connect_db, database_url
     from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK, build, company_rows, drop, own_indexes
@@ -57,16 +66,18 @@ def tenant_indexes(settings: Settings, policy: VectorIndexPolicy, *, apply: bool
         if not result.moves:
             return result
         if not apply:
-            reembed = building(conn)
-            result.waits = None if reembed is None else _reembed_waits(reembed)
+            result.waits = _reembed_waits(conn)
             return result
         got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", TENANT_INDEX_LOCK).fetchone()
-        if not (got and got[0]):
+        if not (got and got[0]):  # another run, or the re-embed's carry or switch
+            waits = _reembed_waits(conn)
+            if waits is not None:
+                raise ReembedInProgress(waits)
             raise OperationFailed("another tenant index run is going; try again when it has finished")
         try:
-            reembed = building(conn)
-            if reembed is not None:
-                raise ReembedInProgress(_reembed_waits(reembed))
+            waits = _reembed_waits(conn)
+            if waits is not None:
+                raise ReembedInProgress(waits)
             # plan again under the lock: the other run may have changed things meanwhile
             current = own_indexes(conn)
             result.moves = plan_tenant_indexes(rows, current, policy.tenants)
