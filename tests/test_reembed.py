@@ -441,3 +441,28 @@ def test_adding_the_column_gives_way_to_a_long_transaction_on_chunks(
         storage = conn.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'chunks'::regclass"
                                " AND attname = 'embedding_next'").fetchone()
         assert storage == ("m",)
+
+
+def test_a_switch_that_cannot_take_its_locks_gives_way_and_the_runner_retries(
+        api: RunningApi, tenant: Any, settings: Settings, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long transaction on chunks (a report, a dump) outlasts the switch's lock_timeout: the switch
+    rolls back and says so as an OpsError the runner logs, and the next run switches."""
+    from core.errors import OpsError
+    from opsctl.reembed import service
+
+    space = backfilled(api, tenant, settings, 6, 40)
+    with connect(db_url) as conn:
+        pg.build_index(conn, space, settings, lambda *_: None)
+    monkeypatch.setattr(pg, "SWITCH_LOCK_TIMEOUT", "200ms")
+    with connect(db_url) as holder:
+        holder.autocommit = False
+        holder.execute("SELECT count(*) FROM chunks")  # holds ACCESS SHARE until its rollback
+        with connect(db_url) as conn, pytest.raises(OpsError, match="could not take its locks"):
+            pg.switch(conn, space, HashEmbedder(40), "tester", 64)
+        result = service.run(settings, "tester", budget_seconds=2)
+        assert "switch" in result.steps and not result.finished
+        holder.rollback()
+    result = service.run(settings, "tester")
+    assert result.steps[-2:] == ["switch", "drop_retired"]  # switched, then the old vectors dropped
+    with connect(db_url) as conn:
+        assert active(conn).spec.dim == 40 and stored_match(conn, 40)

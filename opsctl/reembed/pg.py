@@ -11,12 +11,13 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.config import Settings
 from core.db import LOCK_NAMESPACE
-from core.errors import OpsError
+from core.errors import OperationFailed, OpsError
 from core.spaces.spec import SpaceSpec
 from core.spaces.store import Space, active, building, column_dims
 from opsctl.audit import record
@@ -226,32 +227,36 @@ def switch(conn: Any, space: Space, embedder: Embedder, actor: str, limit: int) 
     company's data version (cached answers are of the old space). Returns the chunks it embedded.
     It holds the tenant index runs' lock for its transaction (``tenants.Waiting`` while a run that
     began before the carry still holds it), so the own indexes it replaces are the ones it checked."""
-    with conn.transaction():
-        exclude_tenant_runs(conn)  # before any table lock: never queued behind a tenant run's build
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWITCH_LOCK_TIMEOUT)))
-        conn.execute(LOCK_SPACES_SQL)  # waits for ingest batches (they hold the active row FOR SHARE)
-        current = active(conn)
-        now_building = building(conn)
-        if now_building is None or now_building.id != space.id:
-            raise Aborted(f"the re-embed into space {space.id} is no longer in progress")
-        conn.execute("LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE")
-        rows = conn.execute(MISSING_ROWS_SQL, (limit + 1,)).fetchall()
-        if len(rows) > limit:
-            raise OpsError(f"more than {limit} chunks still lack a new vector: catching up first")
-        written = 0
-        if rows:
-            written = _store(conn, space, rows, embedder.embed([r[3] for r in rows]), None, grows=True)
-        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(missing_index(space))))
-        for statement in SWITCH_DDL:
-            conn.execute(statement)
-        carried = promote(conn, space)
-        conn.execute(RETIRE_SQL, (current.id,))
-        conn.execute(ACTIVATE_SQL, (space.id,))
-        conn.execute(BUMP_ALL_SQL)
-        record(conn, "reembed.switch", target=f"vector space {space.id}", from_state=current.spec.label(),
-               to_state=space.spec.label(), reason=f"{space.chunks_done + written} chunks embedded", actor=actor,
-               details={"space": space.id, "retired": current.id, "embedded_in_switch": written,
-                        "tenant_indexes": carried})
+    try:
+        with conn.transaction():
+            exclude_tenant_runs(conn)  # before any table lock: never queued behind a tenant run's build
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWITCH_LOCK_TIMEOUT)))
+            conn.execute(LOCK_SPACES_SQL)  # waits for ingest batches (they hold the active row FOR SHARE)
+            current = active(conn)
+            now_building = building(conn)
+            if now_building is None or now_building.id != space.id:
+                raise Aborted(f"the re-embed into space {space.id} is no longer in progress")
+            conn.execute("LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE")
+            rows = conn.execute(MISSING_ROWS_SQL, (limit + 1,)).fetchall()
+            if len(rows) > limit:
+                raise OpsError(f"more than {limit} chunks still lack a new vector: catching up first")
+            written = 0
+            if rows:
+                written = _store(conn, space, rows, embedder.embed([r[3] for r in rows]), None, grows=True)
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(missing_index(space))))
+            for statement in SWITCH_DDL:
+                conn.execute(statement)
+            carried = promote(conn, space)
+            conn.execute(RETIRE_SQL, (current.id,))
+            conn.execute(ACTIVATE_SQL, (space.id,))
+            conn.execute(BUMP_ALL_SQL)
+            record(conn, "reembed.switch", target=f"vector space {space.id}", from_state=current.spec.label(),
+                   to_state=space.spec.label(), reason=f"{space.chunks_done + written} chunks embedded", actor=actor,
+                   details={"space": space.id, "retired": current.id, "embedded_in_switch": written,
+                            "tenant_indexes": carried})
+    except psycopg.errors.LockNotAvailable as exc:  # a long transaction on chunks or on the spaces
+        raise OperationFailed(f"the switch could not take its locks within {SWITCH_LOCK_TIMEOUT} (long "
+                              f"transactions on chunks?): nothing changed, the next run tries again") from exc
     return written
 
 
