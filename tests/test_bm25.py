@@ -255,6 +255,27 @@ def test_concurrent_writers_of_one_company_do_not_wait_on_each_other(db_url: str
     assert stored(conn, tenant.company_id) == recounted(conn, tenant.company_id)
 
 
+
+def test_a_write_chooses_its_stripe_once_per_company_and_statistic(conn: psycopg.Connection[Any], tenant: Any,
+                                                                   other_tenant: Any) -> None:
+    """One INSERT of chunks of two companies, many words each: the trigger reads each company's
+    stripe once per statistics statement (terms, totals), not once per (company, term) group (0021:
+    about a thousand PL/pgSQL calls per ingest batch before), and the counts are a recount's."""
+    vector = "[" + ",".join(["0.5"] * 384) + "]"
+    words = " ".join(f"word{i}" for i in range(300))
+    conn.execute("SET track_functions = 'pl'")
+    conn.execute(
+        "INSERT INTO chunks (company_id, document_id, external_id, ord, body, embedding, created_at)"
+        " SELECT c, c, 'x-' || c, 0, %s, %s, now() FROM unnest(%s::bigint[]) AS c",
+        (words, vector, [tenant.company_id, other_tenant.company_id]))
+    calls = conn.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+                         " WHERE funcname = 'bm25_stripe'").fetchone()
+    conn.commit()
+    assert calls is not None and int(calls[0]) == 2 * 2  # 2 companies x (terms, totals)
+    for company in (tenant.company_id, other_tenant.company_id):
+        assert stored(conn, company) == recounted(conn, company)
+
+
 # --- the title as its own field (0014) ---------------------------------------------------------------------
 
 TITLED = {"ssh": ("ssh", "OpenSSH remote login client: connects and logs into the specified host"),

@@ -298,9 +298,13 @@ END $$;
 CREATE FUNCTION bm25_field_statements(source text, terms text, totals text, unit text, tsv text, words text)
 RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
 SELECT ARRAY[
-    format('INSERT INTO %2$I AS t (company_id, term, stripe, %3$I)'
-           ' SELECT r.company_id, u.lexeme, bm25_stripe(r.company_id), $1 * count(*)'
-           ' FROM %1$s r, unnest(r.%4$I) u GROUP BY r.company_id, u.lexeme ORDER BY r.company_id, u.lexeme'
+    format('WITH s AS MATERIALIZED (SELECT c.company_id, bm25_stripe(c.company_id) AS stripe'
+           ' FROM (SELECT DISTINCT company_id FROM %1$s) c)'
+           ' INSERT INTO %2$I AS t (company_id, term, stripe, %3$I)'
+           ' SELECT g.company_id, g.lexeme, s.stripe, g.n'
+           ' FROM (SELECT r.company_id, u.lexeme, $1 * count(*) AS n FROM %1$s r, unnest(r.%4$I) u'
+           ' GROUP BY r.company_id, u.lexeme) g JOIN s ON s.company_id = g.company_id'
+           ' ORDER BY g.company_id, g.lexeme'
            ' ON CONFLICT (company_id, term, stripe) DO UPDATE SET %3$I = t.%3$I + excluded.%3$I',
            source, terms, unit, tsv),
     format('INSERT INTO %2$I AS t (company_id, stripe, %3$I, words)'
@@ -308,7 +312,7 @@ SELECT ARRAY[
            ' FROM %1$s r GROUP BY r.company_id ORDER BY r.company_id'
            ' ON CONFLICT (company_id, stripe) DO UPDATE SET %3$I = t.%3$I + excluded.%3$I,'
            ' words = t.words + excluded.words', source, totals, unit, words)]
-$$;
+$$;  -- 0021: the terms' stripe read once per company
 
 CREATE FUNCTION bm25_statements(source text) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
 SELECT bm25_field_statements(source, 'bm25_terms', 'bm25_totals', 'chunks', 'tsv', 'words')
