@@ -40,7 +40,7 @@ from psycopg import sql
 import core.api.routers.search as route
 from bench import ingest
 from bench.corpus import build_corpus, make_queries
-from bench.load import LoadProcess, search_api, search_raw, sql_repeat
+from bench.load import RAW_VECTOR_SQL, LoadProcess, search_api, search_raw, sql_repeat
 from bench.search import K, _plan
 from bench.stack import Stack, running_stack
 from bench.stats import percentile
@@ -160,6 +160,27 @@ def top_functions(profile: cProfile.Profile, searches: int, most: int = 20) -> l
     return [(f"{fn} ({Path(path).name}:{line})", v[2] * 1000 / searches) for (path, line, fn), v in ranked]
 
 
+BUFFER_QUERIES = 100
+
+
+def buffers(conn: Any, query: str, params: list[dict[str, Any]]) -> tuple[float, float]:
+    """(shared buffers touched, rows the scans returned) per query, from EXPLAIN (ANALYZE, BUFFERS):
+    what a query reads, whatever the machine's load."""
+    pages = rows = 0.0
+    for p in params:
+        plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + sql.SQL(query), p).fetchone()[0][0]
+        pages += plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
+        rows += _scanned(plan["Plan"])
+    return pages / len(params), rows / len(params)
+
+
+def _scanned(node: dict[str, Any]) -> float:
+    """Rows the plan's index and sequential scans returned (loops counted)."""
+    own = node["Actual Rows"] * node.get("Actual Loops", 1) if "Scan" in node["Node Type"] and \
+        "CTE" not in node["Node Type"] else 0.0
+    return float(own) + sum(_scanned(child) for child in node.get("Plans", []))
+
+
 def sql_costs(stack: Stack, load: LoadProcess, vectors: Any, rounds: int = 3) -> dict[str, tuple[float, float]]:
     """The service's vector SQL at the depth it reads first and at the whole depth (what it read before
     ``Ranking.first_depth``), and the raw top-10 query: (backend CPU ms, p50 ms) per query, the median
@@ -174,6 +195,10 @@ def sql_costs(stack: Stack, load: LoadProcess, vectors: Any, rounds: int = 3) ->
         for depth in (ranking.first_depth(K + 1, False, ef), ranking.depth(K + 1, False)):
             probe = {"q": vectors[0], "company": company, "n": depth, "space": None}
             print(f"plan at {depth} chunks: {_plan(conn, sql.SQL(service), probe)}", file=sys.stderr)
+            found[f"service SQL, {depth} chunks: buffers"] = [buffers(conn, service, [
+                {"q": v, "company": company, "n": depth, "space": None} for v in vectors[:BUFFER_QUERIES]])]
+        found[f"raw top-{K} SQL: buffers"] = [buffers(conn, RAW_VECTOR_SQL, [
+            {"q": v, "company": company, "k": K} for v in vectors[:BUFFER_QUERIES]])]
     for _ in range(rounds):
         for depth in (ranking.first_depth(K + 1, False, ef), ranking.depth(K + 1, False)):
             params = [{"q": v, "company": company, "n": depth, "space": None} for v in vectors]
@@ -256,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
           f"of it the route's thread {found['route_thread_cpu_ms']:.3f} ms")
     print("the SQL alone, one client: PostgreSQL backend CPU ms per query / p50 ms (median of 3 runs in turn)")
     for name, (cpu, p50) in found["sql_backend_cpu_and_p50_ms"].items():
-        print(f"  {cpu:7.3f} / {p50:7.3f}  {name}")
+        if name.endswith("buffers"):  # (shared buffers, rows scanned) per query, EXPLAIN ANALYZE
+            print(f"  {cpu:7.1f} buffers, {p50:7.1f} rows scanned  {name.removesuffix(': buffers')}")
+        else:
+            print(f"  {cpu:7.3f} / {p50:7.3f}  {name}")
     print("PostgreSQL statements per search:")
     for text, per in found["postgres_statements_per_search"].items():
         print(f"  {per:6.2f}  {text}")
