@@ -139,3 +139,41 @@ def test_without_a_known_ef_search_the_graph_read_is_whole(conn: psycopg.Connect
     reads = Reads(conn)
     assert len(retrieve(reads, HashEmbedder(DIM), tenant.company_id, req)) == 10
     assert reads.depths == [100]
+
+
+@pytest.mark.parametrize(("configured", "learned", "expected"), [
+    (None, 500, [33]),  # the database's ef_search, learned with the key: one sorted batch covers 100
+    (None, 40, [100]),  # a batch of 40: read the whole depth, as before
+    (None, None, [100]),  # not known
+    (500, 40, [33]),  # a configured ef_search wins over the learned one
+    (40, 500, [100]),
+])
+def test_search_reads_the_first_depth_by_the_ef_search_it_runs_with(
+        db_url: str, redis_url: str, conn: psycopg.Connection[Any], tenant: Any, monkeypatch: pytest.MonkeyPatch,
+        configured: int | None, learned: int | None, expected: list[int]) -> None:
+    from core.cache import Cache
+    from core.config import Settings
+    from core.db import make_pool
+    from core.search import retrieve as module
+    from core.tenants import Principal
+
+    docs = {f"doc-{d}": [f"{WORDS[d % len(WORDS)]} {WORDS[c % len(WORDS)]} {c}" for c in range(5)] for d in range(40)}
+    _documents(conn, tenant.company_id, docs)
+    depths: list[int] = []
+    real = module.candidates
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        depths.append(args[5])  # n
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "candidates", noted)
+    extra = {} if configured is None else {"hnsw_ef_search": configured}
+    settings = Settings(database_url=db_url, redis_url=redis_url, **extra)
+    pool = make_pool(db_url, settings, min_size=1, max_size=1)
+    try:
+        found = module.search(pool, Cache(None), HashEmbedder(DIM), Principal(tenant.company_id, 0, learned),
+                              SearchRequest(query="alpha beta", k=10, mode="vector"), 0, exact_max_rows=0)
+    finally:
+        pool.close()
+    assert len(found["results"]) == 10
+    assert depths == expected
