@@ -213,7 +213,7 @@ def _search_profile(t: Table, d: Decomposition, embedder: str) -> None:
         ("API-key lookup SQL (autocommit)", d.auth_sql),
         ("Redis GET (cache miss)", d.redis_get),
         (f"query embedding ({embedder})", d.query_embed),
-        ("service vector SQL (CTE query, autocommit)", d.service_sql),
+        (f"service vector SQL (CTE query, autocommit, {d.service_depth} chunks)", d.service_sql),
     )
     for name, ms in steps:
         t.add_row(f"  {name}", f"{ms:.2f} ms", f"{ms / d.observed:.0%} of observed")

@@ -36,6 +36,7 @@ from bench.profile import API_BACKENDS, BENCH_PROCESS, meter_for
 from bench.stack import Stack
 from bench.stats import Latency, percentile, summarize
 from core.cache import Cache
+from core.search.fusion import Ranking
 from core.search.retrieve import company_rows, use_exact, vector_query
 from core.tenants import AUTH_SQL, hash_key
 
@@ -182,6 +183,7 @@ class Decomposition:
     raw_sql: float  # the plain raw query (the baseline)
     observed: float  # uncached POST /v1/search, client side
     observed_took: float  # its server-side took_ms
+    service_depth: int = K  # the chunks the service SQL above read: what the service reads first for k hits
 
     @property
     def accounted(self) -> float:
@@ -196,7 +198,9 @@ def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32],
     http = _metered(stack, load, 1, http_get, stack.api_url, "/healthz", n, 1)
     auth = load.run(sql_repeat, stack.db_url, AUTH_SQL, [(hash_key(tenant.api_key),)] * n, 1, ef, False)
     miss = load.run(redis_get, stack.redis.url, n, 1)
-    params = [{"q": v, "company": tenant.company_id, "n": K, "space": None} for v in vectors]
+    # a first page reads k + 1 hits (is there a next one?), per document from Ranking.first_depth chunks
+    depth = Ranking.of(stack.settings).first_depth(K + 1, hybrid=False, ordered=ef)
+    params = [{"q": v, "company": tenant.company_id, "n": depth, "space": None} for v in vectors]
     txn = load.run(sql_repeat, stack.db_url, SERVICE_VECTOR_SQL, params, 1, ef, True)
     auto = load.run(sql_repeat, stack.db_url, SERVICE_VECTOR_SQL, params, 1, ef, False)
 
@@ -207,7 +211,7 @@ def decompose(stack: Stack, load: LoadProcess, vectors: npt.NDArray[np.float32],
         http_floor=http.latency.p50_ms, http_floor_cpu=http.cpu_ms_per_request(BENCH_PROCESS), auth_sql=p50(auth),
         redis_get=p50(miss), query_embed=query_embed_ms, service_sql=p50(auto), service_sql_txn=p50(txn),
         raw_sql=observed.raw.latency.p50_ms, observed=observed.uncached.latency.p50_ms,
-        observed_took=observed.uncached.took_p50_ms or 0.0,
+        observed_took=observed.uncached.took_p50_ms or 0.0, service_depth=depth,
     )
 
 

@@ -84,6 +84,10 @@ class CorePool(ConnectionPool):  # type: ignore[type-arg]
         """The ef_search a vector search must run with beyond ``search_settings`` (None: nothing to set)."""
         return None if self.ef_configured else learned
 
+    def ef_search(self, learned: int | None) -> int | None:
+        """The ef_search a vector search runs with: the configured one, else ``learned`` (None: unknown)."""
+        return int(dict(self.search_settings)[EF_SEARCH]) if self.ef_configured else learned
+
     def settings_for(self, learned: int | None) -> tuple[Setting, ...]:
         """``search_settings`` with the learned ef_search, for one transaction (transaction mode)."""
         wanted = self.wanted_ef(learned)

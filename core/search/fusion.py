@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.search.bm25 import Bm25
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from core.config import Settings
 
 RRF_K = 60
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,44 @@ class Ranking:
         if not hybrid and not self.per_document:
             return n
         return max(n * 3, 30, self.candidates if self.per_document else 0)
+
+    @property
+    def by_best_chunk(self) -> bool:
+        """Whether a document scores as its best chunk alone (``max``, or ``max_bonus`` without bonus)."""
+        return self.aggregate is Aggregate.max or (self.aggregate is Aggregate.max_bonus and self.bonus == 0)
+
+    def first_depth(self, n: int, hybrid: bool = True, ordered: int | None = None) -> int:
+        """How many chunks one mode reads first for ``n`` results, reading deeper up to ``depth`` only
+        while they hold fewer than ``n`` documents (``deeper``). Less than ``depth`` when hits are per
+        document by their best chunk and a shorter read is a prefix of the deeper one: then the first
+        ``n`` documents of the shorter read are those of the deeper one, exactly. ``ordered``: how many
+        chunks the read answers in exact order (an HNSW read: its ef_search, one sorted batch; None:
+        all, an exact or keyword read). Hybrid fuses scores of whole candidate lists: ``depth``."""
+        full = self.depth(n, hybrid)
+        if hybrid or not self.per_document or not self.by_best_chunk or (ordered is not None and ordered < full):
+            return full
+        return min(full, max(n * 3, 30))
+
+
+def deeper(read: int, got: int, found: int, wanted: int, last: int) -> int | None:
+    """The next depth after a read of ``read`` rows that returned ``got`` and made ``found`` of the
+    ``wanted`` results: 4 times deeper, up to ``last``; None when the answer is decided (enough
+    found, the rows ran out, or ``last`` was read) (pure)."""
+    if found >= wanted or got < read or read >= last:
+        return None
+    return min(read * 4, last)
+
+
+def escalated(read: Callable[[int], tuple[int, list[T]]], first: int, last: int, wanted: int) -> list[T]:
+    """The answer of ``read(depth)`` (rows read, results made of them) from depth ``first``, read
+    deeper while ``deeper`` says so: per-document hits and thread groups read this way."""
+    depth = first
+    while True:
+        got, answer = read(depth)
+        following = deeper(depth, got, len(answer), wanted, last)
+        if following is None:
+            return answer
+        depth = following
 
 
 def _rescored(hit: Hit, score: float) -> Hit:

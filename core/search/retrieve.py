@@ -43,9 +43,10 @@ from core.cache import search_key
 from core.cursor import FINGERPRINT_BYTES, MAX_SEARCH_CURSOR_CHARS, search_position
 from core.db import read_connection
 from core.inputs import NO_NUL_PATTERN, NON_BLANK_PATTERN, JsonInt, JsonObject, UtcDatetime, no_nul
+from core.pooler import CorePool
 from core.replicas.reader import read
 from core.search.bm25 import KEYWORD_SQL
-from core.search.fusion import Hit, Ranking, rank_hybrid, rank_one
+from core.search.fusion import Hit, Ranking, escalated, rank_hybrid, rank_one
 from core.search.page import Paging, next_cursor, page_of, wants_text
 from core.search.tenantindex import OWN_INDEX_SQL, tenant_index_name
 from core.spaces.follow import SpaceEmbedder, query_vector, space_changed
@@ -274,17 +275,26 @@ def candidates(conn: Any, embedder: Embedder | None, company_id: int, req: Searc
 
 def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest,
              exact: bool = False, n: int | None = None, embedded: tuple[Any, int | None] | None = None,
-             ranking: Ranking = Ranking(), text: bool = True) -> list[Hit]:
+             ranking: Ranking = Ranking(), text: bool = True, ef_search: int | None = None) -> list[Hit]:
     """The company's top ``n`` (default k) for ``req``; ``exact``: vector candidates by comparing
     every row; ``embedded``: the query's (vector, space) from ``embed_query``, when the caller has it
     already; ``ranking``: the ranking's parameters (``core.search.fusion``: title weight, per
-    document, fusion); ``text``: read the chunks' texts (else the hits' ``text`` is None)."""
+    document, fusion); ``text``: read the chunks' texts (else the hits' ``text`` is None);
+    ``ef_search``: the HNSW read's (None: unknown). One mode per document reads ``first_depth``
+    chunks, deeper only while they hold fewer than ``n`` documents: the same hits as reading ``depth``."""
     n = req.k if n is None else n
-    depth = ranking.depth(n, hybrid=req.mode is Mode.hybrid)
-    vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, embedded, ranking, text)
+    if req.mode is not Mode.keyword and embedded is None:
+        embedded = embed_query(embedder, req.query)  # once, however deep the reads go
     if req.mode is Mode.hybrid:
+        vector, keyword = candidates(conn, embedder, company_id, req, exact, ranking.depth(n), embedded, ranking, text)
         return rank_hybrid(vector, keyword, ranking, n)
-    return rank_one(vector or keyword, ranking, n)
+
+    def ranked(depth: int) -> tuple[int, list[Hit]]:
+        vector, keyword = candidates(conn, embedder, company_id, req, exact, depth, embedded, ranking, text)
+        return len(vector or keyword), rank_one(vector or keyword, ranking, n)
+
+    ordered = None if exact or req.mode is Mode.keyword else (ef_search or 0)
+    return escalated(ranked, ranking.first_depth(n, False, ordered), ranking.depth(n, False), n)
 
 
 def embed_query(embedder: Embedder | None, query: str) -> tuple[Any, int | None]:
@@ -298,30 +308,28 @@ def embed_query(embedder: Embedder | None, query: str) -> tuple[Any, int | None]
 
 def retrieve_grouped(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
                      max_candidates: int, ranking: Ranking = Ranking(), k: int | None = None,
-                     text: bool = True) -> list[dict[str, Any]]:
+                     text: bool = True, ef_search: int | None = None) -> list[dict[str, Any]]:
     """``group_by: thread``: ``k`` (default ``req.k``) groups from 10·k candidates, 4 times more while
     short (module docstring)."""
     k = req.k if k is None else k
     vector = None if req.mode is Mode.keyword else embed_query(embedder, req.query)
-    n = max(k, min(k * 10, max_candidates))
-    while True:
-        hits = retrieve(conn, embedder, company_id, req, exact, n, vector, ranking, text)
-        threads = threads_of(conn, company_id, hits)
-        groups = group_by_thread(hits, threads, k)
-        if len(groups) >= k or len(hits) < n or n >= max_candidates:
-            break
-        n = min(n * 4, max_candidates)
+
+    def grouped(n: int) -> tuple[int, list[tuple[Hit, int | None, int]]]:
+        hits = retrieve(conn, embedder, company_id, req, exact, n, vector, ranking, text, ef_search)
+        return len(hits), group_by_thread(hits, threads_of(conn, company_id, hits), k)
+
+    groups = escalated(grouped, max(k, min(k * 10, max_candidates)), max_candidates, k)
     return [hit.as_dict(thread, matched) for hit, thread, matched in groups]
 
 
 def retrieve_answer(conn: Any, embedder: Embedder | None, company_id: int, req: SearchRequest, exact: bool,
                     max_candidates: int, ranking: Ranking = Ranking(), k: int | None = None,
-                    text: bool = True) -> list[dict[str, Any]]:
+                    text: bool = True, ef_search: int | None = None) -> list[dict[str, Any]]:
     """The top ``k`` (default ``req.k``) results of ``req`` as the API answers them: hits on e-mail
-    with their thread, or groups; ``text``: as ``retrieve``."""
+    with their thread, or groups; ``text``, ``ef_search``: as ``retrieve``."""
     if req.group_by is GroupBy.thread:
-        return retrieve_grouped(conn, embedder, company_id, req, exact, max_candidates, ranking, k, text)
-    hits = retrieve(conn, embedder, company_id, req, exact, k, ranking=ranking, text=text)
+        return retrieve_grouped(conn, embedder, company_id, req, exact, max_candidates, ranking, k, text, ef_search)
+    hits = retrieve(conn, embedder, company_id, req, exact, k, ranking=ranking, text=text, ef_search=ef_search)
     threads = threads_of(conn, company_id, hits)
     return [h.as_dict(threads.get(h.external_id)) for h in hits]
 
@@ -378,12 +386,15 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         return {"results": orjson.Fragment(stored), "next_cursor": next_cursor(paging, orjson.loads(more)),
                 "cached": True, "took_ms": round(took, 3)}
 
+    # the HNSW read's ef_search: how deep its answer is in exact order (Ranking.first_depth)
+    ef_search = pool.ef_search(principal.ef_search) if isinstance(pool, CorePool) else principal.ef_search
+
     def answer(conn: Any) -> list[dict[str, Any]]:
         exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
             company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows) and not has_own_index(
             conn, cache, principal.company_id)
         return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, ranking,
-                               paging.read, wants_text(fields))
+                               paging.read, wants_text(fields), ef_search)
 
     def read_answer() -> list[dict[str, Any]]:
         # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
