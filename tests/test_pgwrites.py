@@ -24,7 +24,7 @@ def test_a_phase_of_toasted_rows_shows_its_wal_and_its_toast_blocks(conn: psycop
 
     before = snap()
     for table in ("pgw_big", "pgw_small"):
-        conn.execute(f"INSERT INTO {table} SELECT i, %s FROM generate_series(1, 50) i",  # noqa: S608
+        conn.execute(f"INSERT INTO {table} SELECT i, %s FROM generate_series(1, 50) i",
                      (os.urandom(6000 if table == "pgw_big" else 100),))
     conn.execute("CHECKPOINT")
     per = pgwrites.per_item(pgwrites.delta(before, snap()), 100)
@@ -64,15 +64,21 @@ def test_per_item_needs_items() -> None:
         pgwrites.per_item({}, 0)
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_settled_reads_until_two_reads_agree_or_gives_the_last_at_the_timeout() -> None:
-    now = [0.0]
+    clock = FakeClock()
     reads = iter([{"a": 1.0}, {"a": 2.0}, {"a": 2.0}, {"a": 9.0}])
-    assert pgwrites.settled(lambda: next(reads), timeout=10, sleep=lambda s: now.__setitem__(0, now[0] + s),
-                            clock=lambda: now[0]) == {"a": 2.0}
+    assert pgwrites.settled(lambda: next(reads), timeout=10, sleep=clock.sleep, clock=lambda: clock.now) == {"a": 2.0}
+    clock = FakeClock()
     rising = iter(range(100))
-    now[0] = 0.0
-    last = pgwrites.settled(lambda: {"a": float(next(rising))}, timeout=3, sleep=lambda s: now.__setitem__(0, now[0] + s),
-                            clock=lambda: now[0])
+    last = pgwrites.settled(lambda: {"a": float(next(rising))}, timeout=3, sleep=clock.sleep, clock=lambda: clock.now)
     assert last == {"a": 3.0}
 
 
