@@ -50,7 +50,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from bench import ingest
+from bench import ingest, pgwrites
 from bench.__main__ import Progress
 from bench.corpus import COMPANIES, Corpus, Doc
 from bench.load import LeanHttpClient, LoadProcess, RunResult, _HttpSession, run_concurrently
@@ -225,8 +225,9 @@ def post_emails(api_url: str, path: Path, keys: dict[str, str], clients: int, pe
 
 
 def counters(conn: psycopg.Connection[Any]) -> dict[str, float]:
-    """The mail tables' scan and write counters (cumulative), flattened to ``relation.counter``."""
-    out: dict[str, float] = {}
+    """The mail tables' scan and write counters (cumulative), flattened to ``relation.counter``, and
+    what the server wrote (``bench.pgwrites``)."""
+    out = pgwrites.snapshot(conn, RELATIONS)
     for name, scans, read in conn.execute(INDEX_STATS_SQL, (list(MAIL_TABLES),)):
         out[f"{name}.idx_scan"], out[f"{name}.idx_tup_read"] = scans, read
     for name, seq, seq_read, idx, ins, upd in conn.execute(TABLE_STATS_SQL, (list(MAIL_TABLES),)):
@@ -235,18 +236,22 @@ def counters(conn: psycopg.Connection[Any]) -> dict[str, float]:
     return out
 
 
-def settled_counters(conn: psycopg.Connection[Any], timeout: float = 15.0) -> dict[str, float]:
-    """The counters once the workers' backends have flushed them (PostgreSQL reports a backend's
-    statistics within about a second of its transactions): two reads a second apart that agree."""
-    previous = counters(conn)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        current = counters(conn)
-        if current == previous:
-            return current
-        previous = current
-    return previous
+def settled_counters(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """The counters once the workers' backends have flushed them: two reads a second apart that agree."""
+    return pgwrites.settled(lambda: counters(conn))
+
+
+def document_ingest(stack: Stack, corpus: Corpus, load: LoadProcess, clients: int, timeout: float,
+                    batch_docs: int) -> tuple[ingest.ServiceIngest, dict[str, float]]:
+    """``ingest.service_ingest`` and what PostgreSQL wrote for it per document (its window takes in
+    the phase's opening CHECKPOINT, left out of the count, and its closing counts, which mail's
+    window takes in too)."""
+    with stack.connect(autocommit=True) as conn:
+        before = settled_counters(conn)
+    result = ingest.service_ingest(stack, corpus, load, clients, timeout, batch_docs=batch_docs)
+    with stack.connect(autocommit=True) as conn:
+        after = settled_counters(conn)
+    return result, pgwrites.per_item(pgwrites.delta(before, after), result.docs, opening_checkpoints=1)
 
 
 def table_sizes(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -279,6 +284,7 @@ class MailIngest(ingest.ServiceIngest):
     registry: dict[str, float] = field(default_factory=dict)  # counter deltas during the phase
     merges: dict[str, float] = field(default_factory=dict)
     explain: list[str] = field(default_factory=list)
+    writes: dict[str, float] = field(default_factory=dict)  # bench.pgwrites.per_item of the phase
 
     @property
     def message_rate(self) -> float:
@@ -330,10 +336,10 @@ def mail_ingest(stack: Stack, corpus: MailCorpus, load: LoadProcess, clients: in
         run = ingest.post_until_done(stack, conn, load, timeout, post_emails, stack.api_url, path, keys, clients,
                                      per_post)
         posted, finished_at, stages, cpu = run.run, run.finished_at, run.stages, run.cpu
-        after = settled_counters(conn)
-        stored = int(conn.execute("SELECT count(*) FROM mail_messages").fetchone()[0])  # type: ignore[index]
         chunks = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])  # type: ignore[index]
         _, dead = conn.execute(ingest.COUNTS_SQL).fetchone()  # type: ignore[misc]
+        after = settled_counters(conn)  # after the counts the documents' phases make too
+        stored = int(conn.execute("SELECT count(*) FROM mail_messages").fetchone()[0])  # type: ignore[index]
         found = stored_threads(conn, companies)
         merged, survivors, survivor_size = conn.execute(MERGES_SQL).fetchone()  # type: ignore[misc]
         explain = explain_registry(conn, stack.tenants["A"].company_id)
@@ -356,7 +362,7 @@ def mail_ingest(stack: Stack, corpus: MailCorpus, load: LoadProcess, clients: in
         post_p50_ms=percentile(posted.seconds, 50) * 1000, post_p99_ms=percentile(posted.seconds, 99) * 1000,
         dead_jobs=int(dead), threads=sum(len(v) for v in found.values()),
         threads_expected=sum(len(v) for v in expected.values()), threads_exact=found == expected, registry=delta,
-        merges=merges, explain=explain, stages=stages, cpu=cpu,
+        merges=merges, explain=explain, stages=stages, cpu=cpu, writes=pgwrites.per_item(delta, stored),
         worker_metrics=scrape_workers([w.metrics_port for w in workers]))
 
 
@@ -435,6 +441,8 @@ class Results:
     stripping: dict[str, int]
     tables: dict[str, dict[str, int]]  # after (a) mail, (b) documents, (d) unstripped documents
     unstripped: ingest.ServiceIngest | None
+    writes: dict[str, dict[str, float]] = field(default_factory=dict)  # of (b) and (d): "documents", "single"
+    pg_settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -464,8 +472,10 @@ def measure(stack: Stack, load: LoadProcess, opts: Options, say: Progress) -> Re
         f"{facts['raw_megabytes']} MB, built in {facts['build_seconds']} s")
     with stack.connect() as conn:
         machine = describe(conn)
+        pg_settings = pgwrites.server_settings(conn)
     timeout = max(900.0, opts.messages / 20)
     tables: dict[str, dict[str, int]] = {}
+    writes: dict[str, dict[str, float]] = {}
     say(f"(a) mail: POST /v1/emails, {opts.per_post} per request (application/mbox), {opts.clients} clients, "
         f"{opts.workers} workers")
     mail = mail_ingest(stack, corpus, load, opts.clients, opts.per_post, timeout)
@@ -482,14 +492,14 @@ def measure(stack: Stack, load: LoadProcess, opts: Options, say: Progress) -> Re
         wipe(conn)
     say(f"(b) documents: the same {len(rows)} texts through POST /v1/documents, {opts.per_post} per request")
     docs = documents_corpus(rows, s.chunk_size, s.chunk_overlap)
-    documents = ingest.service_ingest(stack, docs, load, opts.clients, timeout, batch_docs=opts.per_post)
+    documents, writes["documents"] = document_ingest(stack, docs, load, opts.clients, timeout, opts.per_post)
     say(f"  {documents.docs} documents, {documents.chunks} chunks in {documents.seconds:.1f} s: "
         f"{documents.docs / documents.seconds:.0f} documents/s")
     with stack.connect(autocommit=True) as conn:
         tables["documents"] = table_sizes(conn)
         wipe(conn)
     say(f"(b) the same {len(docs.docs)} documents, one per POST")
-    single = ingest.service_ingest(stack, docs, load, opts.clients, timeout, batch_docs=1)
+    single, writes["single"] = document_ingest(stack, docs, load, opts.clients, timeout, 1)
     say(f"  {single.docs / single.seconds:.0f} documents/s")
     with stack.connect(autocommit=True) as conn:
         wipe(conn)
@@ -503,7 +513,8 @@ def measure(stack: Stack, load: LoadProcess, opts: Options, say: Progress) -> Re
         with stack.connect(autocommit=True) as conn:
             tables["unstripped"] = table_sizes(conn)
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
-    return Results(options, machine, facts, mail, mail_single, documents, single, stripping, tables, unstripped)
+    return Results(options, machine, facts, mail, mail_single, documents, single, stripping, tables, unstripped,
+                   writes, pg_settings)
 
 
 def run(opts: Options) -> Results:
@@ -643,8 +654,35 @@ def render(r: Results, console: Console) -> None:
     for (name, batched), (_, single) in zip(thread_costs(m), thread_costs(r.mail_single), strict=True):
         h.add_row(name, batched, single)
     console.print(h)
+    render_writes(r, console)
     console.print("registry read of 160 ids (EXPLAIN ANALYZE):\n  " + "\n  ".join(m.explain))
     console.print("A shared, noisy machine: read the ratios, and the other processes' CPU share of each phase.")
+
+
+WRITES_FIRST = ("wal_records", "wal_fpi", "wal_bytes", "checkpoints", "checkpointer_blocks_written")
+
+
+def writes_rows(columns: Sequence[dict[str, float]]) -> list[tuple[str, list[float]]]:
+    """(figure, value per column) of the phases' ``pgwrites.per_item``: WAL and checkpoints first,
+    then the rest by name; a figure zero in every column is left out (pure)."""
+    names = [*WRITES_FIRST, *sorted({k for c in columns for k in c} - set(WRITES_FIRST))]
+    rows = [(name, [c.get(name, 0.0) for c in columns]) for name in names]
+    return [(name, values) for name, values in rows if any(values)]
+
+
+def render_writes(r: Results, console: Console) -> None:
+    n = r.mail.per_post
+    columns = [r.mail.writes, r.writes.get("documents", {}), r.mail_single.writes, r.writes.get("single", {})]
+    t = Table(title="what PostgreSQL wrote and touched, per item (pg_stat_wal, pg_stat_checkpointer, pg_stat_io, "
+                    "pg_statio_user_tables); settings: " + ", ".join(f"{k}={v}" for k, v in r.pg_settings.items()),
+              show_edge=False)
+    for col in ("per item", f"mail, {n} per POST", f"documents, {n} per POST", "mail, 1 per POST",
+                "documents, 1 per POST"):
+        t.add_column(col, justify="left" if col == "per item" else "right")
+    for name, values in writes_rows(columns):
+        fmt = "{:,.0f}" if name in ("wal_bytes", "checkpoints") else "{:,.2f}"
+        t.add_row(name, *(fmt.format(v) for v in values))
+    console.print(t)
 
 
 def write_json(r: Results, path: Path) -> None:

@@ -140,3 +140,27 @@ def test_accepting_a_message_reads_its_own_id_only(db_url: str, conn: psycopg.Co
     assert sum(c[1] for key, c in cost.items() if key[1] == "index") <= 2, cost
     assert conn.execute("SELECT count(*) FROM ingest_jobs WHERE company_id = %s AND external_id = 'email:s5@seed'",
                         (company,)).fetchone() == (0,), "a stored message was queued again"
+
+
+def test_an_original_that_fits_a_page_is_stored_in_its_row_and_a_larger_one_in_toast(
+        settings: Settings, conn: psycopg.Connection[Any], worker_conn: psycopg.Connection[Any], tenant: Any) -> None:
+    """Migration 0020: a deflated original of a few kB stays in the ``mail_messages`` row (no TOAST
+    rows, no TOAST index entries in the worker's transaction, none to delete later); one that does
+    not fit a page still goes to TOAST, uncompressed. Either reads back as the bytes received."""
+    import base64
+    import os
+    import zlib
+
+    company = tenant.company_id
+    raws = {name: message(message_id=f"{name}@size", body=base64.b64encode(os.urandom(size)).decode())
+            for name, size in (("typical", 4500), ("large", 15000))}  # deflated: about 4.6 kB and 15 kB
+    queue(conn, company, list(raws.values()))
+    processor = IngestProcessor(settings, make_embedder(settings))
+    while processor.run_batch(worker_conn).claimed:
+        pass
+    rows = {r[0]: r[1:] for r in conn.execute(
+        "SELECT message_id, pg_column_toast_chunk_id(raw_deflate) IS NOT NULL, octet_length(raw_deflate), raw_deflate "
+        "FROM mail_messages WHERE company_id = %s", (company,))}
+    assert {name: rows[f"{name}@size"][0] for name in raws} == {"typical": False, "large": True}
+    assert 4000 < rows["typical@size"][1] < 8000 < rows["large@size"][1]
+    assert {name: zlib.decompress(rows[f"{name}@size"][2]) for name in raws} == raws

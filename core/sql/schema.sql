@@ -209,7 +209,8 @@ CREATE TABLE mail_ids (
 CREATE INDEX mail_ids_thread_idx ON mail_ids (company_id, thread_id);
 
 -- One row per stored message: the headers as read, and the original bytes, deflated by the worker
--- (stored as they are, EXTERNAL: PostgreSQL does not try to compress them a second time).
+-- (stored as they are, EXTERNAL: PostgreSQL does not try to compress them a second time; 0020: in
+-- the row when it fits a page, in TOAST only when it does not).
 CREATE TABLE mail_messages (
     company_id    bigint NOT NULL,
     message_id    text NOT NULL,
@@ -230,7 +231,7 @@ CREATE TABLE mail_messages (
     job_id        bigint,
     stored_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (company_id, message_id)
-);
+) WITH (toast_tuple_target = 8160);
 ALTER TABLE mail_messages ALTER COLUMN raw_deflate SET STORAGE EXTERNAL;
 CREATE INDEX mail_messages_thread_idx ON mail_messages (company_id, thread_id);
 
