@@ -1,12 +1,16 @@
 """The closed loop: ``opsctl up`` scaling its worker pool under a step of ingest, replayed by ``scale simulate``.
 
-    python -m bench.closed_loop [--quick]
+    python -m bench.closed_loop [--quick] [--embed-latency MS] [--factor F]
     python -m bench.closed_loop --replot [--out JSON] [--chart FILE.svg|FILE.png]
 
 1. Starts ``opsctl up`` in a temp dir (its own PostgreSQL, Redis, Prometheus scraping every 5 s, the
    API, one ingest worker, the daemon) with a policy of the experiment's own (:data:`POLICY`: the
    shipped backlog metric, windows short enough to fit minutes) and the daemon's autoscale job every
-   ``SYNC`` seconds.
+   ``SYNC`` seconds. Its workers embed with ``openai`` against :mod:`bench.embedserver`, a local
+   stand-in for an embedding API answering each request after ``--embed-latency`` ms (hash vectors):
+   each worker is bound by that latency, not by the machine's CPUs, so N workers serve about N
+   times one worker's rate, the simulator's model (capacity x ready replicas). ``--embed-latency 0``:
+   the hash embedder in each worker, CPU-bound (on 2 CPUs the pool's throughput is the machine's).
 2. **Warm-up**: with the one worker, queues ``--warmup`` documents and times the drain: one
    worker's rate, from which the step's demand is set (``--factor`` times it).
 3. **Step**: starting on a multiple of ``SYNC`` seconds (so the daemon's ticks fall where the
