@@ -10,7 +10,7 @@ import pytest
 
 from bench import embedserver
 from bench.closed_loop import DIM, default_factor, embedder_env
-from core.config import Settings
+from core.config import load_settings
 from core.embed import HashEmbedder, make_embedder
 
 TEXTS = ["alpha beta gamma", "the quick brown fox", "", "alpha beta gamma delta", "x"]
@@ -29,15 +29,13 @@ def test_the_answer_is_the_hash_embedding_after_at_least_the_delay() -> None:
     np.testing.assert_allclose(got, HashEmbedder(64).embed(TEXTS), atol=1e-6)
 
 
-def test_the_workers_client_gets_the_hash_vectors_through_it() -> None:
-    """opsctl's own OpenAI client, configured as the loop configures `opsctl up`'s workers: the
-    vectors stored are the hash embedder's, so the documents search as with `embedder: hash`."""
+def test_the_workers_client_gets_the_hash_vectors_through_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """opsctl's own OpenAI client, configured from the environment the loop gives `opsctl up`'s
+    workers: the vectors stored are the hash embedder's, so the documents search as with `hash`."""
     with embedserver.serve(dim=DIM, delay=0.0) as url:
-        env = embedder_env(50, url)
-        settings = Settings(embedder=env["OPSCTL_EMBEDDER"], openai_base_url=env["OPSCTL_OPENAI_BASE_URL"],
-                            openai_model=env["OPSCTL_OPENAI_MODEL"], embed_dim=int(env["OPSCTL_EMBED_DIM"]),
-                            embed_batch_size=2)
-        embedder = make_embedder(settings)
+        for name, value in {**embedder_env(50, url), "OPSCTL_EMBED_BATCH_SIZE": "2"}.items():
+            monkeypatch.setenv(name, value)
+        embedder = make_embedder(load_settings(with_state=False))
         vectors = embedder.embed(TEXTS)
     assert embedder.name == f"openai/{embedserver.MODEL}"
     np.testing.assert_allclose(vectors, HashEmbedder(DIM).embed(TEXTS), atol=1e-5)
