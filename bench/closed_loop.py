@@ -11,7 +11,8 @@
    each worker is bound by that latency, not by the machine's CPUs, so N workers serve about N
    times one worker's rate, the simulator's model (capacity x ready replicas). ``--embed-latency 0``:
    the hash embedder in each worker, CPU-bound (on 2 CPUs the pool's throughput is the machine's).
-2. **Warm-up**: with the one worker, queues ``--warmup`` documents and times the drain: one
+2. **Warm-up**: with the one worker, ``--warmup`` documents, the queue kept below the backlog that
+   would start a second worker, and times the drain: one
    worker's rate, from which the step's demand is set (``--factor`` times it).
 3. **Step**: starting on a multiple of ``SYNC`` seconds (so the daemon's ticks fall where the
    replay's do), idle, then ``--step-seconds`` of that demand (one ``POST /v1/documents`` a second,
@@ -64,6 +65,7 @@ TITLE = f"{SERVICE} closed loop"
 SYNC = 10  # seconds between the daemon's autoscale runs (and the replay's decisions)
 DIM = 384  # the embedding dimension (the settings' default)
 LATENCY_MS = 800.0  # the stand-in embedding API's answer time: 2 calls per batch of 32 documents
+PER_WORKER = SYNC * 10  # the policy's backlog per worker (jobs)
 SCRAPE = 5  # the embedded Prometheus' scrape interval: the metrics' lag
 THROUGHPUT = 'sum(rate(core_ingest_jobs_total{status="done"}[15s]))'
 DESIRED = 'max(core_workers{state="desired"})'
@@ -113,10 +115,12 @@ def embedder_env(latency_ms: float, url: str | None) -> dict[str, str]:
 
 
 def default_factor(latency_ms: float) -> float:
-    """The step's demand in one worker's rates when ``--factor`` is not given: latency-bound workers
-    add up, so 3.5 of them (the pool goes to 4); CPU-bound ones share 2 CPUs, so one worker's rate
-    is about the machine's."""
-    return 3.5 if latency_ms > 0 else 1.0
+    """The step's demand in one worker's rates when ``--factor`` is not given. Latency-bound workers
+    add up: 3 of them, so the pool goes to 4 and 4 serve it with room (at 3.5 the warm-up's one worker,
+    measured while the pool may grow behind it, overstated a worker: 4 served 70/s, 17.6 each, against
+    a demand of 74/s, and the backlog never drained in the step). CPU-bound ones share 2 CPUs: one
+    worker's rate is about the machine's."""
+    return 3.0 if latency_ms > 0 else 1.0
 
 
 @contextmanager
@@ -182,15 +186,29 @@ def _post(client: httpx.Client, key: str, mix: Mix, n: int, tag: str) -> int:
     return int(r.json()["accepted"])
 
 
-def warm_up(client: httpx.Client, key: str, db_url: str, mix: Mix, n: int) -> float:
-    """One worker's documents per second: ``n`` queued at once, drained (the drain's start: the first
-    document done)."""
-    _post(client, key, mix, n, "warmup")
-    _wait(lambda: _queued(db_url) < n, 120, "the worker to start on the warm-up")
-    started = time.monotonic()
-    left = _queued(db_url)
-    _wait(lambda: _queued(db_url) == 0, 600, "the warm-up to drain")
-    return left / max(time.monotonic() - started, 1e-3)
+def top_up(queued: int, posted: int, n: int, keep: int) -> int:
+    """The warm-up's documents to post now: up to ``keep`` waiting, ``n`` in all (pure)."""
+    return max(0, min(keep - queued, n - posted))
+
+
+def warm_up(client: httpx.Client, key: str, db_url: str, mix: Mix, n: int, keep: int) -> float:
+    """One worker's documents per second: ``n`` documents drained, the queue topped up to ``keep``
+    (below the policy's backlog per worker, so the autoscaler keeps the one worker: 300 queued at
+    once had it start 2 more within the drain, and a rate of 3 workers passed for one's), timed from
+    the first document done to the last."""
+    posted, started, done_then = 0, 0.0, 0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        queued = _queued(db_url)
+        done = posted - queued
+        if done > 0 and not started:
+            started, done_then = time.monotonic(), done
+        if done >= n:
+            return (n - done_then) / max(time.monotonic() - started, 1e-3)
+        if add := top_up(queued, posted, n, keep):
+            posted += _post(client, key, mix, add, f"warmup{posted}")
+        time.sleep(0.25)
+    raise RuntimeError("timed out waiting for the warm-up to drain")
 
 
 def drive(client: httpx.Client, key: str, mix: Mix, start: float, idle: int, step: int, total: int,
@@ -230,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a shorter step and tail (about 4 minutes in all)")
     p.add_argument("--warmup", type=int, default=300, help="documents the one worker drains to size the step")
     p.add_argument("--factor", type=float, default=None,
-                   help="the step's demand, in one worker's rates (default 3.5; 1 with --embed-latency 0)")
+                   help="the step's demand, in one worker's rates (default 3; 1 with --embed-latency 0)")
     p.add_argument("--embed-latency", type=float, default=LATENCY_MS, metavar="MS",
                    help="the stand-in embedding API's answer time in ms: the workers' bound (default %(default)g); "
                         "0: the hash embedder in-process, workers bound by the machine's CPUs")
@@ -269,12 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opsctl-closed-loop-")))
         url = (stack.enter_context(embedserver.serve(DIM, args.embed_latency / 1000))
                if args.embed_latency > 0 else None)
-        with opsctl_up(root, SYNC * 10, embedder_env(args.embed_latency, url)) as state:
+        with opsctl_up(root, PER_WORKER, embedder_env(args.embed_latency, url)) as state:
             tenant = create_tenants(state["database_url"], 1, prefix="closedloop")[0]
             mix = Mix.make(14)
             with httpx.Client(base_url=state["api_url"], timeout=60) as client:
                 print(f"warm-up: one worker drains {args.warmup} documents", file=sys.stderr)
-                one = warm_up(client, tenant.api_key, state["database_url"], mix, args.warmup)
+                one = warm_up(client, tenant.api_key, state["database_url"], mix, args.warmup, PER_WORKER * 8 // 10)
                 rate = round(factor * one, 1)
                 print(f"  {one:.1f} documents/s; the step: {rate} documents/s for {step} s", file=sys.stderr)
                 _wait(lambda: _queued(state["database_url"]) == 0, 120, "an empty queue")
@@ -324,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m bench.closed_loop" + (" --quick" if args.quick else "")
         + f" --embed-latency {args.embed_latency:g} --factor {factor:g}",
         "machine": machine, "measured_at": begin.isoformat(),
-        "policy": POLICY % {"per_worker": SYNC * 10, "sync": SYNC},
+        "policy": POLICY % {"per_worker": PER_WORKER, "sync": SYNC},
         "phases": {"idle_seconds": idle, "step_seconds": step, "tail_seconds": tail,
                    "step_documents_per_second": rate, "step_factor": factor},
         "embedder": ({"name": f"openai/{embedserver.MODEL}", "latency_ms": args.embed_latency,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench import embedserver
-from bench.closed_loop import DIM, default_factor, embedder_env
+from bench.closed_loop import DIM, default_factor, embedder_env, top_up
 from core.config import load_settings
 from core.embed import HashEmbedder, make_embedder
 
@@ -94,7 +94,7 @@ def test_a_latency_without_the_stand_ins_url_is_refused() -> None:
         embedder_env(400, None)
 
 
-@pytest.mark.parametrize("latency, factor", [(0, 1.0), (800, 3.5), (1, 3.5)])
+@pytest.mark.parametrize("latency, factor", [(0, 1.0), (800, 3.0), (1, 3.0)])
 def test_the_step_needs_about_four_latency_bound_workers_or_the_whole_machine(latency: float, factor: float) -> None:
     assert default_factor(latency) == factor
 
@@ -102,3 +102,16 @@ def test_the_step_needs_about_four_latency_bound_workers_or_the_whole_machine(la
 def test_a_negative_delay_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 0"), embedserver.serve(dim=16, delay=-1):
         pass
+
+
+@pytest.mark.parametrize("queued, posted, n, keep, add", [
+    (0, 0, 300, 80, 80),  # the first fill: up to keep, not all 300 (which would start 2 more workers)
+    (50, 80, 300, 80, 30),  # topped up to keep
+    (80, 200, 300, 80, 0),  # full
+    (10, 280, 300, 80, 20),  # the last 20: no more than n in all
+    (0, 300, 300, 80, 0),  # all posted
+    (95, 100, 300, 80, 0),  # above keep (the posts of a second raced): none
+])
+def test_the_warm_up_keeps_the_queue_below_a_second_workers_backlog(queued: int, posted: int, n: int, keep: int,
+                                                                   add: int) -> None:
+    assert top_up(queued, posted, n, keep) == add
