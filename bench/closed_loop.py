@@ -116,11 +116,10 @@ def embedder_env(latency_ms: float, url: str | None) -> dict[str, str]:
 
 def default_factor(latency_ms: float) -> float:
     """The step's demand in one worker's rates when ``--factor`` is not given. Latency-bound workers
-    add up: 3 of them, so the pool goes to 4 and 4 serve it with room (at 3.5 the warm-up's one worker,
-    measured while the pool may grow behind it, overstated a worker: 4 served 70/s, 17.6 each, against
-    a demand of 74/s, and the backlog never drained in the step). CPU-bound ones share 2 CPUs: one
-    worker's rate is about the machine's."""
-    return 3.0 if latency_ms > 0 else 1.0
+    add up: 3.5 of them, more than 3 serve, less than 4 do (3 would be exactly what 3 serve, and the
+    shortfall would flicker on and off). CPU-bound ones share 2 CPUs: one worker's rate is about the
+    machine's."""
+    return 3.5 if latency_ms > 0 else 1.0
 
 
 @contextmanager
@@ -248,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a shorter step and tail (about 4 minutes in all)")
     p.add_argument("--warmup", type=int, default=300, help="documents the one worker drains to size the step")
     p.add_argument("--factor", type=float, default=None,
-                   help="the step's demand, in one worker's rates (default 3; 1 with --embed-latency 0)")
+                   help="the step's demand, in one worker's rates (default 3.5; 1 with --embed-latency 0)")
     p.add_argument("--embed-latency", type=float, default=LATENCY_MS, metavar="MS",
                    help="the stand-in embedding API's answer time in ms: the workers' bound (default %(default)g); "
                         "0: the hash embedder in-process, workers bound by the machine's CPUs")

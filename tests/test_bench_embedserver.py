@@ -94,7 +94,7 @@ def test_a_latency_without_the_stand_ins_url_is_refused() -> None:
         embedder_env(400, None)
 
 
-@pytest.mark.parametrize("latency, factor", [(0, 1.0), (800, 3.0), (1, 3.0)])
+@pytest.mark.parametrize("latency, factor", [(0, 1.0), (800, 3.5), (1, 3.5)])
 def test_the_step_needs_about_four_latency_bound_workers_or_the_whole_machine(latency: float, factor: float) -> None:
     assert default_factor(latency) == factor
 
