@@ -1,13 +1,18 @@
 """The closed loop: ``opsctl up`` scaling its worker pool under a step of ingest, replayed by ``scale simulate``.
 
-    python -m bench.closed_loop [--quick]
+    python -m bench.closed_loop [--quick] [--embed-latency MS] [--factor F]
     python -m bench.closed_loop --replot [--out JSON] [--chart FILE.svg|FILE.png]
 
 1. Starts ``opsctl up`` in a temp dir (its own PostgreSQL, Redis, Prometheus scraping every 5 s, the
    API, one ingest worker, the daemon) with a policy of the experiment's own (:data:`POLICY`: the
    shipped backlog metric, windows short enough to fit minutes) and the daemon's autoscale job every
-   ``SYNC`` seconds.
-2. **Warm-up**: with the one worker, queues ``--warmup`` documents and times the drain: one
+   ``SYNC`` seconds. Its workers embed with ``openai`` against :mod:`bench.embedserver`, a local
+   stand-in for an embedding API answering each request after ``--embed-latency`` ms (hash vectors):
+   each worker is bound by that latency, not by the machine's CPUs, so N workers serve about N
+   times one worker's rate, the simulator's model (capacity x ready replicas). ``--embed-latency 0``:
+   the hash embedder in each worker, CPU-bound (on 2 CPUs the pool's throughput is the machine's).
+2. **Warm-up**: with the one worker, ``--warmup`` documents, the queue kept below the backlog that
+   would start a second worker, and times the drain: one
    worker's rate, from which the step's demand is set (``--factor`` times it).
 3. **Step**: starting on a multiple of ``SYNC`` seconds (so the daemon's ticks fall where the
    replay's do), idle, then ``--step-seconds`` of that demand (one ``POST /v1/documents`` a second,
@@ -41,13 +46,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench import embedserver
 from bench.loadmix import Mix
 from bench.loadtest import create_tenants
 from bench.machine import describe
@@ -57,6 +63,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "core-worker"
 TITLE = f"{SERVICE} closed loop"
 SYNC = 10  # seconds between the daemon's autoscale runs (and the replay's decisions)
+DIM = 384  # the embedding dimension (the settings' default)
+LATENCY_MS = 800.0  # the stand-in embedding API's answer time: 2 calls per batch of 32 documents
+PER_WORKER = SYNC * 10  # the policy's backlog per worker (jobs)
 SCRAPE = 5  # the embedded Prometheus' scrape interval: the metrics' lag
 THROUGHPUT = 'sum(rate(core_ingest_jobs_total{status="done"}[15s]))'
 DESIRED = 'max(core_workers{state="desired"})'
@@ -94,17 +103,37 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
     return value
 
 
+def embedder_env(latency_ms: float, url: str | None) -> dict[str, str]:
+    """The settings that give ``opsctl up``'s processes their embedder: with a latency, ``openai`` at the
+    stand-in API at ``url`` (:mod:`bench.embedserver`); with none, the hash embedder in-process."""
+    if latency_ms <= 0:
+        return {"OPSCTL_EMBEDDER": "hash"}
+    if url is None:
+        raise ValueError("an embedding latency needs the stand-in API's URL")
+    return {"OPSCTL_EMBEDDER": "openai", "OPSCTL_OPENAI_BASE_URL": url, "OPSCTL_OPENAI_MODEL": embedserver.MODEL,
+            "OPSCTL_EMBED_DIM": str(DIM)}
+
+
+def default_factor(latency_ms: float) -> float:
+    """The step's demand in one worker's rates when ``--factor`` is not given. Latency-bound workers
+    add up: 3.5 of them, more than 3 serve, less than 4 do (3 would be exactly what 3 serve, and the
+    shortfall would flicker on and off). CPU-bound ones share 2 CPUs: one worker's rate is about the
+    machine's."""
+    return 3.5 if latency_ms > 0 else 1.0
+
+
 @contextmanager
-def opsctl_up(root: Path, per_worker: int) -> Iterator[dict[str, Any]]:
-    """``opsctl up`` on a data dir under ``root`` with the experiment's policy; its state.json."""
+def opsctl_up(root: Path, per_worker: int, embedder: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """``opsctl up`` on a data dir under ``root`` with the experiment's policy and ``embedder``'s
+    settings; its state.json."""
     policies = root / "policies"
     policies.mkdir()
     (policies / "autoscaling.yaml").write_text(POLICY % {"per_worker": per_worker, "sync": SYNC})
     (policies / "schedule.yaml").write_text(f"jobs:\n  autoscale:\n    every: {SYNC}s\n")
     data = root / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
-    env.update(OPSCTL_DATA_DIR=str(data), OPSCTL_POLICY_DIR=str(policies), OPSCTL_EMBEDDER="hash",
-               PYTHONPATH=str(ROOT))
+    env.update(OPSCTL_DATA_DIR=str(data), OPSCTL_POLICY_DIR=str(policies), PYTHONPATH=str(ROOT),
+               **embedder)
     log = root / "up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "opsctl.cli", "up", "--port", str(free_port()),
@@ -156,15 +185,29 @@ def _post(client: httpx.Client, key: str, mix: Mix, n: int, tag: str) -> int:
     return int(r.json()["accepted"])
 
 
-def warm_up(client: httpx.Client, key: str, db_url: str, mix: Mix, n: int) -> float:
-    """One worker's documents per second: ``n`` queued at once, drained (the drain's start: the first
-    document done)."""
-    _post(client, key, mix, n, "warmup")
-    _wait(lambda: _queued(db_url) < n, 120, "the worker to start on the warm-up")
-    started = time.monotonic()
-    left = _queued(db_url)
-    _wait(lambda: _queued(db_url) == 0, 600, "the warm-up to drain")
-    return left / max(time.monotonic() - started, 1e-3)
+def top_up(queued: int, posted: int, n: int, keep: int) -> int:
+    """The warm-up's documents to post now: up to ``keep`` waiting, ``n`` in all (pure)."""
+    return max(0, min(keep - queued, n - posted))
+
+
+def warm_up(client: httpx.Client, key: str, db_url: str, mix: Mix, n: int, keep: int) -> float:
+    """One worker's documents per second: ``n`` documents drained, the queue topped up to ``keep``
+    (below the policy's backlog per worker, so the autoscaler keeps the one worker: 300 queued at
+    once had it start 2 more within the drain, and a rate of 3 workers passed for one's), timed from
+    the first document done to the last."""
+    posted, started, done_then = 0, 0.0, 0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        queued = _queued(db_url)
+        done = posted - queued
+        if done > 0 and not started:
+            started, done_then = time.monotonic(), done
+        if done >= n:
+            return (n - done_then) / max(time.monotonic() - started, 1e-3)
+        if add := top_up(queued, posted, n, keep):
+            posted += _post(client, key, mix, add, f"warmup{posted}")
+        time.sleep(0.25)
+    raise RuntimeError("timed out waiting for the warm-up to drain")
 
 
 def drive(client: httpx.Client, key: str, mix: Mix, start: float, idle: int, step: int, total: int,
@@ -203,7 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a shorter step and tail (about 4 minutes in all)")
     p.add_argument("--warmup", type=int, default=300, help="documents the one worker drains to size the step")
-    p.add_argument("--factor", type=float, default=1.0, help="the step's demand, in one worker's rates")
+    p.add_argument("--factor", type=float, default=None,
+                   help="the step's demand, in one worker's rates (default 3.5; 1 with --embed-latency 0)")
+    p.add_argument("--embed-latency", type=float, default=LATENCY_MS, metavar="MS",
+                   help="the stand-in embedding API's answer time in ms: the workers' bound (default %(default)g); "
+                        "0: the hash embedder in-process, workers bound by the machine's CPUs")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "closed_loop.json")
     p.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "closed-loop.svg",
                    help="the chart: FILE.svg, FILE.png or FILE.html")
@@ -219,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         draw(json.loads(args.out.read_text()), args.chart)
         print(f"wrote {args.chart} from {args.out}")
         return 0
+    if args.embed_latency < 0:
+        p.error("--embed-latency: at least 0 ms")
+    factor = default_factor(args.embed_latency) if args.factor is None else args.factor
     idle, step, tail = (20, 60, 120) if args.quick else (30, 120, 180)
     total = idle + step + tail
 
@@ -232,15 +282,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    with tempfile.TemporaryDirectory(prefix="opsctl-closed-loop-") as tmp:
-        root = Path(tmp)
-        with opsctl_up(root, per_worker=SYNC * 10) as state:
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opsctl-closed-loop-")))
+        url = (stack.enter_context(embedserver.serve(DIM, args.embed_latency / 1000))
+               if args.embed_latency > 0 else None)
+        with opsctl_up(root, PER_WORKER, embedder_env(args.embed_latency, url)) as state:
             tenant = create_tenants(state["database_url"], 1, prefix="closedloop")[0]
             mix = Mix.make(14)
             with httpx.Client(base_url=state["api_url"], timeout=60) as client:
                 print(f"warm-up: one worker drains {args.warmup} documents", file=sys.stderr)
-                one = warm_up(client, tenant.api_key, state["database_url"], mix, args.warmup)
-                rate = round(args.factor * one, 1)
+                one = warm_up(client, tenant.api_key, state["database_url"], mix, args.warmup, PER_WORKER * 8 // 10)
+                rate = round(factor * one, 1)
                 print(f"  {one:.1f} documents/s; the step: {rate} documents/s for {step} s", file=sys.stderr)
                 _wait(lambda: _queued(state["database_url"]) == 0, 120, "an empty queue")
                 print("waiting for the autoscaler to bring the pool back to 1 worker", file=sys.stderr)
@@ -286,11 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulated = [Result(f"simulated ({how})", svc, out.results[0].run, out.results[0].summary)
                  for how, out in (("recorded demand", from_trace), ("Prometheus history", from_prom))]
     report: dict[str, Any] = {
-        "command": "python -m bench.closed_loop" + (" --quick" if args.quick else ""),
+        "command": "python -m bench.closed_loop" + (" --quick" if args.quick else "")
+        + f" --embed-latency {args.embed_latency:g} --factor {factor:g}",
         "machine": machine, "measured_at": begin.isoformat(),
-        "policy": POLICY % {"per_worker": SYNC * 10, "sync": SYNC},
+        "policy": POLICY % {"per_worker": PER_WORKER, "sync": SYNC},
         "phases": {"idle_seconds": idle, "step_seconds": step, "tail_seconds": tail,
-                   "step_documents_per_second": rate},
+                   "step_documents_per_second": rate, "step_factor": factor},
+        "embedder": ({"name": f"openai/{embedserver.MODEL}", "latency_ms": args.embed_latency,
+                      "how": "bench.embedserver: hash vectors answered after the latency"}
+                     if args.embed_latency > 0 else {"name": "hash", "how": "in each worker's process"}),
         "model": {"capacity": capacity, "capacity_how": f"median of {THROUGHPUT} / {RUNNING} while work waited",
                   "warmup_one_worker_documents_per_second": round(one, 2), "startup_seconds": startup,
                   "startup_how": "median seconds from a rise of desired to running reaching it",
