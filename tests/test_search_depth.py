@@ -141,24 +141,34 @@ def test_without_a_known_ef_search_the_graph_read_is_whole(conn: psycopg.Connect
     assert reads.depths == [100]
 
 
-@pytest.mark.parametrize(("configured", "learned", "expected"), [
-    (None, 500, [33]),  # the database's ef_search, learned with the key: one sorted batch covers 100
-    (None, 40, [100]),  # a batch of 40: read the whole depth, as before
-    (None, None, [100]),  # not known
-    (500, 40, [33]),  # a configured ef_search wins over the learned one
-    (40, 500, [100]),
+@pytest.mark.parametrize(("own", "filtered", "configured", "learned", "expected"), [
+    (True, False, None, 500, [33]),  # the database's ef_search, learned with the key: one sorted batch covers 100
+    (True, False, None, 40, [100]),  # a batch of 40: read the whole depth, as before
+    (True, False, None, None, [100]),  # not known
+    (True, False, 500, 40, [33]),  # a configured ef_search wins over the learned one
+    (True, False, 40, 500, [100]),
+    # the shared graph's sorted batch holds other companies' rows (and a filter drops rows after it): whole depth
+    (False, False, None, 500, [100]),
+    (True, True, None, 500, [100]),
 ])
 def test_search_reads_the_first_depth_by_the_ef_search_it_runs_with(
         db_url: str, redis_url: str, conn: psycopg.Connection[Any], tenant: Any, monkeypatch: pytest.MonkeyPatch,
-        configured: int | None, learned: int | None, expected: list[int]) -> None:
+        own: bool, filtered: bool, configured: int | None, learned: int | None, expected: list[int]) -> None:
+    from psycopg import sql
+
     from core.cache import Cache
     from core.config import Settings
     from core.db import make_pool
     from core.search import retrieve as module
+    from core.search.tenantindex import tenant_index_name
     from core.tenants import Principal
+    from opsctl.vindex.tenants_pg import index_definition
 
     docs = {f"doc-{d}": [f"{WORDS[d % len(WORDS)]} {WORDS[c % len(WORDS)]} {c}" for c in range(5)] for d in range(40)}
     _documents(conn, tenant.company_id, docs)
+    if own:  # the company's own graph (what `opsctl index tenants` builds online), complete
+        conn.execute(sql.SQL("CREATE INDEX {} ON chunks ").format(sql.Identifier(tenant_index_name(tenant.company_id)))
+                     + index_definition(tenant.company_id, 16, 64))
     depths: list[int] = []
     real = module.candidates
 
@@ -172,7 +182,9 @@ def test_search_reads_the_first_depth_by_the_ef_search_it_runs_with(
     pool = make_pool(db_url, settings, min_size=1, max_size=1)
     try:
         found = module.search(pool, Cache(None), HashEmbedder(DIM), Principal(tenant.company_id, 0, learned),
-                              SearchRequest(query="alpha beta", k=10, mode="vector"), 0, exact_max_rows=0)
+                              SearchRequest(query="alpha beta", k=10, mode="vector",
+                                            filters={"created_after": "2000-01-01T00:00:00Z"} if filtered else None),
+                              0, exact_max_rows=0)
     finally:
         pool.close()
     assert len(found["results"]) == 10

@@ -280,7 +280,9 @@ def retrieve(conn: Any, embedder: Embedder | None, company_id: int, req: SearchR
     every row; ``embedded``: the query's (vector, space) from ``embed_query``, when the caller has it
     already; ``ranking``: the ranking's parameters (``core.search.fusion``: title weight, per
     document, fusion); ``text``: read the chunks' texts (else the hits' ``text`` is None);
-    ``ef_search``: the HNSW read's (None: unknown). One mode per document reads ``first_depth``
+    ``ef_search``: how many rows the HNSW read answers in exact order, its ef_search when the read is
+    a company's own graph without filters (None or 0: not known, the whole depth is read; the shared
+    graph's first batch mixes companies). One mode per document reads ``first_depth``
     chunks, deeper only while they hold fewer than ``n`` documents: the same hits as reading ``depth``."""
     n = req.k if n is None else n
     if req.mode is not Mode.keyword and embedded is None:
@@ -390,11 +392,15 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
     ef_search = pool.ef_search(principal.ef_search) if isinstance(pool, CorePool) else principal.ef_search
 
     def answer(conn: Any) -> list[dict[str, Any]]:
-        exact = req.mode is not Mode.keyword and exact_max_rows > 0 and use_exact(
-            company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows) and not has_own_index(
-            conn, cache, principal.company_id)
+        own = req.mode is not Mode.keyword and has_own_index(conn, cache, principal.company_id)
+        exact = req.mode is not Mode.keyword and exact_max_rows > 0 and not own and use_exact(
+            company_rows(conn, cache, principal.company_id, exact_max_rows), exact_max_rows)
+        # Only a company's own graph, unfiltered, answers its first ef_search rows in exact order: the
+        # shared graph's sorted batch holds every company's rows, those of others (and rows a filter
+        # drops) are skipped after it, and the iterative scan returns the rest in relaxed order.
+        ordered = ef_search if own and req.filters is None else 0
         return retrieve_answer(conn, embedder, principal.company_id, req, exact, max_candidates, ranking,
-                               paging.read, wants_text(fields), ef_search)
+                               paging.read, wants_text(fields), ordered)
 
     def read_answer() -> list[dict[str, Any]]:
         # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot

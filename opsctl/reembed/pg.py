@@ -17,12 +17,12 @@ from psycopg.types.json import Jsonb
 
 from core.config import Settings
 from core.db import LOCK_NAMESPACE
-from core.errors import OperationFailed, OpsError
+from core.errors import OpsError
 from core.spaces.spec import SpaceSpec
 from core.spaces.store import Space, active, building, column_dims
 from opsctl.audit import record
 from opsctl.reembed.plan import Next, State, next_step
-from opsctl.reembed.tenants import exclude_tenant_runs, pending, promote
+from opsctl.reembed.tenants import Waiting, exclude_tenant_runs, pending, promote
 from opsctl.vindex.online import ProgressFn, build_partitioned, ddl, index_valid
 
 if TYPE_CHECKING:
@@ -255,8 +255,10 @@ def switch(conn: Any, space: Space, embedder: Embedder, actor: str, limit: int) 
                    details={"space": space.id, "retired": current.id, "embedded_in_switch": written,
                             "tenant_indexes": carried})
     except psycopg.errors.LockNotAvailable as exc:  # a long transaction on chunks or on the spaces
-        raise OperationFailed(f"the switch could not take its locks within {SWITCH_LOCK_TIMEOUT} (long "
-                              f"transactions on chunks?): nothing changed, the next run tries again") from exc
+        # Waiting ends the run: retried at once, the switch would queue its lock again and again, and
+        # every search and ingest on chunks waits behind a queued ACCESS EXCLUSIVE lock
+        raise Waiting(f"the switch could not take its locks within {SWITCH_LOCK_TIMEOUT} (long transactions on "
+                      f"chunks?): nothing changed, the next run tries again") from exc
     return written
 
 
