@@ -224,7 +224,10 @@ def test_a_build_waits_for_another_sessions_build_on_the_partition(
     orphan = threading.Thread(target=build)
     orphan.start()
     try:
-        while conn.execute("SELECT count(*) FROM pg_stat_progress_create_index").fetchone() != (1,):
+        # the progress row appears as the command starts, before its first transaction commits the
+        # index to the catalog: wait for the catalog entry (the build then waits for the old snapshot)
+        while conn.execute("SELECT to_regclass('orphan_idx') IS NOT NULL AND (SELECT count(*) FROM"
+                           " pg_stat_progress_create_index) = 1").fetchone() != (True,):
             orphan.join(0.05)
         polls: list[str] = []
 
