@@ -16,6 +16,7 @@ such a request.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -64,7 +65,10 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hung up mid-answer (a worker stopped by the scale-down)
+        """A client that hung up mid-answer (a worker stopped by the scale-down) is no error of the
+        stand-in's: it is not printed. Anything else is, with its traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # BrokenPipe, ConnectionReset, ...
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -93,7 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(raw)
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        """No access log: the loop's figures come from Prometheus, and a line per request would flood its output."""
 
 
 @contextmanager

@@ -115,3 +115,21 @@ def test_a_negative_delay_is_refused() -> None:
 def test_the_warm_up_keeps_the_queue_below_a_second_workers_backlog(queued: int, posted: int, n: int, keep: int,
                                                                    add: int) -> None:
     assert top_up(queued, posted, n, keep) == add
+
+
+@pytest.mark.parametrize(("error", "printed"), [
+    (BrokenPipeError("the worker hung up"), False),  # a worker stopped mid-answer: not the stand-in's error
+    (ConnectionResetError("reset"), False),
+    (ValueError("a bug in the stand-in"), True),  # anything else is reported with its traceback
+])
+def test_only_a_client_hanging_up_goes_unreported(error: Exception, printed: bool,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    server = embedserver._Server(8, 0.0)
+    try:
+        try:
+            raise error
+        except Exception:
+            server.handle_error(None, ("127.0.0.1", 1))
+    finally:
+        server.server_close()
+    assert (type(error).__name__ in capsys.readouterr().err) is printed
