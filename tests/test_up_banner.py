@@ -23,7 +23,7 @@ import pytest
 from core.embedded import prometheus_binary
 from opsctl.daemon.loop import gist
 from opsctl.up.banner import endpoint_lines, try_it
-from opsctl.up.system import stop_summary
+from opsctl.up.stopping import stop_summary
 from opsctl.up.workers import LastCount, Workers, initial_workers
 from tests.conftest import free_port, outside_pytest_tmp, project_root
 from tests.test_up import opsctl, prom_query, ready

@@ -6,6 +6,7 @@
 - ``leftovers``: before starting, stop what a dead instance left running;
 - ``supervisor``: restart a child that dies, with backoff; keep ``up.json`` (``record``) current;
 - ``health``: what ``opsctl status`` shows of it;
+- ``stopping``: the stop's steps, in order, shared by the API's shutdown and ``System.stop``;
 - ``terminal``: messages that never stop a shutdown; ``banner``: what it prints once it runs;
 - ``workers``: how many workers to start (pure), ``resume``: what it reads for that.
 

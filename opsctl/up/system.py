@@ -4,9 +4,10 @@ Order of start: the data dir's lock (a second ``opsctl up`` on it is refused at 
 dead instance left running is stopped → PostgreSQL → migrations → Redis → Prometheus → worker
 pool → API → daemon (once the API serves: its autoscale job resizes the pool through
 ``/admin/workers``). A supervisor restarts a child that dies (``opsctl.up.supervisor``). Order
-of stop is the reverse, each step graceful: the API stops accepting, workers finish or release
-their batch (a batch is one transaction, so nothing accepted is lost either way), then the
-servers shut down. A second Ctrl-C kills what is left.
+of stop is the reverse, each step graceful (``opsctl.up.stopping``): the daemon stops while the
+API still serves (its running job may be calling it), the API stops accepting, workers finish
+or release their batch (a batch is one transaction, so nothing accepted is lost either way),
+then the servers shut down. A second Ctrl-C kills what is left.
 
 Signals (``opsctl.up.signals``) are handled from before the first step to after the last: a
 SIGINT, SIGTERM or SIGHUP during the start (initdb and migrations can take minutes) gives up at
@@ -29,6 +30,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,15 +41,15 @@ from typing import Any
 from core.config import Settings, read_state, write_state
 from core.errors import ConfigError, ServiceUnavailable
 from core.replicas.route import replica_names
-from core.supervision import DATA_DIR_ENV, exit_reason
+from core.supervision import DATA_DIR_ENV
 from opsctl.policy import policy_dir
 from opsctl.up.leftovers import clean_leftovers
 from opsctl.up.lock import InstanceLock
 from opsctl.up.resume import workers_to_start
 from opsctl.up.server import api_server
 from opsctl.up.signals import StopRequested, StopSignals
+from opsctl.up.stopping import Step, StopSequence, announce
 from opsctl.up.supervisor import Child, Supervisor
-from opsctl.up.terminal import say
 
 log = logging.getLogger("opsctl.up")
 
@@ -111,6 +113,8 @@ class System:
         self.workers_why = ""
         self.lock = InstanceLock(self.data_dir)
         self.signals = StopSignals()
+        self._stopping: StopSequence | None = None
+        self._stop_lock = threading.Lock()
 
     # -- start ---------------------------------------------------------------------------------
     def start(self, progress: Any = None) -> None:
@@ -304,10 +308,8 @@ class System:
         log_config = uvicorn.config.LOGGING_CONFIG if self.settings.log_format == "text" else None
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=10, log_config=log_config)
-        server = api_server(config, self.signals)
+        server = api_server(config, self.signals, before_shutdown=self.stop_before_api)
         if self.daemon is not None or on_serving is not None:
-            import threading
-
             threading.Thread(target=self._when_serving, args=(server, on_serving), name="when-serving",
                              daemon=True).start()
         try:
@@ -329,6 +331,14 @@ class System:
                 self.started.append("daemon")
 
     # -- stop ----------------------------------------------------------------------------------
+    def stop_before_api(self) -> None:
+        """Called by the API's shutdown while it still serves: the supervisor (nothing restarts from
+        here on) and the daemon stop first, so the daemon's running job, which may be calling the
+        API's ``/admin/workers``, finishes against a live API."""
+        if self.lock.held:
+            self.signals.stop.set()  # (set by the signal already; a stop that did not come from one)
+            self._stop_sequence().run(through="the daemon")
+
     def stop(self) -> None:
         """Stop everything this process started, whatever happens: a failing step (or a closed
         terminal) is reported and the next one runs. A second SIGINT/SIGTERM (``self.signals.force``)
@@ -338,6 +348,23 @@ class System:
             return  # refused, or stopped already: nothing here is ours
         self.signals.install()  # (installed by start(); again in case stop() is called without it)
         self.signals.stop.set()  # stopping: the next SIGINT/SIGTERM forces
+        try:
+            sequence = self._stop_sequence()
+            sequence.run()
+            if (summary := sequence.summary()) is not None:
+                announce(summary)
+        finally:
+            self.signals.restore()
+            self.lock.release()
+
+    def _stop_sequence(self) -> StopSequence:
+        """The stop's steps, in order (built once: the API's shutdown runs the first ones)."""
+        with self._stop_lock:
+            if self._stopping is None:
+                self._stopping = StopSequence(self._stop_steps(), self.signals.force)
+            return self._stopping
+
+    def _stop_steps(self) -> list[Step]:
         force = self.signals.force
 
         def live(*servers: Any) -> Callable[[], list[subprocess.Popen[bytes]]]:
@@ -349,60 +376,31 @@ class System:
             return [w.proc for w in self.worker_pool.workers if w.proc.returncode is None] if self.worker_pool else []
 
         # a child's stop, gracefully and once forced (every graceful wait gives up when forced); None: bookkeeping
-        steps: list[_Step] = [
-            _Step(None, self.supervisor and self.supervisor.stop),  # no restarts from here on
-            _Step("the daemon", self.daemon and (lambda: self.daemon.stop(abort=force)),
-                  self.daemon and self.daemon.kill, live(self.daemon), " (its running job finishes)"),
-            _Step("the WAL pusher", self.wal_push and (lambda: self.wal_push.stop(abort=force)),
-                  self.wal_push and self.wal_push.kill, live(self.wal_push), " (its uploads under way finish)"),
-            _Step("workers", self.worker_pool and (lambda: self.worker_pool.stop(abort=force)),
-                  self.worker_pool and self.worker_pool.kill_all, live_workers,
-                  " (each finishes or releases its batch)"),
-            _Step(None, self.read_replicas and self.read_replicas.close),
-            _Step(None, self.services and self.services.close),  # the usage counted since the last flush
-            _Step(None, self.pool and self.pool.close),
-            _Step(None, self.cache and self.cache.close),
-            _Step(None, self._unregister_collector),
-            _Step("Prometheus", self.prometheus and (lambda: self.prometheus.stop(abort=force)),
-                  self.prometheus and self.prometheus.kill, live(self.prometheus)),
-            _Step("Redis", self.redis and (lambda: self.redis.stop(abort=force)), self.redis and self.redis.kill,
-                  live(self.redis)),
-            *[_Step(sb.name, lambda sb=sb: sb.stop(abort=force), sb.kill, live(sb), stop_signal=signal.SIGINT)
+        return [
+            Step(None, self.supervisor and self.supervisor.stop),  # no restarts from here on
+            Step("the daemon", self.daemon and (lambda: self.daemon.stop(abort=force)),
+                 self.daemon and self.daemon.kill, live(self.daemon), " (its running job finishes)"),
+            # (the API stops here when it served: stop_before_api ran the steps above from its shutdown)
+            Step("the WAL pusher", self.wal_push and (lambda: self.wal_push.stop(abort=force)),
+                 self.wal_push and self.wal_push.kill, live(self.wal_push), " (its uploads under way finish)"),
+            Step("workers", self.worker_pool and (lambda: self.worker_pool.stop(abort=force)),
+                 self.worker_pool and self.worker_pool.kill_all, live_workers,
+                 " (each finishes or releases its batch)"),
+            Step(None, self.read_replicas and self.read_replicas.close),
+            Step(None, self.services and self.services.close),  # the usage counted since the last flush
+            Step(None, self.pool and self.pool.close),
+            Step(None, self.cache and self.cache.close),
+            Step(None, self._unregister_collector),
+            Step("Prometheus", self.prometheus and (lambda: self.prometheus.stop(abort=force)),
+                 self.prometheus and self.prometheus.kill, live(self.prometheus)),
+            Step("Redis", self.redis and (lambda: self.redis.stop(abort=force)), self.redis and self.redis.kill,
+                 live(self.redis)),
+            *[Step(sb.name, lambda sb=sb: sb.stop(abort=force), sb.kill, live(sb), stop_signal=signal.SIGINT)
               for sb in reversed(self.standbys)],
-            _Step("PostgreSQL", self.pg and (lambda: self.pg.stop(abort=force)), self.pg and self.pg.kill,
-                  live(self.pg), stop_signal=signal.SIGINT),  # a fast shutdown
-            _Step(None, self._record_stopped),
+            Step("PostgreSQL", self.pg and (lambda: self.pg.stop(abort=force)), self.pg and self.pg.kill,
+                 live(self.pg), stop_signal=signal.SIGINT),  # a fast shutdown
+            Step(None, self._record_stopped),
         ]
-        forcing = False
-        problems: list[str] = []
-        stopped_any = False
-        try:
-            for step in steps:
-                if force.is_set() and not forcing:
-                    forcing = True
-                    problems.insert(0, "forced by a second signal")
-                    _announce("forcing: killing what is left (PostgreSQL: immediate shutdown)")
-                action = (step.forced or step.graceful) if forcing else step.graceful
-                if not action:
-                    continue
-                name = step.name or "opsctl up"
-                if step.name and not forcing:
-                    _announce(f"stopping {step.name}{step.detail}…")
-                stopped_any = stopped_any or step.name is not None
-                procs = step.processes()
-                try:
-                    action()
-                except Exception as exc:
-                    problems.append(f"stopping {name} failed ({type(exc).__name__}: {exc})")
-                    say(f"stopping {name} failed ({type(exc).__name__}: {exc}); going on")
-                    log.info("stopping %s failed", name, exc_info=True)
-                problems += [f"{name}: pid {p.pid} {exit_reason(p.returncode)}" for p in procs
-                             if not step.clean(p.returncode)]
-            if stopped_any:  # (nothing had started: the error that stopped the start says it all)
-                _announce(stop_summary(problems))
-        finally:
-            self.signals.restore()
-            self.lock.release()
 
     def _unregister_collector(self) -> None:
         from prometheus_client import REGISTRY
@@ -419,34 +417,6 @@ class System:
             state.pop("pid", None)
             state["stopped_at"] = datetime.now(UTC).isoformat()
             write_state(self.data_dir, state)
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One step of the stop: a child (``name``), or bookkeeping (``name`` None)."""
-
-    name: str | None
-    graceful: Any  # a callable, or a falsy value when there is nothing to stop
-    forced: Any = None  # instead of ``graceful`` once a second signal forces the stop
-    processes: Callable[[], list[subprocess.Popen[bytes]]] = lambda: []  # to check after it
-    detail: str = ""  # said with "stopping <name>"
-    stop_signal: int = signal.SIGTERM  # how it is asked to stop: a death by it is a clean stop (not started yet)
-
-    def clean(self, returncode: int | None) -> bool:
-        return returncode in (0, -self.stop_signal)
-
-
-def stop_summary(problems: list[str]) -> str:
-    """The stop's last line (pure): all clean, or what was not."""
-    if not problems:
-        return "stopped: everything exited cleanly"
-    return "stopped, not cleanly: " + "; ".join(problems)
-
-
-def _announce(text: str) -> None:
-    """On the terminal if it is still there, and in logs/up.log in any case."""
-    say(text)
-    log.info("%s", text)
 
 
 def _free_port() -> int:
