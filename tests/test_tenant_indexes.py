@@ -244,3 +244,28 @@ def test_a_build_waits_for_another_sessions_build_on_the_partition(
         orphan.join(60)
     valid = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'orphan_idx'::regclass").fetchone()
     assert valid == (True,)
+
+
+def test_a_drop_takes_the_pieces_an_interrupted_build_left_unattached(
+        settings: Settings, conn: psycopg.Connection[Any], companies: tuple[int, int]) -> None:
+    from opsctl.vindex.online import PARTITIONS_SQL
+    from opsctl.vindex.tenants_pg import piece_name
+
+    large, _ = companies
+    tenant_indexes(settings, POLICY, apply=True)
+    # a killed run: the parent made again, a piece built on a partition (the CREATE INDEX CONCURRENTLY
+    # finished in the server) but never attached
+    parent = sql.Identifier(tenant_index_name(large))
+    conn.execute(sql.SQL("DROP INDEX {}").format(parent))
+    conn.execute(sql.SQL("CREATE INDEX {} ON ONLY chunks USING hnsw (embedding vector_cosine_ops) "
+                         "WHERE company_id = {}").format(parent, sql.Literal(large)))
+    partition = conn.execute(PARTITIONS_SQL).fetchone()[0]
+    piece = piece_name(partition, large)
+    conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops) WHERE company_id = {}").format(
+        sql.Identifier(piece), sql.Identifier(partition), sql.Literal(large)))
+    shrink = VectorIndexPolicy.model_validate({"tenants": {"min_rows": 800, "max_share": 0.9}})
+    result = tenant_indexes(settings, shrink, apply=True)
+    assert [(m.action, m.company_id) for m in result.moves] == [(Action.drop, large)]
+    assert conn.execute("SELECT to_regclass(%s)", (piece,)).fetchone() == (None,)
+    assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexdef LIKE %s",
+                        (f"%company_id = {large})%",)).fetchone() == (0,)

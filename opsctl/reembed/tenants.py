@@ -30,8 +30,14 @@ from core.errors import OperationFailed, OpsError
 from core.search.tenantindex import INDEX_PREFIX, INDEX_SUFFIX, tenant_index_name
 from opsctl.audit import record
 from opsctl.reembed.plan import to_carry
-from opsctl.vindex.online import PARTITIONS_SQL, ProgressFn, build_partitioned
-from opsctl.vindex.tenants_pg import TENANT_INDEX_LOCK, index_definition, own_indexes, piece_name
+from opsctl.vindex.online import ProgressFn, build_partitioned
+from opsctl.vindex.tenants_pg import (
+    TENANT_INDEX_LOCK,
+    drop_leftover_pieces,
+    index_definition,
+    own_indexes,
+    piece_name,
+)
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -47,7 +53,6 @@ SELECT pc.relname, t.relname FROM pg_inherits ii JOIN pg_class pc ON pc.oid = ii
 JOIN pg_index x ON x.indexrelid = ii.inhrelid JOIN pg_class t ON t.oid = x.indrelid
 WHERE ii.inhparent = to_regclass(%s)
 """
-INDEXES_NAMED_SQL = "SELECT relname FROM pg_class WHERE relkind = 'i' AND relname = ANY(%s)"
 
 
 class Waiting(OpsError):
@@ -139,12 +144,12 @@ def promote(conn: Any, space: Space) -> list[int]:
                        f"new vectors: copying first")
     for company in sorted(own):
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(tenant_index_name(company))))
-        _drop_leftover_pieces(conn, company, INDEX_SUFFIX)  # they hold the names the copy's pieces take
+        drop_leftover_pieces(conn, company, INDEX_SUFFIX)  # they hold the names the copy's pieces take
     for company in sorted(found):
         copy = copy_name(company, space)
         if company not in own:  # an own index dropped by hand since: its copy goes too
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(copy)))
-            _drop_leftover_pieces(conn, company, copy_suffix(space))
+            drop_leftover_pieces(conn, company, copy_suffix(space))
             continue
         canonical = tenant_index_name(company)
         conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(copy), sql.Identifier(canonical)))
@@ -157,16 +162,3 @@ def promote(conn: Any, space: Space) -> list[int]:
                 conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(piece), sql.Identifier(name)))
     return sorted(own)
 
-
-def _drop_leftover_pieces(conn: Any, company: int, suffix: str) -> None:
-    """After the drop of a company's partitioned index (own, or copy: ``suffix``): drop the pieces an
-    interrupted build left unattached (a killed run's ``CREATE INDEX CONCURRENTLY`` finishes in the
-    server), which that drop does not reach."""
-    names = []
-    for (partition,) in conn.execute(PARTITIONS_SQL).fetchall():
-        try:
-            names.append(piece_name(partition, company, suffix))
-        except OperationFailed:  # a name too long: no build could have made it
-            continue
-    for (name,) in conn.execute(INDEXES_NAMED_SQL, (names,)).fetchall():
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))

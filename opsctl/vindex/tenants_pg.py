@@ -21,11 +21,13 @@ from psycopg import sql
 from core.db import LOCK_NAMESPACE
 from core.errors import OperationFailed
 from core.search.tenantindex import INDEX_PREFIX, INDEX_SUFFIX, tenant_index_name, tenant_of_index
-from opsctl.vindex.online import ProgressFn, build_partitioned, ddl
+from opsctl.vindex.online import PARTITIONS_SQL, ProgressFn, build_partitioned, ddl
 from opsctl.vindex.tenants import OwnIndex
 
 TENANT_INDEX_LOCK = (LOCK_NAMESPACE, 3)
 MAX_NAME = 63  # PostgreSQL's identifier length
+
+INDEXES_NAMED_SQL = "SELECT relname FROM pg_class WHERE relkind = 'i' AND relname = ANY(%s)"
 
 COMPANY_ROWS_SQL = "SELECT company_id, count(*) FROM chunks GROUP BY company_id"
 
@@ -75,5 +77,29 @@ def build(conn: psycopg.Connection[Any], url: str, company_id: int, m: int, ef_c
 
 
 def drop(conn: psycopg.Connection[Any], company_id: int) -> None:
-    """Drop the company's own index (every partition's piece with it); searches use the shared graph again."""
+    """Drop the company's own index (every partition's piece with it, and the pieces an interrupted
+    build left unattached); searches use the shared graph again (``conn``: autocommit)."""
     ddl(conn, sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(tenant_index_name(company_id))))
+    drop_leftover_pieces(conn, company_id, concurrently=True)
+
+
+def drop_leftover_pieces(conn: psycopg.Connection[Any], company_id: int, suffix: str = INDEX_SUFFIX,
+                         concurrently: bool = False) -> list[str]:
+    """After the drop of a company's partitioned index (own, or a re-embed's copy: ``suffix``): drop
+    the pieces an interrupted build left unattached, which that drop does not reach (a killed run's
+    ``CREATE INDEX CONCURRENTLY`` finishes in the server, and every write to the partition keeps
+    maintaining its graph). ``concurrently``: without blocking writes (``conn`` autocommit), else
+    in the caller's transaction. Returns the pieces dropped."""
+    names = []
+    for (partition,) in conn.execute(PARTITIONS_SQL).fetchall():
+        try:
+            names.append(piece_name(partition, company_id, suffix))
+        except OperationFailed:  # a name too long: no build could have made it
+            continue
+    found = [name for (name,) in conn.execute(INDEXES_NAMED_SQL, (names,)).fetchall()]
+    for name in found:
+        if concurrently:
+            ddl(conn, sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+        else:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+    return found
