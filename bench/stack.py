@@ -160,6 +160,19 @@ def _create_tenants(url: str, names: tuple[str, ...]) -> dict[str, Tenant]:
     return tenants
 
 
+def start_stores(root: Path, cleanup: ExitStack,
+                 embedder: str = EMBEDDER) -> tuple[EmbeddedPostgres, EmbeddedRedis, Settings]:
+    """PostgreSQL (migrated) and Redis under ``root``, stopped by ``cleanup``; the service's settings on them."""
+    pg = EmbeddedPostgres(root / "pg")
+    cleanup.callback(pg.stop)
+    db_url = pg.start()
+    redis = EmbeddedRedis(root / "redis")
+    cleanup.callback(redis.stop)
+    settings = _settings(root, db_url, redis.start(), embedder)
+    migrate(db_url, settings)
+    return pg, redis, settings
+
+
 @contextmanager
 def running_stack(root: Path, replicas: int, tenant_names: tuple[str, ...],
                   embedder: str = EMBEDDER) -> Iterator[Stack]:
@@ -167,14 +180,8 @@ def running_stack(root: Path, replicas: int, tenant_names: tuple[str, ...],
     all (reverse order) when the block exits."""
     os.environ["OPSCTL_DATA_DIR"] = str(root / "data")  # never read a developer's state file
     with ExitStack() as cleanup:
-        pg = EmbeddedPostgres(root / "pg")
-        cleanup.callback(pg.stop)
-        db_url = pg.start()
-        redis = EmbeddedRedis(root / "redis")
-        cleanup.callback(redis.stop)
-        redis_url = redis.start()
-        settings = _settings(root, db_url, redis_url, embedder)
-        migrate(db_url, settings)
+        pg, redis, settings = start_stores(root, cleanup, embedder)
+        db_url = pg.url
         tenants = _create_tenants(db_url, tenant_names)
         workers = WorkerPool(env=_worker_env(settings, db_url), replicas=replicas, log_dir=root / "logs")
         cleanup.callback(workers.stop, 30)
