@@ -193,10 +193,10 @@ def read(primary: ConnectionPool, replicas: ReplicaSet | None, company_id: int, 
     name = route.replica
     if replicas is not None and name is not None:
         try:
-            with replicas.snapshot(name, vector=vector, ef_search=ef_search) as conn:
-                row = conn.execute(COMPANY_VERSION_SQL, (company_id,), prepare=True).fetchone()
+            with replicas.snapshot(name, vector=vector, ef_search=ef_search) as replica:
+                row = replica.execute(COMPANY_VERSION_SQL, (company_id,), prepare=True).fetchone()
                 if fresh_enough(None if row is None else int(row[0]), required_version):
-                    result = work(conn)
+                    result = work(replica)
                     count(route)
                     return result, route
             route = Route("primary", "behind")
