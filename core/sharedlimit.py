@@ -11,7 +11,10 @@ kept only when the lookup proves it is owed (a valid key, at the tier charged); 
 undone (``REFUND_LUA``: the bucket's time moves back one interval, exactly what the charge added)
 and the request charged as before, so a key revoked since or a tier changed since costs the company
 what it did without the read-ahead. (Between the two, for a round trip, the company's bucket holds
-one token less: at most once per process and revocation, for the key is forgotten at its refusal.)
+one token less: at most once per process and revocation, for the key is forgotten at its refusal.
+And if the bucket refilled past that charge within the round trip and another request was charged
+meanwhile, the refund leaves it one token fuller than it would be: possible only when the interval
+is shorter than the round trip, i.e. rates of hundreds per second and more.)
 
 When Redis is unreachable (or the cache's breaker is open after a failure), the request is charged
 to this process's own buckets instead (:class:`LocalBuckets`, the same arithmetic): the limit then
