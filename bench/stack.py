@@ -9,6 +9,8 @@ order, however the benchmark ends.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -171,6 +173,33 @@ def start_stores(root: Path, cleanup: ExitStack,
     settings = _settings(root, db_url, redis.start(), embedder)
     migrate(db_url, settings)
     return pg, redis, settings
+
+
+@dataclass
+class Stores:
+    """PostgreSQL and Redis of a scratch run, with the service's pool and cache on them (``scratch_stores``)."""
+
+    pg: EmbeddedPostgres
+    settings: Settings
+    pool: Any
+    cache: Cache
+
+
+@contextmanager
+def scratch_stores(prefix: str, embedder: str = EMBEDDER) -> Iterator[Stores]:
+    """``start_stores`` in a temp dir, the core's pool and cache open on them; all gone at the end."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with ExitStack() as cleanup:
+            pg, _, settings = start_stores(root, cleanup, embedder)
+            assert settings.database_url is not None
+            pool = make_pool(settings.database_url, settings)
+            cleanup.callback(pool.close)
+            cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
+            cleanup.callback(cache.close)
+            yield Stores(pg, settings, pool, cache)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

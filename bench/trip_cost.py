@@ -19,22 +19,19 @@ alike over all four); printed: the median over blocks of wall ms and thread-CPU 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench.stack import start_stores
+from bench.stack import scratch_stores
 from core.cache import Cache, search_key
-from core.db import make_pool, read_connection
+from core.db import read_connection
 from core.redisbatch import Batch
 from core.sharedlimit import SharedLimiter
 from core.tenants import create_company, resolve_principal
@@ -92,22 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--per-block", type=int, default=200)
     opts = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="opsctl-trip-cost-"))
-    try:
-        with ExitStack() as cleanup:
-            pg, _, settings = start_stores(root, cleanup, "hash")
-            db_url = pg.url
-            with psycopg.connect(db_url, autocommit=True) as conn:
-                made = create_company(conn, "bench-trips", actor="bench")
-            assert settings.database_url is not None
-            pool = make_pool(settings.database_url, settings)
-            cleanup.callback(pool.close)
-            cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
-            run = shapes(pool, cache, SharedLimiter(cache), made.company_id, made.api_key)
-            measure(run, 2, 50)  # warm: prepared statements, the script loaded, connections open
-            found = measure(run, opts.blocks, opts.per_block)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_stores("opsctl-trip-cost-", "hash") as stores:
+        with psycopg.connect(stores.pg.url, autocommit=True) as conn:
+            made = create_company(conn, "bench-trips", actor="bench")
+        run = shapes(stores.pool, stores.cache, SharedLimiter(stores.cache), made.company_id, made.api_key)
+        measure(run, 2, 50)  # warm: prepared statements, the script loaded, connections open
+        found = measure(run, opts.blocks, opts.per_block)
     print(f"per search, median of {opts.blocks} blocks of {opts.per_block}: wall ms / thread CPU ms")
     for name, (wall, cpu) in found.items():
         print(f"  {wall:6.3f} / {cpu:6.3f}  {name}")
