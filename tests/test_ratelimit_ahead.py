@@ -110,3 +110,45 @@ def test_a_limited_request_changes_nothing_and_a_flushed_script_is_loaded_again(
     client.script_flush()  # Redis restarted, say: the script sent ahead is unknown to it
     assert [remaining(ask(tiered_api, tenant.api_key)) for _ in range(2)] == ["3", "2"]
     client.close()
+
+
+def test_a_charge_sent_ahead_is_kept_only_as_charged(redis_url: str) -> None:
+    """``AheadCharge``: taken at the tier it was sent at, it is the request's charge; taken at another
+    tier, or cancelled (a refused key, a failed lookup), the bucket is as it was, a full one too."""
+    from core.cache import Cache
+    from core.redisbatch import Batch
+    from core.sharedlimit import SharedLimiter
+    from core.tiers import Tier
+
+    small = Tier.model_validate({"ratePerSecond": 0.001, "burst": 4})
+    big = Tier.model_validate({"ratePerSecond": 0.001, "burst": 50})
+    cache = Cache(redis_url)
+    limiter = SharedLimiter(cache)
+    client = redis.Redis.from_url(redis_url)
+
+    def sent(tier: Tier) -> Any:
+        batch = Batch(cache)
+        ahead = limiter.charge_ahead(batch, 7, tier)
+        assert ahead is not None and batch.send()
+        return ahead
+
+    client.script_flush()
+    assert sent(small).taken(7, small) is None, "NOSCRIPT: nothing charged, to be charged as usual"
+    limiter.charge(9, small)  # loads the script, as the first request of a process does
+    sent(small).cancel()
+    assert client.get(company_key(7)) is None, "a full bucket stays full (no key)"
+    first = sent(small).taken(7, small)
+    assert first is not None and first.allowed and first.remaining == 3
+    tat = client.get(company_key(7))
+    sent(small).cancel()
+    assert client.get(company_key(7)) == tat
+    assert sent(small).taken(7, big) is None, "another tier: undone, to be charged as usual"
+    assert client.get(company_key(7)) == tat
+    assert sent(small).taken(8, small) is None and client.get(company_key(7)) == tat
+    kept = sent(small)
+    assert kept.taken(7, small) is not None
+    kept.cancel()  # settled: a no-op
+    assert client.get(company_key(7)) != tat
+    client.delete(company_key(7), company_key(8), company_key(9))
+    client.close()
+    cache.close()
