@@ -11,7 +11,9 @@ Wall-clock latency on a shared machine moves with the other processes' load; wha
   in its own process), of it the route's worker thread (``answer``: key lookup, cache, SQL, ranking,
   JSON of the results) measured by ``time.thread_time``, and a ``cProfile`` of that thread (thread
   CPU as its clock) by stage;
-* the rows of chunks the SQL read per search (the ``n`` of each candidate read).
+* the rows of chunks the SQL read per search (the ``n`` of each candidate read);
+* the round trips the route's thread starts (``PathTrips``): writes to Redis (a pipelined batch of
+  commands is one write, one round trip) and checkouts of the PostgreSQL pool.
 
 Run it against main and a change back to back: the counts are exact, the CPU within a few percent.
 """
@@ -111,6 +113,50 @@ def redis_calls(url: str) -> Counter[str]:
     return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
 
 
+ON_PATH = threading.local()  # ``active`` while this thread runs the route's ``answer`` (RouteClock)
+
+
+def on_path() -> bool:
+    return bool(getattr(ON_PATH, "active", False))
+
+
+class PathTrips:
+    """Writes to Redis (each one round trip: a batch of commands goes in one write) and checkouts of
+    the PostgreSQL pool made by the route's thread, while it runs ``answer``."""
+
+    def __init__(self) -> None:
+        self.redis_writes = 0
+        self.checkouts = 0
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def installed(self) -> Iterator[PathTrips]:
+        from psycopg_pool import ConnectionPool
+        from redis.connection import AbstractConnection
+
+        send, getconn = AbstractConnection.send_packed_command, ConnectionPool.getconn
+
+        def counted_send(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            if on_path():
+                with self.lock:
+                    self.redis_writes += 1
+            return send(conn, *args, **kwargs)
+
+        def counted_getconn(pool: Any, *args: Any, **kwargs: Any) -> Any:
+            if on_path():
+                with self.lock:
+                    self.checkouts += 1
+            return getconn(pool, *args, **kwargs)
+
+        AbstractConnection.send_packed_command = counted_send  # type: ignore[method-assign,assignment]
+        ConnectionPool.getconn = counted_getconn  # type: ignore[method-assign,assignment]
+        try:
+            yield self
+        finally:
+            AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+            ConnectionPool.getconn = getconn  # type: ignore[method-assign]
+
+
 class RouteClock:
     """The route's ``answer`` wrapped: its thread CPU summed, and optionally profiled."""
 
@@ -123,11 +169,13 @@ class RouteClock:
 
     def __call__(self, *args: Any) -> Any:
         started = time.thread_time()
+        ON_PATH.active = True
         if self.profile is not None:
             self.profile.enable()
         try:
             return self.original(*args)
         finally:
+            ON_PATH.active = False
             if self.profile is not None:
                 self.profile.disable()
             with self.lock:
@@ -229,7 +277,7 @@ def measure(stack: Stack, load: LoadProcess, queries: list[str], say: Callable[[
     counted = Counted()
     before_redis = redis_calls(stack.redis.url)
     process_before = time.process_time()
-    with counted.installed(), RouteClock(None).installed() as clock:
+    with counted.installed(), RouteClock(None).installed() as clock, PathTrips().installed() as trips:
         uncached_run(stack, load, queries)
     process_cpu = time.process_time() - process_before
     after_redis = redis_calls(stack.redis.url)
@@ -245,6 +293,8 @@ def measure(stack: Stack, load: LoadProcess, queries: list[str], say: Callable[[
         "sql_backend_cpu_and_p50_ms": sql,
         "postgres_statements_per_search": {k: v / n for k, v in counted.calls.most_common()},
         "redis_commands_per_search": redis_per,
+        "redis_writes_on_path_per_search": trips.redis_writes / n,
+        "pool_checkouts_on_path_per_search": trips.checkouts / n,
         "chunks_read_per_search": sum(d * c for d, c in counted.depths.items()) / n,
         "reads_by_depth": dict(counted.depths),
         "api_process_cpu_ms": process_cpu * 1000 / n,
@@ -289,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     for text, per in found["postgres_statements_per_search"].items():
         print(f"  {per:6.2f}  {text}")
     print(f"chunks read per search {found['chunks_read_per_search']:.1f} (reads by depth: {found['reads_by_depth']})")
+    print(f"the route's thread per search: {found['redis_writes_on_path_per_search']:.2f} writes to Redis "
+          f"(round trips), {found['pool_checkouts_on_path_per_search']:.2f} pool checkouts")
     print("Redis commands per search:")
     for name, per in sorted(found["redis_commands_per_search"].items()):
         print(f"  {per:6.2f}  {name}")

@@ -9,6 +9,8 @@ order, however the benchmark ends.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -160,6 +162,46 @@ def _create_tenants(url: str, names: tuple[str, ...]) -> dict[str, Tenant]:
     return tenants
 
 
+def start_stores(root: Path, cleanup: ExitStack,
+                 embedder: str = EMBEDDER) -> tuple[EmbeddedPostgres, EmbeddedRedis, Settings]:
+    """PostgreSQL (migrated) and Redis under ``root``, stopped by ``cleanup``; the service's settings on them."""
+    pg = EmbeddedPostgres(root / "pg")
+    cleanup.callback(pg.stop)
+    db_url = pg.start()
+    redis = EmbeddedRedis(root / "redis")
+    cleanup.callback(redis.stop)
+    settings = _settings(root, db_url, redis.start(), embedder)
+    migrate(db_url, settings)
+    return pg, redis, settings
+
+
+@dataclass
+class Stores:
+    """PostgreSQL and Redis of a scratch run, with the service's pool and cache on them (``scratch_stores``)."""
+
+    pg: EmbeddedPostgres
+    settings: Settings
+    pool: Any
+    cache: Cache
+
+
+@contextmanager
+def scratch_stores(prefix: str, embedder: str = EMBEDDER) -> Iterator[Stores]:
+    """``start_stores`` in a temp dir, the core's pool and cache open on them; all gone at the end."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with ExitStack() as cleanup:
+            pg, _, settings = start_stores(root, cleanup, embedder)
+            assert settings.database_url is not None
+            pool = make_pool(settings.database_url, settings)
+            cleanup.callback(pool.close)
+            cache = Cache(settings.redis_url, settings.redis_timeout_seconds)
+            cleanup.callback(cache.close)
+            yield Stores(pg, settings, pool, cache)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextmanager
 def running_stack(root: Path, replicas: int, tenant_names: tuple[str, ...],
                   embedder: str = EMBEDDER) -> Iterator[Stack]:
@@ -167,14 +209,8 @@ def running_stack(root: Path, replicas: int, tenant_names: tuple[str, ...],
     all (reverse order) when the block exits."""
     os.environ["OPSCTL_DATA_DIR"] = str(root / "data")  # never read a developer's state file
     with ExitStack() as cleanup:
-        pg = EmbeddedPostgres(root / "pg")
-        cleanup.callback(pg.stop)
-        db_url = pg.start()
-        redis = EmbeddedRedis(root / "redis")
-        cleanup.callback(redis.stop)
-        redis_url = redis.start()
-        settings = _settings(root, db_url, redis_url, embedder)
-        migrate(db_url, settings)
+        pg, redis, settings = start_stores(root, cleanup, embedder)
+        db_url = pg.url
         tenants = _create_tenants(db_url, tenant_names)
         workers = WorkerPool(env=_worker_env(settings, db_url), replicas=replicas, log_dir=root / "logs")
         cleanup.callback(workers.stop, 30)

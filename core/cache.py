@@ -43,6 +43,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from core import metrics
+from core.redisbatch import Batch
 
 log = logging.getLogger(__name__)
 
@@ -212,26 +213,23 @@ class Cache:
         counter.labels("miss" if raw is None else "hit").inc()
         return (None, "miss") if raw is None else (bytes(raw), "hit")
 
-    def get_raw_begin(self, key: str, counter: Counter = metrics.SEARCH_CACHE, near_ttl: int = 0) -> PendingGet:
+    def get_raw_begin(self, key: str, counter: Counter = metrics.SEARCH_CACHE, near_ttl: int = 0,
+                      batch: Batch | None = None) -> PendingGet:
         """``get_raw(key, counter, near_ttl)`` in two halves: the near cache is looked in and the GET
         sent now, the answer read by ``PendingGet.result()``, so the caller can wait on something
-        else (the database) meanwhile. ``PendingGet.close()`` gives up on it (counted nowhere)."""
+        else (the database) meanwhile. ``PendingGet.close()`` gives up on it (counted nowhere).
+        ``batch``: the GET joins these commands, sent by the caller (``core.redisbatch``)."""
         found = self.near.get(key, near_ttl, time.monotonic())
         if found is not None:
             return PendingGet(self, key, counter, near_ttl, answer=(bytes(found), "hit"))
-        if not self.available:
-            return PendingGet(self, key, counter, near_ttl, answer=(None, "error"))
-        conn = None
-        try:
-            conn = self.client.connection_pool.get_connection()
-            conn.send_packed_command(conn.pack_commands([("GET", key), ("PTTL", key)]))
-        except Exception as exc:
-            if conn is not None:
-                conn.disconnect()
-                self.client.connection_pool.release(conn)
-            self._trip(exc)
-            return PendingGet(self, key, counter, near_ttl, answer=(None, "error"))
-        return PendingGet(self, key, counter, near_ttl, conn=conn)
+        own = batch is None
+        if batch is None:
+            batch = Batch(self)
+        pending = PendingGet(self, key, counter, near_ttl, batch=batch, index=batch.add("GET", key))
+        batch.add("PTTL", key)
+        if own:
+            batch.send()
+        return pending
 
     def get_json(self, key: str, counter: Counter = metrics.SEARCH_CACHE,
                  local_ttl: int | None = None) -> tuple[Any, str]:
@@ -426,10 +424,11 @@ class PendingGet:
     """A search answer asked of the near cache and Redis (``Cache.get_raw_begin``), read later."""
 
     def __init__(self, cache: Cache, key: str, counter: Counter, near_ttl: int, *,
-                 answer: tuple[bytes | None, str] | None = None, conn: Any = None) -> None:
+                 answer: tuple[bytes | None, str] | None = None, batch: Batch | None = None, index: int = 0) -> None:
         self.cache, self.key, self.counter, self.near_ttl = cache, key, counter, near_ttl
         self._answer = answer
-        self._conn = conn
+        self._batch = batch
+        self._index = index  # the GET's reply; the PTTL's follows it
         self._counted = False
 
     def result(self) -> tuple[bytes | None, str]:
@@ -442,16 +441,11 @@ class PendingGet:
         return self._answer
 
     def _read(self) -> tuple[bytes | None, str]:
-        conn, self._conn = self._conn, None
-        assert conn is not None
+        assert self._batch is not None
         try:
-            raw, left_ms = conn.read_response(), int(conn.read_response())
-        except Exception as exc:
-            conn.disconnect()
-            self.cache._trip(exc)
+            raw, left_ms = self._batch.reply(self._index), int(self._batch.reply(self._index + 1))
+        except Exception:  # not sent, or the connection failed (the batch tripped the breaker)
             return None, "error"
-        finally:
-            self.cache.client.connection_pool.release(conn)
         if raw is None:
             return None, "miss"
         if left_ms != -2:  # -2: gone since the GET; -1: Redis keeps it for good
@@ -461,16 +455,8 @@ class PendingGet:
 
     def close(self) -> None:
         """Give up on the answer if it was not read: the connection goes back in a clean state."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.read_response()
-            conn.read_response()
-        except Exception:
-            conn.disconnect()
-        finally:
-            self.cache.client.connection_pool.release(conn)
+        if self._batch is not None:
+            self._batch.close()
 
 
 def parse_policy_hash(raw: dict[Any, Any]) -> dict[str, int]:

@@ -111,35 +111,47 @@ class CorePool(ConnectionPool):  # type: ignore[type-arg]
 
 
 @contextmanager
-def search_connection(pool: ConnectionPool, *, vector: bool = True,
-                      ef_search: int | None = None) -> Iterator[psycopg.Connection[Any]]:
+def search_connection(pool: ConnectionPool, *, vector: bool = True, ef_search: int | None = None,
+                      conn: psycopg.Connection[Any] | None = None) -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection for a search's statements with the search settings in effect (``vector``:
     the search may read the HNSW index; a keyword search needs none of them; ``ef_search``: the
-    database's value learned by this request, ``core.searchtune``).
+    database's value learned by this request, ``core.searchtune``). ``conn``: one this request
+    already holds from ``core.db.read_connection`` (its key lookup's), used instead of a second checkout.
 
     Session mode: autocommit (each statement its own snapshot, no BEGIN/ROLLBACK round trips); the
     pool set the settings on the session when it opened the connection, and ef_search is set again
     only when the learned value differs from the session's. Transaction mode: one transaction
     whose first message sets them locally (:func:`begin_with`), so they hold for exactly these
     statements; committed at the end, rolled back on an error."""
-    from psycopg.pq import TransactionStatus
-
     from core.db import read_connection
 
-    with read_connection(pool) as conn:
-        if not isinstance(pool, CorePool) or not vector:
-            yield conn
-            return
-        if pool.mode == "session":
-            pool.tune_session(conn, ef_search)
-            yield conn
-            return
-        conn.execute(pool.begin_search(ef_search))
-        try:
-            yield conn
-        except BaseException:
-            if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-                with suppress(psycopg.Error):  # a broken connection: the pool discards it
-                    conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    if conn is not None:
+        with searching(pool, conn, vector, ef_search) as held:
+            yield held
+        return
+    with read_connection(pool) as checked_out, searching(pool, checked_out, vector, ef_search) as held:
+        yield held
+
+
+@contextmanager
+def searching(pool: ConnectionPool, conn: psycopg.Connection[Any], vector: bool,
+              ef_search: int | None) -> Iterator[psycopg.Connection[Any]]:
+    """``conn`` (autocommit) with the search settings in effect (:func:`search_connection`)."""
+    from psycopg.pq import TransactionStatus
+
+    if not isinstance(pool, CorePool) or not vector:
+        yield conn
+        return
+    if pool.mode == "session":
+        pool.tune_session(conn, ef_search)
+        yield conn
+        return
+    conn.execute(pool.begin_search(ef_search))
+    try:
+        yield conn
+    except BaseException:
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            with suppress(psycopg.Error):  # a broken connection: the pool discards it
+                conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

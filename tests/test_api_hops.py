@@ -87,3 +87,38 @@ def test_queueing_an_email_is_one_hop_and_a_stranger_none(api: RunningApi, tenan
     with client_for(api, None) as stranger:
         assert stranger.post("/v1/emails", content=raw).status_code == 401
     assert hops == []
+
+
+def test_a_search_checks_out_one_pooled_connection(api: RunningApi, tenant: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key lookup and the search's SQL share one checkout of the pool, cached or not, the key
+    verified in this process or not."""
+    import threading
+
+    import core.api.routers.search as route
+
+    inside = threading.local()
+    checkouts: list[int] = []
+    answer, getconn = route.answer, api.pool.getconn
+
+    def counted_answer(*args: Any) -> Any:
+        inside.on = True
+        try:
+            return answer(*args)
+        finally:
+            inside.on = False
+
+    def counted_getconn(*args: Any, **kwargs: Any) -> Any:
+        if getattr(inside, "on", False):
+            checkouts.append(1)
+        return getconn(*args, **kwargs)
+
+    monkeypatch.setattr(route, "answer", counted_answer)
+    monkeypatch.setattr(api.pool, "getconn", counted_getconn)
+    with client_for(api, tenant.api_key) as client:
+        for query, expect_cached in (("alpha", False), ("beta", False), ("beta", True)):
+            checkouts.clear()
+            response = client.post("/v1/search", json={"query": query, "mode": "vector"})
+            assert response.status_code == 200, response.text
+            assert response.json()["cached"] is expect_cached
+            assert len(checkouts) == 1, (query, expect_cached, checkouts)

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +41,12 @@ from core.db import read_connection
 from core.ratelimit import address_bucket, retry_after_header
 from core.tenants import Principal, recently_verified, resolve_principal
 from core.tiers import rate_headers
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from core.redisbatch import Batch
+    from core.sharedlimit import AheadCharge
 
 # what the OpenAPI document declares (``openapi.build``); the headers are read by the functions below
 SECURITY_SCHEMES = {
@@ -107,11 +115,15 @@ def screen(services: Services, caller: Caller) -> None:
         refuse_stranger(services, caller.address, "unauthorized", MISSING_KEY)
 
 
-def charge_company(services: Services, company_id: int, tier_name: str | None) -> None:
+def charge_company(services: Services, company_id: int, tier_name: str | None,
+                   ahead: AheadCharge | None = None) -> None:
     """Charge the company one request at its tier's rate (shared by every API process through
-    Redis); the answer carries the ``RateLimit-*`` fields, a refusal is a 429 with ``Retry-After``."""
+    Redis); the answer carries the ``RateLimit-*`` fields, a refusal is a 429 with ``Retry-After``.
+    ``ahead``: the charge the read-ahead sent, kept when it is this one (``core.sharedlimit``)."""
     _, tier = services.tiers.tier_of(tier_name)
-    charge = services.limiter.charge(company_id, tier)
+    charge = None if ahead is None else ahead.taken(company_id, tier)
+    if charge is None:
+        charge = services.limiter.charge(company_id, tier)
     fields = rate_headers(charge, tier.rate_per_second, tier.burst)
     if not charge.allowed:
         metrics.RATE_LIMITED.inc()
@@ -121,21 +133,43 @@ def charge_company(services: Services, company_id: int, tier_name: str | None) -
         answer.update(fields)
 
 
-def authenticate(services: Services, caller: Caller) -> Principal:
-    """The company a screened caller's key acts for, charged one token (blocking: call it in a worker thread)."""
+def admit(services: Services, caller: Caller) -> int:
+    """Refuse, before any I/O, a caller without a key (401) or from an address that failed too often
+    with a key this process has not verified (429); returns the key lookup's TTL."""
     if caller.key is None:
         refuse_stranger(services, caller.address, "unauthorized", MISSING_KEY)
     ttl = services.cache.setting("ttl_auth", services.settings.auth_cache_ttl_seconds)
     wait = stranger_wait(services, caller)
     if wait > 0 and not recently_verified(services.cache, caller.key, ttl):
         too_many_strangers(wait)  # before any lookup: a flood of made-up keys costs no query
-    with read_connection(services.pool) as conn:
-        principal = resolve_principal(conn, services.cache, caller.key, ttl)
-    if principal is None:
-        refuse_stranger(services, caller.address, "unauthorized", "unknown or revoked API key")
-    logs.note_company(principal.company_id)
-    charge_company(services, principal.company_id, principal.tier)
-    return principal
+    return ttl
+
+
+def authenticate(services: Services, caller: Caller, ahead: AheadCharge | None = None,
+                 conn: psycopg.Connection[Any] | None = None) -> Principal:
+    """The company a screened caller's key acts for, charged one token (blocking: call it in a worker
+    thread). ``ahead``: the charge the search's read-ahead sent for this key's company, kept only
+    if the key is valid and the tier the same (else undone): the company pays what it would without it.
+    ``conn``: a pooled connection the caller holds (autocommit) for the lookup, else one is checked out."""
+    try:
+        ttl = admit(services, caller)
+        assert caller.key is not None
+        with nullcontext(conn) if conn is not None else read_connection(services.pool) as held:
+            principal = resolve_principal(held, services.cache, caller.key, ttl)
+        if principal is None:
+            refuse_stranger(services, caller.address, "unauthorized", "unknown or revoked API key")
+        logs.note_company(principal.company_id)
+        charge_company(services, principal.company_id, principal.tier, ahead)
+        return principal
+    finally:
+        if ahead is not None:
+            ahead.cancel()  # not taken: a refused key, a failed lookup (no-op once taken)
+
+
+def charge_ahead(services: Services) -> Callable[[Batch, int, str | None], AheadCharge | None]:
+    """What the search's read-ahead charges a company with (``core.search.ahead.ChargeAhead``)."""
+    return lambda batch, company_id, tier_name: services.limiter.charge_ahead(
+        batch, company_id, services.tiers.tier_of(tier_name)[1])
 
 
 async def get_principal(request: Request) -> Principal:

@@ -182,20 +182,21 @@ def count(route: Route) -> None:
 
 def read(primary: ConnectionPool, replicas: ReplicaSet | None, company_id: int, required_version: int,
          work: Callable[[psycopg.Connection[Any]], T], *, vector: bool = True,
-         ef_search: int | None = None) -> tuple[T, Route]:
+         ef_search: int | None = None, conn: psycopg.Connection[Any] | None = None) -> tuple[T, Route]:
     """``work(conn)`` on a replica whose snapshot holds the company at ``required_version`` or newer,
     else on the primary (one autocommit connection, as without replicas); returns its result and
     where it ran. ``work`` must only read: on a replica failure it runs again on the primary.
     ``vector``: the search settings must be in effect (``core.pooler.search_connection``), with
-    ``ef_search`` (the database's value, learned by the request) where none is configured."""
+    ``ef_search`` (the database's value, learned by the request) where none is configured; ``conn``:
+    a connection of ``primary`` the request holds already (``core.pooler.search_connection``)."""
     route = replicas.route() if replicas is not None else PRIMARY_NO_REPLICAS
     name = route.replica
     if replicas is not None and name is not None:
         try:
-            with replicas.snapshot(name, vector=vector, ef_search=ef_search) as conn:
-                row = conn.execute(COMPANY_VERSION_SQL, (company_id,), prepare=True).fetchone()
+            with replicas.snapshot(name, vector=vector, ef_search=ef_search) as replica:
+                row = replica.execute(COMPANY_VERSION_SQL, (company_id,), prepare=True).fetchone()
                 if fresh_enough(None if row is None else int(row[0]), required_version):
-                    result = work(conn)
+                    result = work(replica)
                     count(route)
                     return result, route
             route = Route("primary", "behind")
@@ -206,7 +207,7 @@ def read(primary: ConnectionPool, replicas: ReplicaSet | None, company_id: int, 
                 replicas.mark_down(name)
                 route = Route("primary", "down")
             log.info("search on %s failed (%s): reading from the primary", name, first_line(exc))
-    with search_connection(primary, vector=vector, ef_search=ef_search) as conn:
-        result = work(conn)
+    with search_connection(primary, vector=vector, ef_search=ef_search, conn=conn) as held:
+        result = work(held)
     count(route)
     return result, route

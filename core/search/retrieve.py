@@ -361,14 +361,16 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
            ttl: int, exact_max_rows: int, max_candidates: int = 2000,
            replicas: ReplicaSet | None = None, ranking: Ranking = Ranking(),
            ahead: PendingGet | None = None, fields: tuple[str, ...] | None = None,
-           depth: int | None = None) -> dict[str, Any]:
+           depth: int | None = None, conn: Any = None) -> dict[str, Any]:
     """Answer a search from the cache when the company's data has not changed, else from the database.
 
     ``exact_max_rows`` is the setting ``vector_exact_max_rows`` (0: always HNSW); ``max_candidates``
     ``search_group_max_candidates``; ``ranking``: the ranking settings (``Ranking.of``); ``replicas``: read
     from one when it is fresh enough (``core.replicas.reader.read``: never older than ``principal.data_version``).
     ``fields``: the hit fields answered (``core.search.page.parse_fields``; None: all); ``depth``: the
-    most hits a walk of pages answers (``core.search.page``; None: ``req.k``, no second page).
+    most hits a walk of pages answers (``core.search.page``; None: ``req.k``, no second page); ``conn``:
+    a connection of ``pool`` the request holds (its key lookup's, in autocommit), read with instead of
+    a second checkout.
     A ``req.cursor`` not issued for this search and company raises ``core.cursor.CursorRefused``.
     From the cache (this process's near cache, then Redis), ``results`` is the stored JSON as an
     ``orjson.Fragment``: encode the answer with ``orjson.dumps`` (the API's ``OrjsonResponse``). The
@@ -405,7 +407,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
     def read_answer() -> list[dict[str, Any]]:
         # the primary: single statements in autocommit (no BEGIN/ROLLBACK round trips); a replica: one snapshot
         return read(pool, replicas, principal.company_id, principal.data_version, answer,
-                    vector=req.mode is not Mode.keyword, ef_search=principal.ef_search)[0]
+                    vector=req.mode is not Mode.keyword, ef_search=principal.ef_search, conn=conn)[0]
 
     try:
         ranked = read_answer()

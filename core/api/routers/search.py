@@ -2,7 +2,8 @@
 
 The route refuses a request without a key on the event loop (``screen``), reads the body there
 and does everything else in one worker thread: the key lookup and rate limit (``authenticate``),
-parsing and validating the body (``read_json``), the search. A slow Redis must not block the
+parsing and validating the body (``read_json``), the search; the key lookup and the search's SQL
+on one checkout of the pool. A slow Redis must not block the
 event loop either. It declares no FastAPI dependency or body parameter, on purpose: a sync
 dependency would cost a second hop, and FastAPI solving dependencies and reading a declared body
 costs this route a fifth of its CPU on a cached answer. The body and security are declared to
@@ -13,6 +14,7 @@ OpenAPI by ``json_body`` and ``TENANT_AUTH``. A cached answer is sent as the sto
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import orjson
@@ -21,12 +23,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from core.api.body import json_body, read_json, resource_router
-from core.api.deps import TENANT_AUTH, Caller, authenticate, caller_of, screen, services_of
+from core.api.deps import TENANT_AUTH, Caller, admit, authenticate, caller_of, charge_ahead, screen, services_of
 from core.api.errors import ApiError, invalid_cursor, responses, validation_error
 from core.api.intake import refuse_quota
 from core.api.models import SearchOut
 from core.api.services import Services
 from core.cursor import CursorRefused
+from core.db import read_connection
 from core.search.ahead import read_ahead, remember_version
 from core.search.fusion import Ranking
 from core.search.page import FIELDS_PATTERN, UnknownField, parse_fields
@@ -54,37 +57,42 @@ def hit_fields(query: str | None) -> tuple[tuple[str, ...] | None, ApiError | No
 def answer(services: Services, caller: Caller, content_type: str | None, body: bytes,
            fields_query: str | None) -> dict[str, Any]:
     """Authenticate, validate, search (blocking: the route's one worker thread). For a key this
-    process verified recently, the cache is asked while the database authenticates
-    (``core.search.ahead``)."""
+    process verified recently, the cache is asked and the rate limit charged while the database
+    authenticates, in one round trip (``core.search.ahead``)."""
     settings, cache = services.settings, services.cache
     ttl = cache.setting("ttl_search", settings.search_cache_ttl_seconds)
     auth_ttl = cache.setting("ttl_auth", settings.auth_cache_ttl_seconds)
     ranking = Ranking.of(settings)
     fields, refused = hit_fields(fields_query)
     ahead = None if refused is not None else read_ahead(
-        cache, caller.key, auth_ttl, ttl, lambda: read_json(content_type, body, SearchRequest), ranking, fields)
+        cache, caller.key, auth_ttl, ttl, lambda: read_json(content_type, body, SearchRequest), ranking, fields,
+        charge_ahead(services))
     try:
-        principal = authenticate(services, caller)
-        remember_version(cache, principal.company_id, principal.data_version, auth_ttl)
-        if refused is not None:
-            raise refused
-        if ahead is not None and ahead.error is not None:
-            raise ahead.error
-        req = ahead.request if ahead is not None and ahead.request is not None else \
-            read_json(content_type, body, SearchRequest)
-        if req.k > settings.search_max_k:
-            raise validation_error(f"k: at most {settings.search_max_k}")
-        tier = services.tiers.tier_of(principal.tier)[1]
-        too_many = k_quota(tier, req.k)
-        if too_many is not None:
-            raise refuse_quota(too_many)
-        try:
-            found = search(services.pool, cache, services.embedder, principal, req, ttl,
-                           settings.vector_exact_max_rows, settings.search_group_max_candidates, services.replicas,
-                           ranking, ahead=None if ahead is None else ahead.pending, fields=fields,
-                           depth=min(settings.search_max_k, tier.max_k))
-        except CursorRefused as exc:
-            raise invalid_cursor(exc) from None
+        admit(services, caller)  # its refusals before a connection is checked out
+        # the key lookup's connection is the search's too (with read replicas the search may read
+        # elsewhere: then each checks out its own, as the primary's pool is not held during a replica's read)
+        with nullcontext(None) if services.replicas is not None else read_connection(services.pool) as conn:
+            principal = authenticate(services, caller, None if ahead is None else ahead.charge, conn)
+            remember_version(cache, principal, auth_ttl)
+            if refused is not None:
+                raise refused
+            if ahead is not None and ahead.error is not None:
+                raise ahead.error
+            req = ahead.request if ahead is not None and ahead.request is not None else \
+                read_json(content_type, body, SearchRequest)
+            if req.k > settings.search_max_k:
+                raise validation_error(f"k: at most {settings.search_max_k}")
+            tier = services.tiers.tier_of(principal.tier)[1]
+            too_many = k_quota(tier, req.k)
+            if too_many is not None:
+                raise refuse_quota(too_many)
+            try:
+                found = search(services.pool, cache, services.embedder, principal, req, ttl,
+                               settings.vector_exact_max_rows, settings.search_group_max_candidates,
+                               services.replicas, ranking, ahead=None if ahead is None else ahead.pending,
+                               fields=fields, depth=min(settings.search_max_k, tier.max_k), conn=conn)
+            except CursorRefused as exc:
+                raise invalid_cursor(exc) from None
     finally:
         if ahead is not None:
             ahead.close()
