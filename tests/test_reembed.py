@@ -467,3 +467,22 @@ def test_a_switch_that_cannot_take_its_locks_gives_way_and_the_runner_retries(
     assert result.steps[-2:] == ["switch", "drop_retired"]  # switched, then the old vectors dropped
     with connect(db_url) as conn:
         assert active(conn).spec.dim == 40 and stored_match(conn, 40)
+
+
+def test_a_search_that_follows_the_switch_leaves_no_pooled_connection_in_a_transaction(
+        api: RunningApi, tenant: Any, settings: Settings, db_url: str) -> None:
+    """The API's first vector search after a switch is refused by the database, reads the active space
+    and searches again: on the connection it holds (its key lookup's), not one given back to the pool."""
+    ingest(api, tenant.api_key, corpus(12))
+    drain(settings, db_url)
+    assert in_space(search(api, tenant.api_key)["results"], 384)
+    start(settings, target(settings, "hash", 64), "tester")
+    run(settings, "tester")
+    followed = search(api, tenant.api_key, k=4)
+    assert followed["results"] and in_space(followed["results"], 64) and api.embedder.dim == 64
+    with connect(db_url) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND state LIKE 'idle in transaction%%'").fetchone()
+    assert left == (0,), "a pooled connection left inside a transaction"
+    for k in (3, 2, 1):  # each on a connection of the pool, as it was handed back
+        assert in_space(search(api, tenant.api_key, k=k)["results"], 64)

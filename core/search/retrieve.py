@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import nullcontext
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -415,8 +416,9 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         # the active vector space changed since this process last looked: follow it, answer in it
         if not space_changed(exc) or not isinstance(embedder, SpaceEmbedder):
             raise
-        with read_connection(pool) as conn:
-            embedder.refresh(conn)
+        # on the connection the request holds (``read_answer`` reads ``conn`` again: never rebind it)
+        with nullcontext(conn) if conn is not None else read_connection(pool) as held:
+            embedder.refresh(held)
         ranked = read_answer()
     results, cursor = page_of(ranked, paging, principal.company_id, req.fingerprint(), req.group_by is not None,
                               ranking.per_document, fields)
