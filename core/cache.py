@@ -200,7 +200,11 @@ class Cache:
 
         ``near_ttl``: look in this process's near cache first, and keep a Redis hit there."""
         if near_ttl is not None:  # the near copy, else Redis, whose remaining TTL bounds the copy then kept
-            return self.get_raw_begin(key, counter, near_ttl).result()
+            pending = self.get_raw_begin(key, counter, near_ttl)
+            try:
+                return pending.result()
+            finally:
+                pending.close()  # a reply left unread (the GET refused: its PTTL): the connection back clean
         if not self.available:
             counter.labels("error").inc()
             return None, "error"

@@ -650,3 +650,21 @@ def test_a_near_miss_looks_in_the_near_cache_once(redis_url: str, monkeypatch: p
     assert cache.get_raw(key, near_ttl=60) == (None, "miss")
     assert asked == [key]
     cache.close()
+
+
+def test_a_search_key_redis_refuses_gives_its_connection_back(redis_url: str) -> None:
+    """A GET Redis answers with an error (a key of another type: WRONGTYPE) is a cache error, and the
+    connection goes back to the pool with the PTTL sent after it read: none is left open per read."""
+    cache = Cache(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    key = search_key(9, 3, "wrong-type")
+    client.rpush(key, b"not a string")
+    assert cache.get_raw(search_key(9, 3, "absent"), near_ttl=60) == (None, "miss")  # one pooled connection made
+    before = client.info("clients")["connected_clients"]
+    for _ in range(5):
+        assert cache.get_raw(key, near_ttl=60) == (None, "error")
+    assert client.info("clients")["connected_clients"] == before, "a connection left checked out per read"
+    assert cache.get_raw(search_key(9, 3, "absent"), near_ttl=60) == (None, "miss")
+    client.delete(key)
+    client.close()
+    cache.close()
