@@ -183,7 +183,12 @@ def test_kill_9_takes_the_children_along_one_up_per_data_dir_and_leftovers_are_s
         planted.append(job)
 
         def job_children() -> dict[str, int]:
-            return {c.cmdline()[-1]: c.pid for c in psutil.Process(job.pid).children()}
+            found = {}
+            for child in psutil.Process(job.pid).children():
+                with contextlib.suppress(psutil.Error):  # gone since
+                    if cmdline := child.cmdline():  # empty for an instant while the child execs
+                        found[cmdline[-1]] = child.pid
+            return found
 
         members = wait_for(lambda: (found := job_children()).keys() == {"601", "602"} and found, 30,
                            "the job's children")
