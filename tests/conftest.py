@@ -25,6 +25,7 @@ from core.cache import Cache
 from core.config import Settings
 from core.db import make_pool, migrate
 from core.embedded import EmbeddedPostgres, EmbeddedRedis, pg_url
+from tests.tmpdirs import outside_pytest_tmp, remove_outside_dirs
 
 TEMPLATE = "opsctl_template"
 _counter = itertools.count()
@@ -51,12 +52,9 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ.update(saved)
 
 
-def outside_pytest_tmp(prefix: str) -> Path:
-    """A private temp dir outside pytest's own (another pytest session may chmod that one 0700,
-    which locks out PostgreSQL's system user)."""
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix=prefix))
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The dirs ``outside_pytest_tmp`` made in this process go (``OPSCTL_KEEP_TEST_DIRS=1`` keeps them)."""
+    remove_outside_dirs()
 
 
 def make_settings(**overrides: Any) -> Settings:
