@@ -181,9 +181,15 @@ def make_pool(url: str, settings: Settings, *, name: str = "core", min_size: int
 
 
 @contextmanager
-def read_connection(pool: ConnectionPool) -> Iterator[psycopg.Connection[Any]]:
+def read_connection(pool: ConnectionPool,
+                    held: psycopg.Connection[Any] | None = None) -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection in autocommit, for one read-only statement: each statement is its own
-    snapshot, and no BEGIN or ROLLBACK round trip is paid around it."""
+    snapshot, and no BEGIN or ROLLBACK round trip is paid around it. ``held``: one of ``pool`` the
+    caller holds already from an outer ``read_connection`` (a request's key lookup and its search),
+    yielded as it is: no second checkout."""
+    if held is not None:
+        yield held
+        return
     with pool.connection() as conn:
         conn.autocommit = True
         try:

@@ -123,35 +123,24 @@ def search_connection(pool: ConnectionPool, *, vector: bool = True, ef_search: i
     only when the learned value differs from the session's. Transaction mode: one transaction
     whose first message sets them locally (:func:`begin_with`), so they hold for exactly these
     statements; committed at the end, rolled back on an error."""
-    from core.db import read_connection
-
-    if conn is not None:
-        with searching(pool, conn, vector, ef_search) as held:
-            yield held
-        return
-    with read_connection(pool) as checked_out, searching(pool, checked_out, vector, ef_search) as held:
-        yield held
-
-
-@contextmanager
-def searching(pool: ConnectionPool, conn: psycopg.Connection[Any], vector: bool,
-              ef_search: int | None) -> Iterator[psycopg.Connection[Any]]:
-    """``conn`` (autocommit) with the search settings in effect (:func:`search_connection`)."""
     from psycopg.pq import TransactionStatus
 
-    if not isinstance(pool, CorePool) or not vector:
-        yield conn
-        return
-    if pool.mode == "session":
-        pool.tune_session(conn, ef_search)
-        yield conn
-        return
-    conn.execute(pool.begin_search(ef_search))
-    try:
-        yield conn
-    except BaseException:
-        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-            with suppress(psycopg.Error):  # a broken connection: the pool discards it
-                conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    from core.db import read_connection
+
+    with read_connection(pool, conn) as conn:
+        if not isinstance(pool, CorePool) or not vector:
+            yield conn
+            return
+        if pool.mode == "session":
+            pool.tune_session(conn, ef_search)
+            yield conn
+            return
+        conn.execute(pool.begin_search(ef_search))
+        try:
+            yield conn
+        except BaseException:
+            if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                with suppress(psycopg.Error):  # a broken connection: the pool discards it
+                    conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -145,16 +144,20 @@ def admit(services: Services, caller: Caller) -> int:
     return ttl
 
 
-def authenticate(services: Services, caller: Caller, ahead: AheadCharge | None = None,
-                 conn: psycopg.Connection[Any] | None = None) -> Principal:
-    """The company a screened caller's key acts for, charged one token (blocking: call it in a worker
-    thread). ``ahead``: the charge the search's read-ahead sent for this key's company, kept only
-    if the key is valid and the tier the same (else undone): the company pays what it would without it.
+def authenticate(services: Services, caller: Caller) -> Principal:
+    """The company a screened caller's key acts for, charged one token (blocking: call it in a worker thread)."""
+    return verify(services, caller, admit(services, caller))
+
+
+def verify(services: Services, caller: Caller, ttl: int, ahead: AheadCharge | None = None,
+           conn: psycopg.Connection[Any] | None = None) -> Principal:
+    """``authenticate`` after ``admit`` (which returned ``ttl``): the key looked up, the company
+    charged. ``ahead``: the charge the search's read-ahead sent for this key's company, kept only if
+    the key is valid and the tier the same (else undone): the company pays what it would without it.
     ``conn``: a pooled connection the caller holds (autocommit) for the lookup, else one is checked out."""
+    assert caller.key is not None  # (admitted)
     try:
-        ttl = admit(services, caller)
-        assert caller.key is not None
-        with nullcontext(conn) if conn is not None else read_connection(services.pool) as held:
+        with read_connection(services.pool, conn) as held:
             principal = resolve_principal(held, services.cache, caller.key, ttl)
         if principal is None:
             refuse_stranger(services, caller.address, "unauthorized", "unknown or revoked API key")

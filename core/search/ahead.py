@@ -14,7 +14,7 @@ process has not verified is authenticated first and its body parsed after, as be
 The rate limit's charge rides in the same round trip (``core.sharedlimit.SharedLimiter.charge_ahead``),
 at the tier the company held at its last request: the GET, the PTTL and the charge are one write to
 Redis, read after the database answered. The charge is kept only if the lookup proves it owed
-(``core.api.deps.authenticate``); a key revoked since, or a tier changed since, has it undone.
+(``core.api.deps.verify``); a key revoked since, or a tier changed since, has it undone.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ ChargeAhead = Callable[[Batch, int, "str | None"], "AheadCharge | None"]
 class Ahead:
     """What the route knows before authenticating: the parsed body (or the error to raise once the
     caller is authenticated), the cache read in flight (None: none was sent) and the rate limit's
-    charge in flight (None: none was sent; settled by ``authenticate``)."""
+    charge in flight (None: none was sent; settled by ``core.api.deps.verify``)."""
 
     request: SearchRequest | None
     error: Exception | None

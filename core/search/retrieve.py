@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from contextlib import nullcontext
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -417,7 +416,7 @@ def search(pool: ConnectionPool, cache: Cache, embedder: Embedder, principal: Pr
         if not space_changed(exc) or not isinstance(embedder, SpaceEmbedder):
             raise
         # on the connection the request holds (``read_answer`` reads ``conn`` again: never rebind it)
-        with nullcontext(conn) if conn is not None else read_connection(pool) as held:
+        with read_connection(pool, conn) as held:
             embedder.refresh(held)
         ranked = read_answer()
     results, cursor = page_of(ranked, paging, principal.company_id, req.fingerprint(), req.group_by is not None,

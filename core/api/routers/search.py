@@ -1,10 +1,10 @@
 """``/v1/search``: the hot path, in one threadpool hop.
 
 The route refuses a request without a key on the event loop (``screen``), reads the body there
-and does everything else in one worker thread: the key lookup and rate limit (``authenticate``),
-parsing and validating the body (``read_json``), the search; the key lookup and the search's SQL
-on one checkout of the pool. A slow Redis must not block the
-event loop either. It declares no FastAPI dependency or body parameter, on purpose: a sync
+and does everything else in one worker thread: the key lookup and rate limit (``authenticate`` in
+its two halves: ``admit``, then ``verify``), parsing and validating the body (``read_json``), the
+search; the key lookup and the search's SQL on one checkout of the pool. A slow Redis must not
+block the event loop either. It declares no FastAPI dependency or body parameter, on purpose: a sync
 dependency would cost a second hop, and FastAPI solving dependencies and reading a declared body
 costs this route a fifth of its CPU on a cached answer. The body and security are declared to
 OpenAPI by ``json_body`` and ``TENANT_AUTH``. A cached answer is sent as the stored bytes
@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from core.api.body import json_body, read_json, resource_router
-from core.api.deps import TENANT_AUTH, Caller, admit, authenticate, caller_of, charge_ahead, screen, services_of
+from core.api.deps import TENANT_AUTH, Caller, admit, caller_of, charge_ahead, screen, services_of, verify
 from core.api.errors import ApiError, invalid_cursor, responses, validation_error
 from core.api.intake import refuse_quota
 from core.api.models import SearchOut
@@ -68,11 +68,11 @@ def answer(services: Services, caller: Caller, content_type: str | None, body: b
         cache, caller.key, auth_ttl, ttl, lambda: read_json(content_type, body, SearchRequest), ranking, fields,
         charge_ahead(services))
     try:
-        admit(services, caller)  # its refusals before a connection is checked out
+        admitted = admit(services, caller)  # its refusals before a connection is checked out
         # the key lookup's connection is the search's too (with read replicas the search may read
         # elsewhere: then each checks out its own, as the primary's pool is not held during a replica's read)
         with nullcontext(None) if services.replicas is not None else read_connection(services.pool) as conn:
-            principal = authenticate(services, caller, None if ahead is None else ahead.charge, conn)
+            principal = verify(services, caller, admitted, None if ahead is None else ahead.charge, conn)
             remember_version(cache, principal, auth_ttl)
             if refused is not None:
                 raise refused
